@@ -1,0 +1,25 @@
+//! Serialine's domain, free of I/O.
+//!
+//! Everything the daemon decides about a serial is decided here: what a valid
+//! serial, GTIN, lot and expiry are ([`serial`], [`gtin`], [`job`]), which
+//! lifecycle moves are legal ([`state`]), how a block of serials is sealed for
+//! transport and storage ([`block`]), how a code is rendered onto the product and
+//! parsed back from a camera read ([`code`]), and how an issuer draws
+//! non-sequential serials ([`serialgen`]). The store, the devices and the uplink
+//! only carry out these decisions.
+
+pub mod block;
+pub mod code;
+pub mod gtin;
+pub mod job;
+pub mod serial;
+pub mod serialgen;
+pub mod state;
+
+pub use block::{Block, BlockError, BlockId, BlockKey, SealedBlock};
+pub use code::{CodeData, CodeError, Template};
+pub use gtin::{Gtin, GtinError};
+pub use job::{Expiry, Job, JobError, Lot};
+pub use serial::{Serial, SerialError};
+pub use serialgen::{SerialGenError, SerialGenerator};
+pub use state::{IllegalTransition, RejectReason, UnitState};
