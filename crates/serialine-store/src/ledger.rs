@@ -1,0 +1,661 @@
+//! The synchronous ledger: sled trees, schema checks, and the one function
+//! that applies a batch of operations atomically. Only the committer thread
+//! writes; anyone may read.
+
+use crate::error::StoreError;
+use crate::outbox::{event_id, OutboxEvent};
+use crate::record::{BlockUse, Counts, SerialRecord};
+use serialine_core::{Block, BlockId, BlockKey, SealedBlock, Serial, UnitState};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use sled::Transactional;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Bumped whenever an on-disk layout changes. A ledger with a higher version
+/// is refused rather than misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META_SCHEMA: &[u8] = b"schema_version";
+const META_LINE: &[u8] = b"line_id";
+const META_KEY_CHECK: &[u8] = b"key_check";
+const META_COUNTS: &[u8] = b"counts";
+const META_OUTBOX_SEQ: &[u8] = b"outbox_seq";
+
+/// Keys derived from the line secret: blake3 contexts fixed forever.
+const INDEX_KEY_CONTEXT: &str = "serialine 2026-11-26 issued-serial index v1";
+const KEY_CHECK_CONTEXT: &str = "serialine 2026-11-26 ledger key check v1";
+
+/// One write the committer can apply.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    /// Store a block that was already opened and verified by the caller.
+    AddBlock {
+        sealed: Vec<u8>,
+        block_id: BlockId,
+        serial_keys: Vec<[u8; 16]>,
+    },
+    Transition {
+        serial: Serial,
+        to: UnitState,
+    },
+    /// Upstream acknowledged outbox entry `seq`.
+    AckOutbox {
+        seq: u64,
+    },
+}
+
+/// What an applied op did, for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    BlockAdded {
+        block_id: BlockId,
+        serials: u32,
+    },
+    Moved {
+        from: UnitState,
+        to: UnitState,
+    },
+    /// The outbox entry was removed; `None` if it was already gone (a
+    /// repeated acknowledgment is harmless).
+    Acked {
+        event: Option<(Serial, UnitState)>,
+    },
+}
+
+/// A serial as the ledger sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not in any block this line received: a foreign code.
+    NotIssued,
+    /// In a stored block and never sent (it may be reserved in memory).
+    Available {
+        block_id: BlockId,
+    },
+    Recorded(SerialRecord),
+}
+
+/// Cloning shares the trees: the committer owns one copy and writes; the
+/// store's copy only reads (its `counts` and `next_seq` are unused).
+#[derive(Clone)]
+pub(crate) struct Ledger {
+    pub path: PathBuf,
+    pub line_id: String,
+    db: sled::Db,
+    serials: sled::Tree,
+    inflight: sled::Tree,
+    outbox: sled::Tree,
+    meta: sled::Tree,
+    blocks: sled::Tree,
+    issued: sled::Tree,
+    cursors: sled::Tree,
+    block_key: BlockKey,
+    index_key: [u8; 32],
+    /// Owned by the committer; published to readers after each batch.
+    pub counts: Counts,
+    next_seq: u64,
+}
+
+impl Ledger {
+    pub fn open(path: &Path, line_id: &str, line_secret: &[u8]) -> Result<Self, StoreError> {
+        let io = |e| map_sled(path, e);
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(io)?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| map_sled(path, e));
+        let mut ledger = Ledger {
+            path: path.to_path_buf(),
+            line_id: line_id.to_string(),
+            serials: tree("serials")?,
+            inflight: tree("inflight")?,
+            outbox: tree("outbox")?,
+            meta: tree("meta")?,
+            blocks: tree("blocks")?,
+            issued: tree("issued")?,
+            cursors: tree("cursors")?,
+            db,
+            block_key: BlockKey::derive(line_secret),
+            index_key: blake3::derive_key(INDEX_KEY_CONTEXT, line_secret),
+            counts: Counts::default(),
+            next_seq: 0,
+        };
+        let key_check = blake3::derive_key(KEY_CHECK_CONTEXT, line_secret);
+        ledger.check_or_init(&key_check)?;
+        Ok(ledger)
+    }
+
+    fn corrupt(&self, what: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            what: what.into(),
+        }
+    }
+
+    fn io(&self) -> impl FnOnce(sled::Error) -> StoreError + '_ {
+        |e| map_sled(&self.path, e)
+    }
+
+    /// Verifies schema, line and secret of an existing ledger, or stamps a new one.
+    fn check_or_init(&mut self, key_check: &[u8; 32]) -> Result<(), StoreError> {
+        let schema = self.meta.get(META_SCHEMA).map_err(self.io())?;
+        let Some(schema) = schema else {
+            let untouched =
+                self.meta.is_empty() && self.serials.is_empty() && self.blocks.is_empty();
+            if !untouched {
+                return Err(self.corrupt("schema version missing from a non-empty ledger"));
+            }
+            self.meta
+                .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())
+                .map_err(self.io())?;
+            self.meta
+                .insert(META_LINE, self.line_id.as_bytes())
+                .map_err(self.io())?;
+            self.meta
+                .insert(META_KEY_CHECK, key_check.as_slice())
+                .map_err(self.io())?;
+            self.write_counts_now()?;
+            self.db.flush().map_err(self.io())?;
+            return Ok(());
+        };
+        let found = u32::from_be_bytes(
+            schema
+                .as_ref()
+                .try_into()
+                .map_err(|_| self.corrupt("schema version is not 4 bytes"))?,
+        );
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found == 0 {
+            return Err(self.corrupt("schema version 0"));
+        }
+        let line = self
+            .meta
+            .get(META_LINE)
+            .map_err(self.io())?
+            .ok_or_else(|| self.corrupt("line id missing"))?;
+        if line.as_ref() != self.line_id.as_bytes() {
+            return Err(StoreError::WrongLine {
+                path: self.path.clone(),
+                expected: self.line_id.clone(),
+                found: String::from_utf8_lossy(&line).into_owned(),
+            });
+        }
+        let check = self
+            .meta
+            .get(META_KEY_CHECK)
+            .map_err(self.io())?
+            .ok_or_else(|| self.corrupt("key check missing"))?;
+        if check.as_ref() != key_check.as_slice() {
+            return Err(StoreError::WrongSecret {
+                path: self.path.clone(),
+            });
+        }
+        self.next_seq = match self.meta.get(META_OUTBOX_SEQ).map_err(self.io())? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| self.corrupt("outbox sequence is not 8 bytes"))?,
+            ),
+            None => 0,
+        };
+        // Counters are written atomically with every batch, so they are exact
+        // after a crash; rebuilding them by a full scan is only needed when
+        // they are missing or unreadable.
+        let stored = self.meta.get(META_COUNTS).map_err(self.io())?;
+        match stored.and_then(|v| postcard::from_bytes::<Counts>(&v).ok()) {
+            Some(c) => self.counts = c,
+            None => {
+                tracing::warn!(path = %self.path.display(), "ledger counters missing; rebuilding them from the serial records");
+                self.counts = self.recount()?;
+                self.write_counts_now()?;
+                self.db.flush().map_err(self.io())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_counts_now(&self) -> Result<(), StoreError> {
+        let bytes = postcard::to_stdvec(&self.counts)
+            .map_err(|e| self.corrupt(format!("counters do not encode: {e}")))?;
+        self.meta.insert(META_COUNTS, bytes).map_err(self.io())?;
+        Ok(())
+    }
+
+    /// Recomputes every counter by scanning the ledger. Used when counters are
+    /// missing and by audits that check the stored counters are right.
+    pub fn recount(&self) -> Result<Counts, StoreError> {
+        let mut c = Counts::default();
+        for item in self.cursors.iter() {
+            let (k, v) = item.map_err(self.io())?;
+            let u = BlockUse::decode(&v)
+                .ok_or_else(|| self.corrupt(format!("block cursor {} unreadable", hex(&k))))?;
+            c.issued += u64::from(u.count);
+            c.blocks += 1;
+        }
+        for item in self.serials.iter() {
+            let (k, v) = item.map_err(self.io())?;
+            let r = SerialRecord::decode(&v).ok_or_else(|| {
+                self.corrupt(format!(
+                    "record of serial {:?} unreadable",
+                    String::from_utf8_lossy(&k)
+                ))
+            })?;
+            if let Some(slot) = c.slot(r.state) {
+                *slot += 1;
+            }
+            if r.reported {
+                c.reported += 1;
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn serial_key(&self, serial: &Serial) -> [u8; 16] {
+        serial_index_key(&self.index_key, serial)
+    }
+
+    pub fn block_key(&self) -> &BlockKey {
+        &self.block_key
+    }
+
+    pub fn lookup(&self, serial: &Serial) -> Result<Lookup, StoreError> {
+        if let Some(v) = self.serials.get(serial.as_bytes()).map_err(self.io())? {
+            let r = SerialRecord::decode(&v)
+                .ok_or_else(|| self.corrupt(format!("record of serial {serial} unreadable")))?;
+            return Ok(Lookup::Recorded(r));
+        }
+        match self
+            .issued
+            .get(self.serial_key(serial))
+            .map_err(self.io())?
+        {
+            Some(v) => Ok(Lookup::Available {
+                block_id: decode_u64(&v).ok_or_else(|| self.corrupt("issued index entry"))?,
+            }),
+            None => Ok(Lookup::NotIssued),
+        }
+    }
+
+    /// Serials on a device without a verdict, for reconciliation.
+    pub fn in_flight(&self) -> Result<Vec<(Serial, UnitState)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inflight.iter() {
+            let (k, _) = item.map_err(self.io())?;
+            let serial = std::str::from_utf8(&k)
+                .ok()
+                .and_then(|s| Serial::new(s).ok())
+                .ok_or_else(|| self.corrupt("in-flight index holds an invalid serial"))?;
+            match self.lookup(&serial)? {
+                Lookup::Recorded(r) if r.state.is_in_flight() => out.push((serial, r.state)),
+                other => {
+                    return Err(self.corrupt(format!(
+                        "in-flight index lists {serial}, whose record is {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn outbox_peek(&self, max: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.outbox
+            .iter()
+            .take(max)
+            .map(|item| {
+                let (_, v) = item.map_err(self.io())?;
+                postcard::from_bytes(&v).map_err(|e| self.corrupt(format!("outbox entry: {e}")))
+            })
+            .collect()
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Blocks that still hold serials never sent, in block id order.
+    pub fn blocks_with_serials(&self) -> Result<Vec<(BlockId, BlockUse)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.cursors.iter() {
+            let (k, v) = item.map_err(self.io())?;
+            let id = decode_u64(&k).ok_or_else(|| self.corrupt("block cursor key"))?;
+            let u = BlockUse::decode(&v)
+                .ok_or_else(|| self.corrupt(format!("block cursor {id} unreadable")))?;
+            if u.remaining() > 0 {
+                out.push((id, u));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decrypts a stored block (the working window).
+    pub fn open_block(&self, block_id: BlockId) -> Result<Block, StoreError> {
+        let bytes = self
+            .blocks
+            .get(block_id.to_be_bytes())
+            .map_err(self.io())?
+            .ok_or_else(|| self.corrupt(format!("block {block_id} has a cursor but no data")))?;
+        let sealed = SealedBlock::from_bytes(&bytes)
+            .map_err(|e| self.corrupt(format!("stored block {block_id}: {e}")))?;
+        self.block_key
+            .open(&sealed, &self.line_id)
+            .map_err(|e| self.corrupt(format!("stored block {block_id}: {e}")))
+    }
+
+    pub fn has_record(&self, serial: &Serial) -> Result<bool, StoreError> {
+        self.serials
+            .contains_key(serial.as_bytes())
+            .map_err(self.io())
+    }
+
+    /// Applies `ops` in one sled transaction. Each op succeeds or is refused on
+    /// its own; refused ops write nothing. Not durable until [`Ledger::flush`].
+    pub fn apply(&mut self, ops: &[Op]) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let trees = (
+            &self.serials,
+            &self.inflight,
+            &self.outbox,
+            &self.meta,
+            &self.blocks,
+            &self.issued,
+            &self.cursors,
+        );
+        let (counts, next_seq, path, line) =
+            (self.counts, self.next_seq, &self.path, &self.line_id);
+        let index_key = &self.index_key;
+        let result = trees.transaction(
+            |(serials, inflight, outbox, meta, blocks, issued, cursors)| {
+                let mut tx = Tx {
+                    path,
+                    line,
+                    serials,
+                    inflight,
+                    outbox,
+                    blocks,
+                    issued,
+                    cursors,
+                    index_key,
+                    counts,
+                    next_seq,
+                    now_ms,
+                };
+                let results: Vec<_> = ops
+                    .iter()
+                    .map(|op| tx.apply(op))
+                    .collect::<Result<_, UnabortableTransactionError>>()?;
+                meta.insert(
+                    META_COUNTS,
+                    postcard::to_stdvec(&tx.counts).map_err(|e| {
+                        ConflictableTransactionError::Abort(format!("counters do not encode: {e}"))
+                    })?,
+                )?;
+                meta.insert(META_OUTBOX_SEQ, &tx.next_seq.to_be_bytes())?;
+                Ok((results, tx.counts, tx.next_seq))
+            },
+        );
+        match result {
+            Ok((results, counts, next_seq)) => {
+                self.counts = counts;
+                self.next_seq = next_seq;
+                Ok(results)
+            }
+            Err(TransactionError::Abort(what)) => Err(self.corrupt(what)),
+            Err(TransactionError::Storage(e)) => Err(map_sled(&self.path, e)),
+        }
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(self.io())
+    }
+}
+
+/// One transaction's view: the trees plus the counters it is updating.
+struct Tx<'a> {
+    path: &'a Path,
+    line: &'a str,
+    serials: &'a TransactionalTree,
+    inflight: &'a TransactionalTree,
+    outbox: &'a TransactionalTree,
+    blocks: &'a TransactionalTree,
+    issued: &'a TransactionalTree,
+    cursors: &'a TransactionalTree,
+    index_key: &'a [u8; 32],
+    counts: Counts,
+    next_seq: u64,
+    now_ms: u64,
+}
+
+type TxResult<T> = Result<T, UnabortableTransactionError>;
+
+impl Tx<'_> {
+    fn corrupt(&self, what: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.to_path_buf(),
+            what,
+        }
+    }
+
+    fn apply(&mut self, op: &Op) -> TxResult<Result<Applied, StoreError>> {
+        match op {
+            Op::AddBlock {
+                sealed,
+                block_id,
+                serial_keys,
+            } => self.add_block(sealed, *block_id, serial_keys),
+            Op::Transition { serial, to } => self.transition(serial, *to),
+            Op::AckOutbox { seq } => self.ack(*seq),
+        }
+    }
+
+    fn add_block(
+        &mut self,
+        sealed: &[u8],
+        block_id: BlockId,
+        keys: &[[u8; 16]],
+    ) -> TxResult<Result<Applied, StoreError>> {
+        let id = block_id.to_be_bytes();
+        if self.blocks.get(id)?.is_some() {
+            return Ok(Err(StoreError::DuplicateBlock { block_id }));
+        }
+        for k in keys {
+            if let Some(v) = self.issued.get(k)? {
+                let earlier = decode_u64(&v).unwrap_or(u64::MAX);
+                return Ok(Err(StoreError::OverlappingBlock { block_id, earlier }));
+            }
+        }
+        let Ok(count) = u32::try_from(keys.len()) else {
+            return Ok(Err(StoreError::Corrupt {
+                path: self.path.to_path_buf(),
+                what: format!("block {block_id} holds more than 2^32 serials"),
+            }));
+        };
+        for k in keys {
+            self.issued.insert(k.as_slice(), &id)?;
+        }
+        self.blocks.insert(&id, sealed)?;
+        self.cursors
+            .insert(&id, &BlockUse { used: 0, count }.encode())?;
+        self.counts.issued += u64::from(count);
+        self.counts.blocks += 1;
+        Ok(Ok(Applied::BlockAdded {
+            block_id,
+            serials: count,
+        }))
+    }
+
+    fn transition(
+        &mut self,
+        serial: &Serial,
+        to: UnitState,
+    ) -> TxResult<Result<Applied, StoreError>> {
+        let key = serial.as_bytes();
+        let (from, block_id, fresh) = match self.serials.get(key)? {
+            Some(v) => match SerialRecord::decode(&v) {
+                Some(r) => (r.state, r.block_id, false),
+                None => {
+                    return Ok(Err(
+                        self.corrupt(format!("record of serial {serial} unreadable"))
+                    ))
+                }
+            },
+            // No record: the serial is still in its block. The caller (the
+            // store's pool) has checked it holds the reservation, so the
+            // lifecycle move is Reserved -> Sent.
+            None => match self.issued.get(self.index_key_of(serial))? {
+                Some(v) => match decode_u64(&v) {
+                    Some(b) => (UnitState::Reserved, b, true),
+                    None => {
+                        return Ok(Err(self.corrupt(format!("issued index entry of {serial}"))))
+                    }
+                },
+                None => {
+                    return Ok(Err(StoreError::NotIssued {
+                        serial: serial.clone(),
+                    }))
+                }
+            },
+        };
+        // Available and Reserved live in the pool, never in the ledger: a
+        // record always means the serial left the pool for good.
+        let allowed = to.has_left_pool() && from.can_move_to(to);
+        if let Err(source) = from.transition(to).and_then(|to| match allowed {
+            true => Ok(to),
+            false => Err(serialine_core::IllegalTransition { from, to }),
+        }) {
+            return Ok(Err(StoreError::Transition {
+                serial: serial.clone(),
+                source,
+            }));
+        }
+        if fresh {
+            let cid = block_id.to_be_bytes();
+            let used = self.cursors.get(cid)?.and_then(|v| BlockUse::decode(&v));
+            let Some(mut u) = used.filter(|u| u.used < u.count) else {
+                return Ok(Err(self.corrupt(format!(
+                    "block {block_id} cursor missing or already exhausted while sending {serial}"
+                ))));
+            };
+            u.used += 1;
+            self.cursors.insert(&cid, &u.encode())?;
+        }
+        let record = SerialRecord {
+            state: to,
+            reported: false,
+            block_id,
+        };
+        self.serials.insert(key, &record.encode())?;
+        match (from.is_in_flight(), to.is_in_flight()) {
+            (false, true) => {
+                self.inflight.insert(key, &[])?;
+            }
+            (true, false) => {
+                self.inflight.remove(key)?;
+            }
+            _ => {}
+        }
+        if to.is_reportable() {
+            let event = OutboxEvent {
+                seq: self.next_seq,
+                id: event_id(self.line, serial, to),
+                serial: serial.clone(),
+                state: to,
+                at_ms: self.now_ms,
+            };
+            let Ok(bytes) = postcard::to_stdvec(&event) else {
+                return Ok(Err(
+                    self.corrupt(format!("outbox event of {serial} does not encode"))
+                ));
+            };
+            self.outbox.insert(&self.next_seq.to_be_bytes(), bytes)?;
+            self.next_seq += 1;
+        }
+        self.counts.shift(from, to);
+        Ok(Ok(Applied::Moved { from, to }))
+    }
+
+    fn ack(&mut self, seq: u64) -> TxResult<Result<Applied, StoreError>> {
+        let key = seq.to_be_bytes();
+        let Some(v) = self.outbox.get(key)? else {
+            return Ok(Ok(Applied::Acked { event: None }));
+        };
+        let event: OutboxEvent = match postcard::from_bytes(&v) {
+            Ok(e) => e,
+            Err(e) => return Ok(Err(self.corrupt(format!("outbox entry {seq}: {e}")))),
+        };
+        let skey = event.serial.as_bytes();
+        let Some(mut record) = self
+            .serials
+            .get(skey)?
+            .and_then(|v| SerialRecord::decode(&v))
+        else {
+            return Ok(Err(self.corrupt(format!(
+                "outbox entry {seq} names {}, which has no readable record",
+                event.serial
+            ))));
+        };
+        match (event.state, record.state) {
+            (UnitState::Committed, UnitState::Committed) => {
+                record.state = UnitState::Synced;
+                self.counts.shift(UnitState::Committed, UnitState::Synced);
+            }
+            (UnitState::Rejected(_) | UnitState::Voided, s)
+                if s == event.state && !record.reported =>
+            {
+                record.reported = true;
+                self.counts.reported += 1;
+            }
+            _ => {}
+        }
+        self.serials.insert(skey, &record.encode())?;
+        self.outbox.remove(&key)?;
+        Ok(Ok(Applied::Acked {
+            event: Some((event.serial, event.state)),
+        }))
+    }
+
+    fn index_key_of(&self, serial: &Serial) -> [u8; 16] {
+        serial_index_key(self.index_key, serial)
+    }
+}
+
+/// Key of the `issued` index: a keyed hash, so the index does not store
+/// serials in clear before they are printed.
+fn serial_index_key(index_key: &[u8; 32], serial: &Serial) -> [u8; 16] {
+    let h = blake3::keyed_hash(index_key, serial.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.as_bytes()[..16]);
+    out
+}
+
+fn decode_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn map_sled(path: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            what: format!("sled reports corruption at {at:?}"),
+        },
+        sled::Error::Unsupported(why) if why.contains("version") => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            what: why,
+        },
+        other => StoreError::io(path)(other),
+    }
+}

@@ -1,0 +1,40 @@
+//! Serialine's ledger on `sled`.
+//!
+//! One ledger per line. It holds the sealed serial blocks the line received,
+//! the state of every serial that left the pool, the outbox of outcomes for
+//! upstream, and the line's metadata, and it enforces DESIGN.md's invariants
+//! at its single write path:
+//!
+//! 1. **At most once to a device**: `Sent` is accepted only for a serial that
+//!    has no record and that this process reserved, and it is acknowledged only
+//!    after the batch holding it is flushed. A second `Sent` is an illegal
+//!    transition, in this run or after any crash.
+//! 2. **Nothing committed is lost**: `Committed` is acknowledged after flush.
+//! 3. **Never reissued**: the pool skips every serial with a record.
+//! 4. **One terminal state**: the lifecycle of [`serialine_core::state`] is
+//!    checked against the durable record on every move.
+//! 5. **Upstream sees each event once**: terminal outcomes enter the outbox in
+//!    the same transaction, with ids stable across redelivery.
+//!
+//! Writes go through one committer thread that batches everything queued into
+//! one sled transaction and one flush ([`CommitMode::Group`]).
+//!
+//! Trees: `blocks` (sealed), `cursors` (per-block use), `issued` (keyed-hash
+//! index of issued serials, no clear text), `serials` (state records),
+//! `inflight` (Sent/Printed index for reconciliation), `outbox`, `meta`
+//! (schema version, line id, key check, counters, outbox sequence).
+
+mod committer;
+mod error;
+mod ledger;
+mod outbox;
+mod pool;
+mod record;
+mod store;
+
+pub use committer::CommitMode;
+pub use error::StoreError;
+pub use ledger::{Lookup, SCHEMA_VERSION};
+pub use outbox::{event_id, OutboxEvent};
+pub use record::{BlockUse, Counts, SerialRecord};
+pub use store::{Recovery, Store, StoreOptions, Transition};

@@ -1,0 +1,449 @@
+//! The public handle: reserve serials, make transitions durable, read state.
+
+use crate::committer::{self, CommitMode, OpResult, Request, SharedCounts};
+use crate::error::StoreError;
+use crate::ledger::{Applied, Ledger, Lookup, Op};
+use crate::outbox::OutboxEvent;
+use crate::pool::Pool;
+use crate::record::Counts;
+use serialine_core::{BlockId, SealedBlock, Serial, UnitState};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, oneshot};
+
+/// How to open a ledger.
+#[derive(Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    pub line_id: String,
+    /// The line's secret: blocks are opened with a key derived from it.
+    pub line_secret: Vec<u8>,
+    pub commit: CommitMode,
+    /// Most operations one flush covers.
+    pub max_batch: usize,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("path", &self.path)
+            .field("line_id", &self.line_id)
+            .field("line_secret", &"<redacted>")
+            .field("commit", &self.commit)
+            .field("max_batch", &self.max_batch)
+            .finish()
+    }
+}
+
+impl StoreOptions {
+    pub fn new(path: impl Into<PathBuf>, line_id: impl Into<String>, line_secret: &[u8]) -> Self {
+        StoreOptions {
+            path: path.into(),
+            line_id: line_id.into(),
+            line_secret: line_secret.to_vec(),
+            commit: CommitMode::Group,
+            max_batch: 4096,
+        }
+    }
+}
+
+/// What the ledger held when it was opened.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    /// Serials on a device without a verdict when the last run ended: they
+    /// must be reconciled (late camera result) or voided, never sent again.
+    pub in_flight: Vec<(Serial, UnitState)>,
+    pub counts: Counts,
+    pub outbox_depth: usize,
+}
+
+/// One requested lifecycle move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub serial: Serial,
+    pub to: UnitState,
+}
+
+impl Transition {
+    pub fn new(serial: Serial, to: UnitState) -> Self {
+        Transition { serial, to }
+    }
+}
+
+struct Inner {
+    reader: Ledger,
+    counts: SharedCounts,
+    pool: Mutex<Pool>,
+    tx: mpsc::UnboundedSender<Request>,
+    committer: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Drop for Inner {
+    /// Closing the channel lets the committer finish what is queued, flush and
+    /// exit; waiting for it means the ledger's file lock is free when the last
+    /// handle is gone, so the ledger can be reopened at once.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.tx, closed));
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A line's ledger. Cheap to clone; all clones share one committer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens (or creates) the ledger, checks it belongs to this line and this
+    /// secret and was written by a schema this build reads, and reports what
+    /// needs reconciliation.
+    pub fn open(opts: StoreOptions) -> Result<(Store, Recovery), StoreError> {
+        let ledger = Ledger::open(&opts.path, &opts.line_id, &opts.line_secret)?;
+        let recovery = Recovery {
+            in_flight: ledger.in_flight()?,
+            counts: ledger.counts,
+            outbox_depth: ledger.outbox_len(),
+        };
+        let counts = Arc::new(Mutex::new(ledger.counts));
+        let reader = ledger.clone();
+        let (tx, thread) = committer::spawn(ledger, opts.commit, opts.max_batch, counts.clone())
+            .map_err(|e| StoreError::NotDurable {
+                path: opts.path.clone(),
+                why: format!("cannot start the committer thread: {e}"),
+            })?;
+        if !recovery.in_flight.is_empty() {
+            tracing::warn!(
+                line = %opts.line_id,
+                in_flight = recovery.in_flight.len(),
+                "ledger holds serials sent without a verdict; they will be reconciled, never resent"
+            );
+        }
+        Ok((
+            Store {
+                inner: Arc::new(Inner {
+                    reader,
+                    counts,
+                    pool: Mutex::new(Pool::default()),
+                    tx,
+                    committer: Some(thread),
+                    path: opts.path,
+                }),
+            },
+            recovery,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn line_id(&self) -> &str {
+        &self.inner.reader.line_id
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Pool> {
+        // A panic while holding the pool lock cannot leave it inconsistent in
+        // a way that matters for safety: the ledger refuses a second Sent.
+        self.inner.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counters as of the last durable batch.
+    pub fn counts(&self) -> Counts {
+        *self.inner.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serials that can still be handed to a device: stored, never sent, not
+    /// reserved.
+    pub fn buffer_depth(&self) -> u64 {
+        let reserved = self.pool().reserved.len() as u64;
+        self.counts().available().saturating_sub(reserved)
+    }
+
+    /// Verifies a sealed block (AEAD, this line, no duplicate serials) and
+    /// stores it durably. Returns once it is flushed, so upstream may be told.
+    pub async fn add_block(&self, sealed: &SealedBlock) -> Result<(BlockId, u32), StoreError> {
+        let op = self.block_op(sealed)?;
+        match self.submit_one(op).await? {
+            Applied::BlockAdded { block_id, serials } => Ok((block_id, serials)),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub fn add_block_blocking(&self, sealed: &SealedBlock) -> Result<(BlockId, u32), StoreError> {
+        let op = self.block_op(sealed)?;
+        match self.submit_one_blocking(op)? {
+            Applied::BlockAdded { block_id, serials } => Ok((block_id, serials)),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    fn block_op(&self, sealed: &SealedBlock) -> Result<Op, StoreError> {
+        let reader = &self.inner.reader;
+        let block = reader.block_key().open(sealed, &reader.line_id)?;
+        Ok(Op::AddBlock {
+            sealed: sealed.to_bytes(),
+            block_id: block.block_id,
+            serial_keys: block.serials.iter().map(|s| reader.serial_key(s)).collect(),
+        })
+    }
+
+    /// Reserves up to `n` serials for sending, decrypting the next stored
+    /// block when the window runs dry. Fewer than `n` means the buffer is empty.
+    pub fn reserve(&self, n: usize) -> Result<Vec<Serial>, StoreError> {
+        let mut pool = self.pool();
+        while pool.window.len() < n {
+            if !self.load_next_block(&mut pool)? {
+                break;
+            }
+        }
+        Ok(pool.take(n))
+    }
+
+    fn load_next_block(&self, pool: &mut Pool) -> Result<bool, StoreError> {
+        let reader = &self.inner.reader;
+        let next = reader
+            .blocks_with_serials()?
+            .into_iter()
+            .find(|(id, _)| !pool.loaded.contains(id));
+        let Some((block_id, _)) = next else {
+            return Ok(false);
+        };
+        let block = reader.open_block(block_id)?;
+        pool.loaded.insert(block_id);
+        for serial in block.serials {
+            if !reader.has_record(&serial)? {
+                pool.window.push_back((serial, block_id));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Returns reservations that were never sent.
+    pub fn release(&self, serials: &[Serial]) {
+        self.pool().release(serials);
+    }
+
+    /// Applies transitions as one group-committed request; each result says
+    /// whether that transition is durable. `Sent` is only accepted for a
+    /// serial this handle reserved, and is durable before this returns: only
+    /// then may its bytes go to a device (invariant 1).
+    pub async fn apply(&self, transitions: &[Transition]) -> Vec<Result<UnitState, StoreError>> {
+        let (ops, slots) = self.prepare(transitions);
+        let results = match self.send_request(ops) {
+            Ok(rx) => rx.await.map_err(|_| StoreError::Closed),
+            Err(e) => Err(e),
+        };
+        self.finish(slots, results)
+    }
+
+    pub fn apply_blocking(&self, transitions: &[Transition]) -> Vec<Result<UnitState, StoreError>> {
+        let (ops, slots) = self.prepare(transitions);
+        let results = match self.send_request(ops) {
+            Ok(rx) => rx.blocking_recv().map_err(|_| StoreError::Closed),
+            Err(e) => Err(e),
+        };
+        self.finish(slots, results)
+    }
+
+    /// One transition; see [`Store::apply`].
+    pub async fn transition(
+        &self,
+        serial: &Serial,
+        to: UnitState,
+    ) -> Result<UnitState, StoreError> {
+        let t = [Transition::new(serial.clone(), to)];
+        self.apply(&t)
+            .await
+            .pop()
+            .unwrap_or(Err(StoreError::Closed))
+    }
+
+    pub fn transition_blocking(
+        &self,
+        serial: &Serial,
+        to: UnitState,
+    ) -> Result<UnitState, StoreError> {
+        let t = [Transition::new(serial.clone(), to)];
+        self.apply_blocking(&t)
+            .pop()
+            .unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Checks reservations for `Sent` and splits the request into ops to
+    /// submit and results already known (refused before reaching the ledger).
+    fn prepare(&self, transitions: &[Transition]) -> (Vec<Op>, Vec<Result<(), StoreError>>) {
+        let mut pool = self.pool();
+        let mut seen = std::collections::HashSet::new();
+        let mut ops = Vec::with_capacity(transitions.len());
+        let mut slots = Vec::with_capacity(transitions.len());
+        for t in transitions {
+            if !seen.insert(&t.serial) {
+                slots.push(Err(StoreError::RepeatedInRequest {
+                    serial: t.serial.clone(),
+                }));
+                continue;
+            }
+            // Taking the reservation now means a second Sent of the same serial,
+            // from any caller, is refused even before the ledger sees it.
+            if t.to == UnitState::Sent && pool.reserved.remove(&t.serial).is_none() {
+                let state = match self.inner.reader.lookup(&t.serial) {
+                    Ok(Lookup::Recorded(r)) => r.state,
+                    Ok(Lookup::NotIssued) => {
+                        slots.push(Err(StoreError::NotIssued {
+                            serial: t.serial.clone(),
+                        }));
+                        continue;
+                    }
+                    _ => UnitState::Available,
+                };
+                slots.push(Err(StoreError::NotReserved {
+                    serial: t.serial.clone(),
+                    state,
+                }));
+                continue;
+            }
+            ops.push(Op::Transition {
+                serial: t.serial.clone(),
+                to: t.to,
+            });
+            slots.push(Ok(()));
+        }
+        (ops, slots)
+    }
+
+    fn finish(
+        &self,
+        slots: Vec<Result<(), StoreError>>,
+        results: Result<Vec<OpResult>, StoreError>,
+    ) -> Vec<Result<UnitState, StoreError>> {
+        let mut results = match results {
+            Ok(r) => r.into_iter(),
+            Err(e) => {
+                let msg = e.to_string();
+                return slots
+                    .into_iter()
+                    .map(|s| {
+                        s.and(Err(StoreError::NotDurable {
+                            path: self.inner.path.clone(),
+                            why: msg.clone(),
+                        }))
+                    })
+                    .collect();
+            }
+        };
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot?;
+                match results.next() {
+                    Some(Ok(Applied::Moved { to, .. })) => Ok(to),
+                    Some(Ok(other)) => Err(self.unexpected(other)),
+                    Some(Err(e)) => Err(e),
+                    None => Err(StoreError::Closed),
+                }
+            })
+            .collect()
+    }
+
+    fn send_request(&self, ops: Vec<Op>) -> Result<oneshot::Receiver<Vec<OpResult>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Request { ops, reply })
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    async fn submit_one(&self, op: Op) -> Result<Applied, StoreError> {
+        let rx = self.send_request(vec![op])?;
+        rx.await
+            .map_err(|_| StoreError::Closed)?
+            .pop()
+            .unwrap_or(Err(StoreError::Closed))
+    }
+
+    fn submit_one_blocking(&self, op: Op) -> Result<Applied, StoreError> {
+        let rx = self.send_request(vec![op])?;
+        rx.blocking_recv()
+            .map_err(|_| StoreError::Closed)?
+            .pop()
+            .unwrap_or(Err(StoreError::Closed))
+    }
+
+    fn unexpected(&self, a: Applied) -> StoreError {
+        StoreError::Corrupt {
+            path: self.inner.path.clone(),
+            what: format!("committer answered with {a:?}"),
+        }
+    }
+
+    /// Where a serial stands: unknown to this line, available (maybe reserved
+    /// in memory), or its durable record.
+    pub fn lookup(&self, serial: &Serial) -> Result<UnitState, StoreError> {
+        Ok(match self.inner.reader.lookup(serial)? {
+            Lookup::NotIssued => {
+                return Err(StoreError::NotIssued {
+                    serial: serial.clone(),
+                })
+            }
+            Lookup::Available { .. } if self.pool().reserved.contains_key(serial) => {
+                UnitState::Reserved
+            }
+            Lookup::Available { .. } => UnitState::Available,
+            Lookup::Recorded(r) => r.state,
+        })
+    }
+
+    /// Like [`Store::lookup`] but with the full record (block, reported flag).
+    pub fn record(&self, serial: &Serial) -> Result<Lookup, StoreError> {
+        self.inner.reader.lookup(serial)
+    }
+
+    pub fn in_flight(&self) -> Result<Vec<(Serial, UnitState)>, StoreError> {
+        self.inner.reader.in_flight()
+    }
+
+    /// Oldest outbox events first, at most `max`.
+    pub fn outbox_peek(&self, max: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.inner.reader.outbox_peek(max)
+    }
+
+    pub fn outbox_depth(&self) -> usize {
+        self.inner.reader.outbox_len()
+    }
+
+    /// Upstream acknowledged these outbox entries: remove them, mark Committed
+    /// serials Synced and rejected/voided ones reported, durably.
+    pub async fn outbox_ack(&self, seqs: &[u64]) -> Result<usize, StoreError> {
+        let rx = self.send_request(seqs.iter().map(|&seq| Op::AckOutbox { seq }).collect())?;
+        let results = rx.await.map_err(|_| StoreError::Closed)?;
+        count_acks(results)
+    }
+
+    pub fn outbox_ack_blocking(&self, seqs: &[u64]) -> Result<usize, StoreError> {
+        let rx = self.send_request(seqs.iter().map(|&seq| Op::AckOutbox { seq }).collect())?;
+        let results = rx.blocking_recv().map_err(|_| StoreError::Closed)?;
+        count_acks(results)
+    }
+
+    /// Recounts every state by scanning the ledger; an audit of the stored
+    /// counters.
+    pub fn recount(&self) -> Result<Counts, StoreError> {
+        self.inner.reader.recount()
+    }
+}
+
+fn count_acks(results: Vec<OpResult>) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for r in results {
+        if let Applied::Acked { event: Some(_) } = r? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,176 @@
+//! Power-loss style crashes: a writer process is killed with SIGKILL in the
+//! middle of group-committed batches, many times over. Every transition it
+//! was told was durable must be in the reopened ledger (invariants 1 and 2),
+//! and the counters must match the records.
+//!
+//! The writer is this same test binary, re-run with an environment variable
+//! that turns `crash_writer_child` into the writer.
+
+mod common;
+
+use common::*;
+use serialine_core::{Serial, UnitState};
+use serialine_store::{Store, StoreError};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+const CHILD_ENV: &str = "SERIALINE_STORE_CRASH_CHILD_DIR";
+
+/// The writer: reconciles what the last run left in flight, then sends and
+/// commits serials from 32 concurrent tasks, printing one line per durable
+/// acknowledgment. Does nothing unless started by the parent test.
+#[test]
+fn crash_writer_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let (store, recovery) = open(std::path::Path::new(&dir));
+        let out = Arc::new(Mutex::new(std::io::stdout()));
+        let say = |out: &Arc<Mutex<std::io::Stdout>>, tag: &str, s: &Serial| {
+            let mut o = out.lock().expect("stdout");
+            let _ = writeln!(o, "ACK {tag} {s}");
+            let _ = o.flush();
+        };
+        for (s, _) in &recovery.in_flight {
+            store.transition(s, UnitState::Voided).await.expect("void");
+            say(&out, "V", s);
+        }
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let (store, out) = (store.clone(), out.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(s) = store.reserve(1).expect("reserve").pop() {
+                    store.transition(&s, UnitState::Sent).await.expect("sent");
+                    say(&out, "S", &s);
+                    store
+                        .transition(&s, UnitState::Committed)
+                        .await
+                        .expect("commit");
+                    say(&out, "C", &s);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+    });
+}
+
+fn state_rank(s: UnitState) -> u8 {
+    match s {
+        UnitState::Available | UnitState::Reserved => 0,
+        UnitState::Sent => 1,
+        _ => 2,
+    }
+}
+
+#[test]
+fn sigkill_mid_batch_loses_no_acknowledged_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = open(dir.path());
+        for b in 0..4u32 {
+            let ss = serials(&format!("K{b}"), 0..2500);
+            store
+                .add_block_blocking(&sealed_block(u64::from(b) + 1, LINE, SECRET, ss))
+                .unwrap();
+        }
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut acked: HashMap<Serial, UnitState> = HashMap::new();
+    let mut kills = 0;
+    for round in 0..8u32 {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_writer_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("writer starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        // Kill after a different number of acknowledgments each round.
+        let kill_after = 300 + round as usize * 277;
+        let mut seen = 0;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let Some(rest) = line.strip_prefix("ACK ") else {
+                continue;
+            };
+            let (tag, serial) = rest.split_once(' ').expect("ACK line shape");
+            let serial = Serial::new(serial).expect("serial in ACK line");
+            let state = match tag {
+                "S" => UnitState::Sent,
+                "C" => UnitState::Committed,
+                "V" => UnitState::Voided,
+                other => panic!("unknown ACK tag {other}"),
+            };
+            let e = acked.entry(serial).or_insert(state);
+            if state_rank(state) >= state_rank(*e) {
+                *e = state;
+            }
+            seen += 1;
+            if seen == kill_after {
+                child.kill().expect("SIGKILL the writer");
+                kills += 1;
+                break;
+            }
+        }
+        child.wait().expect("writer reaped");
+
+        let (store, recovery) = open(dir.path());
+        check(&store, &acked, round);
+        assert_eq!(
+            recovery.counts,
+            store.recount().unwrap(),
+            "round {round}: stored counters disagree with the records"
+        );
+    }
+    assert!(kills >= 6, "only {kills} kills landed mid-run");
+    eprintln!(
+        "{kills} SIGKILLs, {} acknowledged serials, 0 lost",
+        acked.len()
+    );
+}
+
+/// Every acknowledged transition is durable and no acknowledged serial is in
+/// the pool again.
+fn check(store: &Store, acked: &HashMap<Serial, UnitState>, round: u32) {
+    for (serial, state) in acked {
+        let now = match store.lookup(serial) {
+            Ok(s) => s,
+            Err(StoreError::NotIssued { .. }) => panic!("round {round}: {serial} unknown"),
+            Err(e) => panic!("round {round}: {serial}: {e}"),
+        };
+        let ok = match state {
+            UnitState::Sent => now.has_left_pool(),
+            UnitState::Committed => matches!(now, UnitState::Committed | UnitState::Synced),
+            UnitState::Voided => now == UnitState::Voided,
+            _ => true,
+        };
+        assert!(
+            ok,
+            "round {round}: {serial} was acknowledged {state} but the ledger says {now}"
+        );
+    }
+    let pool = store.reserve(usize::MAX >> 1).unwrap();
+    for s in &pool {
+        assert!(
+            !acked.contains_key(s),
+            "round {round}: {s} was sent but is back in the pool"
+        );
+    }
+    store.release(&pool);
+}
