@@ -6,10 +6,9 @@ use crate::error::StoreError;
 use crate::outbox::{event_id, OutboxEvent};
 use crate::record::{BlockUse, Counts, SerialRecord};
 use serialine_core::{Block, BlockId, BlockKey, SealedBlock, Serial, UnitState};
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
-};
+use sled::transaction::TransactionError;
 use sled::Transactional;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,11 +38,12 @@ pub(crate) enum Op {
     Transition {
         serial: Serial,
         to: UnitState,
+        /// The serial's block when the pool handed it out (a Sent): saves the
+        /// issued-index lookup, the pool having read it from the block itself.
+        block: Option<BlockId>,
     },
     /// Upstream acknowledged outbox entry `seq`.
-    AckOutbox {
-        seq: u64,
-    },
+    AckOutbox { seq: u64 },
 }
 
 /// What an applied op did, for the caller.
@@ -355,13 +355,53 @@ impl Ledger {
             .map_err(self.io())
     }
 
-    /// Applies `ops` in one sled transaction. Each op succeeds or is refused on
-    /// its own; refused ops write nothing. Not durable until [`Ledger::flush`].
+    /// Applies `ops` atomically. Each op succeeds or is refused on its own;
+    /// refused ops write nothing. Not durable until [`Ledger::flush`].
+    ///
+    /// The committer is the only writer, so ops are planned against plain
+    /// reads plus an overlay of the batch's own writes, and the transaction
+    /// only applies the planned writes. Sled's read-set tracking is skipped
+    /// and a key written many times in a batch (a block cursor, the counters)
+    /// is written once.
     pub fn apply(&mut self, ops: &[Op]) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let mut tx = Tx {
+            path: &self.path,
+            line: &self.line_id,
+            serials: Overlay::new(&self.serials),
+            inflight: Overlay::new(&self.inflight),
+            outbox: Overlay::new(&self.outbox),
+            blocks: Overlay::new(&self.blocks),
+            issued: Overlay::new(&self.issued),
+            cursors: Overlay::new(&self.cursors),
+            index_key: &self.index_key,
+            counts: self.counts,
+            next_seq: self.next_seq,
+            now_ms,
+        };
+        let results: Vec<_> = ops
+            .iter()
+            .map(|op| tx.apply(op))
+            .collect::<Result<_, sled::Error>>()
+            .map_err(self.io())?;
+        let mut meta = sled::Batch::default();
+        let counts = postcard::to_stdvec(&tx.counts)
+            .map_err(|e| self.corrupt(format!("counters do not encode: {e}")))?;
+        meta.insert(META_COUNTS, counts);
+        meta.insert(META_OUTBOX_SEQ, &tx.next_seq.to_be_bytes());
+        let (new_counts, new_seq) = (tx.counts, tx.next_seq);
+        let batches = [
+            tx.serials.into_batch(),
+            tx.inflight.into_batch(),
+            tx.outbox.into_batch(),
+            meta,
+            tx.blocks.into_batch(),
+            tx.issued.into_batch(),
+            tx.cursors.into_batch(),
+        ];
         let trees = (
             &self.serials,
             &self.inflight,
@@ -371,46 +411,25 @@ impl Ledger {
             &self.issued,
             &self.cursors,
         );
-        let (counts, next_seq, path, line) =
-            (self.counts, self.next_seq, &self.path, &self.line_id);
-        let index_key = &self.index_key;
-        let result = trees.transaction(
+        let result: Result<(), TransactionError<()>> = trees.transaction(
             |(serials, inflight, outbox, meta, blocks, issued, cursors)| {
-                let mut tx = Tx {
-                    path,
-                    line,
-                    serials,
-                    inflight,
-                    outbox,
-                    blocks,
-                    issued,
-                    cursors,
-                    index_key,
-                    counts,
-                    next_seq,
-                    now_ms,
-                };
-                let results: Vec<_> = ops
-                    .iter()
-                    .map(|op| tx.apply(op))
-                    .collect::<Result<_, UnabortableTransactionError>>()?;
-                meta.insert(
-                    META_COUNTS,
-                    postcard::to_stdvec(&tx.counts).map_err(|e| {
-                        ConflictableTransactionError::Abort(format!("counters do not encode: {e}"))
-                    })?,
-                )?;
-                meta.insert(META_OUTBOX_SEQ, &tx.next_seq.to_be_bytes())?;
-                Ok((results, tx.counts, tx.next_seq))
+                serials.apply_batch(&batches[0])?;
+                inflight.apply_batch(&batches[1])?;
+                outbox.apply_batch(&batches[2])?;
+                meta.apply_batch(&batches[3])?;
+                blocks.apply_batch(&batches[4])?;
+                issued.apply_batch(&batches[5])?;
+                cursors.apply_batch(&batches[6])?;
+                Ok(())
             },
         );
         match result {
-            Ok((results, counts, next_seq)) => {
-                self.counts = counts;
-                self.next_seq = next_seq;
+            Ok(()) => {
+                self.counts = new_counts;
+                self.next_seq = new_seq;
                 Ok(results)
             }
-            Err(TransactionError::Abort(what)) => Err(self.corrupt(what)),
+            Err(TransactionError::Abort(())) => Err(self.corrupt("batch aborted")),
             Err(TransactionError::Storage(e)) => Err(map_sled(&self.path, e)),
         }
     }
@@ -420,23 +439,66 @@ impl Ledger {
     }
 }
 
-/// One transaction's view: the trees plus the counters it is updating.
+/// A tree as seen by a batch being planned: committed state plus the
+/// batch's own writes.
+struct Overlay<'a> {
+    tree: &'a sled::Tree,
+    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Overlay<'a> {
+    fn new(tree: &'a sled::Tree) -> Self {
+        Overlay {
+            tree,
+            pending: HashMap::new(),
+        }
+    }
+
+    fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<sled::IVec>, sled::Error> {
+        match self.pending.get(key.as_ref()) {
+            Some(v) => Ok(v.as_deref().map(sled::IVec::from)),
+            None => self.tree.get(key),
+        }
+    }
+
+    fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.pending
+            .insert(key.as_ref().to_vec(), Some(value.as_ref().to_vec()));
+    }
+
+    fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.pending.insert(key.as_ref().to_vec(), None);
+    }
+
+    fn into_batch(self) -> sled::Batch {
+        let mut b = sled::Batch::default();
+        for (k, v) in self.pending {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        b
+    }
+}
+
+/// One batch being planned: the trees plus the counters it is updating.
 struct Tx<'a> {
     path: &'a Path,
     line: &'a str,
-    serials: &'a TransactionalTree,
-    inflight: &'a TransactionalTree,
-    outbox: &'a TransactionalTree,
-    blocks: &'a TransactionalTree,
-    issued: &'a TransactionalTree,
-    cursors: &'a TransactionalTree,
+    serials: Overlay<'a>,
+    inflight: Overlay<'a>,
+    outbox: Overlay<'a>,
+    blocks: Overlay<'a>,
+    issued: Overlay<'a>,
+    cursors: Overlay<'a>,
     index_key: &'a [u8; 32],
     counts: Counts,
     next_seq: u64,
     now_ms: u64,
 }
 
-type TxResult<T> = Result<T, UnabortableTransactionError>;
+type TxResult<T> = Result<T, sled::Error>;
 
 impl Tx<'_> {
     fn corrupt(&self, what: String) -> StoreError {
@@ -453,7 +515,7 @@ impl Tx<'_> {
                 block_id,
                 serial_keys,
             } => self.add_block(sealed, *block_id, serial_keys),
-            Op::Transition { serial, to } => self.transition(serial, *to),
+            Op::Transition { serial, to, block } => self.transition(serial, *to, *block),
             Op::AckOutbox { seq } => self.ack(*seq),
         }
     }
@@ -481,11 +543,11 @@ impl Tx<'_> {
             }));
         };
         for k in keys {
-            self.issued.insert(k.as_slice(), &id)?;
+            self.issued.insert(k.as_slice(), id);
         }
-        self.blocks.insert(&id, sealed)?;
+        self.blocks.insert(id, sealed);
         self.cursors
-            .insert(&id, &BlockUse { used: 0, count }.encode())?;
+            .insert(id, BlockUse { used: 0, count }.encode());
         self.counts.issued += u64::from(count);
         self.counts.blocks += 1;
         Ok(Ok(Applied::BlockAdded {
@@ -498,10 +560,11 @@ impl Tx<'_> {
         &mut self,
         serial: &Serial,
         to: UnitState,
+        block: Option<BlockId>,
     ) -> TxResult<Result<Applied, StoreError>> {
         let key = serial.as_bytes();
-        let (from, block_id, fresh) = match self.serials.get(key)? {
-            Some(v) => match SerialRecord::decode(&v) {
+        let (from, block_id, fresh) = match (self.serials.get(key)?, block) {
+            (Some(v), _) => match SerialRecord::decode(&v) {
                 Some(r) => (r.state, r.block_id, false),
                 None => {
                     return Ok(Err(
@@ -512,7 +575,8 @@ impl Tx<'_> {
             // No record: the serial is still in its block. The caller (the
             // store's pool) has checked it holds the reservation, so the
             // lifecycle move is Reserved -> Sent.
-            None => match self.issued.get(self.index_key_of(serial))? {
+            (None, Some(b)) => (UnitState::Reserved, b, true),
+            (None, None) => match self.issued.get(self.index_key_of(serial))? {
                 Some(v) => match decode_u64(&v) {
                     Some(b) => (UnitState::Reserved, b, true),
                     None => {
@@ -547,20 +611,20 @@ impl Tx<'_> {
                 ))));
             };
             u.used += 1;
-            self.cursors.insert(&cid, &u.encode())?;
+            self.cursors.insert(cid, u.encode());
         }
         let record = SerialRecord {
             state: to,
             reported: false,
             block_id,
         };
-        self.serials.insert(key, &record.encode())?;
+        self.serials.insert(key, record.encode());
         match (from.is_in_flight(), to.is_in_flight()) {
             (false, true) => {
-                self.inflight.insert(key, &[])?;
+                self.inflight.insert(key, []);
             }
             (true, false) => {
-                self.inflight.remove(key)?;
+                self.inflight.remove(key);
             }
             _ => {}
         }
@@ -577,7 +641,7 @@ impl Tx<'_> {
                     self.corrupt(format!("outbox event of {serial} does not encode"))
                 ));
             };
-            self.outbox.insert(&self.next_seq.to_be_bytes(), bytes)?;
+            self.outbox.insert(self.next_seq.to_be_bytes(), bytes);
             self.next_seq += 1;
         }
         self.counts.shift(from, to);
@@ -617,8 +681,8 @@ impl Tx<'_> {
             }
             _ => {}
         }
-        self.serials.insert(skey, &record.encode())?;
-        self.outbox.remove(&key)?;
+        self.serials.insert(skey, record.encode());
+        self.outbox.remove(key);
         Ok(Ok(Applied::Acked {
             event: Some((event.serial, event.state)),
         }))

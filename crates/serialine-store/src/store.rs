@@ -290,7 +290,11 @@ impl Store {
             }
             // Taking the reservation now means a second Sent of the same serial,
             // from any caller, is refused even before the ledger sees it.
-            if t.to == UnitState::Sent && pool.reserved.remove(&t.serial).is_none() {
+            let block = match t.to {
+                UnitState::Sent => pool.reserved.remove(&t.serial),
+                _ => None,
+            };
+            if t.to == UnitState::Sent && block.is_none() {
                 let state = match self.inner.reader.lookup(&t.serial) {
                     Ok(Lookup::Recorded(r)) => r.state,
                     Ok(Lookup::NotIssued) => {
@@ -310,6 +314,7 @@ impl Store {
             ops.push(Op::Transition {
                 serial: t.serial.clone(),
                 to: t.to,
+                block,
             });
             slots.push(Ok(()));
         }
