@@ -1,0 +1,1346 @@
+//! The daemon's configuration: one TOML file plus `SERIALINE_` environment
+//! overrides, checked before anything starts.
+//!
+//! # Sources
+//!
+//! [`Config::load`] reads the TOML file and then merges environment variables
+//! named `SERIALINE_<SECTION>__<KEY>` over it (figment's
+//! `Env::prefixed("SERIALINE_").split("__")`), so `SERIALINE_MQTT__HOST=broker`
+//! overrides `[mqtt] host`. `SERIALINE_CONFIG` is not a key: the CLI uses it to
+//! name the file. Tests load without the environment
+//! ([`Config::load_with_env`] with `false`, or [`Config::load_str`]).
+//!
+//! # Strictness
+//!
+//! Every table denies unknown keys, so a misspelt key is an error, never a
+//! silently applied default. Deserialization errors are collected per section
+//! (`[daemon]`, `[site]`, `[store]`, `[mqtt]`, `[[line]]`) and reported
+//! together; once everything parses, [`Config::validate`] checks ranges and
+//! cross-field rules and again reports every problem, not only the first.
+//! Each message names where the value came from (the file path, or the
+//! environment variable), the dotted key (`line[0].buffer.high_water_serials`)
+//! and what was expected.
+//!
+//! # Relative paths
+//!
+//! Relative paths written in the file (`daemon.state_dir`, `line[].secret_file`,
+//! `mqtt.password_file`, `mqtt.tls.*`) are resolved against the directory that
+//! contains the config file, so a config works the same whatever the working
+//! directory is. Relative paths given in an environment override are resolved
+//! against the working directory, as any other command-line value would be.
+//! [`Config::load_str`] has no file, so its relative paths are left as written.
+//!
+//! # Secrets
+//!
+//! The config only names secret files; [`Config::read_secret`] reads one,
+//! [`Config::check_files`] checks all of them (present, non-empty, not readable
+//! by group or others) the way `serialine check-config` does.
+
+use figment::error::Kind;
+use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use serialine_core::{Expiry, Gtin, Job, Lot, Template};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Where the daemon looks for its configuration unless told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/serialine/serialine.toml";
+/// Prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "SERIALINE_";
+/// Separator between nested keys in an override's name (`SERIALINE_MQTT__PORT`).
+pub const ENV_SEPARATOR: &str = "__";
+/// Environment variables with [`ENV_PREFIX`] that are not config keys.
+const ENV_IGNORED: &[&str] = &["config"];
+
+/// Top-level tables, in the order they are documented.
+const SECTIONS: &[&str] = &["daemon", "site", "store", "mqtt", "line"];
+
+/// Longest site or line id; ids go into MQTT topics and the ledger's keys.
+pub const MAX_ID_LEN: usize = 32;
+/// `store.max_batch` bounds.
+pub const MAX_BATCH_RANGE: std::ops::RangeInclusive<u32> = 1..=65536;
+/// `store.max_batch_delay_ms` upper bound.
+pub const MAX_BATCH_DELAY_MS: u64 = 1000;
+/// `mqtt.keep_alive_secs` bounds.
+pub const KEEP_ALIVE_RANGE: std::ops::RangeInclusive<u16> = 5..=3600;
+/// `line[].buffer.low_water_minutes` upper bound (one week).
+pub const MAX_LOW_WATER_MINUTES: u32 = 7 * 24 * 60;
+/// Longest MQTT client id accepted (brokers differ; MQTT 3.1.1 only promises 23).
+pub const MAX_CLIENT_ID_LEN: usize = 256;
+/// A line secret shorter than this draws a warning.
+pub const MIN_SECRET_LEN: usize = 16;
+
+// ---------------------------------------------------------------------------
+// The schema
+// ---------------------------------------------------------------------------
+
+/// The whole configuration. Field docs give the TOML key, its default and its
+/// valid range; `config/serialine.toml` documents the same for operators.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[daemon]`: process-level settings.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    /// `[site]`: which plant this daemon serves (required).
+    pub site: SiteConfig,
+    /// `[store]`: how the ledger commits transitions.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// `[mqtt]`: the uplink broker.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    /// `[[line]]`: the packaging lines, at least one.
+    #[serde(rename = "line", default)]
+    pub lines: Vec<LineConfig>,
+    /// Where the values came from, for messages and path resolution.
+    #[serde(skip)]
+    origin: Origin,
+}
+
+/// `[daemon]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Directory for durable state; the sled ledger lives in `<state_dir>/ledger`.
+    /// Default `/var/lib/serialine` (systemd's `StateDirectory=serialine`).
+    pub state_dir: PathBuf,
+    /// `plain` (journald-friendly text) or `json` (one object per line). Default `plain`.
+    pub log_format: LogFormat,
+    /// A tracing filter: a level (`error`, `warn`, `info`, `debug`, `trace`) or
+    /// directives such as `info,serialine_store=debug`. Default `info`.
+    pub log_level: String,
+    /// Ping the systemd watchdog (`WatchdogSec=`) while the pipeline is healthy. Default true.
+    pub watchdog: bool,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            state_dir: PathBuf::from("/var/lib/serialine"),
+            log_format: LogFormat::Plain,
+            log_level: "info".into(),
+            watchdog: true,
+        }
+    }
+}
+
+/// `daemon.log_format`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; no colours unless stderr is a terminal.
+    #[default]
+    Plain,
+    /// One JSON object per event.
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Plain => "plain",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// `[site]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Site id, `[A-Za-z0-9_-]{1,32}`; MQTT topics start `serialine/{site}/{line}/`.
+    pub id: String,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `group` (many transitions share one flush) or `per-transition` (one
+    /// flush each; slower, for diagnosis). Default `group`.
+    pub commit: CommitMode,
+    /// Most transitions in one group commit, 1..=65536. Default 4096.
+    pub max_batch: u32,
+    /// How long a batch may wait for more transitions before it is flushed,
+    /// in milliseconds, 0..=1000. Default 0: flush as soon as the committer is free.
+    pub max_batch_delay_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            commit: CommitMode::Group,
+            max_batch: 4096,
+            max_batch_delay_ms: 0,
+        }
+    }
+}
+
+/// `store.commit`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitMode {
+    /// Group commit: one fsync per batch.
+    #[default]
+    Group,
+    /// One fsync per transition.
+    PerTransition,
+}
+
+impl fmt::Display for CommitMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CommitMode::Group => "group",
+            CommitMode::PerTransition => "per-transition",
+        })
+    }
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker host name or address. Default `127.0.0.1`.
+    pub host: String,
+    /// Broker TCP port, 1..=65535. Default 1883 (use 8883 with TLS).
+    pub port: u16,
+    /// MQTT client id; `{site}` is replaced by the site id. Default `serialine-{site}`.
+    pub client_id: String,
+    /// Keep-alive interval in seconds, 5..=3600. Default 30.
+    pub keep_alive_secs: u16,
+    /// Start a clean session (drop queued QoS 1 messages). Default false.
+    pub clean_session: bool,
+    /// User name, if the broker wants one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the password (requires `username`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// `[mqtt.tls]`: connect with TLS when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "serialine-{site}".into(),
+            keep_alive_secs: 30,
+            clean_session: false,
+            username: None,
+            password_file: None,
+            tls: None,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The client id with `{site}` replaced.
+    pub fn client_id_for(&self, site: &str) -> String {
+        self.client_id.replace("{site}", site)
+    }
+}
+
+/// `[mqtt.tls]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the CA certificate(s) that sign the broker's certificate (required).
+    pub ca_file: PathBuf,
+    /// PEM client certificate for mutual TLS (together with `client_key_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate; a secret (mode 0600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// `[[line]]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    /// Line id, `[A-Za-z0-9_-]{1,32}`, unique within the site.
+    pub id: String,
+    /// File holding the line's block secret (required).
+    pub secret_file: PathBuf,
+    /// Lowest ISO/IEC 15415 grade a camera read may have for the unit to be
+    /// committed: `A`..`F` or 0..4 (A=4 .. F=0). Default `C`.
+    #[serde(default)]
+    pub min_grade: Grade,
+    /// `[line.buffer]`: prefetch marks.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    /// `[line.job]`: a default job to start with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobConfig>,
+}
+
+/// `[line.buffer]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferConfig {
+    /// Request more serials when fewer than this many remain, >= 1. Default 20000.
+    pub low_water_serials: u64,
+    /// ... or when what remains lasts fewer than this many minutes at the
+    /// current rate; 0..=10080, 0 turns the time mark off. Default 60.
+    pub low_water_minutes: u32,
+    /// Never hold more than this many serials; > `low_water_serials`. Default 200000.
+    pub high_water_serials: u64,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            low_water_serials: 20_000,
+            low_water_minutes: 60,
+            high_water_serials: 200_000,
+        }
+    }
+}
+
+/// `[line.job]`: every key required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// GTIN-8/12/13/14 with a valid check digit.
+    pub gtin: Gtin,
+    /// Lot, AI (10): 1..20 characters of GS1 CSET 82.
+    pub lot: Lot,
+    /// Expiry, AI (17): `YYMMDD` (`DD` = 00 means end of month).
+    pub expiry: Expiry,
+    /// Units to produce, >= 1.
+    pub quantity: u64,
+    /// How the code is rendered: `{ kind = "gs1-data-matrix" }`,
+    /// `{ kind = "digital-link", resolver = "id.example.com" }` or `{ kind = "plain-text" }`.
+    #[serde(
+        deserialize_with = "strict_template::deserialize",
+        serialize_with = "strict_template::serialize"
+    )]
+    pub template: Template,
+}
+
+impl JobConfig {
+    /// The job this section describes.
+    pub fn to_job(&self) -> Result<Job, serialine_core::JobError> {
+        Job::new(
+            self.gtin,
+            self.lot.clone(),
+            self.expiry,
+            self.template.clone(),
+            self.quantity,
+        )
+    }
+}
+
+/// `serialine_core::Template` with unknown keys denied: a mirror of its serde
+/// shape (kept in step by the exhaustive conversions below).
+mod strict_template {
+    use super::*;
+
+    // Empty struct variants, not unit variants: serde ignores extra keys
+    // next to the tag of a unit variant even with `deny_unknown_fields`.
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+    enum Strict {
+        Gs1DataMatrix {},
+        DigitalLink { resolver: String },
+        PlainText {},
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Template, D::Error> {
+        Ok(match Strict::deserialize(d)? {
+            Strict::Gs1DataMatrix {} => Template::Gs1DataMatrix,
+            Strict::DigitalLink { resolver } => Template::DigitalLink { resolver },
+            Strict::PlainText {} => Template::PlainText,
+        })
+    }
+
+    pub fn serialize<S: Serializer>(t: &Template, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Template::Gs1DataMatrix => Strict::Gs1DataMatrix {},
+            Template::DigitalLink { resolver } => Strict::DigitalLink {
+                resolver: resolver.clone(),
+            },
+            Template::PlainText => Strict::PlainText {},
+        }
+        .serialize(s)
+    }
+}
+
+/// An ISO/IEC 15415 symbol grade: A=4, B=3, C=2, D=1, F=0 (there is no E).
+/// Written in the config as a letter or as the number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Grade(u8);
+
+impl Grade {
+    pub const A: Grade = Grade(4);
+    pub const B: Grade = Grade(3);
+    pub const C: Grade = Grade(2);
+    pub const D: Grade = Grade(1);
+    pub const F: Grade = Grade(0);
+
+    /// The grade for a numeric value 0..=4.
+    pub fn from_value(v: u8) -> Option<Grade> {
+        (v <= 4).then_some(Grade(v))
+    }
+
+    /// The grade for a letter `A`, `B`, `C`, `D` or `F` (either case).
+    pub fn from_letter(c: &str) -> Option<Grade> {
+        match c.to_ascii_uppercase().as_str() {
+            "A" => Some(Grade::A),
+            "B" => Some(Grade::B),
+            "C" => Some(Grade::C),
+            "D" => Some(Grade::D),
+            "F" => Some(Grade::F),
+            _ => None,
+        }
+    }
+
+    /// 0 (F) ..= 4 (A).
+    pub fn value(self) -> u8 {
+        self.0
+    }
+
+    pub fn letter(self) -> char {
+        ['F', 'D', 'C', 'B', 'A'][usize::from(self.0)]
+    }
+}
+
+impl Default for Grade {
+    fn default() -> Self {
+        Grade::C
+    }
+}
+
+impl fmt::Display for Grade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.letter())
+    }
+}
+
+const GRADE_EXPECTED: &str = "a grade letter A, B, C, D or F, or a number 0..=4 (A=4 .. F=0)";
+
+impl<'de> Deserialize<'de> for Grade {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Grade;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(GRADE_EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Grade, E> {
+                Grade::from_letter(s.trim())
+                    .or_else(|| s.trim().parse::<u8>().ok().and_then(Grade::from_value))
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Str(s), &self))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Grade, E> {
+                u8::try_from(n)
+                    .ok()
+                    .and_then(Grade::from_value)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Unsigned(n), &self))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Grade, E> {
+                u8::try_from(n)
+                    .ok()
+                    .and_then(Grade::from_value)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Signed(n), &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Grade {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors and warnings
+// ---------------------------------------------------------------------------
+
+/// One problem (or warning) with the configuration: where the value came
+/// from, which key, and what is wrong or expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// The config file's path, `environment variable SERIALINE_…`, or the
+    /// name given to [`Config::load_str`].
+    pub origin: String,
+    /// Dotted key, `line[0].buffer.high_water_serials`; `None` for problems
+    /// with the file as a whole (a TOML syntax error).
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}: key {}: {}", self.origin, key, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file itself could not be read.
+    #[error("{}: cannot read config file: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// TOML syntax errors, unknown keys, wrong types, missing keys.
+    #[error("{}", Lines(.0))]
+    Parse(Vec<Issue>),
+    /// Values that parse but are out of range or inconsistent.
+    #[error("{}", Lines(.0))]
+    Invalid(Vec<Issue>),
+    /// Secret or certificate files that are missing, unreadable or empty.
+    #[error("{}", Lines(.0))]
+    Files(Vec<Issue>),
+}
+
+impl ConfigError {
+    /// The individual problems, each a complete message (some, like a TOML
+    /// syntax error with its excerpt, span several lines).
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            ConfigError::Read { .. } => vec![self.to_string()],
+            ConfigError::Parse(v) | ConfigError::Invalid(v) | ConfigError::Files(v) => {
+                v.iter().map(Issue::to_string).collect()
+            }
+        }
+    }
+
+    /// The problems with a key, if this error has them.
+    pub fn issues(&self) -> &[Issue] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Parse(v) | ConfigError::Invalid(v) | ConfigError::Files(v) => v,
+        }
+    }
+}
+
+struct Lines<'a>(&'a [Issue]);
+
+impl fmt::Display for Lines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------
+
+/// Secret bytes read from a file. `Debug` never shows them; the bytes are
+/// overwritten when dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Secret(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        for b in self.0.iter_mut() {
+            // SAFETY: `b` is a valid, aligned, exclusive reference.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------
+
+/// Where a loaded config's values came from.
+#[derive(Debug, Clone, Default)]
+struct Origin {
+    /// The file as the user named it, or `load_str`'s origin name.
+    name: String,
+    /// The file's directory (absolute), for relative paths.
+    base_dir: Option<PathBuf>,
+    /// Keys set by environment overrides (display form) -> variable name.
+    env_vars: BTreeMap<String, String>,
+}
+
+impl Origin {
+    fn name(&self) -> &str {
+        if self.name.is_empty() {
+            "configuration"
+        } else {
+            &self.name
+        }
+    }
+
+    /// The source to name for `key`: the env var that set it, or the file.
+    fn of(&self, key: &str) -> String {
+        match self.env_vars.get(key) {
+            Some(var) => format!("environment variable {var}"),
+            None => self.name().to_string(),
+        }
+    }
+
+    fn issue(&self, key: &str, message: impl Into<String>) -> Issue {
+        Issue {
+            origin: self.of(key),
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// Turns a figment error (one of a chain) into an issue.
+    fn figment_issue(&self, e: figment::Error) -> Issue {
+        let mut path = e.path.clone();
+        let message = match &e.kind {
+            // figment already put the unknown key at the end of the path.
+            Kind::UnknownField(field, expected) => {
+                format!(
+                    "unknown key `{field}` (misspelt?); expected one of: {}",
+                    expected.join(", ")
+                )
+            }
+            Kind::MissingField(field) => {
+                path.push(field.to_string());
+                "missing; this key is required".to_string()
+            }
+            Kind::UnknownVariant(found, expected) => format!(
+                "invalid value {found:?}; expected one of: {}",
+                expected
+                    .iter()
+                    .map(|v| format!("{v:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            other => other.to_string(),
+        };
+        if path.is_empty() {
+            return Issue {
+                origin: self.name().to_string(),
+                key: None,
+                message,
+            };
+        }
+        let key = display_key(&path);
+        let from_env = e
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.source.is_none() && m.name.contains("environment"));
+        let origin = match self.env_vars.get(&key) {
+            Some(var) => format!("environment variable {var}"),
+            None if from_env => format!("environment variable {}", env_var_name(&path)),
+            None => self.name().to_string(),
+        };
+        Issue {
+            origin,
+            key: Some(key),
+            message,
+        }
+    }
+
+    fn figment_issues(&self, e: figment::Error) -> Vec<Issue> {
+        e.into_iter().map(|e| self.figment_issue(e)).collect()
+    }
+
+    /// Resolves a relative path: against the config file's directory if the
+    /// file set it, against the working directory if the environment did.
+    fn resolve(&self, key: &str, path: &mut PathBuf) {
+        if path.as_os_str().is_empty() || path.is_absolute() {
+            return;
+        }
+        let resolved = if self.env_vars.contains_key(key) {
+            std::path::absolute(&*path).ok()
+        } else {
+            self.base_dir.as_ref().map(|base| base.join(&*path))
+        };
+        if let Some(p) = resolved {
+            *path = p
+                .components()
+                .filter(|c| !matches!(c, Component::CurDir))
+                .collect();
+        }
+    }
+}
+
+/// `["line", "0", "buffer"]` -> `line[0].buffer`.
+fn display_key<S: AsRef<str>>(segments: &[S]) -> String {
+    let mut out = String::new();
+    for seg in segments {
+        let seg = seg.as_ref();
+        if !out.is_empty() && !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(seg);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+/// `["mqtt", "port"]` -> `SERIALINE_MQTT__PORT`.
+fn env_var_name<S: AsRef<str>>(segments: &[S]) -> String {
+    let parts: Vec<String> = segments
+        .iter()
+        .map(|s| s.as_ref().to_ascii_uppercase())
+        .collect();
+    format!("{ENV_PREFIX}{}", parts.join(ENV_SEPARATOR))
+}
+
+/// The TOML text of the config, under the name errors should use.
+struct TomlText {
+    metadata: Metadata,
+    text: String,
+}
+
+impl Provider for TomlText {
+    fn metadata(&self) -> Metadata {
+        self.metadata.clone()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Toml::string(&self.text).data()
+    }
+}
+
+/// What to load.
+struct Sources {
+    origin_name: String,
+    file: Option<PathBuf>,
+    text: String,
+    base_dir: Option<PathBuf>,
+    env: bool,
+}
+
+impl Config {
+    /// The environment provider: `SERIALINE_SECTION__KEY=value`.
+    pub fn env_provider() -> Env {
+        Env::prefixed(ENV_PREFIX)
+            .split(ENV_SEPARATOR)
+            .ignore(ENV_IGNORED)
+    }
+
+    /// Loads `path` with environment overrides, resolves relative paths and
+    /// validates. Does not read secret files; see [`Config::check_files`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, true)
+    }
+
+    /// As [`Config::load`], with environment overrides only if `env_enabled`.
+    pub fn load_with_env(path: &Path, env_enabled: bool) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = std::path::absolute(path).ok().and_then(|abs| {
+            let dir = abs.parent()?;
+            Some(fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()))
+        });
+        Self::load_sources(Sources {
+            origin_name: path.display().to_string(),
+            file: Some(path.to_path_buf()),
+            text,
+            base_dir,
+            env: env_enabled,
+        })
+    }
+
+    /// Loads TOML text (no environment overrides; relative paths stay as
+    /// written). `origin_name` stands for the file in messages.
+    pub fn load_str(toml: &str, origin_name: &str) -> Result<Config, ConfigError> {
+        Self::load_sources(Sources {
+            origin_name: origin_name.to_string(),
+            file: None,
+            text: toml.to_string(),
+            base_dir: None,
+            env: false,
+        })
+    }
+
+    fn load_sources(src: Sources) -> Result<Config, ConfigError> {
+        let metadata = match &src.file {
+            Some(file) => Metadata::from(src.origin_name.clone(), file.as_path()),
+            None => Metadata::named(src.origin_name.clone()),
+        };
+        let mut figment = Figment::new().merge(TomlText {
+            metadata,
+            text: src.text,
+        });
+        let mut env_vars = BTreeMap::new();
+        if src.env {
+            let env = Self::env_provider();
+            for (key, _) in env.iter() {
+                let segments: Vec<&str> = key.as_str().split('.').collect();
+                env_vars.insert(display_key(&segments), env_var_name(&segments));
+            }
+            figment = figment.merge(env);
+        }
+        let origin = Origin {
+            name: src.origin_name,
+            base_dir: src.base_dir,
+            env_vars,
+        };
+        let mut config = extract(&figment, origin)?;
+        config.resolve_paths();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Environment variables that overrode keys, in key order.
+    pub fn env_overrides(&self) -> Vec<&str> {
+        self.origin.env_vars.values().map(String::as_str).collect()
+    }
+
+    /// The config file's path (or `load_str`'s origin name).
+    pub fn origin_name(&self) -> &str {
+        self.origin.name()
+    }
+
+    /// Where the sled ledger lives: `<state_dir>/ledger`.
+    pub fn ledger_path(&self) -> PathBuf {
+        self.daemon.state_dir.join("ledger")
+    }
+
+    /// The MQTT client id with `{site}` filled in.
+    pub fn mqtt_client_id(&self) -> String {
+        self.mqtt.client_id_for(&self.site.id)
+    }
+
+    /// One-line description for `check-config` and the startup log.
+    pub fn summary(&self) -> String {
+        let ids: Vec<&str> = self.lines.iter().map(|l| l.id.as_str()).collect();
+        format!(
+            "site {}, {} line{} ({}), store at {}, mqtt {}:{}{}, commit mode {}",
+            self.site.id,
+            self.lines.len(),
+            if self.lines.len() == 1 { "" } else { "s" },
+            ids.join(", "),
+            self.ledger_path().display(),
+            self.mqtt.host,
+            self.mqtt.port,
+            if self.mqtt.tls.is_some() {
+                " (TLS)"
+            } else {
+                ""
+            },
+            self.store.commit,
+        )
+    }
+
+    fn resolve_paths(&mut self) {
+        let origin = &self.origin;
+        origin.resolve("daemon.state_dir", &mut self.daemon.state_dir);
+        if let Some(p) = &mut self.mqtt.password_file {
+            origin.resolve("mqtt.password_file", p);
+        }
+        if let Some(tls) = &mut self.mqtt.tls {
+            origin.resolve("mqtt.tls.ca_file", &mut tls.ca_file);
+            if let Some(p) = &mut tls.client_cert_file {
+                origin.resolve("mqtt.tls.client_cert_file", p);
+            }
+            if let Some(p) = &mut tls.client_key_file {
+                origin.resolve("mqtt.tls.client_key_file", p);
+            }
+        }
+        for (i, line) in self.lines.iter_mut().enumerate() {
+            origin.resolve(&format!("line[{i}].secret_file"), &mut line.secret_file);
+        }
+    }
+}
+
+/// Deserializes section by section so that problems in different sections
+/// are all reported at once.
+fn extract(figment: &Figment, origin: Origin) -> Result<Config, ConfigError> {
+    // Syntax errors and the like surface when the sources are merged.
+    let root = match figment.find_value("") {
+        Ok(Value::Dict(_, dict)) => dict,
+        Ok(_) => Dict::new(),
+        Err(e) => return Err(ConfigError::Parse(origin.figment_issues(e))),
+    };
+
+    let mut issues = Vec::new();
+    for key in root.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            issues.push(origin.issue(
+                key,
+                format!(
+                    "unknown section or key `{key}` (misspelt?); expected one of: {}",
+                    SECTIONS.join(", ")
+                ),
+            ));
+        }
+    }
+
+    let daemon = section::<DaemonConfig>(figment, &root, "daemon", &origin, &mut issues);
+    let site = section::<SiteConfig>(figment, &root, "site", &origin, &mut issues);
+    let store = section::<StoreConfig>(figment, &root, "store", &origin, &mut issues);
+    let mqtt = section::<MqttConfig>(figment, &root, "mqtt", &origin, &mut issues);
+    let lines = section::<Vec<LineConfig>>(figment, &root, "line", &origin, &mut issues);
+
+    let site = match site {
+        Some(Some(site)) => Some(site),
+        Some(None) => {
+            issues.push(origin.issue("site.id", "missing; a [site] table with `id` is required"));
+            None
+        }
+        None => None,
+    };
+
+    match (daemon, site, store, mqtt, lines) {
+        (Some(daemon), Some(site), Some(store), Some(mqtt), Some(lines)) if issues.is_empty() => {
+            Ok(Config {
+                daemon: daemon.unwrap_or_default(),
+                site,
+                store: store.unwrap_or_default(),
+                mqtt: mqtt.unwrap_or_default(),
+                lines: lines.unwrap_or_default(),
+                origin,
+            })
+        }
+        _ => Err(ConfigError::Parse(issues)),
+    }
+}
+
+/// `Some(Some(value))` if the section parsed, `Some(None)` if it is absent,
+/// `None` (with issues recorded) if it is malformed.
+fn section<T: DeserializeOwned>(
+    figment: &Figment,
+    root: &Dict,
+    key: &str,
+    origin: &Origin,
+    issues: &mut Vec<Issue>,
+) -> Option<Option<T>> {
+    if !root.contains_key(key) {
+        return Some(None);
+    }
+    match figment.extract_inner::<T>(key) {
+        Ok(v) => Some(Some(v)),
+        Err(e) => {
+            for mut err in e {
+                // `extract_inner` appends the section to the error's path
+                // instead of prepending it; put it in front.
+                if err.path.last().map(String::as_str) == Some(key) {
+                    err.path.pop();
+                }
+                err.path.insert(0, key.to_string());
+                issues.push(origin.figment_issue(err));
+            }
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------
+
+/// `[A-Za-z0-9_-]{1,32}`
+pub fn is_valid_id(id: &str) -> bool {
+    (1..=MAX_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+const ID_EXPECTED: &str = "1 to 32 characters from A-Z, a-z, 0-9, '_' and '-'";
+
+struct Checker<'a> {
+    origin: &'a Origin,
+    issues: Vec<Issue>,
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, key: &str, message: impl Into<String>) {
+        self.issues.push(self.origin.issue(key, message));
+    }
+
+    fn require(&mut self, ok: bool, key: &str, message: impl FnOnce() -> String) {
+        if !ok {
+            self.fail(key, message());
+        }
+    }
+
+    fn id(&mut self, key: &str, id: &str) {
+        self.require(is_valid_id(id), key, || {
+            format!("invalid id {id:?}; expected {ID_EXPECTED}")
+        });
+    }
+
+    fn path(&mut self, key: &str, path: &Path) {
+        self.require(!path.as_os_str().is_empty(), key, || {
+            "empty path; expected a file or directory path".into()
+        });
+    }
+}
+
+impl Config {
+    /// Checks ranges and cross-field rules; reports every problem found.
+    /// (File contents are checked by [`Config::check_files`].)
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut c = Checker {
+            origin: &self.origin,
+            issues: Vec::new(),
+        };
+
+        // [daemon]
+        let d = &self.daemon;
+        c.path("daemon.state_dir", &d.state_dir);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&d.log_level) {
+            c.fail(
+                "daemon.log_level",
+                format!(
+                    "invalid filter {:?} ({e}); expected a level (error, warn, info, debug, trace) \
+                     or tracing directives such as \"info,serialine_store=debug\"",
+                    d.log_level
+                ),
+            );
+        }
+
+        // [site]
+        c.id("site.id", &self.site.id);
+
+        // [store]
+        let s = &self.store;
+        c.require(
+            MAX_BATCH_RANGE.contains(&s.max_batch),
+            "store.max_batch",
+            || format!("{} is out of range; expected 1..=65536", s.max_batch),
+        );
+        c.require(
+            s.max_batch_delay_ms <= MAX_BATCH_DELAY_MS,
+            "store.max_batch_delay_ms",
+            || {
+                format!(
+                    "{} is out of range; expected 0..={MAX_BATCH_DELAY_MS} milliseconds",
+                    s.max_batch_delay_ms
+                )
+            },
+        );
+
+        // [mqtt]
+        let m = &self.mqtt;
+        c.require(
+            !m.host.trim().is_empty() && !m.host.contains(char::is_whitespace),
+            "mqtt.host",
+            || {
+                format!(
+                    "invalid host {:?}; expected a host name or IP address",
+                    m.host
+                )
+            },
+        );
+        c.require(m.port != 0, "mqtt.port", || {
+            "0 is out of range; expected 1..=65535".into()
+        });
+        let client_id = m.client_id_for(&self.site.id);
+        c.require(
+            !client_id.is_empty() && client_id.len() <= MAX_CLIENT_ID_LEN,
+            "mqtt.client_id",
+            || {
+                format!(
+                    "client id {client_id:?} has {} bytes; expected 1..={MAX_CLIENT_ID_LEN}",
+                    client_id.len()
+                )
+            },
+        );
+        c.require(
+            KEEP_ALIVE_RANGE.contains(&m.keep_alive_secs),
+            "mqtt.keep_alive_secs",
+            || {
+                format!(
+                    "{} is out of range; expected 5..=3600 seconds",
+                    m.keep_alive_secs
+                )
+            },
+        );
+        if let Some(user) = &m.username {
+            c.require(!user.is_empty(), "mqtt.username", || {
+                "empty; remove the key or give a user name".into()
+            });
+        }
+        if let Some(p) = &m.password_file {
+            c.path("mqtt.password_file", p);
+            c.require(m.username.is_some(), "mqtt.password_file", || {
+                "a password needs a user name; expected mqtt.username to be set too".into()
+            });
+        }
+        if let Some(tls) = &m.tls {
+            c.path("mqtt.tls.ca_file", &tls.ca_file);
+            match (&tls.client_cert_file, &tls.client_key_file) {
+                (Some(cert), Some(key)) => {
+                    c.path("mqtt.tls.client_cert_file", cert);
+                    c.path("mqtt.tls.client_key_file", key);
+                }
+                (Some(_), None) => c.fail(
+                    "mqtt.tls.client_key_file",
+                    "missing; client_cert_file and client_key_file go together",
+                ),
+                (None, Some(_)) => c.fail(
+                    "mqtt.tls.client_cert_file",
+                    "missing; client_cert_file and client_key_file go together",
+                ),
+                (None, None) => {}
+            }
+        }
+
+        // [[line]]
+        if self.lines.is_empty() {
+            c.fail(
+                "line",
+                "no lines configured; expected at least one [[line]] table",
+            );
+        }
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, line) in self.lines.iter().enumerate() {
+            let key = |k: &str| format!("line[{i}].{k}");
+            c.id(&key("id"), &line.id);
+            if let Some(first) = seen.insert(&line.id, i) {
+                c.fail(
+                    &key("id"),
+                    format!(
+                        "duplicate line id {:?} (also line[{first}].id); expected ids unique within the site",
+                        line.id
+                    ),
+                );
+                seen.insert(&line.id, first);
+            }
+            c.path(&key("secret_file"), &line.secret_file);
+
+            let b = &line.buffer;
+            c.require(
+                b.low_water_serials >= 1,
+                &key("buffer.low_water_serials"),
+                || "0 is out of range; expected at least 1".into(),
+            );
+            c.require(
+                b.low_water_minutes <= MAX_LOW_WATER_MINUTES,
+                &key("buffer.low_water_minutes"),
+                || {
+                    format!(
+                        "{} is out of range; expected 0..={MAX_LOW_WATER_MINUTES} minutes",
+                        b.low_water_minutes
+                    )
+                },
+            );
+            c.require(
+                b.high_water_serials > b.low_water_serials,
+                &key("buffer.high_water_serials"),
+                || {
+                    format!(
+                        "{} is not above line[{i}].buffer.low_water_serials ({}); expected high_water_serials > low_water_serials",
+                        b.high_water_serials, b.low_water_serials
+                    )
+                },
+            );
+
+            if let Some(job) = &line.job {
+                c.require(job.quantity >= 1, &key("job.quantity"), || {
+                    "0 is out of range; expected at least 1".into()
+                });
+                if let Template::DigitalLink { resolver } = &job.template {
+                    c.require(
+                        !resolver.trim().is_empty() && !resolver.contains(char::is_whitespace),
+                        &key("job.template.resolver"),
+                        || {
+                            format!(
+                                "invalid resolver {resolver:?}; expected a host such as \"id.example.com\""
+                            )
+                        },
+                    );
+                }
+            }
+        }
+
+        if c.issues.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(c.issues))
+        }
+    }
+
+    /// Reads the secret file `path` that config key `key` names (display
+    /// form, e.g. `line[0].secret_file`). One trailing line ending is
+    /// dropped. Errors name the file and the key; the returned warnings flag
+    /// a file that group or others may access (mode & 0o077 != 0).
+    pub fn read_secret(&self, key: &str, path: &Path) -> Result<(Secret, Vec<Issue>), ConfigError> {
+        let fail = |message: String| ConfigError::Files(vec![self.origin.issue(key, message)]);
+        let shown = path.display();
+        let meta = fs::metadata(path).map_err(|e| fail(file_error("secret", path, &e)))?;
+        if !meta.is_file() {
+            return Err(fail(format!(
+                "secret file {shown} is not a regular file; expected a file holding the secret"
+            )));
+        }
+        let mut bytes = fs::read(path).map_err(|e| fail(file_error("secret", path, &e)))?;
+        if bytes.ends_with(b"\n") {
+            bytes.pop();
+            if bytes.ends_with(b"\r") {
+                bytes.pop();
+            }
+        }
+        let secret = Secret::new(bytes);
+        if secret.is_empty() {
+            return Err(fail(format!(
+                "secret file {shown} is empty; expected the secret in it"
+            )));
+        }
+        let mut warnings = Vec::new();
+        if let Some(w) = self.mode_warning(key, path, &meta) {
+            warnings.push(w);
+        }
+        Ok((secret, warnings))
+    }
+
+    /// The block secret of line `index`.
+    pub fn line_secret(&self, index: usize) -> Result<(Secret, Vec<Issue>), ConfigError> {
+        self.read_secret(
+            &format!("line[{index}].secret_file"),
+            &self.lines[index].secret_file,
+        )
+    }
+
+    /// The MQTT password, if `mqtt.password_file` is set.
+    pub fn mqtt_password(&self) -> Result<Option<(Secret, Vec<Issue>)>, ConfigError> {
+        self.mqtt
+            .password_file
+            .as_deref()
+            .map(|p| self.read_secret("mqtt.password_file", p))
+            .transpose()
+    }
+
+    /// Checks every file the config names: line secrets, the MQTT password
+    /// and TLS key are read (present, non-empty; warning if group/other may
+    /// access them), the TLS CA and client certificate must be readable.
+    /// Returns the warnings, or every problem found.
+    pub fn check_files(&self) -> Result<Vec<Issue>, ConfigError> {
+        let mut warnings = Vec::new();
+        let mut errors = Vec::new();
+        let mut secret = |key: String, path: &Path, min_len: Option<usize>| match self
+            .read_secret(&key, path)
+        {
+            Ok((s, w)) => {
+                warnings.extend(w);
+                if let Some(min) = min_len.filter(|m| s.len() < *m) {
+                    warnings.push(self.origin.issue(
+                            &key,
+                            format!(
+                                "secret file {} holds only {} bytes; expected at least {min} random bytes (32 recommended)",
+                                path.display(),
+                                s.len()
+                            ),
+                        ));
+                }
+            }
+            Err(e) => errors.extend(e.issues().iter().cloned()),
+        };
+        for (i, line) in self.lines.iter().enumerate() {
+            secret(
+                format!("line[{i}].secret_file"),
+                &line.secret_file,
+                Some(MIN_SECRET_LEN),
+            );
+        }
+        if let Some(p) = &self.mqtt.password_file {
+            secret("mqtt.password_file".into(), p, None);
+        }
+        if let Some(tls) = &self.mqtt.tls {
+            if let Some(p) = &tls.client_key_file {
+                secret("mqtt.tls.client_key_file".into(), p, None);
+            }
+            let public = [
+                ("mqtt.tls.ca_file", Some(&tls.ca_file)),
+                ("mqtt.tls.client_cert_file", tls.client_cert_file.as_ref()),
+            ];
+            for (key, path) in public {
+                if let Some(path) = path {
+                    if let Err(e) = fs::File::open(path) {
+                        errors.push(self.origin.issue(key, file_error("certificate", path, &e)));
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(warnings)
+        } else {
+            Err(ConfigError::Files(errors))
+        }
+    }
+
+    #[cfg(unix)]
+    fn mode_warning(&self, key: &str, path: &Path, meta: &fs::Metadata) -> Option<Issue> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        (mode & 0o077 != 0).then(|| {
+            self.origin.issue(
+                key,
+                format!(
+                    "secret file {} has mode {mode:04o}, so group or others may access it; \
+                     expected 0600 or 0400 owned by the daemon's user (chmod 600 {})",
+                    path.display(),
+                    path.display()
+                ),
+            )
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn mode_warning(&self, _: &str, _: &Path, _: &fs::Metadata) -> Option<Issue> {
+        None
+    }
+}
+
+fn file_error(what: &str, path: &Path, e: &io::Error) -> String {
+    let shown = path.display();
+    match e.kind() {
+        io::ErrorKind::NotFound => {
+            format!("{what} file {shown} does not exist; expected a readable file")
+        }
+        io::ErrorKind::PermissionDenied => format!(
+            "{what} file {shown} cannot be read: permission denied; expected it readable by the daemon's user"
+        ),
+        _ => format!("{what} file {shown} cannot be read: {e}"),
+    }
+}

@@ -1,0 +1,291 @@
+//! `serialine`: the line-side serialization daemon and its tools.
+//!
+//! Exit codes: 0 success, 1 unexpected failure, 2 configuration or usage
+//! error (systemd's `RestartPreventExitStatus=2` relies on this).
+
+// The config API is wider than what the CLI uses yet (secrets, jobs, grades
+// are for the pipeline).
+
+use clap::{Args, Parser, Subcommand};
+use serialine::config::{self, Config, ConfigError, LogFormat, DEFAULT_CONFIG_PATH};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Exit code for configuration and usage errors (clap uses 2 for usage too).
+const EXIT_CONFIG: u8 = 2;
+/// Exit code when `run` stops because the pipeline does not exist yet.
+const EXIT_NOT_BUILT: u8 = 2;
+
+const ABOUT: &str = "Line-side product serialization daemon: prints a unique serial on every unit";
+
+const LONG_ABOUT: &str = "\
+Serialine runs next to a packaging line. It keeps a local, crash-safe ledger of
+serial numbers issued to the line by the upstream serialization system (fetched
+over MQTT in sealed blocks), sends each serial to the printer or laser marker
+exactly once, checks the printed code with the camera (content and ISO/IEC 15415
+grade), commits good units, rejects bad ones, and reports every unit's final
+state upstream.
+
+Configuration comes from a TOML file (default /etc/serialine/serialine.toml)
+and SERIALINE_<SECTION>__<KEY> environment variables that override single keys,
+e.g. SERIALINE_MQTT__HOST=broker.local or SERIALINE_STORE__MAX_BATCH=1024.
+Relative paths in the file are resolved against the file's directory.";
+
+const AFTER_HELP: &str = "\
+Exit status: 0 on success, 1 on an unexpected failure, 2 on a configuration or
+usage error.
+
+See config/serialine.toml for every configuration key, and
+systemd/serialine.service for running it as a service.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "serialine",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// One variant per subcommand, each with its own `Args` struct and handler;
+/// add a variant, an args struct and a `match` arm to add a subcommand.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a configuration file and the files it names, then print a summary.
+    ///
+    /// Loads the file with its SERIALINE_* environment overrides, checks every
+    /// key (unknown keys, types, ranges, unique line ids, buffer marks, the
+    /// default job's GTIN, lot and expiry), then reads every secret file it
+    /// names (line secrets, MQTT password, TLS key): each must exist and not be
+    /// empty, and draws a warning if group or others may access it. TLS
+    /// certificates must be readable.
+    ///
+    /// Prints "config OK: ..." and any warnings and exits 0, or prints every
+    /// problem, each naming the file (or environment variable) and the key,
+    /// and exits 2. Run it as the daemon's user to check file permissions as
+    /// the service will see them.
+    CheckConfig(CheckConfigArgs),
+
+    /// Run the daemon (as the systemd service does).
+    ///
+    /// Loads and checks the configuration like check-config, sets up logging
+    /// (plain text without colours for journald, or JSON, per
+    /// daemon.log_format), then starts the line pipelines.
+    ///
+    /// Not finished: the line pipeline is not built yet, so after logging what
+    /// it would start it exits with status 2.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckConfigArgs {
+    /// Configuration file to check.
+    #[arg(
+        value_name = "FILE",
+        default_value = DEFAULT_CONFIG_PATH,
+        env = "SERIALINE_CONFIG"
+    )]
+    file: PathBuf,
+
+    /// Ignore SERIALINE_* environment overrides; check the file alone.
+    #[arg(long)]
+    no_env: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Configuration file.
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = DEFAULT_CONFIG_PATH,
+        env = "SERIALINE_CONFIG"
+    )]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Run(args) => run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a config error as plain `error:` lines and returns exit code 2.
+fn report_config_error(e: &ConfigError) -> ExitCode {
+    for message in e.messages() {
+        eprintln!("error: {message}");
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// Loads, validates and checks the files of a configuration: the config and
+/// its warnings, or the exit code after reporting the problems.
+fn load_checked(path: &Path, env: bool) -> Result<(Config, Vec<config::Issue>), ExitCode> {
+    let config = Config::load_with_env(path, env).map_err(|e| report_config_error(&e))?;
+    let warnings = config.check_files().map_err(|e| report_config_error(&e))?;
+    Ok((config, warnings))
+}
+
+fn check_config(args: &CheckConfigArgs) -> anyhow::Result<ExitCode> {
+    let (config, warnings) = match load_checked(&args.file, !args.no_env) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let overrides = config.env_overrides();
+    if !overrides.is_empty() {
+        println!("environment overrides: {}", overrides.join(", "));
+    }
+    println!("config OK: {}", config.summary());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let (config, warnings) = match load_checked(&args.config, true) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    init_tracing(&config)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        config = %args.config.display(),
+        site = %config.site.id,
+        env_overrides = ?config.env_overrides(),
+        "configuration loaded: {}",
+        config.summary()
+    );
+    tracing::info!(
+        ledger = %config.ledger_path().display(),
+        commit = %config.store.commit,
+        max_batch = config.store.max_batch,
+        max_batch_delay_ms = config.store.max_batch_delay_ms,
+        "would open the ledger"
+    );
+    tracing::info!(
+        host = %config.mqtt.host,
+        port = config.mqtt.port,
+        client_id = %config.mqtt_client_id(),
+        tls = config.mqtt.tls.is_some(),
+        "would connect to the MQTT broker"
+    );
+    for line in &config.lines {
+        tracing::info!(
+            line = %line.id,
+            topic_prefix = %format!("serialine/{}/{}/", config.site.id, line.id),
+            min_grade = %line.min_grade,
+            low_water_serials = line.buffer.low_water_serials,
+            low_water_minutes = line.buffer.low_water_minutes,
+            high_water_serials = line.buffer.high_water_serials,
+            default_job = line.job.is_some(),
+            "would start the line pipeline"
+        );
+    }
+    tracing::error!("the line pipeline is not built yet; exiting");
+    Ok(ExitCode::from(EXIT_NOT_BUILT))
+}
+
+/// Logs to stderr. Plain format: no colours unless stderr is a terminal; under
+/// journald (`JOURNAL_STREAM` set) no timestamps (journald adds them) and a
+/// `<N>` syslog priority prefix so journald keeps each event's level. JSON
+/// format: one object per event.
+fn init_tracing(config: &Config) -> anyhow::Result<()> {
+    use tracing_subscriber::fmt;
+
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.daemon.log_level)?;
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let installed = match config.daemon.log_format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Plain => {
+            let terminal = std::io::stderr().is_terminal();
+            let journal = !terminal && stderr_is_journal();
+            let builder = builder.with_ansi(terminal);
+            if journal {
+                builder
+                    .event_format(journald::Prefixed(fmt::format().without_time()))
+                    .try_init()
+            } else {
+                builder.try_init()
+            }
+        }
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// Whether stderr is the journal stream systemd announced in `JOURNAL_STREAM`
+/// (`<device>:<inode>`, compared with stderr's, as systemd.exec(5) advises).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    match (
+        dev.parse::<u64>(),
+        ino.parse::<u64>(),
+        std::fs::metadata("/proc/self/fd/2"),
+    ) {
+        (Ok(dev), Ok(ino), Ok(meta)) => meta.dev() == dev && meta.ino() == ino,
+        _ => false,
+    }
+}
+
+mod journald {
+    use std::fmt;
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+    use tracing_subscriber::fmt::FmtContext;
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Prefixes each event with its sd-daemon(3) priority, `<3>`..`<7>`.
+    pub struct Prefixed<F>(pub F);
+
+    impl<S, N, F> FormatEvent<S, N> for Prefixed<F>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+        F: FormatEvent<S, N>,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut writer: Writer<'_>,
+            event: &Event<'_>,
+        ) -> fmt::Result {
+            let priority = match *event.metadata().level() {
+                Level::ERROR => 3,
+                Level::WARN => 4,
+                Level::INFO => 6,
+                Level::DEBUG | Level::TRACE => 7,
+            };
+            write!(writer, "<{priority}>")?;
+            self.0.format_event(ctx, writer, event)
+        }
+    }
+}

@@ -1,0 +1,899 @@
+//! Configuration loading, validation, secrets, and the `check-config` / `run`
+//! CLI.
+//!
+//! Tests that need environment overrides run inside `figment::Jail` (which
+//! serializes them and restores the environment); every other test loads
+//! with the environment disabled and uses absolute paths, so neither the
+//! jail's environment nor its working directory can leak into them. CLI tests
+//! start the binary with a cleared environment.
+
+use serialine::config::{CommitMode, Config, ConfigError, Grade, LogFormat};
+use serialine_core::Template;
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------
+// helpers
+
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config")
+        .join(name)
+}
+
+const MINIMAL: &str = r#"
+[site]
+id = "plant-x"
+
+[[line]]
+id = "line-1"
+secret_file = "line-1.secret"
+"#;
+
+/// A temp dir (canonical path) holding `serialine.toml` with `text`.
+fn config_dir(text: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fs::canonicalize(dir.path()).unwrap().join("serialine.toml");
+    fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    let (_dir, path) = config_dir(text);
+    Config::load_with_env(&path, false)
+}
+
+/// Loads `text`, expects an error, returns (config path, error, message).
+fn load_err(text: &str) -> (String, ConfigError, String) {
+    let (_dir, path) = config_dir(text);
+    let err = Config::load_with_env(&path, false).expect_err("config should be rejected");
+    let msg = err.to_string();
+    (path.display().to_string(), err, msg)
+}
+
+fn write_secret(path: &Path, content: &[u8], mode: u32) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    fs::write(path, content).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+const GOOD_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef\n";
+
+/// Dotted keys of a JSON tree; array entries as `name[]`.
+fn keys_of(value: &serde_json::Value) -> BTreeSet<String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            serde_json::Value::Array(items) if items.iter().all(|i| i.is_object()) => {
+                for item in items {
+                    walk(&format!("{prefix}[]"), item, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk("", value, &mut out);
+    out
+}
+
+/// Every key of the schema.
+const ALL_KEYS: &[&str] = &[
+    "daemon.state_dir",
+    "daemon.log_format",
+    "daemon.log_level",
+    "daemon.watchdog",
+    "site.id",
+    "store.commit",
+    "store.max_batch",
+    "store.max_batch_delay_ms",
+    "mqtt.host",
+    "mqtt.port",
+    "mqtt.client_id",
+    "mqtt.keep_alive_secs",
+    "mqtt.clean_session",
+    "mqtt.username",
+    "mqtt.password_file",
+    "mqtt.tls.ca_file",
+    "mqtt.tls.client_cert_file",
+    "mqtt.tls.client_key_file",
+    "line[].id",
+    "line[].secret_file",
+    "line[].min_grade",
+    "line[].buffer.low_water_serials",
+    "line[].buffer.low_water_minutes",
+    "line[].buffer.high_water_serials",
+    "line[].job.gtin",
+    "line[].job.lot",
+    "line[].job.expiry",
+    "line[].job.quantity",
+    "line[].job.template.kind",
+    "line[].job.template.resolver",
+];
+
+// ---------------------------------------------------------------------------
+// shipped configs
+
+#[test]
+fn shipped_example_loads_and_validates() {
+    let c = Config::load_with_env(&shipped("serialine.toml"), false).unwrap();
+    assert_eq!(c.site.id, "plant-01");
+    assert_eq!(c.daemon.state_dir, Path::new("/var/lib/serialine"));
+    assert_eq!(c.ledger_path(), Path::new("/var/lib/serialine/ledger"));
+    assert_eq!(c.store.commit, CommitMode::Group);
+    assert_eq!(c.mqtt_client_id(), "serialine-plant-01");
+    assert!(c.mqtt.tls.is_some());
+    let ids: Vec<_> = c.lines.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(ids, ["line-1", "line-2"]);
+    assert_eq!(
+        c.lines[0].secret_file,
+        Path::new("/etc/serialine/line-1.secret")
+    );
+    assert_eq!(c.lines[0].min_grade, Grade::C);
+    assert_eq!(c.lines[1].min_grade, Grade::B, "numeric 3 is grade B");
+    let job = c.lines[1].job.as_ref().unwrap().to_job().unwrap();
+    assert_eq!(job.gtin.as_string(), "04006381333931");
+    assert_eq!(
+        job.template,
+        Template::DigitalLink {
+            resolver: "id.example.com".into()
+        }
+    );
+    assert_eq!(
+        c.summary(),
+        "site plant-01, 2 lines (line-1, line-2), store at /var/lib/serialine/ledger, \
+         mqtt 127.0.0.1:1883 (TLS), commit mode group"
+    );
+}
+
+#[test]
+fn shipped_example_sets_every_key() {
+    let path = shipped("serialine.toml");
+    let written: serde_json::Value = figment::Figment::from(
+        <figment::providers::Toml as figment::providers::Format>::file_exact(&path),
+    )
+    .extract()
+    .unwrap();
+    let written = keys_of(&written);
+    let all: BTreeSet<String> = ALL_KEYS.iter().map(|k| k.to_string()).collect();
+    assert_eq!(written, all, "config/serialine.toml must set every key");
+
+    // Keys with defaults show up when the loaded config is serialized: if the
+    // schema grows a key the example lacks, this differs.
+    let config = Config::load_with_env(&path, false).unwrap();
+    let effective = keys_of(&serde_json::to_value(&config).unwrap());
+    assert_eq!(effective, all);
+}
+
+#[test]
+fn shipped_demo_loads_with_paths_next_to_it() {
+    let path = shipped("demo.toml");
+    let c = Config::load_with_env(&path, false).unwrap();
+    let dir = fs::canonicalize(path.parent().unwrap()).unwrap();
+    assert_eq!(c.site.id, "demo");
+    assert_eq!(c.lines.len(), 1);
+    assert_eq!(c.lines[0].id, "line-1");
+    assert_eq!(c.daemon.state_dir, dir.join("serialine-demo-state"));
+    assert_eq!(c.lines[0].secret_file, dir.join("demo-line-1.secret"));
+    assert!(!c.daemon.watchdog);
+    assert!(c.lines[0].job.as_ref().unwrap().to_job().is_ok());
+}
+
+#[test]
+fn embedded_demo_text_keeps_relative_paths() {
+    let text = fs::read_to_string(shipped("demo.toml")).unwrap();
+    let c = Config::load_str(&text, "embedded demo.toml").unwrap();
+    assert_eq!(c.daemon.state_dir, Path::new("./serialine-demo-state"));
+    assert_eq!(c.lines[0].secret_file, Path::new("demo-line-1.secret"));
+    assert_eq!(c.origin_name(), "embedded demo.toml");
+}
+
+// ---------------------------------------------------------------------------
+// defaults and paths
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.daemon.state_dir, Path::new("/var/lib/serialine"));
+    assert_eq!(c.daemon.log_format, LogFormat::Plain);
+    assert_eq!(c.daemon.log_level, "info");
+    assert!(c.daemon.watchdog);
+    assert_eq!(c.store.commit, CommitMode::Group);
+    assert_eq!(c.store.max_batch, 4096);
+    assert_eq!(c.store.max_batch_delay_ms, 0);
+    assert_eq!(c.mqtt.host, "127.0.0.1");
+    assert_eq!(c.mqtt.port, 1883);
+    assert_eq!(c.mqtt_client_id(), "serialine-plant-x");
+    assert_eq!(c.mqtt.keep_alive_secs, 30);
+    assert!(!c.mqtt.clean_session);
+    assert!(c.mqtt.username.is_none() && c.mqtt.password_file.is_none());
+    assert!(c.mqtt.tls.is_none());
+    let line = &c.lines[0];
+    assert_eq!(line.min_grade, Grade::C);
+    assert_eq!(line.buffer.low_water_serials, 20_000);
+    assert_eq!(line.buffer.low_water_minutes, 60);
+    assert_eq!(line.buffer.high_water_serials, 200_000);
+    assert!(line.job.is_none());
+    assert!(c.env_overrides().is_empty());
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_files_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(dir.path()).unwrap();
+    let etc = root.join("etc");
+    fs::create_dir(&etc).unwrap();
+    let path = etc.join("serialine.toml");
+    fs::write(
+        &path,
+        r#"
+        [daemon]
+        state_dir = "./state"
+        [site]
+        id = "s"
+        [mqtt]
+        username = "u"
+        password_file = "mqtt.pw"
+        [mqtt.tls]
+        ca_file = "tls/ca.pem"
+        client_cert_file = "tls/client.pem"
+        client_key_file = "/abs/client.key"
+        [[line]]
+        id = "l1"
+        secret_file = "../secrets/l1.secret"
+        "#,
+    )
+    .unwrap();
+    // Load through a path with `..` in it: resolution uses the directory.
+    let c = Config::load_with_env(&etc.join("../etc/serialine.toml"), false).unwrap();
+    assert_eq!(c.daemon.state_dir, etc.join("state"));
+    assert_eq!(c.mqtt.password_file.as_deref(), Some(&*etc.join("mqtt.pw")));
+    let tls = c.mqtt.tls.as_ref().unwrap();
+    assert_eq!(tls.ca_file, etc.join("tls/ca.pem"));
+    assert_eq!(
+        tls.client_cert_file.as_deref(),
+        Some(&*etc.join("tls/client.pem"))
+    );
+    assert_eq!(
+        tls.client_key_file.as_deref(),
+        Some(Path::new("/abs/client.key"))
+    );
+    assert_eq!(c.lines[0].secret_file, etc.join("../secrets/l1.secret"));
+}
+
+// ---------------------------------------------------------------------------
+// parse errors
+
+#[test]
+fn misspelt_key_names_file_and_key() {
+    let (file, err, msg) = load_err(&format!("{MINIMAL}\n[mqtt]\nhots = \"broker\"\n"));
+    assert!(matches!(err, ConfigError::Parse(_)), "{err:?}");
+    assert!(
+        msg.starts_with(&format!("{file}: key mqtt.hots: ")),
+        "{msg}"
+    );
+    assert!(msg.contains("unknown key `hots`"), "{msg}");
+    assert!(msg.contains("host, port"), "lists the expected keys: {msg}");
+}
+
+#[test]
+fn misspelt_section_and_nested_keys_are_named() {
+    let (file, _, msg) = load_err(&format!("{MINIMAL}\n[sotre]\nmax_batch = 1\n"));
+    assert!(msg.starts_with(&format!("{file}: key sotre: ")), "{msg}");
+    assert!(msg.contains("expected one of: daemon, site, store, mqtt, line"));
+
+    let (file, _, msg) = load_err(&format!("{MINIMAL}\n[line.buffer]\nlow_water_serial = 5\n"));
+    assert!(
+        msg.starts_with(&format!("{file}: key line[0].buffer.low_water_serial: ")),
+        "{msg}"
+    );
+}
+
+#[test]
+fn wrong_type_names_key_and_expected_type() {
+    let (file, _, msg) = load_err(&format!("{MINIMAL}\n[mqtt]\nport = \"abc\"\n"));
+    assert_eq!(
+        msg,
+        format!("{file}: key mqtt.port: invalid type: found string \"abc\", expected u16")
+    );
+
+    let (_, _, msg) = load_err(&format!("{MINIMAL}\n[daemon]\nwatchdog = \"yes\"\n"));
+    assert!(msg.contains("key daemon.watchdog: invalid type"), "{msg}");
+    assert!(msg.contains("expected a boolean"), "{msg}");
+
+    let (_, _, msg) = load_err(&format!("{MINIMAL}\n[store]\ncommit = \"batch\"\n"));
+    assert!(
+        msg.contains("key store.commit: invalid value \"batch\""),
+        "{msg}"
+    );
+    assert!(msg.contains("\"group\", \"per-transition\""), "{msg}");
+}
+
+#[test]
+fn bad_gtin_check_digit_names_the_job_key() {
+    let (file, _, msg) = load_err(&format!(
+        r#"{MINIMAL}
+[line.job]
+gtin = "09506000134353"
+lot = "L1"
+expiry = "271231"
+quantity = 10
+template = {{ kind = "gs1-data-matrix" }}
+"#
+    ));
+    assert!(
+        msg.starts_with(&format!("{file}: key line[0].job.gtin: ")),
+        "{msg}"
+    );
+    assert!(msg.contains("check digit 3, expected 2"), "{msg}");
+}
+
+#[test]
+fn bad_lot_expiry_and_template_name_their_keys() {
+    let job = |lot: &str, expiry: &str, template: &str| {
+        format!(
+            "{MINIMAL}\n[line.job]\ngtin = \"09506000134352\"\nlot = \"{lot}\"\n\
+             expiry = \"{expiry}\"\nquantity = 1\ntemplate = {template}\n"
+        )
+    };
+    let (_, _, msg) = load_err(&job("A B", "271231", r#"{ kind = "plain-text" }"#));
+    assert!(msg.contains("key line[0].job.lot: "), "{msg}");
+    let (_, _, msg) = load_err(&job("L1", "271301", r#"{ kind = "plain-text" }"#));
+    assert!(msg.contains("key line[0].job.expiry: "), "{msg}");
+    assert!(msg.contains("expected YYMMDD"), "{msg}");
+    let (_, _, msg) = load_err(&job("L1", "271231", r#"{ kind = "qr" }"#));
+    assert!(msg.contains("key line[0].job.template.kind: "), "{msg}");
+    assert!(msg.contains("\"gs1-data-matrix\", \"digital-link\", \"plain-text\""));
+    // Unknown keys inside the template are errors too, whatever the kind.
+    for template in [
+        r#"{ kind = "digital-link", resolver = "id.example.com", resolvr = "x" }"#,
+        r#"{ kind = "gs1-data-matrix", resolvr = "x" }"#,
+    ] {
+        let (_, _, msg) = load_err(&job("L1", "271231", template));
+        assert!(msg.contains("key line[0].job.template"), "{msg}");
+        assert!(msg.contains("resolvr"), "{msg}");
+    }
+
+    let c = load(&job(
+        "L1",
+        "271231",
+        r#"{ kind = "digital-link", resolver = "id.example.com" }"#,
+    ))
+    .unwrap();
+    let j = c.lines[0].job.as_ref().unwrap();
+    assert_eq!(
+        j.template,
+        Template::DigitalLink {
+            resolver: "id.example.com".into()
+        }
+    );
+}
+
+#[test]
+fn errors_in_several_sections_are_all_reported() {
+    let (file, err, _) = load_err(
+        r#"
+        [daemon]
+        log_format = "xml"
+        [site]
+        idd = "x"
+        [mqtt]
+        port = 99999
+        [extra]
+        [[line]]
+        id = "l"
+        secret_file = "s"
+        min_grade = "E"
+        "#,
+    );
+    let keys: Vec<_> = err.issues().iter().filter_map(|i| i.key.clone()).collect();
+    for want in [
+        "extra",
+        "daemon.log_format",
+        "site.idd",
+        "mqtt.port",
+        "line[0].min_grade",
+    ] {
+        assert!(keys.iter().any(|k| k == want), "{want} not in {keys:?}");
+    }
+    assert!(err.issues().iter().all(|i| i.origin == file));
+    assert_eq!(err.messages().len(), err.issues().len());
+}
+
+#[test]
+fn toml_syntax_error_names_file_and_line() {
+    let (file, err, msg) = load_err("[site\nid = \"x\"\n");
+    assert!(matches!(err, ConfigError::Parse(_)));
+    assert!(msg.starts_with(&format!("{file}: ")), "{msg}");
+    assert!(msg.contains("line 1"), "{msg}");
+}
+
+#[test]
+fn missing_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.toml");
+    let err = Config::load_with_env(&path, false).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(err
+        .to_string()
+        .starts_with(&format!("{}: cannot read config file", path.display())));
+}
+
+#[test]
+fn missing_site_and_lines_are_named() {
+    let (file, _, msg) = load_err("[[line]]\nid = \"l\"\nsecret_file = \"s\"\n");
+    assert!(msg.starts_with(&format!("{file}: key site.id: ")), "{msg}");
+    let (_, _, msg) = load_err("[site]\n[[line]]\nid = \"l\"\nsecret_file = \"s\"\n");
+    assert!(msg.contains("key site.id: missing"), "{msg}");
+    let (_, _, msg) = load_err("[[line]]\nid = \"l\"\n[site]\nid = \"s\"\n");
+    assert!(msg.contains("key line[0].secret_file: missing"), "{msg}");
+    let (file, err, msg) = load_err("[site]\nid = \"s\"\n");
+    assert!(matches!(err, ConfigError::Invalid(_)));
+    assert_eq!(
+        msg,
+        format!("{file}: key line: no lines configured; expected at least one [[line]] table")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// validation
+
+#[test]
+fn duplicate_line_ids_are_rejected() {
+    let (file, err, msg) = load_err(&format!(
+        "{MINIMAL}\n[[line]]\nid = \"line-1\"\nsecret_file = \"other.secret\"\n"
+    ));
+    assert!(matches!(err, ConfigError::Invalid(_)));
+    assert!(
+        msg.starts_with(&format!("{file}: key line[1].id: ")),
+        "{msg}"
+    );
+    assert!(msg.contains("duplicate line id \"line-1\""), "{msg}");
+}
+
+#[test]
+fn high_water_must_exceed_low_water() {
+    for high in [100, 20_000] {
+        let (file, _, msg) = load_err(&format!(
+            "{MINIMAL}\n[line.buffer]\nlow_water_serials = 20000\nhigh_water_serials = {high}\n"
+        ));
+        assert!(
+            msg.starts_with(&format!("{file}: key line[0].buffer.high_water_serials: ")),
+            "{msg}"
+        );
+        assert!(msg.contains("expected high_water_serials > low_water_serials"));
+    }
+}
+
+#[test]
+fn validation_reports_every_problem_with_its_key() {
+    let (_, err, _) = load_err(
+        r#"
+        [daemon]
+        log_level = "info,[=x"
+        [site]
+        id = "plant 1"
+        [store]
+        max_batch = 0
+        max_batch_delay_ms = 5000
+        [mqtt]
+        host = ""
+        port = 0
+        keep_alive_secs = 1
+        password_file = "pw"
+        [mqtt.tls]
+        ca_file = "ca.pem"
+        client_cert_file = "c.pem"
+        [[line]]
+        id = "this-line-id-is-far-too-long-to-be-valid"
+        secret_file = "s"
+        [line.buffer]
+        low_water_serials = 0
+        low_water_minutes = 20000
+        [line.job]
+        gtin = "09506000134352"
+        lot = "L"
+        expiry = "271231"
+        quantity = 0
+        template = { kind = "digital-link", resolver = "" }
+        "#,
+    );
+    assert!(matches!(err, ConfigError::Invalid(_)));
+    let keys: BTreeSet<_> = err.issues().iter().filter_map(|i| i.key.clone()).collect();
+    let want: BTreeSet<String> = [
+        "daemon.log_level",
+        "site.id",
+        "store.max_batch",
+        "store.max_batch_delay_ms",
+        "mqtt.host",
+        "mqtt.port",
+        "mqtt.keep_alive_secs",
+        "mqtt.password_file",
+        "mqtt.tls.client_key_file",
+        "line[0].id",
+        "line[0].buffer.low_water_serials",
+        "line[0].buffer.low_water_minutes",
+        "line[0].job.quantity",
+        "line[0].job.template.resolver",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(keys, want);
+    let msg = err.to_string();
+    assert!(msg.contains("expected 1..=65536"), "{msg}");
+    assert!(msg.contains("expected 5..=3600 seconds"), "{msg}");
+    assert!(msg.contains("expected 1 to 32 characters"), "{msg}");
+}
+
+#[test]
+fn min_grade_accepts_letters_and_numbers() {
+    for (written, grade) in [
+        ("\"A\"", Grade::A),
+        ("\"b\"", Grade::B),
+        ("\"F\"", Grade::F),
+        ("4", Grade::A),
+        ("2", Grade::C),
+        ("0", Grade::F),
+    ] {
+        let c = load(&format!("{MINIMAL}min_grade = {written}\n")).unwrap();
+        assert_eq!(c.lines[0].min_grade, grade, "{written}");
+    }
+    assert_eq!(Grade::A.value(), 4);
+    assert_eq!(Grade::F.letter(), 'F');
+    for bad in ["\"E\"", "5", "-1", "\"AA\""] {
+        let (_, _, msg) = load_err(&format!("{MINIMAL}min_grade = {bad}\n"));
+        assert!(msg.contains("key line[0].min_grade: "), "{msg}");
+        assert!(msg.contains("A, B, C, D or F, or a number 0..=4"), "{msg}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// environment overrides (figment::Jail serializes these tests)
+
+#[test]
+#[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Result
+fn env_override_is_applied() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("serialine.toml", MINIMAL)?;
+        jail.set_env("SERIALINE_MQTT__PORT", 1884);
+        jail.set_env("SERIALINE_STORE__COMMIT", "per-transition");
+        jail.set_env("SERIALINE_CONFIG", "/ignored/by/the/loader.toml");
+
+        let c = Config::load(Path::new("serialine.toml")).unwrap();
+        assert_eq!(c.mqtt.port, 1884);
+        assert_eq!(c.store.commit, CommitMode::PerTransition);
+        assert_eq!(
+            c.env_overrides(),
+            ["SERIALINE_MQTT__PORT", "SERIALINE_STORE__COMMIT"]
+        );
+
+        let c = Config::load_with_env(Path::new("serialine.toml"), false).unwrap();
+        assert_eq!(c.mqtt.port, 1883, "env disabled");
+        assert!(c.env_overrides().is_empty());
+        Ok(())
+    });
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Result
+fn env_errors_name_the_variable() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("serialine.toml", MINIMAL)?;
+        let path = Path::new("serialine.toml");
+
+        jail.set_env("SERIALINE_MQTT__PORT", "abc");
+        let msg = Config::load(path).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "environment variable SERIALINE_MQTT__PORT: key mqtt.port: \
+             invalid type: found string \"abc\", expected u16"
+        );
+
+        jail.set_env("SERIALINE_MQTT__PORT", 1884);
+        jail.set_env("SERIALINE_MQTT__PROT", 1884);
+        let msg = Config::load(path).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("environment variable SERIALINE_MQTT__PROT: key mqtt.prot: "),
+            "{msg}"
+        );
+
+        jail.clear_env();
+        jail.set_env("SERIALINE_STORE__MAX_BATCH", 0);
+        let msg = Config::load(path).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "environment variable SERIALINE_STORE__MAX_BATCH: key store.max_batch: \
+             0 is out of range; expected 1..=65536"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Result
+fn env_relative_paths_resolve_against_the_working_directory() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_dir("conf")?;
+        jail.create_file("conf/serialine.toml", MINIMAL)?;
+        jail.set_env("SERIALINE_DAEMON__STATE_DIR", "state");
+        let c = Config::load(Path::new("conf/serialine.toml")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(c.daemon.state_dir, cwd.join("state"));
+        // The file's own relative path still resolves against its directory.
+        let conf = fs::canonicalize("conf").unwrap();
+        assert_eq!(c.lines[0].secret_file, conf.join("line-1.secret"));
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------
+// secrets
+
+/// A config in a temp dir whose line secret is written with `content`/`mode`.
+fn with_secret(content: &[u8], mode: u32) -> (TempDir, Config) {
+    let (dir, path) = config_dir(MINIMAL);
+    write_secret(&path.with_file_name("line-1.secret"), content, mode);
+    let c = Config::load_with_env(&path, false).unwrap();
+    (dir, c)
+}
+
+#[test]
+fn private_secret_reads_without_warnings() {
+    let (_dir, c) = with_secret(GOOD_SECRET, 0o600);
+    let (secret, warnings) = c.line_secret(0).unwrap();
+    assert_eq!(
+        secret.expose(),
+        &GOOD_SECRET[..32],
+        "one trailing newline dropped"
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(c.check_files().unwrap().is_empty());
+}
+
+#[test]
+fn group_or_world_readable_secret_warns() {
+    for mode in [0o644, 0o640, 0o604] {
+        let (_dir, c) = with_secret(GOOD_SECRET, mode);
+        let warnings = c.check_files().unwrap();
+        assert_eq!(warnings.len(), 1, "{mode:o}: {warnings:?}");
+        let w = warnings[0].to_string();
+        assert!(w.contains("key line[0].secret_file"), "{w}");
+        assert!(w.contains(&format!("mode {mode:04o}")), "{w}");
+        assert!(w.contains("group or others"), "{w}");
+    }
+}
+
+#[test]
+fn short_secret_warns() {
+    let (_dir, c) = with_secret(b"short", 0o600);
+    let warnings = c.check_files().unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].message.contains("only 5 bytes"), "{warnings:?}");
+}
+
+#[test]
+fn missing_or_empty_secret_is_an_error_naming_file_and_key() {
+    let (_dir, path) = config_dir(MINIMAL);
+    let c = Config::load_with_env(&path, false).unwrap();
+    let secret_path = path.with_file_name("line-1.secret");
+    let err = c.check_files().unwrap_err();
+    assert!(matches!(err, ConfigError::Files(_)));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: key line[0].secret_file: secret file {} does not exist; expected a readable file",
+            path.display(),
+            secret_path.display()
+        )
+    );
+
+    write_secret(&secret_path, b"\n", 0o600);
+    let msg = c.line_secret(0).unwrap_err().to_string();
+    assert!(msg.contains("key line[0].secret_file"), "{msg}");
+    assert!(msg.contains("is empty"), "{msg}");
+}
+
+#[test]
+fn check_files_reports_every_missing_file() {
+    let (_dir, path) = config_dir(&format!(
+        "{MINIMAL}\n[mqtt]\nusername = \"u\"\npassword_file = \"pw\"\n\
+         [mqtt.tls]\nca_file = \"ca.pem\"\n"
+    ));
+    let c = Config::load_with_env(&path, false).unwrap();
+    let err = c.check_files().unwrap_err();
+    let keys: Vec<_> = err.issues().iter().filter_map(|i| i.key.clone()).collect();
+    assert_eq!(
+        keys,
+        [
+            "line[0].secret_file",
+            "mqtt.password_file",
+            "mqtt.tls.ca_file"
+        ]
+    );
+}
+
+#[test]
+fn secret_debug_is_redacted() {
+    let (_dir, c) = with_secret(b"super-secret-value-0123456789", 0o600);
+    let (secret, _) = c.line_secret(0).unwrap();
+    assert_eq!(format!("{secret:?}"), "<redacted>");
+    assert_eq!(format!("{:?}", Some(&secret)), "Some(<redacted>)");
+}
+
+// ---------------------------------------------------------------------------
+// CLI
+
+fn serialine(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_serialine"));
+    cmd.args(args).env_clear();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A valid config in a temp dir with its secret in place.
+fn cli_config(secret_mode: u32) -> (TempDir, PathBuf) {
+    let (dir, path) = config_dir(MINIMAL);
+    write_secret(
+        &path.with_file_name("line-1.secret"),
+        GOOD_SECRET,
+        secret_mode,
+    );
+    (dir, path)
+}
+
+#[test]
+fn cli_check_config_ok() {
+    let (_dir, path) = cli_config(0o600);
+    let out = serialine(&["check-config", path.to_str().unwrap()], &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let ledger = path.with_file_name("ledger");
+    assert!(
+        stdout.contains("config OK: site plant-x, 1 line (line-1)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&ledger.display().to_string()));
+    assert!(
+        stdout.contains("store at /var/lib/serialine/ledger"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("mqtt 127.0.0.1:1883, commit mode group"),
+        "{stdout}"
+    );
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn cli_check_config_bad_key_exits_2_naming_file_and_key() {
+    let (_dir, path) = cli_config(0o600);
+    fs::write(&path, format!("{MINIMAL}\n[mqtt]\nhots = \"x\"\n")).unwrap();
+    let out = serialine(&["check-config", path.to_str().unwrap()], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: {}: key mqtt.hots: ", path.display())),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(text(&out.stdout).is_empty());
+}
+
+#[test]
+fn cli_check_config_of_shipped_example_reports_missing_secrets() {
+    if Path::new("/etc/serialine/line-1.secret").exists() {
+        return; // an installed system; the files are really there
+    }
+    let example = shipped("serialine.toml");
+    let out = serialine(&["check-config", example.to_str().unwrap()], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "key line[0].secret_file: secret file /etc/serialine/line-1.secret does not exist"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("key line[1].secret_file"), "{stderr}");
+}
+
+#[test]
+fn cli_check_config_applies_env_overrides_unless_told_not_to() {
+    let (_dir, path) = cli_config(0o600);
+    let file = path.to_str().unwrap();
+    let env = [("SERIALINE_MQTT__PORT", "1884")];
+    let out = serialine(&["check-config", file], &env);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout.contains("environment overrides: SERIALINE_MQTT__PORT"));
+    assert!(stdout.contains("mqtt 127.0.0.1:1884"), "{stdout}");
+
+    let out = serialine(&["check-config", "--no-env", file], &env);
+    assert!(text(&out.stdout).contains("mqtt 127.0.0.1:1883"));
+
+    // SERIALINE_CONFIG names the file.
+    let out = serialine(&["check-config"], &[("SERIALINE_CONFIG", file)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn cli_check_config_prints_warnings() {
+    let (_dir, path) = cli_config(0o644);
+    let out = serialine(&["check-config", path.to_str().unwrap()], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.starts_with("warning: "), "{stderr}");
+    assert!(stderr.contains("mode 0644"), "{stderr}");
+    assert!(text(&out.stdout).contains("config OK"));
+}
+
+#[test]
+fn cli_run_stops_because_the_pipeline_is_not_built() {
+    let (_dir, path) = cli_config(0o600);
+    let out = serialine(&["run", "--config", path.to_str().unwrap()], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the line pipeline is not built yet"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("would start the line pipeline"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no ANSI colours off a terminal");
+
+    let out = serialine(
+        &["run", "--config", path.to_str().unwrap()],
+        &[("SERIALINE_DAEMON__LOG_FORMAT", "json")],
+    );
+    let stderr = text(&out.stderr);
+    for line in stderr.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect(line);
+    }
+}
+
+#[test]
+fn cli_run_with_bad_config_exits_2() {
+    let (_dir, path) = cli_config(0o600);
+    fs::write(&path, "[site]\nid = \"s\"\n").unwrap();
+    let out = serialine(&["run", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("error: "));
+}
+
+#[test]
+fn cli_help_documents_the_subcommands() {
+    let out = serialine(&["--help"], &[]);
+    let help = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    for want in ["check-config", "run", "SERIALINE_", "Exit status"] {
+        assert!(help.contains(want), "{want} missing from:\n{help}");
+    }
+    let out = serialine(&["check-config", "--help"], &[]);
+    let help = text(&out.stdout);
+    assert!(help.contains("/etc/serialine/serialine.toml"), "{help}");
+    assert!(help.contains("SERIALINE_CONFIG"), "{help}");
+    assert!(help.contains("--no-env"), "{help}");
+}
