@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod code;
+pub mod grade;
 pub mod gtin;
 pub mod job;
 pub mod serial;
@@ -18,6 +19,7 @@ pub mod state;
 
 pub use block::{Block, BlockError, BlockId, BlockKey, SealedBlock};
 pub use code::{CodeData, CodeError, Template};
+pub use grade::Grade;
 pub use gtin::{Gtin, GtinError};
 pub use job::{Expiry, Job, JobError, Lot};
 pub use serial::{Serial, SerialError};

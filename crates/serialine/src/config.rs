@@ -40,7 +40,7 @@ use figment::error::Kind;
 use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
-use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serialine_core::{Expiry, Gtin, Job, Lot, Template};
 use std::collections::BTreeMap;
@@ -376,94 +376,7 @@ mod strict_template {
     }
 }
 
-/// An ISO/IEC 15415 symbol grade: A=4, B=3, C=2, D=1, F=0 (there is no E).
-/// Written in the config as a letter or as the number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Grade(u8);
-
-impl Grade {
-    pub const A: Grade = Grade(4);
-    pub const B: Grade = Grade(3);
-    pub const C: Grade = Grade(2);
-    pub const D: Grade = Grade(1);
-    pub const F: Grade = Grade(0);
-
-    /// The grade for a numeric value 0..=4.
-    pub fn from_value(v: u8) -> Option<Grade> {
-        (v <= 4).then_some(Grade(v))
-    }
-
-    /// The grade for a letter `A`, `B`, `C`, `D` or `F` (either case).
-    pub fn from_letter(c: &str) -> Option<Grade> {
-        match c.to_ascii_uppercase().as_str() {
-            "A" => Some(Grade::A),
-            "B" => Some(Grade::B),
-            "C" => Some(Grade::C),
-            "D" => Some(Grade::D),
-            "F" => Some(Grade::F),
-            _ => None,
-        }
-    }
-
-    /// 0 (F) ..= 4 (A).
-    pub fn value(self) -> u8 {
-        self.0
-    }
-
-    pub fn letter(self) -> char {
-        ['F', 'D', 'C', 'B', 'A'][usize::from(self.0)]
-    }
-}
-
-impl Default for Grade {
-    fn default() -> Self {
-        Grade::C
-    }
-}
-
-impl fmt::Display for Grade {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.letter())
-    }
-}
-
-const GRADE_EXPECTED: &str = "a grade letter A, B, C, D or F, or a number 0..=4 (A=4 .. F=0)";
-
-impl<'de> Deserialize<'de> for Grade {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Grade;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(GRADE_EXPECTED)
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Grade, E> {
-                Grade::from_letter(s.trim())
-                    .or_else(|| s.trim().parse::<u8>().ok().and_then(Grade::from_value))
-                    .ok_or_else(|| E::invalid_value(de::Unexpected::Str(s), &self))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Grade, E> {
-                u8::try_from(n)
-                    .ok()
-                    .and_then(Grade::from_value)
-                    .ok_or_else(|| E::invalid_value(de::Unexpected::Unsigned(n), &self))
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Grade, E> {
-                u8::try_from(n)
-                    .ok()
-                    .and_then(Grade::from_value)
-                    .ok_or_else(|| E::invalid_value(de::Unexpected::Signed(n), &self))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl Serialize for Grade {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+pub use serialine_core::Grade;
 
 // ---------------------------------------------------------------------------
 // Errors and warnings
