@@ -45,7 +45,7 @@ pub enum StoreError {
     NotIssued { serial: Serial },
     #[error("serial {serial} is {state}, not reserved by this process; only a reserved serial may be sent")]
     NotReserved { serial: Serial, state: UnitState },
-    #[error("serial {serial} appears twice in one request")]
+    #[error("serial {serial} is sent twice in one request")]
     RepeatedInRequest { serial: Serial },
     #[error("ledger at {path}: batch not made durable ({why}); its outcome is unknown until the ledger is reopened")]
     NotDurable { path: PathBuf, why: String },

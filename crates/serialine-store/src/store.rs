@@ -282,7 +282,10 @@ impl Store {
         let mut ops = Vec::with_capacity(transitions.len());
         let mut slots = Vec::with_capacity(transitions.len());
         for t in transitions {
-            if !seen.insert(&t.serial) {
+            // Two Sents of one serial in a request would race for one
+            // reservation; any other repeat (Printed then Committed) is a
+            // sequence the ledger checks move by move.
+            if t.to == UnitState::Sent && !seen.insert(&t.serial) {
                 slots.push(Err(StoreError::RepeatedInRequest {
                     serial: t.serial.clone(),
                 }));

@@ -81,6 +81,14 @@ fn invariant_1_at_most_once_to_a_device() {
     let rs = store.apply_blocking(&[t.clone(), t]);
     assert!(rs[0].is_ok());
     assert!(matches!(rs[1], Err(StoreError::RepeatedInRequest { .. })));
+    // A unit's Printed and its verdict travel in one request, in order.
+    let both = [
+        Transition::new(all[0].clone(), UnitState::Printed),
+        Transition::new(all[0].clone(), UnitState::Committed),
+    ];
+    let rs = store.apply_blocking(&both);
+    assert!(rs.iter().all(|r| r.is_ok()), "{rs:?}");
+    assert_eq!(store.lookup(&all[0]).unwrap(), UnitState::Committed);
 }
 
 #[test]

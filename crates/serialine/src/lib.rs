@@ -3,3 +3,4 @@
 //! (`src/main.rs`) is a thin edge over this crate.
 
 pub mod config;
+pub mod pipeline;

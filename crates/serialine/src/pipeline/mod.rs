@@ -1,0 +1,216 @@
+//! One production line, end to end:
+//!
+//! ```text
+//! feeder:  reserve serial -> render code -> durable Sent -> printer
+//! verdict: printer Printed + camera read -> match -> durable Committed | Rejected
+//! ```
+//!
+//! The feeder and the verdict side are two tasks joined by a channel of sent
+//! units. A semaphore holds the number of units between "reserved" and
+//! "verdict" at the printer's buffer plus the camera's window, so the line
+//! never has more codes in flight than the equipment can hold (backpressure).
+//!
+//! Invariants kept here, on top of the ledger's: a code goes to the printer
+//! only after its `Sent` is durable; a device fault never makes the pipeline
+//! resend a code (units of unknown fate stay `Sent` and are reconciled: a late
+//! camera read commits or rejects them, and whatever is left at job end is
+//! voided); a camera read of an already committed or never issued code
+//! rejects the unit in front of the camera and raises an alarm.
+
+mod feeder;
+mod report;
+mod verdict;
+
+pub use report::{LineReport, Progress};
+
+use serialine_core::{Grade, Job, RejectReason, Serial, UnitState};
+use serialine_devices::{CameraHandle, PrinterHandle, UnitId};
+use serialine_store::{Store, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// What the line must do and how strict it is.
+#[derive(Debug, Clone)]
+pub struct LineSpec {
+    pub line_id: String,
+    pub job: Job,
+    pub min_grade: Grade,
+    /// Printed units that may await their camera read at once.
+    pub camera_window: usize,
+    /// A printed unit not read within this time is a no-read.
+    pub read_deadline: Duration,
+    /// Longest the line waits for the buffer to refill before it stops.
+    pub starve_timeout: Duration,
+}
+
+/// Something an operator should know about, as it happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alarm {
+    pub line: String,
+    pub kind: AlarmKind,
+    pub message: String,
+    pub serial: Option<Serial>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlarmKind {
+    DeviceFault,
+    DuplicateRead,
+    ForeignCode,
+    BufferEmpty,
+    MalformedFrame,
+    StoreError,
+    RenderError,
+}
+
+impl AlarmKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AlarmKind::DeviceFault => "device-fault",
+            AlarmKind::DuplicateRead => "duplicate-read",
+            AlarmKind::ForeignCode => "foreign-code",
+            AlarmKind::BufferEmpty => "low-buffer",
+            AlarmKind::MalformedFrame => "malformed-frame",
+            AlarmKind::StoreError => "store-error",
+            AlarmKind::RenderError => "render-error",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("line {line}: ledger: {source}")]
+    Store {
+        line: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("line {line}: {what}")]
+    Device { line: String, what: String },
+}
+
+/// A unit whose code went to the printer.
+#[derive(Debug, Clone)]
+pub(crate) struct SentUnit {
+    pub unit: UnitId,
+    pub serial: Serial,
+    pub reserved_at: Instant,
+    pub sent_at: Instant,
+}
+
+/// What happened to one unit, for the verdict batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Commit,
+    Reject(RejectReason),
+    Void,
+}
+
+impl Verdict {
+    pub fn state(self) -> UnitState {
+        match self {
+            Verdict::Commit => UnitState::Committed,
+            Verdict::Reject(r) => UnitState::Rejected(r),
+            Verdict::Void => UnitState::Voided,
+        }
+    }
+}
+
+/// Everything the line's two tasks share.
+pub(crate) struct Shared {
+    pub spec: LineSpec,
+    pub store: Store,
+    pub alarms: mpsc::UnboundedSender<Alarm>,
+    pub progress: watch::Sender<Progress>,
+    /// Units that may be between reservation and verdict.
+    pub slots: Arc<Semaphore>,
+    /// False while a device is faulted: the feeder sends nothing.
+    pub ready: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn alarm(&self, kind: AlarmKind, message: impl Into<String>, serial: Option<Serial>) {
+        let alarm = Alarm {
+            line: self.spec.line_id.clone(),
+            kind,
+            message: message.into(),
+            serial,
+        };
+        tracing::warn!(line = %alarm.line, kind = kind.as_str(), serial = ?alarm.serial.as_ref().map(|s| s.to_string()), "{}", alarm.message);
+        let _ = self.alarms.send(alarm);
+    }
+
+    pub fn store_err(&self, source: StoreError) -> PipelineError {
+        PipelineError::Store {
+            line: self.spec.line_id.clone(),
+            source,
+        }
+    }
+}
+
+/// Voids what a previous run left on a device without a verdict: after a
+/// restart no camera result for it can arrive, and it must never be resent.
+/// Returns how many were voided.
+pub async fn reconcile_on_start(store: &Store) -> Result<usize, StoreError> {
+    let in_flight = store.in_flight()?;
+    if in_flight.is_empty() {
+        return Ok(0);
+    }
+    let ts: Vec<_> = in_flight
+        .iter()
+        .map(|(s, _)| serialine_store::Transition::new(s.clone(), UnitState::Voided))
+        .collect();
+    let mut voided = 0;
+    for r in store.apply(&ts).await {
+        r?;
+        voided += 1;
+    }
+    tracing::warn!(
+        line = store.line_id(),
+        voided,
+        "voided serials left in flight by the previous run"
+    );
+    Ok(voided)
+}
+
+/// Runs `spec.job` on one line to completion (or until `stop` turns true),
+/// then drains: units still without a verdict after the read deadline are voided.
+pub async fn run_line(
+    spec: LineSpec,
+    store: Store,
+    printer: PrinterHandle,
+    camera: CameraHandle,
+    alarms: mpsc::UnboundedSender<Alarm>,
+    progress: watch::Sender<Progress>,
+    stop: watch::Receiver<bool>,
+) -> Result<LineReport, PipelineError> {
+    let window = printer.capacity.max(1) + spec.camera_window.max(1);
+    let (ready, ready_rx) = watch::channel(true);
+    let shared = Arc::new(Shared {
+        spec,
+        store,
+        alarms,
+        progress,
+        slots: Arc::new(Semaphore::new(window)),
+        ready,
+    });
+    let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let feeder = tokio::spawn(feeder::run(
+        shared.clone(),
+        printer.requests,
+        sent_tx,
+        ready_rx,
+        stop,
+    ));
+    let verdicts = verdict::run(shared.clone(), printer.events, camera.events, sent_rx).await;
+    let fed = feeder.await.map_err(|e| PipelineError::Device {
+        line: shared.spec.line_id.clone(),
+        what: format!("feeder task failed: {e}"),
+    })?;
+    let mut report = verdicts?;
+    report.sent = fed?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}

@@ -1,0 +1,80 @@
+//! What a line did: live progress for operators, and the final report.
+
+use hdrhistogram::Histogram;
+use serialine_core::RejectReason;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Live counters, published after every durable verdict batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub sent: u64,
+    pub committed: u64,
+    pub rejected: u64,
+    pub voided: u64,
+    pub duplicates: u64,
+    pub foreign: u64,
+    pub paused: bool,
+}
+
+impl Progress {
+    pub fn done(&self) -> u64 {
+        self.committed + self.rejected + self.voided
+    }
+}
+
+/// The end-of-job account of one line.
+#[derive(Debug, Clone)]
+pub struct LineReport {
+    pub line: String,
+    pub sent: u64,
+    pub committed: u64,
+    pub rejected: BTreeMap<&'static str, u64>,
+    pub voided: u64,
+    pub duplicates: u64,
+    pub foreign: u64,
+    /// Time the daemon adds per unit, in microseconds: making `Sent` durable
+    /// before the code goes out, plus making the verdict durable after the
+    /// camera read.
+    pub added_latency_us: Histogram<u64>,
+    pub elapsed: Duration,
+}
+
+impl LineReport {
+    pub(crate) fn new(line: &str) -> Self {
+        LineReport {
+            line: line.to_string(),
+            sent: 0,
+            committed: 0,
+            rejected: BTreeMap::new(),
+            voided: 0,
+            duplicates: 0,
+            foreign: 0,
+            // 1 µs .. 1 h at 3 significant digits; the bounds are constants.
+            added_latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn count_reject(&mut self, reason: RejectReason) {
+        *self.rejected.entry(reason.as_str()).or_default() += 1;
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    pub fn units_per_sec(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 {
+            (self.committed + self.rejected_total()) as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    pub fn latency_us(&self, quantile: f64) -> u64 {
+        self.added_latency_us.value_at_quantile(quantile)
+    }
+}
