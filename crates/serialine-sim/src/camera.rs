@@ -1,1 +1,309 @@
-//! (being built)
+//! A camera (verifier) simulator: reads what the printer simulator put on
+//! the product from its `printed` channel and writes one result line per
+//! unit in a [`CameraProfile`]'s format, on the device side of a pty or a
+//! TCP socket, with knobs for misreads, no-reads, low grades, duplicates,
+//! foreign codes and garbage lines. Every report is logged with its
+//! [`Verdict`] so a test can check what the pipeline made of it.
+
+use crate::printer::SplitMix64;
+use crate::recording::{Direction, Recorder};
+use serialine_core::Grade;
+use serialine_devices::camera::{CameraProfile, CameraProfileError, LineFormat};
+use serialine_devices::UnitId;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
+
+/// Fault knobs, each a probability per unit (checked in the order of the
+/// fields; at most one applies). `Default`: every read good, grade A.
+#[derive(Debug, Clone)]
+pub struct CameraKnobs {
+    pub seed: u64,
+    pub no_read_rate: f64,
+    /// Report the code with one character changed.
+    pub misread_rate: f64,
+    /// Report a code that was never printed on this line.
+    pub foreign_rate: f64,
+    /// Report an earlier unit's code again (for this unit's trigger).
+    pub duplicate_rate: f64,
+    /// Report the right code with `low_grade`.
+    pub low_grade_rate: f64,
+    pub grade: Grade,
+    pub low_grade: Grade,
+    /// Probability of an unparseable line before a unit's result.
+    pub garbage_rate: f64,
+    /// After this many result lines, drop the connection (once).
+    pub disconnect_after: Option<u64>,
+}
+
+impl Default for CameraKnobs {
+    fn default() -> Self {
+        CameraKnobs {
+            seed: 1,
+            no_read_rate: 0.0,
+            misread_rate: 0.0,
+            foreign_rate: 0.0,
+            duplicate_rate: 0.0,
+            low_grade_rate: 0.0,
+            grade: Grade::A,
+            low_grade: Grade::D,
+            garbage_rate: 0.0,
+            disconnect_after: None,
+        }
+    }
+}
+
+/// What the simulated camera reported for a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Good,
+    NoRead,
+    Misread,
+    Foreign,
+    Duplicate,
+    LowGrade,
+}
+
+/// One logged report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub unit: UnitId,
+    /// What was printed.
+    pub printed: String,
+    pub verdict: Verdict,
+    /// The content reported (`None`: no-read).
+    pub content: Option<String>,
+    pub grade: Grade,
+}
+
+/// A line that never parses with a template that has separators.
+pub const GARBAGE_LINE: &str = "\u{7f}~~ camera buffer overrun ~~";
+
+/// A running camera simulator; dropping it stops it.
+pub struct CameraSim {
+    log: Arc<Mutex<Vec<Reported>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for CameraSim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CameraSim {
+    /// Serves one already-open stream.
+    pub fn spawn<S>(
+        stream: S,
+        profile: &CameraProfile,
+        knobs: CameraKnobs,
+        printed: UnboundedReceiver<(UnitId, String)>,
+        recorder: Option<Recorder>,
+    ) -> Result<CameraSim, CameraProfileError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let mut core = Core::new(profile, knobs, printed, recorder)?;
+        let log = core.log.clone();
+        let task = tokio::spawn(async move {
+            core.serve(stream).await;
+        });
+        Ok(CameraSim { log, task })
+    }
+
+    /// Listens on `addr` (use `127.0.0.1:0`), one connection at a time.
+    /// Units printed while no one is connected are reported to the next.
+    pub async fn listen(
+        addr: &str,
+        profile: &CameraProfile,
+        knobs: CameraKnobs,
+        printed: UnboundedReceiver<(UnitId, String)>,
+        recorder: Option<Recorder>,
+    ) -> Result<(CameraSim, SocketAddr), CameraSimError> {
+        let mut core = Core::new(profile, knobs, printed, recorder)?;
+        let bind = |source| CameraSimError::Bind {
+            addr: addr.to_owned(),
+            source,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(bind)?;
+        let local = listener.local_addr().map_err(bind)?;
+        let log = core.log.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let _ = s.set_nodelay(true);
+                core.serve(s).await;
+            }
+        });
+        Ok((CameraSim { log, task }, local))
+    }
+
+    /// Everything reported so far, in order.
+    pub fn log(&self) -> Vec<Reported> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CameraSimError {
+    #[error(transparent)]
+    Profile(#[from] CameraProfileError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct Core {
+    format: LineFormat,
+    knobs: CameraKnobs,
+    rng: SplitMix64,
+    printed: UnboundedReceiver<(UnitId, String)>,
+    /// Inputs closed: nothing more will be printed.
+    printed_closed: bool,
+    recorder: Option<Recorder>,
+    log: Arc<Mutex<Vec<Reported>>>,
+    history: Vec<String>,
+    lines: u64,
+    disconnected_once: bool,
+    foreign_seq: u64,
+}
+
+impl Core {
+    fn new(
+        profile: &CameraProfile,
+        knobs: CameraKnobs,
+        printed: UnboundedReceiver<(UnitId, String)>,
+        recorder: Option<Recorder>,
+    ) -> Result<Core, CameraProfileError> {
+        Ok(Core {
+            format: profile.compile()?,
+            rng: SplitMix64::new(knobs.seed),
+            knobs,
+            printed,
+            printed_closed: false,
+            recorder,
+            log: Arc::default(),
+            history: Vec::new(),
+            lines: 0,
+            disconnected_once: false,
+            foreign_seq: 0,
+        })
+    }
+
+    async fn serve<S: AsyncRead + AsyncWrite + Send>(&mut self, stream: S) {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let mut sink = [0u8; 256];
+        loop {
+            tokio::select! {
+                // Cameras may get commands; this one ignores them, but reading
+                // is how a closed link is noticed.
+                r = rd.read(&mut sink) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if let Some(rec) = &self.recorder {
+                            rec.record(Direction::Rx, &sink[..n]);
+                        }
+                    }
+                },
+                item = self.printed.recv(), if !self.printed_closed => match item {
+                    None => self.printed_closed = true,
+                    Some((unit, code)) => {
+                        let out = self.report(unit, code);
+                        if let Some(rec) = &self.recorder {
+                            rec.record(Direction::Tx, &out);
+                        }
+                        if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                            return;
+                        }
+                        self.lines += 1;
+                        if !self.disconnected_once
+                            && self.knobs.disconnect_after.is_some_and(|n| self.lines >= n)
+                        {
+                            self.disconnected_once = true;
+                            let _ = wr.shutdown().await;
+                            return;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// The bytes written for one unit (maybe a garbage line first).
+    fn report(&mut self, unit: UnitId, code: String) -> Vec<u8> {
+        let k = self.knobs.clone();
+        let mut out = Vec::new();
+        if self.rng.chance(k.garbage_rate) {
+            out.extend_from_slice(GARBAGE_LINE.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let (verdict, content, grade) = if self.rng.chance(k.no_read_rate) {
+            (Verdict::NoRead, None, Grade::F)
+        } else if self.rng.chance(k.misread_rate) {
+            (Verdict::Misread, Some(misread(&code)), k.grade)
+        } else if self.rng.chance(k.foreign_rate) {
+            self.foreign_seq += 1;
+            let foreign = format!("(01)09999999999999(21)FOREIGN{}", self.foreign_seq);
+            (Verdict::Foreign, Some(foreign), k.grade)
+        } else if !self.history.is_empty() && self.rng.chance(k.duplicate_rate) {
+            let i = self.rng.below(self.history.len());
+            (Verdict::Duplicate, self.history.get(i).cloned(), k.grade)
+        } else if self.rng.chance(k.low_grade_rate) {
+            (Verdict::LowGrade, Some(code.clone()), k.low_grade)
+        } else {
+            (Verdict::Good, Some(code.clone()), k.grade)
+        };
+        let line = self
+            .format
+            .render(Some(unit), content.as_deref(), Some(grade));
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Ok(mut log) = self.log.lock() {
+            log.push(Reported {
+                unit,
+                printed: code.clone(),
+                verdict,
+                content,
+                grade,
+            });
+        }
+        self.history.push(code);
+        out
+    }
+}
+
+/// The code with its last alphanumeric character changed: a plausible
+/// misread (one wrong module cluster), still the same length.
+fn misread(code: &str) -> String {
+    let mut chars: Vec<char> = code.chars().collect();
+    match chars.iter().rposition(char::is_ascii_alphanumeric) {
+        Some(i) => {
+            let c = chars[i];
+            chars[i] = match c {
+                '9' => '0',
+                'z' => 'a',
+                'Z' => 'A',
+                _ => char::from(c as u8 + 1),
+            };
+            chars.into_iter().collect()
+        }
+        None => format!("{code}?"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::misread;
+
+    #[test]
+    fn misread_changes_one_character() {
+        assert_eq!(misread("(21)AB9"), "(21)AB0");
+        assert_eq!(misread("x-z"), "x-a");
+        assert_eq!(misread("--"), "--?");
+    }
+}

@@ -1,0 +1,397 @@
+//! The framed-ASCII printer driver task.
+//!
+//! Pipelined, not stop-and-wait: it keeps up to `buffer_depth` codes in the
+//! printer (sent and not yet reported printed), so the line stays busy while
+//! ACKs and print reports travel back. ACK/NAK answer messages in the order
+//! they were sent; print reports carry the message id and are matched by it.
+//!
+//! It never resends. When the link drops, an ACK does not come, or a write
+//! stalls, every unit sent and not confirmed printed is reported in
+//! `Fault { unknown }`, the connection is dropped (a late ACK on the old
+//! connection could otherwise be paired with the wrong unit) and, if the
+//! driver owns the settings, it reconnects with backoff and says `Ready`.
+//! Requests waiting in the channel at that point, or arriving while
+//! disconnected, were never sent and are `Refused`.
+
+use super::framed::{encode_frame, FrameDecoder, Token};
+use super::profile::{CompiledProfile, FramedProfile, ProfileError};
+use crate::api::{PrintRequest, PrinterEvent, PrinterHandle, UnitId};
+use crate::transport::{Attempt, BoxedStream, Connector, Link};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Room for events the pipeline has not consumed yet; the driver waits (and
+/// stops reading the device) when it is full, which is the right back-pressure.
+const EVENT_QUEUE: usize = 1024;
+
+/// Starts a framed-ASCII printer driver on the current tokio runtime.
+///
+/// With [`Link::Settings`] the driver connects (and reconnects) itself; with
+/// [`Link::Open`] it runs over that one stream and ends after it drops.
+pub fn spawn(
+    name: impl Into<String>,
+    link: impl Into<Link>,
+    profile: &FramedProfile,
+) -> Result<PrinterHandle, ProfileError> {
+    let compiled = profile.compile()?;
+    let name = name.into();
+    let depth = profile.buffer_depth;
+    let (req_tx, req_rx) = mpsc::channel(depth);
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let driver = Driver {
+        name: name.clone(),
+        decoder: FrameDecoder::new(compiled.framing),
+        p: compiled,
+        requests: req_rx,
+        requests_closed: false,
+        events: ev_tx,
+        inflight: VecDeque::with_capacity(depth),
+        frame_buf: Vec::new(),
+    };
+    tokio::spawn(driver.run(Connector::new(link.into())));
+    Ok(PrinterHandle {
+        name,
+        requests: req_tx,
+        events: ev_rx,
+        capacity: depth,
+    })
+}
+
+/// A unit sent to the printer and not yet done with.
+#[derive(Debug)]
+struct Inflight {
+    unit: UnitId,
+    wire_id: u64,
+    sent_at: Instant,
+    acked_at: Option<Instant>,
+    /// Reported printed before its ACK arrived: kept only so that ACK pairs
+    /// with it and not with the next message.
+    printed: bool,
+}
+
+/// The pipeline dropped the event receiver: nobody listens, stop.
+struct Gone;
+
+/// Why a connection ended.
+enum End {
+    Shutdown,
+    Fault(String),
+}
+
+struct Driver {
+    name: String,
+    p: CompiledProfile,
+    decoder: FrameDecoder,
+    requests: mpsc::Receiver<PrintRequest>,
+    requests_closed: bool,
+    events: mpsc::Sender<PrinterEvent>,
+    inflight: VecDeque<Inflight>,
+    frame_buf: Vec<u8>,
+}
+
+impl Driver {
+    async fn run(mut self, mut connector: Connector) {
+        let _ = self.connection_loop(&mut connector).await;
+        tracing::debug!(printer = %self.name, "printer driver stopped");
+    }
+
+    async fn connection_loop(&mut self, connector: &mut Connector) -> Result<(), Gone> {
+        let mut outage_reported = false;
+        loop {
+            if self.requests_closed {
+                return Ok(());
+            }
+            match connector.attempt().await {
+                Attempt::Connected(stream) => {
+                    outage_reported = false;
+                    tracing::info!(printer = %self.name, "printer connected");
+                    self.emit(PrinterEvent::Ready).await?;
+                    match self.serve(stream, connector).await? {
+                        End::Shutdown => return Ok(()),
+                        End::Fault(reason) => self.fault(reason).await?,
+                    }
+                    if !connector.can_reconnect() {
+                        return Ok(());
+                    }
+                    let retry_in = connector.next_delay();
+                    self.wait_refusing(retry_in).await?;
+                }
+                Attempt::Failed { error, retry_in } => {
+                    tracing::warn!(printer = %self.name, %error, ?retry_in, "printer connect failed");
+                    if !outage_reported {
+                        outage_reported = true;
+                        self.emit(PrinterEvent::Fault {
+                            reason: error.to_string(),
+                            unknown: Vec::new(),
+                        })
+                        .await?;
+                    }
+                    self.wait_refusing(retry_in).await?;
+                }
+                Attempt::Exhausted => return Ok(()),
+            }
+        }
+    }
+
+    /// Runs one connection until it faults or the pipeline is done.
+    async fn serve(&mut self, stream: BoxedStream, connector: &mut Connector) -> Result<End, Gone> {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        self.decoder.reset();
+        let mut rbuf = vec![0u8; 4096];
+        let mut decoded = Vec::new();
+        let mut healthy = false;
+        loop {
+            if self.requests_closed && self.inflight.is_empty() {
+                let _ = wr.shutdown().await;
+                return Ok(End::Shutdown);
+            }
+            let deadline = self.next_deadline();
+            let room = !self.requests_closed && self.inflight.len() < self.p.profile.buffer_depth;
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                // Reading first: ACKs and reports free buffer room and must
+                // never wait behind new sends.
+                biased;
+                r = rd.read(&mut rbuf) => match r {
+                    Ok(0) => return Ok(End::Fault("printer closed the connection".into())),
+                    Ok(n) => {
+                        if !healthy {
+                            // Something came back: the link works, so the next
+                            // outage starts backing off from the beginning.
+                            healthy = true;
+                            connector.healthy();
+                        }
+                        decoded.clear();
+                        self.decoder.feed_all(&rbuf[..n], &mut decoded);
+                        for d in decoded.drain(..) {
+                            self.on_decoded(d).await?;
+                        }
+                    }
+                    Err(e) => return Ok(End::Fault(format!("reading from printer: {e}"))),
+                },
+                _ = tokio::time::sleep_until(deadline.as_ref().map_or(far, |d| d.0)),
+                    if deadline.is_some() =>
+                {
+                    let reason = deadline.map_or_else(String::new, |d| d.1);
+                    return Ok(End::Fault(reason));
+                }
+                _ = self.events.closed() => return Err(Gone),
+                req = self.requests.recv(), if room => match req {
+                    None => self.requests_closed = true,
+                    Some(req) => {
+                        if let Some(reason) = self.send(&mut wr, req).await? {
+                            return Ok(End::Fault(reason));
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Frames and writes one code. `Some(reason)` if the link failed.
+    async fn send(
+        &mut self,
+        wr: &mut tokio::io::WriteHalf<BoxedStream>,
+        req: PrintRequest,
+    ) -> Result<Option<String>, Gone> {
+        let message = self.p.message.render(req.unit, &req.code);
+        self.frame_buf.clear();
+        if let Err(e) = encode_frame(&self.p.framing, message.as_bytes(), &mut self.frame_buf) {
+            // Nothing was sent, so this is a definite "will not print".
+            self.emit(PrinterEvent::Refused {
+                unit: req.unit,
+                reason: format!("code cannot be sent to this printer: {e}"),
+            })
+            .await?;
+            return Ok(None);
+        }
+        // Recorded before the first byte goes out: a write that fails half
+        // way leaves the unit's fate unknown, and it must be reported so.
+        self.inflight.push_back(Inflight {
+            unit: req.unit,
+            wire_id: self.p.message.wire_id(req.unit),
+            sent_at: Instant::now(),
+            acked_at: None,
+            printed: false,
+        });
+        let timeout = self.p.profile.ack_timeout();
+        let write = async {
+            wr.write_all(&self.frame_buf).await?;
+            wr.flush().await
+        };
+        Ok(match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("writing to printer: {e}")),
+            Err(_) => Some(format!(
+                "printer did not take a {}-byte frame within {} ms",
+                self.frame_buf.len(),
+                timeout.as_millis()
+            )),
+        })
+    }
+
+    async fn on_decoded(&mut self, d: super::framed::Decoded) -> Result<(), Gone> {
+        match d {
+            Ok(Token::Ack) => self.on_ack().await,
+            Ok(Token::Nak) => self.on_nak().await,
+            Ok(Token::Frame(payload)) => self.on_frame(&payload).await,
+            Err(e) => {
+                // A damaged frame may have been a print report; the unit
+                // then stays outstanding until print_timeout_ms (if set) or
+                // the next fault reports it unknown. Never guessed.
+                tracing::warn!(printer = %self.name, error = %e, "bad frame from printer");
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_ack(&mut self) -> Result<(), Gone> {
+        let Some(i) = self.inflight.iter().position(|f| f.acked_at.is_none()) else {
+            tracing::warn!(printer = %self.name, "ACK with no message awaiting one; ignored");
+            return Ok(());
+        };
+        let entry = &mut self.inflight[i];
+        entry.acked_at = Some(Instant::now());
+        if entry.printed {
+            // Accepted and Printed were reported when the report came.
+            self.inflight.remove(i);
+            return Ok(());
+        }
+        let unit = entry.unit;
+        self.emit(PrinterEvent::Accepted(unit)).await
+    }
+
+    async fn on_nak(&mut self) -> Result<(), Gone> {
+        let Some(i) = self.inflight.iter().position(|f| f.acked_at.is_none()) else {
+            tracing::warn!(printer = %self.name, "NAK with no message awaiting one; ignored");
+            return Ok(());
+        };
+        let Some(entry) = self.inflight.remove(i) else {
+            return Ok(());
+        };
+        if entry.printed {
+            // Reported printed, then refused: contradictory. Printed wins
+            // (it was on the product); say so loudly.
+            tracing::error!(printer = %self.name, unit = entry.unit, "NAK for a unit already reported printed");
+            return Ok(());
+        }
+        self.emit(PrinterEvent::Refused {
+            unit: entry.unit,
+            reason: "printer answered NAK".into(),
+        })
+        .await
+    }
+
+    async fn on_frame(&mut self, payload: &[u8]) -> Result<(), Gone> {
+        let Some(id) = self.p.complete.matches(payload).and_then(|m| m.id) else {
+            tracing::debug!(printer = %self.name, frame = %String::from_utf8_lossy(payload), "unhandled frame");
+            return Ok(());
+        };
+        let Some(i) = self
+            .inflight
+            .iter()
+            .position(|f| f.wire_id == id && !f.printed)
+        else {
+            // E.g. a unit sent before a reconnect: already reported unknown.
+            tracing::warn!(printer = %self.name, id, "print report for no unit in flight; ignored");
+            return Ok(());
+        };
+        let entry = &mut self.inflight[i];
+        let unit = entry.unit;
+        if entry.acked_at.is_none() {
+            entry.printed = true;
+            self.emit(PrinterEvent::Accepted(unit)).await?;
+        } else {
+            self.inflight.remove(i);
+        }
+        self.emit(PrinterEvent::Printed(unit)).await
+    }
+
+    /// The earliest ACK or print deadline, with the fault it would raise.
+    fn next_deadline(&self) -> Option<(Instant, String)> {
+        let ack_timeout = self.p.profile.ack_timeout();
+        let ack = self
+            .inflight
+            .iter()
+            .find(|f| f.acked_at.is_none())
+            .map(|f| {
+                (
+                    f.sent_at + ack_timeout,
+                    format!(
+                        "no ACK/NAK from printer for unit {} within {} ms",
+                        f.unit,
+                        ack_timeout.as_millis()
+                    ),
+                )
+            });
+        let print = self.p.profile.print_timeout().and_then(|t| {
+            self.inflight
+                .iter()
+                .filter(|f| !f.printed)
+                .filter_map(|f| f.acked_at.map(|a| (a + t, f.unit)))
+                .min_by_key(|(at, _)| *at)
+                .map(|(at, unit)| {
+                    (
+                        at,
+                        format!(
+                            "unit {unit} accepted but not reported printed within {} ms",
+                            t.as_millis()
+                        ),
+                    )
+                })
+        });
+        match (ack, print) {
+            (Some(a), Some(p)) => Some(if a.0 <= p.0 { a } else { p }),
+            (a, p) => a.or(p),
+        }
+    }
+
+    /// Reports everything in flight as unknown, and refuses what was queued.
+    async fn fault(&mut self, reason: String) -> Result<(), Gone> {
+        tracing::warn!(printer = %self.name, %reason, in_flight = self.inflight.len(), "printer fault");
+        let unknown = self
+            .inflight
+            .drain(..)
+            .filter(|f| !f.printed)
+            .map(|f| f.unit)
+            .collect();
+        self.emit(PrinterEvent::Fault { reason, unknown }).await?;
+        while let Ok(req) = self.requests.try_recv() {
+            self.refuse_unsent(req).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits out a backoff delay, refusing requests that arrive meanwhile.
+    async fn wait_refusing(&mut self, delay: Duration) -> Result<(), Gone> {
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return Ok(()),
+                req = self.requests.recv(), if !self.requests_closed => match req {
+                    None => {
+                        self.requests_closed = true;
+                        return Ok(());
+                    }
+                    Some(req) => self.refuse_unsent(req).await?,
+                },
+                _ = self.events.closed() => return Err(Gone),
+            }
+        }
+    }
+
+    async fn refuse_unsent(&mut self, req: PrintRequest) -> Result<(), Gone> {
+        self.emit(PrinterEvent::Refused {
+            unit: req.unit,
+            reason: "not sent: printer link is down".into(),
+        })
+        .await
+    }
+
+    async fn emit(&self, ev: PrinterEvent) -> Result<(), Gone> {
+        self.events.send(ev).await.map_err(|_| Gone)
+    }
+}
