@@ -1,1 +1,286 @@
-//! MQTT uplink.
+//! Serialine's MQTT uplink: block prefetch, durable outbox sync, operator
+//! topics (status, metrics, alarms) and commands, all under the topic prefix
+//! `serialine/{site}/{line}/`. Payloads are documented in the crate README.
+//!
+//! The uplink never blocks the line: every [`UplinkHandle`] method returns at
+//! once, whether the broker is up or not. Outcomes wait in the store's durable
+//! outbox and drain, in order, when the broker is back.
+//!
+//! ```no_run
+//! # async fn f(store: serialine_store::Store) -> Result<(), serialine_uplink::UplinkError> {
+//! use serialine_uplink::{start, UplinkConfig, StatusSnapshot, LineState};
+//! let (uplink, mut commands) = start(UplinkConfig::new("127.0.0.1", 1883, "site-1", "line-1"), store)?;
+//! uplink.publish_status(StatusSnapshot { state: LineState::Running, ..Default::default() });
+//! while let Some(cmd) = commands.recv().await {
+//!     // ... act on cmd.command, then:
+//!     cmd.respond(Ok(()));
+//! }
+//! # Ok(()) }
+//! ```
+
+mod commands;
+mod config;
+mod conn;
+mod error;
+mod operator;
+mod outbox;
+mod prefetch;
+pub mod wire;
+
+pub use commands::{
+    canonical_json, command_mac, parse_command, sign_command, Command, CommandRequest,
+};
+pub use config::{CommandAuth, OutboxConfig, PrefetchConfig, TlsPaths, UplinkConfig};
+pub use conn::{Link, OFFLINE};
+pub use error::UplinkError;
+pub use operator::{
+    kind, Alarm, BufferDepth, DeviceStatus, JobInfo, LineState, Metrics, MetricsPayload,
+    StatusPayload, StatusSnapshot, ALARM_QUEUE,
+};
+pub use prefetch::watermarks;
+
+use rumqttc::{AsyncClient, QoS};
+use serialine_store::Store;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Commands waiting for the pipeline, at most.
+const COMMAND_QUEUE: usize = 16;
+
+/// Starts the uplink's tasks on the current tokio runtime and returns at once;
+/// the connection is made (and remade) in the background.
+///
+/// Fails only on configuration: bad topic levels, unreadable TLS files, or a
+/// store that belongs to another line.
+pub fn start(
+    cfg: UplinkConfig,
+    store: Store,
+) -> Result<(UplinkHandle, mpsc::Receiver<CommandRequest>), UplinkError> {
+    if store.line_id() != cfg.line {
+        return Err(UplinkError::LineMismatch {
+            config: cfg.line.clone(),
+            store: store.line_id().to_string(),
+            path: store.path().to_path_buf(),
+        });
+    }
+    let opts = conn::options(&cfg)?;
+    let (client, eventloop) = AsyncClient::new(opts, 256);
+    let (link_tx, link_rx) = watch::channel(Link::default());
+    let (status_tx, status_rx) = watch::channel(StatusSnapshot::default());
+    let (metrics_tx, metrics_rx) = watch::channel(Metrics::default());
+    let (rate_tx, rate_rx) = watch::channel(0.0f64);
+    let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_QUEUE);
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (blocks_tx, blocks_rx) = mpsc::unbounded_channel();
+    let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+    let (cmds_in_tx, cmds_in_rx) = mpsc::unbounded_channel();
+
+    let tasks = vec![
+        tokio::spawn(conn::run(
+            eventloop,
+            client.clone(),
+            cfg.clone(),
+            link_tx,
+            conn::Inbound {
+                blocks: blocks_tx,
+                acks: acks_tx,
+                commands: cmds_in_tx,
+            },
+        )),
+        tokio::spawn(
+            prefetch::Prefetch {
+                cfg: cfg.clone(),
+                store: store.clone(),
+                client: client.clone(),
+                link: link_rx.clone(),
+                rate: rate_rx,
+                responses: blocks_rx,
+                alarms: alarm_tx.clone(),
+            }
+            .run(),
+        ),
+        tokio::spawn(
+            outbox::OutboxSync {
+                cfg: cfg.clone(),
+                store: store.clone(),
+                client: client.clone(),
+                link: link_rx.clone(),
+                acks: acks_rx,
+                alarms: alarm_tx.clone(),
+            }
+            .run(),
+        ),
+        tokio::spawn(
+            operator::Operator {
+                cfg: cfg.clone(),
+                store: store.clone(),
+                client: client.clone(),
+                link: link_rx.clone(),
+                status: status_rx,
+                metrics: metrics_rx,
+                alarms: alarm_rx,
+            }
+            .run(),
+        ),
+        tokio::spawn(
+            commands::Commands {
+                cfg: cfg.clone(),
+                client: client.clone(),
+                incoming: cmds_in_rx,
+                to_pipeline: cmd_tx,
+                alarms: alarm_tx.clone(),
+            }
+            .run(),
+        ),
+    ];
+    let handle = UplinkHandle {
+        inner: Arc::new(Inner {
+            cfg,
+            client,
+            link: link_rx,
+            status: status_tx,
+            metrics: metrics_tx,
+            rate: rate_tx,
+            alarms: alarm_tx,
+            tasks: Mutex::new(tasks),
+        }),
+    };
+    Ok((handle, cmd_rx))
+}
+
+struct Inner {
+    cfg: UplinkConfig,
+    client: AsyncClient,
+    link: watch::Receiver<Link>,
+    status: watch::Sender<StatusSnapshot>,
+    metrics: watch::Sender<Metrics>,
+    rate: watch::Sender<f64>,
+    alarms: mpsc::Sender<Alarm>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn abort(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// What the pipeline uses. Cheap to clone; when the last clone is dropped the
+/// uplink stops (abruptly: like a killed process, which it must survive).
+#[derive(Clone)]
+pub struct UplinkHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for UplinkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UplinkHandle")
+            .field("line", &self.inner.cfg.line)
+            .field("link", &*self.inner.link.borrow())
+            .finish()
+    }
+}
+
+impl UplinkHandle {
+    /// Replaces the retained `status` (published now if connected, and again
+    /// after every reconnect and every metrics interval with fresh counts).
+    pub fn publish_status(&self, snapshot: StatusSnapshot) {
+        self.inner.status.send_replace(snapshot);
+    }
+
+    /// Queues an alarm for the `alarms` topic. Never waits: if
+    /// [`ALARM_QUEUE`] alarms are already waiting, this one is only logged.
+    pub fn raise_alarm(&self, alarm: Alarm) {
+        if let Err(e) = self.inner.alarms.try_send(alarm) {
+            let a = match e {
+                mpsc::error::TrySendError::Full(a) | mpsc::error::TrySendError::Closed(a) => a,
+            };
+            tracing::error!(kind = %a.kind, "alarm not queued for MQTT: {}", a.message);
+        }
+    }
+
+    /// Latest measurements, published every metrics interval. The rate also
+    /// sets the prefetch's low-water mark in minutes.
+    pub fn publish_metrics(&self, metrics: Metrics) {
+        self.set_rate(metrics.units_per_minute);
+        self.inner.metrics.send_replace(metrics);
+    }
+
+    /// The measured production rate, for buffer minutes and prefetch.
+    pub fn set_rate(&self, units_per_minute: f64) {
+        self.inner.rate.send_if_modified(|r| {
+            let changed = *r != units_per_minute;
+            *r = units_per_minute;
+            changed
+        });
+    }
+
+    /// Connected and subscribed right now.
+    pub fn is_connected(&self) -> bool {
+        self.inner.link.borrow().ready
+    }
+
+    pub fn link(&self) -> watch::Receiver<Link> {
+        self.inner.link.clone()
+    }
+
+    /// Waits until connected and subscribed, at most `timeout`.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), UplinkError> {
+        let mut rx = self.inner.link.clone();
+        let ready = tokio::time::timeout(timeout, rx.wait_for(|l| l.ready))
+            .await
+            .map(|r| r.is_ok());
+        match ready {
+            Ok(true) => Ok(()),
+            _ => Err(UplinkError::NotConnected {
+                host: self.inner.cfg.host.clone(),
+                port: self.inner.cfg.port,
+                timeout,
+            }),
+        }
+    }
+
+    /// Stops every task at once, publishing nothing: what a killed process
+    /// looks like to the broker (the last will is published).
+    pub fn abort(&self) {
+        self.inner.abort();
+    }
+
+    /// Clean stop: retained `status` = offline, then disconnect, waiting at
+    /// most `timeout` for the broker to take them.
+    pub async fn shutdown(self, timeout: Duration) {
+        let c = &self.inner.client;
+        let bye = async {
+            let _ = c
+                .publish(
+                    self.inner.cfg.topic("status"),
+                    QoS::AtLeastOnce,
+                    true,
+                    OFFLINE.to_vec(),
+                )
+                .await;
+            let _ = c.disconnect().await;
+            // The connection task ends when the event loop has sent the
+            // disconnect (it then reports the requests channel done).
+            let mut link = self.inner.link.clone();
+            let _ = link.wait_for(|_| false).await;
+        };
+        let _ = tokio::time::timeout(timeout, bye).await;
+        self.inner.abort();
+    }
+}

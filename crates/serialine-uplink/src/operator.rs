@@ -1,0 +1,256 @@
+//! Operator topics: retained `status`, periodic `metrics`, `alarms`.
+//!
+//! The pipeline hands snapshots to the uplink through watch channels and
+//! alarms through a bounded queue, so a call never waits for the broker: with
+//! the broker down, status and metrics coalesce to the latest value and alarms
+//! queue (the oldest are dropped past [`ALARM_QUEUE`], with a log line).
+
+use crate::conn::{publish, Link};
+use crate::wire::now_ms;
+use crate::UplinkConfig;
+use rumqttc::{AsyncClient, QoS};
+use serde::{Deserialize, Serialize};
+use serialine_store::{Counts, Store};
+use std::collections::VecDeque;
+use tokio::sync::{mpsc, watch};
+
+/// Alarms kept while the broker is unreachable.
+pub const ALARM_QUEUE: usize = 1_000;
+
+/// Alarm kinds the uplink raises itself.
+pub mod kind {
+    pub const FORGED_BLOCK: &str = "forged-block";
+    pub const REPLAYED_BLOCK: &str = "replayed-block";
+    pub const WRONG_LINE_BLOCK: &str = "wrong-line-block";
+    pub const OVERLAPPING_BLOCK: &str = "overlapping-block";
+    pub const INVALID_BLOCK: &str = "invalid-block";
+    pub const UNSOLICITED_BLOCK: &str = "unsolicited-block";
+    pub const BLOCK_REQUEST_FAILED: &str = "block-request-failed";
+    pub const MALFORMED_PAYLOAD: &str = "malformed-payload";
+    pub const COMMAND_REFUSED: &str = "command-refused";
+    pub const STORE_ERROR: &str = "store-error";
+}
+
+/// Where the line stands, as the operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LineState {
+    Running,
+    Paused,
+    #[default]
+    Stopped,
+    Faulted,
+}
+
+/// The job being run, as shown on `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub gtin: String,
+    pub lot: String,
+    pub expiry: String,
+    pub quantity: u64,
+}
+
+impl From<&serialine_core::Job> for JobInfo {
+    fn from(j: &serialine_core::Job) -> Self {
+        JobInfo {
+            gtin: j.gtin.as_string(),
+            lot: j.lot.as_str().to_string(),
+            expiry: j.expiry.as_string(),
+            quantity: j.quantity,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    pub name: String,
+    /// e.g. `ok`, `disconnected`, `fault`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What the pipeline knows about the line; the uplink adds the ledger's
+/// counts, buffer depth and outbox depth when it publishes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StatusSnapshot {
+    pub state: LineState,
+    pub job: Option<JobInfo>,
+    pub devices: Vec<DeviceStatus>,
+}
+
+/// Rates and latencies the pipeline measures.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Metrics {
+    pub units_per_minute: f64,
+    pub rejects_per_minute: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+}
+
+/// An operator alarm (`alarms` topic, not retained).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alarm {
+    pub kind: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    pub at_ms: u64,
+}
+
+impl Alarm {
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Alarm {
+        Alarm {
+            kind: kind.into(),
+            message: message.into(),
+            serial: None,
+            at_ms: now_ms(),
+        }
+    }
+
+    pub fn with_serial(mut self, serial: impl Into<String>) -> Alarm {
+        self.serial = Some(serial.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BufferDepth {
+    pub serials: u64,
+    /// At the last measured rate; absent while the rate is unknown or zero.
+    pub minutes: Option<f64>,
+}
+
+/// `status` payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusPayload {
+    pub state: LineState,
+    pub job: Option<JobInfo>,
+    pub counts: Counts,
+    pub buffer: BufferDepth,
+    pub outbox_depth: usize,
+    pub devices: Vec<DeviceStatus>,
+    pub at_ms: u64,
+}
+
+/// `metrics` payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsPayload {
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    pub buffer: BufferDepth,
+    pub outbox_depth: usize,
+    pub at_ms: u64,
+}
+
+pub(crate) fn buffer_depth(store: &Store, units_per_minute: f64) -> BufferDepth {
+    let serials = store.buffer_depth();
+    BufferDepth {
+        serials,
+        minutes: (units_per_minute > 0.0).then(|| serials as f64 / units_per_minute),
+    }
+}
+
+pub(crate) struct Operator {
+    pub cfg: UplinkConfig,
+    pub store: Store,
+    pub client: AsyncClient,
+    pub link: watch::Receiver<Link>,
+    pub status: watch::Receiver<StatusSnapshot>,
+    pub metrics: watch::Receiver<Metrics>,
+    pub alarms: mpsc::Receiver<Alarm>,
+}
+
+impl Operator {
+    pub async fn run(mut self) {
+        let mut pending: VecDeque<Alarm> = VecDeque::new();
+        let mut dropped = 0u64;
+        let mut tick = tokio::time::interval(self.cfg.metrics_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut send_status = false;
+            let mut send_metrics = false;
+            tokio::select! {
+                r = self.link.changed() => {
+                    if r.is_err() { return; }
+                    // A new connection: the retained status must replace the
+                    // last will's "offline" at once.
+                    send_status = true;
+                }
+                r = self.status.changed() => {
+                    if r.is_err() { return; }
+                    send_status = true;
+                }
+                a = self.alarms.recv() => {
+                    let Some(a) = a else { return; };
+                    tracing::warn!(kind = %a.kind, serial = ?a.serial, "alarm: {}", a.message);
+                    if pending.len() >= ALARM_QUEUE {
+                        pending.pop_front();
+                        dropped += 1;
+                        tracing::error!(dropped, "alarm queue full while the broker is unreachable; oldest alarm dropped");
+                    }
+                    pending.push_back(a);
+                }
+                _ = tick.tick() => {
+                    send_status = true;
+                    send_metrics = true;
+                }
+            }
+            if !self.link.borrow().ready {
+                continue;
+            }
+            while let Some(a) = pending.pop_front() {
+                let body = serde_json::to_vec(&a).unwrap_or_default();
+                publish(
+                    &self.client,
+                    self.cfg.topic("alarms"),
+                    QoS::AtLeastOnce,
+                    false,
+                    body,
+                )
+                .await;
+            }
+            let rate = self.metrics.borrow().units_per_minute;
+            if send_status {
+                let snap = self.status.borrow_and_update().clone();
+                let body = serde_json::to_vec(&StatusPayload {
+                    state: snap.state,
+                    job: snap.job,
+                    counts: self.store.counts(),
+                    buffer: buffer_depth(&self.store, rate),
+                    outbox_depth: self.store.outbox_depth(),
+                    devices: snap.devices,
+                    at_ms: now_ms(),
+                })
+                .unwrap_or_default();
+                publish(
+                    &self.client,
+                    self.cfg.topic("status"),
+                    QoS::AtLeastOnce,
+                    true,
+                    body,
+                )
+                .await;
+            }
+            if send_metrics {
+                let metrics = *self.metrics.borrow();
+                let body = serde_json::to_vec(&MetricsPayload {
+                    metrics,
+                    buffer: buffer_depth(&self.store, rate),
+                    outbox_depth: self.store.outbox_depth(),
+                    at_ms: now_ms(),
+                })
+                .unwrap_or_default();
+                publish(
+                    &self.client,
+                    self.cfg.topic("metrics"),
+                    QoS::AtMostOnce,
+                    false,
+                    body,
+                )
+                .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Outbox sync: publishes the store's outbox in order, in batches, and
+//! removes events only when upstream acknowledges them by id on `events/ack`.
+//!
+//! Delivery is at least once: a batch is published again after a reconnect
+//! or when its ack is late, and a new process starts again from the oldest
+//! event in the outbox. Event ids are stable (invariant 5), so upstream
+//! deduplicates; nothing is removed from the durable outbox before upstream
+//! has it, so a crash at any point loses nothing.
+
+use crate::config::UplinkConfig;
+use crate::conn::{publish, Link};
+use crate::operator::{kind, Alarm};
+use crate::wire::{EventBatch, EventsAck, WireEvent};
+use rumqttc::{AsyncClient, Publish, QoS};
+use serialine_core::UnitState;
+use serialine_store::{OutboxEvent, Store};
+use std::collections::{HashMap, VecDeque};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+struct InFlight {
+    batch_id: String,
+    /// Seqs of this batch not yet acknowledged.
+    open: usize,
+    body: Vec<u8>,
+    sent: Instant,
+}
+
+pub(crate) struct OutboxSync {
+    pub cfg: UplinkConfig,
+    pub store: Store,
+    pub client: AsyncClient,
+    pub link: watch::Receiver<Link>,
+    pub acks: mpsc::UnboundedReceiver<Publish>,
+    pub alarms: mpsc::Sender<Alarm>,
+}
+
+pub(crate) fn wire_event(e: &OutboxEvent) -> WireEvent {
+    let reason = match e.state {
+        UnitState::Rejected(r) => Some(r.as_str().to_string()),
+        _ => None,
+    };
+    WireEvent {
+        id: e.id_hex(),
+        serial: e.serial.as_str().to_string(),
+        state: e.state.name().to_string(),
+        reason,
+        at_ms: e.at_ms,
+    }
+}
+
+impl OutboxSync {
+    fn alarm(&self, a: Alarm) {
+        if self.alarms.try_send(a).is_err() {
+            tracing::error!("alarm channel full or closed; alarm only logged");
+        }
+    }
+
+    pub async fn run(mut self) {
+        let o = self.cfg.outbox.clone();
+        let topic = self.cfg.topic("events");
+        let mut tick = tokio::time::interval(o.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
+        // Event id -> (seq, batch id) for events published and not yet acked.
+        let mut by_id: HashMap<String, (u64, String)> = HashMap::new();
+        let mut pending_since: Option<Instant> = None;
+        // Highest seq published by this process: seqs grow in outbox order.
+        let mut last_seq: Option<u64> = None;
+        loop {
+            let mut resend = false;
+            tokio::select! {
+                r = self.link.changed() => {
+                    if r.is_err() { return; }
+                    // Acks for what was sent on the old connection may be lost.
+                    resend = self.link.borrow_and_update().ready;
+                }
+                msg = self.acks.recv() => {
+                    let Some(msg) = msg else { return; };
+                    self.on_ack(&msg.payload, &mut by_id, &mut inflight).await;
+                }
+                _ = tick.tick() => {}
+            }
+            if !self.link.borrow().ready {
+                continue;
+            }
+            if inflight
+                .front()
+                .is_some_and(|b| b.sent.elapsed() >= o.ack_timeout)
+            {
+                tracing::warn!(batches = inflight.len(), timeout = ?o.ack_timeout, "events not acknowledged in time; publishing again");
+                resend = true;
+            }
+            if resend {
+                for b in inflight.iter_mut() {
+                    tracing::debug!(batch_id = %b.batch_id, "republishing batch");
+                    publish(
+                        &self.client,
+                        topic.clone(),
+                        QoS::AtLeastOnce,
+                        false,
+                        b.body.clone(),
+                    )
+                    .await;
+                    b.sent = Instant::now();
+                }
+            }
+            while inflight.len() < o.window {
+                // Everything older than the newest published event is in
+                // flight, so this sees every in-flight event plus up to one
+                // batch of new ones.
+                let events = match self.store.outbox_peek(by_id.len() + o.max_batch) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.alarm(Alarm::new(
+                            kind::STORE_ERROR,
+                            format!("cannot read the outbox: {e}"),
+                        ));
+                        break;
+                    }
+                };
+                let fresh: Vec<&OutboxEvent> = events
+                    .iter()
+                    .filter(|e| last_seq.is_none_or(|l| e.seq > l))
+                    .take(o.max_batch)
+                    .collect();
+                if fresh.is_empty() {
+                    pending_since = None;
+                    break;
+                }
+                if fresh.len() < o.max_batch {
+                    let since = *pending_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < o.linger {
+                        break;
+                    }
+                }
+                pending_since = None;
+                let (first, last) = (fresh[0].seq, fresh[fresh.len() - 1].seq);
+                last_seq = Some(last);
+                let batch_id = format!("{}:{first}-{last}", self.cfg.line);
+                let batch = EventBatch {
+                    batch_id: batch_id.clone(),
+                    line: self.cfg.line.clone(),
+                    events: fresh.iter().map(|e| wire_event(e)).collect(),
+                };
+                let body = serde_json::to_vec(&batch).unwrap_or_default();
+                for e in &fresh {
+                    by_id.insert(e.id_hex(), (e.seq, batch_id.clone()));
+                }
+                tracing::debug!(%batch_id, events = fresh.len(), "publishing events");
+                if !publish(
+                    &self.client,
+                    topic.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    body.clone(),
+                )
+                .await
+                {
+                    return;
+                }
+                inflight.push_back(InFlight {
+                    batch_id,
+                    open: fresh.len(),
+                    body,
+                    sent: Instant::now(),
+                });
+            }
+        }
+    }
+
+    async fn on_ack(
+        &self,
+        payload: &[u8],
+        by_id: &mut HashMap<String, (u64, String)>,
+        inflight: &mut VecDeque<InFlight>,
+    ) {
+        let ack: EventsAck = match serde_json::from_slice(payload) {
+            Ok(a) => a,
+            Err(e) => {
+                self.alarm(Alarm::new(
+                    kind::MALFORMED_PAYLOAD,
+                    format!("events/ack is not valid JSON of the expected shape: {e}"),
+                ));
+                return;
+            }
+        };
+        let known: Vec<&String> = ack
+            .ids
+            .iter()
+            .filter(|id| by_id.contains_key(*id))
+            .collect();
+        if known.is_empty() {
+            // An ack for a batch already acknowledged, or sent by an earlier
+            // process: what it covers is published again and acked again.
+            tracing::debug!(batch_id = %ack.batch_id, "ack for nothing in flight");
+            return;
+        }
+        let seqs: Vec<u64> = known
+            .iter()
+            .filter_map(|id| by_id.get(*id).map(|v| v.0))
+            .collect();
+        match self.store.outbox_ack(&seqs).await {
+            Ok(n) => {
+                tracing::debug!(batch_id = %ack.batch_id, acked = n, "events synced upstream");
+                for id in known {
+                    if let Some((_, batch)) = by_id.remove(id) {
+                        if let Some(b) = inflight.iter_mut().find(|b| b.batch_id == batch) {
+                            b.open = b.open.saturating_sub(1);
+                        }
+                    }
+                }
+                inflight.retain(|b| b.open > 0);
+            }
+            Err(e) => {
+                // Kept in flight: published again on timeout, acked again then.
+                self.alarm(Alarm::new(
+                    kind::STORE_ERROR,
+                    format!(
+                        "upstream acknowledged batch {} but the ledger could not record it: {e}",
+                        ack.batch_id
+                    ),
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Block prefetch: keeps the line's buffer of unused serials between the
+//! low- and high-water marks. A received block is verified and stored by
+//! `Store::add_block` (AEAD, line, duplicates, overlap) and acknowledged
+//! upstream only once the store says it is durable; anything the store
+//! refuses raises an alarm and changes nothing.
+
+use crate::config::{PrefetchConfig, UplinkConfig};
+use crate::conn::{publish, Link};
+use crate::operator::{kind, Alarm};
+use crate::wire::{unhex, BlockAck, BlockRequest, BlockResponse};
+use rumqttc::{AsyncClient, Publish, QoS};
+use serialine_core::{BlockError, SealedBlock};
+use serialine_store::{Store, StoreError};
+use std::collections::VecDeque;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Duration, Instant};
+
+/// Correlation ids remembered after their request was abandoned, so that a
+/// late answer is still used instead of being called unsolicited.
+const RECENT_REQUESTS: usize = 64;
+
+/// Low- and high-water marks in serials for a production rate.
+pub fn watermarks(p: &PrefetchConfig, units_per_minute: f64) -> (u64, u64) {
+    let rate = if units_per_minute.is_finite() && units_per_minute > 0.0 {
+        units_per_minute
+    } else {
+        0.0
+    };
+    let low = p
+        .low_water_serials
+        .max((rate * p.low_water_minutes).ceil() as u64);
+    let high = p
+        .high_water_serials
+        .max((rate * p.high_water_minutes).ceil() as u64)
+        .max(low);
+    (low, high)
+}
+
+pub(crate) struct Prefetch {
+    pub cfg: UplinkConfig,
+    pub store: Store,
+    pub client: AsyncClient,
+    pub link: watch::Receiver<Link>,
+    pub rate: watch::Receiver<f64>,
+    pub responses: mpsc::UnboundedReceiver<Publish>,
+    pub alarms: mpsc::Sender<Alarm>,
+}
+
+struct Outstanding {
+    correlation_id: String,
+    sent: Instant,
+}
+
+impl Prefetch {
+    fn alarm(&self, a: Alarm) {
+        if self.alarms.try_send(a).is_err() {
+            tracing::error!("alarm channel full or closed; alarm only logged");
+        }
+    }
+
+    pub async fn run(mut self) {
+        let p = self.cfg.prefetch.clone();
+        let mut tick = tokio::time::interval(p.check_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut outstanding: Option<Outstanding> = None;
+        let mut recent: VecDeque<String> = VecDeque::new();
+        let mut filling = false;
+        let mut not_before = Instant::now();
+        let mut counter = 0u64;
+        let run_id = crate::wire::now_ms();
+        loop {
+            tokio::select! {
+                r = self.link.changed() => {
+                    if r.is_err() { return; }
+                    // A request sent on a lost connection may never be
+                    // answered; keep its id (a late answer is fine) and ask again.
+                    if let Some(o) = outstanding.take() {
+                        remember(&mut recent, o.correlation_id);
+                    }
+                }
+                r = self.rate.changed() => {
+                    if r.is_err() { return; }
+                }
+                msg = self.responses.recv() => {
+                    let Some(msg) = msg else { return; };
+                    let retry = self.on_response(&msg.payload, &mut outstanding, &mut recent).await;
+                    if let Some(after) = retry {
+                        not_before = Instant::now() + after;
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+            if !self.link.borrow().ready {
+                continue;
+            }
+            if let Some(o) = &outstanding {
+                if o.sent.elapsed() < p.request_timeout {
+                    continue;
+                }
+                tracing::warn!(correlation_id = %o.correlation_id, timeout = ?p.request_timeout, "block request not answered; asking again");
+                if let Some(o) = outstanding.take() {
+                    remember(&mut recent, o.correlation_id);
+                }
+            }
+            let depth = self.store.buffer_depth();
+            let (low, high) = watermarks(&p, *self.rate.borrow());
+            if depth < low {
+                filling = true;
+            }
+            if depth >= high {
+                filling = false;
+            }
+            if !filling || Instant::now() < not_before {
+                continue;
+            }
+            counter += 1;
+            let correlation_id = format!("{}-{run_id}-{counter}", self.cfg.client_id);
+            let body = serde_json::to_vec(&BlockRequest {
+                correlation_id: correlation_id.clone(),
+                serials_wanted: high - depth,
+            })
+            .unwrap_or_default();
+            tracing::debug!(depth, low, high, %correlation_id, "buffer below target; requesting a block");
+            if publish(
+                &self.client,
+                self.cfg.topic("blocks/request"),
+                QoS::AtLeastOnce,
+                false,
+                body,
+            )
+            .await
+            {
+                outstanding = Some(Outstanding {
+                    correlation_id,
+                    sent: Instant::now(),
+                });
+            }
+        }
+    }
+
+    /// Handles one `blocks/response`. Returns a pause before the next request
+    /// when upstream answered with an error (so a failing issuer is not hammered).
+    async fn on_response(
+        &mut self,
+        payload: &[u8],
+        outstanding: &mut Option<Outstanding>,
+        recent: &mut VecDeque<String>,
+    ) -> Option<Duration> {
+        let resp: BlockResponse = match serde_json::from_slice(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                self.alarm(Alarm::new(
+                    kind::MALFORMED_PAYLOAD,
+                    format!("blocks/response is not valid JSON of the expected shape: {e}"),
+                ));
+                return None;
+            }
+        };
+        let ours = outstanding
+            .as_ref()
+            .is_some_and(|o| o.correlation_id == resp.correlation_id);
+        if ours {
+            *outstanding = None;
+        } else if let Some(i) = recent.iter().position(|c| *c == resp.correlation_id) {
+            recent.remove(i);
+        } else {
+            self.alarm(Alarm::new(
+                kind::UNSOLICITED_BLOCK,
+                format!(
+                    "blocks/response with unknown correlation id {:?} ignored",
+                    resp.correlation_id
+                ),
+            ));
+            return None;
+        }
+        let hex = match (resp.block, resp.error) {
+            (Some(b), None) => b,
+            (_, Some(err)) => {
+                self.alarm(Alarm::new(
+                    kind::BLOCK_REQUEST_FAILED,
+                    format!(
+                        "upstream refused block request {}: {err}",
+                        resp.correlation_id
+                    ),
+                ));
+                return Some(Duration::from_secs(1).min(self.cfg.prefetch.request_timeout));
+            }
+            (None, None) => {
+                self.alarm(Alarm::new(
+                    kind::MALFORMED_PAYLOAD,
+                    format!(
+                        "blocks/response {} has neither block nor error",
+                        resp.correlation_id
+                    ),
+                ));
+                return None;
+            }
+        };
+        let sealed = match unhex(&hex)
+            .ok_or_else(|| BlockError::Malformed("block is not hex".into()))
+            .and_then(|b| SealedBlock::from_bytes(&b))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                self.alarm(Alarm::new(
+                    kind::INVALID_BLOCK,
+                    format!("block refused: {e}"),
+                ));
+                return None;
+            }
+        };
+        match self.store.add_block(&sealed).await {
+            Ok((block_id, serials)) => {
+                tracing::info!(
+                    block_id,
+                    serials,
+                    "block stored durably; acknowledging upstream"
+                );
+                let body = serde_json::to_vec(&BlockAck {
+                    block_id,
+                    correlation_id: resp.correlation_id,
+                    serials,
+                })
+                .unwrap_or_default();
+                publish(
+                    &self.client,
+                    self.cfg.topic("blocks/ack"),
+                    QoS::AtLeastOnce,
+                    false,
+                    body,
+                )
+                .await;
+            }
+            Err(e) => {
+                let k = match &e {
+                    StoreError::Block(BlockError::Authentication { .. }) => kind::FORGED_BLOCK,
+                    StoreError::Block(BlockError::WrongLine { .. }) => kind::WRONG_LINE_BLOCK,
+                    StoreError::DuplicateBlock { .. } => kind::REPLAYED_BLOCK,
+                    StoreError::OverlappingBlock { .. } => kind::OVERLAPPING_BLOCK,
+                    StoreError::Block(_) => kind::INVALID_BLOCK,
+                    _ => kind::STORE_ERROR,
+                };
+                self.alarm(Alarm::new(
+                    k,
+                    format!("block {} from upstream refused: {e}", sealed.block_id),
+                ));
+            }
+        }
+        None
+    }
+}
+
+fn remember(recent: &mut VecDeque<String>, id: String) {
+    if recent.len() >= RECENT_REQUESTS {
+        recent.pop_front();
+    }
+    recent.push_back(id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermarks_take_the_larger_of_serials_and_minutes() {
+        let p = PrefetchConfig {
+            low_water_serials: 100,
+            low_water_minutes: 10.0,
+            high_water_serials: 300,
+            high_water_minutes: 30.0,
+            ..Default::default()
+        };
+        assert_eq!(watermarks(&p, 0.0), (100, 300));
+        assert_eq!(watermarks(&p, f64::NAN), (100, 300));
+        assert_eq!(watermarks(&p, 5.0), (100, 300));
+        assert_eq!(watermarks(&p, 60.0), (600, 1800));
+    }
+}

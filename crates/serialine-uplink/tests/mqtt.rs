@@ -1,0 +1,570 @@
+//! The uplink against a real broker (embedded rumqttd, or the broker named by
+//! `SERIALINE_TEST_MQTT=host:port`), with the simulated issuer and upstream.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use serialine_sim::issuer::Fault;
+use serialine_store::event_id;
+use serialine_uplink::{
+    kind, sign_command, start, Alarm, Command, CommandAuth, LineState, Metrics, StatusSnapshot,
+};
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_fills_the_buffer_to_low_water_with_issued_blocks() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (issuer, _it) = issuer(&host, port, &site, &line, 100).await;
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.prefetch.low_water_serials = 250;
+    cfg.prefetch.high_water_serials = 400;
+    assert_eq!(store.buffer_depth(), 0);
+
+    let (uplink, _cmds) = start(cfg, store.clone()).unwrap();
+    eventually(WAIT, "buffer at the high-water mark", || {
+        store.buffer_depth() >= 400
+    })
+    .await;
+    // Every stored block is acknowledged upstream, after it was stored.
+    eventually(WAIT, "block acks", || {
+        issuer.acked(&line).len() as u64 == store.counts().blocks
+    })
+    .await;
+    let acked = issuer.acked(&line);
+    assert!(acked.windows(2).all(|w| w[0] < w[1]), "{acked:?}");
+    assert_eq!(store.counts().issued, 400);
+
+    // Units drawn from the buffer were issued to this line.
+    let issued = issuer.issued(&line);
+    let made = produce(&store, 200).await;
+    assert!(made.iter().all(|(s, _)| issued.contains(s)));
+
+    // Below low water again (200 < 250): refilled to high water.
+    eventually(WAIT, "refill after consumption", || {
+        store.buffer_depth() >= 400
+    })
+    .await;
+    uplink.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_and_wrong_line_blocks_raise_alarms_and_change_nothing() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (issuer, _it) = issuer(&host, port, &site, &line, 100).await;
+    for f in [Fault::Forge, Fault::Honest, Fault::Replay, Fault::WrongLine] {
+        issuer.push_fault(&line, f);
+    }
+    let mut alarms = Watcher::start(&host, port, &format!("serialine/{site}/{line}/alarms")).await;
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.prefetch.low_water_serials = 250;
+    cfg.prefetch.high_water_serials = 300;
+    let (uplink, _cmds) = start(cfg, store.clone()).unwrap();
+
+    let forged = alarms
+        .next_where("forged-block alarm", |m| {
+            m.json["kind"] == kind::FORGED_BLOCK
+        })
+        .await;
+    assert!(!forged.retain);
+    assert!(
+        forged.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("authentication"),
+        "{:?}",
+        forged.json
+    );
+    alarms
+        .next_where("replayed-block alarm", |m| {
+            m.json["kind"] == kind::REPLAYED_BLOCK
+        })
+        .await;
+    alarms
+        .next_where("wrong-line-block alarm", |m| {
+            m.json["kind"] == kind::WRONG_LINE_BLOCK
+        })
+        .await;
+    eventually(WAIT, "buffer refilled with honest blocks", || {
+        store.buffer_depth() >= 300
+    })
+    .await;
+
+    let blocks = issuer.blocks(&line);
+    let honest: Vec<u64> = blocks
+        .iter()
+        .filter(|b| b.fault == Fault::Honest)
+        .map(|b| b.block_id)
+        .collect();
+    let faulty: HashSet<u64> = blocks
+        .iter()
+        .filter(|b| matches!(b.fault, Fault::Forge | Fault::WrongLine))
+        .map(|b| b.block_id)
+        .collect();
+    let c = store.counts();
+    assert_eq!(
+        c.blocks,
+        honest.len() as u64,
+        "only honest blocks stored: {blocks:?}"
+    );
+    assert_eq!(c.issued, 100 * honest.len() as u64);
+    eventually(WAIT, "acks", || issuer.acked(&line).len() == honest.len()).await;
+    let acked = issuer.acked(&line);
+    assert_eq!(acked, honest, "only stored blocks are acknowledged");
+    assert!(acked.iter().all(|id| !faulty.contains(id)));
+    uplink.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_keeps_the_line_running_and_the_outbox_drains_in_order() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (issuer, _it) = issuer(&host, port, &site, &line, 1000).await;
+    preload(&store, &issuer, &line, 2).await;
+    let (up, _ut) = upstream(&host, port, &site).await;
+    let proxy = Proxy::start(&host, port).await;
+
+    let (uplink, _cmds) =
+        start(config("127.0.0.1", proxy.port, &site, &line), store.clone()).unwrap();
+    uplink.wait_connected(WAIT).await.unwrap();
+    let mut made = produce(&store, 300).await;
+    up.wait_for(&line, WAIT, "first 300 events", |l| l.unique() == 300)
+        .await
+        .unwrap();
+    eventually(WAIT, "outbox drained before the outage", || {
+        store.outbox_depth() == 0
+    })
+    .await;
+
+    proxy.cut();
+    let mut link = uplink.link();
+    within(
+        WAIT,
+        "uplink to notice the outage",
+        link.wait_for(|l| !l.ready),
+    )
+    .await
+    .unwrap();
+    // Production goes on, unblocked, while the broker is unreachable.
+    let during = within(WAIT, "production during the outage", produce(&store, 700)).await;
+    made.extend(during);
+    uplink.publish_status(StatusSnapshot {
+        state: LineState::Running,
+        ..Default::default()
+    });
+    uplink.raise_alarm(Alarm::new("test-during-outage", "raised while offline"));
+    assert_eq!(
+        store.outbox_depth(),
+        700,
+        "the outbox holds what could not be sent"
+    );
+    assert_eq!(up.line(&line).unique(), 300);
+
+    let mut alarms = Watcher::start(&host, port, &format!("serialine/{site}/{line}/alarms")).await;
+    proxy.restore();
+    let got = up
+        .wait_for(&line, WAIT, "all 1000 events after reconnect", |l| {
+            l.unique() == 1000
+        })
+        .await
+        .unwrap();
+    eventually(WAIT, "outbox drained after reconnect", || {
+        store.outbox_depth() == 0
+    })
+    .await;
+    alarms
+        .next_where("alarm queued during the outage", |m| {
+            m.json["kind"] == "test-during-outage"
+        })
+        .await;
+
+    assert_eq!(got.conflicts, 0);
+    let expected: Vec<String> = made
+        .iter()
+        .map(|(s, st)| hex(&event_id(&line, s, *st)))
+        .collect();
+    assert_eq!(
+        got.order, expected,
+        "upstream first saw the events in production order"
+    );
+    // Counters follow the flush that made the acks durable, a moment after
+    // the outbox entries disappear.
+    eventually(WAIT, "900 synced and 100 reported", || {
+        let c = store.counts();
+        c.synced == 900 && c.reported == 100
+    })
+    .await;
+    uplink.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_publish_loses_nothing_and_duplicates_only_as_repeated_ids() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (issuer, _it) = issuer(&host, port, &site, &line, 1000).await;
+    preload(&store, &issuer, &line, 3).await;
+    let made = produce(&store, 3000).await;
+    let (up, _ut) = upstream(&host, port, &site).await;
+    // Upstream receives but does not acknowledge: when the uplink dies,
+    // batches are delivered and still in the outbox.
+    up.set_acking(false);
+
+    let cfg = config(&host, port, &site, &line);
+    let (first, _c1) = start(cfg.clone(), store.clone()).unwrap();
+    up.wait_for(&line, WAIT, "two batches delivered", |l| {
+        l.raw_deliveries >= 2000
+    })
+    .await
+    .unwrap();
+    first.abort(); // killed mid-drain
+    drop(first);
+    assert_eq!(
+        store.outbox_depth(),
+        3000,
+        "nothing acknowledged, nothing removed"
+    );
+
+    up.set_acking(true);
+    let (second, _c2) = start(cfg, store.clone()).unwrap();
+    eventually(WAIT, "outbox drained by the restarted uplink", || {
+        store.outbox_depth() == 0
+    })
+    .await;
+    let got = up.line(&line);
+    assert_eq!(got.unique(), 3000, "every event reached upstream");
+    assert!(
+        got.raw_deliveries >= 5000,
+        "redelivered after the kill: {}",
+        got.raw_deliveries
+    );
+    assert_eq!(
+        got.conflicts, 0,
+        "a repeated id always carries the same event"
+    );
+    for (serial, state) in &made {
+        let id = hex(&event_id(&line, serial, *state));
+        let (s, st) = &got.events[&id];
+        assert_eq!((s.as_str(), st.as_str()), (serial.as_str(), state.name()));
+    }
+    eventually(WAIT, "every outcome synced or reported", || {
+        let c = store.counts();
+        c.synced + c.reported == 3000 && c.committed == 0
+    })
+    .await;
+    second.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_validated_delivered_and_answered() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (uplink, mut cmds) = start(config(&host, port, &site, &line), store).unwrap();
+    uplink.wait_connected(WAIT).await.unwrap();
+    let prefix = format!("serialine/{site}/{line}/");
+    let mut replies = Watcher::start(&host, port, &format!("{prefix}cmd/#")).await;
+    let client = replies.client.clone();
+    let send = |topic: &str, body: serde_json::Value| {
+        let c = client.clone();
+        let topic = format!("{prefix}{topic}");
+        async move {
+            c.publish(topic, rumqttc::QoS::AtLeastOnce, false, body.to_string())
+                .await
+                .unwrap()
+        }
+    };
+
+    // Valid start: delivered to the pipeline, its answer goes back.
+    let start_job = json!({"request_id": "r1", "gtin": "09506000134352", "lot": "LOT-7",
+        "expiry": "271231", "quantity": 500, "template": {"kind": "gs1-data-matrix"}});
+    send("cmd/job/start", start_job.clone()).await;
+    let req = within(WAIT, "command delivered to the pipeline", cmds.recv())
+        .await
+        .unwrap();
+    match &req.command {
+        Command::StartJob(job) => {
+            assert_eq!(job.lot.as_str(), "LOT-7");
+            assert_eq!(job.quantity, 500);
+        }
+        other => panic!("expected StartJob, got {other:?}"),
+    }
+    req.respond(Ok(()));
+    let r = replies
+        .next_where("reply to r1", |m| {
+            m.topic.ends_with("cmd/job/start/reply") && m.json["request_id"] == "r1"
+        })
+        .await;
+    assert_eq!(r.json["ok"], true);
+
+    // Bad GTIN: answered with an error, never reaches the pipeline.
+    let mut bad = start_job.clone();
+    bad["request_id"] = json!("r2");
+    bad["gtin"] = json!("09506000134353");
+    send("cmd/job/start", bad).await;
+    let r = replies
+        .next_where("reply to r2", |m| {
+            m.topic.ends_with("/reply") && m.json["request_id"] == "r2"
+        })
+        .await;
+    assert_eq!(r.json["ok"], false);
+    assert!(
+        r.json["error"].as_str().unwrap().contains("gtin"),
+        "{:?}",
+        r.json
+    );
+
+    // Malformed JSON: an error reply, no panic.
+    replies
+        .client
+        .publish(
+            format!("{prefix}cmd/drain"),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            "{not json",
+        )
+        .await
+        .unwrap();
+    let r = replies
+        .next_where("reply to malformed", |m| {
+            m.topic.ends_with("cmd/drain/reply")
+        })
+        .await;
+    assert_eq!(r.json["ok"], false);
+
+    // The pipeline refuses: the refusal is the reply.
+    send("cmd/job/stop", json!({"request_id": "r3"})).await;
+    let req = within(WAIT, "stop delivered", cmds.recv()).await.unwrap();
+    assert_eq!(req.command, Command::StopJob);
+    req.respond(Err("no job running".into()));
+    let r = replies
+        .next_where("reply to r3", |m| {
+            m.topic.ends_with("/reply") && m.json["request_id"] == "r3"
+        })
+        .await;
+    assert_eq!(
+        r.json,
+        json!({"request_id": "r3", "ok": false, "error": "no job running"})
+    );
+    assert!(
+        cmds.try_recv().is_err(),
+        "nothing else reached the pipeline"
+    );
+    uplink.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_commands_required_when_a_key_is_configured() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let key = [0x42; 32];
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.command_auth = Some(CommandAuth {
+        key,
+        max_skew: Duration::from_secs(60),
+    });
+    let (uplink, mut cmds) = start(cfg, store).unwrap();
+    uplink.wait_connected(WAIT).await.unwrap();
+    let prefix = format!("serialine/{site}/{line}/");
+    let mut watch = Watcher::start(&host, port, &format!("{prefix}#")).await;
+    let client = watch.client.clone();
+    let publish = |body: serde_json::Value| {
+        let c = client.clone();
+        let topic = format!("{prefix}cmd/drain");
+        async move {
+            c.publish(topic, rumqttc::QoS::AtLeastOnce, false, body.to_string())
+                .await
+                .unwrap()
+        }
+    };
+
+    publish(json!({"request_id": "unsigned"})).await;
+    let r = watch
+        .next_where("reply to unsigned", |m| {
+            m.topic.ends_with("/reply") && m.json["request_id"] == "unsigned"
+        })
+        .await;
+    assert_eq!(r.json["ok"], false);
+    assert!(
+        r.json["error"].as_str().unwrap().starts_with("refused"),
+        "{:?}",
+        r.json
+    );
+    watch
+        .next_where("command-refused alarm", |m| {
+            m.topic.ends_with("/alarms") && m.json["kind"] == kind::COMMAND_REFUSED
+        })
+        .await;
+
+    let signed = sign_command(
+        &[0x43; 32],
+        "drain",
+        json!({"request_id": "wrong-key"}),
+        "n1",
+    );
+    publish(signed).await;
+    let r = watch
+        .next_where("reply to wrong key", |m| {
+            m.topic.ends_with("/reply") && m.json["request_id"] == "wrong-key"
+        })
+        .await;
+    assert_eq!(r.json["ok"], false);
+
+    let signed = sign_command(&key, "drain", json!({"request_id": "good"}), "n2");
+    publish(signed.clone()).await;
+    let req = within(WAIT, "signed drain delivered", cmds.recv())
+        .await
+        .unwrap();
+    assert_eq!(req.command, Command::Drain);
+    req.respond(Ok(()));
+    let r = watch
+        .next_where("reply to good", |m| {
+            m.json["request_id"] == "good" && m.topic.ends_with("/reply")
+        })
+        .await;
+    assert_eq!(r.json["ok"], true);
+
+    // The same signed message again is a replay.
+    publish(signed).await;
+    let r = watch
+        .next_where("reply to replay", |m| {
+            m.json["request_id"] == "good" && m.topic.ends_with("/reply")
+        })
+        .await;
+    assert_eq!(r.json["ok"], false);
+    assert!(
+        r.json["error"].as_str().unwrap().contains("replay"),
+        "{:?}",
+        r.json
+    );
+    assert!(cmds.try_recv().is_err());
+    uplink.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_metrics_alarms_and_last_will() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (issuer, _it) = issuer(&host, port, &site, &line, 100).await;
+    preload(&store, &issuer, &line, 1).await;
+    produce(&store, 10).await;
+    let prefix = format!("serialine/{site}/{line}/");
+
+    let (uplink, _cmds) = start(config(&host, port, &site, &line), store.clone()).unwrap();
+    uplink.wait_connected(WAIT).await.unwrap();
+    uplink.publish_metrics(Metrics {
+        units_per_minute: 45.0,
+        latency_p50_ms: 3.0,
+        latency_p99_ms: 9.5,
+        ..Default::default()
+    });
+    uplink.publish_status(StatusSnapshot {
+        state: LineState::Running,
+        job: None,
+        devices: vec![serialine_uplink::DeviceStatus {
+            name: "printer-1".into(),
+            state: "ok".into(),
+            detail: None,
+        }],
+    });
+    uplink.raise_alarm(Alarm::new("duplicate-read", "code read twice").with_serial("ABC"));
+
+    // A late subscriber gets the retained status.
+    let mut w = Watcher::start(&host, port, &format!("{prefix}#")).await;
+    let s = w
+        .next_where("retained running status", |m| {
+            m.topic.ends_with("/status") && m.json["state"] == "running"
+        })
+        .await;
+    assert_eq!(s.json["devices"][0]["name"], "printer-1");
+    assert_eq!(s.json["buffer"]["serials"], 90);
+    assert_eq!(s.json["buffer"]["minutes"], 2.0);
+    assert_eq!(
+        s.json["counts"]["committed"].as_u64().unwrap()
+            + s.json["counts"]["synced"].as_u64().unwrap(),
+        9
+    );
+    let m = w
+        .next_where("metrics", |m| m.topic.ends_with("/metrics"))
+        .await;
+    assert_eq!(m.json["latency_p99_ms"], 9.5);
+    assert!(m.json["outbox_depth"].is_u64());
+
+    uplink.raise_alarm(Alarm::new("duplicate-read", "code read twice").with_serial("ABC"));
+    let a = w
+        .next_where("alarm", |m| {
+            m.topic.ends_with("/alarms") && m.json["kind"] == "duplicate-read"
+        })
+        .await;
+    assert_eq!(a.json["serial"], "ABC");
+
+    // Killed: the broker publishes the retained last will.
+    uplink.abort();
+    drop(uplink);
+    let s = w
+        .next_where("last will", |m| {
+            m.topic.ends_with("/status") && m.json["state"] == "offline"
+        })
+        .await;
+    assert_eq!(s.json, json!({"state": "offline"}));
+}
+
+#[tokio::test]
+async fn configuration_errors_name_what_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), "line-a");
+    let cfg = serialine_uplink::UplinkConfig::new("127.0.0.1", 1, "s", "line-b");
+    let e = start(cfg, store.clone()).unwrap_err().to_string();
+    assert!(e.contains("line-b") && e.contains("line-a"), "{e}");
+
+    let mut cfg = serialine_uplink::UplinkConfig::new("127.0.0.1", 1, "s", "line-a");
+    cfg.tls = Some(serialine_uplink::TlsPaths {
+        ca: dir.path().join("missing-ca.pem"),
+        client_cert: None,
+        client_key: None,
+    });
+    let e = start(cfg, store.clone()).unwrap_err().to_string();
+    assert!(e.contains("missing-ca.pem") && e.contains("CA"), "{e}");
+
+    let cfg = serialine_uplink::UplinkConfig::new("127.0.0.1", 1, "s/x", "line-a");
+    assert!(start(cfg, store).unwrap_err().to_string().contains("site"));
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_shutdown_publishes_offline_and_returns() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (uplink, _cmds) = start(config(&host, port, &site, &line), store).unwrap();
+    uplink.wait_connected(WAIT).await.unwrap();
+    let mut w = Watcher::start(&host, port, &format!("serialine/{site}/{line}/status")).await;
+    w.next_where("stopped status on connect", |m| {
+        m.json["state"] == "stopped"
+    })
+    .await;
+    within(WAIT, "shutdown", uplink.shutdown(Duration::from_secs(5))).await;
+    let s = w
+        .next_where("offline status", |m| m.json["state"] == "offline")
+        .await;
+    assert_eq!(s.json, json!({"state": "offline"}));
+}
