@@ -3,4 +3,6 @@
 //! (`src/main.rs`) is a thin edge over this crate.
 
 pub mod config;
+pub mod health;
 pub mod pipeline;
+pub mod systemd;

@@ -42,6 +42,8 @@ pub struct LineSpec {
     pub read_deadline: Duration,
     /// Longest the line waits for the buffer to refill before it stops.
     pub starve_timeout: Duration,
+    /// Beaten on every turn of the verdict loop, for the watchdog.
+    pub heartbeat: crate::health::Heartbeat,
 }
 
 /// Something an operator should know about, as it happens.

@@ -69,6 +69,7 @@ pub(crate) async fn run(
     let mut quiet_since = Instant::now();
     let (mut printer_open, mut camera_open) = (true, true);
     loop {
+        v.shared.spec.heartbeat.beat();
         if v.feeder_done && v.units.is_empty() && v.pending.is_empty() {
             break;
         }
