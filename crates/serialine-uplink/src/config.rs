@@ -25,6 +25,8 @@ pub struct PrefetchConfig {
     pub low_water_minutes: f64,
     pub high_water_serials: u64,
     pub high_water_minutes: f64,
+    /// Hard cap on both marks, whatever the rate.
+    pub max_buffer_serials: u64,
     /// A request not answered within this is abandoned and sent again.
     pub request_timeout: Duration,
     /// How often the buffer depth is re-checked (the store has no change
@@ -39,6 +41,7 @@ impl Default for PrefetchConfig {
             low_water_minutes: 30.0,
             high_water_serials: 20_000,
             high_water_minutes: 120.0,
+            max_buffer_serials: 1_000_000,
             request_timeout: Duration::from_secs(10),
             check_interval: Duration::from_millis(250),
         }

@@ -26,13 +26,19 @@ pub fn watermarks(p: &PrefetchConfig, units_per_minute: f64) -> (u64, u64) {
     } else {
         0.0
     };
+    // The minute marks follow the rate, which a fast line (or a simulated
+    // one) drives into millions of serials: the hard cap bounds memory, disk
+    // and the number of issued-but-unused serials a stolen ledger exposes.
+    let cap = p.max_buffer_serials.max(1);
     let low = p
         .low_water_serials
-        .max((rate * p.low_water_minutes).ceil() as u64);
+        .max((rate * p.low_water_minutes).ceil() as u64)
+        .min(cap);
     let high = p
         .high_water_serials
         .max((rate * p.high_water_minutes).ceil() as u64)
-        .max(low);
+        .max(low)
+        .min(cap);
     (low, high)
 }
 
@@ -274,5 +280,10 @@ mod tests {
         assert_eq!(watermarks(&p, f64::NAN), (100, 300));
         assert_eq!(watermarks(&p, 5.0), (100, 300));
         assert_eq!(watermarks(&p, 60.0), (600, 1800));
+        // However fast the line, the buffer never exceeds the hard cap.
+        assert_eq!(
+            watermarks(&p, 1e9),
+            (p.max_buffer_serials, p.max_buffer_serials)
+        );
     }
 }

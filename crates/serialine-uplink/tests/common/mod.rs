@@ -78,6 +78,7 @@ pub fn config(host: &str, port: u16, site: &str, line: &str) -> UplinkConfig {
         low_water_minutes: 0.0,
         high_water_serials: 0,
         high_water_minutes: 0.0,
+        max_buffer_serials: 1_000_000,
         request_timeout: Duration::from_secs(3),
         check_interval: Duration::from_millis(50),
     };

@@ -105,6 +105,9 @@ pub(crate) async fn run(
             .map(|(s, _)| Transition::new(s.clone(), UnitState::Sent))
             .collect();
         let results = shared.store.apply(&ts).await;
+        // Waiting for room in the printer's queue below is backpressure, not
+        // latency the daemon adds: a unit's clock stops when Sent is durable.
+        let durable_at = Instant::now();
         let mut failure = None;
         for ((serial, text), result) in batch.into_iter().zip(results) {
             if let Err(e) = result {
@@ -127,7 +130,7 @@ pub(crate) async fn run(
                 unit,
                 serial,
                 reserved_at,
-                sent_at: Instant::now(),
+                sent_at: durable_at,
             });
             if requests
                 .send(PrintRequest { unit, code: text })

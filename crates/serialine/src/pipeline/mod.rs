@@ -98,6 +98,7 @@ pub(crate) struct SentUnit {
     pub unit: UnitId,
     pub serial: Serial,
     pub reserved_at: Instant,
+    /// When its `Sent` became durable (the code may go out from then on).
     pub sent_at: Instant,
 }
 

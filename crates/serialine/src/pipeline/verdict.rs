@@ -233,12 +233,11 @@ impl Verdicts {
     fn on_read(&mut self, read: CameraRead) {
         let now = Instant::now();
         let job = &self.shared.spec.job;
+        // The camera's trigger id is the device's own counter (a printer's
+        // wrapping message id, a laser's mark index), not our unit id; reads
+        // arrive in line order, so the oldest unit in flight is the one read.
         let Some(content) = read.content else {
-            if let Some(unit) = read
-                .unit
-                .filter(|u| self.units.contains_key(u))
-                .or(self.oldest())
-            {
+            if let Some(unit) = self.oldest() {
                 self.mark_read(unit, now);
                 self.decide(unit, Verdict::Reject(RejectReason::NoRead));
             }

@@ -1,0 +1,511 @@
+//! `serialine demo`: a complete simulated line on this machine.
+//!
+//! Two lines share one daemon process, one ledger each:
+//! - `line-1`: a framed-ASCII continuous-inkjet printer on a pseudo-terminal
+//!   and a camera on a second pseudo-terminal;
+//! - `line-2`: a laser marker on a Modbus TCP server and a camera on TCP.
+//!
+//! An embedded MQTT broker carries block prefetch from a simulated upstream
+//! issuer and the outbox to a simulated upstream consumer that deduplicates
+//! by event id. The simulated camera misreads, misses, under-grades and
+//! shows duplicate and foreign codes at small rates (`--clean` turns that
+//! off), so the summary shows what the line catches. At the end the demo
+//! checks that upstream holds exactly the ledger's outcomes, each once.
+
+use crate::runtime::{self, LineRun};
+use anyhow::{bail, Context};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serialine::pipeline::{LineReport, LineSpec};
+use serialine_core::{Expiry, Gtin, Job, Lot, Template, UnitState};
+use serialine_devices::camera::{self, CameraProfile};
+use serialine_devices::laser::{self, LaserRegisterMap, LaserSettings};
+use serialine_devices::printer::{self, FramedProfile};
+use serialine_devices::transport::{Link, TcpSettings, TransportSettings};
+use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
+use serialine_sim::camera::{CameraKnobs, CameraSim};
+use serialine_sim::issuer::Issuer;
+use serialine_sim::laser::{LaserSim, LaserSimConfig, LaserSimMap};
+use serialine_sim::printer::{PrinterKnobs, PrinterSim};
+use serialine_sim::upstream::Upstream;
+use serialine_store::{Store, StoreOptions};
+use serialine_uplink::{PrefetchConfig, UplinkConfig};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const SITE: &str = "demo";
+const PRINTER_PROFILE: &str = include_str!("../../../config/printer-cij-stx.toml");
+const LASER_MAP: &str = include_str!("../../../config/laser-modbus.toml");
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Units per line.
+    pub units: u64,
+    /// Where the ledgers go; a fresh temporary directory when `None`.
+    pub state_dir: Option<PathBuf>,
+    /// Skip the laser line.
+    pub inkjet_only: bool,
+    /// No camera faults.
+    pub clean: bool,
+    pub seed: u64,
+    /// Machine-readable summary on stdout instead of the table.
+    pub json: bool,
+    pub progress: bool,
+}
+
+/// What one demo line ran against, and its outcome.
+struct DemoLine {
+    run: LineRun,
+    report: LineReport,
+}
+
+pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
+    let temp;
+    let state_dir = match &opts.state_dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("serialine-demo-")
+                .tempdir()
+                .context("creating a temporary state directory")?;
+            temp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+    let say = |s: String| {
+        if !opts.json {
+            eprintln!("{s}");
+        }
+    };
+    say(format!("serialine demo: state in {}", state_dir.display()));
+
+    let broker = EmbeddedBroker::start().context("starting the embedded MQTT broker")?;
+    say(format!(
+        "  embedded MQTT broker on 127.0.0.1:{}",
+        broker.port
+    ));
+    let target = |id: &str| MqttTarget::new("127.0.0.1", broker.port, id);
+
+    let lines: Vec<&str> = if opts.inkjet_only {
+        vec!["line-1"]
+    } else {
+        vec!["line-1", "line-2"]
+    };
+    let issuer = Issuer::new(&opts.seed.to_be_bytes(), 10_000);
+    let mut secrets = Vec::new();
+    for line in &lines {
+        let secret = blake3::derive_key(
+            "serialine demo line secret v1",
+            format!("{}:{line}", opts.seed).as_bytes(),
+        );
+        // Written as a line controller would hold it: a 0600 file.
+        let path = state_dir.join(format!("{line}.secret"));
+        write_secret(&path, &secret)?;
+        issuer.add_line(line, &secret);
+        secrets.push(secret);
+    }
+    let _issuer_task = issuer
+        .spawn(&target("demo-issuer"), Some(SITE))
+        .await
+        .context("starting the simulated issuer")?;
+    let upstream = Upstream::new();
+    let _upstream_task = upstream
+        .spawn(&target("demo-upstream"), Some(SITE))
+        .await
+        .context("starting the simulated upstream consumer")?;
+    say("  simulated upstream issuer and consumer connected".into());
+
+    let multi = MultiProgress::new();
+    if !opts.progress || opts.json {
+        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut runs = Vec::new();
+    for (line, secret) in lines.iter().zip(&secrets) {
+        let mut store_opts = StoreOptions::new(
+            state_dir.join("ledger").join(line),
+            *line,
+            secret.as_slice(),
+        );
+        store_opts.max_batch = 4096;
+        let (store, _) =
+            Store::open(store_opts).with_context(|| format!("opening the ledger of {line}"))?;
+        let voided = serialine::pipeline::reconcile_on_start(&store).await?;
+        if voided > 0 {
+            say(format!(
+                "  {line}: voided {voided} serial(s) left in flight by an earlier run"
+            ));
+        }
+        let mut up = UplinkConfig::new("127.0.0.1", broker.port, SITE, *line);
+        let high = (opts.units + opts.units / 10).max(20_000);
+        up.prefetch = PrefetchConfig {
+            low_water_serials: high / 2,
+            high_water_serials: high,
+            // The demo sizes its buffer for its own run, not for minutes of
+            // a simulated line that runs thousands of units a second.
+            low_water_minutes: 0.0,
+            high_water_minutes: 0.0,
+            max_buffer_serials: high,
+            check_interval: Duration::from_millis(50),
+            ..PrefetchConfig::default()
+        };
+        let (uplink, _commands) = serialine_uplink::start(up, store.clone())
+            .with_context(|| format!("starting the uplink of {line}"))?;
+        // READY in the daemon's sense: ledger open, buffer filled.
+        let want = opts.units.min(high / 2);
+        wait_for(Duration::from_secs(60), || store.buffer_depth() >= want)
+            .await
+            .with_context(|| format!("{line}: waiting for {want} serials from the issuer"))?;
+        say(format!(
+            "  {line}: ledger open, {} serials buffered",
+            store.buffer_depth()
+        ));
+        let (printer, camera, device_names) = if *line == "line-1" {
+            inkjet_line(&opts).await?
+        } else {
+            laser_line(&opts).await?
+        };
+        let spec = LineSpec {
+            line_id: line.to_string(),
+            job: demo_job(opts.units)?,
+            min_grade: serialine_core::Grade::C,
+            camera_window: 64,
+            read_deadline: Duration::from_millis(500),
+            starve_timeout: Duration::from_secs(30),
+            heartbeat: Default::default(),
+        };
+        let bar = multi.add(ProgressBar::new(opts.units));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>7} [{bar:40}] {pos}/{len} units  {per_sec}  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(line.to_string());
+        runs.push(runtime::start_line(
+            spec,
+            store,
+            uplink,
+            printer,
+            camera,
+            device_names,
+            Some(bar),
+        ));
+    }
+
+    let started = Instant::now();
+    let mut done = Vec::new();
+    for run in runs {
+        let (run, report) = run.finish().await?;
+        done.push(DemoLine { run, report });
+    }
+    let wall = started.elapsed();
+
+    // Every outcome must reach upstream exactly once before we judge.
+    for d in &done {
+        let store = &d.run.store;
+        wait_for(Duration::from_secs(60), || store.outbox_depth() == 0)
+            .await
+            .with_context(|| {
+                format!(
+                    "{}: waiting for upstream to acknowledge the outbox",
+                    d.report.line
+                )
+            })?;
+    }
+    let mut all_agree = true;
+    let mut out = Vec::new();
+    for d in &done {
+        let agreement = check_agreement(&d.run.store, &upstream, &d.report.line);
+        all_agree &= agreement.agrees();
+        out.push((d, agreement));
+    }
+    for d in done.iter() {
+        d.run.uplink.clone().shutdown(Duration::from_secs(2)).await;
+    }
+    if opts.json {
+        print_json(&out, wall);
+    } else {
+        print_table(&out, wall);
+    }
+    Ok(all_agree)
+}
+
+fn demo_job(quantity: u64) -> anyhow::Result<Job> {
+    Ok(Job::new(
+        Gtin::parse("09506000134352")?,
+        Lot::new("DEMO-2611")?,
+        Expiry::parse("271231")?,
+        Template::Gs1DataMatrix,
+        quantity,
+    )?)
+}
+
+fn camera_knobs(opts: &DemoOptions, seed: u64) -> CameraKnobs {
+    let mut k = CameraKnobs {
+        seed,
+        ..CameraKnobs::default()
+    };
+    if !opts.clean {
+        k.no_read_rate = 0.002;
+        k.misread_rate = 0.002;
+        k.low_grade_rate = 0.002;
+        k.duplicate_rate = 0.001;
+        k.foreign_rate = 0.001;
+    }
+    k
+}
+
+type Devices = (
+    serialine_devices::PrinterHandle,
+    serialine_devices::CameraHandle,
+    Vec<String>,
+);
+
+/// Inkjet on a pty, camera on a pty; the printer simulator hands each printed
+/// code to the camera simulator, as the product would.
+async fn inkjet_line(opts: &DemoOptions) -> anyhow::Result<Devices> {
+    let profile: FramedProfile =
+        toml::from_str(PRINTER_PROFILE).context("embedded printer profile")?;
+    let (host_side, device_side) =
+        tokio_serial::SerialStream::pair().context("opening the printer pty pair")?;
+    let (printed_tx, printed_rx) = mpsc::unbounded_channel();
+    let knobs = PrinterKnobs {
+        buffer_depth: Some(profile.buffer_depth),
+        seed: opts.seed,
+        ..PrinterKnobs::default()
+    };
+    let sim = PrinterSim::spawn(device_side, &profile, knobs, Some(printed_tx), None)?;
+    std::mem::forget(sim); // runs for the life of the process
+    let cam_profile = CameraProfile::default();
+    let (cam_host, cam_device) =
+        tokio_serial::SerialStream::pair().context("opening the camera pty pair")?;
+    let cam = CameraSim::spawn(
+        cam_device,
+        &cam_profile,
+        camera_knobs(opts, opts.seed ^ 1),
+        printed_rx,
+        None,
+    )?;
+    std::mem::forget(cam);
+    let printer = printer::spawn("inkjet", Link::open(host_side), &profile)?;
+    let camera = camera::spawn("camera-1", Link::open(cam_host), &cam_profile)?;
+    Ok((
+        printer,
+        camera,
+        vec!["inkjet (pty)".into(), "camera-1 (pty)".into()],
+    ))
+}
+
+/// Laser on a Modbus TCP server, camera on TCP.
+async fn laser_line(opts: &DemoOptions) -> anyhow::Result<Devices> {
+    let mut map: LaserRegisterMap = toml::from_str(LASER_MAP).context("embedded laser map")?;
+    // The simulated marker answers at once; poll it as fast as it can answer.
+    map.poll_interval_ms = 1;
+    let sim_map: LaserSimMap = toml::from_str(LASER_MAP).context("embedded laser map")?;
+    let (marks_tx, marks_rx) = mpsc::unbounded_channel();
+    let sim = LaserSim::start(LaserSimConfig::new(sim_map), marks_tx)
+        .await
+        .context("starting the laser simulator")?;
+    let addr = sim.addr();
+    std::mem::forget(sim);
+    let cam_profile = CameraProfile::default();
+    let (cam, cam_addr) = CameraSim::listen(
+        "127.0.0.1:0",
+        &cam_profile,
+        camera_knobs(opts, opts.seed ^ 2),
+        marks_rx,
+        None,
+    )
+    .await?;
+    std::mem::forget(cam);
+    let printer = laser::spawn("laser", LaserSettings::tcp(addr), map)?;
+    let camera = camera::spawn(
+        "camera-2",
+        Link::from(TransportSettings::Tcp(TcpSettings::new(
+            cam_addr.to_string(),
+        ))),
+        &cam_profile,
+    )?;
+    Ok((
+        printer,
+        camera,
+        vec![
+            format!("laser (modbus {addr})"),
+            format!("camera-2 (tcp {cam_addr})"),
+        ],
+    ))
+}
+
+async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() >= limit {
+            bail!("timed out after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn write_secret(path: &Path, secret: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(secret)?;
+    Ok(())
+}
+
+/// Ledger against upstream, per outcome.
+#[derive(Debug, Default)]
+struct Agreement {
+    ledger_committed: u64,
+    ledger_rejected: u64,
+    ledger_voided: u64,
+    upstream_committed: u64,
+    upstream_rejected: u64,
+    upstream_voided: u64,
+    upstream_redeliveries: u64,
+    conflicts: u64,
+    outbox_left: usize,
+    /// Upstream events whose serial the ledger holds in another state.
+    serial_mismatches: u64,
+}
+
+impl Agreement {
+    fn agrees(&self) -> bool {
+        self.ledger_committed == self.upstream_committed
+            && self.ledger_rejected == self.upstream_rejected
+            && self.ledger_voided == self.upstream_voided
+            && self.conflicts == 0
+            && self.outbox_left == 0
+            && self.serial_mismatches == 0
+    }
+}
+
+fn check_agreement(store: &Store, upstream: &Upstream, line: &str) -> Agreement {
+    let c = store.counts();
+    let events = upstream.line(line);
+    let mut a = Agreement {
+        ledger_committed: c.committed + c.synced,
+        ledger_rejected: c.rejected,
+        ledger_voided: c.voided,
+        upstream_redeliveries: events.duplicates(),
+        conflicts: events.conflicts,
+        outbox_left: store.outbox_depth(),
+        ..Agreement::default()
+    };
+    for (serial, state) in events.events.values() {
+        match state.as_str() {
+            "committed" => a.upstream_committed += 1,
+            "rejected" => a.upstream_rejected += 1,
+            "voided" => a.upstream_voided += 1,
+            _ => {}
+        }
+        // Serial by serial: what upstream holds is what the ledger holds.
+        let ledger = serialine_core::Serial::new(serial.as_str())
+            .ok()
+            .and_then(|s| store.lookup(&s).ok());
+        let same = matches!(
+            (state.as_str(), ledger),
+            ("committed", Some(UnitState::Committed | UnitState::Synced))
+                | ("rejected", Some(UnitState::Rejected(_)))
+                | ("voided", Some(UnitState::Voided))
+        );
+        if !same {
+            a.serial_mismatches += 1;
+        }
+    }
+    a
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn print_table(out: &[(&DemoLine, Agreement)], wall: Duration) {
+    println!();
+    println!("serialine demo summary ({:.2} s)", wall.as_secs_f64());
+    for (d, a) in out {
+        let r = &d.report;
+        println!();
+        println!("{}: {}", r.line, d.run.devices.join(", "));
+        println!(
+            "  units        {} sent, {:.0} units/s",
+            r.sent,
+            r.units_per_sec()
+        );
+        println!("  committed    {}", r.committed);
+        let reasons: Vec<String> = r.rejected.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "  rejected     {}{}",
+            r.rejected_total(),
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reasons.join(", "))
+            }
+        );
+        println!("  voided       {}", r.voided);
+        println!(
+            "  caught       {} duplicate read(s), {} foreign code(s)",
+            r.duplicates, r.foreign
+        );
+        println!(
+            "  added latency per unit  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms",
+            ms(r.latency_us(0.50)),
+            ms(r.latency_us(0.99)),
+            ms(r.latency_us(0.999))
+        );
+        println!(
+            "  upstream     {} committed, {} rejected, {} voided, each once by id ({} redeliveries deduplicated): {}",
+            a.upstream_committed,
+            a.upstream_rejected,
+            a.upstream_voided,
+            a.upstream_redeliveries,
+            if a.agrees() {
+                "agrees with the ledger"
+            } else {
+                "DISAGREES with the ledger"
+            }
+        );
+    }
+}
+
+fn print_json(out: &[(&DemoLine, Agreement)], wall: Duration) {
+    let lines: Vec<serde_json::Value> = out
+        .iter()
+        .map(|(d, a)| {
+            let r = &d.report;
+            serde_json::json!({
+                "line": r.line,
+                "sent": r.sent,
+                "committed": r.committed,
+                "rejected": r.rejected_total(),
+                "rejected_by_reason": r.rejected,
+                "voided": r.voided,
+                "duplicates": r.duplicates,
+                "foreign": r.foreign,
+                "units_per_sec": r.units_per_sec(),
+                "latency_p50_ms": ms(r.latency_us(0.50)),
+                "latency_p99_ms": ms(r.latency_us(0.99)),
+                "upstream_committed": a.upstream_committed,
+                "upstream_rejected": a.upstream_rejected,
+                "upstream_voided": a.upstream_voided,
+                "upstream_serial_mismatches": a.serial_mismatches,
+                "upstream_agrees": a.agrees(),
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({ "wall_secs": wall.as_secs_f64(), "lines": lines })
+    );
+}

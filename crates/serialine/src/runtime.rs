@@ -1,0 +1,156 @@
+//! Runs one line inside the daemon: the pipeline, its alarms forwarded to the
+//! uplink's `alarms` topic, and its progress to the retained `status` topic
+//! and, when given, a progress bar. Shared by `run` and `demo`.
+
+use indicatif::ProgressBar;
+use serialine::pipeline::{self, Alarm, LineReport, LineSpec, Progress};
+use serialine_devices::{CameraHandle, PrinterHandle};
+use serialine_store::Store;
+use serialine_uplink::{DeviceStatus, JobInfo, LineState, StatusSnapshot, UplinkHandle};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// A line that is running; [`RunningLine::finish`] waits for its job to end.
+pub struct RunningLine {
+    run: LineRun,
+    task: JoinHandle<Result<LineReport, pipeline::PipelineError>>,
+    side: Vec<JoinHandle<()>>,
+}
+
+/// What stays of a line once its job is over.
+pub struct LineRun {
+    pub store: Store,
+    pub uplink: UplinkHandle,
+    pub devices: Vec<String>,
+    pub stop: watch::Sender<bool>,
+}
+
+pub fn start_line(
+    spec: LineSpec,
+    store: Store,
+    uplink: UplinkHandle,
+    printer: PrinterHandle,
+    camera: CameraHandle,
+    devices: Vec<String>,
+    bar: Option<ProgressBar>,
+) -> RunningLine {
+    let (alarm_tx, alarm_rx) = mpsc::unbounded_channel();
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let job = JobInfo::from(&spec.job);
+    let quantity = spec.job.quantity;
+    let task = tokio::spawn(pipeline::run_line(
+        spec,
+        store.clone(),
+        printer,
+        camera,
+        alarm_tx,
+        progress_tx,
+        stop_rx,
+    ));
+    let side = vec![
+        tokio::spawn(forward_alarms(alarm_rx, uplink.clone())),
+        tokio::spawn(report_progress(
+            progress_rx,
+            uplink.clone(),
+            job,
+            devices.clone(),
+            quantity,
+            bar,
+        )),
+    ];
+    RunningLine {
+        run: LineRun {
+            store,
+            uplink,
+            devices,
+            stop: stop_tx,
+        },
+        task,
+        side,
+    }
+}
+
+impl RunningLine {
+    pub fn stop(&self) {
+        self.run.stop.send_replace(true);
+    }
+
+    pub async fn finish(self) -> anyhow::Result<(LineRun, LineReport)> {
+        let report = self
+            .task
+            .await
+            .map_err(|e| anyhow::anyhow!("line task failed: {e}"))??;
+        for t in self.side {
+            t.abort();
+        }
+        Ok((self.run, report))
+    }
+}
+
+async fn forward_alarms(mut rx: mpsc::UnboundedReceiver<Alarm>, uplink: UplinkHandle) {
+    while let Some(a) = rx.recv().await {
+        let mut alarm = serialine_uplink::Alarm::new(a.kind.as_str(), a.message);
+        if let Some(s) = a.serial {
+            alarm = alarm.with_serial(s.to_string());
+        }
+        uplink.raise_alarm(alarm);
+    }
+}
+
+/// Publishes status on every change (at most 5 times a second) and feeds the
+/// measured rate to the uplink, whose prefetch sizes the buffer in minutes.
+async fn report_progress(
+    mut rx: watch::Receiver<Progress>,
+    uplink: UplinkHandle,
+    job: JobInfo,
+    devices: Vec<String>,
+    quantity: u64,
+    bar: Option<ProgressBar>,
+) {
+    let started = Instant::now();
+    let devices: Vec<DeviceStatus> = devices
+        .into_iter()
+        .map(|name| DeviceStatus {
+            name,
+            state: "ok".into(),
+            detail: None,
+        })
+        .collect();
+    let mut last_publish = Instant::now() - Duration::from_secs(1);
+    while rx.changed().await.is_ok() {
+        let p = rx.borrow_and_update().clone();
+        if let Some(bar) = &bar {
+            bar.set_position(p.done());
+            bar.set_message(format!(
+                "{} ok, {} rejected, {} voided{}",
+                p.committed,
+                p.rejected,
+                p.voided,
+                if p.paused { ", PAUSED" } else { "" }
+            ));
+            if p.done() >= quantity {
+                bar.finish();
+            }
+        }
+        if last_publish.elapsed() >= Duration::from_millis(200) || p.done() >= quantity {
+            last_publish = Instant::now();
+            let minutes = started.elapsed().as_secs_f64() / 60.0;
+            if minutes > 0.0 {
+                uplink.set_rate(p.done() as f64 / minutes);
+            }
+            uplink.publish_status(StatusSnapshot {
+                state: if p.paused {
+                    LineState::Paused
+                } else if p.done() >= quantity {
+                    LineState::Stopped
+                } else {
+                    LineState::Running
+                },
+                job: Some(job.clone()),
+                devices: devices.clone(),
+            });
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The README's first command, run as a user would: the real binary, a temp
+//! state directory, simulators for every device and for upstream. Then the
+//! ledger is opened again, independently of the demo, and checked against
+//! what the demo reports upstream received.
+
+use serialine_store::{Store, StoreOptions};
+use std::process::Command;
+
+#[test]
+fn demo_line_runs_end_to_end_and_upstream_agrees_with_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_serialine"))
+        .args([
+            "demo",
+            "--units",
+            "600",
+            "--json",
+            "--no-progress",
+            "--state-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("serialine demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON summary");
+    let lines = summary["lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 2, "inkjet and laser lines: {summary}");
+    for line in lines {
+        let id = line["line"].as_str().unwrap();
+        let n = |k: &str| line[k].as_u64().unwrap_or_else(|| panic!("{id}.{k}"));
+        assert_eq!(n("sent"), 600, "{id}");
+        assert_eq!(
+            n("committed") + n("rejected") + n("voided"),
+            600,
+            "{id}: {line}"
+        );
+        assert!(line["upstream_agrees"].as_bool().unwrap(), "{id}: {line}");
+        assert_eq!(n("upstream_serial_mismatches"), 0, "{id}");
+        assert_eq!(n("upstream_committed"), n("committed"), "{id}");
+        assert_eq!(n("upstream_rejected"), n("rejected"), "{id}");
+
+        // The ledger on disk says the same, read by a fresh process-local open.
+        let secret = std::fs::read(dir.path().join(format!("{id}.secret"))).unwrap();
+        let (store, recovery) = Store::open(StoreOptions::new(
+            dir.path().join("ledger").join(id),
+            id,
+            &secret,
+        ))
+        .unwrap();
+        assert!(recovery.in_flight.is_empty(), "{id}: units left in flight");
+        let c = store.counts();
+        assert_eq!(c, store.recount().unwrap(), "{id}: counters vs records");
+        assert_eq!(
+            c.synced,
+            n("committed"),
+            "{id}: every commit acknowledged upstream"
+        );
+        assert_eq!(c.committed, 0, "{id}: commits still waiting for upstream");
+        assert_eq!(c.rejected, n("rejected"), "{id}");
+        assert_eq!(
+            c.reported,
+            n("rejected") + n("voided"),
+            "{id}: decommissioned and reported"
+        );
+        assert_eq!(store.outbox_depth(), 0, "{id}");
+    }
+}
