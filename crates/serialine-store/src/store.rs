@@ -210,13 +210,16 @@ impl Store {
             .blocks_with_serials()?
             .into_iter()
             .find(|(id, _)| !pool.loaded.contains(id));
-        let Some((block_id, _)) = next else {
+        let Some((block_id, usage)) = next else {
             return Ok(false);
         };
         let block = reader.open_block(block_id)?;
         pool.loaded.insert(block_id);
+        // An untouched block (the usual case) needs no per-serial lookups:
+        // its cursor is written in the same transaction as every Sent.
+        let untouched = usage.used == 0;
         for serial in block.serials {
-            if !reader.has_record(&serial)? {
+            if untouched || !reader.has_record(&serial)? {
                 pool.window.push_back((serial, block_id));
             }
         }
