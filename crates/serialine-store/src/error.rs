@@ -11,6 +11,11 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    #[error("ledger at {path} is in use by another process (still locked after {waited:?}); is serialine already running, or a status/export command open on it?")]
+    Locked {
+        path: PathBuf,
+        waited: std::time::Duration,
+    },
     #[error("ledger at {path} was written by schema version {found}; this build reads up to {supported}. Run the newer serialine, or restore a backup made by this version")]
     NewerSchema {
         path: PathBuf,

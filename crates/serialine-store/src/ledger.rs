@@ -99,12 +99,7 @@ pub(crate) struct Ledger {
 
 impl Ledger {
     pub fn open(path: &Path, line_id: &str, line_secret: &[u8]) -> Result<Self, StoreError> {
-        let io = |e| map_sled(path, e);
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(io)?;
+        let db = open_db(path)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| map_sled(path, e));
         let mut ledger = Ledger {
             path: path.to_path_buf(),
@@ -690,6 +685,34 @@ impl Tx<'_> {
 
     fn index_key_of(&self, serial: &Serial) -> [u8; 16] {
         serial_index_key(self.index_key, serial)
+    }
+}
+
+/// How long `open` waits for another holder of the ledger's file lock to let
+/// go: sled's I/O threads close their handle a moment after the last `Db` is
+/// dropped, and a restarted service may start while its predecessor exits.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(StoreError::Locked {
+                        path: path.to_path_buf(),
+                        waited: LOCK_WAIT,
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(map_sled(path, e)),
+        }
     }
 }
 

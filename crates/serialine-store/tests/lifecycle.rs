@@ -388,3 +388,14 @@ async fn concurrent_senders_share_flushes_and_never_collide() {
     assert_eq!(all.len(), 2000, "a serial was sent twice");
     assert_eq!(store.counts().sent, 2000);
 }
+
+#[test]
+fn a_ledger_in_use_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_held, _) = open(dir.path());
+    let e = Store::open(options(dir.path()))
+        .err()
+        .expect("second open refused");
+    assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+    assert!(e.to_string().contains("in use by another process"), "{e}");
+}
