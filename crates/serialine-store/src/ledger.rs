@@ -300,6 +300,34 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Every serial whose last transition, at or after `since_ms`, left it
+    /// in a state `keep` accepts, in serial order. A full scan: for exports.
+    pub fn records_since(
+        &self,
+        since_ms: u64,
+        mut keep: impl FnMut(UnitState) -> bool,
+    ) -> Result<Vec<(Serial, SerialRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.serials.iter() {
+            let (k, v) = item.map_err(self.io())?;
+            let r = SerialRecord::decode(&v).ok_or_else(|| {
+                self.corrupt(format!(
+                    "record of serial {:?} unreadable",
+                    String::from_utf8_lossy(&k)
+                ))
+            })?;
+            if r.at_ms < since_ms || !keep(r.state) {
+                continue;
+            }
+            let serial = std::str::from_utf8(&k)
+                .ok()
+                .and_then(|s| Serial::new(s).ok())
+                .ok_or_else(|| self.corrupt("serials tree holds an invalid serial"))?;
+            out.push((serial, r));
+        }
+        Ok(out)
+    }
+
     pub fn outbox_peek(&self, max: usize) -> Result<Vec<OutboxEvent>, StoreError> {
         self.outbox
             .iter()
@@ -612,6 +640,7 @@ impl Tx<'_> {
             state: to,
             reported: false,
             block_id,
+            at_ms: self.now_ms,
         };
         self.serials.insert(key, record.encode());
         match (from.is_in_flight(), to.is_in_flight()) {
@@ -666,6 +695,7 @@ impl Tx<'_> {
         match (event.state, record.state) {
             (UnitState::Committed, UnitState::Committed) => {
                 record.state = UnitState::Synced;
+                record.at_ms = self.now_ms;
                 self.counts.shift(UnitState::Committed, UnitState::Synced);
             }
             (UnitState::Rejected(_) | UnitState::Voided, s)

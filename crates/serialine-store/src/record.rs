@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serialine_core::{BlockId, UnitState};
 
-/// Value of the `serials` tree: `state u8 | flags u8 | block_id u64 BE`.
+/// Value of the `serials` tree:
+/// `state u8 | flags u8 | block_id u64 BE | at_ms u64 BE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SerialRecord {
     pub state: UnitState,
@@ -12,21 +13,25 @@ pub struct SerialRecord {
     /// report of invariant 4). Committed outcomes become Synced instead.
     pub reported: bool,
     pub block_id: BlockId,
+    /// Unix milliseconds of the last transition (for exports by time).
+    pub at_ms: u64,
 }
 
 const FLAG_REPORTED: u8 = 1;
+const RECORD_LEN: usize = 18;
 
 impl SerialRecord {
-    pub fn encode(&self) -> [u8; 10] {
-        let mut out = [0u8; 10];
+    pub fn encode(&self) -> [u8; RECORD_LEN] {
+        let mut out = [0u8; RECORD_LEN];
         out[0] = self.state.code();
         out[1] = if self.reported { FLAG_REPORTED } else { 0 };
-        out[2..].copy_from_slice(&self.block_id.to_be_bytes());
+        out[2..10].copy_from_slice(&self.block_id.to_be_bytes());
+        out[10..].copy_from_slice(&self.at_ms.to_be_bytes());
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != 10 {
+        if bytes.len() != RECORD_LEN {
             return None;
         }
         let state = UnitState::from_code(bytes[0])?;
@@ -37,6 +42,7 @@ impl SerialRecord {
             state,
             reported: bytes[1] & FLAG_REPORTED != 0,
             block_id: u64::from_be_bytes(bytes[2..10].try_into().ok()?),
+            at_ms: u64::from_be_bytes(bytes[10..].try_into().ok()?),
         })
     }
 }
@@ -137,6 +143,7 @@ mod tests {
             state: UnitState::Rejected(RejectReason::LowGrade),
             reported: true,
             block_id: 42,
+            at_ms: 1_790_000_000_000,
         };
         assert_eq!(SerialRecord::decode(&r.encode()), Some(r));
         assert_eq!(SerialRecord::decode(&[2, 0, 0]), None);

@@ -442,6 +442,16 @@ impl Store {
         count_acks(results)
     }
 
+    /// Serials whose last transition (at or after `since_ms`, Unix ms) left
+    /// them in a state `keep` accepts: `serialine export`.
+    pub fn records_since(
+        &self,
+        since_ms: u64,
+        keep: impl FnMut(UnitState) -> bool,
+    ) -> Result<Vec<(Serial, crate::SerialRecord)>, StoreError> {
+        self.inner.reader.records_since(since_ms, keep)
+    }
+
     /// Recounts every state by scanning the ledger; an audit of the stored
     /// counters.
     pub fn recount(&self) -> Result<Counts, StoreError> {

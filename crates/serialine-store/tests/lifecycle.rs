@@ -399,3 +399,30 @@ fn a_ledger_in_use_is_refused_with_a_clear_error() {
     assert!(matches!(e, StoreError::Locked { .. }), "{e}");
     assert!(e.to_string().contains("in use by another process"), "{e}");
 }
+
+#[test]
+fn records_since_lists_outcomes_by_time_for_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_block(dir.path(), 4);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let sent = send(&store, 3);
+    store
+        .transition_blocking(&sent[0], UnitState::Committed)
+        .unwrap();
+    store
+        .transition_blocking(&sent[1], UnitState::Rejected(RejectReason::NoRead))
+        .unwrap();
+    let committed = store
+        .records_since(before, |s| {
+            matches!(s, UnitState::Committed | UnitState::Synced)
+        })
+        .unwrap();
+    assert_eq!(committed.len(), 1);
+    assert_eq!(committed[0].0, sent[0]);
+    assert!(committed[0].1.at_ms >= before);
+    let later = store.records_since(u64::MAX, |_| true).unwrap();
+    assert!(later.is_empty());
+}
