@@ -24,7 +24,8 @@
 //! # Relative paths
 //!
 //! Relative paths written in the file (`daemon.state_dir`, `line[].secret_file`,
-//! `mqtt.password_file`, `mqtt.tls.*`) are resolved against the directory that
+//! `line[].printer.profile`, `line[].printer.map`, a `line[].printer.label`
+//! path, `mqtt.password_file`, `mqtt.tls.*`) are resolved against the directory that
 //! contains the config file, so a config works the same whatever the working
 //! directory is. Relative paths given in an environment override are resolved
 //! against the working directory, as any other command-line value would be.
@@ -43,6 +44,11 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serialine_core::{Expiry, Gtin, Job, Lot, Template};
+use serialine_devices::camera::{CameraProfile, CameraProfileError};
+use serialine_devices::label::LabelTemplate;
+use serialine_devices::laser::LaserRegisterMap;
+use serialine_devices::printer::FramedProfile;
+use serialine_devices::transport::TransportSettings;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
@@ -108,7 +114,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
-    /// Directory for durable state; the sled ledger lives in `<state_dir>/ledger`.
+    /// Directory for durable state; each line's sled ledger lives in
+    /// `<state_dir>/ledger/<line id>`.
     /// Default `/var/lib/serialine` (systemd's `StateDirectory=serialine`).
     pub state_dir: PathBuf,
     /// `plain` (journald-friendly text) or `json` (one object per line). Default `plain`.
@@ -282,6 +289,209 @@ pub struct LineConfig {
     /// `[line.job]`: a default job to start with, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobConfig>,
+    /// `[line.printer]`: the printer, laser marker or label printer (required).
+    pub printer: PrinterConfig,
+    /// `[line.camera]`: the verification camera (required).
+    pub camera: CameraConfig,
+    /// `[line.pipeline]`: in-flight window and timeouts.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+}
+
+/// `line[].printer.kind`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrinterKind {
+    /// Framed-ASCII printer (inkjet, TIJ) on a serial port or TCP, driven
+    /// by a profile file.
+    Framed,
+    /// Laser marker over Modbus TCP, driven by a register map file.
+    Laser,
+    /// ZPL II label printer over raw TCP (port 9100).
+    Zpl,
+}
+
+impl fmt::Display for PrinterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PrinterKind::Framed => "framed",
+            PrinterKind::Laser => "laser",
+            PrinterKind::Zpl => "zpl",
+        })
+    }
+}
+
+/// `[line.printer]`: one flat table whose `kind` says which other keys
+/// apply (checked by [`Config::validate`], so a missing or misplaced key is
+/// named exactly):
+/// - `framed`: `transport` and `profile`;
+/// - `laser`: `addr` and `map`;
+/// - `zpl`: `addr` and `label`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrinterConfig {
+    /// `"framed"`, `"laser"` or `"zpl"`.
+    pub kind: PrinterKind,
+    /// framed: how to reach the printer,
+    /// `{ kind = "serial", path = "/dev/ttyUSB0", ... }` or `{ kind = "tcp", addr = "host:port", ... }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportSettings>,
+    /// framed: the printer's profile (a `FramedProfile` TOML file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<PathBuf>,
+    /// laser, zpl: `host:port` of the Modbus TCP server or the label printer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// laser: the marker's register map (a `LaserRegisterMap` TOML file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<PathBuf>,
+    /// zpl: the label layout, an inline table (`LabelTemplate` keys) or the
+    /// path of a TOML file holding one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<LabelSource>,
+}
+
+/// `line[].printer.label`: inline or from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelSource {
+    Inline(LabelTemplate),
+    File(PathBuf),
+}
+
+impl Serialize for LabelSource {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LabelSource::Inline(t) => t.serialize(s),
+            LabelSource::File(p) => p.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LabelSource {
+    /// A string is a path; a table is a template, deserialized in place so
+    /// that its errors keep their key (`label.module_size`).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LabelSource;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a label template table or the path of a TOML file holding one")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LabelSource, E> {
+                Ok(LabelSource::File(PathBuf::from(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<LabelSource, A::Error> {
+                LabelTemplate::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(LabelSource::Inline)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[line.camera]`: the transport plus the result-line format (the
+/// `CameraProfile` keys, each with its default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// How to reach the camera (same form as `printer.transport`).
+    pub transport: TransportSettings,
+    /// Result line layout: `{trigger}`, `{content}` (required), `{grade}`,
+    /// `{_}` separated by literal text. Default `"{trigger};{content};{grade}"`.
+    #[serde(default = "default_camera_template")]
+    pub template: String,
+    /// Contents meaning "nothing decoded". Default `["NOREAD", "ERROR"]`.
+    #[serde(default = "default_camera_no_read")]
+    pub no_read: Vec<String>,
+    /// A read later than this after its unit was sent is a no-read, in
+    /// milliseconds; overrides `pipeline.read_deadline_ms` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// Longest result line accepted, >= 16. Default 4096.
+    #[serde(default = "default_camera_max_line")]
+    pub max_line: usize,
+}
+
+fn default_camera_template() -> String {
+    CameraProfile::default().template
+}
+fn default_camera_no_read() -> Vec<String> {
+    CameraProfile::default().no_read
+}
+fn default_camera_max_line() -> usize {
+    CameraProfile::default().max_line
+}
+
+impl CameraConfig {
+    /// The driver's profile.
+    pub fn profile(&self) -> CameraProfile {
+        CameraProfile {
+            template: self.template.clone(),
+            no_read: self.no_read.clone(),
+            deadline_ms: self.deadline_ms,
+            max_line: self.max_line,
+        }
+    }
+}
+
+/// `[line.pipeline]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Printed units that may await their camera read at once, 1..=65536. Default 32.
+    pub camera_window: usize,
+    /// A printed unit not read within this many milliseconds is a no-read,
+    /// 1..=3600000. Default 2000.
+    pub read_deadline_ms: u64,
+    /// Longest a job waits for serials when the buffer is empty before it
+    /// stops cleanly, in seconds, 1..=86400. Default 600.
+    pub starve_timeout_secs: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            camera_window: 32,
+            read_deadline_ms: 2000,
+            starve_timeout_secs: 600,
+        }
+    }
+}
+
+/// `line[].pipeline.camera_window` bounds.
+pub const CAMERA_WINDOW_RANGE: std::ops::RangeInclusive<usize> = 1..=65536;
+/// `line[].pipeline.read_deadline_ms` bounds (up to an hour).
+pub const READ_DEADLINE_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=3_600_000;
+/// `line[].pipeline.starve_timeout_secs` bounds (up to a day).
+pub const STARVE_TIMEOUT_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=86_400;
+
+/// What a line's device files hold, read and checked
+/// ([`Config::line_devices`]).
+#[derive(Debug, Clone)]
+pub enum PrinterDevice {
+    Framed {
+        transport: TransportSettings,
+        profile: FramedProfile,
+    },
+    Laser {
+        addr: String,
+        map: LaserRegisterMap,
+    },
+    Zpl {
+        addr: String,
+        label: LabelTemplate,
+    },
+}
+
+/// A line's devices, ready to spawn.
+#[derive(Debug, Clone)]
+pub struct LineDevices {
+    pub printer: PrinterDevice,
+    pub camera_transport: TransportSettings,
+    pub camera: CameraProfile,
 }
 
 /// `[line.buffer]`
@@ -546,8 +756,13 @@ impl Origin {
     fn figment_issue(&self, e: figment::Error) -> Issue {
         let mut path = e.path.clone();
         let message = match &e.kind {
-            // figment already put the unknown key at the end of the path.
+            // figment already put the unknown key at the end of the path,
+            // except inside values serde buffers first (internally tagged
+            // enums such as a transport table).
             Kind::UnknownField(field, expected) => {
+                if path.last() != Some(field) {
+                    path.push(field.clone());
+                }
                 format!(
                     "unknown key `{field}` (misspelt?); expected one of: {}",
                     expected.join(", ")
@@ -757,6 +972,11 @@ impl Config {
         self.daemon.state_dir.join("ledger")
     }
 
+    /// Where line `line_id`'s ledger lives: `<state_dir>/ledger/<line_id>`.
+    pub fn line_ledger_path(&self, line_id: &str) -> PathBuf {
+        self.ledger_path().join(line_id)
+    }
+
     /// The MQTT client id with `{site}` filled in.
     pub fn mqtt_client_id(&self) -> String {
         self.mqtt.client_id_for(&self.site.id)
@@ -800,6 +1020,16 @@ impl Config {
         }
         for (i, line) in self.lines.iter_mut().enumerate() {
             origin.resolve(&format!("line[{i}].secret_file"), &mut line.secret_file);
+            let p = &mut line.printer;
+            if let Some(path) = &mut p.profile {
+                origin.resolve(&format!("line[{i}].printer.profile"), path);
+            }
+            if let Some(path) = &mut p.map {
+                origin.resolve(&format!("line[{i}].printer.map"), path);
+            }
+            if let Some(LabelSource::File(path)) = &mut p.label {
+                origin.resolve(&format!("line[{i}].printer.label"), path);
+            }
         }
     }
 }
@@ -926,6 +1156,121 @@ impl Checker<'_> {
         self.require(!path.as_os_str().is_empty(), key, || {
             "empty path; expected a file or directory path".into()
         });
+    }
+
+    fn host_port(&mut self, key: &str, addr: &str) {
+        self.require(is_host_port(addr), key, || {
+            format!("invalid address {addr:?}; expected host:port, e.g. \"192.168.10.20:502\"")
+        });
+    }
+
+    fn transport(&mut self, key: &str, t: &TransportSettings) {
+        match t {
+            TransportSettings::Serial(s) => {
+                self.require(!s.path.trim().is_empty(), &format!("{key}.path"), || {
+                    "empty path; expected a serial device such as \"/dev/ttyUSB0\"".into()
+                });
+                self.require(s.baud >= 1, &format!("{key}.baud"), || {
+                    "0 is out of range; expected a baud rate such as 115200".into()
+                });
+            }
+            TransportSettings::Tcp(t) => {
+                self.host_port(&format!("{key}.addr"), &t.addr);
+                self.require(
+                    t.connect_timeout_ms >= 1,
+                    &format!("{key}.connect_timeout_ms"),
+                    || "0 is out of range; expected at least 1 millisecond".into(),
+                );
+            }
+        }
+    }
+
+    /// `[line.printer]`: the keys its kind needs, no others, each valid.
+    fn printer(&mut self, i: usize, p: &PrinterConfig) {
+        let key = |k: &str| format!("line[{i}].printer.{k}");
+        let wanted: &[&str] = match p.kind {
+            PrinterKind::Framed => &["transport", "profile"],
+            PrinterKind::Laser => &["addr", "map"],
+            PrinterKind::Zpl => &["addr", "label"],
+        };
+        let present = [
+            ("transport", p.transport.is_some()),
+            ("profile", p.profile.is_some()),
+            ("addr", p.addr.is_some()),
+            ("map", p.map.is_some()),
+            ("label", p.label.is_some()),
+        ];
+        for (k, is_set) in present {
+            let needed = wanted.contains(&k);
+            if needed && !is_set {
+                self.fail(
+                    &key(k),
+                    format!("missing; required when printer.kind = \"{}\"", p.kind),
+                );
+            } else if !needed && is_set {
+                self.fail(
+                    &key(k),
+                    format!(
+                        "not used when printer.kind = \"{}\"; expected only {}",
+                        p.kind,
+                        wanted.join(" and ")
+                    ),
+                );
+            }
+        }
+        if let Some(t) = &p.transport {
+            self.transport(&key("transport"), t);
+        }
+        if let Some(a) = &p.addr {
+            self.host_port(&key("addr"), a);
+        }
+        if let Some(path) = &p.profile {
+            self.path(&key("profile"), path);
+        }
+        if let Some(path) = &p.map {
+            self.path(&key("map"), path);
+        }
+        match &p.label {
+            Some(LabelSource::Inline(t)) => {
+                if let Err(e) = t.validate() {
+                    self.fail(&key("label"), e.to_string());
+                }
+            }
+            Some(LabelSource::File(path)) => self.path(&key("label"), path),
+            None => {}
+        }
+    }
+
+    /// `[line.camera]`: its transport and result-line format.
+    fn camera(&mut self, i: usize, cam: &CameraConfig) {
+        let key = |k: &str| format!("line[{i}].camera.{k}");
+        self.transport(&key("transport"), &cam.transport);
+        if let Err(e) = cam.profile().compile() {
+            let k = match e {
+                CameraProfileError::EmptyNoRead => "no_read",
+                CameraProfileError::TinyLine => "max_line",
+                _ => "template",
+            };
+            self.fail(&key(k), e.to_string());
+        }
+        if cam.deadline_ms == Some(0) {
+            self.fail(
+                &key("deadline_ms"),
+                "0 is out of range; expected at least 1 millisecond (or leave it out)",
+            );
+        }
+    }
+}
+
+/// `host:port` with a non-zero numeric port.
+fn is_host_port(addr: &str) -> bool {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.trim().is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
     }
 }
 
@@ -1089,6 +1434,35 @@ impl Config {
                 },
             );
 
+            c.printer(i, &line.printer);
+            c.camera(i, &line.camera);
+            let pl = &line.pipeline;
+            c.require(
+                CAMERA_WINDOW_RANGE.contains(&pl.camera_window),
+                &key("pipeline.camera_window"),
+                || format!("{} is out of range; expected 1..=65536", pl.camera_window),
+            );
+            c.require(
+                READ_DEADLINE_MS_RANGE.contains(&pl.read_deadline_ms),
+                &key("pipeline.read_deadline_ms"),
+                || {
+                    format!(
+                        "{} is out of range; expected 1..=3600000 milliseconds",
+                        pl.read_deadline_ms
+                    )
+                },
+            );
+            c.require(
+                STARVE_TIMEOUT_SECS_RANGE.contains(&pl.starve_timeout_secs),
+                &key("pipeline.starve_timeout_secs"),
+                || {
+                    format!(
+                        "{} is out of range; expected 1..=86400 seconds",
+                        pl.starve_timeout_secs
+                    )
+                },
+            );
+
             if let Some(job) = &line.job {
                 c.require(job.quantity >= 1, &key("job.quantity"), || {
                     "0 is out of range; expected at least 1".into()
@@ -1155,6 +1529,80 @@ impl Config {
         )
     }
 
+    /// Line `index`'s devices: the printer's profile, register map or label
+    /// file read, parsed and checked, and the camera profile. Errors name
+    /// the file and the key that names it (`line[0].printer.profile`).
+    pub fn line_devices(&self, index: usize) -> Result<LineDevices, ConfigError> {
+        let line = &self.lines[index];
+        let p = &line.printer;
+        let key = |k: &str| format!("line[{index}].printer.{k}");
+        let fail = |k: &str, message: String| {
+            ConfigError::Files(vec![self.origin.issue(&key(k), message)])
+        };
+        let missing = |k: &str| {
+            fail(
+                k,
+                format!("missing; required when printer.kind = \"{}\"", p.kind),
+            )
+        };
+        fn parse<T: DeserializeOwned>(what: &str, path: &Path) -> Result<T, String> {
+            let text = fs::read_to_string(path).map_err(|e| file_error(what, path, &e))?;
+            toml::from_str(&text).map_err(|e| {
+                format!(
+                    "{what} file {} is not valid: {}",
+                    path.display(),
+                    e.to_string().trim_end()
+                )
+            })
+        }
+        let printer = match p.kind {
+            PrinterKind::Framed => {
+                let path = p.profile.as_deref().ok_or_else(|| missing("profile"))?;
+                let profile: FramedProfile =
+                    parse("printer profile", path).map_err(|m| fail("profile", m))?;
+                profile
+                    .compile()
+                    .map_err(|e| fail("profile", format!("{}: {e}", path.display())))?;
+                PrinterDevice::Framed {
+                    transport: p.transport.clone().ok_or_else(|| missing("transport"))?,
+                    profile,
+                }
+            }
+            PrinterKind::Laser => {
+                let path = p.map.as_deref().ok_or_else(|| missing("map"))?;
+                let map: LaserRegisterMap =
+                    parse("laser register map", path).map_err(|m| fail("map", m))?;
+                map.validate()
+                    .map_err(|e| fail("map", format!("{}: {e}", path.display())))?;
+                PrinterDevice::Laser {
+                    addr: p.addr.clone().ok_or_else(|| missing("addr"))?,
+                    map,
+                }
+            }
+            PrinterKind::Zpl => {
+                let label = match p.label.as_ref().ok_or_else(|| missing("label"))? {
+                    LabelSource::Inline(t) => t.clone(),
+                    LabelSource::File(path) => {
+                        let t: LabelTemplate =
+                            parse("label template", path).map_err(|m| fail("label", m))?;
+                        t.validate()
+                            .map_err(|e| fail("label", format!("{}: {e}", path.display())))?;
+                        t
+                    }
+                };
+                PrinterDevice::Zpl {
+                    addr: p.addr.clone().ok_or_else(|| missing("addr"))?,
+                    label,
+                }
+            }
+        };
+        Ok(LineDevices {
+            printer,
+            camera_transport: line.camera.transport.clone(),
+            camera: line.camera.profile(),
+        })
+    }
+
     /// The MQTT password, if `mqtt.password_file` is set.
     pub fn mqtt_password(&self) -> Result<Option<(Secret, Vec<Issue>)>, ConfigError> {
         self.mqtt
@@ -1166,7 +1614,9 @@ impl Config {
 
     /// Checks every file the config names: line secrets, the MQTT password
     /// and TLS key are read (present, non-empty; warning if group/other may
-    /// access them), the TLS CA and client certificate must be readable.
+    /// access them), the TLS CA and client certificate must be readable, and
+    /// each line's device files (printer profile, laser map, label file) must
+    /// read, parse and check ([`Config::line_devices`]).
     /// Returns the warnings, or every problem found.
     pub fn check_files(&self) -> Result<Vec<Issue>, ConfigError> {
         let mut warnings = Vec::new();
@@ -1213,6 +1663,11 @@ impl Config {
                         errors.push(self.origin.issue(key, file_error("certificate", path, &e)));
                     }
                 }
+            }
+        }
+        for i in 0..self.lines.len() {
+            if let Err(e) = self.line_devices(i) {
+                errors.extend(e.issues().iter().cloned());
             }
         }
         if errors.is_empty() {

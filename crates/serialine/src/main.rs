@@ -6,6 +6,7 @@
 // The config API is wider than what the CLI uses yet (secrets, jobs, grades
 // are for the pipeline).
 
+mod daemon;
 mod demo;
 mod runtime;
 
@@ -17,8 +18,6 @@ use std::process::ExitCode;
 
 /// Exit code for configuration and usage errors (clap uses 2 for usage too).
 const EXIT_CONFIG: u8 = 2;
-/// Exit code when `run` stops because the pipeline does not exist yet.
-const EXIT_NOT_BUILT: u8 = 2;
 
 const ABOUT: &str = "Line-side product serialization daemon: prints a unique serial on every unit";
 
@@ -78,12 +77,19 @@ enum Command {
 
     /// Run the daemon (as the systemd service does).
     ///
-    /// Loads and checks the configuration like check-config, sets up logging
-    /// (plain text without colours for journald, or JSON, per
-    /// daemon.log_format), then starts the line pipelines.
+    /// Loads and checks the configuration like check-config (device profile,
+    /// register map and label files included), sets up logging (plain text
+    /// without colours for journald, or JSON, per daemon.log_format), then
+    /// opens every line's ledger at <state_dir>/ledger/<line id>, voids what a
+    /// previous run left in flight, connects each line's MQTT uplink, and
+    /// tells systemd READY. A line with a default [line.job] starts it at
+    /// once; otherwise it waits for cmd/job/start. cmd/job/stop and cmd/drain
+    /// stop the job once the units in flight have their verdict.
     ///
-    /// Not finished: the line pipeline is not built yet, so after logging what
-    /// it would start it exits with status 2.
+    /// SIGTERM or SIGINT stops every job the same way (at most 30 s),
+    /// publishes the retained "offline" status, closes the ledgers and exits
+    /// 0. Exits 2 on a configuration error, 1 when a line cannot start (for
+    /// example its ledger cannot be opened).
     Run(RunArgs),
 
     /// Run a complete simulated line on this machine and print a summary.
@@ -252,37 +258,24 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         config = %args.config.display(),
         site = %config.site.id,
         env_overrides = ?config.env_overrides(),
+        version = env!("CARGO_PKG_VERSION"),
         "configuration loaded: {}",
         config.summary()
     );
-    tracing::info!(
-        ledger = %config.ledger_path().display(),
-        commit = %config.store.commit,
-        max_batch = config.store.max_batch,
-        max_batch_delay_ms = config.store.max_batch_delay_ms,
-        "would open the ledger"
-    );
-    tracing::info!(
-        host = %config.mqtt.host,
-        port = config.mqtt.port,
-        client_id = %config.mqtt_client_id(),
-        tls = config.mqtt.tls.is_some(),
-        "would connect to the MQTT broker"
-    );
-    for line in &config.lines {
-        tracing::info!(
-            line = %line.id,
-            topic_prefix = %format!("serialine/{}/{}/", config.site.id, line.id),
-            min_grade = %line.min_grade,
-            low_water_serials = line.buffer.low_water_serials,
-            low_water_minutes = line.buffer.low_water_minutes,
-            high_water_serials = line.buffer.high_water_serials,
-            default_job = line.job.is_some(),
-            "would start the line pipeline"
-        );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(daemon::run(config));
+    // Tasks still running (device drivers, aborted uplink tasks) are
+    // dropped; committed state is already durable.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            Ok(ExitCode::FAILURE)
+        }
     }
-    tracing::error!("the line pipeline is not built yet; exiting");
-    Ok(ExitCode::from(EXIT_NOT_BUILT))
 }
 
 /// Logs to stderr. Plain format: no colours unless stderr is a terminal; under

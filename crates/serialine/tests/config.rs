@@ -7,8 +7,13 @@
 //! jail's environment nor its working directory can leak into them. CLI tests
 //! start the binary with a cleared environment.
 
-use serialine::config::{CommitMode, Config, ConfigError, Grade, LogFormat};
+use serialine::config::{
+    CommitMode, Config, ConfigError, Grade, LabelSource, LogFormat, PipelineConfig, PrinterDevice,
+    PrinterKind,
+};
 use serialine_core::Template;
+use serialine_devices::camera::CameraProfile;
+use serialine_devices::transport::{SerialSettings, TransportSettings};
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -25,14 +30,34 @@ fn shipped(name: &str) -> PathBuf {
         .join(name)
 }
 
-const MINIMAL: &str = r#"
+/// A line's device keys (inline tables, so that keys appended after them
+/// still belong to the `[[line]]` table): a framed printer using the shipped
+/// profile (absolute path) and a camera, both on TCP.
+macro_rules! devices {
+    () => {
+        concat!(
+            "printer = { kind = \"framed\", profile = \"",
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/printer-cij-stx.toml\", ",
+            "transport = { kind = \"tcp\", addr = \"127.0.0.1:9100\" } }\n",
+            "camera = { transport = { kind = \"tcp\", addr = \"127.0.0.1:2001\" } }\n",
+        )
+    };
+}
+
+const DEVICES: &str = devices!();
+
+const MINIMAL: &str = concat!(
+    r#"
 [site]
 id = "plant-x"
 
 [[line]]
 id = "line-1"
 secret_file = "line-1.secret"
-"#;
+"#,
+    devices!()
+);
 
 /// A temp dir (canonical path) holding `serialine.toml` with `text`.
 fn config_dir(text: &str) -> (TempDir, PathBuf) {
@@ -126,6 +151,35 @@ const ALL_KEYS: &[&str] = &[
     "line[].job.quantity",
     "line[].job.template.kind",
     "line[].job.template.resolver",
+    "line[].printer.kind",
+    "line[].printer.profile",
+    "line[].printer.transport.kind",
+    "line[].printer.transport.path",
+    "line[].printer.transport.baud",
+    "line[].printer.transport.data_bits",
+    "line[].printer.transport.parity",
+    "line[].printer.transport.stop_bits",
+    "line[].printer.transport.flow_control",
+    "line[].printer.addr",
+    "line[].printer.map",
+    "line[].camera.template",
+    "line[].camera.no_read",
+    "line[].camera.deadline_ms",
+    "line[].camera.max_line",
+    "line[].camera.transport.kind",
+    "line[].camera.transport.addr",
+    "line[].camera.transport.connect_timeout_ms",
+    "line[].camera.transport.nodelay",
+    "line[].camera.transport.keepalive",
+    "line[].camera.transport.path",
+    "line[].camera.transport.baud",
+    "line[].camera.transport.data_bits",
+    "line[].camera.transport.parity",
+    "line[].camera.transport.stop_bits",
+    "line[].camera.transport.flow_control",
+    "line[].pipeline.camera_window",
+    "line[].pipeline.read_deadline_ms",
+    "line[].pipeline.starve_timeout_secs",
 ];
 
 // ---------------------------------------------------------------------------
@@ -258,7 +312,9 @@ fn relative_paths_resolve_against_the_config_files_directory() {
         [[line]]
         id = "l1"
         secret_file = "../secrets/l1.secret"
-        "#,
+        #DEVICES#
+        "#
+        .replace("#DEVICES#", DEVICES),
     )
     .unwrap();
     // Load through a path with `..` in it: resolution uses the directory.
@@ -389,7 +445,7 @@ fn bad_lot_expiry_and_template_name_their_keys() {
 #[test]
 fn errors_in_several_sections_are_all_reported() {
     let (file, err, _) = load_err(
-        r#"
+        &r#"
         [daemon]
         log_format = "xml"
         [site]
@@ -401,7 +457,9 @@ fn errors_in_several_sections_are_all_reported() {
         id = "l"
         secret_file = "s"
         min_grade = "E"
-        "#,
+        #DEVICES#
+        "#
+        .replace("#DEVICES#", DEVICES),
     );
     let keys: Vec<_> = err.issues().iter().filter_map(|i| i.key.clone()).collect();
     for want in [
@@ -438,9 +496,13 @@ fn missing_file_is_named() {
 
 #[test]
 fn missing_site_and_lines_are_named() {
-    let (file, _, msg) = load_err("[[line]]\nid = \"l\"\nsecret_file = \"s\"\n");
+    let (file, _, msg) = load_err(&format!(
+        "[[line]]\nid = \"l\"\nsecret_file = \"s\"\n{DEVICES}"
+    ));
     assert!(msg.starts_with(&format!("{file}: key site.id: ")), "{msg}");
-    let (_, _, msg) = load_err("[site]\n[[line]]\nid = \"l\"\nsecret_file = \"s\"\n");
+    let (_, _, msg) = load_err(&format!(
+        "[site]\n[[line]]\nid = \"l\"\nsecret_file = \"s\"\n{DEVICES}"
+    ));
     assert!(msg.contains("key site.id: missing"), "{msg}");
     let (_, _, msg) = load_err("[[line]]\nid = \"l\"\n[site]\nid = \"s\"\n");
     assert!(msg.contains("key line[0].secret_file: missing"), "{msg}");
@@ -458,7 +520,7 @@ fn missing_site_and_lines_are_named() {
 #[test]
 fn duplicate_line_ids_are_rejected() {
     let (file, err, msg) = load_err(&format!(
-        "{MINIMAL}\n[[line]]\nid = \"line-1\"\nsecret_file = \"other.secret\"\n"
+        "{MINIMAL}\n[[line]]\nid = \"line-1\"\nsecret_file = \"other.secret\"\n{DEVICES}"
     ));
     assert!(matches!(err, ConfigError::Invalid(_)));
     assert!(
@@ -485,7 +547,7 @@ fn high_water_must_exceed_low_water() {
 #[test]
 fn validation_reports_every_problem_with_its_key() {
     let (_, err, _) = load_err(
-        r#"
+        &r#"
         [daemon]
         log_level = "info,[=x"
         [site]
@@ -504,6 +566,7 @@ fn validation_reports_every_problem_with_its_key() {
         [[line]]
         id = "this-line-id-is-far-too-long-to-be-valid"
         secret_file = "s"
+        #DEVICES#
         [line.buffer]
         low_water_serials = 0
         low_water_minutes = 20000
@@ -513,7 +576,8 @@ fn validation_reports_every_problem_with_its_key() {
         expiry = "271231"
         quantity = 0
         template = { kind = "digital-link", resolver = "" }
-        "#,
+        "#
+        .replace("#DEVICES#", DEVICES),
     );
     assert!(matches!(err, ConfigError::Invalid(_)));
     let keys: BTreeSet<_> = err.issues().iter().filter_map(|i| i.key.clone()).collect();
@@ -563,6 +627,316 @@ fn min_grade_accepts_letters_and_numbers() {
         assert!(msg.contains("key line[0].min_grade: "), "{msg}");
         assert!(msg.contains("A, B, C, D or F, or a number 0..=4"), "{msg}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// devices: [line.printer], [line.camera], [line.pipeline]
+
+/// MINIMAL's `[[line]]` header and keys without devices, for device tests.
+const LINE_HEAD: &str = "[site]\nid = \"s\"\n[[line]]\nid = \"line-1\"\nsecret_file = \"s\"\n";
+
+const CAMERA_TCP: &str = "[line.camera.transport]\nkind = \"tcp\"\naddr = \"127.0.0.1:2001\"\n";
+
+#[test]
+fn shipped_example_devices() {
+    let c = Config::load_with_env(&shipped("serialine.toml"), false).unwrap();
+    let l1 = &c.lines[0];
+    assert_eq!(l1.printer.kind, PrinterKind::Framed);
+    // Relative: the shipped profile next to the example.
+    let dir = fs::canonicalize(shipped("")).unwrap();
+    assert_eq!(
+        l1.printer.profile.as_deref(),
+        Some(&*dir.join("printer-cij-stx.toml"))
+    );
+    assert_eq!(
+        l1.printer.transport,
+        Some(TransportSettings::Serial(SerialSettings::new(
+            "/dev/ttyUSB0"
+        )))
+    );
+    assert!(
+        matches!(&l1.camera.transport, TransportSettings::Tcp(t) if t.addr == "192.168.10.31:2001")
+    );
+    assert_eq!(l1.camera.deadline_ms, Some(1500));
+    assert_eq!(l1.pipeline, PipelineConfig::default());
+    let l2 = &c.lines[1];
+    assert_eq!(l2.printer.kind, PrinterKind::Laser);
+    assert_eq!(l2.printer.addr.as_deref(), Some("192.168.10.40:502"));
+    assert_eq!(
+        l2.printer.map.as_deref(),
+        Some(&*dir.join("laser-modbus.toml"))
+    );
+    // Both shipped device files load and check.
+    assert!(matches!(
+        c.line_devices(0).unwrap().printer,
+        PrinterDevice::Framed { .. }
+    ));
+    assert!(matches!(
+        c.line_devices(1).unwrap().printer,
+        PrinterDevice::Laser { .. }
+    ));
+    assert!(
+        matches!(&l2.camera.transport, TransportSettings::Serial(s) if s.path == "/dev/ttyS1" && s.baud == 9600)
+    );
+    assert_eq!(l2.camera.profile(), CameraProfile::default());
+    assert_eq!(
+        c.line_ledger_path("line-2"),
+        Path::new("/var/lib/serialine/ledger/line-2")
+    );
+}
+
+#[test]
+fn printer_and_camera_are_required() {
+    let (file, _, msg) = load_err(&format!("{LINE_HEAD}{CAMERA_TCP}"));
+    assert!(
+        msg.contains(&format!(
+            "{file}: key line[0].printer: missing; this key is required"
+        )),
+        "{msg}"
+    );
+    let (file, _, msg) = load_err(&format!("{LINE_HEAD}{DEVICES}").replace("camera =", "kamera ="));
+    assert!(
+        msg.contains(&format!("{file}: key line[0].kamera: unknown key")),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_printer_kind_names_the_key_and_the_kinds() {
+    let (file, err, msg) = load_err(&format!(
+        "{LINE_HEAD}[line.printer]\nkind = \"inkjet\"\n{CAMERA_TCP}"
+    ));
+    assert!(matches!(err, ConfigError::Parse(_)));
+    assert!(
+        msg.contains(&format!(
+            "{file}: key line[0].printer.kind: invalid value \"inkjet\"; expected one of: \"framed\", \"laser\", \"zpl\""
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn printer_keys_must_match_its_kind() {
+    let (file, err, _) = load_err(&format!(
+        "{LINE_HEAD}[line.printer]\nkind = \"framed\"\naddr = \"10.0.0.1:502\"\n{CAMERA_TCP}"
+    ));
+    assert!(matches!(err, ConfigError::Invalid(_)));
+    let msgs = err.messages();
+    for want in [
+        format!("{file}: key line[0].printer.transport: missing; required when printer.kind = \"framed\""),
+        format!("{file}: key line[0].printer.profile: missing; required when printer.kind = \"framed\""),
+        format!("{file}: key line[0].printer.addr: not used when printer.kind = \"framed\"; expected only transport and profile"),
+    ] {
+        assert!(msgs.contains(&want), "{want:?} not in {msgs:#?}");
+    }
+    let (_, err, _) = load_err(&format!(
+        "{LINE_HEAD}[line.printer]\nkind = \"laser\"\naddr = \"no-port\"\nmap = \"m.toml\"\n{CAMERA_TCP}"
+    ));
+    let keys: Vec<_> = err.issues().iter().filter_map(|i| i.key.clone()).collect();
+    assert_eq!(keys, ["line[0].printer.addr"]);
+    assert!(err.to_string().contains("expected host:port"), "{err}");
+}
+
+#[test]
+fn transport_errors_name_their_keys() {
+    let (file, _, msg) = load_err(&format!(
+        "{LINE_HEAD}[line.printer]\nkind = \"framed\"\nprofile = \"p.toml\"\n\
+         transport = {{ kind = \"serial\", pth = \"/dev/ttyS0\" }}\n{CAMERA_TCP}"
+    ));
+    assert!(
+        msg.contains(&format!(
+            "{file}: key line[0].printer.transport.pth: unknown key"
+        )),
+        "{msg}"
+    );
+    let (_, _, msg) = load_err(&format!(
+        "{LINE_HEAD}[line.printer]\nkind = \"framed\"\nprofile = \"p.toml\"\n\
+         transport = {{ kind = \"usb\", path = \"/dev/ttyS0\" }}\n{CAMERA_TCP}"
+    ));
+    assert!(msg.contains("key line[0].printer.transport"), "{msg}");
+    assert!(msg.contains("usb"), "{msg}");
+    let (_, err, _) =
+        load_err(&format!("{LINE_HEAD}{DEVICES}").replace("127.0.0.1:2001", "camera-without-port"));
+    let keys: Vec<_> = err.issues().iter().filter_map(|i| i.key.clone()).collect();
+    assert_eq!(keys, ["line[0].camera.transport.addr"]);
+}
+
+#[test]
+fn camera_and_pipeline_defaults_and_ranges() {
+    let c = load(MINIMAL).unwrap();
+    let line = &c.lines[0];
+    assert_eq!(line.camera.profile(), CameraProfile::default());
+    assert_eq!(line.pipeline.camera_window, 32);
+    assert_eq!(line.pipeline.read_deadline_ms, 2000);
+    assert_eq!(line.pipeline.starve_timeout_secs, 600);
+
+    let (file, err, _) = load_err(&format!(
+        "{LINE_HEAD}{DEVICES}[line.pipeline]\ncamera_window = 0\nread_deadline_ms = 0\nstarve_timeout_secs = 0\n"
+    ));
+    let keys: BTreeSet<_> = err.issues().iter().filter_map(|i| i.key.clone()).collect();
+    let want: BTreeSet<String> = [
+        "line[0].pipeline.camera_window",
+        "line[0].pipeline.read_deadline_ms",
+        "line[0].pipeline.starve_timeout_secs",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(keys, want);
+    assert!(err.issues().iter().all(|i| i.origin == file));
+
+    let bad_camera = format!("{LINE_HEAD}{DEVICES}").replace(
+        "camera = { transport",
+        "camera = { template = \"{content}{grade}\", deadline_ms = 0, no_read = [\"\"], transport",
+    );
+    let (_, err, msg) = load_err(&bad_camera);
+    let keys: BTreeSet<_> = err.issues().iter().filter_map(|i| i.key.clone()).collect();
+    assert!(keys.contains("line[0].camera.template"), "{msg}");
+    assert!(keys.contains("line[0].camera.deadline_ms"), "{msg}");
+    assert!(msg.contains("separated by literal text"), "{msg}");
+}
+
+#[test]
+fn relative_device_paths_resolve_and_files_load() {
+    let (_dir, path) = config_dir(
+        "[site]\nid = \"s\"\n\
+         [[line]]\nid = \"a\"\nsecret_file = \"a.secret\"\n\
+         printer = { kind = \"framed\", profile = \"profiles/cij.toml\", transport = { kind = \"tcp\", addr = \"127.0.0.1:9100\" } }\n\
+         camera = { transport = { kind = \"tcp\", addr = \"127.0.0.1:2001\" } }\n\
+         [[line]]\nid = \"b\"\nsecret_file = \"b.secret\"\n\
+         printer = { kind = \"laser\", addr = \"127.0.0.1:502\", map = \"laser.toml\" }\n\
+         camera = { transport = { kind = \"serial\", path = \"/dev/ttyS1\" } }\n\
+         [[line]]\nid = \"c\"\nsecret_file = \"c.secret\"\n\
+         printer = { kind = \"zpl\", addr = \"127.0.0.1:9100\", label = \"label.toml\" }\n\
+         camera = { transport = { kind = \"tcp\", addr = \"127.0.0.1:2002\" } }\n"
+    );
+    let dir = path.parent().unwrap();
+    let c = Config::load_with_env(&path, false).unwrap();
+    assert_eq!(
+        c.lines[0].printer.profile.as_deref(),
+        Some(&*dir.join("profiles/cij.toml"))
+    );
+    assert_eq!(
+        c.lines[1].printer.map.as_deref(),
+        Some(&*dir.join("laser.toml"))
+    );
+    assert_eq!(
+        c.lines[2].printer.label,
+        Some(LabelSource::File(dir.join("label.toml")))
+    );
+
+    // Not there yet: each file is named with its key.
+    let err = c.check_files().unwrap_err();
+    let msgs = err.messages();
+    let file = path.display();
+    for want in [
+        format!(
+            "{file}: key line[0].printer.profile: printer profile file {} does not exist; expected a readable file",
+            dir.join("profiles/cij.toml").display()
+        ),
+        format!(
+            "{file}: key line[1].printer.map: laser register map file {} does not exist; expected a readable file",
+            dir.join("laser.toml").display()
+        ),
+        format!(
+            "{file}: key line[2].printer.label: label template file {} does not exist; expected a readable file",
+            dir.join("label.toml").display()
+        ),
+    ] {
+        assert!(msgs.contains(&want), "{want:?} not in {msgs:#?}");
+    }
+
+    fs::create_dir(dir.join("profiles")).unwrap();
+    fs::copy(
+        shipped("printer-cij-stx.toml"),
+        dir.join("profiles/cij.toml"),
+    )
+    .unwrap();
+    fs::copy(shipped("laser-modbus.toml"), dir.join("laser.toml")).unwrap();
+    fs::write(
+        dir.join("label.toml"),
+        "symbology = \"qr\"\nmodule_size = 4\nx = 10\ny = 10\n",
+    )
+    .unwrap();
+    match c.line_devices(0).unwrap().printer {
+        PrinterDevice::Framed { transport, profile } => {
+            assert_eq!(profile.buffer_depth, 8);
+            assert!(matches!(transport, TransportSettings::Tcp(_)));
+        }
+        other => panic!("expected a framed printer, got {other:?}"),
+    }
+    match c.line_devices(1).unwrap().printer {
+        PrinterDevice::Laser { addr, map } => {
+            assert_eq!(addr, "127.0.0.1:502");
+            assert_eq!(map.code_start, 100);
+        }
+        other => panic!("expected a laser, got {other:?}"),
+    }
+    match c.line_devices(2).unwrap().printer {
+        PrinterDevice::Zpl { label, .. } => assert_eq!(label.module_size, 4),
+        other => panic!("expected a label printer, got {other:?}"),
+    }
+
+    // A profile that parses but cannot work is named too.
+    fs::write(
+        dir.join("profiles/cij.toml"),
+        "message = \"P{id:02}|{code}\"\ncomplete = \"D{id:02}\"\nbuffer_depth = 0\n",
+    )
+    .unwrap();
+    let msg = c.line_devices(0).unwrap_err().to_string();
+    assert!(
+        msg.starts_with(&format!("{file}: key line[0].printer.profile: ")),
+        "{msg}"
+    );
+    assert!(msg.contains("buffer_depth must be >= 1"), "{msg}");
+    // And one that does not parse.
+    fs::write(dir.join("profiles/cij.toml"), "mesage = 1\n").unwrap();
+    let msg = c.line_devices(0).unwrap_err().to_string();
+    assert!(
+        msg.contains("key line[0].printer.profile: printer profile file"),
+        "{msg}"
+    );
+    assert!(msg.contains("is not valid"), "{msg}");
+}
+
+#[test]
+fn zpl_label_inline_loads_and_bad_values_are_named() {
+    let zpl = |label: &str| {
+        format!(
+            "{LINE_HEAD}[line.printer]\nkind = \"zpl\"\naddr = \"10.0.0.9:9100\"\nlabel = {label}\n{CAMERA_TCP}"
+        )
+    };
+    let c = load(&zpl(
+        "{ symbology = \"data_matrix\", module_size = 6, x = 50, y = 50, gs1 = true, text = { x = 50, y = 300, height = 30 } }",
+    ))
+    .unwrap();
+    let Some(LabelSource::Inline(t)) = &c.lines[0].printer.label else {
+        panic!("expected an inline label");
+    };
+    assert!(t.gs1 && t.text.is_some());
+    assert!(matches!(
+        c.line_devices(0).unwrap().printer,
+        PrinterDevice::Zpl { .. }
+    ));
+
+    let (file, _, msg) = load_err(&zpl(
+        "{ symbology = \"data_matrix\", module_size = 6, x = 50, y = 50, colour = 1 }",
+    ));
+    assert!(
+        msg.contains(&format!(
+            "{file}: key line[0].printer.label.colour: unknown key"
+        )),
+        "{msg}"
+    );
+    let (file, _, msg) = load_err(&zpl(
+        "{ symbology = \"qr\", module_size = 60, x = 0, y = 0 }",
+    ));
+    assert!(
+        msg.contains(&format!(
+            "{file}: key line[0].printer.label: label template: module_size 60"
+        )),
+        "{msg}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -852,35 +1226,45 @@ fn cli_check_config_prints_warnings() {
 }
 
 #[test]
-fn cli_run_stops_because_the_pipeline_is_not_built() {
-    let (_dir, path) = cli_config(0o600);
-    let out = serialine(&["run", "--config", path.to_str().unwrap()], &[]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("the line pipeline is not built yet"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("would start the line pipeline"), "{stderr}");
-    assert!(!stderr.contains('\u{1b}'), "no ANSI colours off a terminal");
-
-    let out = serialine(
-        &["run", "--config", path.to_str().unwrap()],
-        &[("SERIALINE_DAEMON__LOG_FORMAT", "json")],
-    );
-    let stderr = text(&out.stderr);
-    for line in stderr.lines() {
-        serde_json::from_str::<serde_json::Value>(line).expect(line);
-    }
-}
-
-#[test]
 fn cli_run_with_bad_config_exits_2() {
     let (_dir, path) = cli_config(0o600);
     fs::write(&path, "[site]\nid = \"s\"\n").unwrap();
     let out = serialine(&["run", "--config", path.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).starts_with("error: "));
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: key line: no lines configured",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cli_run_with_missing_printer_profile_exits_2_naming_the_key() {
+    let (_dir, path) = cli_config(0o600);
+    let text_in = fs::read_to_string(&path).unwrap().replace(
+        &format!(
+            "{}/../../config/printer-cij-stx.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+        "no-such-profile.toml",
+    );
+    fs::write(&path, text_in).unwrap();
+    let out = serialine(&["run", "--config", path.to_str().unwrap()], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let missing = path.with_file_name("no-such-profile.toml");
+    assert!(
+        stderr.contains(&format!(
+            "{}: key line[0].printer.profile: printer profile file {} does not exist",
+            path.display(),
+            missing.display()
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]

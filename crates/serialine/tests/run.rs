@@ -1,0 +1,304 @@
+//! `serialine run`: the real binary against simulators on 127.0.0.1 (an
+//! embedded MQTT broker, the upstream issuer and consumer, a framed-ASCII
+//! printer and a camera on TCP), started and stopped the way systemd does.
+//!
+//! Every wait is bounded and polls its condition; nothing sleeps blindly.
+
+use serialine_devices::camera::CameraProfile;
+use serialine_devices::printer::FramedProfile;
+use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
+use serialine_sim::camera::{CameraKnobs, CameraSim};
+use serialine_sim::issuer::Issuer;
+use serialine_sim::printer::{PrinterKnobs, PrinterSim};
+use serialine_sim::upstream::Upstream;
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const SITE: &str = "site-t";
+const LINE: &str = "line-1";
+const QUANTITY: usize = 300;
+const SECRET: &[u8] = b"run-test line secret, 32 bytes!!";
+
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config")
+        .join(name)
+}
+
+fn write_secret(path: &Path) {
+    fs::write(path, SECRET).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The daemon as a child process, its stderr in a file; killed if the test
+/// ends without waiting for it.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let log = config.with_file_name("serialine.log");
+        let stderr = fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_serialine"));
+        cmd.args(["run", "--config", config.to_str().unwrap()])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon {
+            child: cmd.spawn().expect("serialine starts"),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    async fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "serialine did not exit within {limit:?}; its log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {sig} failed");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `cond` every 25 ms for at most `limit`.
+async fn wait_until(
+    limit: Duration,
+    what: &str,
+    log: impl Fn() -> String,
+    cond: impl Fn() -> bool,
+) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}; serialine's log:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_produces_a_default_job_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(dir.path()).unwrap();
+
+    // Upstream: broker, issuer (sealing blocks with the line secret), consumer.
+    let broker = EmbeddedBroker::start().expect("embedded broker starts");
+    let target = |id: &str| MqttTarget::new("127.0.0.1", broker.port, id);
+    let issuer = Issuer::new(b"run-test issuer seed", 100);
+    issuer.add_line(LINE, SECRET);
+    let _issuer_task = issuer
+        .spawn(&target("test-issuer"), Some(SITE))
+        .await
+        .expect("issuer connects");
+    let upstream = Upstream::new();
+    let _upstream_task = upstream
+        .spawn(&target("test-upstream"), Some(SITE))
+        .await
+        .expect("upstream consumer connects");
+
+    // Line equipment: a framed inkjet on TCP whose printed codes reach the camera.
+    let profile: FramedProfile =
+        toml::from_str(&fs::read_to_string(shipped("printer-cij-stx.toml")).unwrap()).unwrap();
+    let (printed_tx, printed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let knobs = PrinterKnobs {
+        buffer_depth: Some(profile.buffer_depth),
+        ..PrinterKnobs::default()
+    };
+    let (printer, printer_addr) =
+        PrinterSim::listen("127.0.0.1:0", &profile, knobs, Some(printed_tx), None)
+            .await
+            .expect("printer simulator listens");
+    let (camera, camera_addr) = CameraSim::listen(
+        "127.0.0.1:0",
+        &CameraProfile::default(),
+        CameraKnobs::default(),
+        printed_rx,
+        None,
+    )
+    .await
+    .expect("camera simulator listens");
+
+    write_secret(&root.join("line-1.secret"));
+    let config = root.join("serialine.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"
+[daemon]
+state_dir = "state"
+log_level = "info"
+watchdog = false
+
+[site]
+id = "{SITE}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "serialine-test-{{site}}"
+keep_alive_secs = 5
+
+[[line]]
+id = "{LINE}"
+secret_file = "line-1.secret"
+
+[line.buffer]
+low_water_serials = 200
+low_water_minutes = 0
+high_water_serials = 1000
+
+[line.job]
+gtin = "09506000134352"
+lot = "RUN-TEST-1"
+expiry = "271231"
+quantity = {QUANTITY}
+template = {{ kind = "gs1-data-matrix" }}
+
+[line.printer]
+kind = "framed"
+profile = "{profile}"
+transport = {{ kind = "tcp", addr = "{printer_addr}" }}
+
+[line.camera]
+transport = {{ kind = "tcp", addr = "{camera_addr}" }}
+
+[line.pipeline]
+camera_window = 16
+read_deadline_ms = 2000
+starve_timeout_secs = 60
+"#,
+            port = broker.port,
+            profile = shipped("printer-cij-stx.toml").display(),
+        ),
+    )
+    .unwrap();
+
+    let mut daemon = Daemon::start(&config, &[]);
+    let log = || fs::read_to_string(root.join("serialine.log")).unwrap_or_default();
+
+    // Every unit's outcome reaches upstream.
+    wait_until(
+        Duration::from_secs(90),
+        "upstream to hold 300 events",
+        log,
+        || upstream.line(LINE).unique() >= QUANTITY,
+    )
+    .await;
+    // The job's end is logged once the pipeline has drained.
+    wait_until(Duration::from_secs(30), "the job report", log, || {
+        log().contains("job ended")
+    })
+    .await;
+
+    let events = upstream.line(LINE);
+    assert_eq!(events.unique(), QUANTITY, "one event per unit");
+    assert_eq!(events.conflicts, 0);
+    let issued: HashSet<String> = issuer.issued(LINE).iter().map(|s| s.to_string()).collect();
+    let mut serials = HashSet::new();
+    for (serial, state) in events.events.values() {
+        assert_eq!(state, "committed", "clean equipment commits every unit");
+        assert!(issued.contains(serial), "serial {serial} was never issued");
+        assert!(
+            serials.insert(serial.clone()),
+            "serial {serial} reported twice"
+        );
+    }
+    assert_eq!(printer.stats().printed, QUANTITY as u64);
+    assert_eq!(camera.log().len(), QUANTITY);
+
+    // SIGTERM: a clean stop, exit 0.
+    daemon.signal("-TERM");
+    let status = daemon.wait(Duration::from_secs(30)).await;
+    let text = daemon.log();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("ledger open"), "{text}");
+    assert!(text.contains("job started"), "{text}");
+    assert!(
+        text.contains("300 committed, 0 rejected, 0 voided"),
+        "{text}"
+    );
+    assert!(text.contains("SIGTERM received"), "{text}");
+    assert!(text.contains("serialine stopped"), "{text}");
+    assert!(root.join("state/ledger").join(LINE).is_dir());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_1_naming_the_line_when_its_ledger_cannot_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(dir.path()).unwrap();
+    write_secret(&root.join("line-1.secret"));
+    // state_dir is a file: no ledger directory can be made under it.
+    fs::write(root.join("state"), b"not a directory").unwrap();
+    let config = root.join("serialine.toml");
+    fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = \"state\"\nwatchdog = false\n[site]\nid = \"s\"\n\
+             [[line]]\nid = \"{LINE}\"\nsecret_file = \"line-1.secret\"\n\
+             printer = {{ kind = \"framed\", profile = \"{}\", transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n\
+             camera = {{ transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n",
+            shipped("printer-cij-stx.toml").display()
+        ),
+    )
+    .unwrap();
+
+    let mut daemon = Daemon::start(&config, &[]);
+    let status = daemon.wait(Duration::from_secs(30)).await;
+    let text = daemon.log();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("line line-1: cannot start"), "{text}");
+    assert!(
+        text.contains(&root.join("state").display().to_string()),
+        "{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "no ANSI colours off a terminal");
+
+    // The same with JSON logs: every line is one JSON object.
+    let mut daemon = Daemon::start(&config, &[("SERIALINE_DAEMON__LOG_FORMAT", "json")]);
+    let status = daemon.wait(Duration::from_secs(30)).await;
+    let text = daemon.log();
+    assert_eq!(status.code(), Some(1), "{text}");
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect(line);
+    }
+}
