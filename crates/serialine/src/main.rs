@@ -9,6 +9,8 @@
 mod daemon;
 mod demo;
 mod runtime;
+mod sim_cmd;
+mod tools;
 
 use clap::{Args, Parser, Subcommand};
 use serialine::config::{self, Config, ConfigError, LogFormat, DEFAULT_CONFIG_PATH};
@@ -107,6 +109,55 @@ enum Command {
     /// daemon adds per unit, then checks that upstream received every
     /// outcome in the ledger exactly once. Exits 1 if it did not.
     Demo(DemoArgs),
+
+    /// Show each line's ledger: buffer, in flight, outcomes, outbox.
+    ///
+    /// Reads the ledgers directly, so it runs while the service is stopped;
+    /// while it runs, the live status is the retained MQTT topic
+    /// serialine/<site>/<line>/status.
+    Status(StatusArgs),
+
+    /// Export committed serials (or every outcome) as CSV or JSON lines.
+    ///
+    /// One row per serial whose last transition is at or after --since: the
+    /// line, the serial, its state (committed, rejected with its reason,
+    /// voided) and when. Like status, it reads the ledgers directly.
+    Export(ExportArgs),
+
+    /// Run a simulator (printer, laser, broker, issuer, upstream) for bench
+    /// setups and QA, on 127.0.0.1 until Ctrl-C.
+    #[command(subcommand)]
+    Sim(sim_cmd::Sim),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH, env = "SERIALINE_CONFIG")]
+    config: PathBuf,
+    /// Only this line.
+    #[arg(long)]
+    line: Option<String>,
+    /// One JSON array instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH, env = "SERIALINE_CONFIG")]
+    config: PathBuf,
+    /// Only this line.
+    #[arg(long)]
+    line: Option<String>,
+    /// From this time: 2026-11-26T08:00:00Z, a date (2026-11-26), or a
+    /// duration back from now (8h, 2days). Default: everything.
+    #[arg(long)]
+    since: Option<String>,
+    /// Rejected and voided serials too, not only committed ones.
+    #[arg(long)]
+    all_outcomes: bool,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: tools::ExportFormat,
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +225,9 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(&args),
         Command::Run(args) => run(&args),
         Command::Demo(args) => demo_cmd(args),
+        Command::Status(args) => status_cmd(&args),
+        Command::Export(args) => export_cmd(&args),
+        Command::Sim(sim) => sim_run(sim),
     };
     match result {
         Ok(code) => code,
@@ -198,6 +252,47 @@ fn load_checked(path: &Path, env: bool) -> Result<(Config, Vec<config::Issue>), 
     let config = Config::load_with_env(path, env).map_err(|e| report_config_error(&e))?;
     let warnings = config.check_files().map_err(|e| report_config_error(&e))?;
     Ok((config, warnings))
+}
+
+fn status_cmd(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load_with_env(&args.config, true) {
+        Ok(c) => c,
+        Err(e) => return Ok(report_config_error(&e)),
+    };
+    tools::status(&config, args.line.as_deref(), args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export_cmd(args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load_with_env(&args.config, true) {
+        Ok(c) => c,
+        Err(e) => return Ok(report_config_error(&e)),
+    };
+    let since = match &args.since {
+        Some(s) => tools::parse_since(s)?,
+        None => std::time::UNIX_EPOCH,
+    };
+    let n = tools::export(
+        &config,
+        args.line.as_deref(),
+        since,
+        args.all_outcomes,
+        args.format,
+    )?;
+    eprintln!("exported {n} serial(s)");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sim_run(sim: sim_cmd::Sim) -> anyhow::Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,rumqttd=off"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(sim_cmd::run(sim))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn demo_cmd(args: DemoArgs) -> anyhow::Result<ExitCode> {

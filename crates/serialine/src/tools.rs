@@ -1,0 +1,211 @@
+//! Operator tools that read a ledger directly: `status` and `export`.
+//!
+//! A ledger is locked by the process that has it open, so these run while
+//! the service is stopped (or against a copy); while it runs, its live
+//! status is the retained `status` topic on MQTT.
+
+use anyhow::Context;
+use serialine::config::Config;
+use serialine_core::UnitState;
+use serialine_store::{Store, StoreError, StoreOptions};
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Opens one configured line's ledger, turning "in use" into advice.
+fn open_line(config: &Config, index: usize) -> anyhow::Result<Store> {
+    let line = &config.lines[index];
+    let (secret, _) = config.line_secret(index)?;
+    let path = config.line_ledger_path(&line.id);
+    if !path.exists() {
+        anyhow::bail!(
+            "line {}: no ledger at {} (the line has never run here)",
+            line.id,
+            path.display()
+        );
+    }
+    let mut opts = StoreOptions::new(&path, line.id.as_str(), secret.expose());
+    opts.max_batch = config.store.max_batch as usize;
+    match Store::open(opts) {
+        Ok((store, _)) => Ok(store),
+        Err(e @ StoreError::Locked { .. }) => Err(anyhow::anyhow!(
+            "line {}: {e}\nwhile the service runs, read serialine/{}/{}/status on MQTT instead",
+            line.id,
+            config.site.id,
+            line.id
+        )),
+        Err(e) => Err(anyhow::anyhow!("line {}: {e}", line.id)),
+    }
+}
+
+fn selected(config: &Config, line: Option<&str>) -> anyhow::Result<Vec<usize>> {
+    let all: Vec<usize> = (0..config.lines.len()).collect();
+    match line {
+        None => Ok(all),
+        Some(id) => match config.lines.iter().position(|l| l.id == id) {
+            Some(i) => Ok(vec![i]),
+            None => anyhow::bail!(
+                "no line {id:?} in {}; configured lines: {}",
+                config.origin_name(),
+                config
+                    .lines
+                    .iter()
+                    .map(|l| l.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    }
+}
+
+/// `serialine status`: counts per state, buffer, in flight, outbox.
+pub fn status(config: &Config, line: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    for i in selected(config, line)? {
+        let store = open_line(config, i)?;
+        let c = store.counts();
+        let in_flight = store.in_flight()?.len();
+        let outbox = store.outbox_depth();
+        let id = &config.lines[i].id;
+        if json {
+            out.push(serde_json::json!({
+                "line": id,
+                "issued": c.issued,
+                "blocks": c.blocks,
+                "buffer": store.buffer_depth(),
+                "sent": c.sent,
+                "printed": c.printed,
+                "committed": c.committed,
+                "synced": c.synced,
+                "rejected": c.rejected,
+                "voided": c.voided,
+                "reported": c.reported,
+                "in_flight": in_flight,
+                "outbox": outbox,
+            }));
+        } else {
+            println!("line {id} ({})", store.path().display());
+            println!(
+                "  buffer      {} serials available ({} issued in {} blocks)",
+                store.buffer_depth(),
+                c.issued,
+                c.blocks
+            );
+            println!(
+                "  in flight   {in_flight} (sent {}, printed {}): reconciled at next start",
+                c.sent, c.printed
+            );
+            println!(
+                "  committed   {} ({} acknowledged upstream)",
+                c.committed + c.synced,
+                c.synced
+            );
+            println!(
+                "  rejected    {}, voided {} ({} of them reported upstream)",
+                c.rejected, c.voided, c.reported
+            );
+            println!("  outbox      {outbox} event(s) waiting for upstream");
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(out));
+    }
+    Ok(())
+}
+
+/// Parses `--since`: an RFC 3339 time (`2026-11-26T08:00:00Z`, or just the
+/// date), or a duration back from now (`8h`, `30min`, `2days`).
+pub fn parse_since(s: &str) -> anyhow::Result<SystemTime> {
+    let s = s.trim();
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(&format!("{s}T00:00:00Z")) {
+        return Ok(t);
+    }
+    let back = humantime::parse_duration(s).with_context(|| {
+        format!("--since {s:?}: expected a time like 2026-11-26T08:00:00Z, a date like 2026-11-26, or a duration like 8h")
+    })?;
+    Ok(SystemTime::now().checked_sub(back).unwrap_or(UNIX_EPOCH))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
+}
+
+/// `serialine export`: committed serials (or every outcome) since a time.
+pub fn export(
+    config: &Config,
+    line: Option<&str>,
+    since: SystemTime,
+    all_outcomes: bool,
+    format: ExportFormat,
+) -> anyhow::Result<u64> {
+    let since_ms = since
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    if format == ExportFormat::Csv {
+        writeln!(w, "line,serial,state,reason,at")?;
+    }
+    let mut n = 0;
+    for i in selected(config, line)? {
+        let store = open_line(config, i)?;
+        let id = &config.lines[i].id;
+        let keep = |s: UnitState| {
+            matches!(s, UnitState::Committed | UnitState::Synced)
+                || (all_outcomes && matches!(s, UnitState::Rejected(_) | UnitState::Voided))
+        };
+        for (serial, record) in store.records_since(since_ms, keep)? {
+            let at =
+                humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(record.at_ms));
+            let (state, reason) = match record.state {
+                UnitState::Rejected(r) => ("rejected", r.as_str()),
+                // Synced is committed and acknowledged upstream.
+                UnitState::Synced => ("committed", ""),
+                other => (other.name(), ""),
+            };
+            match format {
+                ExportFormat::Csv => writeln!(w, "{id},{serial},{state},{reason},{at}")?,
+                ExportFormat::Jsonl => writeln!(
+                    w,
+                    "{}",
+                    serde_json::json!({
+                        "line": id, "serial": serial.as_str(), "state": state,
+                        "reason": if reason.is_empty() { None } else { Some(reason) },
+                        "at": at.to_string(),
+                    })
+                )?,
+            }
+            n += 1;
+        }
+    }
+    w.flush()?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_times_dates_and_durations() {
+        let t = parse_since("2026-11-26T08:00:00Z").unwrap();
+        assert_eq!(
+            t.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            1_795_680_000
+        );
+        assert_eq!(
+            parse_since("2026-11-26").unwrap(),
+            parse_since("2026-11-26T00:00:00Z").unwrap()
+        );
+        let ago = parse_since("8h").unwrap();
+        let diff = SystemTime::now().duration_since(ago).unwrap();
+        assert!(diff >= Duration::from_secs(8 * 3600));
+        let e = parse_since("yesterday-ish").unwrap_err().to_string();
+        assert!(e.contains("--since"), "{e}");
+    }
+}
