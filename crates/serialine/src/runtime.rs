@@ -138,7 +138,14 @@ async fn report_progress(
             last_publish = Instant::now();
             let minutes = started.elapsed().as_secs_f64() / 60.0;
             if minutes > 0.0 {
-                uplink.set_rate(p.done() as f64 / minutes);
+                let rate = p.done() as f64 / minutes;
+                uplink.set_rate(rate);
+                uplink.publish_metrics(serialine_uplink::Metrics {
+                    units_per_minute: rate,
+                    rejects_per_minute: p.rejected as f64 / minutes,
+                    latency_p50_ms: p.latency_p50_us as f64 / 1000.0,
+                    latency_p99_ms: p.latency_p99_us as f64 / 1000.0,
+                });
             }
             uplink.publish_status(StatusSnapshot {
                 state: if p.paused {

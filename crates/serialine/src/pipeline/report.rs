@@ -15,6 +15,9 @@ pub struct Progress {
     pub duplicates: u64,
     pub foreign: u64,
     pub paused: bool,
+    /// Added latency per unit so far, p50 and p99, in microseconds.
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
 }
 
 impl Progress {

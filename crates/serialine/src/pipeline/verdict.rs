@@ -44,6 +44,8 @@ struct Verdicts {
     report: LineReport,
     feeder_done: bool,
     garbage_lines: u64,
+    /// Percentiles are read from the histogram at most this often.
+    quantiles_at: Instant,
 }
 
 pub(crate) async fn run(
@@ -61,6 +63,7 @@ pub(crate) async fn run(
         pending: Vec::new(),
         feeder_done: false,
         garbage_lines: 0,
+        quantiles_at: Instant::now(),
     };
     let mut tick = tokio::time::interval((deadline / 4).max(Duration::from_millis(5)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -383,6 +386,12 @@ impl Verdicts {
             let _ = self.report.added_latency_us.record(added.max(1));
         }
         self.shared.slots.add_permits(pending.len());
+        let quantiles = if self.quantiles_at.elapsed() >= Duration::from_millis(200) {
+            self.quantiles_at = Instant::now();
+            Some((self.report.latency_us(0.5), self.report.latency_us(0.99)))
+        } else {
+            None
+        };
         let r = &self.report;
         let (committed, rejected, voided, duplicates, foreign) = (
             r.committed,
@@ -397,6 +406,10 @@ impl Verdicts {
             p.voided = voided;
             p.duplicates = duplicates;
             p.foreign = foreign;
+            if let Some((p50, p99)) = quantiles {
+                p.latency_p50_us = p50;
+                p.latency_p99_us = p99;
+            }
         });
         Ok(())
     }
