@@ -237,12 +237,7 @@ impl Ledger {
         }
         for item in self.serials.iter() {
             let (k, v) = item.map_err(self.io())?;
-            let r = SerialRecord::decode(&v).ok_or_else(|| {
-                self.corrupt(format!(
-                    "record of serial {:?} unreadable",
-                    String::from_utf8_lossy(&k)
-                ))
-            })?;
+            let r = self.decode_record(&k, &v)?;
             if let Some(slot) = c.slot(r.state) {
                 *slot += 1;
             }
@@ -300,6 +295,16 @@ impl Ledger {
         Ok(out)
     }
 
+    /// A `serials` tree entry's record, or a Corrupt error naming the serial.
+    fn decode_record(&self, key: &[u8], value: &[u8]) -> Result<SerialRecord, StoreError> {
+        SerialRecord::decode(value).ok_or_else(|| {
+            self.corrupt(format!(
+                "record of serial {:?} unreadable",
+                String::from_utf8_lossy(key)
+            ))
+        })
+    }
+
     /// Every serial whose last transition, at or after `since_ms`, left it
     /// in a state `keep` accepts, in serial order. A full scan: for exports.
     pub fn records_since(
@@ -310,12 +315,7 @@ impl Ledger {
         let mut out = Vec::new();
         for item in self.serials.iter() {
             let (k, v) = item.map_err(self.io())?;
-            let r = SerialRecord::decode(&v).ok_or_else(|| {
-                self.corrupt(format!(
-                    "record of serial {:?} unreadable",
-                    String::from_utf8_lossy(&k)
-                ))
-            })?;
+            let r = self.decode_record(&k, &v)?;
             if r.at_ms < since_ms || !keep(r.state) {
                 continue;
             }

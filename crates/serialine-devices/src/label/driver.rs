@@ -13,7 +13,7 @@ use tokio::time::{sleep, timeout, Instant};
 use super::status::{parse_host_status, reply_complete, HostStatus, StatusError, MAX_REPLY};
 use super::zpl::{render, LabelTemplate, RenderError};
 use crate::api::{PrintRequest, PrinterEvent, PrinterHandle, UnitId};
-use crate::laser::backoff::Backoff;
+use crate::transport::Backoff;
 
 /// Link and timing settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +98,7 @@ pub fn spawn_with(
     let (ev_tx, ev_rx) = mpsc::channel(64);
     let driver = Driver {
         name: name.clone(),
-        backoff: Backoff::new(settings.reconnect_initial, settings.reconnect_max),
+        backoff: Backoff::new(settings.reconnect_initial, 2, settings.reconnect_max),
         settings,
         template,
         events: ev_tx,

@@ -12,12 +12,12 @@ use tokio::time::{sleep, timeout, Instant};
 use tokio_modbus::client::{Client as _, Context, Reader, Writer};
 use tokio_modbus::{ExceptionCode, Slave};
 
-use super::backoff::Backoff;
 use super::map::{
     counter_delta, decode_status, pack_code, CodeError, LaserRegisterMap, LaserState, LaserStatus,
     MapError, Trigger,
 };
 use crate::api::{PrintRequest, PrinterEvent, PrinterHandle, UnitId};
+use crate::transport::Backoff;
 
 /// How to reach the marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +158,7 @@ pub fn spawn(
     let name = name.into();
     let (req_tx, req_rx) = mpsc::channel(16);
     let (ev_tx, ev_rx) = mpsc::channel(64);
-    let backoff = Backoff::new(settings.reconnect_initial, settings.reconnect_max);
+    let backoff = Backoff::new(settings.reconnect_initial, 2, settings.reconnect_max);
     let driver = Driver {
         name: name.clone(),
         settings,

@@ -10,7 +10,6 @@
 //! reported with the in-flight unit as `unknown`; the driver then waits for
 //! the marker to recover and reports `Ready`. It never writes a code again.
 
-pub(crate) mod backoff;
 mod driver;
 pub mod map;
 

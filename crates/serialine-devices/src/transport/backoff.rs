@@ -24,9 +24,12 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// A factor below 1 is taken as 1 (constant delay) rather than shrinking.
+    /// A factor below 1 is taken as 1 (constant delay) rather than shrinking;
+    /// a zero initial delay as 1 ms, since zero would never grow and would
+    /// retry in a tight loop; a cap below the initial delay as the initial.
     pub fn new(initial: Duration, factor: u32, cap: Duration) -> Self {
-        let initial = initial.min(cap);
+        let initial = initial.max(Duration::from_millis(1));
+        let cap = cap.max(initial);
         Backoff {
             initial,
             factor: factor.max(1),
@@ -54,6 +57,13 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_delays_are_raised_not_looped() {
+        let mut z = Backoff::new(Duration::ZERO, 2, Duration::ZERO);
+        assert_eq!(z.next_delay(), Duration::from_millis(1));
+        assert_eq!(z.next_delay(), Duration::from_millis(1));
+    }
 
     #[test]
     fn doubles_up_to_the_cap_and_resets() {
