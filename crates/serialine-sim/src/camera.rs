@@ -248,7 +248,10 @@ impl Core {
             (Verdict::Misread, Some(misread(&code)), k.grade)
         } else if self.rng.chance(k.foreign_rate) {
             self.foreign_seq += 1;
-            let foreign = format!("(01)09999999999999(21)FOREIGN{}", self.foreign_seq);
+            // A well-formed GS1 element string (valid GTIN check digit) for a
+            // serial this line was never issued: what another line's product
+            // would carry. It must parse, so the daemon can tell "foreign".
+            let foreign = format!("010999999999999421FOREIGN{}", self.foreign_seq);
             (Verdict::Foreign, Some(foreign), k.grade)
         } else if !self.history.is_empty() && self.rng.chance(k.duplicate_rate) {
             let i = self.rng.below(self.history.len());

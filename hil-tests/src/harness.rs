@@ -1,0 +1,698 @@
+//! Runs one scenario: simulators up, the real daemon started (and killed and
+//! restarted per the timeline), stopped with SIGTERM, then the checker.
+//!
+//! Every wait polls its condition every [`POLL`] within a bound; the only
+//! timed waits are the scenario's own fault durations (a broker outage lasts
+//! `secs`).
+
+use crate::checker::{self, CheckInput, DeviceLog, Report, Violation};
+use crate::monitor::Monitor;
+use crate::proxy::Proxy;
+use crate::scenario::{PrinterKind, Scenario, StopWhen};
+use crate::{binary, HilError, POLL};
+use serialine_devices::camera::CameraProfile;
+use serialine_devices::printer::FramedProfile;
+use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
+use serialine_sim::camera::{CameraKnobs, CameraSim};
+use serialine_sim::issuer::Issuer;
+use serialine_sim::laser::{LaserSim, LaserSimConfig, LaserSimMap, RandomExceptions};
+use serialine_sim::printer::{PrinterKnobs, PrinterSim};
+use serialine_sim::recording::Recorder;
+use serialine_sim::upstream::Upstream;
+use serialine_store::{Counts, Store, StoreOptions};
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The line every scenario runs.
+pub const LINE: &str = "line-1";
+/// Longest a SIGTERM'd daemon may take to exit (its own bound is 30 s to
+/// drain plus 5 s for the uplink).
+const TERM_BOUND: Duration = Duration::from_secs(45);
+
+/// What a scenario run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub scenario: String,
+    pub seed: u64,
+    /// Daemon processes started.
+    pub runs: u32,
+    /// SIGKILLs delivered.
+    pub kills: u32,
+    /// The ledger's counters after the last stop.
+    pub counts: Counts,
+    pub report: Report,
+    pub elapsed: Duration,
+    /// The scenario's directory (ledger, logs, recordings); kept on disk
+    /// when there are violations or `HIL_KEEP=1`.
+    pub dir: PathBuf,
+    pub mqtt_alarms: usize,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.report.violations.is_empty()
+    }
+
+    /// One line of figures.
+    pub fn summary(&self) -> String {
+        let c = &self.counts;
+        format!(
+            "scenario {} (seed {}): {:.1}s, {} run(s), {} kill(s); ledger: {} committed, {} rejected, {} voided, {} in flight; printer frames {}; alarms in logs: {} duplicate, {} foreign ({} excused near kills); mqtt alarms {}; {} violation(s)",
+            self.scenario,
+            self.seed,
+            self.elapsed.as_secs_f64(),
+            self.runs,
+            self.kills,
+            c.committed + c.synced,
+            c.rejected,
+            c.voided,
+            c.sent + c.printed,
+            self.report.printer_frames,
+            self.report.duplicate_alarms,
+            self.report.foreign_alarms,
+            self.report.alarms_excused,
+            self.mqtt_alarms,
+            self.report.violations.len()
+        )
+    }
+
+    /// The summary and every violation (at most 50), for a test failure.
+    pub fn details(&self) -> String {
+        let mut s = self.summary();
+        for v in self.report.violations.iter().take(50) {
+            let _ = write!(s, "\n  - {v}");
+        }
+        if self.report.violations.len() > 50 {
+            let _ = write!(s, "\n  ... {} more", self.report.violations.len() - 50);
+        }
+        let _ = write!(s, "\n  files: {}", self.dir.display());
+        s
+    }
+}
+
+/// Loads `path` and runs it. `HIL_SEED` overrides the scenario's seed.
+pub fn run_scenario(path: impl AsRef<Path>) -> Result<Outcome, HilError> {
+    let mut s = Scenario::load(path.as_ref())?;
+    if let Some(seed) = env_seed() {
+        s.seed = seed;
+    }
+    run(s)
+}
+
+/// `HIL_SEED`, when set and numeric.
+pub fn env_seed() -> Option<u64> {
+    std::env::var("HIL_SEED").ok()?.trim().parse().ok()
+}
+
+/// Runs a loaded scenario on its own tokio runtime.
+pub fn run(s: Scenario) -> Result<Outcome, HilError> {
+    let bin = binary::serialine()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| HilError::Io {
+            what: "building the tokio runtime".into(),
+            source,
+        })?;
+    rt.block_on(run_async(s, bin))
+}
+
+/// One embedded broker per test process; scenarios use distinct sites.
+fn broker() -> Result<EmbeddedBroker, HilError> {
+    static B: OnceLock<Result<EmbeddedBroker, String>> = OnceLock::new();
+    B.get_or_init(|| EmbeddedBroker::start().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(HilError::Sim)
+}
+
+fn site_id(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(12)
+        .collect();
+    // At most 32 characters (the daemon's id rule).
+    format!(
+        "hil-{clean}-{}-{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HilError {
+    let what = what.into();
+    move |source| HilError::Io { what, source }
+}
+
+/// The daemon as a child process, its stderr in a log file.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+    offset: u64,
+    text: String,
+}
+
+impl Daemon {
+    fn start(bin: &Path, config: &Path, log: PathBuf) -> Result<Daemon, HilError> {
+        let stderr =
+            fs::File::create(&log).map_err(io_err(format!("creating {}", log.display())))?;
+        let child = Command::new(bin)
+            .args(["run", "--config"])
+            .arg(config)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(io_err(format!("starting {}", bin.display())))?;
+        Ok(Daemon {
+            child,
+            log,
+            offset: 0,
+            text: String::new(),
+        })
+    }
+
+    /// Reads what the log gained since the last call; true if `needle`
+    /// appeared in it (or earlier).
+    fn log_has(&mut self, needle: &str) -> bool {
+        if let Ok(mut f) = fs::File::open(&self.log) {
+            if f.seek(SeekFrom::Start(self.offset)).is_ok() {
+                let mut buf = Vec::new();
+                if let Ok(n) = f.read_to_end(&mut buf) {
+                    self.offset += n as u64;
+                    self.text.push_str(&String::from_utf8_lossy(&buf));
+                }
+            }
+        }
+        self.text.contains(needle)
+    }
+
+    fn tail(&mut self) -> String {
+        self.log_has("");
+        let lines: Vec<&str> = self.text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    fn signal(&self, sig: &str) -> Result<(), HilError> {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .map_err(io_err("running kill"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(HilError::Sim(format!(
+                "kill {sig} {} failed",
+                self.child.id()
+            )))
+        }
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    async fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.exited() {
+                return Some(s);
+            }
+            if start.elapsed() >= limit {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The simulated marking device.
+enum Marker {
+    Framed(PrinterSim, FramedProfile),
+    Laser(LaserSim),
+}
+
+impl Marker {
+    /// The framed printer jammed and ignored a message since.
+    fn jammed(&self) -> bool {
+        match self {
+            Marker::Framed(sim, _) => sim.stats().ignored > 0,
+            Marker::Laser(_) => false,
+        }
+    }
+}
+
+struct Ctx<'a> {
+    s: &'a Scenario,
+    root: PathBuf,
+    site: String,
+    mqtt_port: u16,
+    /// The `[line.printer]` table.
+    printer_section: String,
+    camera_addr: String,
+}
+
+impl Ctx<'_> {
+    /// Writes the daemon's config; `quantity` 0 means no default job (the
+    /// daemon reconciles and syncs its outbox, and waits).
+    fn write_config(&self, quantity: u64) -> Result<PathBuf, HilError> {
+        let s = self.s;
+        let l = &s.line;
+        let job = if quantity == 0 {
+            String::new()
+        } else {
+            format!(
+                "[line.job]\ngtin = \"{}\"\nlot = \"{}\"\nexpiry = \"{}\"\nquantity = {quantity}\ntemplate = {{ kind = \"gs1-data-matrix\" }}\n",
+                s.job.gtin, s.job.lot, s.job.expiry
+            )
+        };
+        let text = format!(
+            r#"# written by hil-tests for scenario {name} (seed {seed})
+[daemon]
+state_dir = "state"
+log_level = "info"
+log_format = "json"
+watchdog = false
+
+[site]
+id = "{site}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "hil-{{site}}"
+keep_alive_secs = 5
+
+[[line]]
+id = "{LINE}"
+secret_file = "line.secret"
+
+[line.buffer]
+low_water_serials = {low}
+low_water_minutes = 0
+high_water_serials = {high}
+
+{job}
+{printer}
+
+[line.camera]
+transport = {{ kind = "tcp", addr = "{camera}" }}
+
+[line.pipeline]
+camera_window = {window}
+read_deadline_ms = {deadline}
+starve_timeout_secs = {starve}
+"#,
+            name = s.name,
+            seed = s.seed,
+            site = self.site,
+            port = self.mqtt_port,
+            low = l.low_water_serials,
+            high = l.high_water_serials,
+            printer = self.printer_section,
+            camera = self.camera_addr,
+            window = l.camera_window,
+            deadline = l.read_deadline_ms,
+            starve = l.starve_timeout_secs,
+        );
+        let path = self.root.join("serialine.toml");
+        fs::write(&path, text).map_err(io_err("writing the daemon config"))?;
+        Ok(path)
+    }
+}
+
+fn secret_for(seed: u64) -> Vec<u8> {
+    format!("hil line secret, seed {seed:020}, 32+ bytes").into_bytes()
+}
+
+async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
+    let started = Instant::now();
+    let fail = |message: String| HilError::Run {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        message,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("hil-{}-", s.name))
+        .tempdir()
+        .map_err(io_err("creating the scenario directory"))?;
+    let root = fs::canonicalize(dir.path()).map_err(io_err("canonicalize"))?;
+    let site = site_id(&s.name);
+    let secret = secret_for(s.seed);
+
+    // Upstream: broker (behind a cuttable proxy for the daemon), issuer,
+    // consumer, monitor.
+    let broker = broker()?;
+    let proxy = Proxy::start(broker.addr()).await?;
+    let target = |id: &str| MqttTarget::new("127.0.0.1", broker.port, format!("{id}-{site}"));
+    let issuer = Issuer::new(
+        format!("hil issuer {}", s.seed).as_bytes(),
+        s.line.block_size,
+    );
+    issuer.add_line(LINE, &secret);
+    let _issuer_task = issuer
+        .spawn(&target("hil-issuer"), Some(&site))
+        .await
+        .map_err(|e| HilError::Sim(format!("issuer: {e}")))?;
+    let upstream = Upstream::new();
+    let _upstream_task = upstream
+        .spawn(&target("hil-upstream"), Some(&site))
+        .await
+        .map_err(|e| HilError::Sim(format!("upstream: {e}")))?;
+    let monitor = Monitor::start("127.0.0.1", broker.port, &site).await?;
+
+    // Line equipment: the marker feeds what it marked to the camera.
+    let rec = |name: &str| {
+        Recorder::create(root.join(name)).map_err(|e| HilError::Sim(format!("recorder: {e}")))
+    };
+    let (printed_tx, printed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (marker, printer_section, tolerance) = match s.line.printer {
+        PrinterKind::Framed => {
+            let profile_path = crate::scenario::config_dir().join(&s.line.printer_profile);
+            let profile_path = fs::canonicalize(&profile_path).map_err(io_err(format!(
+                "printer profile {}",
+                profile_path.display()
+            )))?;
+            let profile: FramedProfile = toml::from_str(
+                &fs::read_to_string(&profile_path)
+                    .map_err(io_err("reading the printer profile"))?,
+            )
+            .map_err(|e| HilError::Sim(format!("printer profile: {e}")))?;
+            let p = &s.printer;
+            let depth = p.buffer_depth.unwrap_or(profile.buffer_depth);
+            let knobs = PrinterKnobs {
+                print_time: Duration::from_millis(p.print_time_ms),
+                buffer_depth: Some(depth),
+                nak_rate: p.nak_rate,
+                seed: s.seed,
+                jam_after: p.jam_after,
+                disconnect_after: p.disconnect_after,
+                garbage_bytes: p.garbage_bytes,
+                wire_bytes_per_sec: None,
+            };
+            let (sim, addr) = PrinterSim::listen(
+                "127.0.0.1:0",
+                &profile,
+                knobs,
+                Some(printed_tx),
+                Some(rec("printer.rec")?),
+            )
+            .await
+            .map_err(|e| HilError::Sim(format!("printer: {e}")))?;
+            let section = format!(
+                "[line.printer]\nkind = \"framed\"\nprofile = \"{}\"\ntransport = {{ kind = \"tcp\", addr = \"{addr}\" }}\n",
+                profile_path.display()
+            );
+            (Marker::Framed(sim, profile), section, depth)
+        }
+        PrinterKind::Laser => {
+            let text = fs::read_to_string(crate::scenario::config_dir().join("laser-modbus.toml"))
+                .map_err(io_err("reading config/laser-modbus.toml"))?;
+            // The simulated marker answers at once: poll it as fast as it can.
+            let text = text.replace("poll_interval_ms = 20", "poll_interval_ms = 1");
+            let map_path = root.join("laser-map.toml");
+            fs::write(&map_path, &text).map_err(io_err("writing the laser map"))?;
+            let sim_map: LaserSimMap =
+                toml::from_str(&text).map_err(|e| HilError::Sim(format!("laser map: {e}")))?;
+            let l = &s.laser;
+            let mut cfg = LaserSimConfig::new(sim_map);
+            cfg.mark_time = Duration::from_millis(l.mark_time_ms);
+            cfg.random_exceptions = l.exception_one_in.map(|one_in| RandomExceptions {
+                one_in,
+                seed: s.seed,
+            });
+            cfg.exception_every_nth_write = l.exception_every_nth_write;
+            cfg.drop_connection_after_marks = l.drop_connection_after_marks;
+            cfg.record_path = Some(root.join("laser.jsonl"));
+            let sim = LaserSim::start(cfg, printed_tx)
+                .await
+                .map_err(|e| HilError::Sim(format!("laser: {e}")))?;
+            let section = format!(
+                "[line.printer]\nkind = \"laser\"\naddr = \"{}\"\nmap = \"{}\"\n",
+                sim.addr(),
+                map_path.display()
+            );
+            (Marker::Laser(sim), section, 1)
+        }
+    };
+    let c = &s.camera;
+    let cknobs = CameraKnobs {
+        seed: s.seed.wrapping_add(1),
+        no_read_rate: c.no_read_rate,
+        misread_rate: c.misread_rate,
+        foreign_rate: c.foreign_rate,
+        duplicate_rate: c.duplicate_rate,
+        low_grade_rate: c.low_grade_rate,
+        garbage_rate: c.garbage_rate,
+        disconnect_after: c.disconnect_after,
+        ..CameraKnobs::default()
+    };
+    let (camera, camera_addr) = CameraSim::listen(
+        "127.0.0.1:0",
+        &CameraProfile::default(),
+        cknobs,
+        printed_rx,
+        Some(rec("camera.rec")?),
+    )
+    .await
+    .map_err(|e| HilError::Sim(format!("camera: {e}")))?;
+
+    let secret_path = root.join("line.secret");
+    fs::write(&secret_path, &secret).map_err(io_err("writing the line secret"))?;
+    fs::set_permissions(&secret_path, fs::Permissions::from_mode(0o600))
+        .map_err(io_err("chmod the line secret"))?;
+
+    let ctx = Ctx {
+        s: &s,
+        root: root.clone(),
+        site: site.clone(),
+        mqtt_port: proxy.port,
+        printer_section,
+        camera_addr: camera_addr.to_string(),
+    };
+
+    let mut violations: Vec<Violation> = Vec::new();
+    let harness = |what: String| Violation::harness(&s.name, s.seed, what);
+    let mut kill_points = s.kill_points().into_iter().peekable();
+    let mut kill_marks: Vec<usize> = Vec::new();
+    let mut outage: Option<Instant> = None;
+    let mut outage_done = s.timeline.broker_outage.is_none();
+    let deadline = started + Duration::from_secs(s.timeout_secs);
+    let decided = || {
+        let up = upstream.line(LINE).unique() as u64;
+        up.max(monitor.status().map_or(0, |st| st.decided))
+    };
+    let mut runs = 0u32;
+    let mut kills = 0u32;
+    let mut mid_job = false;
+    // After a mid-job stop, one more run without a job reconciles.
+    let mut reconcile_run = false;
+
+    'runs: loop {
+        let base = decided();
+        let quantity = if reconcile_run {
+            0
+        } else {
+            s.units.saturating_sub(base)
+        };
+        let config = ctx.write_config(quantity)?;
+        runs += 1;
+        let mut daemon = Daemon::start(&bin, &config, root.join(format!("run-{runs:03}.log")))?;
+        let run_seq = monitor.seq();
+        let mut job_ended = quantity == 0;
+        loop {
+            tokio::time::sleep(POLL).await;
+            if let Some(status) = daemon.exited() {
+                violations.push(harness(format!(
+                    "daemon run {runs} exited on its own with {status}; log tail:\n{}",
+                    daemon.tail()
+                )));
+                break 'runs;
+            }
+            if Instant::now() >= deadline {
+                violations.push(harness(format!(
+                    "timed out after {}s in run {runs}: {} decided of {}, upstream {} unique, status {:?}; log tail:\n{}",
+                    s.timeout_secs,
+                    decided(),
+                    s.units,
+                    upstream.line(LINE).unique(),
+                    monitor.status().map(|st| (st.state, st.decided)),
+                    daemon.tail()
+                )));
+                break;
+            }
+            let now_decided = decided();
+            // Broker outage.
+            if let Some(o) = &s.timeline.broker_outage {
+                match outage {
+                    None if !outage_done && now_decided >= o.at_units => {
+                        proxy.cut();
+                        outage = Some(Instant::now());
+                    }
+                    Some(t) if t.elapsed().as_secs_f64() >= o.secs => {
+                        proxy.restore();
+                        outage = None;
+                        outage_done = true;
+                    }
+                    _ => {}
+                }
+            }
+            // SIGKILL and restart. A point is taken once this run made
+            // progress (or, without a job, once it published a status), so
+            // every point is its own kill.
+            if let Some(&point) = kill_points.peek() {
+                let progressed = if quantity == 0 {
+                    monitor.status().is_some_and(|st| st.seq > run_seq)
+                } else {
+                    now_decided > base
+                };
+                if now_decided >= point && progressed && !reconcile_run {
+                    kill_points.next();
+                    daemon.signal("-9")?;
+                    if daemon.wait(Duration::from_secs(10)).await.is_none() {
+                        return Err(fail("the daemon survived SIGKILL for 10 s".into()));
+                    }
+                    kills += 1;
+                    kill_marks.push(camera.log().len());
+                    continue 'runs;
+                }
+            }
+            // Done?
+            let fresh = monitor
+                .status()
+                .filter(|st| st.seq > run_seq && st.state == "stopped");
+            match s.stop_when {
+                StopWhen::PrinterJammed if !reconcile_run => {
+                    if marker.jammed() {
+                        mid_job = true;
+                        break;
+                    }
+                }
+                _ => {
+                    if !job_ended {
+                        job_ended = daemon.log_has("job ended");
+                    }
+                    let synced =
+                        fresh.is_some_and(|st| st.decided == upstream.line(LINE).unique() as u64);
+                    if job_ended && synced && outage.is_none() && outage_done {
+                        break;
+                    }
+                }
+            }
+        }
+        // Clean stop.
+        daemon.signal("-TERM")?;
+        match daemon.wait(TERM_BOUND).await {
+            Some(status) if status.success() => {}
+            Some(status) => violations.push(harness(format!(
+                "run {runs}: SIGTERM exit status {status}, expected 0; log tail:\n{}",
+                daemon.tail()
+            ))),
+            None => {
+                violations.push(harness(format!(
+                    "run {runs}: did not exit within {TERM_BOUND:?} of SIGTERM; log tail:\n{}",
+                    daemon.tail()
+                )));
+                daemon.signal("-9")?;
+                daemon.wait(Duration::from_secs(10)).await;
+            }
+        }
+        if mid_job && !reconcile_run && Instant::now() < deadline {
+            reconcile_run = true;
+            continue;
+        }
+        break;
+    }
+    if outage.is_some() {
+        proxy.restore();
+    }
+    if let Some(p) = kill_points.peek() {
+        violations.push(harness(format!(
+            "kill point {p} never reached ({kills} kills delivered)"
+        )));
+    }
+
+    // The ledger, now that the daemon is gone.
+    let opts = StoreOptions::new(root.join("state/ledger").join(LINE), LINE, &secret);
+    let (store, _recovery) = tokio::task::spawn_blocking(move || Store::open(opts))
+        .await
+        .map_err(|e| fail(format!("ledger open task: {e}")))??;
+    let logs = read_logs(&root, runs);
+    let input = CheckInput {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        line: LINE.to_string(),
+        store: store.clone(),
+        device: match &marker {
+            Marker::Framed(_, profile) => DeviceLog::Framed {
+                recording: root.join("printer.rec"),
+                profile: profile.clone(),
+            },
+            Marker::Laser(sim) => DeviceLog::Codes(sim.triggered_codes()),
+        },
+        camera_log: camera.log(),
+        camera_kill_marks: kill_marks,
+        alarm_tolerance: tolerance + s.line.camera_window + 8,
+        upstream: upstream.line(LINE),
+        issued: issuer.issued(LINE),
+        logs,
+        // A reconciling run followed a mid-job stop: nothing may be left in flight.
+        mid_job: mid_job && !reconcile_run,
+        units: s.units,
+        expect: s.expect.clone(),
+        stop_when: s.stop_when,
+    };
+    let mut report = tokio::task::spawn_blocking(move || checker::check(&input))
+        .await
+        .map_err(|e| fail(format!("checker task: {e}")))?;
+    let counts = store.counts();
+    drop(store);
+    violations.append(&mut report.violations);
+    report.violations = violations;
+
+    let keep = !report.violations.is_empty()
+        || std::env::var("HIL_KEEP").is_ok_and(|v| v != "0" && !v.is_empty());
+    let dir_path = if keep { dir.keep() } else { root };
+    Ok(Outcome {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        runs,
+        kills,
+        counts,
+        report,
+        elapsed: started.elapsed(),
+        dir: dir_path,
+        mqtt_alarms: monitor.alarms().len(),
+    })
+}
+
+fn read_logs(root: &Path, runs: u32) -> Vec<String> {
+    (1..=runs)
+        .map(|n| fs::read_to_string(root.join(format!("run-{n:03}.log"))).unwrap_or_default())
+        .collect()
+}

@@ -1,0 +1,125 @@
+//! A small MQTT client that watches a site's `status` and `alarms` topics,
+//! for the harness's progress measure ("units decided") and the report.
+
+use crate::{HilError, POLL};
+use serde_json::Value;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A status payload that carries ledger counters.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Arrival number (monotonic across the monitor's life).
+    pub seq: u64,
+    pub state: String,
+    /// committed + synced + rejected + voided.
+    pub decided: u64,
+    pub json: Value,
+}
+
+#[derive(Default)]
+struct State {
+    seq: u64,
+    last: Option<Status>,
+    alarms: Vec<Value>,
+    subscribed: bool,
+}
+
+/// Watches `serialine/{site}/+/status` and `serialine/{site}/+/alarms`.
+pub struct Monitor {
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn decided(json: &Value) -> Option<u64> {
+    let c = json.get("counts")?;
+    let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Some(n("committed") + n("synced") + n("rejected") + n("voided"))
+}
+
+impl Monitor {
+    /// Connects and returns once subscribed (at most 10 s).
+    pub async fn start(host: &str, port: u16, site: &str) -> Result<Monitor, HilError> {
+        use rumqttc::{Event, Packet, QoS};
+        let mut o = rumqttc::MqttOptions::new(format!("hil-monitor-{site}"), host, port);
+        o.set_max_packet_size(4 << 20, 4 << 20);
+        o.set_keep_alive(Duration::from_secs(10));
+        let (client, mut el) = rumqttc::AsyncClient::new(o, 64);
+        let state = Arc::new(Mutex::new(State::default()));
+        let st = state.clone();
+        let filters = [
+            format!("serialine/{site}/+/status"),
+            format!("serialine/{site}/+/alarms"),
+        ];
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for f in &filters {
+                            let _ = client.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => lock(&st).subscribed = true,
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let json: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                        let mut s = lock(&st);
+                        s.seq += 1;
+                        if p.topic.ends_with("/alarms") {
+                            s.alarms.push(json);
+                        } else if let Some(d) = decided(&json) {
+                            let state = json
+                                .get("state")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string();
+                            s.last = Some(Status {
+                                seq: s.seq,
+                                state,
+                                decided: d,
+                                json,
+                            });
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        let m = Monitor { state, task };
+        let start = Instant::now();
+        while !lock(&m.state).subscribed {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(HilError::Sim(format!(
+                    "MQTT monitor not subscribed to {host}:{port} within 10 s"
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(m)
+    }
+
+    /// Arrival number of the last message (status or alarm).
+    pub fn seq(&self) -> u64 {
+        lock(&self.state).seq
+    }
+
+    /// The last status that carried counters.
+    pub fn status(&self) -> Option<Status> {
+        lock(&self.state).last.clone()
+    }
+
+    /// Every alarm payload received.
+    pub fn alarms(&self) -> Vec<Value> {
+        lock(&self.state).alarms.clone()
+    }
+}
+
+fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,279 @@
+//! The scenario file format (TOML, every table `deny_unknown_fields`).
+//! See `hil-tests/README.md` for the documented reference.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+use crate::HilError;
+
+/// One scenario: a line, a job, simulator knobs and a fault timeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name shown in reports; default: the file stem.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Seeds every simulator knob draw, the issuer and random kill points.
+    /// `HIL_SEED` overrides it.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Units to produce over the whole scenario (across restarts).
+    pub units: u64,
+    /// Longest the scenario may run before it is stopped and reported.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// When the harness stops the daemon (SIGTERM).
+    #[serde(default)]
+    pub stop_when: StopWhen,
+    #[serde(default)]
+    pub job: JobSpec,
+    #[serde(default)]
+    pub line: LineSpec,
+    #[serde(default)]
+    pub printer: PrinterSpec,
+    #[serde(default)]
+    pub camera: CameraSpec,
+    #[serde(default)]
+    pub laser: LaserSpec,
+    #[serde(default)]
+    pub timeline: Timeline,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+fn default_timeout() -> u64 {
+    120
+}
+
+/// When the run is over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopWhen {
+    /// `units` decided and every outcome held by upstream.
+    #[default]
+    JobDone,
+    /// The printer simulator has jammed and ignored at least one message
+    /// (the job cannot finish): stop mid-job.
+    PrinterJammed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobSpec {
+    pub gtin: String,
+    pub lot: String,
+    /// YYMMDD.
+    pub expiry: String,
+}
+
+impl Default for JobSpec {
+    fn default() -> Self {
+        JobSpec {
+            gtin: "09506000134352".into(),
+            lot: "HIL-LOT-1".into(),
+            expiry: "271231".into(),
+        }
+    }
+}
+
+/// The marking device the daemon drives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrinterKind {
+    /// Framed-ASCII inkjet over TCP (`[line.printer] kind = "framed"`).
+    #[default]
+    Framed,
+    /// Modbus TCP laser marker (`[line.printer] kind = "laser"`), register
+    /// map `config/laser-modbus.toml`.
+    Laser,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LineSpec {
+    pub printer: PrinterKind,
+    /// Framed printer profile, relative to the workspace's `config/`.
+    pub printer_profile: String,
+    pub camera_window: usize,
+    pub read_deadline_ms: u64,
+    pub starve_timeout_secs: u64,
+    /// Serials per block the issuer seals.
+    pub block_size: u32,
+    pub low_water_serials: u64,
+    pub high_water_serials: u64,
+}
+
+impl Default for LineSpec {
+    fn default() -> Self {
+        LineSpec {
+            printer: PrinterKind::Framed,
+            printer_profile: "printer-cij-stx.toml".into(),
+            camera_window: 16,
+            read_deadline_ms: 2000,
+            starve_timeout_secs: 120,
+            block_size: 500,
+            low_water_serials: 300,
+            high_water_serials: 1500,
+        }
+    }
+}
+
+/// Printer simulator knobs (`serialine_sim::printer::PrinterKnobs`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrinterSpec {
+    pub nak_rate: f64,
+    pub jam_after: Option<u64>,
+    /// Cable pull: drop the link once after this many units printed.
+    pub disconnect_after: Option<u64>,
+    pub garbage_bytes: usize,
+    pub print_time_ms: u64,
+    /// Default: the profile's `buffer_depth`.
+    pub buffer_depth: Option<usize>,
+}
+
+/// Laser simulator knobs (`serialine_sim::laser::LaserSimConfig`), used
+/// when `line.printer = "laser"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LaserSpec {
+    /// Each Modbus write fails with a server-device-failure exception with
+    /// probability 1/`exception_one_in` (seeded).
+    pub exception_one_in: Option<u32>,
+    /// Every n-th write fails with an exception.
+    pub exception_every_nth_write: Option<u64>,
+    /// Drop the Modbus connection once after this many marks.
+    pub drop_connection_after_marks: Option<u64>,
+    pub mark_time_ms: u64,
+}
+
+/// Camera simulator knobs (`serialine_sim::camera::CameraKnobs`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraSpec {
+    pub no_read_rate: f64,
+    pub misread_rate: f64,
+    pub low_grade_rate: f64,
+    pub duplicate_rate: f64,
+    pub foreign_rate: f64,
+    pub garbage_rate: f64,
+    pub disconnect_after: Option<u64>,
+}
+
+/// Faults the harness applies while the daemon runs. "Units" are units
+/// decided (terminal outcomes) as seen by the harness: the most of the
+/// upstream consumer's unique events and the retained status' counters.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeline {
+    /// SIGKILL the daemon when this many units are decided, then restart it.
+    pub kill9_at_units: Vec<u64>,
+    /// Further kill points drawn from the seed, uniform in `1..units`.
+    pub random_kills: u32,
+    /// Cut the TCP link between daemon and broker, restore it `secs` later.
+    pub broker_outage: Option<Outage>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outage {
+    pub at_units: u64,
+    pub secs: f64,
+}
+
+/// Scenario-specific expectations on top of the invariants.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Expect {
+    /// Every unit committed (clean equipment).
+    pub all_committed: bool,
+    /// At least this many units committed.
+    pub min_committed: u64,
+    /// At least this many duplicate-read alarms in the daemon's logs.
+    pub min_duplicate_alarms: u64,
+    /// At least this many foreign-code alarms in the daemon's logs.
+    pub min_foreign_alarms: u64,
+    /// At least this many rejected units.
+    pub min_rejected: u64,
+}
+
+impl Scenario {
+    /// Reads a scenario file; the name defaults to the file stem.
+    pub fn load(path: &Path) -> Result<Scenario, HilError> {
+        let text = std::fs::read_to_string(path).map_err(|source| HilError::Io {
+            what: format!("reading scenario {}", path.display()),
+            source,
+        })?;
+        let mut s: Scenario = toml::from_str(&text).map_err(|e| HilError::Scenario {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if s.name.is_empty() {
+            s.name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        s.validate().map_err(|message| HilError::Scenario {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.units == 0 {
+            return Err("units must be at least 1".into());
+        }
+        let rates = [
+            ("printer.nak_rate", self.printer.nak_rate),
+            ("camera.no_read_rate", self.camera.no_read_rate),
+            ("camera.misread_rate", self.camera.misread_rate),
+            ("camera.low_grade_rate", self.camera.low_grade_rate),
+            ("camera.duplicate_rate", self.camera.duplicate_rate),
+            ("camera.foreign_rate", self.camera.foreign_rate),
+            ("camera.garbage_rate", self.camera.garbage_rate),
+        ];
+        for (k, r) in rates {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(format!("{k} = {r}: expected a probability in 0..=1"));
+            }
+        }
+        if self.line.printer == PrinterKind::Laser && self.stop_when == StopWhen::PrinterJammed {
+            return Err("stop_when = \"printer-jammed\" needs the framed printer".into());
+        }
+        if let Some(o) = &self.timeline.broker_outage {
+            if !(o.secs > 0.0 && o.secs <= 600.0) {
+                return Err("timeline.broker_outage.secs: expected 0 < secs <= 600".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every kill point, in order: the explicit ones plus `random_kills`
+    /// drawn from the seed.
+    pub fn kill_points(&self) -> Vec<u64> {
+        let mut points = self.timeline.kill9_at_units.clone();
+        let mut rng = serialine_sim::printer::SplitMix64::new(self.seed ^ 0x6b69_6c6c);
+        for _ in 0..self.timeline.random_kills {
+            points.push(1 + rng.next_u64() % self.units.saturating_sub(1).max(1));
+        }
+        points.sort_unstable();
+        points
+    }
+}
+
+/// `<workspace>/hil-tests/scenarios`.
+pub fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+/// `<workspace>/config`.
+pub fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+}

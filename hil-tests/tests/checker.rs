@@ -1,0 +1,137 @@
+//! The checker itself: a hand-made run that breaks invariants 1, 4, 5 and 6
+//! must be reported serial by serial, and the counters audit must pass.
+
+use hil_tests::checker::{check, CheckInput, DeviceLog, Rule};
+use hil_tests::scenario::{config_dir, Expect, StopWhen};
+use serialine_core::code::{self, CodeData, Template};
+use serialine_core::{Grade, Gtin, RejectReason, Serial, UnitState};
+use serialine_devices::printer::{encode_frame, FramedProfile};
+use serialine_sim::camera::{Reported, Verdict};
+use serialine_sim::issuer::Issuer;
+use serialine_sim::recording::{Direction, Recorder};
+use serialine_sim::upstream::LineEvents;
+use serialine_store::{event_id, Store, StoreOptions, Transition};
+
+const LINE: &str = "line-1";
+const SECRET: &[u8] = b"checker test line secret, 32 bytes";
+
+fn code_of(serial: &Serial) -> String {
+    let data = CodeData {
+        gtin: Gtin::parse("09506000134352").unwrap(),
+        expiry: None,
+        lot: None,
+        serial: serial.clone(),
+    };
+    code::render(&Template::Gs1DataMatrix, &data).unwrap()
+}
+
+#[tokio::test]
+async fn broken_invariants_are_reported_by_serial() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new(b"checker test", 10);
+    issuer.add_line(LINE, SECRET);
+    let (store, _) =
+        Store::open(StoreOptions::new(dir.path().join("ledger"), LINE, SECRET)).unwrap();
+    store.add_block(&issuer.issue(LINE).unwrap()).await.unwrap();
+    let s = store.reserve(3).unwrap();
+    let sent: Vec<_> = s
+        .iter()
+        .map(|x| Transition::new(x.clone(), UnitState::Sent))
+        .collect();
+    for r in store.apply(&sent).await {
+        r.unwrap();
+    }
+    let verdicts = [
+        Transition::new(s[0].clone(), UnitState::Committed),
+        Transition::new(s[1].clone(), UnitState::Rejected(RejectReason::NoRead)),
+    ];
+    for r in store.apply(&verdicts).await {
+        r.unwrap();
+    }
+    // s[2] stays Sent: invariant 4.
+
+    // The printer got s[0] twice (invariant 1) and s[1] once.
+    let profile: FramedProfile = toml::from_str(
+        &std::fs::read_to_string(config_dir().join("printer-cij-stx.toml")).unwrap(),
+    )
+    .unwrap();
+    let compiled = profile.compile().unwrap();
+    let rec_path = dir.path().join("printer.rec");
+    let rec = Recorder::create(&rec_path).unwrap();
+    for (id, serial) in [(1, &s[0]), (2, &s[1]), (3, &s[0])] {
+        let mut out = Vec::new();
+        encode_frame(
+            &compiled.framing,
+            compiled.message.render(id, &code_of(serial)).as_bytes(),
+            &mut out,
+        )
+        .unwrap();
+        rec.record(Direction::Rx, &out);
+    }
+
+    // The camera read s[0] fine, then showed it again on the next unit with
+    // no alarm logged (invariant 6).
+    let read = |unit, verdict| Reported {
+        unit,
+        printed: code_of(&s[0]),
+        verdict,
+        content: Some(code_of(&s[0])),
+        grade: Grade::A,
+    };
+    let camera_log = vec![read(1, Verdict::Good), read(2, Verdict::Duplicate)];
+
+    // Upstream holds s[0] committed, and s[1] as "committed" under a made-up
+    // id instead of its rejection (invariant 5).
+    let mut upstream = LineEvents::default();
+    let hex = |b: [u8; 32]| serialine_sim::broker::hex(&b);
+    upstream.events.insert(
+        hex(event_id(LINE, &s[0], UnitState::Committed)),
+        (s[0].to_string(), "committed".into()),
+    );
+    upstream
+        .events
+        .insert("ab".repeat(32), (s[1].to_string(), "committed".into()));
+
+    let input = CheckInput {
+        scenario: "hand-made".into(),
+        seed: 42,
+        line: LINE.into(),
+        store: store.clone(),
+        device: DeviceLog::Framed {
+            recording: rec_path,
+            profile,
+        },
+        camera_log,
+        camera_kill_marks: Vec::new(),
+        alarm_tolerance: 0,
+        upstream,
+        issued: issuer.issued(LINE),
+        logs: vec![String::new()],
+        mid_job: false,
+        units: 3,
+        expect: Expect::default(),
+        stop_when: StopWhen::JobDone,
+    };
+    let report = check(&input);
+    let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    let has = |rule: Rule, serial: &Serial| {
+        report
+            .violations
+            .iter()
+            .any(|v| v.rule == rule && v.serial.as_deref() == Some(serial.as_str()))
+    };
+    assert!(has(Rule::Invariant(1), &s[0]), "{text:#?}");
+    assert!(has(Rule::Invariant(4), &s[2]), "{text:#?}");
+    assert!(has(Rule::Invariant(5), &s[1]), "{text:#?}");
+    assert!(has(Rule::Invariant(6), &s[0]), "{text:#?}");
+    assert!(
+        !report.violations.iter().any(|v| v.rule == Rule::Counters),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .all(|t| t.contains("scenario hand-made seed 42")),
+        "{text:#?}"
+    );
+    assert_eq!(report.printer_frames, 3);
+}
