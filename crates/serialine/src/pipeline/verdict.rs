@@ -44,6 +44,7 @@ struct Verdicts {
     report: LineReport,
     feeder_done: bool,
     garbage_lines: u64,
+    unparsed_reads: u64,
     /// Percentiles are read from the histogram at most this often.
     quantiles_at: Instant,
 }
@@ -63,6 +64,7 @@ pub(crate) async fn run(
         pending: Vec::new(),
         feeder_done: false,
         garbage_lines: 0,
+        unparsed_reads: 0,
         quantiles_at: Instant::now(),
     };
     let mut tick = tokio::time::interval((deadline / 4).max(Duration::from_millis(5)));
@@ -250,8 +252,21 @@ impl Verdicts {
         let data = match parsed {
             Ok(d) => d,
             Err(e) => {
+                // Often a wrong template or another line's symbology: worth
+                // an operator's look, once per burst rather than per unit.
+                self.unparsed_reads += 1;
+                if self.unparsed_reads == 1 || self.unparsed_reads.is_multiple_of(100) {
+                    self.shared.alarm(
+                        AlarmKind::MalformedFrame,
+                        format!(
+                            "camera read content that is not a code of this job's template ({e}): {:?} ({} so far)",
+                            content.chars().take(80).collect::<String>(),
+                            self.unparsed_reads
+                        ),
+                        None,
+                    );
+                }
                 if let Some(unit) = self.oldest() {
-                    tracing::info!(line = %self.shared.spec.line_id, unit, "camera content does not parse: {e}");
                     self.mark_read(unit, now);
                     self.decide(unit, Verdict::Reject(RejectReason::Mismatch));
                 }
