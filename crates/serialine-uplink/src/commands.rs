@@ -327,6 +327,24 @@ mod tests {
     }
 
     #[test]
+    /// Regression (fuzz/regressions/mqtt_commands/float_canonical_json_not_fixed_point):
+    /// canonical JSON must be a fixed point, or the verifier's canonical form
+    /// differs from the signer's and a correctly signed command is refused.
+    fn canonical_json_is_a_fixed_point_for_large_floats() {
+        for raw in [
+            r#"{"t":[15555555555555555555555]}"#,
+            r#"{"t":1.0022200055555557e28}"#,
+            r#"{"a":0.1,"b":-2.5e-300,"c":1e308}"#,
+        ] {
+            let once: Value = serde_json::from_str(raw).unwrap();
+            let canon = canonical_json(&once);
+            let twice: Value = serde_json::from_str(&canon).unwrap();
+            assert_eq!(once, twice, "{raw}");
+            assert_eq!(canon, canonical_json(&twice), "{raw}");
+        }
+    }
+
+    #[test]
     fn canonical_json_sorts_keys_recursively() {
         let v = json!({"b": 1, "a": {"z": [1, {"y": "x", "c": true}], "d": null}});
         assert_eq!(

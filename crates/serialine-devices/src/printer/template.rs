@@ -168,7 +168,9 @@ impl Template {
     /// How an id is written: modulo 10^width for a fixed-width field.
     pub fn wire_id(&self, id: u64) -> u64 {
         match self.id_width() {
-            Some(w) if w < MAX_ID_WIDTH => id % 10u64.pow(w as u32),
+            // 10^19 still fits in a u64, so width 19 wraps too (found by
+            // the printer_frames fuzz target: it rendered 20 digits).
+            Some(w) if w <= MAX_ID_WIDTH => id % 10u64.pow(w as u32),
             _ => id,
         }
     }
@@ -266,6 +268,17 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (fuzz/regressions/printer_frames/id_width_19_renders_20_digits):
+    /// a fixed width holds for the widest id too.
+    #[test]
+    fn widest_fixed_id_renders_its_width_and_matches_back() {
+        let t = Template::parse("{id:19}").unwrap();
+        let id = 18_393_054_299_950_378_092;
+        let text = t.render(id, "");
+        assert_eq!(text.len(), 19, "{text}");
+        assert!(t.matches(text.as_bytes()).is_some(), "{text}");
+    }
 
     #[test]
     fn renders_and_matches_back() {
