@@ -32,6 +32,8 @@ pub enum StoreError {
         "ledger at {path} was sealed with another line secret; refusing to open it with this one"
     )]
     WrongSecret { path: PathBuf },
+    #[error("ledger at {path} is empty, but {marker} says a ledger was created there before: it has been deleted, truncated or replaced. Restore it from backup (it is the only record of what was printed); to start an empty ledger on purpose, losing that record, delete {marker}")]
+    Vanished { path: PathBuf, marker: PathBuf },
     #[error("ledger at {path} is damaged: {what}. Stop the line and restore the ledger from backup; do not delete it, it is the only record of what was printed")]
     Corrupt { path: PathBuf, what: String },
     #[error("block rejected: {0}")]

@@ -136,11 +136,21 @@ impl Ledger {
     /// Verifies schema, line and secret of an existing ledger, or stamps a new one.
     fn check_or_init(&mut self, key_check: &[u8; 32]) -> Result<(), StoreError> {
         let schema = self.meta.get(META_SCHEMA).map_err(self.io())?;
+        let marker = marker_path(&self.path);
         let Some(schema) = schema else {
             let untouched =
                 self.meta.is_empty() && self.serials.is_empty() && self.blocks.is_empty();
             if !untouched {
                 return Err(self.corrupt("schema version missing from a non-empty ledger"));
+            }
+            // An empty ledger where one was created before is a damaged,
+            // truncated or replaced one: starting on it would forget every
+            // serial sent and every outcome not yet reported.
+            if marker.exists() {
+                return Err(StoreError::Vanished {
+                    path: self.path.clone(),
+                    marker,
+                });
             }
             self.meta
                 .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())
@@ -153,6 +163,7 @@ impl Ledger {
                 .map_err(self.io())?;
             self.write_counts_now()?;
             self.db.flush().map_err(self.io())?;
+            self.write_marker(&marker)?;
             return Ok(());
         };
         let found = u32::from_be_bytes(
@@ -193,6 +204,9 @@ impl Ledger {
                 path: self.path.clone(),
             });
         }
+        if !marker.exists() {
+            self.write_marker(&marker)?;
+        }
         self.next_seq = match self.meta.get(META_OUTBOX_SEQ).map_err(self.io())? {
             Some(v) => u64::from_be_bytes(
                 v.as_ref()
@@ -215,6 +229,25 @@ impl Ledger {
             }
         }
         Ok(())
+    }
+
+    /// Records, beside the ledger, that it exists: see [`StoreError::Vanished`].
+    fn write_marker(&self, marker: &Path) -> Result<(), StoreError> {
+        use std::io::Write;
+        let io = |e: std::io::Error| StoreError::Io {
+            path: marker.to_path_buf(),
+            source: sled::Error::Io(e),
+        };
+        let mut f = std::fs::File::create(marker).map_err(io)?;
+        writeln!(
+            f,
+            "serialine ledger of line {} at {}; schema {SCHEMA_VERSION}.\n\
+             Do not delete: while this file exists, an empty ledger at that path is refused.",
+            self.line_id,
+            self.path.display()
+        )
+        .map_err(io)?;
+        f.sync_all().map_err(io)
     }
 
     fn write_counts_now(&self) -> Result<(), StoreError> {
@@ -716,6 +749,17 @@ impl Tx<'_> {
     fn index_key_of(&self, serial: &Serial) -> [u8; 16] {
         serial_index_key(self.index_key, serial)
     }
+}
+
+/// `<ledger>.created`, beside the ledger directory, so that deleting or
+/// emptying the directory leaves it in place.
+pub(crate) fn marker_path(ledger: &Path) -> PathBuf {
+    let mut name = ledger
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "ledger".into());
+    name.push(".created");
+    ledger.with_file_name(name)
 }
 
 /// How long `open` waits for another holder of the ledger's file lock to let

@@ -426,3 +426,52 @@ fn records_since_lists_outcomes_by_time_for_export() {
     let later = store.records_since(u64::MAX, |_| true).unwrap();
     assert!(later.is_empty());
 }
+
+#[test]
+fn a_deleted_or_emptied_ledger_is_refused_not_silently_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(store_with_block(dir.path(), 3));
+    let ledger = dir.path().join("ledger");
+    assert!(dir.path().join("ledger.created").exists(), "marker written");
+
+    std::fs::remove_dir_all(&ledger).unwrap();
+    let e = Store::open(options(dir.path())).err().expect("refused");
+    assert!(matches!(e, StoreError::Vanished { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("Restore it from backup") && msg.contains("ledger.created"),
+        "{msg}"
+    );
+    assert!(!ledger.join("db").exists() || Store::open(options(dir.path())).is_err());
+
+    // Deleting the marker is the documented way to start afresh on purpose.
+    std::fs::remove_file(dir.path().join("ledger.created")).unwrap();
+    let (store, _) = open(dir.path());
+    assert_eq!(store.counts().issued, 0);
+}
+
+#[test]
+fn a_truncated_database_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(store_with_block(dir.path(), 3));
+    let db = dir.path().join("ledger").join("db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+    match Store::open(options(dir.path())) {
+        Err(e) => assert!(
+            matches!(
+                e,
+                StoreError::Vanished { .. } | StoreError::Corrupt { .. } | StoreError::Io { .. }
+            ),
+            "{e}"
+        ),
+        // sled may recover a truncated log to an earlier durable state; then
+        // the block it held must still be there, never an empty ledger.
+        Ok((store, _)) => assert_eq!(store.counts().issued, 3),
+    }
+}
