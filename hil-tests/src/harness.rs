@@ -7,12 +7,12 @@
 
 use crate::checker::{self, CheckInput, DeviceLog, Report, Violation};
 use crate::monitor::Monitor;
-use crate::proxy::Proxy;
 use crate::scenario::{PrinterKind, Scenario, StopWhen};
 use crate::{binary, HilError, POLL};
 use serialine_devices::camera::CameraProfile;
 use serialine_devices::printer::FramedProfile;
 use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
+use serialine_sim::cable::Cable as Proxy;
 use serialine_sim::camera::{CameraKnobs, CameraSim};
 use serialine_sim::issuer::Issuer;
 use serialine_sim::laser::{LaserSim, LaserSimConfig, LaserSimMap, RandomExceptions};
@@ -368,7 +368,12 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     // Upstream: broker (behind a cuttable proxy for the daemon), issuer,
     // consumer, monitor.
     let broker = broker()?;
-    let proxy = Proxy::start(broker.addr()).await?;
+    let proxy = Proxy::start(broker.addr())
+        .await
+        .map_err(|source| HilError::Io {
+            what: "broker cable (proxy)".into(),
+            source,
+        })?;
     let target = |id: &str| MqttTarget::new("127.0.0.1", broker.port, format!("{id}-{site}"));
     let issuer = Issuer::new(
         format!("hil issuer {}", s.seed).as_bytes(),

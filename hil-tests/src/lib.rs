@@ -12,7 +12,6 @@ pub mod binary;
 pub mod checker;
 pub mod harness;
 pub mod monitor;
-pub mod proxy;
 pub mod scenario;
 
 pub use checker::{Report, Violation};

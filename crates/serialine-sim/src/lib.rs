@@ -3,6 +3,7 @@
 //! MQTT broker, with knobs for faults, and recording every byte for replay.
 
 pub mod broker;
+pub mod cable;
 pub mod camera;
 pub mod issuer;
 pub mod label;

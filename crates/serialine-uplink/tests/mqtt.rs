@@ -131,7 +131,7 @@ async fn broker_outage_keeps_the_line_running_and_the_outbox_drains_in_order() {
     let (issuer, _it) = issuer(&host, port, &site, &line, 1000).await;
     preload(&store, &issuer, &line, 2).await;
     let (up, _ut) = upstream(&host, port, &site).await;
-    let proxy = Proxy::start(&host, port).await;
+    let proxy = proxy(&host, port).await;
 
     let (uplink, _cmds) =
         start(config("127.0.0.1", proxy.port, &site, &line), store.clone()).unwrap();

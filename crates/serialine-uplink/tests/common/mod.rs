@@ -262,67 +262,10 @@ impl Watcher {
     }
 }
 
-/// A TCP proxy between the uplink and the broker whose link can be cut (all
-/// connections dropped, new ones refused) and restored: a real network outage
-/// in front of a real broker.
-pub struct Proxy {
-    pub port: u16,
-    up: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Proxy {
-    pub async fn start(host: &str, port: u16) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("proxy bind: {e}"));
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .port();
-        let (up, _) = watch::channel(true);
-        let up2 = up.clone();
-        let target = format!("{host}:{port}");
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                if !*up2.borrow() {
-                    drop(inbound);
-                    continue;
-                }
-                let mut cut = up2.subscribe();
-                let target = target.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.wait_for(|up| !*up) => {}
-                    }
-                });
-            }
-        });
-        Proxy {
-            port: local,
-            up,
-            task,
-        }
-    }
-
-    pub fn cut(&self) {
-        self.up.send_replace(false);
-    }
-
-    pub fn restore(&self) {
-        self.up.send_replace(true);
-    }
+/// A pullable cable between the uplink and the broker: a real network
+/// outage in front of a real broker.
+pub async fn proxy(host: &str, port: u16) -> serialine_sim::cable::Cable {
+    serialine_sim::cable::Cable::start(format!("{host}:{port}"))
+        .await
+        .unwrap_or_else(|e| panic!("proxy to {host}:{port}: {e}"))
 }

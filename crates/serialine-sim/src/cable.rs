@@ -1,33 +1,28 @@
-//! A TCP proxy between the daemon and the broker whose link can be cut (all
-//! connections dropped, new ones refused) and restored: a real network outage
-//! in front of a real broker (as in the uplink's tests).
+//! A network cable that can be pulled: a TCP proxy on 127.0.0.1 whose link
+//! can be cut (every connection dropped, new ones refused) and restored. Put
+//! between the daemon and a broker or device, it gives a real outage in
+//! front of a real peer.
 
-use crate::HilError;
 use tokio::sync::watch;
 
-pub struct Proxy {
+pub struct Cable {
+    /// The port to connect to instead of the target's.
     pub port: u16,
     up: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Proxy {
+impl Drop for Cable {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl Proxy {
-    /// Listens on 127.0.0.1 (a free port) and forwards to `target`.
-    pub async fn start(target: String) -> Result<Proxy, HilError> {
-        let io = |what: &str| {
-            let what = what.to_string();
-            move |source| HilError::Io { what, source }
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(io("proxy bind"))?;
-        let port = listener.local_addr().map_err(io("proxy address"))?.port();
+impl Cable {
+    /// Listens on 127.0.0.1 (a free port) and forwards to `target` (`host:port`).
+    pub async fn start(target: String) -> std::io::Result<Cable> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
         let (up, _) = watch::channel(true);
         let up2 = up.clone();
         let task = tokio::spawn(async move {
@@ -52,9 +47,10 @@ impl Proxy {
                 });
             }
         });
-        Ok(Proxy { port, up, task })
+        Ok(Cable { port, up, task })
     }
 
+    /// Pulls the cable: open connections drop, new ones are refused.
     pub fn cut(&self) {
         self.up.send_replace(false);
     }
