@@ -104,6 +104,15 @@ impl CameraArgs {
     }
 }
 
+/// The camera that reads what a printer or laser simulator put on the product.
+async fn camera_on(
+    addr: &str,
+    args: &CameraArgs,
+    printed: mpsc::UnboundedReceiver<(u64, String)>,
+) -> anyhow::Result<(CameraSim, std::net::SocketAddr)> {
+    Ok(CameraSim::listen(addr, &CameraProfile::default(), args.knobs(), printed, None).await?)
+}
+
 fn broker_target(addr: &str, id: &str) -> anyhow::Result<MqttTarget> {
     let (host, port) = addr
         .rsplit_once(':')
@@ -149,14 +158,7 @@ pub async fn run(sim: Sim) -> anyhow::Result<()> {
                 ..PrinterKnobs::default()
             };
             let (_p, addr) = PrinterSim::listen(&listen, &profile, knobs, Some(tx), None).await?;
-            let (_c, cam) = CameraSim::listen(
-                &camera_listen,
-                &CameraProfile::default(),
-                camera.knobs(),
-                rx,
-                None,
-            )
-            .await?;
+            let (_c, cam) = camera_on(&camera_listen, &camera, rx).await?;
             eprintln!("printer simulator on {addr}, camera simulator on {cam}; Ctrl-C stops");
             tokio::signal::ctrl_c().await?;
         }
@@ -171,14 +173,7 @@ pub async fn run(sim: Sim) -> anyhow::Result<()> {
             let mut cfg = LaserSimConfig::new(map);
             cfg.mark_time = Duration::from_millis(mark_ms);
             let laser = LaserSim::start(cfg, tx).await?;
-            let (_c, cam) = CameraSim::listen(
-                &camera_listen,
-                &CameraProfile::default(),
-                camera.knobs(),
-                rx,
-                None,
-            )
-            .await?;
+            let (_c, cam) = camera_on(&camera_listen, &camera, rx).await?;
             eprintln!(
                 "laser simulator on modbus {}, camera simulator on {cam}; Ctrl-C stops",
                 laser.addr()
