@@ -330,7 +330,7 @@ pub fn check(input: &CheckInput) -> Report {
             } else {
                 rec.state
             };
-            let id = serialine_sim::broker::hex(&event_id(&input.line, serial, as_event));
+            let id = hex::encode(event_id(&input.line, serial, as_event));
             expected_ids.insert(id, (serial.clone(), as_event.name()));
         }
     }

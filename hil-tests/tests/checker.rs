@@ -83,7 +83,7 @@ async fn broken_invariants_are_reported_by_serial() {
     // Upstream holds s[0] committed, and s[1] as "committed" under a made-up
     // id instead of its rejection (invariant 5).
     let mut upstream = LineEvents::default();
-    let hex = |b: [u8; 32]| serialine_sim::broker::hex(&b);
+    let hex = |b: [u8; 32]| hex::encode(b);
     upstream.events.insert(
         hex(event_id(LINE, &s[0], UnitState::Committed)),
         (s[0].to_string(), "committed".into()),

@@ -312,34 +312,6 @@ pub(crate) async fn connect(
     }
 }
 
-/// Lower-case hex, the encoding of binary fields in every Serialine payload.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
-}
-
-/// Inverse of [`hex`]; `None` on odd length or a non-hex character.
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    if !b.len().is_multiple_of(2) {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    b.chunks(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
-}
-
 /// Splits `serialine/{site}/{line}/{rest}` into its parts.
 pub fn split_topic(topic: &str) -> Option<(&str, &str, &str)> {
     let rest = topic.strip_prefix("serialine/")?;

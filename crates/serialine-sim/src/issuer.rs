@@ -11,7 +11,7 @@
 //! `blocks/ack`. Faults can be queued: forge (flip a ciphertext byte), replay
 //! (resend the last honest block), wrong line (seal for another line).
 
-use crate::broker::{connect, hex, split_topic, ClientError, MqttTarget};
+use crate::broker::{connect, split_topic, ClientError, MqttTarget};
 use serde::{Deserialize, Serialize};
 use serialine_core::serialgen::SerialGenerator;
 use serialine_core::{Block, BlockError, BlockId, BlockKey, Gtin, SealedBlock, Serial};
@@ -363,7 +363,7 @@ impl Issuer {
         match self.issue(line) {
             Ok(sealed) => BlockResponse {
                 correlation_id: request.correlation_id,
-                block: Some(hex(&sealed.to_bytes())),
+                block: Some(hex::encode(sealed.to_bytes())),
                 error: None,
             },
             Err(e) => BlockResponse {

@@ -263,8 +263,9 @@ impl Ledger {
         let mut c = Counts::default();
         for item in self.cursors.iter() {
             let (k, v) = item.map_err(self.io())?;
-            let u = BlockUse::decode(&v)
-                .ok_or_else(|| self.corrupt(format!("block cursor {} unreadable", hex(&k))))?;
+            let u = BlockUse::decode(&v).ok_or_else(|| {
+                self.corrupt(format!("block cursor {} unreadable", hex::encode(&k)))
+            })?;
             c.issued += u64::from(u.count);
             c.blocks += 1;
         }
@@ -801,10 +802,6 @@ fn serial_index_key(index_key: &[u8; 32], serial: &Serial) -> [u8; 16] {
 
 fn decode_u64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.try_into().ok()?))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn map_sled(path: &Path, e: sled::Error) -> StoreError {

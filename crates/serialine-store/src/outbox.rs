@@ -32,6 +32,6 @@ pub struct OutboxEvent {
 
 impl OutboxEvent {
     pub fn id_hex(&self) -> String {
-        self.id.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.id)
     }
 }

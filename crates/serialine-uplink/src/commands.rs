@@ -5,7 +5,7 @@
 use crate::config::{CommandAuth, UplinkConfig};
 use crate::conn::publish;
 use crate::operator::{kind, Alarm};
-use crate::wire::{hex, now_ms, CommandReply};
+use crate::wire::{now_ms, CommandReply};
 use rumqttc::{AsyncClient, Publish, QoS};
 use serde_json::{Map, Value};
 use serialine_core::{Expiry, Gtin, Job, Lot, Template};
@@ -100,7 +100,7 @@ pub fn command_mac(key: &[u8; 32], name: &str, payload: &Value) -> String {
     msg.push_str(name);
     msg.push('\n');
     msg.push_str(&canonical_json(&v));
-    hex(blake3::keyed_hash(key, msg.as_bytes()).as_bytes())
+    hex::encode(blake3::keyed_hash(key, msg.as_bytes()).as_bytes())
 }
 
 /// Adds `ts_ms`, `nonce` and `mac` to a command payload (for tools and tests).

@@ -7,7 +7,7 @@
 use crate::config::{PrefetchConfig, UplinkConfig};
 use crate::conn::{publish, Link};
 use crate::operator::{kind, Alarm};
-use crate::wire::{unhex, BlockAck, BlockRequest, BlockResponse};
+use crate::wire::{BlockAck, BlockRequest, BlockResponse};
 use rumqttc::{AsyncClient, Publish, QoS};
 use serialine_core::{BlockError, SealedBlock};
 use serialine_store::{Store, StoreError};
@@ -202,7 +202,8 @@ impl Prefetch {
                 return None;
             }
         };
-        let sealed = match unhex(&hex)
+        let sealed = match hex::decode(&hex)
+            .ok()
             .ok_or_else(|| BlockError::Malformed("block is not hex".into()))
             .and_then(|b| SealedBlock::from_bytes(&b))
         {

@@ -190,7 +190,7 @@ async fn broker_outage_keeps_the_line_running_and_the_outbox_drains_in_order() {
     assert_eq!(got.conflicts, 0);
     let expected: Vec<String> = made
         .iter()
-        .map(|(s, st)| hex(&event_id(&line, s, *st)))
+        .map(|(s, st)| hex::encode(event_id(&line, s, *st)))
         .collect();
     assert_eq!(
         got.order, expected,
@@ -253,7 +253,7 @@ async fn killed_mid_publish_loses_nothing_and_duplicates_only_as_repeated_ids() 
         "a repeated id always carries the same event"
     );
     for (serial, state) in &made {
-        let id = hex(&event_id(&line, serial, *state));
+        let id = hex::encode(event_id(&line, serial, *state));
         let (s, st) = &got.events[&id];
         assert_eq!((s.as_str(), st.as_str()), (serial.as_str(), state.name()));
     }
@@ -543,10 +543,6 @@ async fn configuration_errors_name_what_and_where() {
 
     let cfg = serialine_uplink::UplinkConfig::new("127.0.0.1", 1, "s/x", "line-a");
     assert!(start(cfg, store).unwrap_err().to_string().contains("site"));
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
