@@ -72,6 +72,9 @@ pub enum Rule {
     Expectation,
     /// The harness itself (timeout, unexpected exit, bad exit code).
     Harness,
+    /// A replayed device session: the daemon sent other bytes than the
+    /// recording, or stopped short of it.
+    Replay,
 }
 
 impl fmt::Display for Rule {
@@ -81,6 +84,7 @@ impl fmt::Display for Rule {
             Rule::Counters => f.write_str("counters"),
             Rule::Expectation => f.write_str("expectation"),
             Rule::Harness => f.write_str("harness"),
+            Rule::Replay => f.write_str("replay"),
         }
     }
 }

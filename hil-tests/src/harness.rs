@@ -8,7 +8,7 @@
 use crate::checker::{self, CheckInput, DeviceLog, Report, Violation};
 use crate::monitor::Monitor;
 use crate::scenario::{PrinterKind, Scenario, StopWhen};
-use crate::{binary, HilError, POLL};
+use crate::{binary, replay, HilError, POLL};
 use serialine_devices::camera::CameraProfile;
 use serialine_devices::printer::FramedProfile;
 use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
@@ -35,6 +35,8 @@ pub const LINE: &str = "line-1";
 /// Longest a SIGTERM'd daemon may take to exit (its own bound is 30 s to
 /// drain plus 5 s for the uplink).
 const TERM_BOUND: Duration = Duration::from_secs(45);
+/// The daemon's minimum grade in every scenario's config.
+const MIN_GRADE: serialine_core::Grade = serialine_core::Grade::C;
 
 /// What a scenario run produced.
 #[derive(Debug)]
@@ -255,6 +257,23 @@ impl Drop for Daemon {
 enum Marker {
     Framed(PrinterSim, FramedProfile),
     Laser(LaserSim),
+    /// A recorded framed printer session played back.
+    Replayed(FramedProfile),
+}
+
+/// The camera: simulated, or a recorded session played back.
+enum CameraSide {
+    Sim(CameraSim),
+    Replayed(PathBuf),
+}
+
+impl CameraSide {
+    fn log(&self, min_grade: serialine_core::Grade) -> Vec<serialine_sim::camera::Reported> {
+        match self {
+            CameraSide::Sim(sim) => sim.log(),
+            CameraSide::Replayed(path) => crate::replay::camera_log(path, min_grade),
+        }
+    }
 }
 
 impl Marker {
@@ -262,7 +281,7 @@ impl Marker {
     fn jammed(&self) -> bool {
         match self {
             Marker::Framed(sim, _) => sim.stats().ignored > 0,
-            Marker::Laser(_) => false,
+            Marker::Laser(_) | Marker::Replayed(_) => false,
         }
     }
 }
@@ -391,101 +410,136 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         .map_err(|e| HilError::Sim(format!("upstream: {e}")))?;
     let monitor = Monitor::start("127.0.0.1", broker.port, &site).await?;
 
-    // Line equipment: the marker feeds what it marked to the camera.
+    // Line equipment: the marker feeds what it marked to the camera. One
+    // clock for every recording, so a printer's and a camera's recordings
+    // merge into one timeline for a replay.
+    let clock = std::time::Instant::now();
     let rec = |name: &str| {
-        Recorder::create(root.join(name)).map_err(|e| HilError::Sim(format!("recorder: {e}")))
+        Recorder::create_at(root.join(name), clock)
+            .map_err(|e| HilError::Sim(format!("recorder: {e}")))
     };
-    let (printed_tx, printed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (marker, printer_section, tolerance) = match s.line.printer {
-        PrinterKind::Framed => {
-            let profile_path = crate::scenario::config_dir().join(&s.line.printer_profile);
-            let profile_path = fs::canonicalize(&profile_path).map_err(io_err(format!(
-                "printer profile {}",
-                profile_path.display()
-            )))?;
-            let profile: FramedProfile = toml::from_str(
-                &fs::read_to_string(&profile_path)
-                    .map_err(io_err("reading the printer profile"))?,
+    let load_profile = || -> Result<(PathBuf, FramedProfile), HilError> {
+        let profile_path = crate::scenario::config_dir().join(&s.line.printer_profile);
+        let profile_path = fs::canonicalize(&profile_path).map_err(io_err(format!(
+            "printer profile {}",
+            profile_path.display()
+        )))?;
+        let profile: FramedProfile = toml::from_str(
+            &fs::read_to_string(&profile_path).map_err(io_err("reading the printer profile"))?,
+        )
+        .map_err(|e| HilError::Sim(format!("printer profile: {e}")))?;
+        Ok((profile_path, profile))
+    };
+    let framed_section = |profile_path: &Path, addr: std::net::SocketAddr| {
+        format!(
+            "[line.printer]\nkind = \"framed\"\nprofile = \"{}\"\ntransport = {{ kind = \"tcp\", addr = \"{addr}\" }}\n",
+            profile_path.display()
+        )
+    };
+    let (marker, printer_section, tolerance, camera, camera_addr, replay_task) =
+        if let Some(r) = &s.replay {
+            let (profile_path, profile) = load_profile()?;
+            let (task, printer_addr, camera_addr) =
+                replay::start(r, rec("printer.rec")?, rec("camera.rec")?).await?;
+            let depth = profile.buffer_depth;
+            (
+                Marker::Replayed(profile),
+                framed_section(&profile_path, printer_addr),
+                depth,
+                CameraSide::Replayed(root.join("camera.rec")),
+                camera_addr,
+                Some(task),
             )
-            .map_err(|e| HilError::Sim(format!("printer profile: {e}")))?;
-            let p = &s.printer;
-            let depth = p.buffer_depth.unwrap_or(profile.buffer_depth);
-            let knobs = PrinterKnobs {
-                print_time: Duration::from_millis(p.print_time_ms),
-                buffer_depth: Some(depth),
-                nak_rate: p.nak_rate,
-                seed: s.seed,
-                jam_after: p.jam_after,
-                disconnect_after: p.disconnect_after,
-                garbage_bytes: p.garbage_bytes,
-                wire_bytes_per_sec: None,
+        } else {
+            let (printed_tx, printed_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (marker, printer_section, tolerance) = match s.line.printer {
+                PrinterKind::Framed => {
+                    let (profile_path, profile) = load_profile()?;
+                    let p = &s.printer;
+                    let depth = p.buffer_depth.unwrap_or(profile.buffer_depth);
+                    let knobs = PrinterKnobs {
+                        print_time: Duration::from_millis(p.print_time_ms),
+                        buffer_depth: Some(depth),
+                        nak_rate: p.nak_rate,
+                        seed: s.seed,
+                        jam_after: p.jam_after,
+                        disconnect_after: p.disconnect_after,
+                        garbage_bytes: p.garbage_bytes,
+                        wire_bytes_per_sec: None,
+                    };
+                    let (sim, addr) = PrinterSim::listen(
+                        "127.0.0.1:0",
+                        &profile,
+                        knobs,
+                        Some(printed_tx),
+                        Some(rec("printer.rec")?),
+                    )
+                    .await
+                    .map_err(|e| HilError::Sim(format!("printer: {e}")))?;
+                    let section = framed_section(&profile_path, addr);
+                    (Marker::Framed(sim, profile), section, depth)
+                }
+                PrinterKind::Laser => {
+                    let text =
+                        fs::read_to_string(crate::scenario::config_dir().join("laser-modbus.toml"))
+                            .map_err(io_err("reading config/laser-modbus.toml"))?;
+                    // The simulated marker answers at once: poll it as fast as it can.
+                    let text = text.replace("poll_interval_ms = 20", "poll_interval_ms = 1");
+                    let map_path = root.join("laser-map.toml");
+                    fs::write(&map_path, &text).map_err(io_err("writing the laser map"))?;
+                    let sim_map: LaserSimMap = toml::from_str(&text)
+                        .map_err(|e| HilError::Sim(format!("laser map: {e}")))?;
+                    let l = &s.laser;
+                    let mut cfg = LaserSimConfig::new(sim_map);
+                    cfg.mark_time = Duration::from_millis(l.mark_time_ms);
+                    cfg.random_exceptions = l.exception_one_in.map(|one_in| RandomExceptions {
+                        one_in,
+                        seed: s.seed,
+                    });
+                    cfg.exception_every_nth_write = l.exception_every_nth_write;
+                    cfg.drop_connection_after_marks = l.drop_connection_after_marks;
+                    cfg.record_path = Some(root.join("laser.jsonl"));
+                    let sim = LaserSim::start(cfg, printed_tx)
+                        .await
+                        .map_err(|e| HilError::Sim(format!("laser: {e}")))?;
+                    let section = format!(
+                        "[line.printer]\nkind = \"laser\"\naddr = \"{}\"\nmap = \"{}\"\n",
+                        sim.addr(),
+                        map_path.display()
+                    );
+                    (Marker::Laser(sim), section, 1)
+                }
             };
-            let (sim, addr) = PrinterSim::listen(
+            let c = &s.camera;
+            let cknobs = CameraKnobs {
+                seed: s.seed.wrapping_add(1),
+                no_read_rate: c.no_read_rate,
+                misread_rate: c.misread_rate,
+                foreign_rate: c.foreign_rate,
+                duplicate_rate: c.duplicate_rate,
+                low_grade_rate: c.low_grade_rate,
+                garbage_rate: c.garbage_rate,
+                disconnect_after: c.disconnect_after,
+                ..CameraKnobs::default()
+            };
+            let (camera, camera_addr) = CameraSim::listen(
                 "127.0.0.1:0",
-                &profile,
-                knobs,
-                Some(printed_tx),
-                Some(rec("printer.rec")?),
+                &CameraProfile::default(),
+                cknobs,
+                printed_rx,
+                Some(rec("camera.rec")?),
             )
             .await
-            .map_err(|e| HilError::Sim(format!("printer: {e}")))?;
-            let section = format!(
-                "[line.printer]\nkind = \"framed\"\nprofile = \"{}\"\ntransport = {{ kind = \"tcp\", addr = \"{addr}\" }}\n",
-                profile_path.display()
-            );
-            (Marker::Framed(sim, profile), section, depth)
-        }
-        PrinterKind::Laser => {
-            let text = fs::read_to_string(crate::scenario::config_dir().join("laser-modbus.toml"))
-                .map_err(io_err("reading config/laser-modbus.toml"))?;
-            // The simulated marker answers at once: poll it as fast as it can.
-            let text = text.replace("poll_interval_ms = 20", "poll_interval_ms = 1");
-            let map_path = root.join("laser-map.toml");
-            fs::write(&map_path, &text).map_err(io_err("writing the laser map"))?;
-            let sim_map: LaserSimMap =
-                toml::from_str(&text).map_err(|e| HilError::Sim(format!("laser map: {e}")))?;
-            let l = &s.laser;
-            let mut cfg = LaserSimConfig::new(sim_map);
-            cfg.mark_time = Duration::from_millis(l.mark_time_ms);
-            cfg.random_exceptions = l.exception_one_in.map(|one_in| RandomExceptions {
-                one_in,
-                seed: s.seed,
-            });
-            cfg.exception_every_nth_write = l.exception_every_nth_write;
-            cfg.drop_connection_after_marks = l.drop_connection_after_marks;
-            cfg.record_path = Some(root.join("laser.jsonl"));
-            let sim = LaserSim::start(cfg, printed_tx)
-                .await
-                .map_err(|e| HilError::Sim(format!("laser: {e}")))?;
-            let section = format!(
-                "[line.printer]\nkind = \"laser\"\naddr = \"{}\"\nmap = \"{}\"\n",
-                sim.addr(),
-                map_path.display()
-            );
-            (Marker::Laser(sim), section, 1)
-        }
-    };
-    let c = &s.camera;
-    let cknobs = CameraKnobs {
-        seed: s.seed.wrapping_add(1),
-        no_read_rate: c.no_read_rate,
-        misread_rate: c.misread_rate,
-        foreign_rate: c.foreign_rate,
-        duplicate_rate: c.duplicate_rate,
-        low_grade_rate: c.low_grade_rate,
-        garbage_rate: c.garbage_rate,
-        disconnect_after: c.disconnect_after,
-        ..CameraKnobs::default()
-    };
-    let (camera, camera_addr) = CameraSim::listen(
-        "127.0.0.1:0",
-        &CameraProfile::default(),
-        cknobs,
-        printed_rx,
-        Some(rec("camera.rec")?),
-    )
-    .await
-    .map_err(|e| HilError::Sim(format!("camera: {e}")))?;
+            .map_err(|e| HilError::Sim(format!("camera: {e}")))?;
+            (
+                marker,
+                printer_section,
+                tolerance,
+                CameraSide::Sim(camera),
+                camera_addr,
+                None,
+            )
+        };
 
     let secret_path = root.join("line.secret");
     fs::write(&secret_path, &secret).map_err(io_err("writing the line secret"))?;
@@ -514,6 +568,8 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     };
     let mut runs = 0u32;
     let mut kills = 0u32;
+    let mut replay_task = replay_task;
+    let mut replay_result = None;
     let mut mid_job = false;
     // After a mid-job stop, one more run without a job reconciles.
     let mut reconcile_run = false;
@@ -551,6 +607,18 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                 )));
                 break;
             }
+            // A replay that stopped at a difference ends the scenario: the
+            // daemon would wait for replies that will never come.
+            if replay_task.as_ref().is_some_and(|t| t.is_finished()) {
+                if let Some(task) = replay_task.take() {
+                    let result = task.finish(Duration::from_secs(10)).await;
+                    let failed = result.is_err();
+                    replay_result = Some(result);
+                    if failed {
+                        break;
+                    }
+                }
+            }
             let now_decided = decided();
             // Broker outage.
             if let Some(o) = &s.timeline.broker_outage {
@@ -583,7 +651,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                         return Err(fail("the daemon survived SIGKILL for 10 s".into()));
                     }
                     kills += 1;
-                    kill_marks.push(camera.log().len());
+                    kill_marks.push(camera.log(MIN_GRADE).len());
                     continue 'runs;
                 }
             }
@@ -642,6 +710,29 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         )));
     }
 
+    if let Some(task) = replay_task {
+        replay_result = Some(task.finish(Duration::from_secs(10)).await);
+    }
+    if let Some(result) = replay_result {
+        match result {
+            Ok(r) => {
+                for d in &r.devices {
+                    tracing::info!(
+                        device = %d.name,
+                        matched = d.bytes_matched,
+                        allowed = d.bytes_allowed_to_differ,
+                        sent = d.bytes_sent,
+                        "replay complete"
+                    );
+                }
+            }
+            Err(e) => violations.push(Violation {
+                rule: crate::checker::Rule::Replay,
+                ..harness(e)
+            }),
+        }
+    }
+
     // The ledger, now that the daemon is gone.
     let opts = StoreOptions::new(root.join("state/ledger").join(LINE), LINE, &secret);
     let (store, _recovery) = tokio::task::spawn_blocking(move || Store::open(opts))
@@ -654,13 +745,13 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         line: LINE.to_string(),
         store: store.clone(),
         device: match &marker {
-            Marker::Framed(_, profile) => DeviceLog::Framed {
+            Marker::Framed(_, profile) | Marker::Replayed(profile) => DeviceLog::Framed {
                 recording: root.join("printer.rec"),
                 profile: profile.clone(),
             },
             Marker::Laser(sim) => DeviceLog::Codes(sim.triggered_codes()),
         },
-        camera_log: camera.log(),
+        camera_log: camera.log(MIN_GRADE),
         camera_kill_marks: kill_marks,
         alarm_tolerance: tolerance + s.line.camera_window + 8,
         upstream: upstream.line(LINE),

@@ -12,6 +12,7 @@ pub mod binary;
 pub mod checker;
 pub mod harness;
 pub mod monitor;
+pub mod replay;
 pub mod scenario;
 
 pub use checker::{Report, Violation};

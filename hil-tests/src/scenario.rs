@@ -41,6 +41,9 @@ pub struct Scenario {
     pub timeline: Timeline,
     #[serde(default)]
     pub expect: Expect,
+    /// Replay recorded device sessions instead of running the simulators.
+    #[serde(default)]
+    pub replay: Option<ReplaySpec>,
 }
 
 fn default_seed() -> u64 {
@@ -186,6 +189,46 @@ pub struct Outage {
     pub secs: f64,
 }
 
+/// A recorded session played back in place of the printer and camera
+/// simulators (`serialine_sim::replay`). The daemon's bytes to each device
+/// must equal the recording's, except where `allow` says.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySpec {
+    /// The framed printer's recording; relative paths are from the scenario
+    /// file's directory.
+    pub printer: PathBuf,
+    /// The camera's recording, on the same clock as the printer's.
+    pub camera: PathBuf,
+    /// `exact` (default) or `none`: the daemon faces the recorded replies
+    /// but what it sends is not compared (a session from another line).
+    #[serde(default)]
+    pub compare: serialine_sim::replay::Compare,
+    /// Byte ranges of what the daemon sends that may differ.
+    #[serde(default)]
+    pub allow: Vec<AllowDiffer>,
+    /// Longest wait for the daemon's next expected byte.
+    #[serde(default = "default_stall")]
+    pub stall_secs: f64,
+}
+
+fn default_stall() -> f64 {
+    15.0
+}
+
+/// `[[replay.allow]]`: bytes `from..from + len` of what the daemon sends to
+/// `device` (`printer` or `camera`) may differ from the recording.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowDiffer {
+    pub device: String,
+    pub from: u64,
+    pub len: u64,
+    /// Why: shown nowhere, read by whoever edits the scenario.
+    #[serde(default)]
+    pub why: String,
+}
+
 /// Scenario-specific expectations on top of the invariants.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -219,6 +262,11 @@ impl Scenario {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
         }
+        if let Some(r) = &mut s.replay {
+            let base = path.parent().unwrap_or(Path::new("."));
+            r.printer = base.join(&r.printer);
+            r.camera = base.join(&r.camera);
+        }
         s.validate().map_err(|message| HilError::Scenario {
             path: path.to_path_buf(),
             message,
@@ -246,6 +294,35 @@ impl Scenario {
         }
         if self.line.printer == PrinterKind::Laser && self.stop_when == StopWhen::PrinterJammed {
             return Err("stop_when = \"printer-jammed\" needs the framed printer".into());
+        }
+        if let Some(r) = &self.replay {
+            if self.line.printer != PrinterKind::Framed {
+                return Err("replay: the recorded printer must be the framed printer".into());
+            }
+            if !self.kill_points().is_empty() || self.stop_when != StopWhen::JobDone {
+                return Err(
+                    "replay: a recording is one uninterrupted session; no kills, stop_when = \"job-done\""
+                        .into(),
+                );
+            }
+            if !(r.stall_secs > 0.0 && r.stall_secs <= 600.0) {
+                return Err("replay.stall_secs: expected 0 < secs <= 600".into());
+            }
+            if let Some(a) = r
+                .allow
+                .iter()
+                .find(|a| !["printer", "camera"].contains(&a.device.as_str()))
+            {
+                return Err(format!(
+                    "replay.allow: device {:?} is neither \"printer\" nor \"camera\"",
+                    a.device
+                ));
+            }
+            for p in [&r.printer, &r.camera] {
+                if !p.is_file() {
+                    return Err(format!("replay: recording {} not found", p.display()));
+                }
+            }
         }
         if let Some(o) = &self.timeline.broker_outage {
             if !(o.secs > 0.0 && o.secs <= 600.0) {

@@ -72,6 +72,69 @@ scenarios! {
     power_loss_under_load => "power-loss",
     laser_clean => "laser-clean",
     laser_modbus_exceptions => "laser-modbus-exceptions",
+    replay_recorded_session => "replay-session",
+}
+
+/// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a
+/// session recorded with `serialine record`, ...); without it, nothing.
+#[test]
+fn scenario_file_from_env() {
+    if let Ok(path) = std::env::var("HIL_SCENARIO") {
+        let outcome = run_scenario(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        check(&outcome);
+    }
+}
+
+/// The recorded session with one byte of what the daemon sent changed in
+/// the recording: the replay names the device and the offset; allowed to
+/// differ there, the same replay passes.
+#[test]
+fn replay_reports_where_the_daemon_differs() {
+    let path = scenarios_dir().join("replay-session.toml");
+    let mut s = Scenario::load(&path).expect("replay-session.toml");
+    let replay = s.replay.as_mut().expect("[replay]");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let original = std::fs::read_to_string(&replay.printer).expect("printer recording");
+    // The 6th byte the daemon sends: inside the first frame's message.
+    let mut changed = String::new();
+    let mut done = false;
+    for line in original.lines() {
+        let mut parts: Vec<String> = line.split(' ').map(str::to_string).collect();
+        if !done && parts.len() == 3 && parts[1] == "rx" && parts[2].len() >= 12 {
+            let byte = u8::from_str_radix(&parts[2][10..12], 16).expect("hex");
+            parts[2].replace_range(10..12, &format!("{:02x}", byte ^ 0x01));
+            done = true;
+        }
+        changed.push_str(&parts.join(" "));
+        changed.push('\n');
+    }
+    assert!(done, "no rx entry of 6 bytes in the recording");
+    replay.printer = dir.path().join("changed-printer.rec");
+    std::fs::write(&replay.printer, changed).expect("write the changed recording");
+
+    let outcome = run(s.clone()).expect("replay runs");
+    let found = outcome
+        .report
+        .violations
+        .iter()
+        .any(|v| v.message.contains("printer") && v.message.contains("byte 5 differs"));
+    assert!(
+        found,
+        "expected a replay mismatch at byte 5: {}",
+        outcome.details()
+    );
+
+    s.replay
+        .as_mut()
+        .expect("[replay]")
+        .allow
+        .push(hil_tests::scenario::AllowDiffer {
+            device: "printer".into(),
+            from: 5,
+            len: 1,
+            why: "changed on purpose".into(),
+        });
+    check(&run(s).expect("replay runs"));
 }
 
 /// Seeded kill points (`HIL_SEED` overrides): 10,000 units and 20 SIGKILLs,

@@ -10,4 +10,5 @@ pub mod label;
 pub mod laser;
 pub mod printer;
 pub mod recording;
+pub mod replay;
 pub mod upstream;

@@ -5,7 +5,6 @@
 //! `tx` (bytes it sent), and the bytes as lower-case hex. Plain text so a
 //! failing hil-test's recording can be read with `less`, diffed and replayed.
 
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -47,6 +46,13 @@ struct Inner {
 
 impl Recorder {
     pub fn create(path: impl AsRef<Path>) -> Result<Recorder, RecordingError> {
+        Recorder::create_at(path, Instant::now())
+    }
+
+    /// A recorder whose times count from `start`. Recorders of the devices
+    /// of one line share a start, so their recordings merge into one
+    /// timeline for a replay (which camera read came after which print).
+    pub fn create_at(path: impl AsRef<Path>, start: Instant) -> Result<Recorder, RecordingError> {
         let path = path.as_ref().to_path_buf();
         let file = File::create(&path).map_err(|source| RecordingError::Io {
             path: path.clone(),
@@ -56,7 +62,7 @@ impl Recorder {
             inner: Arc::new(Mutex::new(Inner {
                 file,
                 path,
-                start: Instant::now(),
+                start,
                 failed: false,
             })),
         })
@@ -77,12 +83,7 @@ impl Recorder {
             return;
         }
         let t_us = inner.start.elapsed().as_micros();
-        let mut line = String::with_capacity(24 + 2 * bytes.len());
-        let _ = write!(line, "{t_us} {} ", dir.as_str());
-        for b in bytes {
-            let _ = write!(line, "{b:02x}");
-        }
-        line.push('\n');
+        let line = format!("{t_us} {} {}\n", dir.as_str(), hex::encode(bytes));
         if let Err(e) = inner.file.write_all(line.as_bytes()) {
             inner.failed = true;
             tracing::warn!(path = %inner.path.display(), error = %e, "recording stopped");
@@ -186,17 +187,7 @@ fn parse_entry(line: &str) -> Result<Entry, String> {
         "tx" => Direction::Tx,
         other => return Err(format!("direction {other:?} is neither rx nor tx")),
     };
-    if !hex.len().is_multiple_of(2) {
-        return Err("odd number of hex digits".into());
-    }
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad hex at column {}", i + 1))
-        })
-        .collect::<Result<Vec<u8>, String>>()?;
+    let bytes = hex::decode(hex).map_err(|e| format!("bytes: {e}"))?;
     Ok(Entry { t_us, dir, bytes })
 }
 
