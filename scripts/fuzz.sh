@@ -3,11 +3,14 @@
 #
 #   scripts/fuzz.sh                         # every target, 20 s each
 #   FUZZ_SECONDS=5 scripts/fuzz.sh          # CI smoke run
-#   FUZZ_SECONDS=600 scripts/fuzz.sh        # the long run (10 min per target)
+#   FUZZ_SECONDS=600 scripts/fuzz.sh        # a long run (10 min per target)
+#   FUZZ_RUNS=1000000 scripts/fuzz.sh       # the release run: 1 M executions each
 #   scripts/fuzz.sh gs1_codes config        # only these targets
 #
 # Environment:
 #   FUZZ_SECONDS    seconds per target (libFuzzer -max_total_time), default 20
+#   FUZZ_RUNS       executions per target (libFuzzer -runs); when set, the
+#                   run stops at this count instead of at FUZZ_SECONDS
 #   FUZZ_JOBS       parallel libFuzzer workers per target (-fork=N), default 1
 #   FUZZ_SANITIZER  cargo fuzz --sanitizer (address, none, ...), default address
 #   FUZZ_ARGS       extra libFuzzer flags, e.g. "-max_len=4096"
@@ -26,6 +29,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ_DIR="$ROOT/fuzz"
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-20}"
+RUNS="${FUZZ_RUNS:-}"
 JOBS="${FUZZ_JOBS:-1}"
 SANITIZER="${FUZZ_SANITIZER:-address}"
 EXTRA_ARGS="${FUZZ_ARGS:-}"
@@ -65,10 +69,16 @@ for t in "${TARGETS[@]}"; do
     log="$LOG_DIR/$t.log"
     fork=()
     [ "$JOBS" -gt 1 ] && fork=("-fork=$JOBS")
-    echo "== $t: ${SECONDS_PER_TARGET}s (log: $log)"
+    if [ -n "$RUNS" ]; then
+        budget=(-runs="$RUNS")
+        echo "== $t: $RUNS executions (log: $log)"
+    else
+        budget=(-max_total_time="$SECONDS_PER_TARGET")
+        echo "== $t: ${SECONDS_PER_TARGET}s (log: $log)"
+    fi
     # shellcheck disable=SC2086  # FUZZ_ARGS is a list of flags
     cargo fuzz run --sanitizer "$SANITIZER" "$t" "${dirs[@]}" -- \
-        -max_total_time="$SECONDS_PER_TARGET" \
+        "${budget[@]}" \
         -print_final_stats=1 \
         -timeout=10 \
         "${fork[@]}" $EXTRA_ARGS >"$log" 2>&1
