@@ -88,28 +88,31 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// `hex(blake3::keyed_hash(key, "<command name>\n" + canonical payload without "mac"))`.
-/// The command name is bound in so a signed `job/stop` cannot be replayed
-/// onto `job/start`.
-pub fn command_mac(key: &[u8; 32], name: &str, payload: &Value) -> String {
+/// `hex(blake3::keyed_hash(key, "<topic>\n" + canonical payload without "mac"))`,
+/// where `topic` is the full command topic,
+/// `serialine/<site>/<line>/cmd/<name>`. The topic is bound in so a signed
+/// `job/stop` cannot be replayed onto `job/start`, nor a command signed for
+/// one line onto another line that shares the key.
+pub fn command_mac(key: &[u8; 32], topic: &str, payload: &Value) -> String {
     let mut v = payload.clone();
     if let Value::Object(m) = &mut v {
         m.remove("mac");
     }
     let mut msg = String::with_capacity(64);
-    msg.push_str(name);
+    msg.push_str(topic);
     msg.push('\n');
     msg.push_str(&canonical_json(&v));
     hex::encode(blake3::keyed_hash(key, msg.as_bytes()).as_bytes())
 }
 
-/// Adds `ts_ms`, `nonce` and `mac` to a command payload (for tools and tests).
-pub fn sign_command(key: &[u8; 32], name: &str, mut payload: Value, nonce: &str) -> Value {
+/// Adds `ts_ms`, `nonce` and `mac` to a command payload for `topic` (the
+/// full command topic), for tools and tests.
+pub fn sign_command(key: &[u8; 32], topic: &str, mut payload: Value, nonce: &str) -> Value {
     if let Value::Object(m) = &mut payload {
         m.insert("ts_ms".into(), Value::from(now_ms()));
         m.insert("nonce".into(), Value::from(nonce));
     }
-    let mac = command_mac(key, name, &payload);
+    let mac = command_mac(key, topic, &payload);
     if let Value::Object(m) = &mut payload {
         m.insert("mac".into(), Value::from(mac));
     }
@@ -125,7 +128,7 @@ struct Nonces {
 fn verify(
     auth: &CommandAuth,
     nonces: &mut Nonces,
-    name: &str,
+    topic: &str,
     m: &Map<String, Value>,
 ) -> Result<(), String> {
     let mac = m
@@ -142,7 +145,7 @@ fn verify(
         .filter(|n| !n.is_empty() && n.len() <= MAX_NONCE_LEN)
         .ok_or("signed commands need a \"nonce\" of 1 to 128 characters")?;
     let given = blake3::Hash::from_hex(mac).map_err(|_| "\"mac\" is not 64 hex digits")?;
-    let expected = blake3::Hash::from_hex(command_mac(&auth.key, name, &Value::Object(m.clone())))
+    let expected = blake3::Hash::from_hex(command_mac(&auth.key, topic, &Value::Object(m.clone())))
         .map_err(|_| "internal: MAC encoding")?;
     // blake3::Hash equality is constant-time.
     if given != expected {
@@ -282,7 +285,8 @@ async fn handle(
         .and_then(Value::as_str)
         .map(str::to_string);
     if let Some(auth) = &cfg.command_auth {
-        if let Err(why) = verify(auth, &mut *nonces.lock().await, name, &m) {
+        let topic = cfg.topic(&format!("cmd/{name}"));
+        if let Err(why) = verify(auth, &mut *nonces.lock().await, &topic, &m) {
             raise(kind::COMMAND_REFUSED, format!("cmd/{name} refused: {why}"));
             return (request_id, Err(format!("refused: {why}")));
         }

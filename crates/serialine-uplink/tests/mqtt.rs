@@ -409,9 +409,10 @@ async fn signed_commands_required_when_a_key_is_configured() {
         })
         .await;
 
+    let drain_topic = format!("{prefix}cmd/drain");
     let signed = sign_command(
         &[0x43; 32],
-        "drain",
+        &drain_topic,
         json!({"request_id": "wrong-key"}),
         "n1",
     );
@@ -423,7 +424,28 @@ async fn signed_commands_required_when_a_key_is_configured() {
         .await;
     assert_eq!(r.json["ok"], false);
 
-    let signed = sign_command(&key, "drain", json!({"request_id": "good"}), "n2");
+    // Signed with the right key, but for another line's topic.
+    let other_line = format!("serialine/{site}/other-line/cmd/drain");
+    let signed = sign_command(
+        &key,
+        &other_line,
+        json!({"request_id": "other-line"}),
+        "n-other",
+    );
+    publish(signed).await;
+    let r = watch
+        .next_where("reply to another line's command", |m| {
+            m.topic.ends_with("/reply") && m.json["request_id"] == "other-line"
+        })
+        .await;
+    assert_eq!(r.json["ok"], false);
+    assert!(
+        r.json["error"].as_str().unwrap().contains("bad MAC"),
+        "{:?}",
+        r.json
+    );
+
+    let signed = sign_command(&key, &drain_topic, json!({"request_id": "good"}), "n2");
     publish(signed.clone()).await;
     let req = within(WAIT, "signed drain delivered", cmds.recv())
         .await

@@ -233,6 +233,14 @@ pub struct MqttConfig {
     /// `[mqtt.tls]`: connect with TLS when present.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// File holding the command key (64 hex digits). When set, every
+    /// `cmd/...` must be signed with it; unsigned, badly signed, stale or
+    /// replayed commands are refused with a `command-refused` alarm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_key_file: Option<PathBuf>,
+    /// How far a signed command's `ts_ms` may be from the line's clock, in
+    /// seconds, 1..=3600. Default 60.
+    pub command_max_skew_secs: u32,
 }
 
 impl Default for MqttConfig {
@@ -246,6 +254,8 @@ impl Default for MqttConfig {
             username: None,
             password_file: None,
             tls: None,
+            command_key_file: None,
+            command_max_skew_secs: 60,
         }
     }
 }
@@ -1009,6 +1019,9 @@ impl Config {
         if let Some(p) = &mut self.mqtt.password_file {
             origin.resolve("mqtt.password_file", p);
         }
+        if let Some(p) = &mut self.mqtt.command_key_file {
+            origin.resolve("mqtt.command_key_file", p);
+        }
         if let Some(tls) = &mut self.mqtt.tls {
             origin.resolve("mqtt.tls.ca_file", &mut tls.ca_file);
             if let Some(p) = &mut tls.client_cert_file {
@@ -1359,6 +1372,19 @@ impl Config {
                 "empty; remove the key or give a user name".into()
             });
         }
+        if let Some(p) = &m.command_key_file {
+            c.path("mqtt.command_key_file", p);
+        }
+        c.require(
+            (1..=3600).contains(&m.command_max_skew_secs),
+            "mqtt.command_max_skew_secs",
+            || {
+                format!(
+                    "{} is out of range; expected 1..=3600 seconds",
+                    m.command_max_skew_secs
+                )
+            },
+        );
         if let Some(p) = &m.password_file {
             c.path("mqtt.password_file", p);
             c.require(m.username.is_some(), "mqtt.password_file", || {
@@ -1603,6 +1629,26 @@ impl Config {
         })
     }
 
+    /// The command key, if `mqtt.command_key_file` is set: 64 hex digits
+    /// (the 32-byte key operators sign commands with).
+    pub fn command_key(&self) -> Result<Option<([u8; 32], Vec<Issue>)>, ConfigError> {
+        let Some(path) = self.mqtt.command_key_file.as_deref() else {
+            return Ok(None);
+        };
+        let (secret, warnings) = self.read_secret("mqtt.command_key_file", path)?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(secret.expose().trim_ascii(), &mut key).map_err(|_| {
+            ConfigError::Files(vec![self.origin.issue(
+                "mqtt.command_key_file",
+                format!(
+                    "{} does not hold a command key; expected 64 hex digits (32 bytes)",
+                    path.display()
+                ),
+            )])
+        })?;
+        Ok(Some((key, warnings)))
+    }
+
     /// The MQTT password, if `mqtt.password_file` is set.
     pub fn mqtt_password(&self) -> Result<Option<(Secret, Vec<Issue>)>, ConfigError> {
         self.mqtt
@@ -1664,6 +1710,11 @@ impl Config {
                     }
                 }
             }
+        }
+        match self.command_key() {
+            Ok(Some((_, w))) => warnings.extend(w),
+            Ok(None) => {}
+            Err(e) => errors.extend(e.issues().iter().cloned()),
         }
         for i in 0..self.lines.len() {
             if let Err(e) = self.line_devices(i) {

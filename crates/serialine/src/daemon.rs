@@ -41,8 +41,8 @@ use serialine_devices::transport::Link;
 use serialine_devices::{CameraHandle, PrinterHandle};
 use serialine_store::{Store, StoreOptions};
 use serialine_uplink::{
-    Command, CommandRequest, JobInfo, LineState, PrefetchConfig, StatusSnapshot, TlsPaths,
-    UplinkConfig, UplinkHandle,
+    Command, CommandAuth, CommandRequest, JobInfo, LineState, PrefetchConfig, StatusSnapshot,
+    TlsPaths, UplinkConfig, UplinkHandle,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -68,11 +68,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
     let password = mqtt_password(&config)?;
+    let command_auth = config
+        .command_key()
+        .map_err(config_error)?
+        .map(|(key, _)| CommandAuth {
+            key,
+            max_skew: Duration::from_secs(config.mqtt.command_max_skew_secs.into()),
+        });
+    if command_auth.is_none() {
+        tracing::warn!(
+            "mqtt.command_key_file is not set: commands are accepted unsigned from anyone who may publish to the command topics"
+        );
+    }
     let board = StatusBoard::default();
     let mut lines = Vec::with_capacity(config.lines.len());
     for index in 0..config.lines.len() {
         let id = config.lines[index].id.clone();
-        let line = open_line(&config, index, password.clone())
+        let line = open_line(&config, index, password.clone(), command_auth.clone())
             .await
             .with_context(|| format!("line {id}: cannot start"))?;
         lines.push(line);
@@ -219,6 +231,7 @@ async fn open_line(
     config: &Config,
     index: usize,
     mqtt_password: Option<String>,
+    command_auth: Option<CommandAuth>,
 ) -> anyhow::Result<Line> {
     let cfg = config.lines[index].clone();
     let id = cfg.id.clone();
@@ -261,12 +274,14 @@ async fn open_line(
         tracing::warn!(line = %id, voided, "recovery: voided serials left in flight");
     }
 
-    let up = uplink_config(config, &cfg, mqtt_password);
+    let mut up = uplink_config(config, &cfg, mqtt_password);
+    up.command_auth = command_auth;
     tracing::info!(
         line = %id,
         broker = %format!("{}:{}", up.host, up.port),
         client_id = %up.client_id,
         tls = up.tls.is_some(),
+        signed_commands = up.command_auth.is_some(),
         topic_prefix = %up.prefix(),
         "starting the uplink"
     );

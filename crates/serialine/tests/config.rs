@@ -136,6 +136,8 @@ const ALL_KEYS: &[&str] = &[
     "mqtt.clean_session",
     "mqtt.username",
     "mqtt.password_file",
+    "mqtt.command_key_file",
+    "mqtt.command_max_skew_secs",
     "mqtt.tls.ca_file",
     "mqtt.tls.client_cert_file",
     "mqtt.tls.client_key_file",
@@ -1280,4 +1282,43 @@ fn cli_help_documents_the_subcommands() {
     assert!(help.contains("/etc/serialine/serialine.toml"), "{help}");
     assert!(help.contains("SERIALINE_CONFIG"), "{help}");
     assert!(help.contains("--no-env"), "{help}");
+}
+
+#[test]
+fn the_command_key_is_64_hex_digits_and_a_bad_one_names_its_key() {
+    let key_hex = "42".repeat(32);
+    let (dir, path) = config_dir(&format!(
+        "{MINIMAL}\n[mqtt]\ncommand_key_file = \"command.key\"\ncommand_max_skew_secs = 30\n"
+    ));
+    let key_path = dir.path().join("command.key");
+    write_secret(&key_path, format!("{key_hex}\n").as_bytes(), 0o600);
+    let c = Config::load_with_env(&path, false).unwrap();
+    assert_eq!(c.mqtt.command_key_file.as_deref(), Some(&*key_path));
+    assert_eq!(c.mqtt.command_max_skew_secs, 30);
+    let (key, warnings) = c.command_key().unwrap().expect("a key");
+    assert_eq!(key, [0x42; 32]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    write_secret(&key_path, b"not a key", 0o600);
+    let err = c.command_key().unwrap_err();
+    assert_eq!(
+        err.issues()[0].key.as_deref(),
+        Some("mqtt.command_key_file"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("64 hex digits"), "{err}");
+    let keys: Vec<_> = c
+        .check_files()
+        .unwrap_err()
+        .issues()
+        .iter()
+        .filter_map(|i| i.key.clone())
+        .collect();
+    assert!(
+        keys.contains(&"mqtt.command_key_file".to_string()),
+        "{keys:?}"
+    );
+
+    let (_, _, msg) = load_err(&format!("{MINIMAL}\n[mqtt]\ncommand_max_skew_secs = 0\n"));
+    assert!(msg.contains("mqtt.command_max_skew_secs"), "{msg}");
 }
