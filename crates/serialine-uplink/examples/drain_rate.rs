@@ -2,16 +2,17 @@
 //! the uplink publishes them to the embedded rumqttd (or the broker in
 //! `SERIALINE_TEST_MQTT=host:port`) and the simulated upstream acknowledges;
 //! the clock stops when the ledger has recorded every acknowledgment.
+//! `serialine bench` measures the same way (`serialine_uplink::bench`).
 //!
 //! `cargo run --release -p serialine-uplink --example drain_rate [events]`
 
-use serialine_core::{RejectReason, UnitState};
 use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
 use serialine_sim::issuer::Issuer;
 use serialine_sim::upstream::Upstream;
-use serialine_store::{Store, StoreOptions, Transition};
-use serialine_uplink::{start, UplinkConfig};
-use std::time::{Duration, Instant};
+use serialine_store::{Store, StoreOptions};
+use serialine_uplink::bench::{fill_outbox, time_drain};
+use serialine_uplink::UplinkConfig;
+use std::time::Duration;
 
 const SECRET: &[u8] = b"drain-rate secret";
 
@@ -43,33 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..n.div_ceil(1_000) {
         store.add_block(&issuer.issue(&line)?).await?;
     }
-    let mut left = n;
-    while left > 0 {
-        let serials = store.reserve(left.min(1_000))?;
-        left -= serials.len();
-        let sent: Vec<_> = serials
-            .iter()
-            .map(|s| Transition::new(s.clone(), UnitState::Sent))
-            .collect();
-        for r in store.apply(&sent).await {
-            r?;
-        }
-        let verdicts: Vec<_> = serials
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let to = if i % 10 == 9 {
-                    UnitState::Rejected(RejectReason::NoRead)
-                } else {
-                    UnitState::Committed
-                };
-                Transition::new(s.clone(), to)
-            })
-            .collect();
-        for r in store.apply(&verdicts).await {
-            r?;
-        }
-    }
+    fill_outbox(&store, n).await?;
     println!("outbox holds {} events", store.outbox_depth());
 
     let up = Upstream::new();
@@ -77,24 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn(&MqttTarget::new(&host, port, "drain-upstream"), Some(site))
         .await?;
     let cfg = UplinkConfig::new(&host, port, site, &line);
-    let t0 = Instant::now();
-    let (uplink, _cmds) = start(cfg, store.clone())?;
-    up.wait_for(
-        &line,
-        Duration::from_secs(300),
-        "every event upstream",
-        |l| l.unique() == n,
-    )
-    .await?;
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while store.counts().synced + store.counts().reported < n as u64 {
-        if Instant::now() > deadline {
-            return Err("ledger did not record every acknowledgment within 300 s".into());
-        }
-        tick.tick().await;
-    }
-    let elapsed = t0.elapsed();
+    let elapsed = time_drain(cfg, &store, n as u64, Duration::from_secs(300)).await?;
     let got = up.line(&line);
     println!(
         "drained {n} events in {:.3} s: {:.0} events/s to {host}:{port} (batches {}, raw deliveries {}, duplicates {})",
@@ -104,6 +62,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         got.raw_deliveries,
         got.duplicates()
     );
-    uplink.abort();
     Ok(())
 }

@@ -260,6 +260,9 @@ impl Default for MqttConfig {
     }
 }
 
+/// The 32-byte key signed commands are checked with.
+pub type CommandKey = [u8; 32];
+
 impl MqttConfig {
     /// The client id with `{site}` replaced.
     pub fn client_id_for(&self, site: &str) -> String {
@@ -1631,7 +1634,7 @@ impl Config {
 
     /// The command key, if `mqtt.command_key_file` is set: 64 hex digits
     /// (the 32-byte key operators sign commands with).
-    pub fn command_key(&self) -> Result<Option<([u8; 32], Vec<Issue>)>, ConfigError> {
+    pub fn command_key(&self) -> Result<Option<(CommandKey, Vec<Issue>)>, ConfigError> {
         let Some(path) = self.mqtt.command_key_file.as_deref() else {
             return Ok(None);
         };

@@ -12,7 +12,7 @@
 //! off), so the summary shows what the line catches. At the end the demo
 //! checks that upstream holds exactly the ledger's outcomes, each once.
 
-use crate::runtime::{self, LineRun};
+use crate::runtime::{self, LineRun, RunningLine};
 use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serialine::pipeline::{LineReport, LineSpec};
@@ -23,11 +23,11 @@ use serialine_devices::printer::{self, FramedProfile};
 use serialine_devices::transport::{Link, TcpSettings, TransportSettings};
 use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
 use serialine_sim::camera::{CameraKnobs, CameraSim};
-use serialine_sim::issuer::Issuer;
+use serialine_sim::issuer::{Issuer, IssuerTask};
 use serialine_sim::laser::{LaserSim, LaserSimConfig, LaserSimMap};
 use serialine_sim::printer::{PrinterKnobs, PrinterSim};
-use serialine_sim::upstream::Upstream;
-use serialine_store::{Store, StoreOptions};
+use serialine_sim::upstream::{Upstream, UpstreamTask};
+use serialine_store::{CommitMode, Store, StoreOptions};
 use serialine_uplink::{PrefetchConfig, UplinkConfig};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -59,20 +59,124 @@ struct DemoLine {
     report: LineReport,
 }
 
-pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
-    let temp;
-    let state_dir = match &opts.state_dir {
-        Some(d) => d.clone(),
+/// The simulated plant around the lines: an embedded MQTT broker, the
+/// upstream issuer of sealed blocks and the upstream consumer of outcomes.
+/// Shared by `demo` and `bench`.
+pub struct Plant {
+    pub state_dir: PathBuf,
+    pub broker: EmbeddedBroker,
+    pub issuer: Issuer,
+    pub upstream: Upstream,
+    pub seed: u64,
+    _issuer_task: IssuerTask,
+    _upstream_task: UpstreamTask,
+}
+
+impl Plant {
+    pub async fn start(state_dir: &Path, seed: u64, say: &dyn Fn(String)) -> anyhow::Result<Plant> {
+        let broker = EmbeddedBroker::start().context("starting the embedded MQTT broker")?;
+        say(format!(
+            "  embedded MQTT broker on 127.0.0.1:{}",
+            broker.port
+        ));
+        let target = |id: &str| MqttTarget::new("127.0.0.1", broker.port, id);
+        let issuer = Issuer::new(&seed.to_be_bytes(), 10_000);
+        let issuer_task = issuer
+            .spawn(&target("demo-issuer"), Some(SITE))
+            .await
+            .context("starting the simulated issuer")?;
+        let upstream = Upstream::new();
+        let upstream_task = upstream
+            .spawn(&target("demo-upstream"), Some(SITE))
+            .await
+            .context("starting the simulated upstream consumer")?;
+        say("  simulated upstream issuer and consumer connected".into());
+        Ok(Plant {
+            state_dir: state_dir.to_path_buf(),
+            broker,
+            issuer,
+            upstream,
+            seed,
+            _issuer_task: issuer_task,
+            _upstream_task: upstream_task,
+        })
+    }
+
+    /// Gives `line` its secret, written as a line controller would hold it
+    /// (a 0600 file in the state directory), and registers it with the issuer.
+    pub fn add_line(&self, line: &str) -> anyhow::Result<[u8; 32]> {
+        let secret = blake3::derive_key(
+            "serialine demo line secret v1",
+            format!("{}:{line}", self.seed).as_bytes(),
+        );
+        write_secret(&self.secret_path(line), &secret)?;
+        self.issuer.add_line(line, &secret);
+        Ok(secret)
+    }
+
+    pub fn secret_path(&self, line: &str) -> PathBuf {
+        self.state_dir.join(format!("{line}.secret"))
+    }
+
+    pub fn ledger_path(&self, line: &str) -> PathBuf {
+        self.state_dir.join("ledger").join(line)
+    }
+
+    pub fn mqtt(&self, line: &str) -> UplinkConfig {
+        UplinkConfig::new("127.0.0.1", self.broker.port, SITE, line)
+    }
+}
+
+/// The devices of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Devices {
+    /// A framed-ASCII inkjet and a camera, each on a pty.
+    Inkjet,
+    /// A Modbus TCP laser marker and a TCP camera.
+    Laser,
+}
+
+/// One line to run on a [`Plant`].
+#[derive(Debug, Clone)]
+pub struct LineOptions {
+    pub line: String,
+    pub devices: Devices,
+    pub units: u64,
+    pub commit: CommitMode,
+    /// The simulated inkjet's time per unit (zero: at once).
+    pub print_time: Duration,
+    /// No camera faults.
+    pub clean: bool,
+    /// Start only once prefetch has filled the buffer to its high-water mark,
+    /// so that no block arrives while the line runs. Otherwise the line
+    /// starts as soon as the buffer holds the whole run, and the blocks still
+    /// on their way arrive during it, as they do on a line in production.
+    pub ready_when_full: bool,
+}
+
+/// The state directory: `dir`, created if need be, or a fresh temporary one
+/// named `prefix`..., removed when the returned guard is dropped.
+pub fn state_dir(
+    dir: Option<&Path>,
+    prefix: &str,
+) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    let (path, temp) = match dir {
+        Some(d) => (d.to_path_buf(), None),
         None => {
-            temp = tempfile::Builder::new()
-                .prefix("serialine-demo-")
+            let temp = tempfile::Builder::new()
+                .prefix(prefix)
                 .tempdir()
                 .context("creating a temporary state directory")?;
-            temp.path().to_path_buf()
+            (temp.path().to_path_buf(), Some(temp))
         }
     };
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+    std::fs::create_dir_all(&path)
+        .with_context(|| format!("creating state directory {}", path.display()))?;
+    Ok((path, temp))
+}
+
+pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
+    let (state_dir, _temp) = state_dir(opts.state_dir.as_deref(), "serialine-demo-")?;
     let say = |s: String| {
         if !opts.json {
             eprintln!("{s}");
@@ -80,121 +184,29 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     };
     say(format!("serialine demo: state in {}", state_dir.display()));
 
-    let broker = EmbeddedBroker::start().context("starting the embedded MQTT broker")?;
-    say(format!(
-        "  embedded MQTT broker on 127.0.0.1:{}",
-        broker.port
-    ));
-    let target = |id: &str| MqttTarget::new("127.0.0.1", broker.port, id);
-
-    let lines: Vec<&str> = if opts.inkjet_only {
-        vec!["line-1"]
+    let plant = Plant::start(&state_dir, opts.seed, &say).await?;
+    let lines: Vec<(&str, Devices)> = if opts.inkjet_only {
+        vec![("line-1", Devices::Inkjet)]
     } else {
-        vec!["line-1", "line-2"]
+        vec![("line-1", Devices::Inkjet), ("line-2", Devices::Laser)]
     };
-    let issuer = Issuer::new(&opts.seed.to_be_bytes(), 10_000);
-    let mut secrets = Vec::new();
-    for line in &lines {
-        let secret = blake3::derive_key(
-            "serialine demo line secret v1",
-            format!("{}:{line}", opts.seed).as_bytes(),
-        );
-        // Written as a line controller would hold it: a 0600 file.
-        let path = state_dir.join(format!("{line}.secret"));
-        write_secret(&path, &secret)?;
-        issuer.add_line(line, &secret);
-        secrets.push(secret);
-    }
-    let _issuer_task = issuer
-        .spawn(&target("demo-issuer"), Some(SITE))
-        .await
-        .context("starting the simulated issuer")?;
-    let upstream = Upstream::new();
-    let _upstream_task = upstream
-        .spawn(&target("demo-upstream"), Some(SITE))
-        .await
-        .context("starting the simulated upstream consumer")?;
-    say("  simulated upstream issuer and consumer connected".into());
 
     let multi = MultiProgress::new();
     if !opts.progress || opts.json {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut runs = Vec::new();
-    for (line, secret) in lines.iter().zip(&secrets) {
-        let mut store_opts = StoreOptions::new(
-            state_dir.join("ledger").join(line),
-            *line,
-            secret.as_slice(),
-        );
-        store_opts.max_batch = 4096;
-        let (store, _) =
-            Store::open(store_opts).with_context(|| format!("opening the ledger of {line}"))?;
-        let voided = serialine::pipeline::reconcile_on_start(&store).await?;
-        if voided > 0 {
-            say(format!(
-                "  {line}: voided {voided} serial(s) left in flight by an earlier run"
-            ));
-        }
-        let mut up = UplinkConfig::new("127.0.0.1", broker.port, SITE, *line);
-        // Buffer the whole run before it starts, as a line buffers hours:
-        // a block arriving mid-run is 10,000 index inserts in the ledger's
-        // committer, a pause the measured latency should not include.
-        let high = opts.units + 20_000;
-        up.prefetch = PrefetchConfig {
-            low_water_serials: 10_000,
-            high_water_serials: high,
-            // The demo sizes its buffer for its own run, not for minutes of
-            // a simulated line that runs thousands of units a second.
-            low_water_minutes: 0.0,
-            high_water_minutes: 0.0,
-            max_buffer_serials: high,
-            check_interval: Duration::from_millis(50),
-            ..PrefetchConfig::default()
+    for (line, devices) in lines {
+        let line = LineOptions {
+            line: line.to_string(),
+            devices,
+            units: opts.units,
+            commit: CommitMode::Group,
+            print_time: Duration::ZERO,
+            clean: opts.clean,
+            ready_when_full: false,
         };
-        let (uplink, _commands) = serialine_uplink::start(up, store.clone())
-            .with_context(|| format!("starting the uplink of {line}"))?;
-        // READY in the daemon's sense: ledger open, buffer filled.
-        let want = opts.units;
-        wait_for(Duration::from_secs(60), || store.buffer_depth() >= want)
-            .await
-            .with_context(|| format!("{line}: waiting for {want} serials from the issuer"))?;
-        say(format!(
-            "  {line}: ledger open, {} serials buffered",
-            store.buffer_depth()
-        ));
-        let (printer, camera, device_names) = if *line == "line-1" {
-            inkjet_line(&opts).await?
-        } else {
-            laser_line(&opts).await?
-        };
-        let spec = LineSpec {
-            line_id: line.to_string(),
-            job: demo_job(opts.units)?,
-            min_grade: serialine_core::Grade::C,
-            camera_window: 64,
-            read_deadline: Duration::from_millis(500),
-            starve_timeout: Duration::from_secs(30),
-            heartbeat: Default::default(),
-        };
-        let bar = multi.add(ProgressBar::new(opts.units));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>7} [{bar:40}] {pos}/{len} units  {per_sec}  {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(line.to_string());
-        runs.push(runtime::start_line(
-            spec,
-            store,
-            uplink,
-            printer,
-            camera,
-            device_names,
-            Some(bar),
-        ));
+        runs.push(start_line(&plant, &line, Some(&multi), &say).await?);
     }
 
     let started = Instant::now();
@@ -207,20 +219,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
 
     // Every outcome must reach upstream exactly once before we judge.
     for d in &done {
-        let store = &d.run.store;
-        wait_for(Duration::from_secs(60), || store.outbox_depth() == 0)
-            .await
-            .with_context(|| {
-                format!(
-                    "{}: waiting for upstream to acknowledge the outbox",
-                    d.report.line
-                )
-            })?;
+        wait_outbox_drained(&d.run.store, &d.report.line).await?;
     }
     let mut all_agree = true;
     let mut out = Vec::new();
     for d in &done {
-        let agreement = check_agreement(&d.run.store, &upstream, &d.report.line);
+        let agreement = check_agreement(&d.run.store, &plant.upstream, &d.report.line);
         all_agree &= agreement.agrees();
         out.push((d, agreement));
     }
@@ -235,6 +239,109 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     Ok(all_agree)
 }
 
+/// Opens the line's ledger (voiding what an earlier run left in flight),
+/// starts its uplink, waits until the buffer holds the whole run (READY in
+/// the daemon's sense), then starts the line on its simulated devices. With
+/// `bars`, the line shows a progress bar there.
+pub async fn start_line(
+    plant: &Plant,
+    opts: &LineOptions,
+    bars: Option<&MultiProgress>,
+    say: &dyn Fn(String),
+) -> anyhow::Result<RunningLine> {
+    let line = opts.line.as_str();
+    let secret = plant.add_line(line)?;
+    let mut store_opts = StoreOptions::new(plant.ledger_path(line), line, secret.as_slice());
+    store_opts.max_batch = 4096;
+    store_opts.commit = opts.commit;
+    let (store, _) =
+        Store::open(store_opts).with_context(|| format!("opening the ledger of {line}"))?;
+    let voided = serialine::pipeline::reconcile_on_start(&store).await?;
+    if voided > 0 {
+        say(format!(
+            "  {line}: voided {voided} serial(s) left in flight by an earlier run"
+        ));
+    }
+    let mut up = plant.mqtt(line);
+    // Buffer the whole run before it starts, as a line buffers hours:
+    // a block arriving mid-run is 10,000 index inserts in the ledger's
+    // committer, a pause the measured latency should not include.
+    let high = opts.units + 20_000;
+    up.prefetch = PrefetchConfig {
+        low_water_serials: 10_000,
+        high_water_serials: high,
+        // The demo sizes its buffer for its own run, not for minutes of
+        // a simulated line that runs thousands of units a second.
+        low_water_minutes: 0.0,
+        high_water_minutes: 0.0,
+        max_buffer_serials: high,
+        check_interval: Duration::from_millis(50),
+        ..PrefetchConfig::default()
+    };
+    let (uplink, _commands) = serialine_uplink::start(up, store.clone())
+        .with_context(|| format!("starting the uplink of {line}"))?;
+    // READY in the daemon's sense: ledger open, buffer filled.
+    let want = if opts.ready_when_full {
+        high
+    } else {
+        opts.units
+    };
+    wait_for(Duration::from_secs(60), || store.buffer_depth() >= want)
+        .await
+        .with_context(|| format!("{line}: waiting for {want} serials from the issuer"))?;
+    say(format!(
+        "  {line}: ledger open, {} serials buffered",
+        store.buffer_depth()
+    ));
+    let camera_seed = plant.seed
+        ^ match opts.devices {
+            Devices::Inkjet => 1,
+            Devices::Laser => 2,
+        };
+    let knobs = camera_knobs(opts.clean, camera_seed);
+    let (printer, camera, device_names) = match opts.devices {
+        Devices::Inkjet => inkjet_line(plant.seed, opts.print_time, knobs).await?,
+        Devices::Laser => laser_line(knobs).await?,
+    };
+    let spec = LineSpec {
+        line_id: line.to_string(),
+        job: demo_job(opts.units)?,
+        min_grade: serialine_core::Grade::C,
+        camera_window: 64,
+        read_deadline: Duration::from_millis(500),
+        starve_timeout: Duration::from_secs(30),
+        heartbeat: Default::default(),
+    };
+    let bar = bars.map(|multi| {
+        let bar = multi.add(ProgressBar::new(opts.units));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>7} [{bar:40}] {pos}/{len} units  {per_sec}  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(line.to_string());
+        bar
+    });
+    Ok(runtime::start_line(
+        spec,
+        store,
+        uplink,
+        printer,
+        camera,
+        device_names,
+        bar,
+    ))
+}
+
+/// Waits (at most 60 s) until upstream has acknowledged the whole outbox.
+pub async fn wait_outbox_drained(store: &Store, line: &str) -> anyhow::Result<()> {
+    wait_for(Duration::from_secs(60), || store.outbox_depth() == 0)
+        .await
+        .with_context(|| format!("{line}: waiting for upstream to acknowledge the outbox"))
+}
+
 fn demo_job(quantity: u64) -> anyhow::Result<Job> {
     Ok(Job::new(
         Gtin::parse("09506000134352")?,
@@ -245,12 +352,12 @@ fn demo_job(quantity: u64) -> anyhow::Result<Job> {
     )?)
 }
 
-fn camera_knobs(opts: &DemoOptions, seed: u64) -> CameraKnobs {
+fn camera_knobs(clean: bool, seed: u64) -> CameraKnobs {
     let mut k = CameraKnobs {
         seed,
         ..CameraKnobs::default()
     };
-    if !opts.clean {
+    if !clean {
         k.no_read_rate = 0.002;
         k.misread_rate = 0.002;
         k.low_grade_rate = 0.002;
@@ -260,7 +367,7 @@ fn camera_knobs(opts: &DemoOptions, seed: u64) -> CameraKnobs {
     k
 }
 
-type Devices = (
+type DeviceHandles = (
     serialine_devices::PrinterHandle,
     serialine_devices::CameraHandle,
     Vec<String>,
@@ -268,15 +375,20 @@ type Devices = (
 
 /// Inkjet on a pty, camera on a pty; the printer simulator hands each printed
 /// code to the camera simulator, as the product would.
-async fn inkjet_line(opts: &DemoOptions) -> anyhow::Result<Devices> {
+async fn inkjet_line(
+    seed: u64,
+    print_time: Duration,
+    camera: CameraKnobs,
+) -> anyhow::Result<DeviceHandles> {
     let profile: FramedProfile =
         toml::from_str(PRINTER_PROFILE).context("embedded printer profile")?;
     let (host_side, device_side) =
         tokio_serial::SerialStream::pair().context("opening the printer pty pair")?;
     let (printed_tx, printed_rx) = mpsc::unbounded_channel();
     let knobs = PrinterKnobs {
+        print_time,
         buffer_depth: Some(profile.buffer_depth),
-        seed: opts.seed,
+        seed,
         ..PrinterKnobs::default()
     };
     let sim = PrinterSim::spawn(device_side, &profile, knobs, Some(printed_tx), None)?;
@@ -284,13 +396,7 @@ async fn inkjet_line(opts: &DemoOptions) -> anyhow::Result<Devices> {
     let cam_profile = CameraProfile::default();
     let (cam_host, cam_device) =
         tokio_serial::SerialStream::pair().context("opening the camera pty pair")?;
-    let cam = CameraSim::spawn(
-        cam_device,
-        &cam_profile,
-        camera_knobs(opts, opts.seed ^ 1),
-        printed_rx,
-        None,
-    )?;
+    let cam = CameraSim::spawn(cam_device, &cam_profile, camera, printed_rx, None)?;
     std::mem::forget(cam);
     let printer = printer::spawn("inkjet", Link::open(host_side), &profile)?;
     let camera = camera::spawn("camera-1", Link::open(cam_host), &cam_profile)?;
@@ -302,7 +408,7 @@ async fn inkjet_line(opts: &DemoOptions) -> anyhow::Result<Devices> {
 }
 
 /// Laser on a Modbus TCP server, camera on TCP.
-async fn laser_line(opts: &DemoOptions) -> anyhow::Result<Devices> {
+async fn laser_line(camera: CameraKnobs) -> anyhow::Result<DeviceHandles> {
     let mut map: LaserRegisterMap = toml::from_str(LASER_MAP).context("embedded laser map")?;
     // The simulated marker answers at once; poll it as fast as it can answer.
     map.poll_interval_ms = 1;
@@ -314,14 +420,8 @@ async fn laser_line(opts: &DemoOptions) -> anyhow::Result<Devices> {
     let addr = sim.addr();
     std::mem::forget(sim);
     let cam_profile = CameraProfile::default();
-    let (cam, cam_addr) = CameraSim::listen(
-        "127.0.0.1:0",
-        &cam_profile,
-        camera_knobs(opts, opts.seed ^ 2),
-        marks_rx,
-        None,
-    )
-    .await?;
+    let (cam, cam_addr) =
+        CameraSim::listen("127.0.0.1:0", &cam_profile, camera, marks_rx, None).await?;
     std::mem::forget(cam);
     let printer = laser::spawn("laser", LaserSettings::tcp(addr), map)?;
     let camera = camera::spawn(
@@ -341,7 +441,7 @@ async fn laser_line(opts: &DemoOptions) -> anyhow::Result<Devices> {
     ))
 }
 
-async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
     let start = Instant::now();
     while !cond() {
         if start.elapsed() >= limit {
@@ -368,7 +468,7 @@ fn write_secret(path: &Path, secret: &[u8]) -> anyhow::Result<()> {
 
 /// Ledger against upstream, per outcome.
 #[derive(Debug, Default)]
-struct Agreement {
+pub struct Agreement {
     ledger_committed: u64,
     ledger_rejected: u64,
     ledger_voided: u64,
@@ -383,7 +483,7 @@ struct Agreement {
 }
 
 impl Agreement {
-    fn agrees(&self) -> bool {
+    pub fn agrees(&self) -> bool {
         self.ledger_committed == self.upstream_committed
             && self.ledger_rejected == self.upstream_rejected
             && self.ledger_voided == self.upstream_voided
@@ -393,7 +493,7 @@ impl Agreement {
     }
 }
 
-fn check_agreement(store: &Store, upstream: &Upstream, line: &str) -> Agreement {
+pub fn check_agreement(store: &Store, upstream: &Upstream, line: &str) -> Agreement {
     let c = store.counts();
     let events = upstream.line(line);
     let mut a = Agreement {
