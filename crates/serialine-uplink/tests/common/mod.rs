@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use serialine_core::{RejectReason, Serial, UnitState};
+use serialine_core::{Serial, UnitState};
 use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
 use serialine_sim::issuer::{Issuer, IssuerTask};
 use serialine_sim::upstream::{Upstream, UpstreamTask};
-use serialine_store::{Store, StoreOptions, Transition};
+use serialine_store::{Store, StoreOptions};
 use serialine_uplink::{OutboxConfig, PrefetchConfig, UplinkConfig};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,39 +129,9 @@ pub async fn preload(store: &Store, issuer: &Issuer, line: &str, blocks: usize) 
 /// Sent durable, then a verdict), every 10th rejected. Returns the outcomes
 /// in order, which is outbox order.
 pub async fn produce(store: &Store, n: usize) -> Vec<(Serial, UnitState)> {
-    let mut out = Vec::with_capacity(n);
-    let mut left = n;
-    while left > 0 {
-        let serials = store
-            .reserve(left.min(500))
-            .unwrap_or_else(|e| panic!("reserve: {e}"));
-        assert!(!serials.is_empty(), "buffer empty with {left} units to go");
-        left -= serials.len();
-        let sent: Vec<Transition> = serials
-            .iter()
-            .map(|s| Transition::new(s.clone(), UnitState::Sent))
-            .collect();
-        for r in store.apply(&sent).await {
-            r.unwrap_or_else(|e| panic!("sent: {e}"));
-        }
-        let verdicts: Vec<Transition> = serials
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let to = if (out.len() + i) % 10 == 9 {
-                    UnitState::Rejected(RejectReason::NoRead)
-                } else {
-                    UnitState::Committed
-                };
-                Transition::new(s.clone(), to)
-            })
-            .collect();
-        for r in store.apply(&verdicts).await {
-            r.unwrap_or_else(|e| panic!("verdict: {e}"));
-        }
-        out.extend(verdicts.into_iter().map(|t| (t.serial, t.to)));
-    }
-    out
+    serialine_uplink::bench::fill_outbox(store, n)
+        .await
+        .unwrap_or_else(|e| panic!("producing {n} outcomes: {e}"))
 }
 
 /// Waits for `fut`, failing the test with `what` after `timeout`.
