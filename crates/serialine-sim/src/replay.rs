@@ -397,22 +397,35 @@ mod tests {
         got
     }
 
-    fn devices(p: Recording, c: Recording) -> Vec<ReplayDevice> {
+    /// The session's printer and camera, as replay devices.
+    fn session_devices(dir: &std::path::Path) -> Vec<ReplayDevice> {
+        let (p, c) = session(dir);
         vec![
             ReplayDevice::new("printer", p),
             ReplayDevice::new("camera", c),
         ]
     }
 
+    /// Replays `devices` against [`driver`] sending `second` as its second
+    /// write; returns the replay's result and the driver's task.
+    async fn against_driver(
+        devices: Vec<ReplayDevice>,
+        second: &'static [u8],
+    ) -> (
+        Result<ReplayReport, ReplayError>,
+        tokio::task::JoinHandle<Vec<u8>>,
+    ) {
+        let (p_dev, p_drv) = duplex(64);
+        let (c_dev, c_drv) = duplex(64);
+        let drv = tokio::spawn(driver(p_drv, c_drv, second));
+        let (res, _streams) = replay(devices, vec![p_dev, c_dev], Duration::from_secs(5)).await;
+        (res, drv)
+    }
+
     #[tokio::test]
     async fn a_faithful_driver_replays_cleanly_in_timeline_order() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (p, c) = session(dir.path());
-        let (p_dev, p_drv) = duplex(64);
-        let (c_dev, c_drv) = duplex(64);
-        let drv = tokio::spawn(driver(p_drv, c_drv, b"\x02P2\x03"));
-        let (res, _streams) =
-            replay(devices(p, c), vec![p_dev, c_dev], Duration::from_secs(5)).await;
+        let (res, drv) = against_driver(session_devices(dir.path()), b"\x02P2\x03").await;
         let report = res.expect("replay");
         assert_eq!(report.entries, 6);
         assert_eq!(report.devices[0].bytes_matched, 8);
@@ -425,12 +438,7 @@ mod tests {
     #[tokio::test]
     async fn a_different_byte_is_reported_with_its_offset() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (p, c) = session(dir.path());
-        let (p_dev, p_drv) = duplex(64);
-        let (c_dev, c_drv) = duplex(64);
-        let _drv = tokio::spawn(driver(p_drv, c_drv, b"\x02P9\x03"));
-        let (res, _streams) =
-            replay(devices(p, c), vec![p_dev, c_dev], Duration::from_secs(5)).await;
+        let (res, _drv) = against_driver(session_devices(dir.path()), b"\x02P9\x03").await;
         match res {
             Err(ReplayError::Mismatch {
                 device,
@@ -448,16 +456,12 @@ mod tests {
     async fn allowed_ranges_and_compare_none_let_bytes_differ() {
         let dir = tempfile::tempdir().expect("temp dir");
         for allow in [Some(6..7), None] {
-            let (p, c) = session(dir.path());
-            let mut devs = devices(p, c);
+            let mut devs = session_devices(dir.path());
             match allow.clone() {
                 Some(r) => devs[0].allow.push(r),
                 None => devs[0].compare = Compare::None,
             }
-            let (p_dev, p_drv) = duplex(64);
-            let (c_dev, c_drv) = duplex(64);
-            let _drv = tokio::spawn(driver(p_drv, c_drv, b"\x02P9\x03"));
-            let (res, _streams) = replay(devs, vec![p_dev, c_dev], Duration::from_secs(5)).await;
+            let (res, _drv) = against_driver(devs, b"\x02P9\x03").await;
             let report = res.expect("allowed difference");
             assert_eq!(report.devices[0].bytes_allowed_to_differ, 1, "{allow:?}");
         }
@@ -466,11 +470,14 @@ mod tests {
     #[tokio::test]
     async fn a_silent_driver_stalls_within_the_bound() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (p, c) = session(dir.path());
         let (p_dev, _p_drv) = duplex(64);
         let (c_dev, _c_drv) = duplex(64);
-        let (res, _streams) =
-            replay(devices(p, c), vec![p_dev, c_dev], Duration::from_millis(50)).await;
+        let (res, _streams) = replay(
+            session_devices(dir.path()),
+            vec![p_dev, c_dev],
+            Duration::from_millis(50),
+        )
+        .await;
         let e = res.expect_err("stall").to_string();
         assert!(e.contains("printer") && e.contains("byte 0"), "{e}");
     }
@@ -478,12 +485,8 @@ mod tests {
     #[tokio::test]
     async fn extra_bytes_after_the_recording_are_reported() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (p, c) = session(dir.path());
-        let (p_dev, p_drv) = duplex(64);
-        let (c_dev, c_drv) = duplex(64);
-        let _drv = tokio::spawn(driver(p_drv, c_drv, b"\x02P2\x03\x02P3\x03"));
-        let (res, _streams) =
-            replay(devices(p, c), vec![p_dev, c_dev], Duration::from_secs(5)).await;
+        let (res, _drv) =
+            against_driver(session_devices(dir.path()), b"\x02P2\x03\x02P3\x03").await;
         match res {
             Err(ReplayError::Extra { device, count, .. }) => {
                 assert_eq!((device.as_str(), count), ("printer", 4));
