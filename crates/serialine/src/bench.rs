@@ -288,6 +288,7 @@ pub fn rss_probe(state_dir: &Path) -> anyhow::Result<()> {
     let path = state_dir.join("ledger").join(RSS_LINE);
     let (store, _) = Store::open(StoreOptions::new(&path, RSS_LINE, &secret))
         .with_context(|| format!("opening the ledger {}", path.display()))?;
+    crate::release_freed_memory();
     let first = store
         .reserve(1)
         .context("reserving a serial from the ledger")?;

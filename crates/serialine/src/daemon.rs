@@ -250,10 +250,14 @@ async fn open_line(
     };
     opts.max_batch = config.store.max_batch as usize;
     drop(secret);
-    let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(opts))
-        .await
-        .context("the ledger opening task failed")?
-        .with_context(|| format!("cannot open the ledger at {}", path.display()))?;
+    let (store, recovery) = tokio::task::spawn_blocking(move || {
+        let opened = Store::open(opts);
+        crate::release_freed_memory();
+        opened
+    })
+    .await
+    .context("the ledger opening task failed")?
+    .with_context(|| format!("cannot open the ledger at {}", path.display()))?;
     let c = recovery.counts;
     tracing::info!(
         line = %id,
