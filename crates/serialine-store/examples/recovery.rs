@@ -1,6 +1,6 @@
 //! Time to READY after a crash, on a large ledger.
 //!
-//!     cargo run --release -p serialine-store --example recovery -- 10000000 [DIR]
+//!     cargo run --release -p serialine-store --example recovery -- 10000000 [DIR [EVERY]]
 //!
 //! A child process fills a ledger with N serials (blocks of 10,000; every
 //! serial sent, most committed and acknowledged, some left in flight), then
@@ -8,6 +8,12 @@
 //! as the daemon does at start, and prints how long that took: schema and
 //! key checks, counters, and the list of serials to reconcile. An existing
 //! DIR is reused (building 10 M serials takes minutes).
+//!
+//! With EVERY, the child checkpoints the ledger (`Store::checkpoint`) each
+//! time EVERY more serials are in it, as the daemon does at each job's end,
+//! and prints how long each took. It skips the checkpoint due at N, so the
+//! kill comes EVERY serials after the last one: the worst case. Without it, the open after the kill
+//! replays all the log written since the ledger was last opened.
 
 use serialine_core::{Block, BlockKey, Gtin, Serial, UnitState};
 use serialine_store::{Store, StoreOptions, Transition};
@@ -24,8 +30,9 @@ fn options(dir: &Path) -> StoreOptions {
 }
 
 /// Fills the ledger to `target` serials, then writes until killed.
-fn child(dir: &Path, target: u64) {
+fn child(dir: &Path, target: u64, every: Option<u64>) {
     let (store, _) = Store::open(options(dir)).expect("ledger");
+    let mut checkpointed = store.counts().issued;
     let key = BlockKey::derive(SECRET);
     let mut next_block = store.counts().blocks + 1;
     let gtin = Gtin::parse("09506000134352").expect("gtin");
@@ -74,6 +81,17 @@ fn child(dir: &Path, target: u64) {
             .map(|e| e.seq)
             .collect();
         store.outbox_ack_blocking(&seqs).expect("ack");
+        let issued = store.counts().issued;
+        // Never at the target itself: the kill then lands as long after the
+        // last checkpoint as it can, EVERY serials, the worst case.
+        if every.is_some_and(|e| issued >= checkpointed + e && issued < target) {
+            let took = store.checkpoint_blocking().expect("checkpoint");
+            eprintln!(
+                "  checkpoint at {issued} serials: ledger closed for {:.3} s",
+                took.as_secs_f64()
+            );
+            checkpointed = issued;
+        }
         if !announced && id % 10 == 0 {
             eprintln!("  {} serials in the ledger", store.counts().issued);
         }
@@ -87,8 +105,11 @@ fn main() {
         .map(|a| a.parse().expect("N: a number of serials"))
         .unwrap_or(1_000_000);
     let dir = args.next().map(PathBuf::from);
+    let every: Option<u64> = args
+        .next()
+        .map(|a| a.parse().expect("EVERY: a number of serials"));
     if let Ok(d) = std::env::var(CHILD) {
-        child(Path::new(&d), target);
+        child(Path::new(&d), target, every);
         return;
     }
     let temp = tempfile::tempdir().expect("tempdir");
@@ -100,6 +121,8 @@ fn main() {
     );
     let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
         .arg(target.to_string())
+        .arg(&dir)
+        .args(every.map(|e| e.to_string()))
         .env(CHILD, &dir)
         .stdout(std::process::Stdio::piped())
         .spawn()

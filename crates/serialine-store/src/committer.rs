@@ -7,7 +7,8 @@
 use crate::error::StoreError;
 use crate::ledger::{Applied, Ledger, Op};
 use crate::record::Counts;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// How transitions are made durable.
@@ -23,7 +24,13 @@ pub enum CommitMode {
 
 pub(crate) type OpResult = Result<Applied, StoreError>;
 
-pub(crate) struct Request {
+pub(crate) enum Request {
+    Ops(OpsRequest),
+    /// Close and reopen the ledger so sled snapshots it; see [`Ledger::reopen`].
+    Checkpoint(oneshot::Sender<Result<Duration, StoreError>>),
+}
+
+pub(crate) struct OpsRequest {
     pub ops: Vec<Op>,
     pub reply: oneshot::Sender<Vec<OpResult>>,
 }
@@ -31,16 +38,21 @@ pub(crate) struct Request {
 /// Counters as of the last durable batch, for readers on other threads.
 pub(crate) type SharedCounts = Arc<Mutex<Counts>>;
 
+/// The readers' handle on the ledger. Empty only while the committer reopens
+/// it (readers wait on the lock meanwhile) or after a reopen failed.
+pub(crate) type ReaderSlot = Arc<RwLock<Option<Ledger>>>;
+
 pub(crate) fn spawn(
     ledger: Ledger,
     mode: CommitMode,
     max_batch: usize,
     counts: SharedCounts,
+    readers: ReaderSlot,
 ) -> std::io::Result<(mpsc::UnboundedSender<Request>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = std::thread::Builder::new()
         .name("serialine-committer".into())
-        .spawn(move || run(ledger, rx, mode, max_batch.max(1), counts))?;
+        .spawn(move || run(ledger, rx, mode, max_batch.max(1), counts, readers))?;
     Ok((tx, handle))
 }
 
@@ -50,29 +62,67 @@ fn run(
     mode: CommitMode,
     max_batch: usize,
     counts: SharedCounts,
+    readers: ReaderSlot,
 ) {
-    let mut batch: Vec<Request> = Vec::new();
+    let mut batch: Vec<OpsRequest> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        let mut queued = first.ops.len();
-        batch.push(first);
-        while queued < max_batch {
-            match rx.try_recv() {
-                Ok(req) => {
-                    queued += req.ops.len();
-                    batch.push(req);
+        // A checkpoint ends the batch: what was queued before it is applied
+        // first, what comes after waits for the reopened ledger.
+        let mut checkpoint = None;
+        let mut queued = 0;
+        let mut next = Some(first);
+        while let Some(req) = next.take() {
+            match req {
+                Request::Ops(r) => {
+                    queued += r.ops.len();
+                    batch.push(r);
                 }
-                Err(_) => break,
+                Request::Checkpoint(reply) => {
+                    checkpoint = Some(reply);
+                    break;
+                }
+            }
+            if queued < max_batch {
+                next = rx.try_recv().ok();
             }
         }
         match mode {
+            _ if batch.is_empty() => {}
             CommitMode::Group => commit_group(&mut ledger, &mut batch, &counts),
             CommitMode::PerTransition => commit_each(&mut ledger, &mut batch, &counts),
+        }
+        if let Some(reply) = checkpoint {
+            match reopen(ledger, &readers) {
+                Ok((reopened, took)) => {
+                    ledger = reopened;
+                    let _ = reply.send(Ok(took));
+                }
+                Err(e) => {
+                    // No ledger left to write to: callers from now on hear
+                    // `Closed`, and the next start opens what is on disk.
+                    tracing::error!(error = %e, "reopening the ledger for a checkpoint failed; the ledger is closed");
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
         }
     }
     // Every handle is gone: make whatever is applied durable before exiting.
     if let Err(e) = ledger.flush() {
         tracing::error!(error = %e, "final ledger flush failed");
     }
+}
+
+/// Closes the ledger, the readers' handle included, and opens it again.
+/// Readers block on the slot's lock meanwhile instead of seeing it empty.
+fn reopen(ledger: Ledger, readers: &ReaderSlot) -> Result<(Ledger, Duration), StoreError> {
+    let started = Instant::now();
+    ledger.flush()?;
+    let mut slot = readers.write().unwrap_or_else(|p| p.into_inner());
+    drop(slot.take());
+    let reopened = ledger.reopen()?;
+    *slot = Some(reopened.clone());
+    Ok((reopened, started.elapsed()))
 }
 
 /// Readers must see the counters of a batch by the time its callers hear it is
@@ -82,7 +132,7 @@ fn publish(ledger: &Ledger, counts: &SharedCounts) {
     *c = ledger.counts;
 }
 
-fn commit_group(ledger: &mut Ledger, batch: &mut Vec<Request>, counts: &SharedCounts) {
+fn commit_group(ledger: &mut Ledger, batch: &mut Vec<OpsRequest>, counts: &SharedCounts) {
     let ops: Vec<Op> = batch.iter().flat_map(|r| r.ops.iter().cloned()).collect();
     let outcome = ledger.apply(&ops).and_then(|results| {
         ledger.flush()?;
@@ -101,7 +151,7 @@ fn commit_group(ledger: &mut Ledger, batch: &mut Vec<Request>, counts: &SharedCo
     }
 }
 
-fn commit_each(ledger: &mut Ledger, batch: &mut Vec<Request>, counts: &SharedCounts) {
+fn commit_each(ledger: &mut Ledger, batch: &mut Vec<OpsRequest>, counts: &SharedCounts) {
     for req in batch.drain(..) {
         let mut out = Vec::with_capacity(req.ops.len());
         for op in &req.ops {
@@ -123,7 +173,7 @@ fn commit_each(ledger: &mut Ledger, batch: &mut Vec<Request>, counts: &SharedCou
 /// A failed batch: nobody is told their write is durable. The caller must
 /// treat the outcome as unknown (a Sent serial is not printed), and the next
 /// open of the ledger tells what survived.
-fn fail_all(ledger: &Ledger, batch: &mut Vec<Request>, e: &StoreError) {
+fn fail_all(ledger: &Ledger, batch: &mut Vec<OpsRequest>, e: &StoreError) {
     tracing::error!(error = %e, "ledger batch failed; no transition in it is acknowledged");
     for req in batch.drain(..) {
         let errs = req.ops.iter().map(|_| Err(copy_err(ledger, e))).collect();

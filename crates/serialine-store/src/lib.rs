@@ -19,6 +19,11 @@
 //! Writes go through one committer thread that batches everything queued into
 //! one sled transaction and one flush ([`CommitMode::Group`]).
 //!
+//! Time to READY after a crash is mostly sled replaying the log written since
+//! the ledger was last opened (sled 0.34 writes its snapshot only when
+//! opening). [`Store::checkpoint`] closes and reopens the ledger in place to
+//! bound that; the daemon calls it between jobs.
+//!
 //! Trees: `blocks` (sealed), `cursors` (per-block use), `issued` (keyed-hash
 //! index of issued serials, no clear text), `serials` (state records),
 //! `inflight` (Sent/Printed index for reconciliation), `outbox`, `meta`

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 const CHILD_ENV: &str = "SERIALINE_STORE_CRASH_CHILD_DIR";
 
 /// The writer: reconciles what the last run left in flight, then sends and
-/// commits serials from 32 concurrent tasks, printing one line per durable
-/// acknowledgment. Does nothing unless started by the parent test.
+/// commits serials from 32 concurrent tasks while a 33rd checkpoints the
+/// ledger over and over, printing one line per durable acknowledgment. Does nothing unless started by the parent test.
 #[test]
 fn crash_writer_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
@@ -58,9 +58,21 @@ fn crash_writer_child() {
                 }
             }));
         }
+        // Checkpoints run alongside, so some kills land while the ledger is
+        // being closed and reopened.
+        let checkpointer = tokio::spawn({
+            let store = store.clone();
+            async move {
+                loop {
+                    store.checkpoint().await.expect("checkpoint");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        });
         for t in tasks {
             t.await.expect("task");
         }
+        checkpointer.abort();
     });
 }
 

@@ -20,6 +20,8 @@ enum Step {
     Move(usize, UnitState),
     Ack(usize),
     Reopen,
+    /// `Store::checkpoint`: the ledger is closed and reopened under the handle.
+    Checkpoint,
 }
 
 fn any_state() -> impl Strategy<Value = UnitState> {
@@ -44,6 +46,7 @@ fn step() -> impl Strategy<Value = Step> {
         6 => (idx, any_state()).prop_map(|(i, s)| Step::Move(i, s)),
         1 => (0..4usize).prop_map(Step::Ack),
         1 => Just(Step::Reopen),
+        1 => Just(Step::Checkpoint),
     ]
 }
 
@@ -127,6 +130,10 @@ proptest! {
                             m.state.insert(x, UnitState::Synced);
                         }
                     }
+                }
+                // Unlike a reopen, the handle (and its reservations) lives on.
+                Step::Checkpoint => {
+                    store.as_ref().unwrap().checkpoint_blocking().unwrap();
                 }
                 Step::Reopen => {
                     drop(store.take());

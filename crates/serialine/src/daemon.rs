@@ -13,7 +13,9 @@
 //!   flight get their verdicts (or be voided at the read deadline) and answer
 //!   once the line has drained;
 //! - each job spawns its devices afresh (a finished job's drivers end with
-//!   it) and logs its report when it ends.
+//!   it) and logs its report when it ends;
+//! - between jobs the ledger is checkpointed (`Store::checkpoint`), so a
+//!   crash during the next job recovers without replaying this one's log.
 //!
 //! SIGTERM or SIGINT: STOPPING to systemd, every running job is stopped and
 //! drained (at most [`STOP_BOUND`]), every uplink publishes the retained
@@ -41,8 +43,8 @@ use serialine_devices::transport::Link;
 use serialine_devices::{CameraHandle, PrinterHandle};
 use serialine_store::{Store, StoreOptions};
 use serialine_uplink::{
-    Command, CommandAuth, CommandRequest, JobInfo, LineState, PrefetchConfig, StatusSnapshot,
-    TlsPaths, UplinkConfig, UplinkHandle,
+    kind, Alarm, Command, CommandAuth, CommandRequest, JobInfo, LineState, PrefetchConfig,
+    StatusSnapshot, TlsPaths, UplinkConfig, UplinkHandle,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -499,6 +501,30 @@ impl Line {
         outcome
     }
 
+    /// Between jobs the line is stopped anyway, so the ledger is closed and
+    /// reopened there (`Store::checkpoint`): sled snapshots it, and a crash
+    /// during the next job recovers without replaying this one's log. Not
+    /// at shutdown: the next start's open does the same work.
+    async fn checkpoint_between_jobs(&self) {
+        match self.store.checkpoint().await {
+            Ok(took) => tracing::info!(
+                line = %self.id,
+                closed_ms = took.as_millis() as u64,
+                "ledger checkpointed between jobs: recovery after a crash replays nothing older"
+            ),
+            // The ledger is closed after a failed reopen: no next job can
+            // run until a restart opens it again, so the operator must know.
+            Err(e) => {
+                let message = format!(
+                    "ledger checkpoint between jobs failed, the ledger is closed until serialine restarts: {e}"
+                );
+                tracing::error!(line = %self.id, "{message}");
+                self.uplink
+                    .raise_alarm(Alarm::new(kind::STORE_ERROR, message));
+            }
+        }
+    }
+
     fn publish_idle(&self, state: LineState) {
         self.uplink.publish_status(StatusSnapshot {
             state,
@@ -539,6 +565,7 @@ impl Line {
                             Err(e) => format!("idle, {e}"),
                         };
                         board.set(&self.id, state);
+                        self.checkpoint_between_jobs().await;
                     }
                 }
                 Event::Command(Some(req)) => self.command(req, &mut job, &board).await,
@@ -602,6 +629,7 @@ impl Line {
                     },
                 );
                 req.respond(result);
+                self.checkpoint_between_jobs().await;
             }
         }
     }

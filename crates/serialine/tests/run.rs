@@ -229,6 +229,19 @@ starve_timeout_secs = 60
         log().contains("job ended")
     })
     .await;
+    // Between jobs the ledger is checkpointed: sled has written a snapshot
+    // (`snap.*`), so a crash during the next job replays none of this one.
+    wait_until(Duration::from_secs(30), "the checkpoint", log, || {
+        log().contains("ledger checkpointed between jobs")
+    })
+    .await;
+    let ledger = root.join("state/ledger").join(LINE);
+    let snapshots = fs::read_dir(&ledger)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("snap."))
+        .count();
+    assert!(snapshots > 0, "no sled snapshot in {}", ledger.display());
 
     let events = upstream.line(LINE);
     assert_eq!(events.unique(), QUANTITY, "one event per unit");
