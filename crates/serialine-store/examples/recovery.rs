@@ -154,7 +154,29 @@ fn main() {
         "store size per million serials: {:.1} MB",
         size as f64 / 1e6 / (c.issued as f64 / 1e6)
     );
+    // sled keeps a page-table entry per node in memory, and a node holds at
+    // most 16 keys: a ledger's resident memory grows with its history. (The
+    // system allocator here; the daemon's mimalloc is measured by
+    // `serialine bench`.)
+    println!(
+        "resident memory with the ledger open: {} (peak {})",
+        proc_status("VmRSS"),
+        proc_status("VmHWM")
+    );
     drop(store);
+}
+
+fn proc_status(key: &str) -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix(key)?
+                    .strip_prefix(':')
+                    .map(|v| v.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn walk_size(p: &Path) -> u64 {
