@@ -177,21 +177,26 @@ impl Store {
     /// table). Call it where the line pauses anyway, such as a job's end.
     /// Returns how long the ledger was closed.
     pub async fn checkpoint(&self) -> Result<Duration, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Request::Checkpoint(reply))
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.send_checkpoint()?
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     pub fn checkpoint_blocking(&self) -> Result<Duration, StoreError> {
+        self.send_checkpoint()?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    fn send_checkpoint(
+        &self,
+    ) -> Result<oneshot::Receiver<Result<Duration, StoreError>>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.inner
             .tx
             .send(Request::Checkpoint(reply))
             .map_err(|_| StoreError::Closed)?;
-        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+        Ok(rx)
     }
 
     fn pool(&self) -> MutexGuard<'_, Pool> {
