@@ -33,6 +33,37 @@ pub enum PrinterEvent {
     },
     /// Connected (again) and ready for codes.
     Ready,
+    /// The device reports the unit marked, as its `index`-th mark: a laser
+    /// marker's mark counter after this mark. A camera triggered by the
+    /// marker numbers its results with this index (see [`TriggerIds`]).
+    Marked { unit: UnitId, index: u64 },
+}
+
+/// How a camera result's trigger id names a unit, for a camera triggered by
+/// this device. Only content-free results (no-read, unparseable) need it: a
+/// read with a code names its unit by the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerIds {
+    /// The trigger id is the unit id as the device numbers its messages:
+    /// modulo `modulus` (10^N for an N-digit message id), or whole.
+    UnitId { modulus: Option<u64> },
+    /// The trigger id is the mark index the device reports with
+    /// [`PrinterEvent::Marked`], modulo `modulus` (the counter's wrap).
+    MarkIndex { modulus: u64 },
+    /// Not known: content-free results are matched by position.
+    Unknown,
+}
+
+impl TriggerIds {
+    /// `id` reduced the way this device wraps it.
+    pub fn reduce(&self, id: u64) -> u64 {
+        match *self {
+            TriggerIds::UnitId { modulus: Some(m) } | TriggerIds::MarkIndex { modulus: m } => {
+                id % m.max(1)
+            }
+            TriggerIds::UnitId { modulus: None } | TriggerIds::Unknown => id,
+        }
+    }
 }
 
 /// One camera verification result.
@@ -69,6 +100,8 @@ pub struct PrinterHandle {
     pub events: mpsc::Receiver<PrinterEvent>,
     /// How many codes may be queued in the device at once (its buffer).
     pub capacity: usize,
+    /// What a camera triggered by this device reports as its trigger id.
+    pub trigger_ids: TriggerIds,
 }
 
 /// A running camera driver.

@@ -66,6 +66,14 @@ async fn next(h: &mut PrinterHandle) -> PrinterEvent {
     }
 }
 
+/// The unit marked, reported with its mark index; returns the index.
+async fn expect_marked(h: &mut PrinterHandle, want: UnitId) -> u64 {
+    match next(h).await {
+        PrinterEvent::Marked { unit, index } if unit == want => index,
+        got => panic!("expected unit {want} marked, got {got:?} from {}", h.name),
+    }
+}
+
 async fn expect(h: &mut PrinterHandle, want: PrinterEvent) {
     let got = next(h).await;
     assert_eq!(got, want, "unexpected event from {}", h.name);
@@ -95,7 +103,7 @@ fn code(i: u64) -> String {
 async fn mark_ok(r: &mut Rig, unit: UnitId) {
     send(&r.h, unit, &code(unit)).await;
     expect(&mut r.h, PrinterEvent::Accepted(unit)).await;
-    expect(&mut r.h, PrinterEvent::Printed(unit)).await;
+    expect_marked(&mut r.h, unit).await;
 }
 
 #[tokio::test]
@@ -125,10 +133,13 @@ async fn register_trigger_with_instant_marks() {
     // A longer code first: the shorter one after it must not keep its tail.
     send(&r.h, 1, "ABCDEFGHIJ").await;
     expect(&mut r.h, PrinterEvent::Accepted(1)).await;
-    expect(&mut r.h, PrinterEvent::Printed(1)).await;
+    let first = expect_marked(&mut r.h, 1).await;
     send(&r.h, 2, "XYZ").await;
     expect(&mut r.h, PrinterEvent::Accepted(2)).await;
-    expect(&mut r.h, PrinterEvent::Printed(2)).await;
+    // The mark index is the marker's counter after each mark: what a camera
+    // triggered by the marker numbers its results with.
+    let second = expect_marked(&mut r.h, 2).await;
+    assert_eq!((first, second), (1, 2));
     assert_eq!(r.sim.triggered_codes(), ["ABCDEFGHIJ", "XYZ"]);
 }
 
@@ -147,7 +158,7 @@ async fn waits_while_busy() {
     assert!(r.h.events.try_recv().is_err(), "no event while busy");
     r.sim.set_busy(false);
     expect(&mut r.h, PrinterEvent::Accepted(7)).await;
-    expect(&mut r.h, PrinterEvent::Printed(7)).await;
+    expect_marked(&mut r.h, 7).await;
 }
 
 fn assert_fault(ev: PrinterEvent, needle: &str, want_unknown: &[UnitId]) {
@@ -174,7 +185,7 @@ async fn error_state_faults_then_ready_after_clear() {
     r.sim.clear_error();
     expect(&mut r.h, PrinterEvent::Ready).await;
     expect(&mut r.h, PrinterEvent::Accepted(2)).await;
-    expect(&mut r.h, PrinterEvent::Printed(2)).await;
+    expect_marked(&mut r.h, 2).await;
     assert_eq!(r.sim.triggered_codes(), [code(1), code(2)]);
 }
 
@@ -245,7 +256,7 @@ async fn random_exceptions_leave_every_unit_in_one_outcome() {
         loop {
             match next(&mut r.h).await {
                 PrinterEvent::Accepted(u) => assert_eq!(u, unit),
-                PrinterEvent::Printed(u) => {
+                PrinterEvent::Marked { unit: u, .. } => {
                     assert_eq!(u, unit);
                     printed.push(code(u));
                     break;

@@ -654,6 +654,7 @@ fn log_report(r: &LineReport, job: &Job, why: &str) {
         voided = r.voided,
         duplicates = r.duplicates,
         foreign = r.foreign,
+        pack_rejects = r.pack_rejects,
         elapsed_secs = format!("{:.2}", r.elapsed.as_secs_f64()),
         units_per_sec = format!("{:.0}", r.units_per_sec()),
         p99_ms = format!("{:.3}", r.latency_us(0.99) as f64 / 1000.0),

@@ -12,7 +12,7 @@ use tokio::time::{sleep, timeout, Instant};
 
 use super::status::{parse_host_status, reply_complete, HostStatus, StatusError, MAX_REPLY};
 use super::zpl::{render, LabelTemplate, RenderError};
-use crate::api::{PrintRequest, PrinterEvent, PrinterHandle, UnitId};
+use crate::api::{PrintRequest, PrinterEvent, PrinterHandle, TriggerIds, UnitId};
 use crate::transport::Backoff;
 
 /// Link and timing settings.
@@ -112,6 +112,7 @@ pub fn spawn_with(
         // One label at a time: ~HS can only say "buffer empty", not which
         // label left it.
         capacity: 1,
+        trigger_ids: TriggerIds::Unknown,
     })
 }
 

@@ -16,7 +16,7 @@ use super::map::{
     counter_delta, decode_status, pack_code, CodeError, LaserRegisterMap, LaserState, LaserStatus,
     MapError, Trigger,
 };
-use crate::api::{PrintRequest, PrinterEvent, PrinterHandle, UnitId};
+use crate::api::{PrintRequest, PrinterEvent, PrinterHandle, TriggerIds, UnitId};
 use crate::transport::Backoff;
 
 /// How to reach the marker.
@@ -175,6 +175,8 @@ pub fn spawn(
         events: ev_rx,
         // The marker holds one code in its text registers.
         capacity: 1,
+        // The mark counter is a 16-bit register.
+        trigger_ids: TriggerIds::MarkIndex { modulus: 1 << 16 },
     })
 }
 
@@ -649,8 +651,12 @@ impl Driver {
                         if delta > 1 {
                             tracing::warn!(device = %self.name, unit, delta,
                                 "mark counter advanced by more than one mark");
+                            // Which of those marks is this unit's is not
+                            // known: report it printed without an index.
+                            return self.emit(PrinterEvent::Printed(unit)).await;
                         }
-                        return self.emit(PrinterEvent::Printed(unit)).await;
+                        let index = u64::from(now);
+                        return self.emit(PrinterEvent::Marked { unit, index }).await;
                     }
                 }
                 None => {

@@ -15,7 +15,7 @@
 
 use super::framed::{encode_frame, FrameDecoder, Token};
 use super::profile::{CompiledProfile, FramedProfile, ProfileError};
-use crate::api::{PrintRequest, PrinterEvent, PrinterHandle, UnitId};
+use crate::api::{PrintRequest, PrinterEvent, PrinterHandle, TriggerIds, UnitId};
 use crate::transport::{Attempt, BoxedStream, Connector, Link};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -37,6 +37,15 @@ pub fn spawn(
     profile: &FramedProfile,
 ) -> Result<PrinterHandle, ProfileError> {
     let compiled = profile.compile()?;
+    // A camera triggered by the print-complete reports the message id: the
+    // unit id modulo 10^width.
+    let trigger_ids = TriggerIds::UnitId {
+        modulus: compiled
+            .message
+            .id_width()
+            .and_then(|w| u32::try_from(w).ok())
+            .and_then(|w| 10u64.checked_pow(w)),
+    };
     let name = name.into();
     let depth = profile.buffer_depth;
     let (req_tx, req_rx) = mpsc::channel(depth);
@@ -57,6 +66,7 @@ pub fn spawn(
         requests: req_tx,
         events: ev_rx,
         capacity: depth,
+        trigger_ids,
     })
 }
 

@@ -149,5 +149,9 @@ pub(crate) async fn run(
             return Err(shared.store_err(e));
         }
     }
+    // Before `requests` drops: the printer driver ends after this.
+    shared
+        .feeding_done
+        .store(true, std::sync::atomic::Ordering::Release);
     Ok(sent)
 }

@@ -14,8 +14,13 @@
 //! only after its `Sent` is durable; a device fault never makes the pipeline
 //! resend a code (units of unknown fate stay `Sent` and are reconciled: a late
 //! camera read commits or rejects them, and whatever is left at job end is
-//! voided); a camera read of an already committed or never issued code
-//! rejects the unit in front of the camera and raises an alarm.
+//! voided). A camera read decides only the unit whose serial it names; a
+//! read of a code not in flight (already committed or decided, from an
+//! earlier job or another line, never issued) raises an alarm and a counted
+//! reject signal for the pack in front of the camera, and decides no unit.
+//! Content-free results (no-read, unparseable) are matched by the camera's
+//! trigger id where the marking device defines it, else by position (see
+//! `verdict`).
 
 mod feeder;
 mod report;
@@ -130,6 +135,10 @@ pub(crate) struct Shared {
     pub slots: Arc<Semaphore>,
     /// False while a device is faulted: the feeder sends nothing.
     pub ready: watch::Sender<bool>,
+    /// Set by the feeder when it has sent its last code without error (job
+    /// quantity reached, stop requested, or starved): from then on the
+    /// printer driver ending is the normal end, not a fault.
+    pub feeding_done: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -197,6 +206,7 @@ pub async fn run_line(
         progress,
         slots: Arc::new(Semaphore::new(window)),
         ready,
+        feeding_done: std::sync::atomic::AtomicBool::new(false),
     });
     let (sent_tx, sent_rx) = mpsc::unbounded_channel();
     let started = Instant::now();
@@ -207,7 +217,14 @@ pub async fn run_line(
         ready_rx,
         stop,
     ));
-    let verdicts = verdict::run(shared.clone(), printer.events, camera.events, sent_rx).await;
+    let verdicts = verdict::run(
+        shared.clone(),
+        printer.events,
+        camera.events,
+        sent_rx,
+        printer.trigger_ids,
+    )
+    .await;
     let fed = feeder.await.map_err(|e| PipelineError::Device {
         line: shared.spec.line_id.clone(),
         what: format!("feeder task failed: {e}"),

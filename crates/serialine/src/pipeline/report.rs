@@ -14,6 +14,9 @@ pub struct Progress {
     pub voided: u64,
     pub duplicates: u64,
     pub foreign: u64,
+    /// Reject signals for the pack in front of the camera: reads of a code
+    /// not in flight (duplicate or foreign), which decide no unit.
+    pub pack_rejects: u64,
     pub paused: bool,
     /// Added latency per unit so far, p50 and p99, in microseconds.
     pub latency_p50_us: u64,
@@ -36,6 +39,9 @@ pub struct LineReport {
     pub voided: u64,
     pub duplicates: u64,
     pub foreign: u64,
+    /// Reject signals for the pack in front of the camera (see
+    /// [`Progress::pack_rejects`]); no unit in the ledger changes for them.
+    pub pack_rejects: u64,
     /// Time the daemon adds per unit, in microseconds: making `Sent` durable
     /// before the code goes out, plus making the verdict durable after the
     /// camera read.
@@ -53,6 +59,7 @@ impl LineReport {
             voided: 0,
             duplicates: 0,
             foreign: 0,
+            pack_rejects: 0,
             // 1 µs .. 1 h at 3 significant digits; the bounds are constants.
             added_latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("constant histogram bounds are valid"),

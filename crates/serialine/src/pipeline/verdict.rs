@@ -1,17 +1,31 @@
 //! The deciding half: match print-completes and camera reads to sent units,
 //! and make each unit's outcome durable.
 //!
-//! Camera reads arrive in the order units pass the camera, which is the order
-//! they were sent. A read whose content names a unit in flight decides that
-//! unit; a no-read or an unusable read decides the oldest unit in flight (the
-//! one in front of the camera).
+//! Matching rules (evidence first, position last):
+//!
+//! - A read whose content names a serial decides that serial's unit, if it
+//!   is in flight, and nothing else.
+//! - A read that names a serial not in flight (already decided, from an
+//!   earlier job, another line's, never issued) raises its alarm and a
+//!   counted reject signal for the pack in front of the camera, but decides
+//!   no unit: a camera that triggers twice, a re-fed pack or a stray code
+//!   cannot cascade into rejecting good units. The unit whose own code was
+//!   never read ends by the read deadline as a no-read.
+//! - Only content-free results (no-read, content that is not a code of the
+//!   job's template) are matched to a unit without naming it: by the result's
+//!   trigger id where the camera reports one and the marking device says how
+//!   its ids relate to units ([`TriggerIds`]: the framed printer's message id,
+//!   the laser's mark index); otherwise by position (the oldest unit in
+//!   flight, the one in front of the camera). A trigger id that names no unit
+//!   in flight decides nothing.
 
 use super::{AlarmKind, LineReport, PipelineError, SentUnit, Shared, Verdict};
 use serialine_core::code;
 use serialine_core::{RejectReason, Serial, UnitState};
-use serialine_devices::{CameraEvent, CameraRead, PrinterEvent, UnitId};
+use serialine_devices::{CameraEvent, CameraRead, PrinterEvent, TriggerIds, UnitId};
 use serialine_store::{StoreError, Transition};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, error::TryRecvError};
@@ -25,6 +39,9 @@ struct Unit {
     sent_at: Instant,
     printed_at: Option<Instant>,
     read_at: Option<Instant>,
+    /// The id a camera triggered by the marking device reports for this
+    /// unit, reduced by [`TriggerIds::reduce`]; `None` until known.
+    tag: Option<u64>,
 }
 
 impl Unit {
@@ -47,6 +64,8 @@ struct Verdicts {
     unparsed_reads: u64,
     /// Percentiles are read from the histogram at most this often.
     quantiles_at: Instant,
+    /// How camera trigger ids name units.
+    trigger_ids: TriggerIds,
 }
 
 pub(crate) async fn run(
@@ -54,6 +73,7 @@ pub(crate) async fn run(
     mut printer: mpsc::Receiver<PrinterEvent>,
     mut camera: mpsc::Receiver<CameraEvent>,
     mut sent: mpsc::UnboundedReceiver<SentUnit>,
+    trigger_ids: TriggerIds,
 ) -> Result<LineReport, PipelineError> {
     let deadline = shared.spec.read_deadline;
     let mut v = Verdicts {
@@ -66,6 +86,7 @@ pub(crate) async fn run(
         garbage_lines: 0,
         unparsed_reads: 0,
         quantiles_at: Instant::now(),
+        trigger_ids,
     };
     let mut tick = tokio::time::interval((deadline / 4).max(Duration::from_millis(5)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,14 +108,30 @@ pub(crate) async fn run(
                 Some(ev) => { quiet_since = Instant::now(); v.on_printer(ev, &mut sent) }
                 None => {
                     printer_open = false;
-                    v.shared.alarm(AlarmKind::DeviceFault, "printer driver stopped", None);
+                    v.pull_sent(&mut sent);
+                    // The driver ends once its request channel is closed and
+                    // its buffer is empty: after the feeder's last code that
+                    // is the normal end of a job (or of a requested stop),
+                    // not a fault. Mid-job it is one.
+                    if v.shared.feeding_done.load(Ordering::Acquire) {
+                        tracing::debug!(line = %v.shared.spec.line_id, "printer driver stopped after the last code");
+                    } else {
+                        v.shared.alarm(AlarmKind::DeviceFault, "printer driver stopped", None);
+                    }
                 }
             },
             ev = camera.recv(), if camera_open => match ev {
                 Some(ev) => { quiet_since = Instant::now(); v.on_camera(ev, &mut sent) }
                 None => {
                     camera_open = false;
-                    v.shared.alarm(AlarmKind::DeviceFault, "camera driver stopped", None);
+                    v.pull_sent(&mut sent);
+                    // Nothing left to read once feeding is over and every
+                    // unit is decided; otherwise reads are lost: a fault.
+                    if v.shared.feeding_done.load(Ordering::Acquire) && v.units.is_empty() {
+                        tracing::debug!(line = %v.shared.spec.line_id, "camera driver stopped after the last read");
+                    } else {
+                        v.shared.alarm(AlarmKind::DeviceFault, "camera driver stopped", None);
+                    }
                 }
             },
             _ = tick.tick() => {
@@ -127,6 +164,10 @@ pub(crate) async fn run(
 impl Verdicts {
     fn on_sent(&mut self, u: SentUnit) {
         self.by_serial.insert(u.serial.clone(), u.unit);
+        let tag = match self.trigger_ids {
+            TriggerIds::UnitId { .. } => Some(self.trigger_ids.reduce(u.unit)),
+            TriggerIds::MarkIndex { .. } | TriggerIds::Unknown => None,
+        };
         self.units.insert(
             u.unit,
             Unit {
@@ -135,6 +176,7 @@ impl Verdicts {
                 sent_at: u.sent_at,
                 printed_at: None,
                 read_at: None,
+                tag,
             },
         );
     }
@@ -168,6 +210,13 @@ impl Verdicts {
             PrinterEvent::Printed(unit) => {
                 if let Some(u) = self.units.get_mut(&unit) {
                     u.printed_at.get_or_insert_with(Instant::now);
+                }
+            }
+            PrinterEvent::Marked { unit, index } => {
+                let tag = self.trigger_ids.reduce(index);
+                if let Some(u) = self.units.get_mut(&unit) {
+                    u.printed_at.get_or_insert_with(Instant::now);
+                    u.tag = Some(tag);
                 }
             }
             PrinterEvent::Refused { unit, reason } => {
@@ -205,6 +254,29 @@ impl Verdicts {
         self.units.keys().next().copied()
     }
 
+    /// The unit a content-free result (no-read, unparseable) is about: by
+    /// its trigger id where both the camera and the marking device give one,
+    /// else the oldest unit in flight (the one in front of the camera).
+    fn content_free_target(&self, trigger: Option<UnitId>) -> Option<UnitId> {
+        match (self.trigger_ids, trigger) {
+            (TriggerIds::Unknown, _) | (_, None) => self.oldest(),
+            (ids, Some(t)) => {
+                let t = ids.reduce(t);
+                let found = self
+                    .units
+                    .iter()
+                    .find(|(_, u)| u.tag == Some(t))
+                    .map(|(id, _)| *id);
+                if found.is_none() {
+                    // A late or repeated result for a unit already decided:
+                    // it names no unit in flight, so it decides none.
+                    tracing::debug!(line = %self.shared.spec.line_id, trigger = t, "content-free camera result for no unit in flight");
+                }
+                found
+            }
+        }
+    }
+
     fn on_camera(&mut self, ev: CameraEvent, sent: &mut mpsc::UnboundedReceiver<SentUnit>) {
         self.pull_sent(sent);
         match ev {
@@ -238,11 +310,9 @@ impl Verdicts {
     fn on_read(&mut self, read: CameraRead) {
         let now = Instant::now();
         let job = &self.shared.spec.job;
-        // The camera's trigger id is the device's own counter (a printer's
-        // wrapping message id, a laser's mark index), not our unit id; reads
-        // arrive in line order, so the oldest unit in flight is the one read.
+        // Content-free results are matched by trigger id, else by position.
         let Some(content) = read.content else {
-            if let Some(unit) = self.oldest() {
+            if let Some(unit) = self.content_free_target(read.unit) {
                 self.mark_read(unit, now);
                 self.decide(unit, Verdict::Reject(RejectReason::NoRead));
             }
@@ -266,7 +336,7 @@ impl Verdicts {
                         None,
                     );
                 }
-                if let Some(unit) = self.oldest() {
+                if let Some(unit) = self.content_free_target(read.unit) {
                     self.mark_read(unit, now);
                     self.decide(unit, Verdict::Reject(RejectReason::Mismatch));
                 }
@@ -288,48 +358,58 @@ impl Verdicts {
             self.decide(unit, verdict);
             return;
         }
-        // Not a unit in flight: a code already committed (or decided earlier),
-        // or one this line never issued. Either way the unit in front of the
-        // camera does not carry its own code.
+        // Not a unit in flight: a code already committed or decided (a camera
+        // that triggered twice, a re-fed pack, an earlier job's), or one this
+        // line never issued (another line's, a misread that still parses).
+        // The pack in front of the camera does not carry a code in flight:
+        // signal its rejection, but decide no unit, for this read is no
+        // evidence about any unit in flight. The unit whose own code was not
+        // read ends by the read deadline as a no-read.
         let state = self.shared.store.lookup(&data.serial);
-        let (kind, reason, what) = match state {
-            Err(StoreError::NotIssued { .. }) => (
-                AlarmKind::ForeignCode,
-                RejectReason::Mismatch,
-                "a code never issued to this line",
-            ),
-            Ok(UnitState::Committed | UnitState::Synced) => (
-                AlarmKind::DuplicateRead,
-                RejectReason::Duplicate,
-                "a code already committed",
-            ),
-            _ => (
-                AlarmKind::DuplicateRead,
-                RejectReason::Duplicate,
-                "a code already used on another unit",
-            ),
+        let (kind, what) = match state {
+            Err(StoreError::NotIssued { .. }) => {
+                (AlarmKind::ForeignCode, "a code never issued to this line")
+            }
+            Ok(UnitState::Committed | UnitState::Synced) => {
+                (AlarmKind::DuplicateRead, "a code already committed")
+            }
+            _ => (AlarmKind::DuplicateRead, "a code already decided"),
         };
         match kind {
             AlarmKind::ForeignCode => self.report.foreign += 1,
             _ => self.report.duplicates += 1,
         }
-        let victim = self.oldest();
+        self.report.pack_rejects += 1;
+        let trigger = read
+            .unit
+            .map_or_else(|| "none".to_string(), |t| t.to_string());
         self.shared.alarm(
             kind,
             format!(
-                "camera read {what} ({}); {}",
-                data.serial,
-                match victim {
-                    Some(u) => format!("unit {u} rejected"),
-                    None => "no unit in flight".into(),
-                }
+                "camera read {what} ({}, trigger {trigger}); reject signal for the pack in front of the camera; no unit decided",
+                data.serial
             ),
-            Some(data.serial),
+            Some(data.serial.clone()),
         );
-        if let Some(unit) = victim {
-            self.mark_read(unit, now);
-            self.decide(unit, Verdict::Reject(reason));
-        }
+        let (duplicates, foreign, pack_rejects) = (
+            self.report.duplicates,
+            self.report.foreign,
+            self.report.pack_rejects,
+        );
+        self.shared.progress.send_modify(|p| {
+            p.duplicates = duplicates;
+            p.foreign = foreign;
+            p.pack_rejects = pack_rejects;
+        });
+        // The reject signal itself, one log event each: the record an
+        // operator (and the hil checker) counts.
+        tracing::warn!(
+            line = %self.shared.spec.line_id,
+            reject_signal = kind.as_str(),
+            read_serial = %data.serial,
+            trigger = %trigger,
+            "reject signal: pack in front of the camera"
+        );
     }
 
     fn mark_read(&mut self, unit: UnitId, at: Instant) {
@@ -408,12 +488,13 @@ impl Verdicts {
             None
         };
         let r = &self.report;
-        let (committed, rejected, voided, duplicates, foreign) = (
+        let (committed, rejected, voided, duplicates, foreign, pack_rejects) = (
             r.committed,
             r.rejected_total(),
             r.voided,
             r.duplicates,
             r.foreign,
+            r.pack_rejects,
         );
         self.shared.progress.send_modify(|p| {
             p.committed = committed;
@@ -421,11 +502,371 @@ impl Verdicts {
             p.voided = voided;
             p.duplicates = duplicates;
             p.foreign = foreign;
+            p.pack_rejects = pack_rejects;
             if let Some((p50, p99)) = quantiles {
                 p.latency_p50_us = p50;
                 p.latency_p99_us = p99;
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The matching rules on a real ledger: the verdict task is driven with
+    //! hand-made printer and camera events.
+    use super::*;
+    use crate::pipeline::{Alarm, LineSpec, Progress};
+    use serialine_core::code::{CodeData, Template};
+    use serialine_core::{Expiry, Grade, Gtin, Job, Lot};
+    use serialine_sim::issuer::Issuer;
+    use serialine_store::{Store, StoreOptions};
+    use std::sync::atomic::AtomicBool;
+    use tokio::sync::{watch, Semaphore};
+
+    const LINE: &str = "line-v";
+    const SECRET: &[u8] = b"verdict unit test line secret, 32+ bytes";
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        store: Store,
+        job: Job,
+        serials: Vec<Serial>,
+        /// A valid serial issued to another line.
+        other_line: Serial,
+        shared: Arc<Shared>,
+        alarms: mpsc::UnboundedReceiver<Alarm>,
+    }
+
+    async fn rig(units: usize) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let issuer = Issuer::new(b"verdict tests", 50);
+        issuer.add_line(LINE, SECRET);
+        issuer.add_line("line-other", b"another line's secret, 32+ bytes long");
+        let (store, _) = Store::open(StoreOptions::new(dir.path().join("ledger"), LINE, SECRET))
+            .expect("ledger opens");
+        store
+            .add_block(&issuer.issue(LINE).expect("block"))
+            .await
+            .expect("block accepted");
+        let other = issuer.issue("line-other").expect("other block");
+        let other_line = issuer
+            .issued("line-other")
+            .into_iter()
+            .next()
+            .expect("other line's serials");
+        drop(other);
+        let serials = store.reserve(units).expect("reserve");
+        let ts: Vec<_> = serials
+            .iter()
+            .map(|s| Transition::new(s.clone(), UnitState::Sent))
+            .collect();
+        for r in store.apply(&ts).await {
+            r.expect("Sent durable");
+        }
+        let job = Job::new(
+            Gtin::parse("09506000134352").expect("gtin"),
+            Lot::new("LOT-V").expect("lot"),
+            Expiry::parse("271231").expect("expiry"),
+            Template::Gs1DataMatrix,
+            units as u64,
+        )
+        .expect("job");
+        let (alarm_tx, alarms) = mpsc::unbounded_channel();
+        let (progress, _) = watch::channel(Progress::default());
+        let (ready, _) = watch::channel(true);
+        let shared = Arc::new(Shared {
+            spec: LineSpec {
+                line_id: LINE.into(),
+                job: job.clone(),
+                min_grade: Grade::C,
+                camera_window: 16,
+                read_deadline: Duration::from_millis(300),
+                starve_timeout: Duration::from_secs(5),
+                heartbeat: Default::default(),
+            },
+            store: store.clone(),
+            alarms: alarm_tx,
+            progress,
+            slots: Arc::new(Semaphore::new(64)),
+            ready,
+            feeding_done: AtomicBool::new(false),
+        });
+        Rig {
+            _dir: dir,
+            store,
+            job,
+            serials,
+            other_line,
+            shared,
+            alarms,
+        }
+    }
+
+    impl Rig {
+        fn code(&self, serial: &Serial) -> String {
+            code::render(
+                &self.job.template,
+                &CodeData::for_job(&self.job, serial.clone()),
+            )
+            .expect("renders")
+        }
+
+        /// Unit `i` (1-based) has serial `serials[i - 1]`.
+        fn good(&self, i: usize) -> CameraEvent {
+            self.read(Some(i as u64), Some(self.code(&self.serials[i - 1])))
+        }
+
+        fn read(&self, trigger: Option<u64>, content: Option<String>) -> CameraEvent {
+            CameraEvent::Read(CameraRead {
+                unit: trigger,
+                content,
+                grade: Some(Grade::A),
+            })
+        }
+
+        /// Runs the verdict task over `printer` then `camera` events for
+        /// every unit, with the feeder done; returns its report.
+        async fn run(
+            &self,
+            ids: TriggerIds,
+            printer: Vec<PrinterEvent>,
+            camera: Vec<CameraEvent>,
+        ) -> LineReport {
+            let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+            let now = Instant::now();
+            for (i, s) in self.serials.iter().enumerate() {
+                sent_tx
+                    .send(SentUnit {
+                        unit: i as u64 + 1,
+                        serial: s.clone(),
+                        reserved_at: now,
+                        sent_at: now,
+                    })
+                    .expect("send");
+            }
+            drop(sent_tx);
+            self.shared.feeding_done.store(true, Ordering::Release);
+            let (ptx, prx) = mpsc::channel(1024);
+            let (ctx, crx) = mpsc::channel(1024);
+            for ev in printer {
+                ptx.send(ev).await.expect("printer event");
+            }
+            let shared = self.shared.clone();
+            let task = tokio::spawn(run(shared, prx, crx, sent_rx, ids));
+            // Camera results only once every printer event is taken (each is
+            // handled as it is received): the order a real line has.
+            while ptx.capacity() < ptx.max_capacity() {
+                tokio::task::yield_now().await;
+            }
+            for ev in camera {
+                ctx.send(ev).await.expect("camera event");
+            }
+            let report = tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("verdict task ends")
+                .expect("no panic")
+                .expect("no error");
+            drop((ptx, ctx));
+            report
+        }
+
+        fn state(&self, i: usize) -> UnitState {
+            self.store.lookup(&self.serials[i - 1]).expect("recorded")
+        }
+
+        fn alarm_kinds(&mut self) -> Vec<AlarmKind> {
+            let mut out = Vec::new();
+            while let Ok(a) = self.alarms.try_recv() {
+                out.push(a.kind);
+            }
+            out
+        }
+    }
+
+    fn printed(n: usize) -> Vec<PrinterEvent> {
+        (1..=n as u64).map(PrinterEvent::Printed).collect()
+    }
+
+    const FRAMED: TriggerIds = TriggerIds::UnitId {
+        modulus: Some(10_000),
+    };
+
+    #[tokio::test]
+    async fn a_repeated_read_touches_no_other_unit() {
+        let mut r = rig(6).await;
+        // The camera triggers twice on unit 2: its result line comes again.
+        let mut reads = vec![r.good(1), r.good(2), r.good(2)];
+        reads.extend((3..=6).map(|i| r.good(i)));
+        let report = r.run(TriggerIds::Unknown, printed(6), reads).await;
+        for i in 1..=6 {
+            assert_eq!(r.state(i), UnitState::Committed, "unit {i}");
+        }
+        assert_eq!((report.committed, report.rejected_total()), (6, 0));
+        assert_eq!((report.duplicates, report.pack_rejects), (1, 1));
+        assert!(r.alarm_kinds().contains(&AlarmKind::DuplicateRead));
+    }
+
+    #[tokio::test]
+    async fn a_foreign_or_earlier_code_never_decides_a_unit() {
+        let mut r = rig(5).await;
+        // Unit 2 shows another line's valid code instead of its own, unit 4
+        // a code committed earlier (unit 1's): neither decides anything;
+        // units 2 and 4 end by the read deadline as no-reads.
+        let other = r.code(&r.other_line);
+        let refed = r.code(&r.serials[0]);
+        let reads = vec![
+            r.good(1),
+            r.read(Some(2), Some(other)),
+            r.good(3),
+            r.read(Some(4), Some(refed)),
+            r.good(5),
+        ];
+        let report = r.run(FRAMED, printed(5), reads).await;
+        for i in [1, 3, 5] {
+            assert_eq!(r.state(i), UnitState::Committed, "unit {i}");
+        }
+        for i in [2, 4] {
+            assert_eq!(
+                r.state(i),
+                UnitState::Rejected(RejectReason::NoRead),
+                "unit {i}"
+            );
+        }
+        assert_eq!(
+            (report.foreign, report.duplicates, report.pack_rejects),
+            (1, 1, 2)
+        );
+        let kinds = r.alarm_kinds();
+        assert!(kinds.contains(&AlarmKind::ForeignCode), "{kinds:?}");
+        assert!(kinds.contains(&AlarmKind::DuplicateRead), "{kinds:?}");
+    }
+
+    #[tokio::test]
+    async fn a_content_free_read_goes_to_its_trigger_id() {
+        let r = rig(4).await;
+        // Unit 3's no-read arrives first (and twice), unit 2's unparseable
+        // read next: by trigger id they decide units 3 and 2, not the
+        // oldest unit in flight, and the repeat decides nothing.
+        let reads = vec![
+            r.read(Some(3), None),
+            r.read(Some(3), None),
+            r.read(Some(2), Some("not a code".into())),
+            r.good(1),
+            r.good(4),
+        ];
+        let report = r.run(FRAMED, printed(4), reads).await;
+        assert_eq!(r.state(1), UnitState::Committed);
+        assert_eq!(r.state(2), UnitState::Rejected(RejectReason::Mismatch));
+        assert_eq!(r.state(3), UnitState::Rejected(RejectReason::NoRead));
+        assert_eq!(r.state(4), UnitState::Committed);
+        assert_eq!(report.pack_rejects, 0);
+    }
+
+    #[tokio::test]
+    async fn a_content_free_read_goes_to_its_mark_index() {
+        let r = rig(3).await;
+        // A laser reports mark indexes (16-bit counter); the camera numbers
+        // its results with them, here across the wrap.
+        let printer = vec![
+            PrinterEvent::Marked {
+                unit: 1,
+                index: 65_535,
+            },
+            PrinterEvent::Marked { unit: 2, index: 0 },
+            PrinterEvent::Marked { unit: 3, index: 1 },
+        ];
+        let reads = vec![r.read(Some(65_536), None), r.good(1), r.good(3)];
+        r.run(TriggerIds::MarkIndex { modulus: 1 << 16 }, printer, reads)
+            .await;
+        assert_eq!(r.state(1), UnitState::Committed);
+        assert_eq!(r.state(2), UnitState::Rejected(RejectReason::NoRead));
+        assert_eq!(r.state(3), UnitState::Committed);
+    }
+
+    #[tokio::test]
+    async fn without_trigger_ids_a_no_read_goes_to_the_oldest_unit() {
+        let r = rig(2).await;
+        let reads = vec![r.read(None, None), r.good(2)];
+        r.run(FRAMED, printed(2), reads).await;
+        assert_eq!(r.state(1), UnitState::Rejected(RejectReason::NoRead));
+        assert_eq!(r.state(2), UnitState::Committed);
+    }
+
+    #[tokio::test]
+    async fn drivers_ending_after_the_last_unit_raise_no_alarm() {
+        let mut r = rig(2).await;
+        let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        for (i, s) in r.serials.iter().enumerate() {
+            sent_tx
+                .send(SentUnit {
+                    unit: i as u64 + 1,
+                    serial: s.clone(),
+                    reserved_at: now,
+                    sent_at: now,
+                })
+                .expect("send");
+        }
+        let (ptx, prx) = mpsc::channel(16);
+        let (ctx, crx) = mpsc::channel(16);
+        let task = tokio::spawn(run(r.shared.clone(), prx, crx, sent_rx, FRAMED));
+        for ev in printed(2) {
+            ptx.send(ev).await.expect("printer event");
+        }
+        for ev in [r.good(1), r.good(2)] {
+            ctx.send(ev).await.expect("camera event");
+        }
+        // The job's normal end: the feeder is done, then its channels and
+        // the printer driver's close, in whatever order the loop sees them.
+        r.shared.feeding_done.store(true, Ordering::Release);
+        drop(ptx);
+        drop(sent_tx);
+        let report = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("ends")
+            .expect("no panic")
+            .expect("no error");
+        drop(ctx);
+        assert_eq!(report.committed, 2);
+        let kinds = r.alarm_kinds();
+        assert!(!kinds.contains(&AlarmKind::DeviceFault), "{kinds:?}");
+    }
+
+    #[tokio::test]
+    async fn a_printer_driver_dying_mid_job_is_a_fault() {
+        let mut r = rig(2).await;
+        let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        sent_tx
+            .send(SentUnit {
+                unit: 1,
+                serial: r.serials[0].clone(),
+                reserved_at: now,
+                sent_at: now,
+            })
+            .expect("send");
+        let (ptx, prx) = mpsc::channel(16);
+        let (ctx, crx) = mpsc::channel(16);
+        let task = tokio::spawn(run(r.shared.clone(), prx, crx, sent_rx, FRAMED));
+        // The driver dies while the feeder is still feeding.
+        drop(ptx);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let alarm = loop {
+            if let Ok(a) = r.alarms.try_recv() {
+                break a;
+            }
+            assert!(Instant::now() < deadline, "no alarm raised");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(alarm.kind, AlarmKind::DeviceFault);
+        assert!(
+            alarm.message.contains("printer driver stopped"),
+            "{alarm:?}"
+        );
+        drop(sent_tx);
+        ctx.send(r.good(1)).await.expect("camera event");
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     }
 }
