@@ -137,6 +137,10 @@ pub struct Report {
     pub upstream_unique: usize,
     /// Duplicate/foreign reports excused from the alarm check (near a kill).
     pub alarms_excused: usize,
+    /// Reject signals for the pack in front of the camera the daemon
+    /// logged, by kind (`duplicate-read`, `foreign-code`).
+    pub reject_signals: HashMap<String, usize>,
+    pub device_fault_alarms: usize,
 }
 
 struct Checker<'a> {
@@ -223,6 +227,24 @@ fn logged_alarms(logs: &[String]) -> Vec<(String, Option<String>)> {
     out
 }
 
+/// The kind of every reject signal the pipeline logged (`reject_signal`
+/// field: one log event per pack the daemon asked to reject).
+fn logged_reject_signals(logs: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for log in logs {
+        for line in log.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let fields = v.get("fields").unwrap_or(&v);
+            if let Some(kind) = fields.get("reject_signal").and_then(Value::as_str) {
+                out.push(kind.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Runs every check.
 pub fn check(input: &CheckInput) -> Report {
     let mut c = Checker {
@@ -281,10 +303,30 @@ pub fn check(input: &CheckInput) -> Report {
             Vec::new()
         }
     };
+    // A unit's own read, and (issue 13) a later read of its code shown on
+    // another trigger (a duplicate, a repeat, a re-fed pack) while its own
+    // read decided nothing: that read names the unit, so it may commit it.
+    let mut own_verdict: HashMap<&str, Verdict> = HashMap::new();
+    for r in &input.camera_log {
+        if !matches!(
+            r.verdict,
+            Verdict::DoubleTrigger | Verdict::Refed | Verdict::OtherLine
+        ) {
+            own_verdict.entry(r.printed.as_str()).or_insert(r.verdict);
+        }
+    }
     let good_reads: HashSet<Serial> = input
         .camera_log
         .iter()
-        .filter(|r| r.verdict == Verdict::Good)
+        .filter(|r| match r.verdict {
+            Verdict::Good => true,
+            Verdict::Duplicate | Verdict::DoubleTrigger | Verdict::Refed => r
+                .content
+                .as_deref()
+                .and_then(|c| own_verdict.get(c))
+                .is_some_and(|v| !matches!(v, Verdict::Good | Verdict::LowGrade)),
+            _ => false,
+        })
         .filter_map(|r| r.content.as_deref().and_then(serial_of))
         .collect();
     let mut reportable = 0usize;
@@ -423,6 +465,10 @@ pub fn check(input: &CheckInput) -> Report {
     let mut alarmed: HashMap<String, usize> = HashMap::new();
     for (kind, serial) in &alarms {
         match kind.as_str() {
+            "device-fault" => {
+                c.report.device_fault_alarms += 1;
+                continue;
+            }
             "duplicate-read" => c.report.duplicate_alarms += 1,
             "foreign-code" => c.report.foreign_alarms += 1,
             _ => continue,
@@ -440,7 +486,13 @@ pub fn check(input: &CheckInput) -> Report {
     }
     let mut wanted: HashMap<String, (usize, Verdict)> = HashMap::new();
     for (i, r) in input.camera_log.iter().enumerate() {
-        if !matches!(r.verdict, Verdict::Duplicate | Verdict::Foreign) {
+        let shown = match r.verdict {
+            Verdict::Duplicate | Verdict::Foreign | Verdict::Refed | Verdict::OtherLine => true,
+            // A repeated line is a duplicate when it repeats a code.
+            Verdict::DoubleTrigger => r.content.as_deref().and_then(serial_of).is_some(),
+            _ => false,
+        };
+        if !shown {
             continue;
         }
         c.report.camera_reports += 1;
@@ -448,7 +500,7 @@ pub fn check(input: &CheckInput) -> Report {
             .camera_kill_marks
             .iter()
             .any(|&m| i < m && i + input.alarm_tolerance >= m);
-        let own_undecided = r.verdict == Verdict::Duplicate
+        let own_undecided = matches!(r.verdict, Verdict::Duplicate | Verdict::DoubleTrigger)
             && r.content
                 .as_deref()
                 .and_then(|c| own_read.get(c))
@@ -542,5 +594,73 @@ pub fn check(input: &CheckInput) -> Report {
             );
         }
     }
+    check_camera_extras(&mut c, &records);
     c.report
+}
+
+/// Extra camera results (double trigger, re-fed pack, another line's pack)
+/// must each cost exactly one reject signal and never a good unit; clean
+/// equipment raises no device-fault alarm.
+fn check_camera_extras(c: &mut Checker<'_>, records: &[(Serial, serialine_store::SerialRecord)]) {
+    let input = c.input;
+    let e = &input.expect;
+    for kind in logged_reject_signals(&input.logs) {
+        *c.report.reject_signals.entry(kind).or_default() += 1;
+    }
+    if e.exact_reject_signals {
+        let mut injected: HashMap<&str, usize> = HashMap::new();
+        for r in &input.camera_log {
+            let kind = match r.verdict {
+                Verdict::DoubleTrigger if r.content.as_deref().and_then(serial_of).is_some() => {
+                    "duplicate-read"
+                }
+                Verdict::Refed => "duplicate-read",
+                Verdict::OtherLine => "foreign-code",
+                _ => continue,
+            };
+            *injected.entry(kind).or_default() += 1;
+        }
+        for kind in ["duplicate-read", "foreign-code"] {
+            let want = injected.get(kind).copied().unwrap_or(0);
+            let got = c.report.reject_signals.get(kind).copied().unwrap_or(0);
+            if got != want {
+                c.violate(
+                    Rule::Expectation,
+                    None,
+                    format!("the camera showed {want} extra {kind} pack(s); the daemon logged {got} reject signal(s) of that kind"),
+                );
+            }
+        }
+    }
+    if e.no_good_unit_rejected {
+        let min_grade = serialine_core::Grade::C;
+        let read_good: HashSet<Serial> = input
+            .camera_log
+            .iter()
+            .filter(|r| r.verdict == Verdict::Good && r.grade >= min_grade)
+            .filter(|r| r.content.as_deref() == Some(r.printed.as_str()))
+            .filter_map(|r| serial_of(&r.printed))
+            .collect();
+        let mut bad: Vec<(&Serial, UnitState)> = records
+            .iter()
+            .filter(|(s, rec)| matches!(rec.state, UnitState::Rejected(_)) && read_good.contains(s))
+            .map(|(s, rec)| (s, rec.state))
+            .collect();
+        bad.sort_by(|a, b| a.0.cmp(b.0));
+        for (serial, state) in bad {
+            c.violate(
+                Rule::Expectation,
+                Some(serial.as_str()),
+                format!("the camera read this unit's own code good, yet the ledger says {state}"),
+            );
+        }
+    }
+    if e.no_device_fault_alarms && c.report.device_fault_alarms > 0 {
+        let n = c.report.device_fault_alarms;
+        c.violate(
+            Rule::Expectation,
+            None,
+            format!("{n} device-fault alarm(s) logged with no device fault injected"),
+        );
+    }
 }

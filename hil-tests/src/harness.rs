@@ -520,6 +520,11 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                 low_grade_rate: c.low_grade_rate,
                 garbage_rate: c.garbage_rate,
                 disconnect_after: c.disconnect_after,
+                double_trigger_rate: c.double_trigger_rate,
+                double_trigger_at: c.double_trigger_at,
+                refed_rate: c.refed_rate,
+                other_line_rate: c.other_line_rate,
+                other_line_codes: other_line_codes(&s, &issuer)?,
                 ..CameraKnobs::default()
             };
             let (camera, camera_addr) = CameraSim::listen(
@@ -792,3 +797,41 @@ fn read_logs(root: &Path, runs: u32) -> Vec<String> {
         .map(|n| fs::read_to_string(root.join(format!("run-{n:03}.log"))).unwrap_or_default())
         .collect()
 }
+
+/// Valid codes of another line's block (the scenario's product, serials
+/// issued to [`OTHER_LINE`]), for the camera's other-line knob; none when
+/// the knob is off, so other scenarios' serials stay as they were.
+fn other_line_codes(s: &Scenario, issuer: &Issuer) -> Result<Vec<String>, HilError> {
+    use serialine_core::code::{self, CodeData, Template};
+    if s.camera.other_line_rate <= 0.0 {
+        return Ok(Vec::new());
+    }
+    issuer.add_line(OTHER_LINE, &secret_for(s.seed ^ 0x0_07e4));
+    issuer
+        .issue(OTHER_LINE)
+        .map_err(|e| HilError::Sim(format!("issuer, block for {OTHER_LINE}: {e}")))?;
+    let bad = |what: &str, e: String| HilError::Sim(format!("job.{what}: {e}"));
+    let gtin = serialine_core::Gtin::parse(&s.job.gtin).map_err(|e| bad("gtin", e.to_string()))?;
+    let lot =
+        serialine_core::Lot::new(s.job.lot.as_str()).map_err(|e| bad("lot", e.to_string()))?;
+    let expiry =
+        serialine_core::Expiry::parse(&s.job.expiry).map_err(|e| bad("expiry", e.to_string()))?;
+    let mut serials: Vec<_> = issuer.issued(OTHER_LINE).into_iter().collect();
+    serials.sort();
+    serials
+        .into_iter()
+        .map(|serial| {
+            let data = CodeData {
+                gtin: gtin.clone(),
+                lot: Some(lot.clone()),
+                expiry: Some(expiry),
+                serial,
+            };
+            code::render(&Template::Gs1DataMatrix, &data)
+                .map_err(|e| HilError::Sim(format!("rendering another line's code: {e}")))
+        })
+        .collect()
+}
+
+/// The line whose codes the other-line camera knob shows.
+pub const OTHER_LINE: &str = "line-2";

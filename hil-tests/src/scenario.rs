@@ -166,6 +166,14 @@ pub struct CameraSpec {
     pub foreign_rate: f64,
     pub garbage_rate: f64,
     pub disconnect_after: Option<u64>,
+    /// The camera repeats a unit's result line (double trigger).
+    pub double_trigger_rate: f64,
+    /// The camera repeats the n-th unit's result line once.
+    pub double_trigger_at: Option<u64>,
+    /// An extra result line with a code read good earlier (re-fed pack).
+    pub refed_rate: f64,
+    /// An extra result line with a valid code of another line's block.
+    pub other_line_rate: f64,
 }
 
 /// Faults the harness applies while the daemon runs. "Units" are units
@@ -243,6 +251,18 @@ pub struct Expect {
     pub min_foreign_alarms: u64,
     /// At least this many rejected units.
     pub min_rejected: u64,
+    /// The daemon's reject signals for the pack in front of the camera
+    /// equal the extra packs and lines the camera simulator injected, per
+    /// kind: `duplicate-read` = double triggers of a code + re-fed packs,
+    /// `foreign-code` = other lines' packs. For scenarios injecting only
+    /// these faults (and no kills).
+    pub exact_reject_signals: bool,
+    /// No unit whose own code the camera read good (and in grade) is
+    /// rejected in the ledger.
+    pub no_good_unit_rejected: bool,
+    /// No `device-fault` alarm in the daemon's logs (clean equipment: the
+    /// normal end of a job is not a fault).
+    pub no_device_fault_alarms: bool,
 }
 
 impl Scenario {
@@ -286,6 +306,12 @@ impl Scenario {
             ("camera.duplicate_rate", self.camera.duplicate_rate),
             ("camera.foreign_rate", self.camera.foreign_rate),
             ("camera.garbage_rate", self.camera.garbage_rate),
+            (
+                "camera.double_trigger_rate",
+                self.camera.double_trigger_rate,
+            ),
+            ("camera.refed_rate", self.camera.refed_rate),
+            ("camera.other_line_rate", self.camera.other_line_rate),
         ];
         for (k, r) in rates {
             if !(0.0..=1.0).contains(&r) {

@@ -135,3 +135,142 @@ async fn broken_invariants_are_reported_by_serial() {
     );
     assert_eq!(report.printer_frames, 3);
 }
+
+/// A JSON log line as the daemon writes it for an alarm or a reject signal.
+fn log_line(fields: serde_json::Value) -> String {
+    serde_json::json!({ "level": "WARN", "fields": fields }).to_string()
+}
+
+/// Issue 13: one double trigger cascading into rejecting every later good
+/// unit, with a device-fault alarm at the job's normal end, must be reported;
+/// the same run done right must not.
+#[tokio::test]
+async fn a_cascade_after_a_double_trigger_is_reported() {
+    for cascade in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = Issuer::new(b"checker cascade", 10);
+        issuer.add_line(LINE, SECRET);
+        let (store, _) =
+            Store::open(StoreOptions::new(dir.path().join("ledger"), LINE, SECRET)).unwrap();
+        store.add_block(&issuer.issue(LINE).unwrap()).await.unwrap();
+        let s = store.reserve(4).unwrap();
+        let sent: Vec<_> = s
+            .iter()
+            .map(|x| Transition::new(x.clone(), UnitState::Sent))
+            .collect();
+        for r in store.apply(&sent).await {
+            r.unwrap();
+        }
+        let mut verdicts = vec![Transition::new(s[0].clone(), UnitState::Committed)];
+        for x in &s[1..] {
+            verdicts.push(Transition::new(
+                x.clone(),
+                if cascade {
+                    UnitState::Rejected(RejectReason::Duplicate)
+                } else {
+                    UnitState::Committed
+                },
+            ));
+        }
+        for r in store.apply(&verdicts).await {
+            r.unwrap();
+        }
+        // The camera read every unit good, and unit 1's line twice.
+        let read = |unit: u64, serial: &Serial, verdict| Reported {
+            unit,
+            printed: code_of(serial),
+            verdict,
+            content: Some(code_of(serial)),
+            grade: Grade::A,
+        };
+        let mut camera_log = vec![
+            read(1, &s[0], Verdict::Good),
+            read(1, &s[0], Verdict::DoubleTrigger),
+        ];
+        for (i, x) in s.iter().enumerate().skip(1) {
+            camera_log.push(read(i as u64 + 1, x, Verdict::Good));
+        }
+        let alarm = |kind: &str, serial: &Serial| {
+            log_line(serde_json::json!({
+                "message": "camera read a code already committed",
+                "kind": kind,
+                "serial": format!("Some(\"{serial}\")"),
+            }))
+        };
+        let log = if cascade {
+            // The old pipeline: each unit's read charged to the next one, no
+            // reject signal, and "printer driver stopped" at the job's end.
+            let mut lines: Vec<String> =
+                s[..3].iter().map(|x| alarm("duplicate-read", x)).collect();
+            lines.push(log_line(serde_json::json!({
+                "message": "printer driver stopped",
+                "kind": "device-fault",
+                "serial": "None",
+            })));
+            lines.join("\n")
+        } else {
+            [
+                alarm("duplicate-read", &s[0]),
+                log_line(serde_json::json!({
+                    "message": "reject signal: pack in front of the camera",
+                    "reject_signal": "duplicate-read",
+                    "read_serial": s[0].to_string(),
+                })),
+            ]
+            .join("\n")
+        };
+        let codes: Vec<String> = s.iter().map(code_of).collect();
+        let input = CheckInput {
+            scenario: "cascade".into(),
+            seed: 13,
+            line: LINE.into(),
+            store: store.clone(),
+            device: DeviceLog::Codes(codes),
+            camera_log,
+            camera_kill_marks: Vec::new(),
+            alarm_tolerance: 0,
+            upstream: LineEvents::default(),
+            issued: issuer.issued(LINE),
+            logs: vec![log],
+            mid_job: false,
+            units: 4,
+            expect: Expect {
+                exact_reject_signals: true,
+                no_good_unit_rejected: true,
+                no_device_fault_alarms: true,
+                ..Expect::default()
+            },
+            stop_when: StopWhen::JobDone,
+        };
+        let report = check(&input);
+        let expectation: Vec<String> = report
+            .violations
+            .iter()
+            .filter(|v| v.rule == Rule::Expectation)
+            .map(|v| v.to_string())
+            .collect();
+        if cascade {
+            for x in &s[1..] {
+                assert!(
+                    report
+                        .violations
+                        .iter()
+                        .any(|v| v.rule == Rule::Expectation
+                            && v.serial.as_deref() == Some(x.as_str())),
+                    "good unit {x} rejected, not reported: {expectation:#?}"
+                );
+            }
+            assert!(
+                expectation.iter().any(|t| t.contains("reject signal")),
+                "{expectation:#?}"
+            );
+            assert!(
+                expectation.iter().any(|t| t.contains("device-fault")),
+                "{expectation:#?}"
+            );
+        } else {
+            assert!(expectation.is_empty(), "{expectation:#?}");
+            assert_eq!(report.reject_signals.get("duplicate-read"), Some(&1));
+        }
+    }
+}

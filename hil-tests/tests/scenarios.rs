@@ -73,6 +73,9 @@ scenarios! {
     laser_clean => "laser-clean",
     laser_modbus_exceptions => "laser-modbus-exceptions",
     replay_recorded_session => "replay-session",
+    camera_double_trigger => "camera-double-trigger",
+    camera_refed_pack => "camera-refed-pack",
+    camera_other_line => "camera-other-line",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a

@@ -2,7 +2,9 @@
 //! the product from its `printed` channel and writes one result line per
 //! unit in a [`CameraProfile`]'s format, on the device side of a pty or a
 //! TCP socket, with knobs for misreads, no-reads, low grades, duplicates,
-//! foreign codes and garbage lines. Every report is logged with its
+//! foreign codes and garbage lines, and for extra result lines: a double
+//! trigger (a line repeated), a re-fed pack (an earlier good code) and
+//! another line's pack (another line's valid code). Every report is logged with its
 //! [`Verdict`] so a test can check what the pipeline made of it.
 
 use crate::printer::SplitMix64;
@@ -37,6 +39,21 @@ pub struct CameraKnobs {
     pub garbage_rate: f64,
     /// After this many result lines, drop the connection (once).
     pub disconnect_after: Option<u64>,
+    /// Double trigger: after a unit's result line, the same line again
+    /// (same trigger id, same content), with this probability per unit.
+    pub double_trigger_rate: f64,
+    /// Double trigger of exactly this unit's result line (the n-th unit
+    /// reported, from 1), once.
+    pub double_trigger_at: Option<u64>,
+    /// A re-fed pack: before a unit's result, an extra result line (no
+    /// trigger id) with a code this camera read good earlier (a pack already
+    /// committed, back on the belt), with this probability per unit.
+    pub refed_rate: f64,
+    /// Another line's pack: before a unit's result, an extra result line
+    /// (no trigger id) with the next of `other_line_codes` (valid codes
+    /// issued to another line), with this probability per unit.
+    pub other_line_rate: f64,
+    pub other_line_codes: Vec<String>,
 }
 
 impl Default for CameraKnobs {
@@ -52,6 +69,11 @@ impl Default for CameraKnobs {
             low_grade: Grade::D,
             garbage_rate: 0.0,
             disconnect_after: None,
+            double_trigger_rate: 0.0,
+            double_trigger_at: None,
+            refed_rate: 0.0,
+            other_line_rate: 0.0,
+            other_line_codes: Vec::new(),
         }
     }
 }
@@ -65,6 +87,15 @@ pub enum Verdict {
     Foreign,
     Duplicate,
     LowGrade,
+    /// An extra, repeated result line (the camera triggered twice): logged
+    /// with the repeated line's unit and content.
+    DoubleTrigger,
+    /// An extra result line for a re-fed pack carrying an earlier good code;
+    /// logged with the unit reported next.
+    Refed,
+    /// An extra result line for another line's pack (a valid code of
+    /// another line's block); logged with the unit reported next.
+    OtherLine,
 }
 
 /// One logged report.
@@ -171,6 +202,10 @@ struct Core {
     lines: u64,
     disconnected_once: bool,
     foreign_seq: u64,
+    /// Codes reported good, for re-fed packs.
+    good_history: Vec<String>,
+    other_line_next: usize,
+    units_reported: u64,
 }
 
 impl Core {
@@ -192,6 +227,9 @@ impl Core {
             lines: 0,
             disconnected_once: false,
             foreign_seq: 0,
+            good_history: Vec::new(),
+            other_line_next: 0,
+            units_reported: 0,
         })
     }
 
@@ -261,22 +299,81 @@ impl Core {
         } else {
             (Verdict::Good, Some(code.clone()), k.grade)
         };
+        // Extra packs on the belt pass before this unit's: their result
+        // lines come first. Drawn only when their knob is on, so other
+        // scenarios' draws stay as they were.
+        if !self.good_history.is_empty() && self.rng.chance(k.refed_rate) {
+            let i = self.rng.below(self.good_history.len());
+            let refed = self.good_history.get(i).cloned();
+            self.extra_line(&mut out, unit, &code, Verdict::Refed, refed, k.grade);
+        }
+        if !k.other_line_codes.is_empty() && self.rng.chance(k.other_line_rate) {
+            let other = k
+                .other_line_codes
+                .get(self.other_line_next % k.other_line_codes.len())
+                .cloned();
+            self.other_line_next += 1;
+            self.extra_line(&mut out, unit, &code, Verdict::OtherLine, other, k.grade);
+        }
         let line = self
             .format
             .render(Some(unit), content.as_deref(), Some(grade));
         out.extend_from_slice(line.as_bytes());
         out.extend_from_slice(b"\r\n");
+        self.units_reported += 1;
+        let double = k.double_trigger_at == Some(self.units_reported)
+            || self.rng.chance(k.double_trigger_rate);
+        if verdict == Verdict::Good {
+            self.good_history.push(code.clone());
+        }
         if let Ok(mut log) = self.log.lock() {
             log.push(Reported {
                 unit,
                 printed: code.clone(),
                 verdict,
+                content: content.clone(),
+                grade,
+            });
+            if double {
+                // The same line once more, byte for byte.
+                out.extend_from_slice(line.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                log.push(Reported {
+                    unit,
+                    printed: code.clone(),
+                    verdict: Verdict::DoubleTrigger,
+                    content,
+                    grade,
+                });
+            }
+        }
+        self.history.push(code);
+        out
+    }
+
+    /// One result line for a pack that is not `unit` (no trigger id: the
+    /// printer never triggered for it), logged as `verdict`.
+    fn extra_line(
+        &mut self,
+        out: &mut Vec<u8>,
+        unit: UnitId,
+        code: &str,
+        verdict: Verdict,
+        content: Option<String>,
+        grade: Grade,
+    ) {
+        let line = self.format.render(None, content.as_deref(), Some(grade));
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Ok(mut log) = self.log.lock() {
+            log.push(Reported {
+                unit,
+                printed: code.to_string(),
+                verdict,
                 content,
                 grade,
             });
         }
-        self.history.push(code);
-        out
     }
 }
 
