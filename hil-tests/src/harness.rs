@@ -822,7 +822,7 @@ fn other_line_codes(s: &Scenario, issuer: &Issuer) -> Result<Vec<String>, HilErr
         .into_iter()
         .map(|serial| {
             let data = CodeData {
-                gtin: gtin.clone(),
+                gtin,
                 lot: Some(lot.clone()),
                 expiry: Some(expiry),
                 serial,

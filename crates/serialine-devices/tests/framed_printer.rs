@@ -87,7 +87,7 @@ impl Outcomes {
     fn record(&mut self, ev: PrinterEvent) {
         match ev {
             PrinterEvent::Accepted(u) => self.accepted.push(u),
-            PrinterEvent::Printed(u) => self.printed.push(u),
+            PrinterEvent::Printed(u) | PrinterEvent::Marked { unit: u, .. } => self.printed.push(u),
             PrinterEvent::Refused { unit, .. } => self.refused.push(unit),
             PrinterEvent::Fault { reason, unknown } => {
                 self.faults.push(reason);

@@ -44,7 +44,9 @@ async fn print_units(mut h: PrinterHandle) -> Vec<PrinterEvent> {
             .expect("driver running");
         match &ev {
             PrinterEvent::Ready => continue,
-            PrinterEvent::Printed(_) | PrinterEvent::Refused { .. } => done += 1,
+            PrinterEvent::Printed(_)
+            | PrinterEvent::Marked { .. }
+            | PrinterEvent::Refused { .. } => done += 1,
             PrinterEvent::Fault { reason, .. } => panic!("printer fault: {reason}"),
             PrinterEvent::Accepted(_) => {}
         }
