@@ -815,14 +815,18 @@ mod tests {
         for ev in printed(2) {
             ptx.send(ev).await.expect("printer event");
         }
+        // The job's normal end: the feeder is done, its channels and then
+        // the printer driver's close while units still await their reads
+        // (the race issue 13 saw: the loop sees the printer close first).
+        r.shared.feeding_done.store(true, Ordering::Release);
+        drop(sent_tx);
+        drop(ptx);
+        // Give the loop the chance to see the closed printer channel before
+        // the reads (ordering only; nothing is asserted about time).
+        tokio::time::sleep(Duration::from_millis(50)).await;
         for ev in [r.good(1), r.good(2)] {
             ctx.send(ev).await.expect("camera event");
         }
-        // The job's normal end: the feeder is done, then its channels and
-        // the printer driver's close, in whatever order the loop sees them.
-        r.shared.feeding_done.store(true, Ordering::Release);
-        drop(ptx);
-        drop(sent_tx);
         let report = tokio::time::timeout(Duration::from_secs(30), task)
             .await
             .expect("ends")
