@@ -76,6 +76,8 @@ scenarios! {
     camera_double_trigger => "camera-double-trigger",
     camera_refed_pack => "camera-refed-pack",
     camera_other_line => "camera-other-line",
+    camera_double_trigger_no_read => "camera-double-trigger-no-read",
+    laser_double_trigger => "laser-double-trigger",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a
