@@ -29,6 +29,9 @@ pub mod kind {
     pub const MALFORMED_PAYLOAD: &str = "malformed-payload";
     pub const COMMAND_REFUSED: &str = "command-refused";
     pub const STORE_ERROR: &str = "store-error";
+    /// Raised once connected after attempts that failed for a reason a
+    /// retry does not cure (certificate, key, CA, credentials); names them.
+    pub const UPLINK_CONNECT_FAILED: &str = "uplink-connect-failed";
 }
 
 /// Where the line stands, as the operator sees it.
