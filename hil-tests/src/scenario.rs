@@ -243,6 +243,10 @@ pub struct Expect {
     pub min_foreign_alarms: u64,
     /// At least this many rejected units.
     pub min_rejected: u64,
+    /// Device states the retained `status` must have shown, in this order:
+    /// `"<device name prefix>:<state>"`, e.g. `["printer:faulted",
+    /// "printer:ok"]`; each with a `since_ms` after the previous one's.
+    pub device_states: Vec<String>,
 }
 
 impl Scenario {

@@ -6,7 +6,7 @@
 //! unit; a no-read or an unusable read decides the oldest unit in flight (the
 //! one in front of the camera).
 
-use super::{AlarmKind, LineReport, PipelineError, SentUnit, Shared, Verdict};
+use super::{AlarmKind, DeviceState, LineReport, PipelineError, SentUnit, Shared, Verdict};
 use serialine_core::code;
 use serialine_core::{RejectReason, Serial, UnitState};
 use serialine_devices::{CameraEvent, CameraRead, PrinterEvent, UnitId};
@@ -88,6 +88,7 @@ pub(crate) async fn run(
                 None => {
                     printer_open = false;
                     v.shared.alarm(AlarmKind::DeviceFault, "printer driver stopped", None);
+                    v.shared.device_state(0, DeviceState::Stopped, Some("driver stopped".into()));
                 }
             },
             ev = camera.recv(), if camera_open => match ev {
@@ -95,6 +96,7 @@ pub(crate) async fn run(
                 None => {
                     camera_open = false;
                     v.shared.alarm(AlarmKind::DeviceFault, "camera driver stopped", None);
+                    v.shared.device_state(1, DeviceState::Stopped, Some("driver stopped".into()));
                 }
             },
             _ = tick.tick() => {
@@ -190,6 +192,8 @@ impl Verdicts {
                 );
                 self.shared.ready.send_replace(false);
                 self.shared.progress.send_modify(|p| p.paused = true);
+                self.shared
+                    .device_state(0, DeviceState::Faulted, Some(reason));
             }
             PrinterEvent::Ready => {
                 if !*self.shared.ready.borrow() {
@@ -197,6 +201,7 @@ impl Verdicts {
                 }
                 self.shared.ready.send_replace(true);
                 self.shared.progress.send_modify(|p| p.paused = false);
+                self.shared.device_state(0, DeviceState::Ok, None);
             }
         }
     }
@@ -230,8 +235,10 @@ impl Verdicts {
                     format!("camera fault: {reason}"),
                     None,
                 );
+                self.shared
+                    .device_state(1, DeviceState::Faulted, Some(reason));
             }
-            CameraEvent::Ready => {}
+            CameraEvent::Ready => self.shared.device_state(1, DeviceState::Ok, None),
         }
     }
 
