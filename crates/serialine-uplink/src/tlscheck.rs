@@ -79,9 +79,8 @@ pub fn check_tls_files(paths: &TlsPaths, now: SystemTime) -> Vec<TlsFileProblem>
                 ),
             ),
             Ok((certs, _)) => {
-                match check_cert(&certs[0], now) {
-                    Err(m) => fail(TlsFile::ClientCert, format!("{}: {m}", cert_path.display())),
-                    Ok(()) => {}
+                if let Err(m) = check_cert(&certs[0], now) {
+                    fail(TlsFile::ClientCert, format!("{}: {m}", cert_path.display()));
                 }
                 leaf = Some(certs[0].clone());
             }
