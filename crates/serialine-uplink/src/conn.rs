@@ -373,3 +373,59 @@ pub(crate) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(cause: &str) -> LinkFault {
+        LinkFault {
+            cause: cause.into(),
+            detail: String::new(),
+            attempts: 0,
+            since_ms: 0,
+        }
+    }
+
+    #[test]
+    fn warns_on_the_first_failure_and_each_change_of_cause_only() {
+        let mut f = Failures::default();
+        let changes: Vec<bool> = [
+            "ConnectionRefused",
+            "ConnectionRefused",
+            "UnknownIssuer",
+            "UnknownIssuer",
+            "ConnectionRefused",
+            "ConnectionRefused",
+        ]
+        .iter()
+        .map(|c| f.record(&fault(c)))
+        .collect();
+        assert_eq!(changes, [true, false, true, false, true, false]);
+        assert_eq!(f.attempts, 6);
+        assert_eq!(f.summary(), "ConnectionRefused x4, UnknownIssuer x2");
+        assert!(f.needs_operator, "UnknownIssuer needs a person");
+    }
+
+    #[test]
+    fn plain_outages_do_not_need_an_operator() {
+        let mut f = Failures::default();
+        for c in [
+            "ConnectionRefused",
+            "ConnectionClosed",
+            "Timeout",
+            "Io(Other)",
+        ] {
+            f.record(&fault(c));
+        }
+        assert!(!f.needs_operator);
+        for c in [
+            "UnknownIssuer",
+            "BrokerAlert(CertificateExpired)",
+            "KeyFileHoldsNoKey",
+            "BrokerRefused(NotAuthorized)",
+        ] {
+            assert!(fault(c).needs_operator(), "{c}");
+        }
+    }
+}
