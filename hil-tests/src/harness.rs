@@ -774,6 +774,12 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let counts = store.counts();
     drop(store);
     violations.append(&mut report.violations);
+    for m in crate::monitor::check_device_states(&monitor.devices(), &s.expect.device_states) {
+        violations.push(Violation {
+            rule: crate::checker::Rule::Expectation,
+            ..harness(format!("device status: {m}"))
+        });
+    }
     report.violations = violations;
 
     let keep = !report.violations.is_empty()

@@ -23,6 +23,91 @@ struct State {
     last: Option<Status>,
     alarms: Vec<Value>,
     subscribed: bool,
+    devices: Vec<DeviceSeen>,
+}
+
+/// A device state seen on `status`: each change of a device's state (or of
+/// the time it entered it) is recorded once, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSeen {
+    pub device: String,
+    pub state: String,
+    pub since_ms: Option<u64>,
+}
+
+/// Records the devices of one status payload.
+fn record_devices(seen: &mut Vec<DeviceSeen>, json: &Value) {
+    let Some(devices) = json.get("devices").and_then(Value::as_array) else {
+        return;
+    };
+    for d in devices {
+        let s = DeviceSeen {
+            device: d
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            state: d
+                .get("state")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            since_ms: d.get("since_ms").and_then(Value::as_u64),
+        };
+        if seen.iter().rev().find(|x| x.device == s.device) != Some(&s) {
+            seen.push(s);
+        }
+    }
+}
+
+/// Checks `expected` ("<device name prefix>:<state>", e.g. `printer:faulted`)
+/// against what the monitor saw: those states, in this order, each with a
+/// `since_ms` later than the one before for the same device. Returns what is
+/// wrong.
+pub fn check_device_states(seen: &[DeviceSeen], expected: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut from = 0;
+    let mut last_since: Option<(String, u64)> = None;
+    for want in expected {
+        let Some((prefix, state)) = want.split_once(':') else {
+            problems.push(format!(
+                "bad expectation {want:?}; expected \"<device>:<state>\""
+            ));
+            continue;
+        };
+        let found = seen[from..]
+            .iter()
+            .position(|d| d.device.starts_with(prefix) && d.state == state);
+        let Some(i) = found else {
+            problems.push(format!(
+                "status never showed {prefix} {state} (in order {expected:?}); device states seen: {:?}",
+                seen.iter()
+                    .map(|d| format!("{}:{}@{:?}", d.device, d.state, d.since_ms))
+                    .collect::<Vec<_>>()
+            ));
+            break;
+        };
+        let d = &seen[from + i];
+        match d.since_ms {
+            None => problems.push(format!(
+                "status shows {} {state} without since_ms",
+                d.device
+            )),
+            Some(since) => {
+                if let Some((dev, before)) = &last_since {
+                    if *dev == d.device && since <= *before {
+                        problems.push(format!(
+                            "{} entered {state} at since_ms {since}, not after the previous state's {before}",
+                            d.device
+                        ));
+                    }
+                }
+                last_since = Some((d.device.clone(), since));
+            }
+        }
+        from += i + 1;
+    }
+    problems
 }
 
 /// Watches `serialine/{site}/+/status` and `serialine/{site}/+/alarms`.
@@ -70,6 +155,10 @@ impl Monitor {
                         let json: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
                         let mut s = lock(&st);
                         s.seq += 1;
+                        if !p.topic.ends_with("/alarms") {
+                            let State { devices, .. } = &mut *s;
+                            record_devices(devices, &json);
+                        }
                         if p.topic.ends_with("/alarms") {
                             s.alarms.push(json);
                         } else if let Some(d) = decided(&json) {
@@ -112,6 +201,11 @@ impl Monitor {
     /// The last status that carried counters.
     pub fn status(&self) -> Option<Status> {
         lock(&self.state).last.clone()
+    }
+
+    /// Every device state change seen on `status`, in arrival order.
+    pub fn devices(&self) -> Vec<DeviceSeen> {
+        lock(&self.state).devices.clone()
     }
 
     /// Every alarm payload received.

@@ -263,6 +263,10 @@ pub struct Expect {
     /// No `device-fault` alarm in the daemon's logs (clean equipment: the
     /// normal end of a job is not a fault).
     pub no_device_fault_alarms: bool,
+    /// Device states the retained `status` must have shown, in this order:
+    /// `"<device name prefix>:<state>"`, e.g. `["printer:faulted",
+    /// "printer:ok"]`; each with a `since_ms` after the previous one's.
+    pub device_states: Vec<String>,
 }
 
 impl Scenario {

@@ -26,19 +26,21 @@ mod error;
 mod operator;
 mod outbox;
 mod prefetch;
+mod tlscheck;
 pub mod wire;
 
 pub use commands::{
     canonical_json, command_mac, parse_command, sign_command, Command, CommandRequest,
 };
 pub use config::{CommandAuth, OutboxConfig, PrefetchConfig, TlsPaths, UplinkConfig};
-pub use conn::{Link, OFFLINE};
+pub use conn::{classify, Link, LinkFault, OFFLINE};
 pub use error::UplinkError;
 pub use operator::{
     kind, Alarm, BufferDepth, DeviceStatus, JobInfo, LineState, Metrics, MetricsPayload,
     StatusPayload, StatusSnapshot, ALARM_QUEUE,
 };
 pub use prefetch::watermarks;
+pub use tlscheck::{check_tls_files, TlsFile, TlsFileProblem};
 
 use rumqttc::{AsyncClient, QoS};
 use serialine_store::Store;
@@ -67,8 +69,16 @@ pub fn start(
         });
     }
     let opts = conn::options(&cfg)?;
+    // Said now, at warn: otherwise the first sign of a bad certificate is a
+    // handshake that fails on every retry.
+    if let Some(tls) = &cfg.tls {
+        for p in check_tls_files(tls, std::time::SystemTime::now()) {
+            tracing::warn!(file = ?p.file, "uplink TLS: {}", p.message);
+        }
+    }
     let (client, eventloop) = AsyncClient::new(opts, 256);
     let (link_tx, link_rx) = watch::channel(Link::default());
+    let (fault_tx, fault_rx) = watch::channel(None);
     let (status_tx, status_rx) = watch::channel(StatusSnapshot::default());
     let (metrics_tx, metrics_rx) = watch::channel(Metrics::default());
     let (rate_tx, rate_rx) = watch::channel(0.0f64);
@@ -88,6 +98,10 @@ pub fn start(
                 blocks: blocks_tx,
                 acks: acks_tx,
                 commands: cmds_in_tx,
+            },
+            conn::Reporting {
+                fault: fault_tx,
+                alarms: alarm_tx.clone(),
             },
         )),
         tokio::spawn(
@@ -141,6 +155,7 @@ pub fn start(
             cfg,
             client,
             link: link_rx,
+            fault: fault_rx,
             status: status_tx,
             metrics: metrics_tx,
             rate: rate_tx,
@@ -155,6 +170,7 @@ struct Inner {
     cfg: UplinkConfig,
     client: AsyncClient,
     link: watch::Receiver<Link>,
+    fault: watch::Receiver<Option<LinkFault>>,
     status: watch::Sender<StatusSnapshot>,
     metrics: watch::Sender<Metrics>,
     rate: watch::Sender<f64>,
@@ -238,6 +254,12 @@ impl UplinkHandle {
 
     pub fn link(&self) -> watch::Receiver<Link> {
         self.inner.link.clone()
+    }
+
+    /// Why the uplink cannot connect, while it cannot (`None` once
+    /// connected, and before the first attempt has failed).
+    pub fn link_fault(&self) -> watch::Receiver<Option<LinkFault>> {
+        self.inner.fault.clone()
     }
 
     /// Waits until connected and subscribed, at most `timeout`.

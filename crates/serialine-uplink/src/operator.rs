@@ -29,6 +29,9 @@ pub mod kind {
     pub const MALFORMED_PAYLOAD: &str = "malformed-payload";
     pub const COMMAND_REFUSED: &str = "command-refused";
     pub const STORE_ERROR: &str = "store-error";
+    /// Raised once connected after attempts that failed for a reason a
+    /// retry does not cure (certificate, key, CA, credentials); names them.
+    pub const UPLINK_CONNECT_FAILED: &str = "uplink-connect-failed";
 }
 
 /// Where the line stands, as the operator sees it.
@@ -65,10 +68,14 @@ impl From<&serialine_core::Job> for JobInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceStatus {
     pub name: String,
-    /// e.g. `ok`, `disconnected`, `fault`.
+    /// `ok`, `faulted` (the driver reported a fault and not `Ready` since)
+    /// or `stopped` (the driver ended).
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// When the device entered `state`, ms since the Unix epoch (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
 }
 
 /// What the pipeline knows about the line; the uplink adds the ledger's

@@ -502,6 +502,7 @@ async fn status_metrics_alarms_and_last_will() {
             name: "printer-1".into(),
             state: "ok".into(),
             detail: None,
+            since_ms: None,
         }],
     });
     uplink.raise_alarm(Alarm::new("duplicate-read", "code read twice").with_serial("ABC"));

@@ -995,6 +995,12 @@ impl Config {
         self.mqtt.client_id_for(&self.site.id)
     }
 
+    /// The client id line `line_id`'s uplink connects with: the configured
+    /// id plus `-<line>` (each line has its own connection).
+    pub fn mqtt_client_id_for_line(&self, line_id: &str) -> String {
+        format!("{}-{line_id}", self.mqtt_client_id())
+    }
+
     /// One-line description for `check-config` and the startup log.
     pub fn summary(&self) -> String {
         let ids: Vec<&str> = self.lines.iter().map(|l| l.id.as_str()).collect();
@@ -1360,6 +1366,20 @@ impl Config {
                 )
             },
         );
+        // What each line really connects with: the id plus "-<line>".
+        if !client_id.is_empty() && client_id.len() <= MAX_CLIENT_ID_LEN {
+            for line in &self.lines {
+                let used = self.mqtt_client_id_for_line(&line.id);
+                c.require(used.len() <= MAX_CLIENT_ID_LEN, "mqtt.client_id", || {
+                    format!(
+                        "line {:?} connects as {used:?} (the client id plus \"-{}\"), {} bytes; expected at most {MAX_CLIENT_ID_LEN}: shorten mqtt.client_id or the line id",
+                        line.id,
+                        line.id,
+                        used.len()
+                    )
+                });
+            }
+        }
         c.require(
             KEEP_ALIVE_RANGE.contains(&m.keep_alive_secs),
             "mqtt.keep_alive_secs",
@@ -1663,7 +1683,9 @@ impl Config {
 
     /// Checks every file the config names: line secrets, the MQTT password
     /// and TLS key are read (present, non-empty; warning if group/other may
-    /// access them), the TLS CA and client certificate must be readable, and
+    /// access them), the TLS CA and client certificate must be readable,
+    /// parse and be within their validity period, the TLS key must be the
+    /// client certificate's ([`serialine_uplink::check_tls_files`]), and
     /// each line's device files (printer profile, laser map, label file) must
     /// read, parse and check ([`Config::line_devices`]).
     /// Returns the warnings, or every problem found.
@@ -1712,6 +1734,22 @@ impl Config {
                         errors.push(self.origin.issue(key, file_error("certificate", path, &e)));
                     }
                 }
+            }
+            // The contents: certificates that parse and are within their
+            // validity period, a key file holding the certificate's key.
+            // (Files that cannot be read are reported above.)
+            let paths = serialine_uplink::TlsPaths {
+                ca: tls.ca_file.clone(),
+                client_cert: tls.client_cert_file.clone(),
+                client_key: tls.client_key_file.clone(),
+            };
+            for p in serialine_uplink::check_tls_files(&paths, std::time::SystemTime::now()) {
+                let key = match p.file {
+                    serialine_uplink::TlsFile::Ca => "mqtt.tls.ca_file",
+                    serialine_uplink::TlsFile::ClientCert => "mqtt.tls.client_cert_file",
+                    serialine_uplink::TlsFile::ClientKey => "mqtt.tls.client_key_file",
+                };
+                errors.push(self.origin.issue(key, p.message));
             }
         }
         match self.command_key() {

@@ -43,8 +43,8 @@ use serialine_devices::transport::Link;
 use serialine_devices::{CameraHandle, PrinterHandle};
 use serialine_store::{Store, StoreOptions};
 use serialine_uplink::{
-    kind, Alarm, Command, CommandAuth, CommandRequest, JobInfo, LineState, PrefetchConfig,
-    StatusSnapshot, TlsPaths, UplinkConfig, UplinkHandle,
+    kind, Alarm, Command, CommandAuth, CommandRequest, JobInfo, LineState, LinkFault,
+    PrefetchConfig, StatusSnapshot, TlsPaths, UplinkConfig, UplinkHandle,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -100,6 +100,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut supervisors = Vec::with_capacity(lines.len());
     for mut line in lines {
+        tokio::spawn(show_uplink_fault(
+            line.id.clone(),
+            line.uplink.link_fault(),
+            board.clone(),
+        ));
         board.set(
             &line.id,
             if line.cfg.job.is_some() {
@@ -193,11 +198,46 @@ impl StatusBoard {
         Self::render(&self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    fn clear(&self, key: &str) {
+        let text = {
+            let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            m.remove(key);
+            Self::render(&m)
+        };
+        serialine::systemd::status(&text);
+    }
+
     fn render(m: &BTreeMap<String, String>) -> String {
         m.iter()
             .map(|(l, s)| format!("{l}: {s}"))
             .collect::<Vec<_>>()
             .join("; ")
+    }
+}
+
+/// Shows why a line's uplink cannot connect in `STATUS=` (`<line> uplink:
+/// not connected: <cause> (<error>)`), from the first failed attempt until
+/// it connects; updated when the cause changes, not on every retry.
+async fn show_uplink_fault(
+    line: String,
+    mut fault: watch::Receiver<Option<LinkFault>>,
+    board: StatusBoard,
+) {
+    let key = format!("{line} uplink");
+    let mut shown: Option<String> = None;
+    loop {
+        let now = fault.borrow_and_update().clone();
+        match now {
+            Some(f) if shown.as_ref() != Some(&f.cause) => {
+                board.set(&key, format!("not connected: {} ({})", f.cause, f.detail));
+                shown = Some(f.cause);
+            }
+            None if shown.take().is_some() => board.clear(&key),
+            _ => {}
+        }
+        if fault.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -309,7 +349,7 @@ async fn open_line(
 fn uplink_config(config: &Config, line: &LineConfig, password: Option<String>) -> UplinkConfig {
     let m = &config.mqtt;
     let mut up = UplinkConfig::new(m.host.clone(), m.port, config.site.id.clone(), &line.id);
-    up.client_id = format!("{}-{}", config.mqtt_client_id(), line.id);
+    up.client_id = config.mqtt_client_id_for_line(&line.id);
     up.keep_alive = Duration::from_secs(m.keep_alive_secs.into());
     up.clean_session = m.clean_session;
     up.username = m.username.clone();

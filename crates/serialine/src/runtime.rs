@@ -3,7 +3,7 @@
 //! and, when given, a progress bar. Shared by `run` and `demo`.
 
 use indicatif::ProgressBar;
-use serialine::pipeline::{self, Alarm, LineReport, LineSpec, Progress};
+use serialine::pipeline::{self, Alarm, DeviceHealth, LineReport, LineSpec, Progress};
 use serialine_devices::{CameraHandle, PrinterHandle};
 use serialine_store::Store;
 use serialine_uplink::{DeviceStatus, JobInfo, LineState, StatusSnapshot, UplinkHandle};
@@ -110,17 +110,15 @@ async fn report_progress(
     bar: Option<ProgressBar>,
 ) {
     let started = Instant::now();
-    let devices: Vec<DeviceStatus> = devices
-        .into_iter()
-        .map(|name| DeviceStatus {
-            name,
-            state: "ok".into(),
-            detail: None,
-        })
-        .collect();
     let mut last_publish = Instant::now() - Duration::from_secs(1);
+    let mut last_states: Option<(bool, Vec<DeviceHealth>)> = None;
     while rx.changed().await.is_ok() {
         let p = rx.borrow_and_update().clone();
+        // A device or pause change is published at once: throttled, it could
+        // be the last change for a long while (a faulted line stands still).
+        let states = (p.paused, p.devices.clone());
+        let state_changed = last_states.as_ref() != Some(&states);
+        last_states = Some(states);
         if let Some(bar) = &bar {
             bar.set_position(p.done());
             bar.set_message(format!(
@@ -134,7 +132,10 @@ async fn report_progress(
                 bar.finish();
             }
         }
-        if last_publish.elapsed() >= Duration::from_millis(200) || p.done() >= quantity {
+        if state_changed
+            || last_publish.elapsed() >= Duration::from_millis(200)
+            || p.done() >= quantity
+        {
             last_publish = Instant::now();
             let minutes = started.elapsed().as_secs_f64() / 60.0;
             if minutes > 0.0 {
@@ -156,8 +157,23 @@ async fn report_progress(
                     LineState::Running
                 },
                 job: Some(job.clone()),
-                devices: devices.clone(),
+                devices: device_statuses(&p.devices, &devices),
             });
         }
     }
+}
+
+/// Each device's real state and since when, named as the daemon describes
+/// it (`names`, in the same order: marking device, camera) where it can.
+fn device_statuses(health: &[DeviceHealth], names: &[String]) -> Vec<DeviceStatus> {
+    health
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DeviceStatus {
+            name: names.get(i).cloned().unwrap_or_else(|| d.name.clone()),
+            state: d.state.as_str().into(),
+            detail: d.detail.clone(),
+            since_ms: Some(d.since_ms),
+        })
+        .collect()
 }

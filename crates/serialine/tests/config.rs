@@ -1322,3 +1322,187 @@ fn the_command_key_is_64_hex_digits_and_a_bad_one_names_its_key() {
     let (_, _, msg) = load_err(&format!("{MINIMAL}\n[mqtt]\ncommand_max_skew_secs = 0\n"));
     assert!(msg.contains("mqtt.command_max_skew_secs"), "{msg}");
 }
+
+// ---------------------------------------------------------------------------
+// issue 13 §5.3: the client id length counts the "-<line>" suffix
+
+#[test]
+fn client_id_length_counts_the_line_suffix() {
+    // 256 bytes after {site} substitution: fits alone, not with "-line-1".
+    let id = "x".repeat(256);
+    let (path, err, msg) = load_err(&format!("{MINIMAL}\n[mqtt]\nclient_id = \"{id}\"\n"));
+    assert_eq!(err.issues().len(), 1, "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "{path}: key mqtt.client_id: line \"line-1\" connects as"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("263 bytes; expected at most 256"), "{msg}");
+    // 249 + "-line-1" = 256: accepted, and that is the id the daemon uses.
+    let id = "x".repeat(249);
+    let c = load(&format!("{MINIMAL}\n[mqtt]\nclient_id = \"{id}\"\n")).unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.mqtt_client_id_for_line("line-1"), format!("{id}-line-1"));
+}
+
+// ---------------------------------------------------------------------------
+// issue 13 §6.2: check-config loads the TLS files
+
+struct TestPki {
+    _dir: TempDir,
+    config: PathBuf,
+}
+
+fn pem_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), Issuer::new(params, key))
+}
+
+/// (certificate, key) signed by `issuer`, valid over `years` if given.
+fn pem_leaf(
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    years: Option<(i32, i32)>,
+) -> (String, String) {
+    use rcgen::{CertificateParams, DnType, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "serialine-plant-x");
+    if let Some((from, to)) = years {
+        params.not_before = rcgen::date_time_ymd(from, 1, 1);
+        params.not_after = rcgen::date_time_ymd(to, 1, 1);
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A config with a line secret and `[mqtt.tls]` naming ca.pem, client.pem,
+/// client.key, written with the given contents.
+fn tls_config(ca: &str, cert: &str, key: &str) -> TestPki {
+    let (dir, path) = config_dir(&format!(
+        "{MINIMAL}\n[mqtt.tls]\nca_file = \"ca.pem\"\n\
+         client_cert_file = \"client.pem\"\nclient_key_file = \"client.key\"\n"
+    ));
+    write_secret(&path.with_file_name("line-1.secret"), GOOD_SECRET, 0o600);
+    fs::write(path.with_file_name("ca.pem"), ca).unwrap();
+    fs::write(path.with_file_name("client.pem"), cert).unwrap();
+    write_secret(&path.with_file_name("client.key"), key.as_bytes(), 0o600);
+    TestPki {
+        _dir: dir,
+        config: path,
+    }
+}
+
+/// The file problems as "key: message".
+fn tls_issues(t: &TestPki) -> Vec<(String, String)> {
+    let c = Config::load_with_env(&t.config, false).unwrap();
+    match c.check_files() {
+        Ok(w) => {
+            assert!(w.is_empty(), "{w:?}");
+            vec![]
+        }
+        Err(e) => e
+            .issues()
+            .iter()
+            .map(|i| (i.key.clone().unwrap_or_default(), i.message.clone()))
+            .collect(),
+    }
+}
+
+#[test]
+fn check_files_accepts_a_matching_tls_certificate_and_key() {
+    let (ca, issuer) = pem_ca("plant CA");
+    let (cert, key) = pem_leaf(&issuer, None);
+    assert_eq!(tls_issues(&tls_config(&ca, &cert, &key)), vec![]);
+}
+
+#[test]
+fn check_files_names_a_key_file_holding_a_certificate() {
+    let (ca, issuer) = pem_ca("plant CA");
+    let (cert, _) = pem_leaf(&issuer, None);
+    let t = tls_config(&ca, &cert, &cert);
+    let issues = tls_issues(&t);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].0, "mqtt.tls.client_key_file");
+    let key_path = t.config.with_file_name("client.key");
+    assert!(
+        issues[0].1.contains(&format!(
+            "{}: holds a certificate, not a private key",
+            key_path.display()
+        )),
+        "{issues:?}"
+    );
+}
+
+#[test]
+fn check_files_names_a_key_that_is_not_the_certificates() {
+    let (ca, issuer) = pem_ca("plant CA");
+    let (cert, _) = pem_leaf(&issuer, None);
+    let (_, other_key) = pem_leaf(&issuer, None);
+    let issues = tls_issues(&tls_config(&ca, &cert, &other_key));
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].0, "mqtt.tls.client_key_file");
+    assert!(
+        issues[0]
+            .1
+            .contains("does not match the public key of the certificate"),
+        "{issues:?}"
+    );
+}
+
+#[test]
+fn check_files_names_expired_and_not_yet_valid_certificates() {
+    let (ca, issuer) = pem_ca("plant CA");
+    let (expired, key) = pem_leaf(&issuer, Some((2020, 2021)));
+    let issues = tls_issues(&tls_config(&ca, &expired, &key));
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].0, "mqtt.tls.client_cert_file");
+    assert!(issues[0].1.contains("expired on"), "{issues:?}");
+
+    let (future, key) = pem_leaf(&issuer, Some((2100, 2110)));
+    let issues = tls_issues(&tls_config(&ca, &future, &key));
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].0, "mqtt.tls.client_cert_file");
+    assert!(issues[0].1.contains("not valid yet"), "{issues:?}");
+}
+
+#[test]
+fn check_files_names_a_ca_file_without_a_certificate() {
+    let (_, issuer) = pem_ca("plant CA");
+    let (cert, key) = pem_leaf(&issuer, None);
+    let issues = tls_issues(&tls_config("not a certificate\n", &cert, &key));
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].0, "mqtt.tls.ca_file");
+    assert!(
+        issues[0].1.contains("holds no PEM certificate"),
+        "{issues:?}"
+    );
+}
+
+#[test]
+fn cli_check_config_fails_on_a_key_file_holding_a_certificate() {
+    let (ca, issuer) = pem_ca("plant CA");
+    let (cert, _) = pem_leaf(&issuer, None);
+    let t = tls_config(&ca, &cert, &cert);
+    let out = serialine(&["check-config", t.config.to_str().unwrap()], &[]);
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: key mqtt.tls.client_key_file: ",
+            t.config.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("holds a certificate, not a private key"),
+        "{stderr}"
+    );
+}

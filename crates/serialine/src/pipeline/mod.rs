@@ -26,7 +26,7 @@ mod feeder;
 mod report;
 mod verdict;
 
-pub use report::{LineReport, Progress};
+pub use report::{DeviceHealth, DeviceState, LineReport, Progress};
 
 use serialine_core::{Grade, Job, RejectReason, Serial, UnitState};
 use serialine_devices::{CameraHandle, PrinterHandle, UnitId};
@@ -153,6 +153,21 @@ impl Shared {
         let _ = self.alarms.send(alarm);
     }
 
+    /// Records what device `index` (0 the marking device, 1 the camera)
+    /// reported. Its `since_ms` moves only when its state changes.
+    pub fn device_state(&self, index: usize, state: DeviceState, detail: Option<String>) {
+        self.progress
+            .send_if_modified(|p| match p.devices.get_mut(index) {
+                Some(d) if d.state != state => {
+                    d.state = state;
+                    d.since_ms = report::now_ms();
+                    d.detail = detail;
+                    true
+                }
+                _ => false,
+            });
+    }
+
     pub fn store_err(&self, source: StoreError) -> PipelineError {
         PipelineError::Store {
             line: self.spec.line_id.clone(),
@@ -198,6 +213,20 @@ pub async fn run_line(
     stop: watch::Receiver<bool>,
 ) -> Result<LineReport, PipelineError> {
     let window = printer.capacity.max(1) + spec.camera_window.max(1);
+    // Both devices start out ok: their drivers were connected when spawned,
+    // and any fault from now on is reported as an event.
+    let started_ms = report::now_ms();
+    progress.send_modify(|p| {
+        p.devices = [&printer.name, &camera.name]
+            .into_iter()
+            .map(|name| DeviceHealth {
+                name: name.clone(),
+                state: DeviceState::Ok,
+                since_ms: started_ms,
+                detail: None,
+            })
+            .collect();
+    });
     let (ready, ready_rx) = watch::channel(true);
     let shared = Arc::new(Shared {
         spec,

@@ -21,6 +21,50 @@ pub struct Progress {
     /// Added latency per unit so far, p50 and p99, in microseconds.
     pub latency_p50_us: u64,
     pub latency_p99_us: u64,
+    /// The marking device (printer, laser, label printer) then the camera,
+    /// each in the state its driver last reported.
+    pub devices: Vec<DeviceHealth>,
+}
+
+/// What a device's driver last reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceState {
+    /// Connected and ready (the driver said so, or has said nothing else).
+    #[default]
+    Ok,
+    /// The driver reported a fault (link dropped, device error) and has not
+    /// said `Ready` since.
+    Faulted,
+    /// The driver ended: nothing more will come from it in this job.
+    Stopped,
+}
+
+impl DeviceState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeviceState::Ok => "ok",
+            DeviceState::Faulted => "faulted",
+            DeviceState::Stopped => "stopped",
+        }
+    }
+}
+
+/// One device's state and when it entered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceHealth {
+    pub name: String,
+    pub state: DeviceState,
+    /// When `state` was entered, ms since the Unix epoch (UTC).
+    pub since_ms: u64,
+    /// The fault's reason, while faulted or stopped.
+    pub detail: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Progress {

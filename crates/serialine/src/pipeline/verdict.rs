@@ -19,7 +19,7 @@
 //!   flight, the one in front of the camera). A trigger id that names no unit
 //!   in flight decides nothing.
 
-use super::{AlarmKind, LineReport, PipelineError, SentUnit, Shared, Verdict};
+use super::{AlarmKind, DeviceState, LineReport, PipelineError, SentUnit, Shared, Verdict};
 use serialine_core::code;
 use serialine_core::{RejectReason, Serial, UnitState};
 use serialine_devices::{CameraEvent, CameraRead, PrinterEvent, TriggerIds, UnitId};
@@ -118,6 +118,7 @@ pub(crate) async fn run(
                     } else {
                         v.shared.alarm(AlarmKind::DeviceFault, "printer driver stopped", None);
                     }
+                    v.shared.device_state(0, DeviceState::Stopped, Some("driver stopped".into()));
                 }
             },
             ev = camera.recv(), if camera_open => match ev {
@@ -132,6 +133,7 @@ pub(crate) async fn run(
                     } else {
                         v.shared.alarm(AlarmKind::DeviceFault, "camera driver stopped", None);
                     }
+                    v.shared.device_state(1, DeviceState::Stopped, Some("driver stopped".into()));
                 }
             },
             _ = tick.tick() => {
@@ -239,6 +241,8 @@ impl Verdicts {
                 );
                 self.shared.ready.send_replace(false);
                 self.shared.progress.send_modify(|p| p.paused = true);
+                self.shared
+                    .device_state(0, DeviceState::Faulted, Some(reason));
             }
             PrinterEvent::Ready => {
                 if !*self.shared.ready.borrow() {
@@ -246,6 +250,7 @@ impl Verdicts {
                 }
                 self.shared.ready.send_replace(true);
                 self.shared.progress.send_modify(|p| p.paused = false);
+                self.shared.device_state(0, DeviceState::Ok, None);
             }
         }
     }
@@ -302,8 +307,10 @@ impl Verdicts {
                     format!("camera fault: {reason}"),
                     None,
                 );
+                self.shared
+                    .device_state(1, DeviceState::Faulted, Some(reason));
             }
-            CameraEvent::Ready => {}
+            CameraEvent::Ready => self.shared.device_state(1, DeviceState::Ok, None),
         }
     }
 
