@@ -29,6 +29,9 @@ pub mod kind {
     pub const MALFORMED_PAYLOAD: &str = "malformed-payload";
     pub const COMMAND_REFUSED: &str = "command-refused";
     pub const STORE_ERROR: &str = "store-error";
+    /// An `events/ack` refused: unsigned or badly signed while an ack key is
+    /// configured, or naming events this line never sent.
+    pub const ACK_REFUSED: &str = "ack-refused";
 }
 
 /// Where the line stands, as the operator sees it.
