@@ -73,6 +73,9 @@ scenarios! {
     laser_clean => "laser-clean",
     laser_modbus_exceptions => "laser-modbus-exceptions",
     replay_recorded_session => "replay-session",
+    command_retained => "command-retained",
+    command_stale => "command-stale",
+    ack_forged => "ack-forged",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a

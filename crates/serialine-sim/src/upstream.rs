@@ -91,6 +91,9 @@ struct State {
     acking: bool,
     /// Signs acks when set (the line's `mqtt.ack_key_file`).
     ack_key: Option<[u8; 32]>,
+    /// Batches arrive but are neither stored nor acknowledged: upstream's
+    /// storage is down. The line must keep them and deliver them again.
+    deaf: bool,
 }
 
 /// The consumer's state; cheap to clone.
@@ -127,6 +130,7 @@ impl Upstream {
                 lines: HashMap::new(),
                 acking: true,
                 ack_key: None,
+                deaf: false,
             })),
             changed: Arc::new(watch::channel(0).0),
         }
@@ -140,6 +144,12 @@ impl Upstream {
     /// must keep them and deliver them again.
     pub fn set_acking(&self, on: bool) {
         self.lock().acking = on;
+    }
+
+    /// While deaf, batches are dropped unrecorded and unacknowledged (as if
+    /// upstream's storage were down); see `State::deaf`.
+    pub fn set_deaf(&self, on: bool) {
+        self.lock().deaf = on;
     }
 
     /// Signs every ack from now on with `key` (or stops signing with `None`).
@@ -190,6 +200,9 @@ impl Upstream {
     /// Records a batch; returns the ack to send, if acking.
     fn record(&self, line: &str, payload: &[u8]) -> Option<EventsAck> {
         let mut st = self.lock();
+        if st.deaf {
+            return None;
+        }
         let acking = st.acking;
         let le = st.lines.entry(line.to_string()).or_default();
         let batch: EventBatch = match serde_json::from_slice(payload) {
