@@ -262,6 +262,12 @@ impl Commands {
             let Some(name) = p.topic.strip_prefix(&prefix).map(str::to_string) else {
                 continue;
             };
+            if p.payload.is_empty() {
+                // What clearing a retained command looks like: no command,
+                // nobody to answer.
+                tracing::debug!(topic = %p.topic, "empty command payload ignored");
+                continue;
+            }
             let cfg = self.cfg.clone();
             let client = self.client.clone();
             let to_pipeline = self.to_pipeline.clone();
@@ -320,10 +326,6 @@ async fn handle(
             request_id_of(&p.payload),
             "retained message: commands are never taken from the broker's retained store; publish with retain=false (and clear the retained one with an empty retained payload)".into(),
         );
-    }
-    if p.payload.is_empty() {
-        // What clearing a retained command looks like: nothing to do.
-        return (None, Err("empty payload".into()));
     }
     let m = match serde_json::from_slice::<Value>(&p.payload) {
         Ok(Value::Object(m)) => m,
