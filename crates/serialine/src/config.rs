@@ -1757,6 +1757,9 @@ impl Config {
     /// access them), the TLS CA and client certificate must be readable, and
     /// each line's device files (printer profile, laser map, label file) must
     /// read, parse and check ([`Config::line_devices`]).
+    /// The command and ack keys must be set (and hold 64 hex digits) unless
+    /// their `allow_unsigned_*` allowance is, which is a warning
+    /// ([`Config::auth_issues`]).
     /// Returns the warnings, or every problem found.
     pub fn check_files(&self) -> Result<Vec<Issue>, ConfigError> {
         let mut warnings = Vec::new();

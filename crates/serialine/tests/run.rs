@@ -314,6 +314,14 @@ async fn run_exits_1_naming_the_line_when_its_ledger_cannot_open() {
         "{text}"
     );
     assert!(!text.contains('\u{1b}'), "no ANSI colours off a terminal");
+    // Issue 13: running without keys on the explicit allowances is warned
+    // about at every start.
+    for key in ["mqtt.allow_unsigned_commands", "mqtt.allow_unsigned_acks"] {
+        assert!(
+            text.lines().any(|l| l.contains("WARN") && l.contains(key)),
+            "{key}: {text}"
+        );
+    }
 
     // The same with JSON logs: every line is one JSON object.
     let mut daemon = Daemon::start(&config, &[("SERIALINE_DAEMON__LOG_FORMAT", "json")]);
