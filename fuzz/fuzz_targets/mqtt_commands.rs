@@ -75,7 +75,7 @@ fn command(name: &str, payload: &[u8]) {
         }
         Err(e) => assert!(!e.is_empty()),
     }
-    // The authentication fields (ts_ms, nonce, mac) never change the outcome.
+    // The authentication fields (issued_at, nonce, mac) never change the outcome.
     let signed_map: &Map<String, Value> = signed.as_object().expect("object stays object");
     assert_eq!(parse_command(name, &m), parse_command(name, signed_map));
 }

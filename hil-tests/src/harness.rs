@@ -326,7 +326,7 @@ host = "127.0.0.1"
 port = {port}
 client_id = "hil-{{site}}"
 keep_alive_secs = 5
-
+{keys}
 [[line]]
 id = "{LINE}"
 secret_file = "line.secret"
@@ -349,6 +349,7 @@ starve_timeout_secs = {starve}
 "#,
             name = s.name,
             seed = s.seed,
+            keys = crate::attack::MQTT_KEYS,
             site = self.site,
             port = self.mqtt_port,
             low = l.low_water_serials,
@@ -404,11 +405,16 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         .await
         .map_err(|e| HilError::Sim(format!("issuer: {e}")))?;
     let upstream = Upstream::new();
+    upstream.set_ack_key(Some(crate::attack::ACK_KEY));
     let _upstream_task = upstream
         .spawn(&target("hil-upstream"), Some(&site))
         .await
         .map_err(|e| HilError::Sim(format!("upstream: {e}")))?;
     let monitor = Monitor::start("127.0.0.1", broker.port, &site).await?;
+    crate::attack::write_keys(&root)?;
+    let mut attacks =
+        crate::attack::Attacks::start(&s.attack, "127.0.0.1", broker.port, &site, &upstream)
+            .await?;
 
     // Line equipment: the marker feeds what it marked to the camera. One
     // clock for every recording, so a printer's and a camera's recordings
@@ -625,6 +631,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                 }
             }
             let now_decided = decided();
+            attacks.tick(now_decided).await?;
             // Broker outage.
             if let Some(o) = &s.timeline.broker_outage {
                 match outage {
@@ -677,7 +684,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                     }
                     let synced =
                         fresh.is_some_and(|st| st.decided == upstream.line(LINE).unique() as u64);
-                    if job_ended && synced && outage.is_none() && outage_done {
+                    if job_ended && synced && outage.is_none() && outage_done && attacks.done() {
                         break;
                     }
                 }
@@ -744,6 +751,9 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         .await
         .map_err(|e| fail(format!("ledger open task: {e}")))??;
     let logs = read_logs(&root, runs);
+    for problem in attacks.finish(&monitor.alarms(), &logs).await {
+        violations.push(harness(problem));
+    }
     let input = CheckInput {
         scenario: s.name.clone(),
         seed: s.seed,

@@ -8,6 +8,7 @@
 //!
 //! Entry point: [`run_scenario`] (a file) or [`run`] (a loaded [`Scenario`]).
 
+pub mod attack;
 pub mod binary;
 pub mod checker;
 pub mod harness;

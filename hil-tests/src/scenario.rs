@@ -44,6 +44,9 @@ pub struct Scenario {
     /// Replay recorded device sessions instead of running the simulators.
     #[serde(default)]
     pub replay: Option<ReplaySpec>,
+    /// Attacks on the command and ack topics (issue 13).
+    #[serde(default)]
+    pub attack: crate::attack::AttackSpec,
 }
 
 fn default_seed() -> u64 {

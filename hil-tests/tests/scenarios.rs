@@ -78,6 +78,9 @@ scenarios! {
     camera_other_line => "camera-other-line",
     camera_double_trigger_no_read => "camera-double-trigger-no-read",
     laser_double_trigger => "laser-double-trigger",
+    command_retained => "command-retained",
+    command_stale => "command-stale",
+    ack_forged => "ack-forged",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a

@@ -39,6 +39,25 @@ pub struct EventBatch {
 pub struct EventsAck {
     pub batch_id: String,
     pub ids: Vec<String>,
+    /// See [`ack_mac`]; present when the consumer has an ack key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// The uplink's `events/ack` MAC (crate README of serialine-uplink):
+/// `hex(blake3::keyed_hash(key, "<full ack topic>\n" + canonical JSON of the
+/// ack without "mac"))`. An ack holds only `batch_id` and `ids`, strings, so
+/// its canonical form (keys sorted, compact) is serde_json's compact form of
+/// [`EventsAck`] without `mac`.
+pub fn ack_mac(key: &[u8; 32], topic: &str, batch_id: &str, ids: &[String]) -> String {
+    let body = serde_json::to_string(&EventsAck {
+        batch_id: batch_id.to_string(),
+        ids: ids.to_vec(),
+        mac: None,
+    })
+    .unwrap_or_default();
+    let msg = format!("{topic}\n{body}");
+    hex::encode(blake3::keyed_hash(key, msg.as_bytes()).as_bytes())
 }
 
 /// What upstream holds for one line.
@@ -70,6 +89,11 @@ impl LineEvents {
 struct State {
     lines: HashMap<String, LineEvents>,
     acking: bool,
+    /// Signs acks when set (the line's `mqtt.ack_key_file`).
+    ack_key: Option<[u8; 32]>,
+    /// Batches arrive but are neither stored nor acknowledged: upstream's
+    /// storage is down. The line must keep them and deliver them again.
+    deaf: bool,
 }
 
 /// The consumer's state; cheap to clone.
@@ -105,6 +129,8 @@ impl Upstream {
             state: Arc::new(Mutex::new(State {
                 lines: HashMap::new(),
                 acking: true,
+                ack_key: None,
+                deaf: false,
             })),
             changed: Arc::new(watch::channel(0).0),
         }
@@ -118,6 +144,17 @@ impl Upstream {
     /// must keep them and deliver them again.
     pub fn set_acking(&self, on: bool) {
         self.lock().acking = on;
+    }
+
+    /// While deaf, batches are dropped unrecorded and unacknowledged (as if
+    /// upstream's storage were down); see `State::deaf`.
+    pub fn set_deaf(&self, on: bool) {
+        self.lock().deaf = on;
+    }
+
+    /// Signs every ack from now on with `key` (or stops signing with `None`).
+    pub fn set_ack_key(&self, key: Option<[u8; 32]>) {
+        self.lock().ack_key = key;
     }
 
     /// A copy of what upstream holds for `line`.
@@ -163,6 +200,9 @@ impl Upstream {
     /// Records a batch; returns the ack to send, if acking.
     fn record(&self, line: &str, payload: &[u8]) -> Option<EventsAck> {
         let mut st = self.lock();
+        if st.deaf {
+            return None;
+        }
         let acking = st.acking;
         let le = st.lines.entry(line.to_string()).or_default();
         let batch: EventBatch = match serde_json::from_slice(payload) {
@@ -193,6 +233,7 @@ impl Upstream {
         acking.then_some(EventsAck {
             batch_id: batch.batch_id,
             ids,
+            mac: None,
         })
     }
 
@@ -214,8 +255,12 @@ impl Upstream {
                     continue;
                 };
                 // "Durable" for the simulator is: recorded in memory before the ack.
-                if let Some(ack) = me.record(line, &p.payload) {
+                if let Some(mut ack) = me.record(line, &p.payload) {
                     let topic = format!("serialine/{site}/{line}/events/ack");
+                    let key = me.lock().ack_key;
+                    if let Some(key) = key {
+                        ack.mac = Some(ack_mac(&key, &topic, &ack.batch_id, &ack.ids));
+                    }
                     let body = serde_json::to_vec(&ack).unwrap_or_default();
                     if let Err(e) = client
                         .publish(&topic, rumqttc::QoS::AtLeastOnce, false, body)
@@ -260,7 +305,18 @@ impl Drop for UpstreamTask {
 /// Runs a standalone upstream consumer (`serialine sim upstream`) until
 /// cancelled, logging each line's totals as batches arrive.
 pub async fn run(target: MqttTarget, site: Option<String>) -> Result<(), UpstreamError> {
+    run_with_ack_key(target, site, None).await
+}
+
+/// [`run`], signing acks with `ack_key` when given (the lines'
+/// `mqtt.ack_key_file`).
+pub async fn run_with_ack_key(
+    target: MqttTarget,
+    site: Option<String>,
+    ack_key: Option<[u8; 32]>,
+) -> Result<(), UpstreamError> {
     let up = Upstream::new();
+    up.set_ack_key(ack_key);
     let _task = up.spawn(&target, site.as_deref()).await?;
     tracing::info!(host = %target.host, port = target.port, "simulated upstream consuming events");
     let mut rx = up.changed.subscribe();

@@ -6,6 +6,7 @@
 
 use crate::error::StoreError;
 use crate::ledger::{Applied, Ledger, Op};
+use crate::nonces::{commit_nonces, NonceRequest};
 use crate::record::Counts;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ pub(crate) enum Request {
     Ops(OpsRequest),
     /// Close and reopen the ledger so sled snapshots it; see [`Ledger::reopen`].
     Checkpoint(oneshot::Sender<Result<Duration, StoreError>>),
+    /// Check and record a command nonce; see [`crate::nonces`].
+    Nonce(NonceRequest),
 }
 
 pub(crate) struct OpsRequest {
@@ -65,6 +68,7 @@ fn run(
     readers: ReaderSlot,
 ) {
     let mut batch: Vec<OpsRequest> = Vec::new();
+    let mut nonces: Vec<NonceRequest> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         // A checkpoint ends the batch: what was queued before it is applied
         // first, what comes after waits for the reopened ledger.
@@ -81,6 +85,7 @@ fn run(
                     checkpoint = Some(reply);
                     break;
                 }
+                Request::Nonce(n) => nonces.push(n),
             }
             if queued < max_batch {
                 next = rx.try_recv().ok();
@@ -90,6 +95,9 @@ fn run(
             _ if batch.is_empty() => {}
             CommitMode::Group => commit_group(&mut ledger, &mut batch, &counts),
             CommitMode::PerTransition => commit_each(&mut ledger, &mut batch, &counts),
+        }
+        if !nonces.is_empty() {
+            commit_nonces(&ledger, &mut nonces);
         }
         if let Some(reply) = checkpoint {
             match reopen(ledger, &readers) {

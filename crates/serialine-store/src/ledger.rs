@@ -850,3 +850,11 @@ fn map_sled(path: &Path, e: sled::Error) -> StoreError {
         other => StoreError::io(path)(other),
     }
 }
+
+impl Ledger {
+    /// A tree outside the transactional set of [`Ledger::apply`] (command
+    /// nonces); still written only by the committer.
+    pub(crate) fn side_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        self.db.open_tree(name).map_err(self.io())
+    }
+}

@@ -27,11 +27,14 @@
 //! Trees: `blocks` (sealed), `cursors` (per-block use), `issued` (keyed-hash
 //! index of issued serials, no clear text), `serials` (state records),
 //! `inflight` (Sent/Printed index for reconciliation), `outbox`, `meta`
-//! (schema version, line id, key check, counters, outbox sequence).
+//! (schema version, line id, key check, counters, outbox sequence), and,
+//! outside the lifecycle's transactions, `nonces` (signed command nonces with
+//! their expiry, see [`Store::record_nonce`]).
 
 mod committer;
 mod error;
 mod ledger;
+mod nonces;
 mod outbox;
 mod pool;
 mod record;

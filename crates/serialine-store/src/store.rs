@@ -517,6 +517,33 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Records the nonce of a signed command, durably, unless it is already
+    /// recorded: `Ok(true)` means new and now durable (the command may run),
+    /// `Ok(false)` a replay (it must not). `expires_at_ms` (Unix ms) is when
+    /// the command stops being fresh enough to run anyway; the entry is kept
+    /// until then and pruned after, so the `nonces` tree stays bounded.
+    /// An error means the nonce is not known to be durable: refuse the command.
+    pub async fn record_nonce(&self, nonce: &str, expires_at_ms: u64) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Request::Nonce(crate::nonces::NonceRequest {
+                nonce: nonce.as_bytes().to_vec(),
+                expires_ms: expires_at_ms,
+                reply,
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// How many command nonces the ledger holds (expired ones included until
+    /// the next write prunes them).
+    pub fn nonce_count(&self) -> Result<usize, StoreError> {
+        self.read(|r| r.nonce_count())
+    }
+}
+
 fn count_acks(results: Vec<OpResult>) -> Result<usize, StoreError> {
     let mut n = 0;
     for r in results {

@@ -9,9 +9,9 @@ use crate::wire::{now_ms, CommandReply};
 use rumqttc::{AsyncClient, Publish, QoS};
 use serde_json::{Map, Value};
 use serialine_core::{Expiry, Gtin, Job, Lot, Template};
-use std::collections::HashMap;
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use serialine_store::Store;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// Longest nonce accepted.
 const MAX_NONCE_LEN: usize = 128;
@@ -105,11 +105,22 @@ pub fn command_mac(key: &[u8; 32], topic: &str, payload: &Value) -> String {
     hex::encode(blake3::keyed_hash(key, msg.as_bytes()).as_bytes())
 }
 
-/// Adds `ts_ms`, `nonce` and `mac` to a command payload for `topic` (the
-/// full command topic), for tools and tests.
-pub fn sign_command(key: &[u8; 32], topic: &str, mut payload: Value, nonce: &str) -> Value {
+/// Adds `issued_at` (now, Unix ms), `nonce` and `mac` to a command payload
+/// for `topic` (the full command topic), for tools and tests.
+pub fn sign_command(key: &[u8; 32], topic: &str, payload: Value, nonce: &str) -> Value {
+    sign_command_at(key, topic, payload, nonce, now_ms())
+}
+
+/// [`sign_command`] with an explicit `issued_at` (Unix ms).
+pub fn sign_command_at(
+    key: &[u8; 32],
+    topic: &str,
+    mut payload: Value,
+    nonce: &str,
+    issued_at_ms: u64,
+) -> Value {
     if let Value::Object(m) = &mut payload {
-        m.insert("ts_ms".into(), Value::from(now_ms()));
+        m.insert("issued_at".into(), Value::from(issued_at_ms));
         m.insert("nonce".into(), Value::from(nonce));
     }
     let mac = command_mac(key, topic, &payload);
@@ -119,53 +130,81 @@ pub fn sign_command(key: &[u8; 32], topic: &str, mut payload: Value, nonce: &str
     payload
 }
 
-/// Remembers nonces for replay refusal.
-#[derive(Default)]
-struct Nonces {
-    seen: HashMap<String, u64>,
+/// The MAC of an `events/ack` payload: the same construction as
+/// [`command_mac`], over the full ack topic
+/// (`serialine/<site>/<line>/events/ack`), under the ack key. The topic
+/// keeps the two apart even if one key were used for both.
+pub fn ack_mac(key: &[u8; 32], topic: &str, payload: &Value) -> String {
+    command_mac(key, topic, payload)
 }
 
-fn verify(
-    auth: &CommandAuth,
-    nonces: &mut Nonces,
-    topic: &str,
-    m: &Map<String, Value>,
-) -> Result<(), String> {
+/// Adds `mac` to an `events/ack` payload for `topic` (the full ack topic):
+/// what upstream does before publishing an ack.
+pub fn sign_ack(key: &[u8; 32], topic: &str, mut payload: Value) -> Value {
+    let mac = ack_mac(key, topic, &payload);
+    if let Value::Object(m) = &mut payload {
+        m.insert("mac".into(), Value::from(mac));
+    }
+    payload
+}
+
+/// Checks `mac` of a payload received on `topic` against `key`.
+pub(crate) fn check_mac(key: &[u8; 32], topic: &str, m: &Map<String, Value>) -> Result<(), String> {
     let mac = m
         .get("mac")
         .and_then(Value::as_str)
-        .ok_or("unsigned: a command key is configured and the payload has no \"mac\"")?;
-    let ts = m
-        .get("ts_ms")
-        .and_then(Value::as_u64)
-        .ok_or("signed commands need an integer \"ts_ms\"")?;
-    let nonce = m
-        .get("nonce")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty() && n.len() <= MAX_NONCE_LEN)
-        .ok_or("signed commands need a \"nonce\" of 1 to 128 characters")?;
+        .ok_or("unsigned: a key is configured and the payload has no \"mac\"")?;
     let given = blake3::Hash::from_hex(mac).map_err(|_| "\"mac\" is not 64 hex digits")?;
-    let expected = blake3::Hash::from_hex(command_mac(&auth.key, topic, &Value::Object(m.clone())))
+    let expected = blake3::Hash::from_hex(command_mac(key, topic, &Value::Object(m.clone())))
         .map_err(|_| "internal: MAC encoding")?;
     // blake3::Hash equality is constant-time.
     if given != expected {
         return Err("bad MAC".into());
     }
-    let now = now_ms();
-    let skew = auth.max_skew.as_millis() as u64;
-    if ts.abs_diff(now) > skew {
+    Ok(())
+}
+
+/// Checks the MAC and the presence of `nonce` of a signed command; returns
+/// the nonce. Freshness is [`check_fresh`]'s, the nonce's novelty the
+/// ledger's.
+fn verify<'a>(
+    auth: &CommandAuth,
+    topic: &str,
+    m: &'a Map<String, Value>,
+) -> Result<&'a str, String> {
+    check_mac(&auth.key, topic, m)?;
+    m.get("nonce")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty() && n.len() <= MAX_NONCE_LEN)
+        .ok_or_else(|| "signed commands need a \"nonce\" of 1 to 128 characters".into())
+}
+
+/// A command must say when it was issued (`issued_at`, Unix ms) and be at
+/// most `max_age` old, and at most `max_skew` in the future, by the line's
+/// clock at `now_ms`. Returns when it stops being fresh (Unix ms).
+pub(crate) fn check_fresh(
+    m: &Map<String, Value>,
+    now_ms: u64,
+    max_age: Duration,
+    max_skew: Duration,
+) -> Result<u64, String> {
+    let issued = m.get("issued_at").and_then(Value::as_u64).ok_or(
+        "no integer \"issued_at\" (Unix ms): without it a late or queued command cannot be told from a fresh one",
+    )?;
+    let (age, skew) = (max_age.as_millis() as u64, max_skew.as_millis() as u64);
+    if issued > now_ms.saturating_add(skew) {
         return Err(format!(
-            "timestamp {ts} is {} ms from the line's clock (at most {skew} ms allowed)",
-            ts.abs_diff(now)
+            "issued_at {issued} is {} ms ahead of the line's clock (at most {skew} ms allowed)",
+            issued - now_ms
         ));
     }
-    nonces
-        .seen
-        .retain(|_, t| now.saturating_sub(*t) <= 2 * skew);
-    if nonces.seen.insert(nonce.to_string(), ts).is_some() {
-        return Err(format!("nonce {nonce:?} already used (replay)"));
+    if now_ms.saturating_sub(issued) > age {
+        return Err(format!(
+            "stale: issued {} ms ago, at most {age} ms allowed (late delivery, e.g. queued by the broker while the line was down, or a replay)",
+            now_ms - issued
+        ));
     }
-    Ok(())
+    Ok(issued.saturating_add(age))
 }
 
 fn field<'a>(m: &'a Map<String, Value>, name: &str) -> Result<&'a str, String> {
@@ -212,25 +251,32 @@ pub(crate) struct Commands {
     pub incoming: mpsc::UnboundedReceiver<Publish>,
     pub to_pipeline: mpsc::Sender<CommandRequest>,
     pub alarms: mpsc::Sender<Alarm>,
+    /// Holds the nonces of signed commands, durably.
+    pub store: Store,
 }
 
 impl Commands {
     pub async fn run(mut self) {
-        let nonces = Arc::new(Mutex::new(Nonces::default()));
         let prefix = self.cfg.topic("cmd/");
         while let Some(p) = self.incoming.recv().await {
             let Some(name) = p.topic.strip_prefix(&prefix).map(str::to_string) else {
                 continue;
             };
+            if p.payload.is_empty() {
+                // What clearing a retained command looks like: no command,
+                // nobody to answer.
+                tracing::debug!(topic = %p.topic, "empty command payload ignored");
+                continue;
+            }
             let cfg = self.cfg.clone();
             let client = self.client.clone();
             let to_pipeline = self.to_pipeline.clone();
             let alarms = self.alarms.clone();
-            let nonces = nonces.clone();
+            let store = self.store.clone();
             // One task per command: a slow answer must not hold up the next.
             tokio::spawn(async move {
                 let (request_id, result) =
-                    handle(&cfg, &name, &p.payload, &to_pipeline, &alarms, &nonces).await;
+                    handle(&cfg, &name, &p, &to_pipeline, &alarms, &store).await;
                 let reply = CommandReply {
                     request_id,
                     ok: result.is_ok(),
@@ -253,17 +299,35 @@ impl Commands {
 async fn handle(
     cfg: &UplinkConfig,
     name: &str,
-    payload: &[u8],
+    p: &Publish,
     to_pipeline: &mpsc::Sender<CommandRequest>,
     alarms: &mpsc::Sender<Alarm>,
-    nonces: &Mutex<Nonces>,
+    store: &Store,
 ) -> (Option<String>, Result<(), String>) {
     let raise = |k: &str, msg: String| {
         if alarms.try_send(Alarm::new(k, msg)).is_err() {
             tracing::error!("alarm channel full or closed; alarm only logged");
         }
     };
-    let m = match serde_json::from_slice::<Value>(payload) {
+    let refuse = |request_id: Option<String>, why: String| {
+        tracing::warn!(command = name, ?request_id, "command refused: {why}");
+        raise(kind::COMMAND_REFUSED, format!("cmd/{name} refused: {why}"));
+        (request_id, Err(format!("refused: {why}")))
+    };
+    let request_id_of = |payload: &[u8]| {
+        serde_json::from_slice::<Value>(payload)
+            .ok()
+            .and_then(|v| v.get("request_id")?.as_str().map(str::to_string))
+    };
+    // A retained command is one the broker keeps for whoever subscribes
+    // next: it would run again at every (re)start. Never executed.
+    if p.retain {
+        return refuse(
+            request_id_of(&p.payload),
+            "retained message: commands are never taken from the broker's retained store; publish with retain=false (and clear the retained one with an empty retained payload)".into(),
+        );
+    }
+    let m = match serde_json::from_slice::<Value>(&p.payload) {
         Ok(Value::Object(m)) => m,
         Ok(_) => {
             raise(
@@ -284,11 +348,33 @@ async fn handle(
         .get("request_id")
         .and_then(Value::as_str)
         .map(str::to_string);
-    if let Some(auth) = &cfg.command_auth {
-        let topic = cfg.topic(&format!("cmd/{name}"));
-        if let Err(why) = verify(auth, &mut *nonces.lock().await, &topic, &m) {
-            raise(kind::COMMAND_REFUSED, format!("cmd/{name} refused: {why}"));
-            return (request_id, Err(format!("refused: {why}")));
+    let nonce = match &cfg.command_auth {
+        Some(auth) => match verify(auth, &p.topic, &m) {
+            Ok(n) => Some(n),
+            Err(why) => return refuse(request_id, why),
+        },
+        None => None,
+    };
+    // Signed or not, a command runs only while fresh: `issued_at` is under
+    // the MAC when signed, so a late delivery cannot be dressed up as new.
+    let fresh_until = match check_fresh(&m, now_ms(), cfg.command_max_age, cfg.command_max_skew) {
+        Ok(t) => t,
+        Err(why) => return refuse(request_id, why),
+    };
+    if let Some(nonce) = nonce {
+        // Durable before the command runs, so a replay is refused even after
+        // a restart; kept until the command would be stale anyway.
+        match store.record_nonce(nonce, fresh_until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return refuse(request_id, format!("nonce {nonce:?} already used (replay)"))
+            }
+            Err(e) => {
+                return refuse(
+                    request_id,
+                    format!("the nonce could not be recorded in the ledger, so a replay could not be excluded: {e}"),
+                )
+            }
         }
     }
     let command = match parse_command(name, &m) {
@@ -380,43 +466,68 @@ mod tests {
 
     #[test]
     fn mac_verification() {
-        let auth = CommandAuth {
-            key: [9; 32],
-            max_skew: std::time::Duration::from_secs(60),
-        };
-        let mut nonces = Nonces::default();
-        let signed = sign_command(&auth.key, "drain", json!({"request_id": "r1"}), "n1");
-        assert_eq!(
-            verify(&auth, &mut nonces, "drain", &obj(signed.clone())),
-            Ok(())
-        );
-        // Replay of the same nonce.
-        assert!(verify(&auth, &mut nonces, "drain", &obj(signed.clone()))
-            .unwrap_err()
-            .contains("replay"));
+        let auth = CommandAuth { key: [9; 32] };
+        let t = "serialine/s/l/cmd/drain";
+        let signed = sign_command(&auth.key, t, json!({"request_id": "r1"}), "n1");
+        assert_eq!(verify(&auth, t, &obj(signed.clone())), Ok("n1"));
         // Same payload on another command.
-        let other = sign_command(&auth.key, "drain", json!({}), "n2");
+        let other = sign_command(&auth.key, t, json!({}), "n2");
         assert_eq!(
-            verify(&auth, &mut nonces, "job/stop", &obj(other)),
+            verify(&auth, "serialine/s/l/cmd/job/stop", &obj(other)),
             Err("bad MAC".into())
         );
-        // Tampered field.
-        let mut t = sign_command(&auth.key, "drain", json!({"x": 1}), "n3");
-        t["x"] = json!(2);
-        assert_eq!(
-            verify(&auth, &mut nonces, "drain", &obj(t)),
-            Err("bad MAC".into())
-        );
+        // Tampered field, issued_at included.
+        let mut x = sign_command(&auth.key, t, json!({"x": 1}), "n3");
+        x["x"] = json!(2);
+        assert_eq!(verify(&auth, t, &obj(x)), Err("bad MAC".into()));
+        let mut x = sign_command(&auth.key, t, json!({}), "n3");
+        x["issued_at"] = json!(now_ms() + 1);
+        assert_eq!(verify(&auth, t, &obj(x)), Err("bad MAC".into()));
         // Unsigned.
-        assert!(verify(&auth, &mut nonces, "drain", &Map::new())
+        assert!(verify(&auth, t, &Map::new())
             .unwrap_err()
             .starts_with("unsigned"));
-        // Stale timestamp, correctly signed.
-        let mut stale = json!({"ts_ms": 1000, "nonce": "n4"});
-        let mac = command_mac(&auth.key, "drain", &stale);
-        stale["mac"] = json!(mac);
-        assert!(verify(&auth, &mut nonces, "drain", &obj(stale))
+    }
+
+    #[test]
+    fn freshness_bounds_age_and_future() {
+        let (age, skew) = (Duration::from_secs(30), Duration::from_secs(5));
+        let now = 1_000_000_000;
+        let at = |ms: u64| obj(json!({ "issued_at": ms }));
+        assert_eq!(check_fresh(&at(now), now, age, skew), Ok(now + 30_000));
+        assert!(check_fresh(&at(now - 30_000), now, age, skew).is_ok());
+        assert!(check_fresh(&at(now - 30_001), now, age, skew)
             .unwrap_err()
-            .contains("timestamp"));
+            .starts_with("stale"));
+        assert!(check_fresh(&at(now + 5_000), now, age, skew).is_ok());
+        assert!(check_fresh(&at(now + 5_001), now, age, skew)
+            .unwrap_err()
+            .contains("ahead"));
+        assert!(check_fresh(&Map::new(), now, age, skew)
+            .unwrap_err()
+            .contains("issued_at"));
+        assert!(check_fresh(
+            &obj(json!({"issued_at": "2026-11-30T05:00:00Z"})),
+            now,
+            age,
+            skew
+        )
+        .is_err());
+    }
+
+    /// README, "Signed commands": the MAC is built from the literal strings
+    /// it describes (full topic, newline, canonical JSON) and accepted.
+    #[test]
+    fn the_readme_mac_construction_is_what_is_checked() {
+        let key = [7u8; 32];
+        let topic = "serialine/site-1/line-1/cmd/job/stop";
+        let msg = "serialine/site-1/line-1/cmd/job/stop\n{\"issued_at\":1764480000000,\"nonce\":\"n-1\",\"request_id\":\"r-1\"}";
+        let mac = hex::encode(blake3::keyed_hash(&key, msg.as_bytes()).as_bytes());
+        let payload =
+            json!({"request_id": "r-1", "nonce": "n-1", "issued_at": 1764480000000u64, "mac": mac});
+        assert_eq!(
+            verify(&CommandAuth { key }, topic, &obj(payload)),
+            Ok("n-1")
+        );
     }
 }

@@ -75,20 +75,33 @@ impl Default for OutboxConfig {
     }
 }
 
-/// Shared-secret authentication of commands (see the README).
+/// Shared-secret authentication of commands (see the README). Freshness
+/// (`command_max_age`, `command_max_skew`) applies to every command, signed
+/// or not.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CommandAuth {
     pub key: [u8; 32],
-    /// A command's `ts_ms` may differ from the uplink's clock by at most this;
-    /// nonces are remembered for twice this long to refuse replays.
-    pub max_skew: Duration,
 }
 
 impl std::fmt::Debug for CommandAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommandAuth")
             .field("key", &"<redacted>")
-            .field("max_skew", &self.max_skew)
+            .finish()
+    }
+}
+
+/// Shared-secret authentication of `events/ack` (see the README): the key
+/// upstream signs its acknowledgments with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AckAuth {
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for AckAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckAuth")
+            .field("key", &"<redacted>")
             .finish()
     }
 }
@@ -119,6 +132,14 @@ pub struct UplinkConfig {
     pub command_auth: Option<CommandAuth>,
     /// Largest MQTT packet sent or accepted.
     pub max_packet_size: usize,
+    /// A command whose `issued_at` is older than this is refused.
+    pub command_max_age: Duration,
+    /// A command whose `issued_at` is further than this ahead of the line's
+    /// clock is refused.
+    pub command_max_skew: Duration,
+    /// With a key, `events/ack` must carry a valid `mac`; without, acks are
+    /// taken unsigned (the caller decides whether that is allowed).
+    pub ack_auth: Option<AckAuth>,
 }
 
 impl std::fmt::Debug for UplinkConfig {
@@ -138,6 +159,9 @@ impl std::fmt::Debug for UplinkConfig {
             .field("outbox", &self.outbox)
             .field("metrics_interval", &self.metrics_interval)
             .field("command_auth", &self.command_auth)
+            .field("command_max_age", &self.command_max_age)
+            .field("command_max_skew", &self.command_max_skew)
+            .field("ack_auth", &self.ack_auth)
             .finish_non_exhaustive()
     }
 }
@@ -171,6 +195,9 @@ impl UplinkConfig {
             command_timeout: Duration::from_secs(10),
             command_auth: None,
             max_packet_size: 4 * 1024 * 1024,
+            command_max_age: Duration::from_secs(30),
+            command_max_skew: Duration::from_secs(5),
+            ack_auth: None,
         }
     }
 

@@ -30,9 +30,10 @@ mod tlscheck;
 pub mod wire;
 
 pub use commands::{
-    canonical_json, command_mac, parse_command, sign_command, Command, CommandRequest,
+    ack_mac, canonical_json, command_mac, parse_command, sign_ack, sign_command, sign_command_at,
+    Command, CommandRequest,
 };
-pub use config::{CommandAuth, OutboxConfig, PrefetchConfig, TlsPaths, UplinkConfig};
+pub use config::{AckAuth, CommandAuth, OutboxConfig, PrefetchConfig, TlsPaths, UplinkConfig};
 pub use conn::{classify, Link, LinkFault, OFFLINE};
 pub use error::UplinkError;
 pub use operator::{
@@ -146,6 +147,7 @@ pub fn start(
                 incoming: cmds_in_rx,
                 to_pipeline: cmd_tx,
                 alarms: alarm_tx.clone(),
+                store: store.clone(),
             }
             .run(),
         ),

@@ -32,6 +32,9 @@ pub mod kind {
     /// Raised once connected after attempts that failed for a reason a
     /// retry does not cure (certificate, key, CA, credentials); names them.
     pub const UPLINK_CONNECT_FAILED: &str = "uplink-connect-failed";
+    /// An `events/ack` refused: unsigned or badly signed while an ack key is
+    /// configured, or naming events this line never sent.
+    pub const ACK_REFUSED: &str = "ack-refused";
 }
 
 /// Where the line stands, as the operator sees it.

@@ -14,9 +14,31 @@ use crate::wire::{EventBatch, EventsAck, WireEvent};
 use rumqttc::{AsyncClient, Publish, QoS};
 use serialine_core::UnitState;
 use serialine_store::{OutboxEvent, Store};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+/// Ids this process saw acknowledged, remembered so that a repeated ack (a
+/// batch published twice is acked twice) is told apart from an ack for
+/// events never sent. Bounded: oldest forgotten first.
+#[derive(Default)]
+struct Acked {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+}
+
+impl Acked {
+    fn insert(&mut self, id: String, cap: usize) {
+        if self.set.insert(id.clone()) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
 
 struct InFlight {
     batch_id: String,
@@ -67,6 +89,7 @@ impl OutboxSync {
         let mut pending_since: Option<Instant> = None;
         // Highest seq published by this process: seqs grow in outbox order.
         let mut last_seq: Option<u64> = None;
+        let mut acked = Acked::default();
         loop {
             let mut resend = false;
             tokio::select! {
@@ -77,7 +100,7 @@ impl OutboxSync {
                 }
                 msg = self.acks.recv() => {
                     let Some(msg) = msg else { return; };
-                    self.on_ack(&msg.payload, &mut by_id, &mut inflight).await;
+                    self.on_ack(&msg.payload, &mut by_id, &mut inflight, &mut acked).await;
                 }
                 _ = tick.tick() => {}
             }
@@ -174,8 +197,36 @@ impl OutboxSync {
         payload: &[u8],
         by_id: &mut HashMap<String, (u64, String)>,
         inflight: &mut VecDeque<InFlight>,
+        acked: &mut Acked,
     ) {
-        let ack: EventsAck = match serde_json::from_slice(payload) {
+        let value: serde_json::Value = match serde_json::from_slice(payload) {
+            Ok(v) => v,
+            Err(e) => {
+                self.alarm(Alarm::new(
+                    kind::MALFORMED_PAYLOAD,
+                    format!("events/ack is not valid JSON: {e}"),
+                ));
+                return;
+            }
+        };
+        if let Some(auth) = &self.cfg.ack_auth {
+            let topic = self.cfg.topic("events/ack");
+            let checked = match &value {
+                serde_json::Value::Object(m) => crate::commands::check_mac(&auth.key, &topic, m),
+                _ => Err("not a JSON object".into()),
+            };
+            if let Err(why) = checked {
+                // Dropping events as synced on an ack anyone could publish
+                // would lose them: only upstream's key may do that.
+                tracing::warn!("events/ack refused: {why}");
+                self.alarm(Alarm::new(
+                    kind::ACK_REFUSED,
+                    format!("events/ack refused, nothing removed from the outbox: {why}"),
+                ));
+                return;
+            }
+        }
+        let ack: EventsAck = match serde_json::from_value(value) {
             Ok(a) => a,
             Err(e) => {
                 self.alarm(Alarm::new(
@@ -185,6 +236,43 @@ impl OutboxSync {
                 return;
             }
         };
+        // Ids neither in flight nor acknowledged before by this process may
+        // still be events an earlier process published (the oldest of the
+        // outbox, not yet published again); anything else was never sent.
+        let unknown: Vec<&String> = ack
+            .ids
+            .iter()
+            .filter(|id| !by_id.contains_key(*id) && !acked.set.contains(*id))
+            .collect();
+        if !unknown.is_empty() {
+            let o = &self.cfg.outbox;
+            let head: HashSet<String> =
+                match self.store.outbox_peek(by_id.len() + o.window * o.max_batch) {
+                    Ok(events) => events.iter().map(OutboxEvent::id_hex).collect(),
+                    Err(e) => {
+                        self.alarm(Alarm::new(
+                            kind::STORE_ERROR,
+                            format!("cannot read the outbox to check an ack: {e}"),
+                        ));
+                        return;
+                    }
+                };
+            let never: Vec<&&String> = unknown.iter().filter(|id| !head.contains(**id)).collect();
+            if !never.is_empty() {
+                tracing::warn!(batch_id = %ack.batch_id, never_sent = never.len(), "events/ack refused: names events this line never sent");
+                self.alarm(Alarm::new(
+                    kind::ACK_REFUSED,
+                    format!(
+                        "events/ack for batch {:?} refused, nothing removed from the outbox: {} of its {} ids were never sent by this line (first: {})",
+                        ack.batch_id,
+                        never.len(),
+                        ack.ids.len(),
+                        never[0]
+                    ),
+                ));
+                return;
+            }
+        }
         let known: Vec<&String> = ack
             .ids
             .iter()
@@ -203,7 +291,9 @@ impl OutboxSync {
         match self.store.outbox_ack(&seqs).await {
             Ok(n) => {
                 tracing::debug!(batch_id = %ack.batch_id, acked = n, "events synced upstream");
+                let cap = 2 * self.cfg.outbox.window * self.cfg.outbox.max_batch;
                 for id in known {
+                    acked.insert(id.clone(), cap);
                     if let Some((_, batch)) = by_id.remove(id) {
                         if let Some(b) = inflight.iter_mut().find(|b| b.batch_id == batch) {
                             b.open = b.open.saturating_sub(1);

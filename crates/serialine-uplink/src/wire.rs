@@ -55,6 +55,9 @@ pub struct EventBatch {
 pub struct EventsAck {
     pub batch_id: String,
     pub ids: Vec<String>,
+    /// `ack_mac` of the rest, required when the line has an ack key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// `cmd/<name>/reply`

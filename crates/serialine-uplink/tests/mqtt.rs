@@ -8,7 +8,8 @@ use serde_json::json;
 use serialine_sim::issuer::Fault;
 use serialine_store::event_id;
 use serialine_uplink::{
-    kind, sign_command, start, Alarm, Command, CommandAuth, LineState, Metrics, StatusSnapshot,
+    kind, sign_ack, sign_command, sign_command_at, start, AckAuth, Alarm, Command, CommandAuth,
+    LineState, Metrics, StatusSnapshot,
 };
 use std::collections::HashSet;
 use std::time::Duration;
@@ -276,9 +277,10 @@ async fn commands_are_validated_delivered_and_answered() {
     let prefix = format!("serialine/{site}/{line}/");
     let mut replies = Watcher::start(&host, port, &format!("{prefix}cmd/#")).await;
     let client = replies.client.clone();
-    let send = |topic: &str, body: serde_json::Value| {
+    let send = |topic: &str, mut body: serde_json::Value| {
         let c = client.clone();
         let topic = format!("{prefix}{topic}");
+        body["issued_at"] = json!(now_ms());
         async move {
             c.publish(topic, rumqttc::QoS::AtLeastOnce, false, body.to_string())
                 .await
@@ -372,10 +374,7 @@ async fn signed_commands_required_when_a_key_is_configured() {
     let store = open_store(dir.path(), &line);
     let key = [0x42; 32];
     let mut cfg = config(&host, port, &site, &line);
-    cfg.command_auth = Some(CommandAuth {
-        key,
-        max_skew: Duration::from_secs(60),
-    });
+    cfg.command_auth = Some(CommandAuth { key });
     let (uplink, mut cmds) = start(cfg, store).unwrap();
     uplink.wait_connected(WAIT).await.unwrap();
     let prefix = format!("serialine/{site}/{line}/");
@@ -586,4 +585,390 @@ async fn clean_shutdown_publishes_offline_and_returns() {
         .next_where("offline status", |m| m.json["state"] == "offline")
         .await;
     assert_eq!(s.json, json!({"state": "offline"}));
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn publish_raw(
+    client: &rumqttc::AsyncClient,
+    topic: &str,
+    retain: bool,
+    body: impl Into<Vec<u8>>,
+) {
+    client
+        .publish(topic, rumqttc::QoS::AtLeastOnce, retain, body.into())
+        .await
+        .unwrap();
+}
+
+/// Issue 13: a retained command would run again at every (re)start with
+/// `clean_session = true`. It is answered with an error and never executed,
+/// signed and fresh though it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_command_is_refused_and_never_executed() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let key = [0x21; 32];
+    let prefix = format!("serialine/{site}/{line}/");
+    let topic = format!("{prefix}cmd/drain");
+    // Replies and alarms on their own watchers: their relative order is
+    // not fixed, and a watcher skips what it is not waiting for.
+    let mut watch = Watcher::start(&host, port, &format!("{prefix}cmd/#")).await;
+    let mut alarms = Watcher::start(&host, port, &format!("{prefix}alarms")).await;
+    // Published retained before the line is up: what the broker hands to
+    // the uplink when it subscribes.
+    let signed = sign_command(&key, &topic, json!({"request_id": "kept"}), "r-1");
+    publish_raw(&watch.client, &topic, true, signed.to_string()).await;
+
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.command_auth = Some(CommandAuth { key });
+    for round in 0..2 {
+        let (uplink, mut cmds) = start(cfg.clone(), store.clone()).unwrap();
+        let r = watch
+            .next_where("reply to the retained command", |m| {
+                m.topic.ends_with("cmd/drain/reply") && m.json["request_id"] == "kept"
+            })
+            .await;
+        assert_eq!(r.json["ok"], false, "round {round}");
+        assert!(
+            r.json["error"].as_str().unwrap().contains("retained"),
+            "{:?}",
+            r.json
+        );
+        alarms
+            .next_where("command-refused alarm", |m| {
+                m.json["kind"] == kind::COMMAND_REFUSED
+                    && m.json["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("retained")
+            })
+            .await;
+        uplink.wait_connected(WAIT).await.unwrap();
+        assert!(cmds.try_recv().is_err(), "round {round}: nothing executed");
+        uplink.abort();
+    }
+    // Clear it, so a persistent external broker does not keep it.
+    publish_raw(&watch.client, &topic, true, Vec::new()).await;
+    assert_eq!(
+        store.nonce_count().unwrap(),
+        0,
+        "a refused command leaves no nonce"
+    );
+}
+
+/// Issue 13: too old (by the signed `issued_at`), from the future, or
+/// without `issued_at`: refused, signed or unsigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_future_and_undated_commands_are_refused() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let key = [0x22; 32];
+    let prefix = format!("serialine/{site}/{line}/");
+    let topic = format!("{prefix}cmd/drain");
+    let mut watch = Watcher::start(&host, port, &format!("{prefix}#")).await;
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.command_auth = Some(CommandAuth { key });
+    let (uplink, mut cmds) = start(cfg.clone(), store.clone()).unwrap();
+    uplink.wait_connected(WAIT).await.unwrap();
+
+    let cases = [
+        ("stale", now_ms() - 31_000, "stale"),
+        ("future", now_ms() + 60_000, "ahead"),
+    ];
+    for (rid, at, why) in cases {
+        let body = sign_command_at(&key, &topic, json!({"request_id": rid}), rid, at);
+        publish_raw(&watch.client, &topic, false, body.to_string()).await;
+        let r = watch
+            .next_where(rid, |m| {
+                m.topic.ends_with("/reply") && m.json["request_id"] == rid
+            })
+            .await;
+        assert_eq!(r.json["ok"], false);
+        assert!(
+            r.json["error"].as_str().unwrap().contains(why),
+            "{:?}",
+            r.json
+        );
+    }
+    uplink.abort();
+    drop(uplink);
+
+    // Unsigned mode (allow_unsigned_commands): no issued_at, or a stale
+    // one, is refused too.
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.command_auth = None;
+    let (uplink, mut cmds2) = start(cfg, store.clone()).unwrap();
+    uplink.wait_connected(WAIT).await.unwrap();
+    for (rid, body) in [
+        ("undated", json!({"request_id": "undated"})),
+        (
+            "old",
+            json!({"request_id": "old", "issued_at": now_ms() - 31_000}),
+        ),
+    ] {
+        publish_raw(&watch.client, &topic, false, body.to_string()).await;
+        let r = watch
+            .next_where(rid, |m| {
+                m.topic.ends_with("/reply") && m.json["request_id"] == rid
+            })
+            .await;
+        assert_eq!(r.json["ok"], false, "{:?}", r.json);
+    }
+    // A fresh one runs.
+    let body = json!({"request_id": "fresh", "issued_at": now_ms()});
+    publish_raw(&watch.client, &topic, false, body.to_string()).await;
+    let req = within(WAIT, "fresh unsigned drain", cmds2.recv())
+        .await
+        .unwrap();
+    assert_eq!(req.command, Command::Drain);
+    req.respond(Ok(()));
+    assert!(cmds.try_recv().is_err());
+    uplink.abort();
+}
+
+/// Issue 13, reproduced: a command published while the line was down was
+/// queued by the broker for its persistent session and ran on reconnect.
+/// Delivered after its allowed age, it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_queued_for_a_persistent_session_while_down_is_refused_late() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let key = [0x23; 32];
+    let prefix = format!("serialine/{site}/{line}/");
+    let topic = format!("{prefix}cmd/job/stop");
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.command_auth = Some(CommandAuth { key });
+    cfg.clean_session = false;
+    cfg.command_max_age = Duration::from_secs(1);
+    let (uplink, cmds) = start(cfg.clone(), store.clone()).unwrap();
+    uplink.wait_connected(WAIT).await.unwrap();
+    uplink.abort(); // killed: the broker keeps the session
+    drop((uplink, cmds));
+    let mut watch = Watcher::start(&host, port, &format!("{prefix}#")).await;
+    // Fresh when published; the line is down.
+    let body = sign_command(&key, &topic, json!({"request_id": "queued"}), "q-1");
+    publish_raw(&watch.client, &topic, false, body.to_string()).await;
+    // Longer than the allowed age before the line is back.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (uplink, mut cmds) = start(cfg, store.clone()).unwrap();
+    let r = watch
+        .next_where("reply to the queued command", |m| {
+            m.topic.ends_with("/reply") && m.json["request_id"] == "queued"
+        })
+        .await;
+    assert_eq!(r.json["ok"], false);
+    assert!(
+        r.json["error"].as_str().unwrap().contains("stale"),
+        "{:?}",
+        r.json
+    );
+    assert!(cmds.try_recv().is_err(), "the late command did not run");
+    uplink.abort();
+}
+
+/// Issue 13: the nonces of signed commands are in the ledger, so a
+/// captured command replayed after a restart (within its allowed age) is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_a_restart_is_refused() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let key = [0x24; 32];
+    let prefix = format!("serialine/{site}/{line}/");
+    let topic = format!("{prefix}cmd/drain");
+    let mut watch = Watcher::start(&host, port, &format!("{prefix}#")).await;
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.command_auth = Some(CommandAuth { key });
+    let body = sign_command(&key, &topic, json!({"request_id": "once"}), "once-1");
+    {
+        let store = open_store(dir.path(), &line);
+        let (uplink, mut cmds) = start(cfg.clone(), store.clone()).unwrap();
+        uplink.wait_connected(WAIT).await.unwrap();
+        publish_raw(&watch.client, &topic, false, body.to_string()).await;
+        let req = within(WAIT, "first delivery runs", cmds.recv())
+            .await
+            .unwrap();
+        req.respond(Ok(()));
+        let r = watch
+            .next_where("first reply", |m| {
+                m.topic.ends_with("/reply") && m.json["request_id"] == "once"
+            })
+            .await;
+        assert_eq!(r.json["ok"], true);
+        uplink.abort();
+    }
+    // A new process on the same ledger.
+    let store = open_store(dir.path(), &line);
+    assert_eq!(store.nonce_count().unwrap(), 1);
+    let (uplink, mut cmds) = start(cfg, store.clone()).unwrap();
+    uplink.wait_connected(WAIT).await.unwrap();
+    publish_raw(&watch.client, &topic, false, body.to_string()).await;
+    let r = watch
+        .next_where("reply to the replay", |m| {
+            m.topic.ends_with("/reply") && m.json["request_id"] == "once"
+        })
+        .await;
+    assert_eq!(r.json["ok"], false);
+    assert!(
+        r.json["error"].as_str().unwrap().contains("replay"),
+        "{:?}",
+        r.json
+    );
+    assert!(cmds.try_recv().is_err());
+    uplink.abort();
+}
+
+/// Issue 13, 6.4: a MAC made exactly as the crate README describes it (full
+/// topic, a newline, the canonical JSON without "mac"), from literal
+/// strings, is accepted by a running uplink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mac_built_from_the_readme_is_accepted() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let key = [0x25; 32];
+    let topic = format!("serialine/{site}/{line}/cmd/job/stop");
+    let mut watch = Watcher::start(&host, port, &format!("serialine/{site}/{line}/#")).await;
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.command_auth = Some(CommandAuth { key });
+    let (uplink, mut cmds) = start(cfg, store).unwrap();
+    uplink.wait_connected(WAIT).await.unwrap();
+    let at = now_ms();
+    let canonical = format!(r#"{{"issued_at":{at},"nonce":"readme-1","request_id":"readme"}}"#);
+    let msg = format!("{topic}\n{canonical}");
+    let mac = hex::encode(blake3::keyed_hash(&key, msg.as_bytes()).as_bytes());
+    // Key order and spacing of what is sent do not matter.
+    let sent = format!(
+        r#"{{ "request_id": "readme", "mac": "{mac}", "nonce": "readme-1", "issued_at": {at} }}"#
+    );
+    publish_raw(&watch.client, &topic, false, sent).await;
+    let req = within(WAIT, "README-signed stop", cmds.recv())
+        .await
+        .unwrap();
+    assert_eq!(req.command, Command::StopJob);
+    req.respond(Ok(()));
+    let r = watch
+        .next_where("reply", |m| {
+            m.topic.ends_with("/reply") && m.json["request_id"] == "readme"
+        })
+        .await;
+    assert_eq!(r.json["ok"], true);
+    uplink.abort();
+}
+
+/// The upstream simulator signs acks exactly as the uplink checks them.
+#[test]
+fn the_simulated_upstream_signs_acks_as_the_uplink_checks_them() {
+    let key = [5u8; 32];
+    let topic = "serialine/s/l/events/ack";
+    let ids = vec!["ab".to_string(), "cd\"quoted\"".to_string()];
+    let sim = serialine_sim::upstream::ack_mac(&key, topic, "l:0-1", &ids);
+    let signed = sign_ack(&key, topic, json!({"ids": ids, "batch_id": "l:0-1"}));
+    assert_eq!(signed["mac"], json!(sim));
+}
+
+/// Issue 13: `events/ack` drops outbox events as synced, so it must come
+/// from upstream: with an ack key, an unsigned or forged ack, or a signed
+/// one naming events this line never sent, is refused with an alarm and
+/// removes nothing; upstream's signed acks still drain the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_never_sent_acks_are_refused_with_an_alarm() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (issuer, _it) = issuer(&host, port, &site, &line, 100).await;
+    preload(&store, &issuer, &line, 1).await;
+    let (up, _ut) = upstream(&host, port, &site).await;
+    let key = [0x26; 32];
+    up.set_ack_key(Some(key));
+    up.set_acking(false);
+    let prefix = format!("serialine/{site}/{line}/");
+    let ack_topic = format!("{prefix}events/ack");
+    let mut watch = Watcher::start(&host, port, &format!("{prefix}alarms")).await;
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.ack_auth = Some(AckAuth { key });
+    cfg.outbox.ack_timeout = Duration::from_millis(500);
+    let (uplink, _cmds) = start(cfg, store.clone()).unwrap();
+    uplink.wait_connected(WAIT).await.unwrap();
+    produce(&store, 20).await;
+    let got = up
+        .wait_for(&line, WAIT, "20 events delivered", |l| l.unique() == 20)
+        .await
+        .unwrap();
+    let ids = got.order.clone();
+
+    let forgeries = [
+        ("unsigned", json!({"batch_id": "x", "ids": ids})),
+        (
+            "wrong key",
+            sign_ack(
+                &[0x27; 32],
+                &ack_topic,
+                json!({"batch_id": "x", "ids": ids}),
+            ),
+        ),
+        (
+            "another line's topic",
+            sign_ack(
+                &key,
+                &format!("serialine/{site}/other/events/ack"),
+                json!({"batch_id": "x", "ids": ids}),
+            ),
+        ),
+        (
+            "never sent",
+            sign_ack(
+                &key,
+                &ack_topic,
+                json!({"batch_id": "x", "ids": [hex::encode([9u8; 32])]}),
+            ),
+        ),
+        (
+            "never sent among sent ones",
+            sign_ack(
+                &key,
+                &ack_topic,
+                json!({"batch_id": "x", "ids": [ids[0].clone(), hex::encode([8u8; 32])]}),
+            ),
+        ),
+    ];
+    for (what, body) in forgeries {
+        publish_raw(&watch.client, &ack_topic, false, body.to_string()).await;
+        let a = watch
+            .next_where(what, |m| m.json["kind"] == kind::ACK_REFUSED)
+            .await;
+        if what.starts_with("never") {
+            assert!(
+                a.json["message"].as_str().unwrap().contains("never sent"),
+                "{what}: {:?}",
+                a.json
+            );
+        }
+        assert_eq!(store.outbox_depth(), 20, "{what}: nothing removed");
+    }
+    assert_eq!(store.counts().synced, 0);
+
+    // Upstream's own signed acks drain it (batches are published again on
+    // the ack timeout).
+    up.set_acking(true);
+    eventually(WAIT, "outbox drained by signed acks", || {
+        store.outbox_depth() == 0
+    })
+    .await;
+    uplink.abort();
 }

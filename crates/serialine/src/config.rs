@@ -236,11 +236,27 @@ pub struct MqttConfig {
     /// File holding the command key (64 hex digits). When set, every
     /// `cmd/...` must be signed with it; unsigned, badly signed, stale or
     /// replayed commands are refused with a `command-refused` alarm.
+    /// Required unless `allow_unsigned_commands = true`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command_key_file: Option<PathBuf>,
-    /// How far a signed command's `ts_ms` may be from the line's clock, in
-    /// seconds, 1..=3600. Default 60.
+    /// How far a command's `issued_at` may be ahead of the line's clock, in
+    /// seconds, 1..=3600. Default 5.
     pub command_max_skew_secs: u32,
+    /// A command older than this (by its `issued_at`) is refused, in
+    /// seconds, 1..=3600. Default 30.
+    pub command_max_age_secs: u32,
+    /// Run without `command_key_file`: commands are accepted unsigned from
+    /// anyone the broker lets publish them (still refused when retained or
+    /// stale). Warned about at every start. Default false.
+    pub allow_unsigned_commands: bool,
+    /// File holding the key upstream signs `events/ack` with (64 hex
+    /// digits). Required unless `allow_unsigned_acks = true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_key_file: Option<PathBuf>,
+    /// Run without `ack_key_file`: anyone who may publish `events/ack` can
+    /// make the line drop outbox events as synced. Warned about at every
+    /// start. Default false.
+    pub allow_unsigned_acks: bool,
 }
 
 impl Default for MqttConfig {
@@ -255,7 +271,11 @@ impl Default for MqttConfig {
             password_file: None,
             tls: None,
             command_key_file: None,
-            command_max_skew_secs: 60,
+            command_max_skew_secs: 5,
+            command_max_age_secs: 30,
+            allow_unsigned_commands: false,
+            ack_key_file: None,
+            allow_unsigned_acks: false,
         }
     }
 }
@@ -1031,6 +1051,9 @@ impl Config {
         if let Some(p) = &mut self.mqtt.command_key_file {
             origin.resolve("mqtt.command_key_file", p);
         }
+        if let Some(p) = &mut self.mqtt.ack_key_file {
+            origin.resolve("mqtt.ack_key_file", p);
+        }
         if let Some(tls) = &mut self.mqtt.tls {
             origin.resolve("mqtt.tls.ca_file", &mut tls.ca_file);
             if let Some(p) = &mut tls.client_cert_file {
@@ -1398,6 +1421,19 @@ impl Config {
         if let Some(p) = &m.command_key_file {
             c.path("mqtt.command_key_file", p);
         }
+        if let Some(p) = &m.ack_key_file {
+            c.path("mqtt.ack_key_file", p);
+        }
+        c.require(
+            (1..=3600).contains(&m.command_max_age_secs),
+            "mqtt.command_max_age_secs",
+            || {
+                format!(
+                    "{} is out of range; expected 1..=3600 seconds",
+                    m.command_max_age_secs
+                )
+            },
+        );
         c.require(
             (1..=3600).contains(&m.command_max_skew_secs),
             "mqtt.command_max_skew_secs",
@@ -1672,6 +1708,61 @@ impl Config {
         Ok(Some((key, warnings)))
     }
 
+    /// The ack key, if `mqtt.ack_key_file` is set: 64 hex digits (the
+    /// 32-byte key upstream signs `events/ack` with).
+    pub fn ack_key(&self) -> Result<Option<(CommandKey, Vec<Issue>)>, ConfigError> {
+        let Some(path) = self.mqtt.ack_key_file.as_deref() else {
+            return Ok(None);
+        };
+        let (secret, warnings) = self.read_secret("mqtt.ack_key_file", path)?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(secret.expose().trim_ascii(), &mut key).map_err(|_| {
+            ConfigError::Files(vec![self.origin.issue(
+                "mqtt.ack_key_file",
+                format!(
+                    "{} does not hold an ack key; expected 64 hex digits (32 bytes)",
+                    path.display()
+                ),
+            )])
+        })?;
+        Ok(Some((key, warnings)))
+    }
+
+    /// Production needs both keys; running without one takes an explicit
+    /// `allow_unsigned_*` (errors), which is then warned about at every
+    /// check and start (warnings).
+    pub fn auth_issues(&self) -> (Vec<Issue>, Vec<Issue>) {
+        let m = &self.mqtt;
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        match (&m.command_key_file, m.allow_unsigned_commands) {
+            (None, false) => errors.push(self.origin.issue(
+                "mqtt.command_key_file",
+                "not set: commands would be accepted unsigned from anyone the broker lets publish on cmd/#; \
+                 expected a key file (64 hex digits, e.g. `openssl rand -hex 32`), or \
+                 mqtt.allow_unsigned_commands = true to run without one (not for production)",
+            )),
+            (None, true) => warnings.push(self.origin.issue(
+                "mqtt.allow_unsigned_commands",
+                "true and no mqtt.command_key_file: commands are accepted unsigned from anyone the broker lets publish on cmd/# (retained and stale ones are still refused)",
+            )),
+            (Some(_), _) => {}
+        }
+        match (&m.ack_key_file, m.allow_unsigned_acks) {
+            (None, false) => errors.push(self.origin.issue(
+                "mqtt.ack_key_file",
+                "not set: anyone the broker lets publish events/ack could make the line drop outbox events as synced; \
+                 expected the key upstream signs its acks with (64 hex digits), or \
+                 mqtt.allow_unsigned_acks = true to run without one (not for production)",
+            )),
+            (None, true) => warnings.push(self.origin.issue(
+                "mqtt.allow_unsigned_acks",
+                "true and no mqtt.ack_key_file: events/ack is taken unsigned, so anyone the broker lets publish it can make the line drop outbox events as synced",
+            )),
+            (Some(_), _) => {}
+        }
+        (errors, warnings)
+    }
+
     /// The MQTT password, if `mqtt.password_file` is set.
     pub fn mqtt_password(&self) -> Result<Option<(Secret, Vec<Issue>)>, ConfigError> {
         self.mqtt
@@ -1688,6 +1779,9 @@ impl Config {
     /// client certificate's ([`serialine_uplink::check_tls_files`]), and
     /// each line's device files (printer profile, laser map, label file) must
     /// read, parse and check ([`Config::line_devices`]).
+    /// The command and ack keys must be set (and hold 64 hex digits) unless
+    /// their `allow_unsigned_*` allowance is, which is a warning
+    /// ([`Config::auth_issues`]).
     /// Returns the warnings, or every problem found.
     pub fn check_files(&self) -> Result<Vec<Issue>, ConfigError> {
         let mut warnings = Vec::new();
@@ -1757,6 +1851,14 @@ impl Config {
             Ok(None) => {}
             Err(e) => errors.extend(e.issues().iter().cloned()),
         }
+        match self.ack_key() {
+            Ok(Some((_, w))) => warnings.extend(w),
+            Ok(None) => {}
+            Err(e) => errors.extend(e.issues().iter().cloned()),
+        }
+        let (e, w) = self.auth_issues();
+        errors.extend(e);
+        warnings.extend(w);
         for i in 0..self.lines.len() {
             if let Err(e) = self.line_devices(i) {
                 errors.extend(e.issues().iter().cloned());

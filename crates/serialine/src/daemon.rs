@@ -43,7 +43,7 @@ use serialine_devices::transport::Link;
 use serialine_devices::{CameraHandle, PrinterHandle};
 use serialine_store::{Store, StoreOptions};
 use serialine_uplink::{
-    kind, Alarm, Command, CommandAuth, CommandRequest, JobInfo, LineState, LinkFault,
+    kind, AckAuth, Alarm, Command, CommandAuth, CommandRequest, JobInfo, LineState, LinkFault,
     PrefetchConfig, StatusSnapshot, TlsPaths, UplinkConfig, UplinkHandle,
 };
 use std::collections::BTreeMap;
@@ -70,25 +70,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
     let password = mqtt_password(&config)?;
+    // No key without the explicit allowance: refuse to start (check-config
+    // reports the same). With the allowance, `check_files` has warned.
+    let (missing, _) = config.auth_issues();
+    if !missing.is_empty() {
+        return Err(config_error(config::ConfigError::Files(missing)));
+    }
     let command_auth = config
         .command_key()
         .map_err(config_error)?
-        .map(|(key, _)| CommandAuth {
-            key,
-            max_skew: Duration::from_secs(config.mqtt.command_max_skew_secs.into()),
-        });
-    if command_auth.is_none() {
-        tracing::warn!(
-            "mqtt.command_key_file is not set: commands are accepted unsigned from anyone who may publish to the command topics"
-        );
-    }
+        .map(|(key, _)| CommandAuth { key });
+    let ack_auth = config
+        .ack_key()
+        .map_err(config_error)?
+        .map(|(key, _)| AckAuth { key });
     let board = StatusBoard::default();
     let mut lines = Vec::with_capacity(config.lines.len());
     for index in 0..config.lines.len() {
         let id = config.lines[index].id.clone();
-        let line = open_line(&config, index, password.clone(), command_auth.clone())
-            .await
-            .with_context(|| format!("line {id}: cannot start"))?;
+        let line = open_line(
+            &config,
+            index,
+            password.clone(),
+            command_auth.clone(),
+            ack_auth.clone(),
+        )
+        .await
+        .with_context(|| format!("line {id}: cannot start"))?;
         lines.push(line);
     }
 
@@ -274,6 +282,7 @@ async fn open_line(
     index: usize,
     mqtt_password: Option<String>,
     command_auth: Option<CommandAuth>,
+    ack_auth: Option<AckAuth>,
 ) -> anyhow::Result<Line> {
     let cfg = config.lines[index].clone();
     let id = cfg.id.clone();
@@ -322,12 +331,14 @@ async fn open_line(
 
     let mut up = uplink_config(config, &cfg, mqtt_password);
     up.command_auth = command_auth;
+    up.ack_auth = ack_auth;
     tracing::info!(
         line = %id,
         broker = %format!("{}:{}", up.host, up.port),
         client_id = %up.client_id,
         tls = up.tls.is_some(),
         signed_commands = up.command_auth.is_some(),
+        signed_acks = up.ack_auth.is_some(),
         topic_prefix = %up.prefix(),
         "starting the uplink"
     );
@@ -371,6 +382,8 @@ fn uplink_config(config: &Config, line: &LineConfig, password: Option<String>) -
     };
     // A stop or drain answers once the line has drained.
     up.command_timeout = STOP_BOUND + Duration::from_secs(15);
+    up.command_max_age = Duration::from_secs(m.command_max_age_secs.into());
+    up.command_max_skew = Duration::from_secs(m.command_max_skew_secs.into());
     up
 }
 

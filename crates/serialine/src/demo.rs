@@ -68,6 +68,10 @@ pub struct Plant {
     pub issuer: Issuer,
     pub upstream: Upstream,
     pub seed: u64,
+    /// Production settings: commands must be signed with this key, and
+    /// upstream signs its acks with `ack_key` (both derived from the seed).
+    pub command_key: [u8; 32],
+    pub ack_key: [u8; 32],
     _issuer_task: IssuerTask,
     _upstream_task: UpstreamTask,
 }
@@ -86,6 +90,10 @@ impl Plant {
             .await
             .context("starting the simulated issuer")?;
         let upstream = Upstream::new();
+        let seed_text = seed.to_string();
+        let command_key = blake3::derive_key("serialine demo command key v1", seed_text.as_bytes());
+        let ack_key = blake3::derive_key("serialine demo ack key v1", seed_text.as_bytes());
+        upstream.set_ack_key(Some(ack_key));
         let upstream_task = upstream
             .spawn(&target("demo-upstream"), Some(SITE))
             .await
@@ -97,6 +105,8 @@ impl Plant {
             issuer,
             upstream,
             seed,
+            command_key,
+            ack_key,
             _issuer_task: issuer_task,
             _upstream_task: upstream_task,
         })
@@ -123,7 +133,12 @@ impl Plant {
     }
 
     pub fn mqtt(&self, line: &str) -> UplinkConfig {
-        UplinkConfig::new("127.0.0.1", self.broker.port, SITE, line)
+        let mut up = UplinkConfig::new("127.0.0.1", self.broker.port, SITE, line);
+        up.command_auth = Some(serialine_uplink::CommandAuth {
+            key: self.command_key,
+        });
+        up.ack_auth = Some(serialine_uplink::AckAuth { key: self.ack_key });
+        up
     }
 }
 

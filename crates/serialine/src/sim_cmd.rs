@@ -71,6 +71,11 @@ pub enum Sim {
     Upstream {
         #[arg(long, default_value = "127.0.0.1:1883")]
         broker: String,
+        /// Sign acks with this key file (64 hex digits): the lines'
+        /// `mqtt.ack_key_file`. Without it acks are unsigned, which a line
+        /// accepts only with `mqtt.allow_unsigned_acks = true`.
+        #[arg(long, value_name = "FILE")]
+        ack_key_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -213,8 +218,23 @@ pub async fn run(sim: Sim) -> anyhow::Result<()> {
             );
             tokio::signal::ctrl_c().await?;
         }
-        Sim::Upstream { broker } => {
+        Sim::Upstream {
+            broker,
+            ack_key_file,
+        } => {
             let upstream = Upstream::new();
+            if let Some(path) = &ack_key_file {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the ack key {}", path.display()))?;
+                let mut key = [0u8; 32];
+                hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
+                    anyhow::anyhow!(
+                        "{} does not hold an ack key; expected 64 hex digits",
+                        path.display()
+                    )
+                })?;
+                upstream.set_ack_key(Some(key));
+            }
             let _task = upstream
                 .spawn(&broker_target(&broker, "serialine-sim-upstream")?, None)
                 .await?;

@@ -59,6 +59,35 @@ secret_file = "line-1.secret"
     devices!()
 );
 
+/// MINIMAL with both MQTT keys set (see [`write_keys`]): what passes
+/// `check_files` once the line secret is in place too.
+const KEYED: &str = concat!(
+    r#"
+[site]
+id = "plant-x"
+
+[[line]]
+id = "line-1"
+secret_file = "line-1.secret"
+"#,
+    devices!(),
+    "\n[mqtt]\ncommand_key_file = \"command.key\"\nack_key_file = \"ack.key\"\n"
+);
+
+/// The command and ack key files KEYED names, next to `config`.
+fn write_keys(config: &Path) {
+    write_secret(
+        &config.with_file_name("command.key"),
+        "11".repeat(32).as_bytes(),
+        0o600,
+    );
+    write_secret(
+        &config.with_file_name("ack.key"),
+        "22".repeat(32).as_bytes(),
+        0o600,
+    );
+}
+
 /// A temp dir (canonical path) holding `serialine.toml` with `text`.
 fn config_dir(text: &str) -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -138,6 +167,10 @@ const ALL_KEYS: &[&str] = &[
     "mqtt.password_file",
     "mqtt.command_key_file",
     "mqtt.command_max_skew_secs",
+    "mqtt.command_max_age_secs",
+    "mqtt.allow_unsigned_commands",
+    "mqtt.ack_key_file",
+    "mqtt.allow_unsigned_acks",
     "mqtt.tls.ca_file",
     "mqtt.tls.client_cert_file",
     "mqtt.tls.client_key_file",
@@ -1025,7 +1058,8 @@ fn env_relative_paths_resolve_against_the_working_directory() {
 
 /// A config in a temp dir whose line secret is written with `content`/`mode`.
 fn with_secret(content: &[u8], mode: u32) -> (TempDir, Config) {
-    let (dir, path) = config_dir(MINIMAL);
+    let (dir, path) = config_dir(KEYED);
+    write_keys(&path);
     write_secret(&path.with_file_name("line-1.secret"), content, mode);
     let c = Config::load_with_env(&path, false).unwrap();
     (dir, c)
@@ -1067,7 +1101,8 @@ fn short_secret_warns() {
 
 #[test]
 fn missing_or_empty_secret_is_an_error_naming_file_and_key() {
-    let (_dir, path) = config_dir(MINIMAL);
+    let (_dir, path) = config_dir(KEYED);
+    write_keys(&path);
     let c = Config::load_with_env(&path, false).unwrap();
     let secret_path = path.with_file_name("line-1.secret");
     let err = c.check_files().unwrap_err();
@@ -1101,7 +1136,9 @@ fn check_files_reports_every_missing_file() {
         [
             "line[0].secret_file",
             "mqtt.password_file",
-            "mqtt.tls.ca_file"
+            "mqtt.tls.ca_file",
+            "mqtt.command_key_file",
+            "mqtt.ack_key_file"
         ]
     );
 }
@@ -1132,7 +1169,8 @@ fn text(bytes: &[u8]) -> String {
 
 /// A valid config in a temp dir with its secret in place.
 fn cli_config(secret_mode: u32) -> (TempDir, PathBuf) {
-    let (dir, path) = config_dir(MINIMAL);
+    let (dir, path) = config_dir(KEYED);
+    write_keys(&path);
     write_secret(
         &path.with_file_name("line-1.secret"),
         GOOD_SECRET,
@@ -1505,4 +1543,65 @@ fn cli_check_config_fails_on_a_key_file_holding_a_certificate() {
         stderr.contains("holds a certificate, not a private key"),
         "{stderr}"
     );
+}
+
+/// Issue 13: production needs the command and ack keys. Without them
+/// check-config (and run) exit 2 naming file and key; the explicit
+/// allowances let it start, with a warning each (at every check and start).
+#[test]
+fn cli_check_config_requires_the_keys_or_an_explicit_allowance() {
+    let (_dir, path) = config_dir(MINIMAL);
+    write_secret(&path.with_file_name("line-1.secret"), GOOD_SECRET, 0o600);
+    let file = path.to_str().unwrap();
+    let out = serialine(&["check-config", file], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for key in ["mqtt.command_key_file", "mqtt.ack_key_file"] {
+        assert!(
+            stderr.contains(&format!("error: {}: key {key}: not set", path.display())),
+            "{stderr}"
+        );
+    }
+    let out = serialine(&["run", "--config", file], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("key mqtt.command_key_file"));
+
+    fs::write(
+        &path,
+        format!("{MINIMAL}\n[mqtt]\nallow_unsigned_commands = true\nallow_unsigned_acks = true\n"),
+    )
+    .unwrap();
+    let out = serialine(&["check-config", file], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("warning: "), "{stderr}");
+    assert!(
+        stderr.contains("key mqtt.allow_unsigned_commands"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("key mqtt.allow_unsigned_acks"), "{stderr}");
+
+    // A key file that is not a key names its key.
+    fs::write(&path, KEYED).unwrap();
+    write_keys(&path);
+    fs::write(path.with_file_name("ack.key"), "not a key").unwrap();
+    let out = serialine(&["check-config", file], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("key mqtt.ack_key_file") && stderr.contains("64 hex digits"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn command_freshness_keys_are_checked() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.mqtt.command_max_age_secs, 30);
+    assert_eq!(c.mqtt.command_max_skew_secs, 5);
+    assert!(!c.mqtt.allow_unsigned_commands && !c.mqtt.allow_unsigned_acks);
+    let (_, _, msg) = load_err(&format!("{MINIMAL}\n[mqtt]\ncommand_max_age_secs = 0\n"));
+    assert!(msg.contains("mqtt.command_max_age_secs"), "{msg}");
+    let c = load(&format!("{MINIMAL}\n[mqtt]\ncommand_max_age_secs = 10\n")).unwrap();
+    assert_eq!(c.mqtt.command_max_age_secs, 10);
 }

@@ -131,6 +131,8 @@ async fn run_produces_a_default_job_and_stops_cleanly_on_sigterm() {
         .await
         .expect("issuer connects");
     let upstream = Upstream::new();
+    // Production settings: upstream signs its acks, commands need a key.
+    upstream.set_ack_key(Some([0x5a; 32]));
     let _upstream_task = upstream
         .spawn(&target("test-upstream"), Some(SITE))
         .await
@@ -159,6 +161,10 @@ async fn run_produces_a_default_job_and_stops_cleanly_on_sigterm() {
     .expect("camera simulator listens");
 
     write_secret(&root.join("line-1.secret"));
+    for (name, byte) in [("command.key", "a5"), ("ack.key", "5a")] {
+        fs::write(root.join(name), byte.repeat(32)).unwrap();
+        fs::set_permissions(root.join(name), fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let config = root.join("serialine.toml");
     fs::write(
         &config,
@@ -177,6 +183,8 @@ host = "127.0.0.1"
 port = {port}
 client_id = "serialine-test-{{site}}"
 keep_alive_secs = 5
+command_key_file = "command.key"
+ack_key_file = "ack.key"
 
 [[line]]
 id = "{LINE}"
@@ -287,6 +295,7 @@ async fn run_exits_1_naming_the_line_when_its_ledger_cannot_open() {
         &config,
         format!(
             "[daemon]\nstate_dir = \"state\"\nwatchdog = false\n[site]\nid = \"s\"\n\
+             [mqtt]\nallow_unsigned_commands = true\nallow_unsigned_acks = true\n\
              [[line]]\nid = \"{LINE}\"\nsecret_file = \"line-1.secret\"\n\
              printer = {{ kind = \"framed\", profile = \"{}\", transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n\
              camera = {{ transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n",
@@ -305,6 +314,14 @@ async fn run_exits_1_naming_the_line_when_its_ledger_cannot_open() {
         "{text}"
     );
     assert!(!text.contains('\u{1b}'), "no ANSI colours off a terminal");
+    // Issue 13: running without keys on the explicit allowances is warned
+    // about at every start.
+    for key in ["mqtt.allow_unsigned_commands", "mqtt.allow_unsigned_acks"] {
+        assert!(
+            text.lines().any(|l| l.contains("WARN") && l.contains(key)),
+            "{key}: {text}"
+        );
+    }
 
     // The same with JSON logs: every line is one JSON object.
     let mut daemon = Daemon::start(&config, &[("SERIALINE_DAEMON__LOG_FORMAT", "json")]);
