@@ -1425,10 +1425,11 @@ fn pem_leaf(
 /// client.key, written with the given contents.
 fn tls_config(ca: &str, cert: &str, key: &str) -> TestPki {
     let (dir, path) = config_dir(&format!(
-        "{MINIMAL}\n[mqtt.tls]\nca_file = \"ca.pem\"\n\
+        "{KEYED}\n[mqtt.tls]\nca_file = \"ca.pem\"\n\
          client_cert_file = \"client.pem\"\nclient_key_file = \"client.key\"\n"
     ));
     write_secret(&path.with_file_name("line-1.secret"), GOOD_SECRET, 0o600);
+    write_keys(&path);
     fs::write(path.with_file_name("ca.pem"), ca).unwrap();
     fs::write(path.with_file_name("client.pem"), cert).unwrap();
     write_secret(&path.with_file_name("client.key"), key.as_bytes(), 0o600);

@@ -147,6 +147,9 @@ id = "site-t"
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+# This test is about the TLS failure, not about signed commands.
+allow_unsigned_commands = true
+allow_unsigned_acks = true
 
 [mqtt.tls]
 ca_file = "other-ca.pem"
