@@ -31,6 +31,7 @@
 
 mod committer;
 mod error;
+mod fence;
 mod ledger;
 mod outbox;
 mod pool;
@@ -39,7 +40,8 @@ mod store;
 
 pub use committer::CommitMode;
 pub use error::StoreError;
+pub use fence::{FenceReport, CHUNK as FENCE_CHUNK};
 pub use ledger::{Lookup, SCHEMA_VERSION};
 pub use outbox::{event_id, OutboxEvent};
 pub use record::{BlockUse, Counts, SerialRecord};
-pub use store::{Recovery, Store, StoreOptions, Transition};
+pub use store::{BlockPosition, FenceHello, Recovery, Store, StoreOptions, Transition};
