@@ -225,10 +225,7 @@ pub(crate) fn open(
         Some(f) if f.line != ledger.line_id => {
             return Err(fence_err(
                 path,
-                format!(
-                    "belongs to line {:?}, not {:?}",
-                    f.line, ledger.line_id
-                ),
+                format!("belongs to line {:?}, not {:?}", f.line, ledger.line_id),
             ))
         }
         Some(f) => f,

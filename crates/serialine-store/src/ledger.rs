@@ -673,7 +673,11 @@ impl Tx<'_> {
     /// Voided is not a move a unit makes, but this serial may already have
     /// been sent in a lost history and must never be sent from this one. A
     /// serial with a record is left alone (it already left the pool).
-    fn fence(&mut self, serial: &Serial, block_id: BlockId) -> TxResult<Result<Applied, StoreError>> {
+    fn fence(
+        &mut self,
+        serial: &Serial,
+        block_id: BlockId,
+    ) -> TxResult<Result<Applied, StoreError>> {
         let key = serial.as_bytes();
         if let Some(v) = self.serials.get(key)? {
             return Ok(match SerialRecord::decode(&v) {

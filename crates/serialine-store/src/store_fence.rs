@@ -38,11 +38,10 @@ impl Store {
     /// Nothing is reserved, and no block should be requested, until upstream
     /// answers the handshake: see `fence.rs`, point 4.
     pub fn fence_holding(&self) -> bool {
-        self.inner.fence.as_ref().is_some_and(|f| {
-            f.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .holding()
-        })
+        self.inner
+            .fence
+            .as_ref()
+            .is_some_and(|f| f.lock().unwrap_or_else(|p| p.into_inner()).holding())
     }
 
     /// The ledger's identity and every block's position, for the handshake.
@@ -134,10 +133,13 @@ impl Store {
             .raise_to(&seen)?;
         let mut ops = Vec::new();
         for &(b, s) in &seen {
-            let below = self.read(|r| {
-                fence::unrecorded_below(r, b, s, |x| pool.reserved.contains_key(x))
-            })?;
-            ops.extend(below.into_iter().map(|serial| Op::Fence { serial, block: b }));
+            let below =
+                self.read(|r| fence::unrecorded_below(r, b, s, |x| pool.reserved.contains_key(x)))?;
+            ops.extend(
+                below
+                    .into_iter()
+                    .map(|serial| Op::Fence { serial, block: b }),
+            );
         }
         let n = ops.len();
         if n > 0 {

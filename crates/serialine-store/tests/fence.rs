@@ -45,12 +45,18 @@ fn run_units(store: &Store, n: usize) -> Vec<Serial> {
 /// and upstream's (empty) answer, then closed.
 fn prepared(dir: &Path) {
     let (store, rec) = Store::open(opts(dir)).unwrap();
-    assert!(rec.fence.as_ref().unwrap().hold.is_some(), "an empty ledger holds");
+    assert!(
+        rec.fence.as_ref().unwrap().hold.is_some(),
+        "an empty ledger holds"
+    );
     assert!(store.fence_holding());
     store
         .add_block_blocking(&sealed_block(1, LINE, SECRET, serials("F", 0..2000)))
         .unwrap();
-    assert!(store.reserve(1).unwrap().is_empty(), "held until upstream answers");
+    assert!(
+        store.reserve(1).unwrap().is_empty(),
+        "held until upstream answers"
+    );
     assert_eq!(store.fence_upstream_blocking(&[]).unwrap(), 0);
     assert!(!store.fence_holding());
 }
@@ -65,7 +71,11 @@ fn a_restored_ledger_never_reserves_what_it_handed_out_before() {
 
     // 500 units on the original.
     let (store, rec) = Store::open(opts(dir.path())).unwrap();
-    assert_eq!(rec.fence.as_ref().unwrap().voided, 0, "a clean close wastes nothing");
+    assert_eq!(
+        rec.fence.as_ref().unwrap().voided,
+        0,
+        "a clean close wastes nothing"
+    );
     assert!(!store.fence_holding(), "an intact fence needs no upstream");
     let first: HashSet<Serial> = run_units(&store, 500).into_iter().collect();
     drop(store);
@@ -105,7 +115,9 @@ fn a_restored_ledger_never_reserves_what_it_handed_out_before() {
     let (store, rec) = Store::open(opts(dir.path())).unwrap();
     assert_eq!(rec.fence.unwrap().voided, 0);
     let third = run_units(&store, 10);
-    assert!(third.iter().all(|s| !first.contains(s) && !second.contains(s)));
+    assert!(third
+        .iter()
+        .all(|s| !first.contains(s) && !second.contains(s)));
 }
 
 #[test]
