@@ -111,6 +111,7 @@ async fn broken_invariants_are_reported_by_serial() {
         units: 3,
         expect: Expect::default(),
         stop_when: StopWhen::JobDone,
+        earlier: Vec::new(),
     };
     let report = check(&input);
     let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();

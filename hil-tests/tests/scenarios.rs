@@ -73,6 +73,8 @@ scenarios! {
     laser_clean => "laser-clean",
     laser_modbus_exceptions => "laser-modbus-exceptions",
     replay_recorded_session => "replay-session",
+    ledger_restored => "ledger-restored",
+    state_dir_wiped => "state-dir-wiped",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a

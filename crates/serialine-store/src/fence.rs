@@ -36,7 +36,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// How far ahead of the last position handed out a mark is raised.
-pub const CHUNK: u32 = 256;
+pub const CHUNK: u32 = 64;
 
 const MAGIC: &str = "serialine fence v1";
 
