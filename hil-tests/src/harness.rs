@@ -594,6 +594,16 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         } else {
             s.units.saturating_sub(base)
         };
+        // With a state step pending, this run's job ends at its point, so
+        // the step comes once every outcome is reported.
+        let mut step_now = state_steps.front().copied().filter(|_| !reconcile_run);
+        let quantity = match step_now {
+            Some((point, _)) if point > base => quantity.min(point - base),
+            _ => quantity,
+        };
+        if quantity == 0 {
+            step_now = None;
+        }
         let config = ctx.write_config(quantity)?;
         runs += 1;
         let mut daemon = Daemon::start(&bin, &config, root.join(format!("run-{runs:03}.log")))?;
@@ -668,15 +678,6 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                     continue 'runs;
                 }
             }
-            // A state step: clean stop, copy / restore / wipe, restart.
-            if let Some(&(point, step)) = state_steps.front() {
-                if now_decided >= point && now_decided > base {
-                    state_steps.pop_front();
-                    stop_clean(&mut daemon, runs, &mut violations, &harness).await?;
-                    state_step(&root, step, &mut set_aside)?;
-                    continue 'runs;
-                }
-            }
             // Done?
             let fresh = monitor
                 .status()
@@ -700,6 +701,14 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                             || (has_state_steps && st.json["outbox_depth"] == 0)
                     });
                     if job_ended && synced && outage.is_none() && outage_done {
+                        // A state step ends its run's job (issue 13 §2):
+                        // clean stop, copy / restore / wipe, restart.
+                        if let Some((_, step)) = step_now.take() {
+                            state_steps.pop_front();
+                            stop_clean(&mut daemon, runs, &mut violations, &harness).await?;
+                            state_step(&root, step, &mut set_aside)?;
+                            continue 'runs;
+                        }
                         break;
                     }
                 }
