@@ -260,9 +260,9 @@ pub fn check(input: &CheckInput) -> Report {
                 format!("sent to the printer {n} times"),
             );
         }
-        let in_earlier = input.earlier.iter().any(|e| {
-            matches!(e.record(serial), Ok(Lookup::Recorded(r)) if r.state.has_left_pool())
-        });
+        let in_earlier = input.earlier.iter().any(
+            |e| matches!(e.record(serial), Ok(Lookup::Recorded(r)) if r.state.has_left_pool()),
+        );
         match store.record(serial) {
             Ok(Lookup::Recorded(r)) if r.state.has_left_pool() => {}
             _ if in_earlier => {}
@@ -355,17 +355,19 @@ pub fn check(input: &CheckInput) -> Report {
         .collect();
     let mut decided_all: HashSet<Serial> = HashSet::new();
     for (serial, rec) in &records {
-        if rec.state.is_terminal() || rec.state == UnitState::Committed {
-            if !rec.fenced {
-                decided_all.insert(serial.clone());
-            }
+        if (rec.state.is_terminal() || rec.state == UnitState::Committed) && !rec.fenced {
+            decided_all.insert(serial.clone());
         }
     }
     for e in &input.earlier {
         let earlier_records = match e.records_since(0, |_| true) {
             Ok(r) => r,
             Err(err) => {
-                c.violate(Rule::Harness, None, format!("reading a set-aside ledger: {err}"));
+                c.violate(
+                    Rule::Harness,
+                    None,
+                    format!("reading a set-aside ledger: {err}"),
+                );
                 Vec::new()
             }
         };
@@ -391,9 +393,9 @@ pub fn check(input: &CheckInput) -> Report {
                     rec.state
                 };
                 let id = hex::encode(event_id(&input.line, &serial, as_event));
-                if !expected_ids.contains_key(&id) {
+                if let std::collections::hash_map::Entry::Vacant(v) = expected_ids.entry(id) {
                     reportable += 1;
-                    expected_ids.insert(id, (serial, as_event.name()));
+                    v.insert((serial, as_event.name()));
                 }
             }
         }

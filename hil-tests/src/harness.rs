@@ -784,7 +784,9 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         earlier.push(e);
     }
     if let Some((p, step)) = state_steps.front() {
-        violations.push(harness(format!("state step {step:?} at {p} units never reached")));
+        violations.push(harness(format!(
+            "state step {step:?} at {p} units never reached"
+        )));
     }
     let input = CheckInput {
         scenario: s.name.clone(),
@@ -913,7 +915,8 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), HilError> {
         if e.file_type().map_err(io_err("file type"))?.is_dir() {
             copy_dir(&e.path(), &target)?;
         } else {
-            fs::copy(e.path(), &target).map_err(io_err(format!("copying to {}", target.display())))?;
+            fs::copy(e.path(), &target)
+                .map_err(io_err(format!("copying to {}", target.display())))?;
         }
     }
     Ok(())

@@ -366,10 +366,14 @@ impl Scenario {
         let t = &self.timeline;
         match (t.ledger_copy_at_units, t.ledger_restore_at_units) {
             (None, Some(_)) => {
-                return Err("timeline.ledger_restore_at_units needs timeline.ledger_copy_at_units".into())
+                return Err(
+                    "timeline.ledger_restore_at_units needs timeline.ledger_copy_at_units".into(),
+                )
             }
             (Some(c), Some(r)) if c >= r => {
-                return Err("timeline.ledger_copy_at_units must be below ledger_restore_at_units".into())
+                return Err(
+                    "timeline.ledger_copy_at_units must be below ledger_restore_at_units".into(),
+                )
             }
             _ => {}
         }
