@@ -15,6 +15,12 @@
 //!    checked against the durable record on every move.
 //! 5. **Upstream sees each event once**: terminal outcomes enter the outbox in
 //!    the same transaction, with ids stable across redelivery.
+//! 6. **Never reissued after a restore or rollback** (with
+//!    [`StoreOptions::fence`]): a fence file outside the ledger directory
+//!    holds per-block high-water marks, raised durably before a serial beyond
+//!    one is reserved; a ledger found behind its fence voids (flag `fenced`,
+//!    reported) what it may have sent, and upstream's handshake answer does
+//!    the same ([`Store::fence_upstream_blocking`]). Rules in `fence.rs`.
 //!
 //! Writes go through one committer thread that batches everything queued into
 //! one sled transaction and one flush ([`CommitMode::Group`]).
@@ -27,7 +33,7 @@
 //! Trees: `blocks` (sealed), `cursors` (per-block use), `issued` (keyed-hash
 //! index of issued serials, no clear text), `serials` (state records),
 //! `inflight` (Sent/Printed index for reconciliation), `outbox`, `meta`
-//! (schema version, line id, key check, counters, outbox sequence).
+//! (schema version, line id, key check, counters, outbox sequence, ledger id).
 
 mod committer;
 mod error;
