@@ -172,3 +172,86 @@ fn a_damaged_fence_is_refused() {
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
     assert!(Store::open(opts(dir.path())).is_err());
 }
+
+const CHILD_ENV: &str = "SERIALINE_STORE_FENCE_CHILD_DIR";
+
+/// The writer for the test below: sends serials one by one, printing each
+/// once its Sent is durable (the moment it may reach a printer). Does
+/// nothing unless started by that test.
+#[test]
+fn fence_writer_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (store, _) = Store::open(opts(Path::new(&dir))).expect("writer opens the ledger");
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    loop {
+        let got = store.reserve(3).expect("reserve");
+        assert!(!got.is_empty(), "buffer ran dry");
+        let ts: Vec<Transition> = got
+            .iter()
+            .map(|s| Transition::new(s.clone(), UnitState::Sent))
+            .collect();
+        for (s, r) in got.iter().zip(store.apply_blocking(&ts)) {
+            r.expect("sent");
+            let _ = writeln!(out, "SENT {s}");
+        }
+        let _ = out.flush();
+    }
+}
+
+/// SIGKILL mid-run (no clean close), then the storage comes back with an
+/// earlier state: every serial the killed run sent is fenced, none reserved.
+#[test]
+fn a_killed_run_then_a_rolled_back_ledger_never_reissues() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("state/ledger").join(LINE);
+    prepared(dir.path());
+    let backup = dir.path().join("backup");
+    copy_dir(&ledger, &backup);
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "fence_writer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("writer starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut sent = HashSet::new();
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Some(s) = line.strip_prefix("SENT ") {
+            sent.insert(Serial::new(s).expect("serial"));
+            if sent.len() == 700 {
+                child.kill().expect("SIGKILL the writer");
+                break;
+            }
+        }
+    }
+    child.wait().expect("writer reaped");
+    assert_eq!(sent.len(), 700, "the writer stopped early");
+
+    std::fs::remove_dir_all(&ledger).unwrap();
+    copy_dir(&backup, &ledger);
+    let (store, rec) = Store::open(opts(dir.path())).unwrap();
+    let voided = rec.fence.unwrap().voided;
+    assert!(voided >= 700, "{voided}");
+    for s in &sent {
+        assert!(
+            matches!(store.record(s).unwrap(), Lookup::Recorded(r) if r.fenced),
+            "{s} not fenced"
+        );
+    }
+    let next = store.reserve(1000).unwrap();
+    assert_eq!(next.len(), 1000);
+    assert!(next.iter().all(|s| !sent.contains(s)));
+}
