@@ -48,6 +48,10 @@ pub struct CheckInput {
     pub units: u64,
     pub expect: Expect,
     pub stop_when: StopWhen,
+    /// Ledgers a state step took away (issue 13 §2: replaced by a restored
+    /// copy, or in a wiped state directory): the history the line lost. What
+    /// they sent was printed; what they reported upstream holds.
+    pub earlier: Vec<Store>,
 }
 
 /// What the marking device received.
@@ -278,8 +282,12 @@ pub fn check(input: &CheckInput) -> Report {
                 format!("sent to the printer {n} times"),
             );
         }
+        let in_earlier = input.earlier.iter().any(
+            |e| matches!(e.record(serial), Ok(Lookup::Recorded(r)) if r.state.has_left_pool()),
+        );
         match store.record(serial) {
             Ok(Lookup::Recorded(r)) if r.state.has_left_pool() => {}
+            _ if in_earlier => {}
             other => c.violate(
                 Rule::Invariant(1),
                 Some(serial.as_str()),
@@ -380,6 +388,60 @@ pub fn check(input: &CheckInput) -> Report {
             expected_ids.insert(id, (serial.clone(), as_event.name()));
         }
     }
+    // Issue 13 §2: the lost histories' outcomes are expected upstream too,
+    // and a serial the fence voided may also hold the lost history's outcome.
+    let mut fenced: HashSet<Serial> = records
+        .iter()
+        .filter(|(_, r)| r.fenced)
+        .map(|(s, _)| s.clone())
+        .collect();
+    let mut decided_all: HashSet<Serial> = HashSet::new();
+    for (serial, rec) in &records {
+        if (rec.state.is_terminal() || rec.state == UnitState::Committed) && !rec.fenced {
+            decided_all.insert(serial.clone());
+        }
+    }
+    for e in &input.earlier {
+        let earlier_records = match e.records_since(0, |_| true) {
+            Ok(r) => r,
+            Err(err) => {
+                c.violate(
+                    Rule::Harness,
+                    None,
+                    format!("reading a set-aside ledger: {err}"),
+                );
+                Vec::new()
+            }
+        };
+        for (serial, rec) in earlier_records {
+            if rec.fenced {
+                fenced.insert(serial.clone());
+            } else if rec.state.is_terminal() || rec.state == UnitState::Committed {
+                decided_all.insert(serial.clone());
+            }
+            if matches!(rec.state, UnitState::Committed | UnitState::Synced)
+                && !sent_count.contains_key(&serial)
+            {
+                c.violate(
+                    Rule::Invariant(2),
+                    Some(serial.as_str()),
+                    "committed in a set-aside ledger but never sent to the printer",
+                );
+            }
+            if rec.state.is_reportable() || rec.state == UnitState::Synced {
+                let as_event = if rec.state == UnitState::Synced {
+                    UnitState::Committed
+                } else {
+                    rec.state
+                };
+                let id = hex::encode(event_id(&input.line, &serial, as_event));
+                if let std::collections::hash_map::Entry::Vacant(v) = expected_ids.entry(id) {
+                    reportable += 1;
+                    v.insert((serial, as_event.name()));
+                }
+            }
+        }
+    }
     // Invariant 5: upstream holds each outcome exactly once, by id.
     let up = &input.upstream;
     c.report.upstream_unique = up.unique();
@@ -450,7 +512,8 @@ pub fn check(input: &CheckInput) -> Report {
         }
     }
     for (serial, n) in per_serial {
-        if n > 1 {
+        let lost_history = n == 2 && Serial::new(serial).is_ok_and(|s| fenced.contains(&s));
+        if n > 1 && !lost_history {
             c.violate(
                 Rule::Invariant(4),
                 Some(serial),
@@ -552,7 +615,11 @@ pub fn check(input: &CheckInput) -> Report {
     // The job and the scenario's expectations.
     let counts = store.counts();
     let committed = counts.committed + counts.synced;
-    let decided = committed + counts.rejected + counts.voided;
+    let decided = if input.earlier.is_empty() {
+        committed + counts.rejected + counts.voided
+    } else {
+        decided_all.len() as u64
+    };
     if input.stop_when == StopWhen::JobDone && decided < input.units {
         c.violate(
             Rule::Expectation,
@@ -583,6 +650,11 @@ pub fn check(input: &CheckInput) -> Report {
             "foreign-code alarms",
             c.report.foreign_alarms as u64,
             e.min_foreign_alarms,
+        ),
+        (
+            "serials voided by the fence",
+            records.iter().filter(|(_, r)| r.fenced).count() as u64,
+            e.min_fenced,
         ),
     ];
     for (what, got, min) in mins {

@@ -574,9 +574,22 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let mut outage_done = s.timeline.broker_outage.is_none();
     let deadline = started + Duration::from_secs(s.timeout_secs);
     let decided = || {
-        let up = upstream.line(LINE).unique() as u64;
-        up.max(monitor.status().map_or(0, |st| st.decided))
+        let line = upstream.line(LINE);
+        // Serials voided by the fence are not units (issue 13 §2).
+        let fenced = line.fenced.len() as u64;
+        let up = (line.unique() as u64).saturating_sub(fenced);
+        up.max(
+            monitor
+                .status()
+                .map_or(0, |st| st.decided.saturating_sub(fenced)),
+        )
     };
+    // Issue 13 §2: steps on the daemon's durable state, and the ledgers
+    // they set aside (the checker reads them too).
+    let mut state_steps: std::collections::VecDeque<_> =
+        s.timeline.state_steps().into_iter().collect();
+    let has_state_steps = !state_steps.is_empty();
+    let mut set_aside: Vec<PathBuf> = Vec::new();
     let mut runs = 0u32;
     let mut kills = 0u32;
     let mut replay_task = replay_task;
@@ -592,6 +605,16 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         } else {
             s.units.saturating_sub(base)
         };
+        // With a state step pending, this run's job ends at its point, so
+        // the step comes once every outcome is reported.
+        let mut step_now = state_steps.front().copied().filter(|_| !reconcile_run);
+        let quantity = match step_now {
+            Some((point, _)) if point > base => quantity.min(point - base),
+            _ => quantity,
+        };
+        if quantity == 0 {
+            step_now = None;
+        }
         let config = ctx.write_config(quantity)?;
         runs += 1;
         let mut daemon = Daemon::start(&bin, &config, root.join(format!("run-{runs:03}.log")))?;
@@ -682,9 +705,22 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                     if !job_ended {
                         job_ended = daemon.log_has("job ended");
                     }
-                    let synced =
-                        fresh.is_some_and(|st| st.decided == upstream.line(LINE).unique() as u64);
+                    let synced = fresh.is_some_and(|st| {
+                        st.decided == upstream.line(LINE).unique() as u64
+                            // After a restore or wipe upstream also holds the
+                            // lost history's outcomes: an empty outbox is the
+                            // line's "everything reported".
+                            || (has_state_steps && st.json["outbox_depth"] == 0)
+                    });
                     if job_ended && synced && outage.is_none() && outage_done && attacks.done() {
+                        // A state step ends its run's job (issue 13 §2):
+                        // clean stop, copy / restore / wipe, restart.
+                        if let Some((_, step)) = step_now.take() {
+                            state_steps.pop_front();
+                            stop_clean(&mut daemon, runs, &mut violations, &harness).await?;
+                            state_step(&root, step, &mut set_aside)?;
+                            continue 'runs;
+                        }
                         break;
                     }
                 }
@@ -754,6 +790,19 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     for problem in attacks.finish(&monitor.alarms(), &logs).await {
         violations.push(harness(problem));
     }
+    let mut earlier = Vec::new();
+    for path in set_aside {
+        let opts = StoreOptions::new(path, LINE, &secret);
+        let (e, _) = tokio::task::spawn_blocking(move || Store::open(opts))
+            .await
+            .map_err(|e| fail(format!("ledger open task: {e}")))??;
+        earlier.push(e);
+    }
+    if let Some((p, step)) = state_steps.front() {
+        violations.push(harness(format!(
+            "state step {step:?} at {p} units never reached"
+        )));
+    }
     let input = CheckInput {
         scenario: s.name.clone(),
         seed: s.seed,
@@ -777,12 +826,23 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         units: s.units,
         expect: s.expect.clone(),
         stop_when: s.stop_when,
+        earlier,
     };
     let mut report = tokio::task::spawn_blocking(move || checker::check(&input))
         .await
         .map_err(|e| fail(format!("checker task: {e}")))?;
     let counts = store.counts();
     drop(store);
+    let invalidated = issuer.invalidated(LINE).len() as u64;
+    if invalidated < s.expect.min_upstream_invalidated {
+        violations.push(Violation {
+            rule: crate::checker::Rule::Expectation,
+            ..harness(format!(
+                "expected at least {} serials invalidated upstream by the fence handshake, got {invalidated}",
+                s.expect.min_upstream_invalidated
+            ))
+        });
+    }
     violations.append(&mut report.violations);
     for m in crate::monitor::check_device_states(&monitor.devices(), &s.expect.device_states) {
         violations.push(Violation {
@@ -851,3 +911,72 @@ fn other_line_codes(s: &Scenario, issuer: &Issuer) -> Result<Vec<String>, HilErr
 
 /// The line whose codes the other-line camera knob shows.
 pub const OTHER_LINE: &str = "line-2";
+
+/// SIGTERM and wait, as at the end of a run; a failure is a violation.
+async fn stop_clean(
+    daemon: &mut Daemon,
+    runs: u32,
+    violations: &mut Vec<Violation>,
+    harness: &impl Fn(String) -> Violation,
+) -> Result<(), HilError> {
+    daemon.signal("-TERM")?;
+    match daemon.wait(TERM_BOUND).await {
+        Some(status) if status.success() => {}
+        Some(status) => violations.push(harness(format!(
+            "run {runs}: SIGTERM exit status {status}, expected 0; log tail:\n{}",
+            daemon.tail()
+        ))),
+        None => {
+            violations.push(harness(format!(
+                "run {runs}: did not exit within {TERM_BOUND:?} of SIGTERM; log tail:\n{}",
+                daemon.tail()
+            )));
+            daemon.signal("-9")?;
+            daemon.wait(Duration::from_secs(10)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Issue 13 §2: what an operator's restore (or a re-imaged controller) does
+/// to the daemon's state while it is stopped. A ledger taken away is kept
+/// aside, for the checker: it holds the history the line lost.
+fn state_step(
+    root: &Path,
+    step: crate::scenario::StateStep,
+    set_aside: &mut Vec<PathBuf>,
+) -> Result<(), HilError> {
+    use crate::scenario::StateStep;
+    let ledger = root.join("state/ledger").join(LINE);
+    let copy = root.join("ledger-copy");
+    let aside = root.join(format!("set-aside-{}", set_aside.len() + 1));
+    match step {
+        StateStep::CopyLedger => copy_dir(&ledger, &copy),
+        StateStep::RestoreLedger => {
+            fs::rename(&ledger, &aside).map_err(io_err("setting the ledger aside"))?;
+            set_aside.push(aside);
+            copy_dir(&copy, &ledger)
+        }
+        StateStep::WipeState => {
+            fs::rename(root.join("state"), &aside)
+                .map_err(io_err("setting the state directory aside"))?;
+            set_aside.push(aside.join("ledger").join(LINE));
+            Ok(())
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), HilError> {
+    fs::create_dir_all(to).map_err(io_err(format!("creating {}", to.display())))?;
+    for e in fs::read_dir(from).map_err(io_err(format!("reading {}", from.display())))? {
+        let e = e.map_err(io_err("reading a directory entry"))?;
+        let target = to.join(e.file_name());
+        if e.file_type().map_err(io_err("file type"))?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            fs::copy(e.path(), &target)
+                .map_err(io_err(format!("copying to {}", target.display())))?;
+        }
+    }
+    Ok(())
+}

@@ -191,6 +191,39 @@ pub struct Timeline {
     pub random_kills: u32,
     /// Cut the TCP link between daemon and broker, restore it `secs` later.
     pub broker_outage: Option<Outage>,
+    /// Issue 13 §2: at this many units decided, stop the daemon (SIGTERM),
+    /// copy its ledger directory aside, restart.
+    pub ledger_copy_at_units: Option<u64>,
+    /// At this many units, stop the daemon, put the copy back in place of
+    /// the ledger (the replaced one is kept aside for the checker), restart.
+    pub ledger_restore_at_units: Option<u64>,
+    /// At this many units, stop the daemon, delete its whole state directory
+    /// (ledger, marker, fence; moved aside for the checker), restart.
+    pub state_wipe_at_units: Option<u64>,
+}
+
+/// A step on the daemon's durable state (see [`Timeline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateStep {
+    CopyLedger,
+    RestoreLedger,
+    WipeState,
+}
+
+impl Timeline {
+    /// The state steps, by units point.
+    pub fn state_steps(&self) -> Vec<(u64, StateStep)> {
+        let mut v: Vec<(u64, StateStep)> = [
+            (self.ledger_copy_at_units, StateStep::CopyLedger),
+            (self.ledger_restore_at_units, StateStep::RestoreLedger),
+            (self.state_wipe_at_units, StateStep::WipeState),
+        ]
+        .into_iter()
+        .filter_map(|(p, s)| p.map(|p| (p, s)))
+        .collect();
+        v.sort_by_key(|(p, s)| (*p, *s as u8));
+        v
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,6 +303,12 @@ pub struct Expect {
     /// `"<device name prefix>:<state>"`, e.g. `["printer:faulted",
     /// "printer:ok"]`; each with a `since_ms` after the previous one's.
     pub device_states: Vec<String>,
+    /// At least this many serials voided by the fence in the final ledger
+    /// (issue 13 §2).
+    pub min_fenced: u64,
+    /// At least this many serials invalidated by the issuer in a fence
+    /// handshake (issue 13 §2).
+    pub min_upstream_invalidated: u64,
 }
 
 impl Scenario {
@@ -356,6 +395,20 @@ impl Scenario {
                     return Err(format!("replay: recording {} not found", p.display()));
                 }
             }
+        }
+        let t = &self.timeline;
+        match (t.ledger_copy_at_units, t.ledger_restore_at_units) {
+            (None, Some(_)) => {
+                return Err(
+                    "timeline.ledger_restore_at_units needs timeline.ledger_copy_at_units".into(),
+                )
+            }
+            (Some(c), Some(r)) if c >= r => {
+                return Err(
+                    "timeline.ledger_copy_at_units must be below ledger_restore_at_units".into(),
+                )
+            }
+            _ => {}
         }
         if let Some(o) = &self.timeline.broker_outage {
             if !(o.secs > 0.0 && o.secs <= 600.0) {

@@ -111,6 +111,7 @@ async fn broken_invariants_are_reported_by_serial() {
         units: 3,
         expect: Expect::default(),
         stop_when: StopWhen::JobDone,
+        earlier: Vec::new(),
     };
     let report = check(&input);
     let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
@@ -231,6 +232,7 @@ async fn a_cascade_after_a_double_trigger_is_reported() {
             alarm_tolerance: 0,
             upstream: LineEvents::default(),
             issued: issuer.issued(LINE),
+            earlier: Vec::new(),
             logs: vec![log],
             mid_job: false,
             units: 4,
@@ -273,4 +275,99 @@ async fn a_cascade_after_a_double_trigger_is_reported() {
             assert_eq!(report.reject_signals.get("duplicate-read"), Some(&1));
         }
     }
+}
+
+/// Issue 13 §2: a ledger set aside by a restore holds the history the line
+/// lost. Its outcome upstream, next to the fenced void the restored ledger
+/// reported for the same serial, is accepted; without the set-aside ledger
+/// that outcome is one the checker cannot explain.
+#[tokio::test]
+async fn a_lost_history_is_accepted_only_with_its_ledger_and_a_fenced_void() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new(b"checker fence test", 10);
+    issuer.add_line(LINE, SECRET);
+    let sealed = issuer.issue(LINE).unwrap();
+
+    // The lost history: s0 sent and committed.
+    let (lost, _) = Store::open(StoreOptions::new(dir.path().join("lost"), LINE, SECRET)).unwrap();
+    lost.add_block(&sealed).await.unwrap();
+    let s0 = lost.reserve(1).unwrap().pop().unwrap();
+    for to in [UnitState::Sent, UnitState::Committed] {
+        lost.transition(&s0, to).await.unwrap();
+    }
+
+    // The restored ledger: upstream's answer fences position 0 (s0).
+    let mut o = StoreOptions::new(dir.path().join("state/ledger"), LINE, SECRET);
+    o.fence = Some(dir.path().join("fence/line-1.fence"));
+    let (store, _) = Store::open(o).unwrap();
+    store.add_block(&sealed).await.unwrap();
+    let st = store.clone();
+    let voided =
+        tokio::task::spawn_blocking(move || st.fence_upstream_blocking(&[(sealed.block_id, 1)]))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(voided, 1);
+
+    let profile: FramedProfile = toml::from_str(
+        &std::fs::read_to_string(config_dir().join("printer-cij-stx.toml")).unwrap(),
+    )
+    .unwrap();
+    let compiled = profile.compile().unwrap();
+    let rec_path = dir.path().join("printer.rec");
+    let rec = Recorder::create(&rec_path).unwrap();
+    let mut out = Vec::new();
+    encode_frame(
+        &compiled.framing,
+        compiled.message.render(1, &code_of(&s0)).as_bytes(),
+        &mut out,
+    )
+    .unwrap();
+    rec.record(Direction::Rx, &out);
+
+    let mut upstream = LineEvents::default();
+    for (state, name) in [
+        (UnitState::Committed, "committed"),
+        (UnitState::Voided, "voided"),
+    ] {
+        upstream.events.insert(
+            hex::encode(event_id(LINE, &s0, state)),
+            (s0.to_string(), name.into()),
+        );
+    }
+    upstream.fenced.insert(s0.to_string());
+    let input = |earlier: Vec<Store>| CheckInput {
+        scenario: "lost-history".into(),
+        seed: 7,
+        line: LINE.into(),
+        store: store.clone(),
+        device: DeviceLog::Framed {
+            recording: rec_path.clone(),
+            profile: profile.clone(),
+        },
+        camera_log: Vec::new(),
+        camera_kill_marks: Vec::new(),
+        alarm_tolerance: 0,
+        upstream: upstream.clone(),
+        issued: issuer.issued(LINE),
+        logs: vec![String::new()],
+        mid_job: false,
+        units: 1,
+        expect: Expect::default(),
+        stop_when: StopWhen::JobDone,
+        earlier,
+    };
+    let report = check(&input(vec![lost.clone()]));
+    let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    assert!(report.violations.is_empty(), "{text:#?}");
+
+    let report = check(&input(Vec::new()));
+    let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.rule == Rule::Invariant(5) && v.serial.as_deref() == Some(s0.as_str())),
+        "{text:#?}"
+    );
 }

@@ -81,6 +81,8 @@ scenarios! {
     command_retained => "command-retained",
     command_stale => "command-stale",
     ack_forged => "ack-forged",
+    ledger_restored => "ledger-restored",
+    state_dir_wiped => "state-dir-wiped",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a

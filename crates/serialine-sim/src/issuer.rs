@@ -73,6 +73,13 @@ struct LineState {
     blocks: Vec<IssuedBlock>,
     acked: Vec<BlockId>,
     requests: u64,
+    /// Fence handshake (`crate::fence`): honest blocks' serials in order,
+    /// serials the line reported on `events`, serials invalidated here, and
+    /// the answers given.
+    block_serials: HashMap<BlockId, Vec<Serial>>,
+    reported: HashSet<Serial>,
+    invalidated: HashSet<Serial>,
+    fence_answers: Vec<crate::fence::FenceAnswer>,
 }
 
 struct State {
@@ -280,7 +287,10 @@ impl Issuer {
                 let mid = sealed.ciphertext.len() / 2;
                 sealed.ciphertext[mid] ^= 0x01;
             }
-            Fault::Honest => ls.last_honest = Some(sealed.clone()),
+            Fault::Honest => {
+                ls.last_honest = Some(sealed.clone());
+                ls.block_serials.insert(block_id, block.serials.clone());
+            }
             Fault::WrongLine | Fault::Replay => {}
         }
         ls.blocks.push(IssuedBlock {
@@ -306,6 +316,8 @@ impl Issuer {
             vec![
                 format!("serialine/{site}/+/blocks/request"),
                 format!("serialine/{site}/+/blocks/ack"),
+                format!("serialine/{site}/+/fence/hello"),
+                format!("serialine/{site}/+/events"),
             ],
         )
         .await?;
@@ -345,6 +357,28 @@ impl Issuer {
                 }
                 Err(e) => tracing::warn!(line, error = %e, "issuer: malformed block ack"),
             },
+            "events" => {
+                let serials = crate::fence::reported_in(payload);
+                self.lock()
+                    .lines
+                    .entry(line.to_string())
+                    .or_default()
+                    .reported
+                    .extend(serials);
+            }
+            "fence/hello" => {
+                let Some(reply) = self.fence_answer(line, payload) else {
+                    return;
+                };
+                let topic = format!("serialine/{site}/{line}/fence/answer");
+                let body = serde_json::to_vec(&reply).unwrap_or_default();
+                if let Err(e) = client
+                    .publish(&topic, rumqttc::QoS::AtLeastOnce, false, body)
+                    .await
+                {
+                    tracing::warn!(%topic, error = %e, "issuer could not answer the fence hello");
+                }
+            }
             _ => {}
         }
     }
@@ -372,6 +406,62 @@ impl Issuer {
                 error: Some(e.to_string()),
             },
         }
+    }
+}
+
+impl Issuer {
+    /// Answers a `fence/hello` (see [`crate::fence`]), invalidating what it
+    /// says; `None` for a malformed hello.
+    fn fence_answer(&self, line: &str, payload: &[u8]) -> Option<crate::fence::FenceAnswer> {
+        let hello: crate::fence::FenceHello = match serde_json::from_slice(payload) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(line, error = %e, "issuer: malformed fence hello");
+                return None;
+            }
+        };
+        let mut st = self.lock();
+        let ls = st.lines.entry(line.to_string()).or_default();
+        let (answer, newly) = crate::fence::answer(
+            &hello,
+            &ls.block_serials,
+            &ls.acked,
+            &ls.reported,
+            &ls.invalidated,
+        );
+        ls.invalidated.extend(newly);
+        ls.fence_answers.push(answer.clone());
+        tracing::info!(line, ?answer, "issuer: fence answer");
+        Some(answer)
+    }
+
+    /// Serials issued to `line` that upstream invalidated in a fence
+    /// handshake (issued, acknowledged, never reported, and the line's
+    /// ledger no longer holds their block).
+    pub fn invalidated(&self, line: &str) -> HashSet<Serial> {
+        self.lock()
+            .lines
+            .get(line)
+            .map(|l| l.invalidated.clone())
+            .unwrap_or_default()
+    }
+
+    /// Serials `line` reported on `events` (any outcome), as the issuer saw them.
+    pub fn reported(&self, line: &str) -> HashSet<Serial> {
+        self.lock()
+            .lines
+            .get(line)
+            .map(|l| l.reported.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every fence answer given to `line`, in order.
+    pub fn fence_answers(&self, line: &str) -> Vec<crate::fence::FenceAnswer> {
+        self.lock()
+            .lines
+            .get(line)
+            .map(|l| l.fence_answers.clone())
+            .unwrap_or_default()
     }
 }
 

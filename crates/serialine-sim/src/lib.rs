@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod cable;
 pub mod camera;
+pub mod fence;
 pub mod issuer;
 pub mod label;
 pub mod laser;

@@ -73,6 +73,10 @@ pub struct LineEvents {
     /// Same id delivered with different content: must stay 0.
     pub conflicts: u64,
     pub malformed: u64,
+    /// Serials reported `voided` with reason `fenced`: the line lost track
+    /// of them (a restored ledger); not units, and any outcome held for
+    /// them before stays.
+    pub fenced: std::collections::HashSet<String>,
 }
 
 impl LineEvents {
@@ -217,6 +221,9 @@ impl Upstream {
         let mut ids = Vec::with_capacity(batch.events.len());
         for ev in batch.events {
             le.raw_deliveries += 1;
+            if ev.state == "voided" && ev.reason.as_deref() == Some("fenced") {
+                le.fenced.insert(ev.serial.clone());
+            }
             let value = (ev.serial, ev.state);
             match le.events.get(&ev.id) {
                 Some(v) if *v != value => le.conflicts += 1,

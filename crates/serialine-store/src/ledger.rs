@@ -14,13 +14,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bumped whenever an on-disk layout changes. A ledger with a higher version
 /// is refused rather than misread.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2: a serial record may carry the `fenced` flag (see `fence.rs`). A
+/// version 1 ledger is stamped 2 when opened, so an older build refuses it
+/// instead of calling a fenced record damaged.
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_LINE: &[u8] = b"line_id";
 const META_KEY_CHECK: &[u8] = b"key_check";
 const META_COUNTS: &[u8] = b"counts";
 const META_OUTBOX_SEQ: &[u8] = b"outbox_seq";
+/// Random identity of this ledger, made when it is created: a copy restored
+/// from a backup has the same, a ledger made anew has another (`fence.rs`).
+pub(crate) const META_LEDGER_ID: &[u8] = b"ledger_id";
 
 /// Keys derived from the line secret: blake3 contexts fixed forever.
 const INDEX_KEY_CONTEXT: &str = "serialine 2026-11-26 issued-serial index v1";
@@ -44,6 +51,9 @@ pub(crate) enum Op {
     },
     /// Upstream acknowledged outbox entry `seq`.
     AckOutbox { seq: u64 },
+    /// The fence says this serial, still in its block here, may have been
+    /// sent in a history this ledger lost: void it for good (see `fence.rs`).
+    Fence { serial: Serial, block: BlockId },
 }
 
 /// What an applied op did, for the caller.
@@ -214,6 +224,12 @@ impl Ledger {
         }
         if found == 0 {
             return Err(self.corrupt("schema version 0"));
+        }
+        if found < SCHEMA_VERSION {
+            // Flushed with the first batch, before any record in the new layout.
+            self.meta
+                .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())
+                .map_err(self.io())?;
         }
         let line = self
             .meta
@@ -527,6 +543,47 @@ impl Ledger {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(self.io())
     }
+
+    /// This ledger's identity (`META_LEDGER_ID`), made and flushed on first
+    /// use. Made from the line, the path, the clock and the process id: it
+    /// only has to differ between ledgers created for one line.
+    pub(crate) fn ledger_id(&self) -> Result<[u8; 16], StoreError> {
+        if let Some(v) = self.meta.get(META_LEDGER_ID).map_err(self.io())? {
+            return v
+                .as_ref()
+                .try_into()
+                .map_err(|_| self.corrupt("ledger id is not 16 bytes"));
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(b"serialine ledger id v1\0");
+        h.update(self.line_id.as_bytes());
+        h.update(self.path.to_string_lossy().as_bytes());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        h.update(&nanos.to_le_bytes());
+        h.update(&std::process::id().to_le_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        self.meta
+            .insert(META_LEDGER_ID, id.as_slice())
+            .map_err(self.io())?;
+        self.flush()?;
+        Ok(id)
+    }
+
+    /// Every block's cursor, in block id order.
+    pub(crate) fn cursors(&self) -> Result<Vec<(BlockId, BlockUse)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.cursors.iter() {
+            let (k, v) = item.map_err(self.io())?;
+            let id = decode_u64(&k).ok_or_else(|| self.corrupt("block cursor key"))?;
+            let u = BlockUse::decode(&v)
+                .ok_or_else(|| self.corrupt(format!("block cursor {id} unreadable")))?;
+            out.push((id, u));
+        }
+        Ok(out)
+    }
 }
 
 /// A tree as seen by a batch being planned: committed state plus the
@@ -607,7 +664,67 @@ impl Tx<'_> {
             } => self.add_block(sealed, *block_id, serial_keys),
             Op::Transition { serial, to, block } => self.transition(serial, *to, *block),
             Op::AckOutbox { seq } => self.ack(*seq),
+            Op::Fence { serial, block } => self.fence(serial, *block),
         }
+    }
+
+    /// A fenced serial goes from its block straight to Voided, flagged
+    /// `fenced`, with a Voided outbox event: the lifecycle's Reserved ->
+    /// Voided is not a move a unit makes, but this serial may already have
+    /// been sent in a lost history and must never be sent from this one. A
+    /// serial with a record is left alone (it already left the pool).
+    fn fence(
+        &mut self,
+        serial: &Serial,
+        block_id: BlockId,
+    ) -> TxResult<Result<Applied, StoreError>> {
+        let key = serial.as_bytes();
+        if let Some(v) = self.serials.get(key)? {
+            return Ok(match SerialRecord::decode(&v) {
+                Some(r) => Ok(Applied::Moved {
+                    from: r.state,
+                    to: r.state,
+                }),
+                None => Err(self.corrupt(format!("record of serial {serial} unreadable"))),
+            });
+        }
+        let cid = block_id.to_be_bytes();
+        let used = self.cursors.get(cid)?.and_then(|v| BlockUse::decode(&v));
+        let Some(mut u) = used.filter(|u| u.used < u.count) else {
+            return Ok(Err(self.corrupt(format!(
+                "block {block_id} cursor missing or already exhausted while fencing {serial}"
+            ))));
+        };
+        u.used += 1;
+        self.cursors.insert(cid, u.encode());
+        let to = UnitState::Voided;
+        let record = SerialRecord {
+            state: to,
+            reported: false,
+            fenced: true,
+            block_id,
+            at_ms: self.now_ms,
+        };
+        self.serials.insert(key, record.encode());
+        let event = OutboxEvent {
+            seq: self.next_seq,
+            id: event_id(self.line, serial, to),
+            serial: serial.clone(),
+            state: to,
+            at_ms: self.now_ms,
+        };
+        let Ok(bytes) = postcard::to_stdvec(&event) else {
+            return Ok(Err(
+                self.corrupt(format!("outbox event of {serial} does not encode"))
+            ));
+        };
+        self.outbox.insert(self.next_seq.to_be_bytes(), bytes);
+        self.next_seq += 1;
+        self.counts.shift(UnitState::Reserved, to);
+        Ok(Ok(Applied::Moved {
+            from: UnitState::Reserved,
+            to,
+        }))
     }
 
     fn add_block(
@@ -706,6 +823,7 @@ impl Tx<'_> {
         let record = SerialRecord {
             state: to,
             reported: false,
+            fenced: false,
             block_id,
             at_ms: self.now_ms,
         };

@@ -15,6 +15,12 @@
 //!    checked against the durable record on every move.
 //! 5. **Upstream sees each event once**: terminal outcomes enter the outbox in
 //!    the same transaction, with ids stable across redelivery.
+//! 6. **Never reissued after a restore or rollback** (with
+//!    [`StoreOptions::fence`]): a fence file outside the ledger directory
+//!    holds per-block high-water marks, raised durably before a serial beyond
+//!    one is reserved; a ledger found behind its fence voids (flag `fenced`,
+//!    reported) what it may have sent, and upstream's handshake answer does
+//!    the same ([`Store::fence_upstream_blocking`]). Rules in `fence.rs`.
 //!
 //! Writes go through one committer thread that batches everything queued into
 //! one sled transaction and one flush ([`CommitMode::Group`]).
@@ -27,12 +33,13 @@
 //! Trees: `blocks` (sealed), `cursors` (per-block use), `issued` (keyed-hash
 //! index of issued serials, no clear text), `serials` (state records),
 //! `inflight` (Sent/Printed index for reconciliation), `outbox`, `meta`
-//! (schema version, line id, key check, counters, outbox sequence), and,
+//! (schema version, line id, key check, counters, outbox sequence, ledger id), and,
 //! outside the lifecycle's transactions, `nonces` (signed command nonces with
 //! their expiry, see [`Store::record_nonce`]).
 
 mod committer;
 mod error;
+mod fence;
 mod ledger;
 mod nonces;
 mod outbox;
@@ -42,7 +49,8 @@ mod store;
 
 pub use committer::CommitMode;
 pub use error::StoreError;
+pub use fence::{FenceReport, CHUNK as FENCE_CHUNK};
 pub use ledger::{Lookup, SCHEMA_VERSION};
 pub use outbox::{event_id, OutboxEvent};
 pub use record::{BlockUse, Counts, SerialRecord};
-pub use store::{Recovery, Store, StoreOptions, Transition};
+pub use store::{BlockPosition, FenceHello, Recovery, Store, StoreOptions, Transition};

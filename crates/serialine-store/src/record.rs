@@ -12,19 +12,25 @@ pub struct SerialRecord {
     /// A Rejected or Voided outcome was acknowledged upstream (the terminal
     /// report of invariant 4). Committed outcomes become Synced instead.
     pub reported: bool,
+    /// Voided by the fence (see `fence.rs`): the serial may have been sent in
+    /// a history the ledger lost (restored or rolled back), so it is never
+    /// handed out; upstream keeps whatever outcome it already holds for it.
+    pub fenced: bool,
     pub block_id: BlockId,
     /// Unix milliseconds of the last transition (for exports by time).
     pub at_ms: u64,
 }
 
 const FLAG_REPORTED: u8 = 1;
+const FLAG_FENCED: u8 = 2;
 const RECORD_LEN: usize = 18;
 
 impl SerialRecord {
     pub fn encode(&self) -> [u8; RECORD_LEN] {
         let mut out = [0u8; RECORD_LEN];
         out[0] = self.state.code();
-        out[1] = if self.reported { FLAG_REPORTED } else { 0 };
+        out[1] = if self.reported { FLAG_REPORTED } else { 0 }
+            | if self.fenced { FLAG_FENCED } else { 0 };
         out[2..10].copy_from_slice(&self.block_id.to_be_bytes());
         out[10..].copy_from_slice(&self.at_ms.to_be_bytes());
         out
@@ -35,12 +41,13 @@ impl SerialRecord {
             return None;
         }
         let state = UnitState::from_code(bytes[0])?;
-        if bytes[1] & !FLAG_REPORTED != 0 {
+        if bytes[1] & !(FLAG_REPORTED | FLAG_FENCED) != 0 {
             return None;
         }
         Some(SerialRecord {
             state,
             reported: bytes[1] & FLAG_REPORTED != 0,
+            fenced: bytes[1] & FLAG_FENCED != 0,
             block_id: u64::from_be_bytes(bytes[2..10].try_into().ok()?),
             at_ms: u64::from_be_bytes(bytes[10..].try_into().ok()?),
         })
@@ -142,6 +149,7 @@ mod tests {
         let r = SerialRecord {
             state: UnitState::Rejected(RejectReason::LowGrade),
             reported: true,
+            fenced: false,
             block_id: 42,
             at_ms: 1_790_000_000_000,
         };

@@ -22,6 +22,10 @@ pub struct StoreOptions {
     pub commit: CommitMode,
     /// Most operations one flush covers.
     pub max_batch: usize,
+    /// The fence file (see `fence.rs`), outside the ledger's directory.
+    /// `None`: no fence, a restored ledger may reissue serials (tests and
+    /// tools only; the daemon always sets it).
+    pub fence: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -32,6 +36,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("line_secret", &"<redacted>")
             .field("commit", &self.commit)
             .field("max_batch", &self.max_batch)
+            .field("fence", &self.fence)
             .finish()
     }
 }
@@ -44,6 +49,7 @@ impl StoreOptions {
             line_secret: line_secret.to_vec(),
             commit: CommitMode::Group,
             max_batch: 4096,
+            fence: None,
         }
     }
 }
@@ -56,6 +62,8 @@ pub struct Recovery {
     pub in_flight: Vec<(Serial, UnitState)>,
     pub counts: Counts,
     pub outbox_depth: usize,
+    /// What the fence did at open, when there is one.
+    pub fence: Option<crate::fence::FenceReport>,
 }
 
 /// One requested lifecycle move.
@@ -81,6 +89,8 @@ struct Inner {
     tx: mpsc::UnboundedSender<Request>,
     committer: Option<std::thread::JoinHandle<()>>,
     path: PathBuf,
+    /// Lock order: `pool`, then `fence`.
+    fence: Option<Mutex<crate::fence::FenceState>>,
 }
 
 impl Drop for Inner {
@@ -92,6 +102,15 @@ impl Drop for Inner {
         drop(std::mem::replace(&mut self.tx, closed));
         if let Some(t) = self.committer.take() {
             let _ = t.join();
+        }
+        // Everything is flushed: this ledger and its fence agree.
+        if let Some(f) = &self.fence {
+            let slot = self.reader.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(ledger) = slot.as_ref() {
+                f.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .close_clean(ledger);
+            }
         }
     }
 }
@@ -107,11 +126,19 @@ impl Store {
     /// secret and was written by a schema this build reads, and reports what
     /// needs reconciliation.
     pub fn open(opts: StoreOptions) -> Result<(Store, Recovery), StoreError> {
-        let ledger = Ledger::open(&opts.path, &opts.line_id, &opts.line_secret)?;
+        let mut ledger = Ledger::open(&opts.path, &opts.line_id, &opts.line_secret)?;
+        let (fence, fence_report) = match &opts.fence {
+            Some(path) => {
+                let (state, report) = crate::fence::open(&mut ledger, path)?;
+                (Some(Mutex::new(state)), Some(report))
+            }
+            None => (None, None),
+        };
         let recovery = Recovery {
             in_flight: ledger.in_flight()?,
             counts: ledger.counts,
             outbox_depth: ledger.outbox_len(),
+            fence: fence_report,
         };
         let counts = Arc::new(Mutex::new(ledger.counts));
         let reader = Arc::new(RwLock::new(Some(ledger.clone())));
@@ -143,6 +170,7 @@ impl Store {
                     tx,
                     committer: Some(thread),
                     path: opts.path,
+                    fence,
                 }),
             },
             recovery,
@@ -250,12 +278,16 @@ impl Store {
     /// block when the window runs dry. Fewer than `n` means the buffer is empty.
     pub fn reserve(&self, n: usize) -> Result<Vec<Serial>, StoreError> {
         let mut pool = self.pool();
+        if self.fence_holding() {
+            return Ok(Vec::new());
+        }
         while pool.window.len() < n {
             if !self.load_next_block(&mut pool)? {
                 break;
             }
         }
-        Ok(pool.take(n))
+        let taken = pool.take(n);
+        self.fence_hand_out(&mut pool, taken)
     }
 
     fn load_next_block(&self, pool: &mut Pool) -> Result<bool, StoreError> {
@@ -553,3 +585,9 @@ fn count_acks(results: Vec<OpResult>) -> Result<usize, StoreError> {
     }
     Ok(n)
 }
+
+// The fence's part of the public handle, kept in its own file; a child
+// module, so it reaches the handle's private state.
+#[path = "store_fence.rs"]
+mod store_fence;
+pub use store_fence::{BlockPosition, FenceHello};

@@ -328,7 +328,7 @@ fn newer_schema_wrong_line_and_wrong_secret_refuse_to_open() {
             e,
             StoreError::NewerSchema {
                 found: 99,
-                supported: 1,
+                supported: serialine_store::SCHEMA_VERSION,
                 ..
             }
         ),

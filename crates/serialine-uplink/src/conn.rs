@@ -140,6 +140,8 @@ pub(crate) struct Inbound {
     pub blocks: mpsc::UnboundedSender<Publish>,
     pub acks: mpsc::UnboundedSender<Publish>,
     pub commands: mpsc::UnboundedSender<Publish>,
+    /// `fence/answer` (the fence handshake).
+    pub fence: mpsc::UnboundedSender<Publish>,
 }
 
 pub(crate) fn options(cfg: &UplinkConfig) -> Result<MqttOptions, UplinkError> {
@@ -266,7 +268,7 @@ pub(crate) async fn run(
     report: Reporting,
 ) {
     let prefix = cfg.prefix();
-    let filters = ["blocks/response", "events/ack", "cmd/#"].map(|s| cfg.topic(s));
+    let filters = ["blocks/response", "events/ack", "cmd/#", "fence/answer"].map(|s| cfg.topic(s));
     let mut backoff = cfg.backoff_min;
     let mut failures = Failures::default();
     loop {
@@ -323,6 +325,7 @@ pub(crate) async fn run(
                 let to = match rest {
                     "blocks/response" => &inbound.blocks,
                     "events/ack" => &inbound.acks,
+                    "fence/answer" => &inbound.fence,
                     r if r.starts_with("cmd/") && !r.ends_with("/reply") => &inbound.commands,
                     _ => continue,
                 };

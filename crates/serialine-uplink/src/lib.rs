@@ -23,6 +23,7 @@ mod commands;
 mod config;
 mod conn;
 mod error;
+pub mod fence;
 mod operator;
 mod outbox;
 mod prefetch;
@@ -88,6 +89,7 @@ pub fn start(
     let (blocks_tx, blocks_rx) = mpsc::unbounded_channel();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let (cmds_in_tx, cmds_in_rx) = mpsc::unbounded_channel();
+    let (fence_tx, fence_rx) = mpsc::unbounded_channel();
 
     let tasks = vec![
         tokio::spawn(conn::run(
@@ -99,6 +101,7 @@ pub fn start(
                 blocks: blocks_tx,
                 acks: acks_tx,
                 commands: cmds_in_tx,
+                fence: fence_tx,
             },
             conn::Reporting {
                 fault: fault_tx,
@@ -152,6 +155,21 @@ pub fn start(
             .run(),
         ),
     ];
+    let mut tasks = tasks;
+    // Only a store with a fence takes part in the handshake.
+    if store.has_fence() {
+        tasks.push(tokio::spawn(
+            fence::FenceCheck {
+                cfg: cfg.clone(),
+                store: store.clone(),
+                client: client.clone(),
+                link: link_rx.clone(),
+                answers: fence_rx,
+                alarms: alarm_tx.clone(),
+            }
+            .run(),
+        ));
+    }
     let handle = UplinkHandle {
         inner: Arc::new(Inner {
             cfg,

@@ -71,6 +71,20 @@ pub(crate) fn wire_event(e: &OutboxEvent) -> WireEvent {
     }
 }
 
+/// A serial voided by the fence carries `reason: "fenced"`: the line lost
+/// track of it (it may be on a pack from a lost history), so upstream keeps
+/// any outcome it already holds for it.
+fn fenced(store: &Store, mut w: WireEvent, e: &OutboxEvent) -> WireEvent {
+    if e.state == UnitState::Voided {
+        if let Ok(serialine_store::Lookup::Recorded(r)) = store.record(&e.serial) {
+            if r.fenced {
+                w.reason = Some("fenced".into());
+            }
+        }
+    }
+    w
+}
+
 impl OutboxSync {
     fn alarm(&self, a: Alarm) {
         if self.alarms.try_send(a).is_err() {
@@ -164,7 +178,10 @@ impl OutboxSync {
                 let batch = EventBatch {
                     batch_id: batch_id.clone(),
                     line: self.cfg.line.clone(),
-                    events: fresh.iter().map(|e| wire_event(e)).collect(),
+                    events: fresh
+                        .iter()
+                        .map(|e| fenced(&self.store, wire_event(e), e))
+                        .collect(),
                 };
                 let body = serde_json::to_vec(&batch).unwrap_or_default();
                 for e in &fresh {

@@ -99,6 +99,10 @@ impl Prefetch {
             if !self.link.borrow().ready {
                 continue;
             }
+            // The fence handshake first (an empty ledger, or no fence to trust).
+            if self.store.fence_holding() {
+                continue;
+            }
             if let Some(o) = &outstanding {
                 if o.sent.elapsed() < p.request_timeout {
                     continue;

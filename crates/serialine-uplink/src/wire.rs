@@ -75,3 +75,53 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// `fence/hello`: the line's ledger identity and per-block positions, sent
+/// at start (and again until answered). See the README, "Fence handshake".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceHello {
+    pub hello_id: String,
+    pub line: String,
+    /// Hex of the ledger's 16-byte identity: a restored copy keeps it, a
+    /// ledger made anew (wiped state directory) has another.
+    pub ledger_id: String,
+    /// The line reserves nothing and requests no block until answered.
+    pub holding: bool,
+    pub blocks: Vec<FenceBlock>,
+}
+
+/// One block in a `fence/hello`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceBlock {
+    pub block_id: BlockId,
+    /// Serials of the block that left the pool, per the ledger.
+    pub used: u32,
+    pub count: u32,
+    /// Positions `0..fence` may have left the pool, per the local fence.
+    pub fence: u32,
+}
+
+/// `fence/answer`: what upstream has seen from the line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceAnswer {
+    pub hello_id: String,
+    /// Upstream issued blocks to this line before.
+    #[serde(default)]
+    pub known: bool,
+    /// Per block the line holds: positions `0..seen` are, for upstream,
+    /// used by the line (reported, or beyond what the line says it used).
+    #[serde(default)]
+    pub blocks: Vec<FenceSeen>,
+    /// Serials upstream counted as issued to the line and not reported, in
+    /// blocks the line acknowledged but no longer holds: upstream has marked
+    /// them invalid.
+    #[serde(default)]
+    pub invalidated: u64,
+}
+
+/// One block in a `fence/answer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceSeen {
+    pub block_id: BlockId,
+    pub seen: u32,
+}

@@ -972,3 +972,145 @@ async fn forged_and_never_sent_acks_are_refused_with_an_alarm() {
     .await;
     uplink.abort();
 }
+
+/// Issue 13 §2: the fence handshake. The line tells upstream its ledger and
+/// positions; upstream's answer fences a restored ledger whose local fence
+/// is gone, and invalidates what a wiped ledger can no longer report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fence_handshake_fences_a_restored_ledger_and_a_wiped_one() {
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("state/ledger");
+    let fence_file = dir.path().join("fence/line.fence");
+    let open = || {
+        let mut o = serialine_store::StoreOptions::new(&ledger, &line, SECRET);
+        o.fence = Some(fence_file.clone());
+        serialine_store::Store::open(o).unwrap_or_else(|e| panic!("open store: {e}"))
+    };
+    let (issuer, _it) = issuer(&host, port, &site, &line, 100).await;
+    let (up, _ut) = upstream(&host, port, &site).await;
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.prefetch.low_water_serials = 250;
+    cfg.prefetch.high_water_serials = 300;
+
+    // An empty ledger holds until upstream answers; then blocks come.
+    let (store, _) = open();
+    assert!(store.fence_holding());
+    let (uplink, _cmds) = start(cfg.clone(), store.clone()).unwrap();
+    eventually(WAIT, "buffer filled after the handshake", || {
+        store.buffer_depth() >= 300
+    })
+    .await;
+    let answers = issuer.fence_answers(&line);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(!answers[0].known, "a new line has no history upstream");
+    assert!(!store.fence_holding());
+    eventually(WAIT, "blocks acknowledged", || {
+        issuer.acked(&line).len() == 3
+    })
+    .await;
+    uplink.abort();
+    drop(store);
+    closed(&fence_file).await;
+
+    // A copy of the ledger with its blocks and nothing used.
+    let backup = dir.path().join("backup");
+    copy_dir(&ledger, &backup);
+
+    // 200 units, reported upstream.
+    let (store, _) = open();
+    let (uplink, _cmds) = start(cfg.clone(), store.clone()).unwrap();
+    let made = produce(&store, 200).await;
+    eventually(WAIT, "200 outcomes upstream and seen by the issuer", || {
+        up.line(&line).unique() == 200 && issuer.reported(&line).len() == 200
+    })
+    .await;
+    eventually(WAIT, "outbox drained", || store.outbox_depth() == 0).await;
+    uplink.abort();
+    drop(store);
+    closed(&fence_file).await;
+
+    // The copy comes back and the local fence is lost with it: only
+    // upstream knows. The line holds until it answers, then voids the 200.
+    std::fs::remove_dir_all(&ledger).unwrap();
+    copy_dir(&backup, &ledger);
+    std::fs::remove_file(&fence_file).unwrap();
+    let (store, rec) = open();
+    assert!(rec.fence.unwrap().hold.is_some());
+    assert!(store.reserve(1).unwrap().is_empty());
+    let (uplink, _cmds) = start(cfg.clone(), store.clone()).unwrap();
+    eventually(WAIT, "handshake applied", || !store.fence_holding()).await;
+    for (s, _) in &made {
+        match store.record(s).unwrap() {
+            serialine_store::Lookup::Recorded(r) => {
+                assert!(
+                    r.fenced && r.state == serialine_core::UnitState::Voided,
+                    "{s}: {r:?}"
+                )
+            }
+            other => panic!("{s} not fenced: {other:?}"),
+        }
+    }
+    let made_set: HashSet<_> = made.iter().map(|(s, _)| s.clone()).collect();
+    let next = store.reserve(50).unwrap();
+    assert_eq!(next.len(), 50);
+    assert!(next.iter().all(|s| !made_set.contains(s)));
+    store.release(&next);
+    // The fenced voids reach upstream with reason "fenced"; the committed
+    // outcomes it holds stay (their ids differ).
+    eventually(WAIT, "fenced voids upstream", || {
+        up.line(&line).unique() == 400
+    })
+    .await;
+    uplink.abort();
+    drop(store);
+    closed(&fence_file).await;
+
+    // The whole state wiped: an empty ledger, no fence. Upstream invalidates
+    // the serials it issued, saw acknowledged and never got a report for.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("fence")).unwrap();
+    let (store, _) = open();
+    assert!(store.fence_holding());
+    let (uplink, _cmds) = start(cfg, store.clone()).unwrap();
+    eventually(WAIT, "fresh blocks after the handshake", || {
+        store.buffer_depth() >= 300
+    })
+    .await;
+    let last = issuer.fence_answers(&line).pop().unwrap();
+    assert!(last.known);
+    // Every block the line acknowledged and no longer holds (here, all of
+    // them) had its unreported serials invalidated; reported ones are kept.
+    assert!(last.invalidated > 0);
+    let invalid = issuer.invalidated(&line);
+    assert!(invalid.len() as u64 >= last.invalidated);
+    assert!(invalid.iter().all(|s| !made_set.contains(s)));
+    let fresh = store.reserve(300).unwrap();
+    assert!(fresh
+        .iter()
+        .all(|s| !made_set.contains(s) && !invalid.contains(s)));
+    uplink.abort();
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// The aborted uplink's tasks drop their store handles a moment later; the
+/// last one closes the ledger and marks the fence clean.
+async fn closed(fence: &std::path::Path) {
+    eventually(WAIT, "ledger closed (fence marked clean)", || {
+        std::fs::read_to_string(fence).is_ok_and(|t| !t.contains("clean -"))
+    })
+    .await;
+}

@@ -178,6 +178,13 @@ pub struct StoreConfig {
     /// How long a batch may wait for more transitions before it is flushed,
     /// in milliseconds, 0..=1000. Default 0: flush as soon as the committer is free.
     pub max_batch_delay_ms: u64,
+    /// Directory of the lines' fence files (`<fence_dir>/<line id>.fence`):
+    /// per block, how far consumption may have gone, kept outside the ledger
+    /// so a restored or rolled-back ledger never reissues a serial. Must not
+    /// be inside `<state_dir>/ledger`; best on another volume than the
+    /// ledger's backups. Default (empty): `<state_dir>/fence`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence_dir: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -186,6 +193,7 @@ impl Default for StoreConfig {
             commit: CommitMode::Group,
             max_batch: 4096,
             max_batch_delay_ms: 0,
+            fence_dir: None,
         }
     }
 }
@@ -1010,6 +1018,16 @@ impl Config {
         self.ledger_path().join(line_id)
     }
 
+    /// Line `line_id`'s fence file: `<store.fence_dir>/<line_id>.fence`,
+    /// by default `<state_dir>/fence/<line_id>.fence`.
+    pub fn line_fence_path(&self, line_id: &str) -> PathBuf {
+        let dir = match &self.store.fence_dir {
+            Some(d) if !d.as_os_str().is_empty() => d.clone(),
+            _ => self.daemon.state_dir.join("fence"),
+        };
+        dir.join(format!("{line_id}.fence"))
+    }
+
     /// The MQTT client id with `{site}` filled in.
     pub fn mqtt_client_id(&self) -> String {
         self.mqtt.client_id_for(&self.site.id)
@@ -1045,6 +1063,9 @@ impl Config {
     fn resolve_paths(&mut self) {
         let origin = &self.origin;
         origin.resolve("daemon.state_dir", &mut self.daemon.state_dir);
+        if let Some(p) = &mut self.store.fence_dir {
+            origin.resolve("store.fence_dir", p);
+        }
         if let Some(p) = &mut self.mqtt.password_file {
             origin.resolve("mqtt.password_file", p);
         }
@@ -1362,6 +1383,20 @@ impl Config {
                 )
             },
         );
+
+        if let Some(f) = &s.fence_dir {
+            c.require(
+                !f.starts_with(self.ledger_path()),
+                "store.fence_dir",
+                || {
+                    format!(
+                        "{} is inside the ledger directory {}; the fence must be outside it, or a restored ledger brings its fence back with it",
+                        f.display(),
+                        self.ledger_path().display()
+                    )
+                },
+            );
+        }
 
         // [mqtt]
         let m = &self.mqtt;

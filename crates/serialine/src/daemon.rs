@@ -300,6 +300,8 @@ async fn open_line(
         config::CommitMode::PerTransition => serialine_store::CommitMode::PerTransition,
     };
     opts.max_batch = config.store.max_batch as usize;
+    // Issue 13 §2: a restored or rolled-back ledger never reissues a serial.
+    opts.fence = Some(config.line_fence_path(&id));
     drop(secret);
     let (store, recovery) = tokio::task::spawn_blocking(move || {
         let opened = Store::open(opts);
@@ -322,6 +324,14 @@ async fn open_line(
         buffered = store.buffer_depth(),
         "ledger open"
     );
+    if let Some(f) = &recovery.fence {
+        if f.voided > 0 {
+            tracing::warn!(line = %id, voided = f.voided, "fence: the ledger is behind its fence (restored or rolled back, or a crash); serials it may have sent are voided and reported, never printed again");
+        }
+        if let Some(why) = &f.hold {
+            tracing::warn!(line = %id, "fence: {why}; no serial is used until upstream answers the fence handshake");
+        }
+    }
     let voided = serialine::pipeline::reconcile_on_start(&store)
         .await
         .context("voiding the serials a previous run left in flight")?;

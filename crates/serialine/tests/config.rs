@@ -1606,3 +1606,35 @@ fn command_freshness_keys_are_checked() {
     let c = load(&format!("{MINIMAL}\n[mqtt]\ncommand_max_age_secs = 10\n")).unwrap();
     assert_eq!(c.mqtt.command_max_age_secs, 10);
 }
+
+/// Issue 13 §2: `store.fence_dir` defaults beside the ledger directory (not
+/// in it), resolves relative to the file, and may not be inside the ledger.
+#[test]
+fn fence_dir_defaults_outside_the_ledger_and_is_refused_inside_it() {
+    let c = load(&format!("[daemon]\nstate_dir = \"/srv/sl\"\n{MINIMAL}")).unwrap();
+    assert_eq!(
+        c.line_fence_path("line-1"),
+        PathBuf::from("/srv/sl/fence/line-1.fence")
+    );
+    assert!(!c
+        .line_fence_path("line-1")
+        .starts_with(c.line_ledger_path("line-1")));
+
+    let (_dir, path) = config_dir(&format!(
+        "[daemon]\nstate_dir = \"/srv/sl\"\n[store]\nfence_dir = \"fences\"\n{MINIMAL}"
+    ));
+    let c = Config::load_with_env(&path, false).unwrap();
+    assert_eq!(
+        c.line_fence_path("line-1"),
+        path.parent().unwrap().join("fences/line-1.fence")
+    );
+
+    let (file, _, msg) = load_err(&format!(
+        "[daemon]\nstate_dir = \"/srv/sl\"\n[store]\nfence_dir = \"/srv/sl/ledger/f\"\n{MINIMAL}"
+    ));
+    assert!(
+        msg.contains(&format!("{file}: key store.fence_dir: ")),
+        "{msg}"
+    );
+    assert!(msg.contains("inside the ledger directory"), "{msg}");
+}
