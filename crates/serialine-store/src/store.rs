@@ -6,7 +6,7 @@ use crate::ledger::{Applied, Ledger, Lookup, Op};
 use crate::outbox::OutboxEvent;
 use crate::pool::Pool;
 use crate::record::Counts;
-use serialine_core::{BlockId, SealedBlock, Serial, UnitState};
+use serialine_core::{BlockId, Gtin, SealedBlock, Serial, UnitState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -246,46 +246,119 @@ impl Store {
         })
     }
 
-    /// Reserves up to `n` serials for sending, decrypting the next stored
-    /// block when the window runs dry. Fewer than `n` means the buffer is empty.
+    /// Reserves up to `n` serials for sending, of any product, decrypting
+    /// the next stored block when the window runs dry. Fewer than `n` means
+    /// the buffer is empty. For tools and tests that run no job: a line
+    /// running a job reserves with [`Store::reserve_for`].
     pub fn reserve(&self, n: usize) -> Result<Vec<Serial>, StoreError> {
+        self.reserve_inner(n, None)
+    }
+
+    /// Reserves up to `n` serials from blocks sealed for `gtin` only: a
+    /// serial issued for one product is never printed on another. Blocks of
+    /// other products stay stored, for their own job. Fewer than `n` means
+    /// the buffer holds no more serials for `gtin`.
+    pub fn reserve_for(&self, n: usize, gtin: &Gtin) -> Result<Vec<Serial>, StoreError> {
+        self.reserve_inner(n, Some(gtin))
+    }
+
+    fn reserve_inner(&self, n: usize, gtin: Option<&Gtin>) -> Result<Vec<Serial>, StoreError> {
         let mut pool = self.pool();
-        while pool.window.len() < n {
-            if !self.load_next_block(&mut pool)? {
+        while pool.window_len(gtin) < n {
+            if !self.load_next_block(&mut pool, gtin)? {
                 break;
             }
         }
-        Ok(pool.take(n))
+        Ok(pool.take(n, gtin))
     }
 
-    fn load_next_block(&self, pool: &mut Pool) -> Result<bool, StoreError> {
-        self.read(|reader| Self::load_next_block_from(reader, pool))
+    fn load_next_block(&self, pool: &mut Pool, gtin: Option<&Gtin>) -> Result<bool, StoreError> {
+        self.read(|reader| Self::load_next_block_from(reader, pool, gtin))
     }
 
-    fn load_next_block_from(reader: &Ledger, pool: &mut Pool) -> Result<bool, StoreError> {
-        let next = reader
-            .blocks_with_serials()?
-            .into_iter()
-            .find(|(id, _)| !pool.loaded.contains(id));
-        let Some((block_id, usage)) = next else {
-            return Ok(false);
-        };
-        let block = reader.open_block(block_id)?;
-        pool.loaded.insert(block_id);
-        // An untouched block (the usual case) needs no per-serial lookups:
-        // its cursor is written in the same transaction as every Sent.
-        let untouched = usage.used == 0;
-        for serial in block.serials {
-            if untouched || !reader.has_record(&serial)? {
-                pool.window.push_back((serial, block_id));
+    /// Loads the next block of `gtin` (of any product with `None`) into the
+    /// window. Blocks of another product are opened once to learn their
+    /// product, then left stored.
+    fn load_next_block_from(
+        reader: &Ledger,
+        pool: &mut Pool,
+        gtin: Option<&Gtin>,
+    ) -> Result<bool, StoreError> {
+        for (block_id, usage) in reader.blocks_with_serials()? {
+            if pool.loaded.contains(&block_id) {
+                continue;
             }
+            if let (Some(want), Some(known)) = (gtin, pool.gtins.get(&block_id)) {
+                if want != known {
+                    continue;
+                }
+            }
+            let block = reader.open_block(block_id)?;
+            pool.gtins.insert(block_id, block.gtin);
+            if gtin.is_some_and(|g| *g != block.gtin) {
+                continue;
+            }
+            pool.loaded.insert(block_id);
+            // An untouched block (the usual case) needs no per-serial lookups:
+            // its cursor is written in the same transaction as every Sent.
+            let untouched = usage.used == 0;
+            let window = pool.windows.entry(block.gtin).or_default();
+            for serial in block.serials {
+                if untouched || !reader.has_record(&serial)? {
+                    window.push_back((serial, block_id));
+                }
+            }
+            return Ok(true);
         }
-        Ok(true)
+        Ok(false)
+    }
+
+    /// Serials of blocks sealed for `gtin` that can still be handed to a
+    /// device: stored, never sent, not reserved. Blocks of other products do
+    /// not count: they cannot feed a job for `gtin`.
+    pub fn buffer_depth_for(&self, gtin: &Gtin) -> Result<u64, StoreError> {
+        let mut pool = self.pool();
+        let stored = self.read(|reader| {
+            let mut n = 0u64;
+            for (block_id, usage) in reader.blocks_with_serials()? {
+                let g = match pool.gtins.get(&block_id) {
+                    Some(g) => *g,
+                    None => {
+                        let g = reader.open_block(block_id)?.gtin;
+                        pool.gtins.insert(block_id, g);
+                        g
+                    }
+                };
+                if g == *gtin {
+                    n += u64::from(usage.remaining());
+                }
+            }
+            Ok(n)
+        })?;
+        Ok(stored.saturating_sub(pool.reserved_of(gtin)))
+    }
+
+    /// The product a stored block was sealed for, read from its
+    /// authenticated content.
+    pub fn block_gtin(&self, block_id: BlockId) -> Result<Gtin, StoreError> {
+        if let Some(g) = self.pool().gtins.get(&block_id) {
+            return Ok(*g);
+        }
+        let g = self.read(|reader| reader.open_block(block_id))?.gtin;
+        self.pool().gtins.insert(block_id, g);
+        Ok(g)
     }
 
     /// Returns reservations that were never sent.
     pub fn release(&self, serials: &[Serial]) {
         self.pool().release(serials);
+    }
+
+    /// Returns reservations the caller could not use (a code that does not
+    /// render) to the back of their product's window: they stay counted in
+    /// the buffer and are not the next ones handed out again.
+    pub fn release_to_back(&self, serials: &[Serial]) {
+        self.pool().release_to_back(serials);
     }
 
     /// Applies transitions as one group-committed request; each result says
@@ -294,20 +367,26 @@ impl Store {
     /// then may its bytes go to a device (invariant 1).
     pub async fn apply(&self, transitions: &[Transition]) -> Vec<Result<UnitState, StoreError>> {
         let (ops, slots) = self.prepare(transitions);
+        let taken = taken_reservations(&ops);
         let results = match self.send_request(ops) {
             Ok(rx) => rx.await.map_err(|_| StoreError::Closed),
             Err(e) => Err(e),
         };
-        self.finish(slots, results)
+        let results = self.finish(slots, results);
+        self.return_refused(transitions, &results, taken);
+        results
     }
 
     pub fn apply_blocking(&self, transitions: &[Transition]) -> Vec<Result<UnitState, StoreError>> {
         let (ops, slots) = self.prepare(transitions);
+        let taken = taken_reservations(&ops);
         let results = match self.send_request(ops) {
             Ok(rx) => rx.blocking_recv().map_err(|_| StoreError::Closed),
             Err(e) => Err(e),
         };
-        self.finish(slots, results)
+        let results = self.finish(slots, results);
+        self.return_refused(transitions, &results, taken);
+        results
     }
 
     /// One transition; see [`Store::apply`].
@@ -332,6 +411,37 @@ impl Store {
         self.apply_blocking(&t)
             .pop()
             .unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// A `Sent` the ledger refused (or whose outcome is unknown) took its
+    /// reservation out of the pool in [`Store::prepare`]. Where the ledger
+    /// shows the serial still never sent, it goes back to the front of its
+    /// window: otherwise it would be stranded, counted in the buffer but
+    /// never handed out. The ledger, not the error, decides: a serial it
+    /// recorded (or that cannot be read) is not returned.
+    fn return_refused(
+        &self,
+        transitions: &[Transition],
+        results: &[Result<UnitState, StoreError>],
+        mut taken: std::collections::HashMap<Serial, BlockId>,
+    ) {
+        for (t, r) in transitions.iter().zip(results) {
+            if t.to != UnitState::Sent || r.is_ok() {
+                continue;
+            }
+            let Some(block) = taken.remove(&t.serial) else {
+                continue;
+            };
+            match self.read(|reader| reader.lookup(&t.serial)) {
+                Ok(Lookup::Available { .. }) => {
+                    tracing::warn!(serial = %t.serial, "Sent refused: serial returned to the pool");
+                    self.pool().restore(t.serial.clone(), block);
+                }
+                other => {
+                    tracing::warn!(serial = %t.serial, lookup = ?other, "Sent refused and the serial is not provably unsent: not returned to the pool");
+                }
+            }
+        }
     }
 
     /// Checks reservations for `Sent` and splits the request into ops to
@@ -515,6 +625,20 @@ impl Store {
     pub fn recount(&self) -> Result<Counts, StoreError> {
         self.read(|r| r.recount())
     }
+}
+
+/// The reservations a request's `Sent` ops took from the pool.
+fn taken_reservations(ops: &[Op]) -> std::collections::HashMap<Serial, BlockId> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::Transition {
+                serial,
+                to: UnitState::Sent,
+                block: Some(b),
+            } => Some((serial.clone(), *b)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn count_acks(results: Vec<OpResult>) -> Result<usize, StoreError> {

@@ -119,6 +119,10 @@ pub struct UplinkConfig {
     pub command_auth: Option<CommandAuth>,
     /// Largest MQTT packet sent or accepted.
     pub max_packet_size: usize,
+    /// The product to prefetch for before any job says otherwise (the
+    /// line's default job); `None` asks for blocks of no product in
+    /// particular. See [`crate::UplinkHandle::set_product`].
+    pub product: Option<serialine_core::Gtin>,
 }
 
 impl std::fmt::Debug for UplinkConfig {
@@ -171,6 +175,7 @@ impl UplinkConfig {
             command_timeout: Duration::from_secs(10),
             command_auth: None,
             max_packet_size: 4 * 1024 * 1024,
+            product: None,
         }
     }
 

@@ -29,6 +29,12 @@ pub mod kind {
     pub const MALFORMED_PAYLOAD: &str = "malformed-payload";
     pub const COMMAND_REFUSED: &str = "command-refused";
     pub const STORE_ERROR: &str = "store-error";
+    /// A block sealed for another product than the one requested: kept
+    /// for that product's jobs, never used for the running one.
+    pub const WRONG_PRODUCT_BLOCK: &str = "wrong-product-block";
+    /// A block with more serials than requested: stored, but the buffer
+    /// may exceed its high-water mark.
+    pub const OVERSIZED_BLOCK: &str = "oversized-block";
 }
 
 /// Where the line stands, as the operator sees it.
