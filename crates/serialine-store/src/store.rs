@@ -425,7 +425,9 @@ impl Store {
         results: &[Result<UnitState, StoreError>],
         mut taken: std::collections::HashMap<Serial, BlockId>,
     ) {
-        for (t, r) in transitions.iter().zip(results) {
+        // Pushed to the front one by one, so in reverse: the request's
+        // order is kept.
+        for (t, r) in transitions.iter().zip(results).rev() {
             if t.to != UnitState::Sent || r.is_ok() {
                 continue;
             }
@@ -649,4 +651,75 @@ fn count_acks(results: Vec<OpResult>) -> Result<usize, StoreError> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serialine_core::{Block, BlockKey};
+
+    /// A `Sent` refused by the ledger (here: a request whose outcome is
+    /// reported as not durable, as when the flush fails) must not strand the
+    /// reservation it took: the serial is back in the pool, handed out
+    /// again, and the buffer count stays true.
+    #[test]
+    fn a_refused_sent_returns_its_serial_to_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) =
+            Store::open(StoreOptions::new(dir.path().join("ledger"), "L", b"secret")).unwrap();
+        let gtin = Gtin::parse("09506000134352").unwrap();
+        let block = Block {
+            block_id: 1,
+            line_id: "L".into(),
+            gtin,
+            serials: ["S1", "S2", "S3"]
+                .iter()
+                .map(|s| Serial::new(*s).unwrap())
+                .collect(),
+            issued_at: 0,
+        };
+        let sealed = BlockKey::derive(b"secret").seal(&block, [1; 24]).unwrap();
+        store.add_block_blocking(&sealed).unwrap();
+        let reserved = store.reserve_for(2, &gtin).unwrap();
+        let ts: Vec<_> = reserved
+            .iter()
+            .map(|s| Transition::new(s.clone(), UnitState::Sent))
+            .collect();
+        let (ops, slots) = store.prepare(&ts);
+        let taken = taken_reservations(&ops);
+        assert_eq!(taken.len(), 2);
+        // The committer answers with a refusal: nothing was written.
+        let results = store.finish(
+            slots,
+            Err(StoreError::NotDurable {
+                path: dir.path().into(),
+                why: "flush failed".into(),
+            }),
+        );
+        assert!(results.iter().all(Result::is_err));
+        // Before the fix the two serials were neither reserved nor in the
+        // window: counted in the buffer, never handed out again.
+        store.return_refused(&ts, &results, taken);
+        assert_eq!(store.buffer_depth_for(&gtin).unwrap(), 3);
+        let again = store.reserve_for(3, &gtin).unwrap();
+        assert_eq!(again.len(), 3, "every serial can be reserved again");
+        assert_eq!(&again[..2], &reserved[..], "returned to the front");
+        let results = store.apply_blocking(&[Transition::new(again[0].clone(), UnitState::Sent)]);
+        assert!(results[0].is_ok());
+
+        // A serial the ledger did record is not returned, whatever the error.
+        let ts = vec![Transition::new(again[1].clone(), UnitState::Sent)];
+        let (ops, slots) = store.prepare(&ts);
+        let taken = taken_reservations(&ops);
+        let rx = store.send_request(ops).unwrap();
+        let applied = rx.blocking_recv().unwrap();
+        assert!(applied[0].is_ok());
+        let claimed_failure = vec![Err(StoreError::Closed)];
+        store.return_refused(&ts, &claimed_failure, taken);
+        let _ = slots;
+        assert_eq!(store.lookup(&again[1]).unwrap(), UnitState::Sent);
+        store.release(&again[2..]);
+        assert_eq!(store.buffer_depth_for(&gtin).unwrap(), 1);
+        assert_eq!(store.reserve_for(3, &gtin).unwrap(), vec![again[2].clone()]);
+    }
 }
