@@ -586,3 +586,95 @@ async fn clean_shutdown_publishes_offline_and_returns() {
         .await;
     assert_eq!(s.json, json!({"state": "offline"}));
 }
+
+/// Issue 13, section 5: requests are sent only while buffered + requested
+/// and unanswered < high water, each asking for exactly the room left, so
+/// with an issuer that honours `serials_wanted` the buffer never exceeds the
+/// high-water mark (it used to reach 12,000 with a limit of 10,000 and
+/// blocks of 4,000). Section 3: requests carry the running job's GTIN, and a
+/// changeover keeps the other product's blocks for its own job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_stays_under_high_water_and_fetches_for_the_jobs_product() {
+    use serialine_core::Gtin;
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (issuer, _it) = issuer(&host, port, &site, &line, 4_000).await;
+    // The issuer's own GTIN is A; the job makes B.
+    let gtin_a = Gtin::parse(serialine_sim::issuer::DEFAULT_GTIN).unwrap();
+    let gtin_b = Gtin::parse("04006381333931").unwrap();
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.prefetch.low_water_serials = 5_000;
+    cfg.prefetch.high_water_serials = 10_000;
+    cfg.product = Some(gtin_b);
+    let (uplink, _cmds) = start(cfg, store.clone()).unwrap();
+
+    let high = 10_000;
+    eventually(WAIT, "B's buffer at high water", || {
+        store.buffer_depth_for(&gtin_b).unwrap() >= high
+    })
+    .await;
+    eventually(WAIT, "block acks", || {
+        issuer.acked(&line).len() as u64 == store.counts().blocks
+    })
+    .await;
+    // Everything asked for is stored and acknowledged: nothing more may come.
+    let requests = issuer.requests(&line);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        issuer.requests(&line),
+        requests,
+        "no request past high water"
+    );
+    assert_eq!(store.counts().issued, high, "{:?}", issuer.blocks(&line));
+    let sizes: Vec<u32> = issuer.blocks(&line).iter().map(|b| b.serials).collect();
+    assert_eq!(sizes, vec![4_000, 4_000, 2_000]);
+    assert!(issuer.blocks(&line).iter().all(|b| b.gtin == gtin_b));
+
+    // Below low water again: refilled to exactly high water, never above.
+    let made = produce(&store, 6_000).await;
+    assert_eq!(made.len(), 6_000);
+    eventually(WAIT, "refill", || {
+        store.buffer_depth_for(&gtin_b).unwrap() >= high
+    })
+    .await;
+    eventually(WAIT, "block acks", || {
+        issuer.acked(&line).len() as u64 == store.counts().blocks
+    })
+    .await;
+    assert_eq!(store.buffer_depth_for(&gtin_b).unwrap(), high);
+    assert_eq!(store.counts().issued, high + 6_000);
+
+    // Changeover to A: A's buffer fills to its own high water, B's blocks
+    // stay stored for B's next job, and no serial of B can feed A.
+    uplink.set_product(Some(gtin_a));
+    eventually(WAIT, "A's buffer at high water", || {
+        store.buffer_depth_for(&gtin_a).unwrap() >= high
+    })
+    .await;
+    eventually(WAIT, "block acks", || {
+        issuer.acked(&line).len() as u64 == store.counts().blocks
+    })
+    .await;
+    assert_eq!(store.buffer_depth_for(&gtin_a).unwrap(), high);
+    assert_eq!(store.buffer_depth_for(&gtin_b).unwrap(), high);
+    let a = store.reserve_for(20_000, &gtin_a).unwrap();
+    assert_eq!(a.len() as u64, high);
+    let issued_b: std::collections::HashSet<_> = issuer
+        .blocks(&line)
+        .iter()
+        .filter(|b| b.gtin == gtin_b)
+        .map(|b| b.block_id)
+        .collect();
+    for s in &a {
+        match store.record(s).unwrap() {
+            serialine_store::Lookup::Available { block_id } => {
+                assert!(!issued_b.contains(&block_id), "{s} is B's")
+            }
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+    store.release(&a);
+    uplink.abort();
+}
