@@ -300,6 +300,12 @@ impl Ctx<'_> {
     /// Writes the daemon's config; `quantity` 0 means no default job (the
     /// daemon reconciles and syncs its outbox, and waits).
     fn write_config(&self, quantity: u64) -> Result<PathBuf, HilError> {
+        self.write_config_for(quantity, &self.s.job.gtin, &self.s.job.lot)
+    }
+
+    /// Like [`Ctx::write_config`], with the job's GTIN and lot given (a
+    /// changeover's second job).
+    fn write_config_for(&self, quantity: u64, gtin: &str, lot: &str) -> Result<PathBuf, HilError> {
         let s = self.s;
         let l = &s.line;
         let job = if quantity == 0 {
@@ -307,7 +313,7 @@ impl Ctx<'_> {
         } else {
             format!(
                 "[line.job]\ngtin = \"{}\"\nlot = \"{}\"\nexpiry = \"{}\"\nquantity = {quantity}\ntemplate = {{ kind = \"gs1-data-matrix\" }}\n",
-                s.job.gtin, s.job.lot, s.job.expiry
+                gtin, lot, s.job.expiry
             )
         };
         let text = format!(
@@ -581,7 +587,15 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         } else {
             s.units.saturating_sub(base)
         };
-        let config = ctx.write_config(quantity)?;
+        // A changeover: the first product's job until `at_units`, then the
+        // second product's for the rest.
+        let config = match &s.timeline.changeover {
+            Some(co) if !reconcile_run && base < co.at_units => {
+                ctx.write_config(co.at_units - base)?
+            }
+            Some(co) if !reconcile_run => ctx.write_config_for(quantity, &co.gtin, &co.lot)?,
+            _ => ctx.write_config(quantity)?,
+        };
         runs += 1;
         let mut daemon = Daemon::start(&bin, &config, root.join(format!("run-{runs:03}.log")))?;
         let run_seq = monitor.seq();
@@ -699,6 +713,14 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
             reconcile_run = true;
             continue;
         }
+        // The first product's job is done: the next run makes the second.
+        if s.timeline.changeover.is_some()
+            && violations.is_empty()
+            && decided() < s.units
+            && Instant::now() < deadline
+        {
+            continue;
+        }
         break;
     }
     if outage.is_some() {
@@ -767,6 +789,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         .await
         .map_err(|e| fail(format!("checker task: {e}")))?;
     let counts = store.counts();
+    check_changeover(&s, &store, &issuer, &report, &mut violations);
     drop(store);
     violations.append(&mut report.violations);
     report.violations = violations;
@@ -791,4 +814,53 @@ fn read_logs(root: &Path, runs: u32) -> Vec<String> {
     (1..=runs)
         .map(|n| fs::read_to_string(root.join(format!("run-{n:03}.log"))).unwrap_or_default())
         .collect()
+}
+
+/// A changeover scenario shows something only if both products were
+/// printed and the first product's blocks were still buffered while the
+/// second ran; and whatever the scenario, no product's buffer ends above the
+/// high-water mark (issue 13, sections 3 and 5).
+fn check_changeover(
+    s: &Scenario,
+    store: &Store,
+    issuer: &Issuer,
+    report: &Report,
+    violations: &mut Vec<Violation>,
+) {
+    let fail = |what: String| Violation {
+        rule: crate::checker::Rule::Product,
+        ..Violation::harness(&s.name, s.seed, what)
+    };
+    let gtins: std::collections::BTreeSet<_> =
+        issuer.blocks(LINE).iter().map(|b| b.gtin).collect();
+    for g in &gtins {
+        match store.buffer_depth_for(g) {
+            Ok(d) if d <= s.line.high_water_serials => {}
+            Ok(d) => violations.push(fail(format!(
+                "{d} serials of GTIN {} buffered, above the high-water mark {}",
+                g.as_string(),
+                s.line.high_water_serials
+            ))),
+            Err(e) => violations.push(fail(format!("buffer depth of {}: {e}", g.as_string()))),
+        }
+    }
+    let Some(co) = &s.timeline.changeover else {
+        return;
+    };
+    for gtin in [&s.job.gtin, &co.gtin] {
+        if report.printed_per_gtin.get(gtin.as_str()).copied().unwrap_or(0) == 0 {
+            violations.push(fail(format!(
+                "changeover: no code printed for GTIN {gtin} ({:?})",
+                report.printed_per_gtin
+            )));
+        }
+    }
+    let first = serialine_core::Gtin::parse(&s.job.gtin).ok();
+    let left = first.map(|g| store.buffer_depth_for(&g).unwrap_or(0));
+    if left.unwrap_or(0) == 0 {
+        violations.push(fail(
+            "changeover: none of the first product's serials stayed buffered, so the second job was never offered them"
+                .into(),
+        ));
+    }
 }

@@ -180,6 +180,25 @@ pub struct Timeline {
     pub random_kills: u32,
     /// Cut the TCP link between daemon and broker, restore it `secs` later.
     pub broker_outage: Option<Outage>,
+    /// Product changeover: the job (`[job]`) runs until `at_units` are
+    /// decided; then the daemon is stopped and restarted with a job for
+    /// another GTIN for the rest of `units`, the first product's blocks still
+    /// buffered.
+    pub changeover: Option<Changeover>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Changeover {
+    pub at_units: u64,
+    /// The second job's GTIN (14 digits).
+    pub gtin: String,
+    #[serde(default = "default_changeover_lot")]
+    pub lot: String,
+}
+
+fn default_changeover_lot() -> String {
+    "HIL-LOT-2".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -322,6 +341,19 @@ impl Scenario {
                 if !p.is_file() {
                     return Err(format!("replay: recording {} not found", p.display()));
                 }
+            }
+        }
+        if let Some(c) = &self.timeline.changeover {
+            if c.at_units == 0 || c.at_units >= self.units {
+                return Err("timeline.changeover.at_units: expected 0 < at_units < units".into());
+            }
+            match serialine_core::Gtin::parse(&c.gtin) {
+                Ok(g) if g.as_string() != self.job.gtin => {}
+                Ok(_) => return Err("timeline.changeover.gtin: the same GTIN as [job]".into()),
+                Err(e) => return Err(format!("timeline.changeover.gtin: {e}")),
+            }
+            if !self.kill_points().is_empty() || self.replay.is_some() {
+                return Err("timeline.changeover: no kills or replay in the same scenario".into());
             }
         }
         if let Some(o) = &self.timeline.broker_outage {
