@@ -831,8 +831,7 @@ fn check_changeover(
         rule: crate::checker::Rule::Product,
         ..Violation::harness(&s.name, s.seed, what)
     };
-    let gtins: std::collections::BTreeSet<_> =
-        issuer.blocks(LINE).iter().map(|b| b.gtin).collect();
+    let gtins: std::collections::BTreeSet<_> = issuer.blocks(LINE).iter().map(|b| b.gtin).collect();
     for g in &gtins {
         match store.buffer_depth_for(g) {
             Ok(d) if d <= s.line.high_water_serials => {}
@@ -848,7 +847,13 @@ fn check_changeover(
         return;
     };
     for gtin in [&s.job.gtin, &co.gtin] {
-        if report.printed_per_gtin.get(gtin.as_str()).copied().unwrap_or(0) == 0 {
+        if report
+            .printed_per_gtin
+            .get(gtin.as_str())
+            .copied()
+            .unwrap_or(0)
+            == 0
+        {
             violations.push(fail(format!(
                 "changeover: no code printed for GTIN {gtin} ({:?})",
                 report.printed_per_gtin

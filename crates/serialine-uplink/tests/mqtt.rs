@@ -615,8 +615,11 @@ async fn prefetch_stays_under_high_water_and_fetches_for_the_jobs_product() {
         store.buffer_depth_for(&gtin_b).unwrap() >= high
     })
     .await;
+    // The counters are published after each flush, a moment after the
+    // block is readable: wait for them too.
     eventually(WAIT, "block acks", || {
-        issuer.acked(&line).len() as u64 == store.counts().blocks
+        let c = store.counts();
+        c.issued >= high && issuer.acked(&line).len() as u64 == c.blocks
     })
     .await;
     // Everything asked for is stored and acknowledged: nothing more may come.
@@ -640,7 +643,8 @@ async fn prefetch_stays_under_high_water_and_fetches_for_the_jobs_product() {
     })
     .await;
     eventually(WAIT, "block acks", || {
-        issuer.acked(&line).len() as u64 == store.counts().blocks
+        let c = store.counts();
+        c.issued >= high + 6_000 && issuer.acked(&line).len() as u64 == c.blocks
     })
     .await;
     assert_eq!(store.buffer_depth_for(&gtin_b).unwrap(), high);
@@ -654,9 +658,11 @@ async fn prefetch_stays_under_high_water_and_fetches_for_the_jobs_product() {
     })
     .await;
     eventually(WAIT, "block acks", || {
-        issuer.acked(&line).len() as u64 == store.counts().blocks
+        let c = store.counts();
+        c.issued >= 2 * high + 6_000 && issuer.acked(&line).len() as u64 == c.blocks
     })
     .await;
+    assert_eq!(store.counts().issued, 2 * high + 6_000);
     assert_eq!(store.buffer_depth_for(&gtin_a).unwrap(), high);
     assert_eq!(store.buffer_depth_for(&gtin_b).unwrap(), high);
     let a = store.reserve_for(20_000, &gtin_a).unwrap();

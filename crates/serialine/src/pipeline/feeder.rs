@@ -100,7 +100,10 @@ pub(crate) async fn run(
             let since = *starving_since.get_or_insert_with(|| {
                 shared.alarm(
                     AlarmKind::BufferEmpty,
-                    "serial buffer empty: the line waits for blocks from upstream",
+                    format!(
+                        "serial buffer empty: no serials for GTIN {} (the job's product); the line waits for blocks from upstream",
+                        job.gtin.as_string()
+                    ),
                     None,
                 );
                 Instant::now()
