@@ -53,7 +53,15 @@ pub enum Fault {
     Replay,
     /// A fresh block sealed for another line.
     WrongLine,
+    /// A fresh, honest block sealed for another product than the request
+    /// asked for (`WRONG_PRODUCT_GTIN`, or the issuer's GTIN when that was
+    /// asked): the line must keep it for that product, never use it for
+    /// the requested one.
+    WrongProduct,
 }
+
+/// The GTIN a [`Fault::WrongProduct`] block is sealed for.
+pub const WRONG_PRODUCT_GTIN: &str = "00012345600012";
 
 /// One answered request, as a test sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +267,17 @@ impl Issuer {
             None => st.block_size,
         };
         let gtin = gtin.unwrap_or(st.gtin);
+        let gtin = match fault {
+            Fault::WrongProduct => {
+                let other = Gtin::parse(WRONG_PRODUCT_GTIN).unwrap_or(st.gtin);
+                if gtin == other {
+                    st.gtin
+                } else {
+                    other
+                }
+            }
+            _ => gtin,
+        };
         let serials = st
             .generator
             .range(start, u64::from(count))
@@ -305,7 +324,7 @@ impl Issuer {
                 sealed.ciphertext[mid] ^= 0x01;
             }
             Fault::Honest => ls.last_honest = Some(sealed.clone()),
-            Fault::WrongLine | Fault::Replay => {}
+            Fault::WrongLine | Fault::Replay | Fault::WrongProduct => {}
         }
         ls.blocks.push(IssuedBlock {
             block_id,

@@ -124,6 +124,7 @@ pub fn start(
                 status: status_rx,
                 metrics: metrics_rx,
                 alarms: alarm_rx,
+                product: product_tx.subscribe(),
             }
             .run(),
         ),

@@ -150,8 +150,21 @@ pub struct MetricsPayload {
     pub at_ms: u64,
 }
 
-pub(crate) fn buffer_depth(store: &Store, units_per_minute: f64) -> BufferDepth {
-    let serials = store.buffer_depth();
+/// The buffer of the product being made (of every product while none is
+/// set): only those serials can feed the running job, so only they are
+/// minutes of production.
+pub(crate) fn buffer_depth(
+    store: &Store,
+    units_per_minute: f64,
+    product: Option<&serialine_core::Gtin>,
+) -> BufferDepth {
+    let serials = match product {
+        Some(g) => store.buffer_depth_for(g).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the product's buffer depth");
+            0
+        }),
+        None => store.buffer_depth(),
+    };
     BufferDepth {
         serials,
         minutes: (units_per_minute > 0.0).then(|| serials as f64 / units_per_minute),
@@ -166,6 +179,8 @@ pub(crate) struct Operator {
     pub status: watch::Receiver<StatusSnapshot>,
     pub metrics: watch::Receiver<Metrics>,
     pub alarms: mpsc::Receiver<Alarm>,
+    /// The product being made: `buffer` counts its serials.
+    pub product: watch::Receiver<Option<serialine_core::Gtin>>,
 }
 
 impl Operator {
@@ -224,7 +239,7 @@ impl Operator {
                     state: snap.state,
                     job: snap.job,
                     counts: self.store.counts(),
-                    buffer: buffer_depth(&self.store, rate),
+                    buffer: buffer_depth(&self.store, rate, self.product.borrow().as_ref()),
                     outbox_depth: self.store.outbox_depth(),
                     devices: snap.devices,
                     at_ms: now_ms(),
@@ -243,7 +258,7 @@ impl Operator {
                 let metrics = *self.metrics.borrow();
                 let body = serde_json::to_vec(&MetricsPayload {
                     metrics,
-                    buffer: buffer_depth(&self.store, rate),
+                    buffer: buffer_depth(&self.store, rate, self.product.borrow().as_ref()),
                     outbox_depth: self.store.outbox_depth(),
                     at_ms: now_ms(),
                 })

@@ -684,3 +684,58 @@ async fn prefetch_stays_under_high_water_and_fetches_for_the_jobs_product() {
     store.release(&a);
     uplink.abort();
 }
+
+/// Issue 13, section 3: a block sealed for another product than requested
+/// is kept (stored and acknowledged: its serials are issued to this line)
+/// with a `wrong-product-block` alarm, never counted in or used for the
+/// requested product's buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_for_another_product_is_kept_alarmed_and_never_used_for_this_one() {
+    use serialine_core::Gtin;
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (issuer, _it) = issuer(&host, port, &site, &line, 100).await;
+    issuer.push_fault(&line, Fault::WrongProduct);
+    let gtin_b = Gtin::parse("04006381333931").unwrap();
+    let other = Gtin::parse(serialine_sim::issuer::WRONG_PRODUCT_GTIN).unwrap();
+    let mut alarms = Watcher::start(&host, port, &format!("serialine/{site}/{line}/alarms")).await;
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.prefetch.low_water_serials = 250;
+    cfg.prefetch.high_water_serials = 300;
+    cfg.product = Some(gtin_b);
+    let (uplink, _cmds) = start(cfg, store.clone()).unwrap();
+
+    let alarm = alarms
+        .next_where("wrong-product-block alarm", |m| {
+            m.json["kind"] == kind::WRONG_PRODUCT_BLOCK
+        })
+        .await;
+    let message = alarm.json["message"].as_str().unwrap_or_default();
+    assert!(message.contains("00012345600012"), "{message}");
+    eventually(WAIT, "B's buffer at high water", || {
+        store.buffer_depth_for(&gtin_b).unwrap() >= 300
+    })
+    .await;
+    eventually(WAIT, "every block stored and acknowledged", || {
+        let c = store.counts();
+        c.issued >= 400 && issuer.acked(&line).len() as u64 == c.blocks
+    })
+    .await;
+    assert_eq!(store.counts().blocks, 4, "{:?}", issuer.blocks(&line));
+    assert_eq!(store.buffer_depth_for(&other).unwrap(), 100);
+    assert_eq!(store.buffer_depth_for(&gtin_b).unwrap(), 300);
+    let wrong_block = issuer.blocks(&line)[0].block_id;
+    assert_eq!(issuer.blocks(&line)[0].gtin, other);
+    let b = store.reserve_for(1_000, &gtin_b).unwrap();
+    assert_eq!(b.len(), 300);
+    for s in &b {
+        match store.record(s).unwrap() {
+            serialine_store::Lookup::Available { block_id } => assert_ne!(block_id, wrong_block),
+            o => panic!("{s}: {o:?}"),
+        }
+    }
+    store.release(&b);
+    uplink.abort();
+}
