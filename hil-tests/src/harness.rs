@@ -579,6 +579,8 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let mut mid_job = false;
     // After a mid-job stop, one more run without a job reconciles.
     let mut reconcile_run = false;
+    // A changeover by command was sent to the running daemon.
+    let mut changeover_sent = false;
 
     'runs: loop {
         let base = decided();
@@ -598,7 +600,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         };
         runs += 1;
         let mut daemon = Daemon::start(&bin, &config, root.join(format!("run-{runs:03}.log")))?;
-        let run_seq = monitor.seq();
+        let mut run_seq = monitor.seq();
         let mut job_ended = quantity == 0;
         loop {
             tokio::time::sleep(POLL).await;
@@ -682,11 +684,32 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                 }
                 _ => {
                     if !job_ended {
-                        job_ended = daemon.log_has("job ended");
+                        job_ended = daemon.log_has("job ended")
+                            && (!changeover_sent || daemon.text.matches("job ended").count() >= 2);
                     }
                     let synced =
                         fresh.is_some_and(|st| st.decided == upstream.line(LINE).unique() as u64);
                     if job_ended && synced && outage.is_none() && outage_done {
+                        // Changeover by command: the first job is over and
+                        // the daemon keeps running; start the second job.
+                        if let Some(co) = s.timeline.changeover.as_ref().filter(|co| {
+                            co.by == crate::scenario::ChangeoverBy::Command
+                                && !changeover_sent
+                                && now_decided < s.units
+                        }) {
+                            send_job_start(
+                                broker.port,
+                                &site,
+                                co,
+                                &s.job.expiry,
+                                s.units - now_decided,
+                            )
+                            .await?;
+                            changeover_sent = true;
+                            run_seq = monitor.seq();
+                            job_ended = false;
+                            continue;
+                        }
                         break;
                     }
                 }
@@ -867,5 +890,55 @@ fn check_changeover(
             "changeover: none of the first product's serials stayed buffered, so the second job was never offered them"
                 .into(),
         ));
+    }
+}
+
+/// Publishes `cmd/job/start` for the changeover's second job and waits
+/// (at most 10 s) until the broker has it.
+async fn send_job_start(
+    port: u16,
+    site: &str,
+    co: &crate::scenario::Changeover,
+    expiry: &str,
+    quantity: u64,
+) -> Result<(), HilError> {
+    use rumqttc::{Event, Packet, QoS};
+    let mut o = rumqttc::MqttOptions::new(format!("hil-cmd-{site}"), "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(10));
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 8);
+    let body = serde_json::json!({
+        "request_id": "hil-changeover",
+        "gtin": co.gtin,
+        "lot": co.lot,
+        "expiry": expiry,
+        "quantity": quantity,
+        "template": "gs1-data-matrix",
+    });
+    client
+        .publish(
+            format!("serialine/{site}/{LINE}/cmd/job/start"),
+            QoS::AtLeastOnce,
+            false,
+            body.to_string(),
+        )
+        .await
+        .map_err(|e| HilError::Sim(format!("cmd/job/start: {e}")))?;
+    let acked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    let _ = client.disconnect().await;
+    match acked {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(HilError::Sim(format!("cmd/job/start: {e}"))),
+        Err(_) => Err(HilError::Sim(
+            "cmd/job/start not acknowledged within 10 s".into(),
+        )),
     }
 }

@@ -195,6 +195,19 @@ pub struct Changeover {
     pub gtin: String,
     #[serde(default = "default_changeover_lot")]
     pub lot: String,
+    /// How the second job starts: `restart` (default) restarts the daemon
+    /// with the second job as its default job; `command` sends
+    /// `cmd/job/start` to the running daemon once the first job has ended.
+    #[serde(default)]
+    pub by: ChangeoverBy,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeoverBy {
+    #[default]
+    Restart,
+    Command,
 }
 
 fn default_changeover_lot() -> String {
