@@ -317,24 +317,29 @@ impl Store {
     /// device: stored, never sent, not reserved. Blocks of other products do
     /// not count: they cannot feed a job for `gtin`.
     pub fn buffer_depth_for(&self, gtin: &Gtin) -> Result<u64, StoreError> {
-        let mut pool = self.pool();
-        let stored = self.read(|reader| {
-            let mut n = 0u64;
-            for (block_id, usage) in reader.blocks_with_serials()? {
-                let g = match pool.gtins.get(&block_id) {
-                    Some(g) => *g,
-                    None => {
-                        let g = reader.open_block(block_id)?.gtin;
-                        pool.gtins.insert(block_id, g);
-                        g
-                    }
-                };
-                if g == *gtin {
-                    n += u64::from(usage.remaining());
-                }
-            }
-            Ok(n)
-        })?;
+        let blocks = self.read(|reader| reader.blocks_with_serials())?;
+        // Blocks whose product this process has not seen yet are opened
+        // without holding the pool (once per block and process: after a
+        // restart, the first call opens every block that still has serials),
+        // so the line is not held up meanwhile.
+        let unknown: Vec<BlockId> = {
+            let pool = self.pool();
+            blocks
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| !pool.gtins.contains_key(id))
+                .collect()
+        };
+        for id in unknown {
+            let g = self.read(|reader| reader.open_block(id))?.gtin;
+            self.pool().gtins.insert(id, g);
+        }
+        let pool = self.pool();
+        let stored: u64 = blocks
+            .iter()
+            .filter(|(id, _)| pool.gtins.get(id) == Some(gtin))
+            .map(|(_, usage)| u64::from(usage.remaining()))
+            .sum();
         Ok(stored.saturating_sub(pool.reserved_of(gtin)))
     }
 
