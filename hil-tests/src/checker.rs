@@ -76,6 +76,9 @@ pub enum Rule {
     Expectation,
     /// The harness itself (timeout, unexpected exit, bad exit code).
     Harness,
+    /// A printed code's GTIN is not the GTIN its serial's block was sealed
+    /// for (issue 13, section 3).
+    Product,
     /// A replayed device session: the daemon sent other bytes than the
     /// recording, or stopped short of it.
     Replay,
@@ -88,6 +91,7 @@ impl fmt::Display for Rule {
             Rule::Counters => f.write_str("counters"),
             Rule::Expectation => f.write_str("expectation"),
             Rule::Harness => f.write_str("harness"),
+            Rule::Product => f.write_str("product"),
             Rule::Replay => f.write_str("replay"),
         }
     }
@@ -145,6 +149,8 @@ pub struct Report {
     /// logged, by kind (`duplicate-read`, `foreign-code`).
     pub reject_signals: HashMap<String, usize>,
     pub device_fault_alarms: usize,
+    /// Printed codes per GTIN (14 digits).
+    pub printed_per_gtin: std::collections::BTreeMap<String, usize>,
 }
 
 struct Checker<'a> {
@@ -598,6 +604,10 @@ pub fn check(input: &CheckInput) -> Report {
         }
     }
 
+    // Product binding: every printed code carries the GTIN its serial's
+    // block was sealed for (the block reopened from the ledger).
+    check_products(&mut c, &codes);
+
     // Counters: stored == recount.
     match store.recount() {
         Ok(r) if r == store.counts() => {}
@@ -733,6 +743,55 @@ fn check_camera_extras(c: &mut Checker<'_>, records: &[(Serial, serialine_store:
             Rule::Expectation,
             None,
             format!("{n} device-fault alarm(s) logged with no device fault injected"),
+        );
+    }
+}
+
+/// Every printed code's GTIN equals the GTIN sealed in its serial's block.
+fn check_products(c: &mut Checker<'_>, codes: &[String]) {
+    let store = &c.input.store;
+    let mut wrong = 0usize;
+    for code in codes {
+        let Ok(data) = code::parse(&Template::Gs1DataMatrix, code) else {
+            continue; // already a violation of invariant 1
+        };
+        *c.report
+            .printed_per_gtin
+            .entry(data.gtin.as_string())
+            .or_default() += 1;
+        let block = match store.record(&data.serial) {
+            Ok(Lookup::Recorded(r)) => r.block_id,
+            Ok(Lookup::Available { block_id }) => block_id,
+            _ => continue, // invariant 1 reports serials the ledger lacks
+        };
+        match store.block_gtin(block) {
+            Ok(g) if g == data.gtin => {}
+            Ok(g) => {
+                wrong += 1;
+                if wrong <= 20 {
+                    c.violate(
+                        Rule::Product,
+                        Some(data.serial.as_str()),
+                        format!(
+                            "printed as GTIN {} but its block {block} was sealed for GTIN {}",
+                            data.gtin.as_string(),
+                            g.as_string()
+                        ),
+                    );
+                }
+            }
+            Err(e) => c.violate(
+                Rule::Product,
+                Some(data.serial.as_str()),
+                format!("block {block} cannot be reopened: {e}"),
+            ),
+        }
+    }
+    if wrong > 20 {
+        c.violate(
+            Rule::Product,
+            None,
+            format!("{wrong} printed codes in all carry another GTIN than their block's"),
         );
     }
 }

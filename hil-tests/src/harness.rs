@@ -300,6 +300,12 @@ impl Ctx<'_> {
     /// Writes the daemon's config; `quantity` 0 means no default job (the
     /// daemon reconciles and syncs its outbox, and waits).
     fn write_config(&self, quantity: u64) -> Result<PathBuf, HilError> {
+        self.write_config_for(quantity, &self.s.job.gtin, &self.s.job.lot)
+    }
+
+    /// Like [`Ctx::write_config`], with the job's GTIN and lot given (a
+    /// changeover's second job).
+    fn write_config_for(&self, quantity: u64, gtin: &str, lot: &str) -> Result<PathBuf, HilError> {
         let s = self.s;
         let l = &s.line;
         let job = if quantity == 0 {
@@ -307,7 +313,7 @@ impl Ctx<'_> {
         } else {
             format!(
                 "[line.job]\ngtin = \"{}\"\nlot = \"{}\"\nexpiry = \"{}\"\nquantity = {quantity}\ntemplate = {{ kind = \"gs1-data-matrix\" }}\n",
-                s.job.gtin, s.job.lot, s.job.expiry
+                gtin, lot, s.job.expiry
             )
         };
         let text = format!(
@@ -597,6 +603,8 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let mut mid_job = false;
     // After a mid-job stop, one more run without a job reconciles.
     let mut reconcile_run = false;
+    // A changeover by command was sent to the running daemon.
+    let mut changeover_sent = false;
 
     'runs: loop {
         let base = decided();
@@ -615,10 +623,18 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         if quantity == 0 {
             step_now = None;
         }
-        let config = ctx.write_config(quantity)?;
+        // A changeover: the first product's job until `at_units`, then the
+        // second product's for the rest.
+        let config = match &s.timeline.changeover {
+            Some(co) if !reconcile_run && base < co.at_units => {
+                ctx.write_config(co.at_units - base)?
+            }
+            Some(co) if !reconcile_run => ctx.write_config_for(quantity, &co.gtin, &co.lot)?,
+            _ => ctx.write_config(quantity)?,
+        };
         runs += 1;
         let mut daemon = Daemon::start(&bin, &config, root.join(format!("run-{runs:03}.log")))?;
-        let run_seq = monitor.seq();
+        let mut run_seq = monitor.seq();
         let mut job_ended = quantity == 0;
         loop {
             tokio::time::sleep(POLL).await;
@@ -703,7 +719,8 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                 }
                 _ => {
                     if !job_ended {
-                        job_ended = daemon.log_has("job ended");
+                        job_ended = daemon.log_has("job ended")
+                            && (!changeover_sent || daemon.text.matches("job ended").count() >= 2);
                     }
                     let synced = fresh.is_some_and(|st| {
                         st.decided == upstream.line(LINE).unique() as u64
@@ -720,6 +737,26 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                             stop_clean(&mut daemon, runs, &mut violations, &harness).await?;
                             state_step(&root, step, &mut set_aside)?;
                             continue 'runs;
+                        }
+                        // Changeover by command: the first job is over and
+                        // the daemon keeps running; start the second job.
+                        if let Some(co) = s.timeline.changeover.as_ref().filter(|co| {
+                            co.by == crate::scenario::ChangeoverBy::Command
+                                && !changeover_sent
+                                && now_decided < s.units
+                        }) {
+                            send_job_start(
+                                broker.port,
+                                &site,
+                                co,
+                                &s.job.expiry,
+                                s.units - now_decided,
+                            )
+                            .await?;
+                            changeover_sent = true;
+                            run_seq = monitor.seq();
+                            job_ended = false;
+                            continue;
                         }
                         break;
                     }
@@ -745,6 +782,14 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         }
         if mid_job && !reconcile_run && Instant::now() < deadline {
             reconcile_run = true;
+            continue;
+        }
+        // The first product's job is done: the next run makes the second.
+        if s.timeline.changeover.is_some()
+            && violations.is_empty()
+            && decided() < s.units
+            && Instant::now() < deadline
+        {
             continue;
         }
         break;
@@ -832,6 +877,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         .await
         .map_err(|e| fail(format!("checker task: {e}")))?;
     let counts = store.counts();
+    check_changeover(&s, &store, &issuer, &report, &mut violations);
     drop(store);
     let invalidated = issuer.invalidated(LINE).len() as u64;
     if invalidated < s.expect.min_upstream_invalidated {
@@ -979,4 +1025,107 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), HilError> {
         }
     }
     Ok(())
+}
+
+/// A changeover scenario shows something only if both products were
+/// printed and the first product's blocks were still buffered while the
+/// second ran; and whatever the scenario, no product's buffer ends above the
+/// high-water mark (issue 13, sections 3 and 5).
+fn check_changeover(
+    s: &Scenario,
+    store: &Store,
+    issuer: &Issuer,
+    report: &Report,
+    violations: &mut Vec<Violation>,
+) {
+    let fail = |what: String| Violation {
+        rule: crate::checker::Rule::Product,
+        ..Violation::harness(&s.name, s.seed, what)
+    };
+    let gtins: std::collections::BTreeSet<_> = issuer.blocks(LINE).iter().map(|b| b.gtin).collect();
+    for g in &gtins {
+        match store.buffer_depth_for(g) {
+            Ok(d) if d <= s.line.high_water_serials => {}
+            Ok(d) => violations.push(fail(format!(
+                "{d} serials of GTIN {} buffered, above the high-water mark {}",
+                g.as_string(),
+                s.line.high_water_serials
+            ))),
+            Err(e) => violations.push(fail(format!("buffer depth of {}: {e}", g.as_string()))),
+        }
+    }
+    let Some(co) = &s.timeline.changeover else {
+        return;
+    };
+    for gtin in [&s.job.gtin, &co.gtin] {
+        if report
+            .printed_per_gtin
+            .get(gtin.as_str())
+            .copied()
+            .unwrap_or(0)
+            == 0
+        {
+            violations.push(fail(format!(
+                "changeover: no code printed for GTIN {gtin} ({:?})",
+                report.printed_per_gtin
+            )));
+        }
+    }
+    let first = serialine_core::Gtin::parse(&s.job.gtin).ok();
+    let left = first.map(|g| store.buffer_depth_for(&g).unwrap_or(0));
+    if left.unwrap_or(0) == 0 {
+        violations.push(fail(
+            "changeover: none of the first product's serials stayed buffered, so the second job was never offered them"
+                .into(),
+        ));
+    }
+}
+
+/// Publishes `cmd/job/start` for the changeover's second job and waits
+/// (at most 10 s) until the broker has it.
+async fn send_job_start(
+    port: u16,
+    site: &str,
+    co: &crate::scenario::Changeover,
+    expiry: &str,
+    quantity: u64,
+) -> Result<(), HilError> {
+    use rumqttc::{Event, Packet, QoS};
+    let mut o = rumqttc::MqttOptions::new(format!("hil-cmd-{site}"), "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(10));
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 8);
+    let topic = format!("serialine/{site}/{LINE}/cmd/job/start");
+    let body = serde_json::json!({
+        "request_id": "hil-changeover",
+        "gtin": co.gtin,
+        "lot": co.lot,
+        "expiry": expiry,
+        "quantity": quantity,
+        "template": "gs1-data-matrix",
+    });
+    // Signed and dated like any command the daemon accepts (issue 13 §4).
+    let body =
+        serialine_uplink::sign_command(&crate::attack::COMMAND_KEY, &topic, body, "hil-changeover");
+    client
+        .publish(topic, QoS::AtLeastOnce, false, body.to_string())
+        .await
+        .map_err(|e| HilError::Sim(format!("cmd/job/start: {e}")))?;
+    let acked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    let _ = client.disconnect().await;
+    match acked {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(HilError::Sim(format!("cmd/job/start: {e}"))),
+        Err(_) => Err(HilError::Sim(
+            "cmd/job/start not acknowledged within 10 s".into(),
+        )),
+    }
 }

@@ -200,6 +200,11 @@ pub struct Timeline {
     /// At this many units, stop the daemon, delete its whole state directory
     /// (ledger, marker, fence; moved aside for the checker), restart.
     pub state_wipe_at_units: Option<u64>,
+    /// Product changeover: the job (`[job]`) runs until `at_units` are
+    /// decided; then the daemon is stopped and restarted with a job for
+    /// another GTIN for the rest of `units`, the first product's blocks still
+    /// buffered.
+    pub changeover: Option<Changeover>,
 }
 
 /// A step on the daemon's durable state (see [`Timeline`]).
@@ -224,6 +229,33 @@ impl Timeline {
         v.sort_by_key(|(p, s)| (*p, *s as u8));
         v
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Changeover {
+    pub at_units: u64,
+    /// The second job's GTIN (14 digits).
+    pub gtin: String,
+    #[serde(default = "default_changeover_lot")]
+    pub lot: String,
+    /// How the second job starts: `restart` (default) restarts the daemon
+    /// with the second job as its default job; `command` sends
+    /// `cmd/job/start` to the running daemon once the first job has ended.
+    #[serde(default)]
+    pub by: ChangeoverBy,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeoverBy {
+    #[default]
+    Restart,
+    Command,
+}
+
+fn default_changeover_lot() -> String {
+    "HIL-LOT-2".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -409,6 +441,19 @@ impl Scenario {
                 )
             }
             _ => {}
+        }
+        if let Some(c) = &self.timeline.changeover {
+            if c.at_units == 0 || c.at_units >= self.units {
+                return Err("timeline.changeover.at_units: expected 0 < at_units < units".into());
+            }
+            match serialine_core::Gtin::parse(&c.gtin) {
+                Ok(g) if g.as_string() != self.job.gtin => {}
+                Ok(_) => return Err("timeline.changeover.gtin: the same GTIN as [job]".into()),
+                Err(e) => return Err(format!("timeline.changeover.gtin: {e}")),
+            }
+            if !self.kill_points().is_empty() || self.replay.is_some() {
+                return Err("timeline.changeover: no kills or replay in the same scenario".into());
+            }
         }
         if let Some(o) = &self.timeline.broker_outage {
             if !(o.secs > 0.0 && o.secs <= 600.0) {

@@ -55,6 +55,8 @@ macro_rules! scenarios {
 
 scenarios! {
     clean_run => "clean",
+    changeover => "changeover",
+    changeover_command => "changeover-command",
     printer_nak_burst => "printer-nak-burst",
     printer_jam => "printer-jam",
     printer_cable_pull => "printer-cable-pull",

@@ -53,7 +53,15 @@ pub enum Fault {
     Replay,
     /// A fresh block sealed for another line.
     WrongLine,
+    /// A fresh, honest block sealed for another product than the request
+    /// asked for (`WRONG_PRODUCT_GTIN`, or the issuer's GTIN when that was
+    /// asked): the line must keep it for that product, never use it for
+    /// the requested one.
+    WrongProduct,
 }
+
+/// The GTIN a [`Fault::WrongProduct`] block is sealed for.
+pub const WRONG_PRODUCT_GTIN: &str = "00012345600012";
 
 /// One answered request, as a test sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +69,8 @@ pub struct IssuedBlock {
     pub block_id: BlockId,
     pub fault: Fault,
     pub serials: u32,
+    /// The product the block was sealed for.
+    pub gtin: Gtin,
 }
 
 #[derive(Debug, Default)]
@@ -212,6 +222,19 @@ impl Issuer {
 
     /// Issues the next block for `line`, applying the next queued fault.
     pub fn issue(&self, line: &str) -> Result<SealedBlock, IssuerError> {
+        self.issue_for(line, None, None)
+    }
+
+    /// Issues the next block for `line` sealed for `gtin` (the issuer's
+    /// configured GTIN with `None`) with at most `max_serials` serials (the
+    /// request's `serials_wanted`; the block size with `None`), applying the
+    /// next queued fault.
+    pub fn issue_for(
+        &self,
+        line: &str,
+        gtin: Option<Gtin>,
+        max_serials: Option<u64>,
+    ) -> Result<SealedBlock, IssuerError> {
         let mut st = self.lock();
         let st = &mut *st;
         let ls = st.lines.entry(line.to_string()).or_default();
@@ -230,18 +253,38 @@ impl Issuer {
                 .iter()
                 .rev()
                 .find(|b| b.block_id == sealed.block_id);
-            let serials = serials.map_or(0, |b| b.serials);
+            let (serials, gtin) = serials.map_or((0, st.gtin), |b| (b.serials, b.gtin));
             ls.blocks.push(IssuedBlock {
                 block_id: sealed.block_id,
                 fault,
                 serials,
+                gtin,
             });
             return Ok(sealed);
         }
 
         // Disjoint index ranges: next_index only moves forward, shared by all lines.
         let start = st.next_index;
-        let count = st.block_size;
+        let count = match max_serials {
+            // Never more than asked for (and never an empty block).
+            Some(m) => st
+                .block_size
+                .min(u32::try_from(m).unwrap_or(u32::MAX))
+                .max(1),
+            None => st.block_size,
+        };
+        let gtin = gtin.unwrap_or(st.gtin);
+        let gtin = match fault {
+            Fault::WrongProduct => {
+                let other = Gtin::parse(WRONG_PRODUCT_GTIN).unwrap_or(st.gtin);
+                if gtin == other {
+                    st.gtin
+                } else {
+                    other
+                }
+            }
+            _ => gtin,
+        };
         let serials = st
             .generator
             .range(start, u64::from(count))
@@ -260,7 +303,7 @@ impl Issuer {
         let block = Block {
             block_id,
             line_id: sealed_line,
-            gtin: st.gtin,
+            gtin,
             serials,
             issued_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -291,12 +334,13 @@ impl Issuer {
                 ls.last_honest = Some(sealed.clone());
                 ls.block_serials.insert(block_id, block.serials.clone());
             }
-            Fault::WrongLine | Fault::Replay => {}
+            Fault::WrongLine | Fault::Replay | Fault::WrongProduct => {}
         }
         ls.blocks.push(IssuedBlock {
             block_id,
             fault,
             serials: count,
+            gtin,
         });
         tracing::debug!(line, block_id, ?fault, serials = count, "issued block");
         Ok(sealed)
@@ -394,7 +438,18 @@ impl Issuer {
                 }
             }
         };
-        match self.issue(line) {
+        let gtin = match request.gtin.as_deref().map(Gtin::parse) {
+            None => None,
+            Some(Ok(g)) => Some(g),
+            Some(Err(e)) => {
+                return BlockResponse {
+                    correlation_id: request.correlation_id,
+                    block: None,
+                    error: Some(format!("request gtin: {e}")),
+                }
+            }
+        };
+        match self.issue_for(line, gtin, request.serials_wanted) {
             Ok(sealed) => BlockResponse {
                 correlation_id: request.correlation_id,
                 block: Some(hex::encode(sealed.to_bytes())),
@@ -489,6 +544,9 @@ pub struct BlockRequest {
     pub correlation_id: String,
     #[serde(default)]
     pub serials_wanted: Option<u64>,
+    /// The product to seal the block for; the issuer's GTIN when absent.
+    #[serde(default)]
+    pub gtin: Option<String>,
 }
 
 /// `blocks/response` payload: `block` is the hex of `SealedBlock::to_bytes()`.

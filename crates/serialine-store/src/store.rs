@@ -6,7 +6,7 @@ use crate::ledger::{Applied, Ledger, Lookup, Op};
 use crate::outbox::OutboxEvent;
 use crate::pool::Pool;
 use crate::record::Counts;
-use serialine_core::{BlockId, SealedBlock, Serial, UnitState};
+use serialine_core::{BlockId, Gtin, SealedBlock, Serial, UnitState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -274,50 +274,128 @@ impl Store {
         })
     }
 
-    /// Reserves up to `n` serials for sending, decrypting the next stored
-    /// block when the window runs dry. Fewer than `n` means the buffer is empty.
+    /// Reserves up to `n` serials for sending, of any product, decrypting
+    /// the next stored block when the window runs dry. Fewer than `n` means
+    /// the buffer is empty. For tools and tests that run no job: a line
+    /// running a job reserves with [`Store::reserve_for`].
     pub fn reserve(&self, n: usize) -> Result<Vec<Serial>, StoreError> {
+        self.reserve_inner(n, None)
+    }
+
+    /// Reserves up to `n` serials from blocks sealed for `gtin` only: a
+    /// serial issued for one product is never printed on another. Blocks of
+    /// other products stay stored, for their own job. Fewer than `n` means
+    /// the buffer holds no more serials for `gtin`.
+    pub fn reserve_for(&self, n: usize, gtin: &Gtin) -> Result<Vec<Serial>, StoreError> {
+        self.reserve_inner(n, Some(gtin))
+    }
+
+    fn reserve_inner(&self, n: usize, gtin: Option<&Gtin>) -> Result<Vec<Serial>, StoreError> {
         let mut pool = self.pool();
         if self.fence_holding() {
             return Ok(Vec::new());
         }
-        while pool.window.len() < n {
-            if !self.load_next_block(&mut pool)? {
+        while pool.window_len(gtin) < n {
+            if !self.load_next_block(&mut pool, gtin)? {
                 break;
             }
         }
-        let taken = pool.take(n);
+        let taken = pool.take(n, gtin);
         self.fence_hand_out(&mut pool, taken)
     }
 
-    fn load_next_block(&self, pool: &mut Pool) -> Result<bool, StoreError> {
-        self.read(|reader| Self::load_next_block_from(reader, pool))
+    fn load_next_block(&self, pool: &mut Pool, gtin: Option<&Gtin>) -> Result<bool, StoreError> {
+        self.read(|reader| Self::load_next_block_from(reader, pool, gtin))
     }
 
-    fn load_next_block_from(reader: &Ledger, pool: &mut Pool) -> Result<bool, StoreError> {
-        let next = reader
-            .blocks_with_serials()?
-            .into_iter()
-            .find(|(id, _)| !pool.loaded.contains(id));
-        let Some((block_id, usage)) = next else {
-            return Ok(false);
-        };
-        let block = reader.open_block(block_id)?;
-        pool.loaded.insert(block_id);
-        // An untouched block (the usual case) needs no per-serial lookups:
-        // its cursor is written in the same transaction as every Sent.
-        let untouched = usage.used == 0;
-        for serial in block.serials {
-            if untouched || !reader.has_record(&serial)? {
-                pool.window.push_back((serial, block_id));
+    /// Loads the next block of `gtin` (of any product with `None`) into the
+    /// window. Blocks of another product are opened once to learn their
+    /// product, then left stored.
+    fn load_next_block_from(
+        reader: &Ledger,
+        pool: &mut Pool,
+        gtin: Option<&Gtin>,
+    ) -> Result<bool, StoreError> {
+        for (block_id, usage) in reader.blocks_with_serials()? {
+            if pool.loaded.contains(&block_id) {
+                continue;
             }
+            if let (Some(want), Some(known)) = (gtin, pool.gtins.get(&block_id)) {
+                if want != known {
+                    continue;
+                }
+            }
+            let block = reader.open_block(block_id)?;
+            pool.gtins.insert(block_id, block.gtin);
+            if gtin.is_some_and(|g| *g != block.gtin) {
+                continue;
+            }
+            pool.loaded.insert(block_id);
+            // An untouched block (the usual case) needs no per-serial lookups:
+            // its cursor is written in the same transaction as every Sent.
+            let untouched = usage.used == 0;
+            let window = pool.windows.entry(block.gtin).or_default();
+            for serial in block.serials {
+                if untouched || !reader.has_record(&serial)? {
+                    window.push_back((serial, block_id));
+                }
+            }
+            return Ok(true);
         }
-        Ok(true)
+        Ok(false)
+    }
+
+    /// Serials of blocks sealed for `gtin` that can still be handed to a
+    /// device: stored, never sent, not reserved. Blocks of other products do
+    /// not count: they cannot feed a job for `gtin`.
+    pub fn buffer_depth_for(&self, gtin: &Gtin) -> Result<u64, StoreError> {
+        let blocks = self.read(|reader| reader.blocks_with_serials())?;
+        // Blocks whose product this process has not seen yet are opened
+        // without holding the pool (once per block and process: after a
+        // restart, the first call opens every block that still has serials),
+        // so the line is not held up meanwhile.
+        let unknown: Vec<BlockId> = {
+            let pool = self.pool();
+            blocks
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| !pool.gtins.contains_key(id))
+                .collect()
+        };
+        for id in unknown {
+            let g = self.read(|reader| reader.open_block(id))?.gtin;
+            self.pool().gtins.insert(id, g);
+        }
+        let pool = self.pool();
+        let stored: u64 = blocks
+            .iter()
+            .filter(|(id, _)| pool.gtins.get(id) == Some(gtin))
+            .map(|(_, usage)| u64::from(usage.remaining()))
+            .sum();
+        Ok(stored.saturating_sub(pool.reserved_of(gtin)))
+    }
+
+    /// The product a stored block was sealed for, read from its
+    /// authenticated content.
+    pub fn block_gtin(&self, block_id: BlockId) -> Result<Gtin, StoreError> {
+        if let Some(g) = self.pool().gtins.get(&block_id) {
+            return Ok(*g);
+        }
+        let g = self.read(|reader| reader.open_block(block_id))?.gtin;
+        self.pool().gtins.insert(block_id, g);
+        Ok(g)
     }
 
     /// Returns reservations that were never sent.
     pub fn release(&self, serials: &[Serial]) {
         self.pool().release(serials);
+    }
+
+    /// Returns reservations the caller could not use (a code that does not
+    /// render) to the back of their product's window: they stay counted in
+    /// the buffer and are not the next ones handed out again.
+    pub fn release_to_back(&self, serials: &[Serial]) {
+        self.pool().release_to_back(serials);
     }
 
     /// Applies transitions as one group-committed request; each result says
@@ -326,20 +404,26 @@ impl Store {
     /// then may its bytes go to a device (invariant 1).
     pub async fn apply(&self, transitions: &[Transition]) -> Vec<Result<UnitState, StoreError>> {
         let (ops, slots) = self.prepare(transitions);
+        let taken = taken_reservations(&ops);
         let results = match self.send_request(ops) {
             Ok(rx) => rx.await.map_err(|_| StoreError::Closed),
             Err(e) => Err(e),
         };
-        self.finish(slots, results)
+        let results = self.finish(slots, results);
+        self.return_refused(transitions, &results, taken);
+        results
     }
 
     pub fn apply_blocking(&self, transitions: &[Transition]) -> Vec<Result<UnitState, StoreError>> {
         let (ops, slots) = self.prepare(transitions);
+        let taken = taken_reservations(&ops);
         let results = match self.send_request(ops) {
             Ok(rx) => rx.blocking_recv().map_err(|_| StoreError::Closed),
             Err(e) => Err(e),
         };
-        self.finish(slots, results)
+        let results = self.finish(slots, results);
+        self.return_refused(transitions, &results, taken);
+        results
     }
 
     /// One transition; see [`Store::apply`].
@@ -364,6 +448,39 @@ impl Store {
         self.apply_blocking(&t)
             .pop()
             .unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// A `Sent` the ledger refused (or whose outcome is unknown) took its
+    /// reservation out of the pool in [`Store::prepare`]. Where the ledger
+    /// shows the serial still never sent, it goes back to the front of its
+    /// window: otherwise it would be stranded, counted in the buffer but
+    /// never handed out. The ledger, not the error, decides: a serial it
+    /// recorded (or that cannot be read) is not returned.
+    fn return_refused(
+        &self,
+        transitions: &[Transition],
+        results: &[Result<UnitState, StoreError>],
+        mut taken: std::collections::HashMap<Serial, BlockId>,
+    ) {
+        // Pushed to the front one by one, so in reverse: the request's
+        // order is kept.
+        for (t, r) in transitions.iter().zip(results).rev() {
+            if t.to != UnitState::Sent || r.is_ok() {
+                continue;
+            }
+            let Some(block) = taken.remove(&t.serial) else {
+                continue;
+            };
+            match self.read(|reader| reader.lookup(&t.serial)) {
+                Ok(Lookup::Available { .. }) => {
+                    tracing::warn!(serial = %t.serial, "Sent refused: serial returned to the pool");
+                    self.pool().restore(t.serial.clone(), block);
+                }
+                other => {
+                    tracing::warn!(serial = %t.serial, lookup = ?other, "Sent refused and the serial is not provably unsent: not returned to the pool");
+                }
+            }
+        }
     }
 
     /// Checks reservations for `Sent` and splits the request into ops to
@@ -576,6 +693,20 @@ impl Store {
     }
 }
 
+/// The reservations a request's `Sent` ops took from the pool.
+fn taken_reservations(ops: &[Op]) -> std::collections::HashMap<Serial, BlockId> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::Transition {
+                serial,
+                to: UnitState::Sent,
+                block: Some(b),
+            } => Some((serial.clone(), *b)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn count_acks(results: Vec<OpResult>) -> Result<usize, StoreError> {
     let mut n = 0;
     for r in results {
@@ -591,3 +722,74 @@ fn count_acks(results: Vec<OpResult>) -> Result<usize, StoreError> {
 #[path = "store_fence.rs"]
 mod store_fence;
 pub use store_fence::{BlockPosition, FenceHello};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serialine_core::{Block, BlockKey};
+
+    /// A `Sent` refused by the ledger (here: a request whose outcome is
+    /// reported as not durable, as when the flush fails) must not strand the
+    /// reservation it took: the serial is back in the pool, handed out
+    /// again, and the buffer count stays true.
+    #[test]
+    fn a_refused_sent_returns_its_serial_to_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) =
+            Store::open(StoreOptions::new(dir.path().join("ledger"), "L", b"secret")).unwrap();
+        let gtin = Gtin::parse("09506000134352").unwrap();
+        let block = Block {
+            block_id: 1,
+            line_id: "L".into(),
+            gtin,
+            serials: ["S1", "S2", "S3"]
+                .iter()
+                .map(|s| Serial::new(*s).unwrap())
+                .collect(),
+            issued_at: 0,
+        };
+        let sealed = BlockKey::derive(b"secret").seal(&block, [1; 24]).unwrap();
+        store.add_block_blocking(&sealed).unwrap();
+        let reserved = store.reserve_for(2, &gtin).unwrap();
+        let ts: Vec<_> = reserved
+            .iter()
+            .map(|s| Transition::new(s.clone(), UnitState::Sent))
+            .collect();
+        let (ops, slots) = store.prepare(&ts);
+        let taken = taken_reservations(&ops);
+        assert_eq!(taken.len(), 2);
+        // The committer answers with a refusal: nothing was written.
+        let results = store.finish(
+            slots,
+            Err(StoreError::NotDurable {
+                path: dir.path().into(),
+                why: "flush failed".into(),
+            }),
+        );
+        assert!(results.iter().all(Result::is_err));
+        // Before the fix the two serials were neither reserved nor in the
+        // window: counted in the buffer, never handed out again.
+        store.return_refused(&ts, &results, taken);
+        assert_eq!(store.buffer_depth_for(&gtin).unwrap(), 3);
+        let again = store.reserve_for(3, &gtin).unwrap();
+        assert_eq!(again.len(), 3, "every serial can be reserved again");
+        assert_eq!(&again[..2], &reserved[..], "returned to the front");
+        let results = store.apply_blocking(&[Transition::new(again[0].clone(), UnitState::Sent)]);
+        assert!(results[0].is_ok());
+
+        // A serial the ledger did record is not returned, whatever the error.
+        let ts = vec![Transition::new(again[1].clone(), UnitState::Sent)];
+        let (ops, slots) = store.prepare(&ts);
+        let taken = taken_reservations(&ops);
+        let rx = store.send_request(ops).unwrap();
+        let applied = rx.blocking_recv().unwrap();
+        assert!(applied[0].is_ok());
+        let claimed_failure = vec![Err(StoreError::Closed)];
+        store.return_refused(&ts, &claimed_failure, taken);
+        let _ = slots;
+        assert_eq!(store.lookup(&again[1]).unwrap(), UnitState::Sent);
+        store.release(&again[2..]);
+        assert_eq!(store.buffer_depth_for(&gtin).unwrap(), 1);
+        assert_eq!(store.reserve_for(3, &gtin).unwrap(), vec![again[2].clone()]);
+    }
+}

@@ -150,7 +150,9 @@ impl Store {
                     _ => None,
                 })
                 .collect();
-            pool.window.retain(|(s, _)| !gone.contains(s));
+            for window in pool.windows.values_mut() {
+                window.retain(|(s, _)| !gone.contains(s));
+            }
             {
                 let mut f = fm.lock().unwrap_or_else(|p| p.into_inner());
                 for s in &gone {

@@ -140,6 +140,10 @@ pub struct UplinkConfig {
     /// With a key, `events/ack` must carry a valid `mac`; without, acks are
     /// taken unsigned (the caller decides whether that is allowed).
     pub ack_auth: Option<AckAuth>,
+    /// The product to prefetch for before any job says otherwise (the
+    /// line's default job); `None` asks for blocks of no product in
+    /// particular. See [`crate::UplinkHandle::set_product`].
+    pub product: Option<serialine_core::Gtin>,
 }
 
 impl std::fmt::Debug for UplinkConfig {
@@ -198,6 +202,7 @@ impl UplinkConfig {
             command_max_age: Duration::from_secs(30),
             command_max_skew: Duration::from_secs(5),
             ack_auth: None,
+            product: None,
         }
     }
 

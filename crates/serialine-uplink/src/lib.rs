@@ -84,6 +84,7 @@ pub fn start(
     let (status_tx, status_rx) = watch::channel(StatusSnapshot::default());
     let (metrics_tx, metrics_rx) = watch::channel(Metrics::default());
     let (rate_tx, rate_rx) = watch::channel(0.0f64);
+    let (product_tx, product_rx) = watch::channel(cfg.product);
     let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_QUEUE);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (blocks_tx, blocks_rx) = mpsc::unbounded_channel();
@@ -115,6 +116,7 @@ pub fn start(
                 client: client.clone(),
                 link: link_rx.clone(),
                 rate: rate_rx,
+                product: product_rx,
                 responses: blocks_rx,
                 alarms: alarm_tx.clone(),
             }
@@ -140,6 +142,7 @@ pub fn start(
                 status: status_rx,
                 metrics: metrics_rx,
                 alarms: alarm_rx,
+                product: product_tx.subscribe(),
             }
             .run(),
         ),
@@ -179,6 +182,7 @@ pub fn start(
             status: status_tx,
             metrics: metrics_tx,
             rate: rate_tx,
+            product: product_tx,
             alarms: alarm_tx,
             tasks: Mutex::new(tasks),
         }),
@@ -194,6 +198,8 @@ struct Inner {
     status: watch::Sender<StatusSnapshot>,
     metrics: watch::Sender<Metrics>,
     rate: watch::Sender<f64>,
+    /// The running (or last) job's product: prefetch keeps its buffer.
+    product: watch::Sender<Option<serialine_core::Gtin>>,
     alarms: mpsc::Sender<Alarm>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -256,6 +262,18 @@ impl UplinkHandle {
     pub fn publish_metrics(&self, metrics: Metrics) {
         self.set_rate(metrics.units_per_minute);
         self.inner.metrics.send_replace(metrics);
+    }
+
+    /// The product the line makes now (a job's GTIN, set when the job
+    /// starts): prefetch keeps the buffer of serials for this product between
+    /// the watermarks and asks upstream for blocks sealed for it. Blocks of
+    /// other products stay stored for their own jobs.
+    pub fn set_product(&self, gtin: Option<serialine_core::Gtin>) {
+        self.inner.product.send_if_modified(|p| {
+            let changed = *p != gtin;
+            *p = gtin;
+            changed
+        });
     }
 
     /// The measured production rate, for buffer minutes and prefetch.

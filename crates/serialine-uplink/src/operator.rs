@@ -35,6 +35,12 @@ pub mod kind {
     /// An `events/ack` refused: unsigned or badly signed while an ack key is
     /// configured, or naming events this line never sent.
     pub const ACK_REFUSED: &str = "ack-refused";
+    /// A block sealed for another product than the one requested: kept
+    /// for that product's jobs, never used for the running one.
+    pub const WRONG_PRODUCT_BLOCK: &str = "wrong-product-block";
+    /// A block with more serials than requested: stored, but the buffer
+    /// may exceed its high-water mark.
+    pub const OVERSIZED_BLOCK: &str = "oversized-block";
 }
 
 /// Where the line stands, as the operator sees it.
@@ -154,8 +160,21 @@ pub struct MetricsPayload {
     pub at_ms: u64,
 }
 
-pub(crate) fn buffer_depth(store: &Store, units_per_minute: f64) -> BufferDepth {
-    let serials = store.buffer_depth();
+/// The buffer of the product being made (of every product while none is
+/// set): only those serials can feed the running job, so only they are
+/// minutes of production.
+pub(crate) fn buffer_depth(
+    store: &Store,
+    units_per_minute: f64,
+    product: Option<&serialine_core::Gtin>,
+) -> BufferDepth {
+    let serials = match product {
+        Some(g) => store.buffer_depth_for(g).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the product's buffer depth");
+            0
+        }),
+        None => store.buffer_depth(),
+    };
     BufferDepth {
         serials,
         minutes: (units_per_minute > 0.0).then(|| serials as f64 / units_per_minute),
@@ -170,6 +189,8 @@ pub(crate) struct Operator {
     pub status: watch::Receiver<StatusSnapshot>,
     pub metrics: watch::Receiver<Metrics>,
     pub alarms: mpsc::Receiver<Alarm>,
+    /// The product being made: `buffer` counts its serials.
+    pub product: watch::Receiver<Option<serialine_core::Gtin>>,
 }
 
 impl Operator {
@@ -228,7 +249,7 @@ impl Operator {
                     state: snap.state,
                     job: snap.job,
                     counts: self.store.counts(),
-                    buffer: buffer_depth(&self.store, rate),
+                    buffer: buffer_depth(&self.store, rate, self.product.borrow().as_ref()),
                     outbox_depth: self.store.outbox_depth(),
                     devices: snap.devices,
                     at_ms: now_ms(),
@@ -247,7 +268,7 @@ impl Operator {
                 let metrics = *self.metrics.borrow();
                 let body = serde_json::to_vec(&MetricsPayload {
                     metrics,
-                    buffer: buffer_depth(&self.store, rate),
+                    buffer: buffer_depth(&self.store, rate, self.product.borrow().as_ref()),
                     outbox_depth: self.store.outbox_depth(),
                     at_ms: now_ms(),
                 })

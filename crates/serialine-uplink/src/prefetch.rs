@@ -9,7 +9,7 @@ use crate::conn::{publish, Link};
 use crate::operator::{kind, Alarm};
 use crate::wire::{BlockAck, BlockRequest, BlockResponse};
 use rumqttc::{AsyncClient, Publish, QoS};
-use serialine_core::{BlockError, SealedBlock};
+use serialine_core::{BlockError, Gtin, SealedBlock};
 use serialine_store::{Store, StoreError};
 use std::collections::VecDeque;
 use tokio::sync::{mpsc, watch};
@@ -48,6 +48,8 @@ pub(crate) struct Prefetch {
     pub client: AsyncClient,
     pub link: watch::Receiver<Link>,
     pub rate: watch::Receiver<f64>,
+    /// The product blocks are requested for (see `UplinkHandle::set_product`).
+    pub product: watch::Receiver<Option<Gtin>>,
     pub responses: mpsc::UnboundedReceiver<Publish>,
     pub alarms: mpsc::Sender<Alarm>,
 }
@@ -55,6 +57,10 @@ pub(crate) struct Prefetch {
 struct Outstanding {
     correlation_id: String,
     sent: Instant,
+    /// What was asked for: counted against the high-water mark until
+    /// answered, and checked against the block that answers it.
+    serials_wanted: u64,
+    gtin: Option<Gtin>,
 }
 
 impl Prefetch {
@@ -69,7 +75,7 @@ impl Prefetch {
         let mut tick = tokio::time::interval(p.check_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut outstanding: Option<Outstanding> = None;
-        let mut recent: VecDeque<String> = VecDeque::new();
+        let mut recent: VecDeque<Outstanding> = VecDeque::new();
         let mut filling = false;
         let mut not_before = Instant::now();
         let mut counter = 0u64;
@@ -81,11 +87,16 @@ impl Prefetch {
                     // A request sent on a lost connection may never be
                     // answered; keep its id (a late answer is fine) and ask again.
                     if let Some(o) = outstanding.take() {
-                        remember(&mut recent, o.correlation_id);
+                        remember(&mut recent, o);
                     }
                 }
                 r = self.rate.changed() => {
                     if r.is_err() { return; }
+                }
+                r = self.product.changed() => {
+                    if r.is_err() { return; }
+                    // Another product's buffer: its own marks decide.
+                    filling = false;
                 }
                 msg = self.responses.recv() => {
                     let Some(msg) = msg else { return; };
@@ -109,15 +120,37 @@ impl Prefetch {
                 }
                 tracing::warn!(correlation_id = %o.correlation_id, timeout = ?p.request_timeout, "block request not answered; asking again");
                 if let Some(o) = outstanding.take() {
-                    remember(&mut recent, o.correlation_id);
+                    remember(&mut recent, o);
                 }
             }
-            let depth = self.store.buffer_depth();
+            // The buffer that matters is the product's being made: serials
+            // of another product cannot feed its job.
+            let product = *self.product.borrow();
+            let depth = match &product {
+                Some(g) => match self.store.buffer_depth_for(g) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the buffer depth; no block requested");
+                        continue;
+                    }
+                },
+                None => self.store.buffer_depth(),
+            };
+            // Serials asked for and not yet answered count as buffered, so
+            // requests never add up past the high-water mark. (A request
+            // abandoned after `request_timeout` no longer counts: it is
+            // presumed lost and asked again; should it still be answered,
+            // that block is stored too.)
+            let pending = outstanding
+                .as_ref()
+                .filter(|o| o.gtin == product)
+                .map_or(0, |o| o.serials_wanted);
             let (low, high) = watermarks(&p, *self.rate.borrow());
-            if depth < low {
+            let counted = depth + pending;
+            if counted < low {
                 filling = true;
             }
-            if depth >= high {
+            if counted >= high {
                 filling = false;
             }
             if !filling || Instant::now() < not_before {
@@ -125,9 +158,13 @@ impl Prefetch {
             }
             counter += 1;
             let correlation_id = format!("{}-{run_id}-{counter}", self.cfg.client_id);
+            // Exactly the room left under high water: an issuer that honours
+            // it never makes the buffer exceed the mark.
+            let serials_wanted = high - counted;
             let body = serde_json::to_vec(&BlockRequest {
                 correlation_id: correlation_id.clone(),
-                serials_wanted: high - depth,
+                serials_wanted,
+                gtin: product.map(|g| g.as_string()),
             })
             .unwrap_or_default();
             tracing::debug!(depth, low, high, %correlation_id, "buffer below target; requesting a block");
@@ -143,6 +180,8 @@ impl Prefetch {
                 outstanding = Some(Outstanding {
                     correlation_id,
                     sent: Instant::now(),
+                    serials_wanted,
+                    gtin: product,
                 });
             }
         }
@@ -154,7 +193,7 @@ impl Prefetch {
         &mut self,
         payload: &[u8],
         outstanding: &mut Option<Outstanding>,
-        recent: &mut VecDeque<String>,
+        recent: &mut VecDeque<Outstanding>,
     ) -> Option<Duration> {
         let resp: BlockResponse = match serde_json::from_slice(payload) {
             Ok(r) => r,
@@ -169,11 +208,17 @@ impl Prefetch {
         let ours = outstanding
             .as_ref()
             .is_some_and(|o| o.correlation_id == resp.correlation_id);
-        if ours {
-            *outstanding = None;
-        } else if let Some(i) = recent.iter().position(|c| *c == resp.correlation_id) {
-            recent.remove(i);
+        let request = if ours {
+            outstanding.take()
+        } else if let Some(i) = recent
+            .iter()
+            .position(|o| o.correlation_id == resp.correlation_id)
+        {
+            recent.remove(i)
         } else {
+            None
+        };
+        let Some(request) = request else {
             self.alarm(Alarm::new(
                 kind::UNSOLICITED_BLOCK,
                 format!(
@@ -182,7 +227,7 @@ impl Prefetch {
                 ),
             ));
             return None;
-        }
+        };
         let hex = match (resp.block, resp.error) {
             (Some(b), None) => b,
             (_, Some(err)) => {
@@ -227,6 +272,7 @@ impl Prefetch {
                     serials,
                     "block stored durably; acknowledging upstream"
                 );
+                self.check_block_fits(&request, block_id, serials);
                 let body = serde_json::to_vec(&BlockAck {
                     block_id,
                     correlation_id: resp.correlation_id,
@@ -261,11 +307,44 @@ impl Prefetch {
     }
 }
 
-fn remember(recent: &mut VecDeque<String>, id: String) {
+impl Prefetch {
+    /// A stored block that is not what was asked for: it is kept (its
+    /// serials are issued to this line and acknowledged), but the operator
+    /// must know. One for another product never feeds the running job: the
+    /// store reserves by the GTIN sealed in the block.
+    fn check_block_fits(&self, request: &Outstanding, block_id: u64, serials: u32) {
+        if let Some(wanted) = request.gtin {
+            match self.store.block_gtin(block_id) {
+                Ok(g) if g == wanted => {}
+                Ok(g) => self.alarm(Alarm::new(
+                    kind::WRONG_PRODUCT_BLOCK,
+                    format!(
+                        "block {block_id} is sealed for GTIN {}, request {} asked for {}: kept for that product's jobs, not used for this one",
+                        g.as_string(),
+                        request.correlation_id,
+                        wanted.as_string()
+                    ),
+                )),
+                Err(e) => tracing::error!(block_id, error = %e, "cannot read the product of a stored block"),
+            }
+        }
+        if u64::from(serials) > request.serials_wanted {
+            self.alarm(Alarm::new(
+                kind::OVERSIZED_BLOCK,
+                format!(
+                    "block {block_id} holds {serials} serials, request {} asked for at most {}: the buffer may exceed its high-water mark",
+                    request.correlation_id, request.serials_wanted
+                ),
+            ));
+        }
+    }
+}
+
+fn remember(recent: &mut VecDeque<Outstanding>, o: Outstanding) {
     if recent.len() >= RECENT_REQUESTS {
         recent.pop_front();
     }
-    recent.push_back(id);
+    recent.push_back(o);
 }
 
 #[cfg(test)]

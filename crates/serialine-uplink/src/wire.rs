@@ -11,6 +11,10 @@ pub struct BlockRequest {
     /// How many serials would bring the buffer to the high-water mark; a
     /// hint, the issuer decides the block size.
     pub serials_wanted: u64,
+    /// The product (GTIN, 14 digits) the block must be sealed for: the
+    /// running job's. Absent when the line has no product yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtin: Option<String>,
 }
 
 /// `blocks/response`: `block` is the lower-case hex of `SealedBlock::to_bytes()`.

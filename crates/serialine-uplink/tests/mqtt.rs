@@ -1114,3 +1114,156 @@ async fn closed(fence: &std::path::Path) {
     })
     .await;
 }
+
+/// Issue 13, section 5: requests are sent only while buffered + requested
+/// and unanswered < high water, each asking for exactly the room left, so
+/// with an issuer that honours `serials_wanted` the buffer never exceeds the
+/// high-water mark (it used to reach 12,000 with a limit of 10,000 and
+/// blocks of 4,000). Section 3: requests carry the running job's GTIN, and a
+/// changeover keeps the other product's blocks for its own job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_stays_under_high_water_and_fetches_for_the_jobs_product() {
+    use serialine_core::Gtin;
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (issuer, _it) = issuer(&host, port, &site, &line, 4_000).await;
+    // The issuer's own GTIN is A; the job makes B.
+    let gtin_a = Gtin::parse(serialine_sim::issuer::DEFAULT_GTIN).unwrap();
+    let gtin_b = Gtin::parse("04006381333931").unwrap();
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.prefetch.low_water_serials = 5_000;
+    cfg.prefetch.high_water_serials = 10_000;
+    cfg.product = Some(gtin_b);
+    let (uplink, _cmds) = start(cfg, store.clone()).unwrap();
+
+    let high = 10_000;
+    eventually(WAIT, "B's buffer at high water", || {
+        store.buffer_depth_for(&gtin_b).unwrap() >= high
+    })
+    .await;
+    // The counters are published after each flush, a moment after the
+    // block is readable: wait for them too.
+    eventually(WAIT, "block acks", || {
+        let c = store.counts();
+        c.issued >= high && issuer.acked(&line).len() as u64 == c.blocks
+    })
+    .await;
+    // Everything asked for is stored and acknowledged: nothing more may come.
+    let requests = issuer.requests(&line);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        issuer.requests(&line),
+        requests,
+        "no request past high water"
+    );
+    assert_eq!(store.counts().issued, high, "{:?}", issuer.blocks(&line));
+    let sizes: Vec<u32> = issuer.blocks(&line).iter().map(|b| b.serials).collect();
+    assert_eq!(sizes, vec![4_000, 4_000, 2_000]);
+    assert!(issuer.blocks(&line).iter().all(|b| b.gtin == gtin_b));
+
+    // Below low water again: refilled to exactly high water, never above.
+    let made = produce(&store, 6_000).await;
+    assert_eq!(made.len(), 6_000);
+    eventually(WAIT, "refill", || {
+        store.buffer_depth_for(&gtin_b).unwrap() >= high
+    })
+    .await;
+    eventually(WAIT, "block acks", || {
+        let c = store.counts();
+        c.issued >= high + 6_000 && issuer.acked(&line).len() as u64 == c.blocks
+    })
+    .await;
+    assert_eq!(store.buffer_depth_for(&gtin_b).unwrap(), high);
+    assert_eq!(store.counts().issued, high + 6_000);
+
+    // Changeover to A: A's buffer fills to its own high water, B's blocks
+    // stay stored for B's next job, and no serial of B can feed A.
+    uplink.set_product(Some(gtin_a));
+    eventually(WAIT, "A's buffer at high water", || {
+        store.buffer_depth_for(&gtin_a).unwrap() >= high
+    })
+    .await;
+    eventually(WAIT, "block acks", || {
+        let c = store.counts();
+        c.issued >= 2 * high + 6_000 && issuer.acked(&line).len() as u64 == c.blocks
+    })
+    .await;
+    assert_eq!(store.counts().issued, 2 * high + 6_000);
+    assert_eq!(store.buffer_depth_for(&gtin_a).unwrap(), high);
+    assert_eq!(store.buffer_depth_for(&gtin_b).unwrap(), high);
+    let a = store.reserve_for(20_000, &gtin_a).unwrap();
+    assert_eq!(a.len() as u64, high);
+    let issued_b: std::collections::HashSet<_> = issuer
+        .blocks(&line)
+        .iter()
+        .filter(|b| b.gtin == gtin_b)
+        .map(|b| b.block_id)
+        .collect();
+    for s in &a {
+        match store.record(s).unwrap() {
+            serialine_store::Lookup::Available { block_id } => {
+                assert!(!issued_b.contains(&block_id), "{s} is B's")
+            }
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+    store.release(&a);
+    uplink.abort();
+}
+
+/// Issue 13, section 3: a block sealed for another product than requested
+/// is kept (stored and acknowledged: its serials are issued to this line)
+/// with a `wrong-product-block` alarm, never counted in or used for the
+/// requested product's buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_for_another_product_is_kept_alarmed_and_never_used_for_this_one() {
+    use serialine_core::Gtin;
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (issuer, _it) = issuer(&host, port, &site, &line, 100).await;
+    issuer.push_fault(&line, Fault::WrongProduct);
+    let gtin_b = Gtin::parse("04006381333931").unwrap();
+    let other = Gtin::parse(serialine_sim::issuer::WRONG_PRODUCT_GTIN).unwrap();
+    let mut alarms = Watcher::start(&host, port, &format!("serialine/{site}/{line}/alarms")).await;
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.prefetch.low_water_serials = 250;
+    cfg.prefetch.high_water_serials = 300;
+    cfg.product = Some(gtin_b);
+    let (uplink, _cmds) = start(cfg, store.clone()).unwrap();
+
+    let alarm = alarms
+        .next_where("wrong-product-block alarm", |m| {
+            m.json["kind"] == kind::WRONG_PRODUCT_BLOCK
+        })
+        .await;
+    let message = alarm.json["message"].as_str().unwrap_or_default();
+    assert!(message.contains("00012345600012"), "{message}");
+    eventually(WAIT, "B's buffer at high water", || {
+        store.buffer_depth_for(&gtin_b).unwrap() >= 300
+    })
+    .await;
+    eventually(WAIT, "every block stored and acknowledged", || {
+        let c = store.counts();
+        c.issued >= 400 && issuer.acked(&line).len() as u64 == c.blocks
+    })
+    .await;
+    assert_eq!(store.counts().blocks, 4, "{:?}", issuer.blocks(&line));
+    assert_eq!(store.buffer_depth_for(&other).unwrap(), 100);
+    assert_eq!(store.buffer_depth_for(&gtin_b).unwrap(), 300);
+    let wrong_block = issuer.blocks(&line)[0].block_id;
+    assert_eq!(issuer.blocks(&line)[0].gtin, other);
+    let b = store.reserve_for(1_000, &gtin_b).unwrap();
+    assert_eq!(b.len(), 300);
+    for s in &b {
+        match store.record(s).unwrap() {
+            serialine_store::Lookup::Available { block_id } => assert_ne!(block_id, wrong_block),
+            o => panic!("{s}: {o:?}"),
+        }
+    }
+    store.release(&b);
+    uplink.abort();
+}

@@ -394,6 +394,12 @@ fn uplink_config(config: &Config, line: &LineConfig, password: Option<String>) -
     up.command_timeout = STOP_BOUND + Duration::from_secs(15);
     up.command_max_age = Duration::from_secs(m.command_max_age_secs.into());
     up.command_max_skew = Duration::from_secs(m.command_max_skew_secs.into());
+    // Prefetch for the default job's product from the first request on.
+    up.product = line
+        .job
+        .as_ref()
+        .and_then(|j| j.to_job().ok())
+        .map(|j| j.gtin);
     up
 }
 
@@ -490,6 +496,9 @@ fn watch_camera(camera: CameraHandle) -> (CameraHandle, oneshot::Receiver<()>) {
 impl Line {
     async fn start_job(&mut self, job: Job) -> anyhow::Result<ActiveJob> {
         let (printer, camera, names) = spawn_devices(&self.id, &self.devices).await?;
+        // Blocks are now requested for this job's product (and kept for it
+        // after the job, until another product's job starts).
+        self.uplink.set_product(Some(job.gtin));
         let (camera, ended) = watch_camera(camera);
         let p = &self.cfg.pipeline;
         let read_deadline_ms = self.cfg.camera.deadline_ms.unwrap_or(p.read_deadline_ms);
@@ -509,7 +518,7 @@ impl Line {
             expiry = %job.expiry,
             quantity = job.quantity,
             devices = %names.join(", "),
-            buffered = self.store.buffer_depth(),
+            buffered = self.store.buffer_depth_for(&job.gtin).unwrap_or(0),
             "job started"
         );
         let running = runtime::start_line(

@@ -24,6 +24,9 @@ pub(crate) async fn run(
     let mut sent: u64 = 0;
     let mut next_unit = 1;
     let mut starving_since: Option<Instant> = None;
+    // Serials whose code this job's template cannot render: never sent by
+    // this job, alarmed once.
+    let mut unrenderable = std::collections::HashSet::new();
     while sent < job.quantity && !*stop.borrow() {
         if !*ready.borrow() {
             // A device is faulted: nothing goes out until it is back.
@@ -50,16 +53,57 @@ pub(crate) async fn run(
             }
         }
         let reserved_at = Instant::now();
+        // Only serials issued for this job's product: a block sealed for
+        // another GTIN stays stored for its own job.
+        // Asking for as many more as there are serials known unrenderable
+        // means those (returned to the window) never hide usable ones.
+        let extra = unrenderable.len().min(MAX_SEND_BATCH);
         let serials = shared
             .store
-            .reserve(want)
+            .reserve_for(want + extra, &job.gtin)
             .map_err(|e| shared.store_err(e))?;
-        shared.slots.add_permits(want - serials.len());
-        if serials.is_empty() {
+        // Render before anything is durable: a code that cannot be rendered
+        // is never sent. Its serial goes back to the pool (at the back, so it
+        // is not handed out again at once) and stays counted in the buffer;
+        // it is alarmed once per job.
+        let mut batch = Vec::with_capacity(serials.len());
+        let mut unusable = Vec::new();
+        for serial in serials {
+            if unrenderable.contains(&serial) {
+                unusable.push(serial);
+                continue;
+            }
+            match code::render(&job.template, &CodeData::for_job(job, serial.clone())) {
+                Ok(text) => batch.push((serial, text)),
+                Err(e) => {
+                    shared.alarm(
+                        AlarmKind::RenderError,
+                        format!("cannot render serial {serial} with the job's template: {e}"),
+                        Some(serial.clone()),
+                    );
+                    unrenderable.insert(serial.clone());
+                    unusable.push(serial);
+                }
+            }
+        }
+        if !unusable.is_empty() {
+            shared.store.release_to_back(&unusable);
+        }
+        if batch.len() > want {
+            let excess: Vec<_> = batch.drain(want..).map(|(s, _)| s).collect();
+            shared.store.release(&excess);
+        }
+        shared.slots.add_permits(want - batch.len());
+        // Nothing usable (an empty buffer, or only serials this job cannot
+        // render): wait for blocks as when the buffer is empty.
+        if batch.is_empty() {
             let since = *starving_since.get_or_insert_with(|| {
                 shared.alarm(
                     AlarmKind::BufferEmpty,
-                    "serial buffer empty: the line waits for blocks from upstream",
+                    format!(
+                        "serial buffer empty: no serials for GTIN {} (the job's product); the line waits for blocks from upstream",
+                        job.gtin.as_string()
+                    ),
                     None,
                 );
                 Instant::now()
@@ -84,22 +128,6 @@ pub(crate) async fn run(
         }
         starving_since = None;
 
-        // Render before anything is durable: a code that cannot be rendered
-        // is never sent, and its serial stays available in the ledger.
-        let mut batch = Vec::with_capacity(serials.len());
-        for serial in serials {
-            match code::render(&job.template, &CodeData::for_job(job, serial.clone())) {
-                Ok(text) => batch.push((serial, text)),
-                Err(e) => {
-                    shared.alarm(
-                        AlarmKind::RenderError,
-                        format!("cannot render serial {serial} with the job's template: {e}"),
-                        Some(serial),
-                    );
-                    shared.slots.add_permits(1);
-                }
-            }
-        }
         let ts: Vec<Transition> = batch
             .iter()
             .map(|(s, _)| Transition::new(s.clone(), UnitState::Sent))
