@@ -584,11 +584,8 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         // Serials voided by the fence are not units (issue 13 §2).
         let fenced = line.fenced.len() as u64;
         let up = (line.unique() as u64).saturating_sub(fenced);
-        up.max(
-            monitor
-                .status()
-                .map_or(0, |st| st.decided.saturating_sub(fenced)),
-        )
+        // The status counts fenced serials apart already.
+        up.max(monitor.status().map_or(0, |st| st.decided))
     };
     // Issue 13 §2: steps on the daemon's durable state, and the ledgers
     // they set aside (the checker reads them too).
@@ -723,7 +720,11 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                             && (!changeover_sent || daemon.text.matches("job ended").count() >= 2);
                     }
                     let synced = fresh.is_some_and(|st| {
-                        st.decided == upstream.line(LINE).unique() as u64
+                        // Both without the fence's voids (not units).
+                        st.decided == {
+                            let line = upstream.line(LINE);
+                            line.unique().saturating_sub(line.fenced.len()) as u64
+                        }
                             // After a restore or wipe upstream also holds the
                             // lost history's outcomes: an empty outbox is the
                             // line's "everything reported".

@@ -327,6 +327,9 @@ impl Ledger {
             if r.reported {
                 c.reported += 1;
             }
+            if r.fenced {
+                c.fenced += 1;
+            }
         }
         Ok(c)
     }
@@ -721,6 +724,7 @@ impl Tx<'_> {
         self.outbox.insert(self.next_seq.to_be_bytes(), bytes);
         self.next_seq += 1;
         self.counts.shift(UnitState::Reserved, to);
+        self.counts.fenced += 1;
         Ok(Ok(Applied::Moved {
             from: UnitState::Reserved,
             to,

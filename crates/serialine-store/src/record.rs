@@ -99,6 +99,11 @@ pub struct Counts {
     /// Rejected or Voided outcomes acknowledged upstream.
     pub reported: u64,
     pub blocks: u64,
+    /// Of `voided`, serials voided by the fence (never known to have reached
+    /// a device; not units of any job). Last, so a ledger whose stored
+    /// counters predate it fails to decode them and recounts.
+    #[serde(default)]
+    pub fenced: u64,
 }
 
 impl Counts {
