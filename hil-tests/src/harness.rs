@@ -720,11 +720,10 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                             && (!changeover_sent || daemon.text.matches("job ended").count() >= 2);
                     }
                     let synced = fresh.is_some_and(|st| {
-                        // Both without the fence's voids (not units).
-                        st.decided == {
-                            let line = upstream.line(LINE);
-                            line.unique().saturating_sub(line.fenced.len()) as u64
-                        }
+                        // Every outcome, the fence's voids included (the
+                        // status' `decided` leaves them out: not units).
+                        st.decided + st.json["counts"]["fenced"].as_u64().unwrap_or(0)
+                            == upstream.line(LINE).unique() as u64
                             // After a restore or wipe upstream also holds the
                             // lost history's outcomes: an empty outbox is the
                             // line's "everything reported".
