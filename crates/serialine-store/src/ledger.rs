@@ -709,20 +709,9 @@ impl Tx<'_> {
             at_ms: self.now_ms,
         };
         self.serials.insert(key, record.encode());
-        let event = OutboxEvent {
-            seq: self.next_seq,
-            id: event_id(self.line, serial, to),
-            serial: serial.clone(),
-            state: to,
-            at_ms: self.now_ms,
-        };
-        let Ok(bytes) = postcard::to_stdvec(&event) else {
-            return Ok(Err(
-                self.corrupt(format!("outbox event of {serial} does not encode"))
-            ));
-        };
-        self.outbox.insert(self.next_seq.to_be_bytes(), bytes);
-        self.next_seq += 1;
+        if let Err(e) = self.enqueue_event(serial, to) {
+            return Ok(Err(e));
+        }
         self.counts.shift(UnitState::Reserved, to);
         self.counts.fenced += 1;
         Ok(Ok(Applied::Moved {
@@ -842,23 +831,30 @@ impl Tx<'_> {
             _ => {}
         }
         if to.is_reportable() {
-            let event = OutboxEvent {
-                seq: self.next_seq,
-                id: event_id(self.line, serial, to),
-                serial: serial.clone(),
-                state: to,
-                at_ms: self.now_ms,
-            };
-            let Ok(bytes) = postcard::to_stdvec(&event) else {
-                return Ok(Err(
-                    self.corrupt(format!("outbox event of {serial} does not encode"))
-                ));
-            };
-            self.outbox.insert(self.next_seq.to_be_bytes(), bytes);
-            self.next_seq += 1;
+            if let Err(e) = self.enqueue_event(serial, to) {
+                return Ok(Err(e));
+            }
         }
         self.counts.shift(from, to);
         Ok(Ok(Applied::Moved { from, to }))
+    }
+
+    /// Puts the outcome `to` of `serial` in the outbox, in this transaction,
+    /// under the next sequence number and its redelivery-stable id.
+    fn enqueue_event(&mut self, serial: &Serial, to: UnitState) -> Result<(), StoreError> {
+        let event = OutboxEvent {
+            seq: self.next_seq,
+            id: event_id(self.line, serial, to),
+            serial: serial.clone(),
+            state: to,
+            at_ms: self.now_ms,
+        };
+        let Ok(bytes) = postcard::to_stdvec(&event) else {
+            return Err(self.corrupt(format!("outbox event of {serial} does not encode")));
+        };
+        self.outbox.insert(self.next_seq.to_be_bytes(), bytes);
+        self.next_seq += 1;
+        Ok(())
     }
 
     fn ack(&mut self, seq: u64) -> TxResult<Result<Applied, StoreError>> {
