@@ -6,10 +6,12 @@
 //! - mode 0..=1: wire bytes through a decoder built from a compiled profile
 //!   (CIJ-style `P{id:04}|{code}` / `D{id:04}` or TIJ-style `MSG{id:05};…`),
 //!   checksum from byte 0, plus encode -> decode round trip of payloads cut
-//!   from the input;
+//!   from the input; every payload the message template matches renders
+//!   back to itself, and a rendered message matches back to its id and code;
 //! - mode 2: arbitrary template text (up to the first NUL) and a payload
-//!   (after it) through `Template::parse` + `matches`, and a render -> matches
-//!   round trip where the template is unambiguous.
+//!   (after it) through `Template::parse` + `matches` (a match renders back
+//!   to the payload), and a render -> matches round trip where the template
+//!   is unambiguous.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -83,7 +85,20 @@ fn frames(sel: u8, wire: &[u8]) {
             if let Some(m) = compiled.complete.matches(payload) {
                 assert!(m.code.is_none(), "complete template has no {{code}}");
             }
-            let _ = compiled.message.matches(payload);
+            // A frame the message template accepts is exactly what
+            // rendering its id and code gives back (both fixed profiles have
+            // a fixed-width id and {code} last, so nothing is ambiguous).
+            if let Some(m) = compiled.message.matches(payload) {
+                let id = m.id.expect("the message template has an id");
+                let code = m.code.expect("the message template has a {code}");
+                if let Ok(code) = std::str::from_utf8(code) {
+                    assert_eq!(
+                        compiled.message.render(id, code).as_bytes(),
+                        payload.as_slice(),
+                        "matches -> render round trip"
+                    );
+                }
+            }
         }
         let _ = item.as_ref().map_err(ToString::to_string);
     }
@@ -107,6 +122,21 @@ fn frames(sel: u8, wire: &[u8]) {
 
     // Round trip: payloads cut from the input (at 0xFF) are framed and decoded back.
     round_trip(&framing, wire);
+
+    // render -> matches: any code, any id, read back as sent (the id modulo
+    // its width).
+    let id = wire
+        .iter()
+        .take(8)
+        .fold(0u64, |a, &b| (a << 8) | u64::from(b));
+    let code = String::from_utf8_lossy(wire);
+    let rendered = compiled.message.render(id, &code);
+    let m = compiled
+        .message
+        .matches(rendered.as_bytes())
+        .expect("a rendered message matches its template");
+    assert_eq!(m.id, Some(compiled.message.wire_id(id)));
+    assert_eq!(m.code, Some(code.as_bytes()));
 }
 
 fn round_trip(framing: &Framing, input: &[u8]) {
@@ -142,7 +172,24 @@ fn templates(sel: u8, data: &[u8]) {
         return;
     };
     assert_eq!(t.source(), src);
-    let _ = t.matches(payload);
+    // What matches accepts, rendering gives back byte for byte, where the id
+    // (if any) has a fixed width: a free-width id may be read from leading
+    // zeros that rendering does not write.
+    if let Some(m) = t.matches(payload) {
+        assert_eq!(m.id.is_some(), t.has_id());
+        assert_eq!(m.code.is_some(), t.has_code());
+        if let Some(w) = t.id_width() {
+            assert!(m.id.is_some_and(|id| id < 10u64.saturating_pow(w as u32) || w >= 19));
+        }
+        let code = std::str::from_utf8(m.code.unwrap_or_default());
+        if let (Ok(code), false) = (code, t.has_id() && t.id_width().is_none()) {
+            assert_eq!(
+                t.render(m.id.unwrap_or(0), code).as_bytes(),
+                payload,
+                "matches -> render round trip"
+            );
+        }
+    }
     if let Some(w) = t.id_width() {
         assert!((1..=19).contains(&w));
     }

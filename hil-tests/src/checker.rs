@@ -196,9 +196,43 @@ fn printer_codes(c: &mut Checker<'_>) -> Vec<String> {
             return Vec::new();
         }
     };
+    let received = rec.bytes(Direction::Rx);
+    // Issue 20: the printer side read independently, from the profile's
+    // specification (`printer_wire`): the daemon sends nothing but
+    // well-formed message frames, so any other byte is a violation. (The
+    // printer's own noise is on the other side, `Direction::Tx`.)
+    let spec = match crate::printer_wire::WireSpec::from_profile(profile) {
+        Ok(s) => s,
+        Err(e) => {
+            c.violate(Rule::Harness, None, format!("printer profile: {e}"));
+            return Vec::new();
+        }
+    };
+    let wire = crate::printer_wire::read(&spec, &received);
+    for fault in wire.faults.iter().take(20) {
+        c.violate(
+            Rule::Invariant(1),
+            None,
+            format!("the printer received a frame the profile does not allow: {fault}"),
+        );
+    }
+    if wire.faults.len() > 20 {
+        c.violate(
+            Rule::Invariant(1),
+            None,
+            format!(
+                "{} malformed stretches in all on the printer's side",
+                wire.faults.len()
+            ),
+        );
+    }
+    let codes: Vec<String> = wire.frames.into_iter().map(|f| f.code).collect();
+    // The printer simulator reads with the daemon's own decoder: if it saw
+    // other codes than the specification gives, what it printed (and the
+    // camera read) is not what the daemon sent.
     let mut dec = FrameDecoder::new(compiled.framing);
-    let mut codes = Vec::new();
-    for b in rec.bytes(Direction::Rx) {
+    let mut shared = Vec::new();
+    for b in received {
         if let Some(Ok(Token::Frame(payload))) = dec.feed(b) {
             if let Some(code) = compiled
                 .message
@@ -206,9 +240,28 @@ fn printer_codes(c: &mut Checker<'_>) -> Vec<String> {
                 .and_then(|m| m.code)
                 .map(|c| String::from_utf8_lossy(c).into_owned())
             {
-                codes.push(code);
+                shared.push(code);
             }
         }
+    }
+    if shared != codes {
+        let at = shared
+            .iter()
+            .zip(&codes)
+            .position(|(a, b)| a != b)
+            .unwrap_or(shared.len().min(codes.len()));
+        c.violate(
+            Rule::Invariant(1),
+            None,
+            format!(
+                "the daemon's frame decoder reads {} code(s) from the printer's side, the \
+                 specification {}; first difference at code {at}: {:?} vs {:?}",
+                shared.len(),
+                codes.len(),
+                shared.get(at),
+                codes.get(at)
+            ),
+        );
     }
     codes
 }

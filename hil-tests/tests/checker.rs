@@ -371,3 +371,135 @@ async fn a_lost_history_is_accepted_only_with_its_ledger_and_a_fenced_void() {
         "{text:#?}"
     );
 }
+
+/// Issue 20: the printer's side is read with the checker's own decoder,
+/// written from the profile's specification (`hil_tests::printer_wire`). A
+/// clean hand-made run (the printer's own noise on its TX side included)
+/// passes with no violation; the same run with one malformed frame or a
+/// stray byte from the host is a violation of invariant 1.
+#[tokio::test]
+async fn the_printer_side_is_decoded_from_the_profile_and_a_malformed_frame_is_a_violation() {
+    use hil_tests::printer_wire::{self, WireSpec};
+    for profile_file in ["printer-cij-stx.toml", "printer-tij-crc.toml"] {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = Issuer::new(b"checker wire test", 10);
+        issuer.add_line(LINE, SECRET);
+        let (store, _) =
+            Store::open(StoreOptions::new(dir.path().join("ledger"), LINE, SECRET)).unwrap();
+        store.add_block(&issuer.issue(LINE).unwrap()).await.unwrap();
+        let s = store.reserve(2).unwrap();
+        for serial in &s {
+            for to in [UnitState::Sent, UnitState::Committed] {
+                store.transition(serial, to).await.unwrap();
+            }
+        }
+        let profile: FramedProfile =
+            toml::from_str(&std::fs::read_to_string(config_dir().join(profile_file)).unwrap())
+                .unwrap();
+        let spec = WireSpec::from_profile(&profile).unwrap();
+        let compiled = profile.compile().unwrap();
+        // The frames as the daemon's driver writes them.
+        let daemon_frame = |id: u64, serial: &Serial| {
+            let mut out = Vec::new();
+            encode_frame(
+                &compiled.framing,
+                compiled.message.render(id, &code_of(serial)).as_bytes(),
+                &mut out,
+            )
+            .unwrap();
+            out
+        };
+        // The two writers agree byte for byte.
+        assert_eq!(daemon_frame(3, &s[0]), spec.frame(3, &code_of(&s[0])));
+
+        let camera_log: Vec<Reported> = s
+            .iter()
+            .enumerate()
+            .map(|(i, serial)| Reported {
+                unit: i as u64 + 1,
+                printed: code_of(serial),
+                verdict: Verdict::Good,
+                content: Some(code_of(serial)),
+                grade: Grade::A,
+            })
+            .collect();
+        let mut upstream = LineEvents::default();
+        for serial in &s {
+            upstream.events.insert(
+                hex::encode(event_id(LINE, serial, UnitState::Committed)),
+                (serial.to_string(), "committed".into()),
+            );
+        }
+        let run = |extra: &[u8], name: &str| {
+            let rec_path = dir.path().join(format!("{name}.rec"));
+            let rec = Recorder::create(&rec_path).unwrap();
+            rec.record(Direction::Rx, &daemon_frame(1, &s[0]));
+            // The printer's own noise and reports: its side, not the daemon's.
+            rec.record(Direction::Tx, b"\x06zz\xff");
+            rec.record(Direction::Tx, &[0x02, b'?', 0x03]);
+            // A frame split over two reads is still one frame.
+            let f = daemon_frame(2, &s[1]);
+            rec.record(Direction::Rx, &f[..4]);
+            rec.record(Direction::Rx, &f[4..]);
+            rec.record(Direction::Rx, extra);
+            check(&CheckInput {
+                scenario: name.into(),
+                seed: 7,
+                line: LINE.into(),
+                store: store.clone(),
+                device: DeviceLog::Framed {
+                    recording: rec_path,
+                    profile: profile.clone(),
+                },
+                camera_log: camera_log.clone(),
+                camera_kill_marks: Vec::new(),
+                alarm_tolerance: 0,
+                upstream: upstream.clone(),
+                issued: issuer.issued(LINE),
+                logs: vec![String::new()],
+                mid_job: false,
+                units: 2,
+                expect: Expect::default(),
+                stop_when: StopWhen::JobDone,
+                earlier: Vec::new(),
+            })
+        };
+        let clean = run(&[], "clean");
+        assert!(
+            clean.violations.is_empty(),
+            "{profile_file}: {:#?}",
+            clean.violations
+        );
+        assert_eq!(clean.printer_frames, 2);
+
+        // Each malformed addition must be reported, on invariant 1.
+        let good = daemon_frame(9, &s[0]);
+        let mut bad_sum = good.clone();
+        let n = bad_sum.len();
+        bad_sum[n - 2] = if bad_sum[n - 2] == b'0' { b'1' } else { b'0' };
+        let mut other_message = good.clone();
+        other_message[1] = b'X';
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("bad-checksum", bad_sum),
+            ("cut-short", good[..good.len() - 1].to_vec()),
+            ("restarted", [&good[..6], good.as_slice()].concat()),
+            ("stray-ack", vec![profile.ack]),
+            ("noise", b"hello".to_vec()),
+            ("unmatched", other_message),
+        ];
+        for (name, extra) in cases {
+            // The checker's own reading flags it.
+            let wire = printer_wire::read(&spec, &extra);
+            assert!(!wire.faults.is_empty(), "{profile_file} {name}: {wire:?}");
+            let report = run(&extra, name);
+            assert!(
+                report
+                    .violations
+                    .iter()
+                    .any(|v| v.rule == Rule::Invariant(1) && v.message.contains("does not allow")),
+                "{profile_file} {name}: {:#?}",
+                report.violations
+            );
+        }
+    }
+}

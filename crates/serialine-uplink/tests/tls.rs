@@ -1,7 +1,7 @@
 //! MQTT over TLS with client certificates, against Mosquitto configured for
 //! mutual TLS. The certificates (a CA, the broker's, a client's) are made by
 //! the test with rcgen. Mosquitto must be installed (`.ci/run` installs it);
-//! where it is not, the test says so and passes without running.
+//! where it is not, the tests fail: a skip would pass without proving anything.
 
 mod common;
 
@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn mosquitto() -> Option<PathBuf> {
+/// The Mosquitto binary. Missing is a failure, not a skip: a test that
+/// passes without running proves nothing, and CI installs it.
+fn mosquitto() -> PathBuf {
     [
         "/usr/sbin/mosquitto",
         "/usr/bin/mosquitto",
@@ -20,6 +22,10 @@ fn mosquitto() -> Option<PathBuf> {
     .iter()
     .map(PathBuf::from)
     .find(|p| p.exists())
+    .expect(
+        "mosquitto is not installed: these tests need it (.ci/run installs it; \
+         locally: apt-get install mosquitto)",
+    )
 }
 
 struct Pki {
@@ -141,10 +147,7 @@ fn start_tls_broker_on(bin: &Path, dir: &Path, pki: &Pki, port: u16) -> Broker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_connects_with_the_plant_ca_and_refuses_strangers() {
-    let Some(bin) = mosquitto() else {
-        eprintln!("SKIPPED: mosquitto is not installed here (.ci/run installs it)");
-        return;
-    };
+    let bin = mosquitto();
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let (_broker, port) = start_tls_broker(&bin, dir.path(), &pki);
@@ -167,23 +170,40 @@ async fn mutual_tls_connects_with_the_plant_ca_and_refuses_strangers() {
         .await
         .expect("a client certificate from the plant CA is accepted over TLS");
 
+    assert!(good.link_fault().borrow().is_none(), "connected: no fault");
+
+    // Refused by the broker's TLS itself, not by any failure to connect: the
+    // uplink's link fault names the TLS alert the broker sent.
     let (anonymous, _c2) = connect("anon", None, None);
-    assert!(
-        anonymous
-            .wait_connected(Duration::from_secs(3))
-            .await
-            .is_err(),
-        "a client without a certificate must be refused"
+    let anon = refusal(&anonymous, "anonymous").await;
+    assert_eq!(
+        anon.cause, "BrokerAlert(CertificateRequired)",
+        "a client without a certificate: {anon:?}"
     );
 
     let (rogue, _c3) = connect("rogue", Some(&pki.rogue_cert), Some(&pki.rogue_key));
-    assert!(
-        rogue.wait_connected(Duration::from_secs(3)).await.is_err(),
-        "a certificate from another CA must be refused"
+    let rogue_fault = refusal(&rogue, "rogue").await;
+    assert_eq!(
+        rogue_fault.cause, "BrokerAlert(UnknownCA)",
+        "a certificate from another CA: {rogue_fault:?}"
     );
     for h in [good, anonymous, rogue] {
         h.abort();
     }
+}
+
+/// The fault an uplink reports when it is not let in, within 15 s; it must
+/// not be connected meanwhile.
+async fn refusal(h: &serialine_uplink::UplinkHandle, name: &str) -> serialine_uplink::LinkFault {
+    let mut rx = h.link_fault();
+    let fault = tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|f| f.is_some()))
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no link fault reported within 15 s"))
+        .expect("uplink running")
+        .clone()
+        .expect("a fault");
+    assert!(!h.is_connected(), "{name}: must not be connected");
+    fault
 }
 
 fn expired_leaf(issuer: &Issuer<'static, KeyPair>, cn: &str) -> (String, String) {
@@ -223,10 +243,7 @@ async fn fault_of(
 /// Issue 13 §6.1: each failure an operator could not see names its cause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_failures_name_their_cause() {
-    let Some(bin) = mosquitto() else {
-        eprintln!("SKIPPED: mosquitto is not installed here (.ci/run installs it)");
-        return;
-    };
+    let bin = mosquitto();
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let (_broker, port) = start_tls_broker(&bin, dir.path(), &pki);
@@ -296,10 +313,7 @@ async fn tls_failures_name_their_cause() {
 /// Issue 13 §6.1: the broker presents a certificate for another name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_certificate_for_another_name_is_a_name_mismatch() {
-    let Some(bin) = mosquitto() else {
-        eprintln!("SKIPPED: mosquitto is not installed here (.ci/run installs it)");
-        return;
-    };
+    let bin = mosquitto();
     let dir = tempfile::tempdir().unwrap();
     let mut pki = pki(dir.path());
     pki.server_cert = pki.other_name_cert.clone();
@@ -323,10 +337,7 @@ async fn broker_certificate_for_another_name_is_a_name_mismatch() {
 /// not cure, an `uplink-connect-failed` alarm names them on `alarms`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_after_certificate_failures_raises_an_alarm_naming_them() {
-    let Some(bin) = mosquitto() else {
-        eprintln!("SKIPPED: mosquitto is not installed here (.ci/run installs it)");
-        return;
-    };
+    let bin = mosquitto();
     let dir = tempfile::tempdir().unwrap();
     let good = pki(dir.path());
     // First the broker presents a certificate from a CA we do not trust...

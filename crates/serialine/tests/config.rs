@@ -1219,17 +1219,33 @@ fn cli_check_config_bad_key_exits_2_naming_file_and_key() {
 
 #[test]
 fn cli_check_config_of_shipped_example_reports_missing_secrets() {
-    if Path::new("/etc/serialine/line-1.secret").exists() {
-        return; // an installed system; the files are really there
+    // The shipped example with its /etc/serialine files moved to a directory
+    // that surely does not exist, its profiles beside it: the test runs (and
+    // must fail on a broken check) on an installed system too, instead of
+    // returning at once when /etc/serialine holds the real files.
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("absent-etc");
+    for entry in std::fs::read_dir(shipped("")).unwrap() {
+        let from = entry.unwrap().path();
+        if from.extension().is_some_and(|e| e == "toml") {
+            std::fs::copy(&from, dir.path().join(from.file_name().unwrap())).unwrap();
+        }
     }
-    let example = shipped("serialine.toml");
+    let example = dir.path().join("serialine.toml");
+    let text_of = std::fs::read_to_string(shipped("serialine.toml")).unwrap();
+    std::fs::write(
+        &example,
+        text_of.replace("/etc/serialine/", &format!("{}/", absent.display())),
+    )
+    .unwrap();
     let out = serialine(&["check-config", example.to_str().unwrap()], &[]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains(
-            "key line[0].secret_file: secret file /etc/serialine/line-1.secret does not exist"
-        ),
+        stderr.contains(&format!(
+            "key line[0].secret_file: secret file {}/line-1.secret does not exist",
+            absent.display()
+        )),
         "{stderr}"
     );
     assert!(stderr.contains("key line[1].secret_file"), "{stderr}");

@@ -2,8 +2,8 @@
 //! mutual TLS with a CA file that did not sign the broker's certificate. The
 //! daemon must say why it cannot connect: once at warn in its log (not on
 //! every retry), and in systemd's `STATUS=` (read from a `NOTIFY_SOCKET` the
-//! test binds). Mosquitto must be installed (`.ci/run` installs it); where it
-//! is not, the test says so and passes without running.
+//! test binds). Mosquitto must be installed (`.ci/run` installs it);
+//! where it is not, the tests fail: a skip would pass without proving anything.
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use std::fs;
@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn mosquitto() -> Option<PathBuf> {
+/// The Mosquitto binary. Missing is a failure, not a skip: a test that
+/// passes without running proves nothing, and CI installs it.
+fn mosquitto() -> PathBuf {
     [
         "/usr/sbin/mosquitto",
         "/usr/bin/mosquitto",
@@ -22,6 +24,10 @@ fn mosquitto() -> Option<PathBuf> {
     .iter()
     .map(PathBuf::from)
     .find(|p| p.exists())
+    .expect(
+        "mosquitto is not installed: these tests need it (.ci/run installs it; \
+         locally: apt-get install mosquitto)",
+    )
 }
 
 fn shipped(name: &str) -> PathBuf {
@@ -71,10 +77,7 @@ impl Drop for Killed {
 
 #[test]
 fn wrong_ca_is_logged_once_at_warn_and_shown_in_systemd_status() {
-    let Some(bin) = mosquitto() else {
-        eprintln!("SKIPPED: mosquitto is not installed here (.ci/run installs it)");
-        return;
-    };
+    let bin = mosquitto();
     let dir = tempfile::tempdir().unwrap();
     let root = fs::canonicalize(dir.path()).unwrap();
 
