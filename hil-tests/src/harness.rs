@@ -30,6 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Longest the harness waits, after the printer jammed, for the status to
+/// show the expected device states before it stops the daemon.
+const JAM_STATUS_BOUND: Duration = Duration::from_secs(15);
 /// The line every scenario runs.
 pub const LINE: &str = "line-1";
 /// Longest a SIGTERM'd daemon may take to exit (its own bound is 30 s to
@@ -602,6 +605,8 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let mut reconcile_run = false;
     // A changeover by command was sent to the running daemon.
     let mut changeover_sent = false;
+    // When the printer simulator first ignored a message while jammed.
+    let mut jammed_at: Option<Instant> = None;
 
     'runs: loop {
         let base = decided();
@@ -710,8 +715,21 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
             match s.stop_when {
                 StopWhen::PrinterJammed if !reconcile_run => {
                     if marker.jammed() {
-                        mid_job = true;
-                        break;
+                        // The jam shows in the status only once the driver
+                        // has timed out on it: stop when the status showed
+                        // the expected device states, or after a bound (a
+                        // loaded machine is slow, not wrong; the check
+                        // after the run still reports a state never shown).
+                        let since = *jammed_at.get_or_insert_with(Instant::now);
+                        let shown = crate::monitor::check_device_states(
+                            &monitor.devices(),
+                            &s.expect.device_states,
+                        )
+                        .is_empty();
+                        if shown || since.elapsed() >= JAM_STATUS_BOUND {
+                            mid_job = true;
+                            break;
+                        }
                     }
                 }
                 _ => {
