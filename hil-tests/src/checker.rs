@@ -1076,22 +1076,21 @@ fn check_accounting(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Se
             );
         }
     }
-    let disturbed = kills + ev.outages + input.earlier.len() as u64 > 0;
-    let max_redeliveries = match e.max_redeliveries {
-        Some(m) => m,
-        None if disturbed => u64::MAX,
-        None => 0,
+    let up_events = kills + ev.outages + input.earlier.len() as u64;
+    let max_redeliveries = match e.max_redeliveries_per_event {
+        _ if up_events == 0 => 0,
+        Some(m) => m * up_events,
+        None => u64::MAX,
     };
     if acc.redeliveries > max_redeliveries {
         c.violate(
             Rule::Accounting,
             None,
             format!(
-                "upstream got {} deliveries for {} unique ids: {} redelivered, at most {max_redeliveries} allowed{}",
+                "upstream got {} deliveries for {} unique ids: {} redelivered, at most {max_redeliveries} allowed ({up_events} kill(s), outage(s), state step(s))",
                 up.raw_deliveries,
                 up.unique(),
                 acc.redeliveries,
-                if disturbed { "" } else { " (no kill, no outage)" }
             ),
         );
     }
@@ -1111,7 +1110,12 @@ fn check_accounting(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Se
         }
     }
 
-    check_alarm_kinds(c);
+    let voided: HashSet<&Serial> = records
+        .iter()
+        .filter(|(_, r)| r.state == UnitState::Voided)
+        .map(|(s, _)| s)
+        .collect();
+    check_alarm_kinds(c, &voided);
     c.report.accounting = acc;
 }
 
@@ -1119,7 +1123,7 @@ fn check_accounting(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Se
 /// logged are at least the duplicate (foreign) codes the camera showed
 /// outside excused windows and at most those plus the excused ones; an
 /// alarm for a code the camera never showed is false.
-fn check_alarm_kinds(c: &mut Checker<'_>) {
+fn check_alarm_kinds(c: &mut Checker<'_>, voided: &HashSet<&Serial>) {
     let input = c.input;
     let mut shown: HashMap<&'static str, (u64, u64)> = HashMap::new();
     let mut shown_serials: HashSet<String> = HashSet::new();
@@ -1149,12 +1153,15 @@ fn check_alarm_kinds(c: &mut Checker<'_>) {
                         shown.entry("duplicate-read").or_default().1 += 1;
                     }
                     // A good read just before a kill may reach the next
-                    // run again (the camera's buffer): a duplicate then.
+                    // run again (the camera's buffer): a duplicate then. So
+                    // may the read of a unit voided in flight at a kill and
+                    // printed after it (its code is decided already).
                     Some(s)
-                        if input
-                            .camera_kill_marks
-                            .iter()
-                            .any(|&m| i < m && i + input.alarm_tolerance >= m) =>
+                        if voided.contains(&s)
+                            || input
+                                .camera_kill_marks
+                                .iter()
+                                .any(|&m| i < m && i + input.alarm_tolerance >= m) =>
                     {
                         shown_serials.insert(s.as_str().to_string());
                         shown.entry("duplicate-read").or_default().1 += 1;

@@ -348,9 +348,9 @@ pub struct Expect {
     /// mid-job stop; default: the printer buffer plus the camera window.
     pub max_voided_per_event: Option<u64>,
     /// Issue 20: at most this many upstream deliveries beyond the unique
-    /// ids; default: 0 without kills, outages or state steps, unbounded with
-    /// them.
-    pub max_redeliveries: Option<u64>,
+    /// ids per kill, broker outage or state step (none without them);
+    /// default: unbounded with them.
+    pub max_redeliveries_per_event: Option<u64>,
     /// Issue 20: at most this many duplicate/foreign camera reports excused
     /// from the alarm check (near kills, or meeting their own unit).
     pub max_alarms_excused: Option<u64>,

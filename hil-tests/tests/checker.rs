@@ -770,7 +770,7 @@ async fn a_clean_stop_with_unreported_outcomes_or_redeliveries_is_reported() {
         vec![],
         2,
         Expect {
-            max_redeliveries: Some(1),
+            max_redeliveries_per_event: Some(1),
             ..Expect::default()
         },
         clean,
