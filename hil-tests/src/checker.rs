@@ -80,6 +80,9 @@ pub struct RunEvents {
     pub in_flight_bound: u64,
     /// The last run ended on a SIGTERM with exit status 0.
     pub clean_stop: bool,
+    /// Unix milliseconds of each SIGKILL: a unit voided after kill k (and
+    /// before kill k + 1) is charged to kill k.
+    pub kill_times_ms: Vec<u64>,
 }
 
 /// What the marking device received.
@@ -200,6 +203,9 @@ pub struct Accounting {
     pub fenced: u64,
     /// Upstream deliveries beyond the unique ids.
     pub redeliveries: u64,
+    /// Units voided after each kill (before the next), when the harness
+    /// recorded the kills' times.
+    pub voided_per_kill: Vec<u64>,
 }
 
 impl fmt::Display for Accounting {
@@ -224,7 +230,11 @@ impl fmt::Display for Accounting {
             f,
             ", {} fenced, {} upstream redeliveries",
             self.fenced, self.redeliveries
-        )
+        )?;
+        if !self.voided_per_kill.is_empty() {
+            write!(f, ", voided per kill {:?}", self.voided_per_kill)?;
+        }
+        Ok(())
     }
 }
 
@@ -921,6 +931,7 @@ fn check_accounting(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Se
         .count();
     let mut unexplained = 0usize;
     let mut device_fault_rejects = 0u64;
+    let mut void_times: Vec<u64> = Vec::new();
     for (serial, rec) in records {
         if rec.fenced {
             acc.fenced += 1;
@@ -929,6 +940,7 @@ fn check_accounting(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Se
         let reason = match rec.state {
             UnitState::Voided => {
                 acc.voided += 1;
+                void_times.push(rec.at_ms);
                 continue;
             }
             UnitState::Rejected(reason) => reason,
@@ -1015,6 +1027,30 @@ fn check_accounting(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Se
                 acc.voided
             ),
         );
+    }
+    // Per kill: the voids between it and the next kill, at most the bound
+    // (times the other events, which may fall in the same interval).
+    if !ev.kill_times_ms.is_empty() {
+        let mut per_kill = vec![0u64; ev.kill_times_ms.len()];
+        for t in &void_times {
+            if let Some(k) = ev.kill_times_ms.iter().rposition(|&k| k <= *t) {
+                per_kill[k] += 1;
+            }
+        }
+        let others = 1 + ev.device_events + ev.mid_job_stops;
+        for (k, n) in per_kill.iter().enumerate() {
+            if *n > per_event * others {
+                c.violate(
+                    Rule::Accounting,
+                    None,
+                    format!(
+                        "{n} units voided after kill {} (before the next), more than {per_event} per kill",
+                        k + 1
+                    ),
+                );
+            }
+        }
+        acc.voided_per_kill = per_kill;
     }
     // The fence voids at most its chunk (64) per block in use per kill or
     // state step; a clean run fences nothing.

@@ -603,6 +603,8 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let mut clean_stop = false;
     // Issue 20: units decided in the ledger at the last kill.
     let mut ledger_base = 0u64;
+    // Issue 20: when each SIGKILL was delivered (Unix ms).
+    let mut kill_times_ms: Vec<u64> = Vec::new();
     // After a mid-job stop, one more run without a job reconciles.
     let mut reconcile_run = false;
     // A changeover by command was sent to the running daemon.
@@ -705,6 +707,11 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                     }
                     kills += 1;
                     kill_marks.push(camera.log(MIN_GRADE).len());
+                    kill_times_ms.push(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                    );
                     // Issue 20, quantity: upstream lags the ledger, so the
                     // next run's job is what the killed run's ledger left
                     // undecided (read while no daemon holds it).
@@ -895,7 +902,10 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         expect: s.expect.clone(),
         stop_when: s.stop_when,
         earlier,
-        events: run_events(&s, &marker, kills, mid_job, clean_stop, tolerance, &root),
+        events: checker::RunEvents {
+            kill_times_ms,
+            ..run_events(&s, &marker, kills, mid_job, clean_stop, tolerance, &root)
+        },
     };
     // Issue 20, no excuse without a record: a mid-job stop (a jam) that no
     // run reconciled before the deadline is a failure, not an excuse.

@@ -613,6 +613,31 @@ async fn a_void_without_an_event_is_reported() {
     assert!(accounting(&report).is_empty(), "{:#?}", accounting(&report));
     assert_eq!(report.accounting.voided, 2);
     assert_eq!(report.accounting.void_events, 1);
+    // Broken: two kills, both voids after the second (per kill, not in all).
+    let mut two = events();
+    two.kill_times_ms = vec![0, 1];
+    let report = run(
+        &store,
+        &issuer,
+        codes.clone(),
+        camera.clone(),
+        vec![1, 1],
+        up.clone(),
+        vec![],
+        3,
+        Expect {
+            max_voided_per_event: Some(1),
+            ..Expect::default()
+        },
+        two,
+        false,
+    );
+    let text = accounting(&report);
+    assert!(
+        text.iter().any(|t| t.contains("voided after kill 2")),
+        "{text:#?}"
+    );
+    assert_eq!(report.accounting.voided_per_kill, vec![0, 2]);
     // Broken: no event at all; then one kill but a bound of one per event.
     for (kills, per_event) in [(vec![], None), (vec![1], Some(1))] {
         let report = run(
