@@ -846,6 +846,31 @@ async fn a_false_alarm_is_reported() {
     );
     assert!(accounting(&report).is_empty(), "{:#?}", accounting(&report));
     assert_eq!(report.duplicate_alarms, 1);
+    // The same run with the double trigger just before a kill: excused, and
+    // the excused count is capped by `max_alarms_excused`.
+    let report = run(
+        &store,
+        &issuer,
+        codes.clone(),
+        camera.clone(),
+        vec![2],
+        up.clone(),
+        vec![String::new()],
+        2,
+        Expect {
+            max_alarms_excused: Some(0),
+            ..Expect::default()
+        },
+        events(),
+        false,
+    );
+    assert_eq!(report.alarms_excused, 1);
+    let text = accounting(&report);
+    assert!(
+        text.iter()
+            .any(|t| t.contains("excused from the alarm check")),
+        "{text:#?}"
+    );
     // Broken: a duplicate alarm for s1 (never shown twice) and a foreign
     // alarm for s0 (shown as a duplicate, not foreign).
     let broken = [

@@ -201,6 +201,7 @@ fn soak() {
 fn scale_expect(s: &mut Scenario, units_before: u64, events: u64) {
     let e = &mut s.expect;
     e.max_rejected = e.max_rejected.map(|m| m * s.units / units_before);
+    e.max_alarms_excused = e.max_alarms_excused.map(|m| m * s.units / units_before);
     e.min_committed =
         s.units - e.max_rejected.unwrap_or(0) - events * e.max_voided_per_event.unwrap_or(24);
 }
