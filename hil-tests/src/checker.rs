@@ -52,6 +52,37 @@ pub struct CheckInput {
     /// copy, or in a wiped state directory): the history the line lost. What
     /// they sent was printed; what they reported upstream holds.
     pub earlier: Vec<Store>,
+    /// Issue 20: the faults the harness and the simulators recorded, which
+    /// every reject and void must be explained by.
+    pub events: RunEvents,
+}
+
+/// Issue 20: what the harness and the simulators recorded during the run:
+/// the only causes a reject or a void may have.
+#[derive(Debug, Clone, Default)]
+pub struct RunEvents {
+    /// Messages the marking device refused (printer NAKs, laser Modbus
+    /// exceptions): one unit each at most.
+    pub refusals: u64,
+    /// Events that can void or fault every unit in flight: printer jams,
+    /// printer or laser link drops, camera link drops.
+    pub device_events: u64,
+    /// The printer wrote line noise before its reports (`garbage_bytes`).
+    pub printer_noise: bool,
+    /// Camera link drops (a read lost with the link: a no-read).
+    pub camera_drops: u64,
+    /// The harness stopped the daemon in the middle of a job (a jam).
+    pub mid_job_stops: u64,
+    /// Broker outages.
+    pub outages: u64,
+    /// Units one event can leave in flight: the printer buffer plus the
+    /// camera window.
+    pub in_flight_bound: u64,
+    /// The last run ended on a SIGTERM with exit status 0.
+    pub clean_stop: bool,
+    /// Unix milliseconds of each SIGKILL: a unit voided after kill k (and
+    /// before kill k + 1) is charged to kill k.
+    pub kill_times_ms: Vec<u64>,
 }
 
 /// What the marking device received.
@@ -82,6 +113,9 @@ pub enum Rule {
     /// A replayed device session: the daemon sent other bytes than the
     /// recording, or stopped short of it.
     Replay,
+    /// Issue 20: a reject, void, alarm or delivery no recorded event
+    /// explains, or more of them than the events allow.
+    Accounting,
 }
 
 impl fmt::Display for Rule {
@@ -93,6 +127,7 @@ impl fmt::Display for Rule {
             Rule::Harness => f.write_str("harness"),
             Rule::Product => f.write_str("product"),
             Rule::Replay => f.write_str("replay"),
+            Rule::Accounting => f.write_str("accounting"),
         }
     }
 }
@@ -151,6 +186,56 @@ pub struct Report {
     pub device_fault_alarms: usize,
     /// Printed codes per GTIN (14 digits).
     pub printed_per_gtin: std::collections::BTreeMap<String, usize>,
+    /// Issue 20: the run's accounting, printed in the summary.
+    pub accounting: Accounting,
+}
+
+/// Issue 20: rejects by cause and voids per event, as the checker counted.
+#[derive(Debug, Default, Clone)]
+pub struct Accounting {
+    /// Rejected units by `RejectReason` name.
+    pub rejects: std::collections::BTreeMap<String, u64>,
+    /// Units voided (not by the fence).
+    pub voided: u64,
+    /// Events that may void units (kills, jams, link drops, mid-job stops).
+    pub void_events: u64,
+    /// Serials voided by the fence.
+    pub fenced: u64,
+    /// Upstream deliveries beyond the unique ids.
+    pub redeliveries: u64,
+    /// Units voided after each kill (before the next), when the harness
+    /// recorded the kills' times.
+    pub voided_per_kill: Vec<u64>,
+}
+
+impl fmt::Display for Accounting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("rejects by cause {")?;
+        for (i, (k, v)) in self.rejects.iter().enumerate() {
+            write!(f, "{}{k}: {v}", if i > 0 { ", " } else { "" })?;
+        }
+        write!(
+            f,
+            "}}, {} voided over {} event(s)",
+            self.voided, self.void_events
+        )?;
+        if self.void_events > 0 {
+            write!(
+                f,
+                " ({:.1} per event)",
+                self.voided as f64 / self.void_events as f64
+            )?;
+        }
+        write!(
+            f,
+            ", {} fenced, {} upstream redeliveries",
+            self.fenced, self.redeliveries
+        )?;
+        if !self.voided_per_kill.is_empty() {
+            write!(f, ", voided per kill {:?}", self.voided_per_kill)?;
+        }
+        Ok(())
+    }
 }
 
 struct Checker<'a> {
@@ -274,6 +359,11 @@ fn logged_alarms(logs: &[String]) -> Vec<(String, Option<String>)> {
             let Ok(v) = serde_json::from_str::<Value>(line) else {
                 continue;
             };
+            // Issue 20: the uplink's operator task echoes every alarm it
+            // publishes ("alarm: ..."); one alarm is counted once.
+            if v.get("target").and_then(Value::as_str) == Some("serialine_uplink::operator") {
+                continue;
+            }
             let fields = v.get("fields").unwrap_or(&v);
             let Some(kind) = fields.get("kind").and_then(Value::as_str) else {
                 continue;
@@ -730,6 +820,7 @@ pub fn check(input: &CheckInput) -> Report {
         }
     }
     check_camera_extras(&mut c, &records);
+    check_accounting(&mut c, &records);
     c.report
 }
 
@@ -846,5 +937,401 @@ fn check_products(c: &mut Checker<'_>, codes: &[String]) {
             None,
             format!("{wrong} printed codes in all carry another GTIN than their block's"),
         );
+    }
+}
+
+/// Issue 20: exact accounting. Every reject has a cause the simulators
+/// recorded, with the matching reason; every void has an event (a kill, a
+/// jam, a link drop, a mid-job stop) and at most the in-flight bound per
+/// event; the job's quantity holds; a clean stop leaves nothing unreported;
+/// upstream got no redelivery without a kill or an outage; every alarm, per
+/// kind, matches a code the camera showed.
+fn check_accounting(c: &mut Checker<'_>, records: &[(Serial, serialine_store::SerialRecord)]) {
+    use serialine_core::RejectReason as R;
+    let input = c.input;
+    let ev = &input.events;
+    let e = &input.expect;
+    let kills = input.camera_kill_marks.len() as u64;
+    let mut acc = Accounting::default();
+
+    // A unit's own read: the first report of its printed code on its own
+    // trigger (the extra lines name another pack).
+    let mut own: HashMap<Serial, Verdict> = HashMap::new();
+    for r in &input.camera_log {
+        if matches!(
+            r.verdict,
+            Verdict::DoubleTrigger | Verdict::Refed | Verdict::OtherLine
+        ) {
+            continue;
+        }
+        if let Some(s) = serial_of(&r.printed) {
+            own.entry(s).or_insert(r.verdict);
+        }
+    }
+    let link_events = ev.device_events + kills + ev.mid_job_stops;
+    // Reports whose printed code the log does not name (a replayed
+    // session's camera log knows only what was read): each may explain one
+    // failed read of a unit the checker cannot name.
+    let mut unattributed = input
+        .camera_log
+        .iter()
+        .filter(|r| {
+            !matches!(
+                r.verdict,
+                Verdict::DoubleTrigger | Verdict::Refed | Verdict::OtherLine
+            ) && !serial_of(&r.printed).is_some_and(|s| input.issued.contains(&s))
+        })
+        .count();
+    let mut unexplained = 0usize;
+    let mut device_fault_rejects = 0u64;
+    let mut void_times: Vec<u64> = Vec::new();
+    for (serial, rec) in records {
+        if rec.fenced {
+            acc.fenced += 1;
+            continue;
+        }
+        let reason = match rec.state {
+            UnitState::Voided => {
+                acc.voided += 1;
+                void_times.push(rec.at_ms);
+                continue;
+            }
+            UnitState::Rejected(reason) => reason,
+            _ => continue,
+        };
+        *acc.rejects.entry(reason.as_str().to_string()).or_default() += 1;
+        let verdict = own.get(serial).copied();
+        let explained = match (verdict, reason) {
+            (Some(Verdict::NoRead), R::NoRead) => true,
+            (Some(Verdict::Misread | Verdict::Foreign), R::Mismatch | R::NoRead) => true,
+            // Another unit's code: its alarm names that unit, this one
+            // had no read of its own.
+            (Some(Verdict::Duplicate), R::Duplicate | R::Mismatch | R::NoRead) => true,
+            (Some(Verdict::LowGrade), R::LowGrade) => true,
+            // Read good, but the camera's link dropped with the report.
+            (Some(Verdict::Good), R::NoRead) => ev.camera_drops > 0,
+            // Refused, or lost with the device's link or a jam.
+            (_, R::DeviceFault) => {
+                device_fault_rejects += 1;
+                ev.refusals + ev.device_events > 0
+            }
+            // Never printed: the device stopped printing (a jam, a drop).
+            (None, R::NoRead) if ev.device_events > 0 => true,
+            (None, R::NoRead | R::Mismatch) if unattributed > 0 => {
+                unattributed -= 1;
+                true
+            }
+            _ => false,
+        };
+        if !explained {
+            unexplained += 1;
+            if unexplained <= 20 {
+                c.violate(
+                    Rule::Accounting,
+                    Some(serial.as_str()),
+                    format!(
+                        "rejected ({}) with no recorded cause: the camera's own report was {verdict:?}, the devices recorded {} refusal(s) and {} link/jam event(s)",
+                        reason.as_str(),
+                        ev.refusals,
+                        ev.device_events
+                    ),
+                );
+            }
+        }
+    }
+    if unexplained > 20 {
+        c.violate(
+            Rule::Accounting,
+            None,
+            format!("{unexplained} rejects in all with no recorded cause"),
+        );
+    }
+    let fault_bound = ev.refusals + ev.device_events * ev.in_flight_bound;
+    if device_fault_rejects > fault_bound {
+        c.violate(
+            Rule::Accounting,
+            None,
+            format!(
+                "{device_fault_rejects} device-fault rejects, more than the {} refusal(s) plus {} per link/jam event ({} event(s)) allow",
+                ev.refusals, ev.in_flight_bound, ev.device_events
+            ),
+        );
+    }
+    let rejected: u64 = acc.rejects.values().sum();
+    if let Some(max) = e.max_rejected {
+        if rejected > max {
+            c.violate(
+                Rule::Expectation,
+                None,
+                format!("expected at most {max} rejected units, got {rejected}"),
+            );
+        }
+    }
+
+    // Voids: each explained by an event, at most the in-flight bound each.
+    acc.void_events = link_events;
+    let per_event = e.max_voided_per_event.unwrap_or(ev.in_flight_bound);
+    if acc.voided > link_events * per_event {
+        c.violate(
+            Rule::Accounting,
+            None,
+            format!(
+                "{} units voided, more than {per_event} for each of the {link_events} kill/jam/link-drop/mid-job-stop event(s)",
+                acc.voided
+            ),
+        );
+    }
+    // Per kill: the voids between it and the next kill, at most the bound
+    // (times the other events, which may fall in the same interval).
+    if !ev.kill_times_ms.is_empty() {
+        let mut per_kill = vec![0u64; ev.kill_times_ms.len()];
+        for t in &void_times {
+            if let Some(k) = ev.kill_times_ms.iter().rposition(|&k| k <= *t) {
+                per_kill[k] += 1;
+            }
+        }
+        let others = 1 + ev.device_events + ev.mid_job_stops;
+        for (k, n) in per_kill.iter().enumerate() {
+            if *n > per_event * others {
+                c.violate(
+                    Rule::Accounting,
+                    None,
+                    format!(
+                        "{n} units voided after kill {} (before the next), more than {per_event} per kill",
+                        k + 1
+                    ),
+                );
+            }
+        }
+        acc.voided_per_kill = per_kill;
+    }
+    // The fence voids at most its chunk (64) per block in use per kill or
+    // state step; a clean run fences nothing.
+    let blocks: HashSet<_> = records.iter().map(|(_, r)| r.block_id).collect();
+    let fence_events = kills + input.earlier.len() as u64;
+    if input.earlier.is_empty() && acc.fenced > fence_events * 64 * blocks.len() as u64 {
+        c.violate(
+            Rule::Accounting,
+            None,
+            format!(
+                "{} serials voided by the fence, more than 64 per block in use ({}) for each of {fence_events} kill(s)",
+                acc.fenced,
+                blocks.len()
+            ),
+        );
+    }
+
+    // Quantity: decided units within the job's quantity plus what each
+    // event could leave in flight (decided again by the next run).
+    if input.earlier.is_empty() {
+        let counts = input.store.counts();
+        // `voided` includes the fence's voids: not units.
+        let decided = (counts.committed + counts.synced + counts.rejected + counts.voided)
+            .saturating_sub(counts.fenced);
+        let bound = input.units + link_events * ev.in_flight_bound;
+        if decided > bound {
+            c.violate(
+                Rule::Accounting,
+                None,
+                format!(
+                    "{decided} units decided for a job of {} (at most {bound} with {link_events} event(s) of {} in flight)",
+                    input.units, ev.in_flight_bound
+                ),
+            );
+        }
+    }
+
+    // Upstream before de-duplication.
+    let up = &input.upstream;
+    acc.redeliveries = up.raw_deliveries.saturating_sub(up.unique() as u64);
+    if ev.clean_stop && !input.mid_job {
+        let counts = input.store.counts();
+        if counts.committed > 0 {
+            c.violate(
+                Rule::Accounting,
+                None,
+                format!(
+                    "{} unit(s) left Committed, never Synced, after a clean stop",
+                    counts.committed
+                ),
+            );
+        }
+        let depth = input.store.outbox_depth();
+        if depth > 0 {
+            c.violate(
+                Rule::Accounting,
+                None,
+                format!("{depth} outbox entries left after a clean stop"),
+            );
+        }
+    }
+    let up_events = kills + ev.outages + input.earlier.len() as u64;
+    let max_redeliveries = match e.max_redeliveries_per_event {
+        _ if up_events == 0 => 0,
+        Some(m) => m * up_events,
+        None => u64::MAX,
+    };
+    if acc.redeliveries > max_redeliveries {
+        c.violate(
+            Rule::Accounting,
+            None,
+            format!(
+                "upstream got {} deliveries for {} unique ids: {} redelivered, at most {max_redeliveries} allowed ({up_events} kill(s), outage(s), state step(s))",
+                up.raw_deliveries,
+                up.unique(),
+                acc.redeliveries,
+            ),
+        );
+    }
+
+    // No excuse without a record: a mid-job stop no run reconciled.
+    if input.mid_job {
+        let counts = input.store.counts();
+        if counts.sent + counts.printed > 0 {
+            c.violate(
+                Rule::Accounting,
+                None,
+                format!(
+                    "{} serial(s) left in flight after a mid-job stop that no run reconciled",
+                    counts.sent + counts.printed
+                ),
+            );
+        }
+    }
+
+    let voided: HashSet<&Serial> = records
+        .iter()
+        .filter(|(_, r)| r.state == UnitState::Voided)
+        .map(|(s, _)| s)
+        .collect();
+    check_alarm_kinds(c, &voided);
+    c.report.accounting = acc;
+}
+
+/// Issue 20: alarms per kind. The duplicate-read (foreign-code) alarms
+/// logged are at least the duplicate (foreign) codes the camera showed
+/// outside excused windows and at most those plus the excused ones; an
+/// alarm for a code the camera never showed is false.
+fn check_alarm_kinds(c: &mut Checker<'_>, voided: &HashSet<&Serial>) {
+    let input = c.input;
+    let mut shown: HashMap<&'static str, (u64, u64)> = HashMap::new();
+    let mut shown_serials: HashSet<String> = HashSet::new();
+    let mut own_read: HashMap<&str, Verdict> = HashMap::new();
+    for r in &input.camera_log {
+        own_read.entry(r.printed.as_str()).or_insert(r.verdict);
+    }
+    for (i, r) in input.camera_log.iter().enumerate() {
+        let kind = match r.verdict {
+            Verdict::Duplicate | Verdict::Refed => "duplicate-read",
+            Verdict::DoubleTrigger if r.content.as_deref().and_then(serial_of).is_some() => {
+                "duplicate-read"
+            }
+            Verdict::Foreign | Verdict::OtherLine => "foreign-code",
+            // A read of a code this line was never issued (a misread, or a
+            // replayed session's read) is a foreign code; a misread that
+            // lands on an issued serial may or may not alarm.
+            Verdict::Misread | Verdict::Good | Verdict::LowGrade => {
+                match r.content.as_deref().and_then(serial_of) {
+                    Some(s) if !input.issued.contains(&s) => {
+                        shown_serials.insert(s.as_str().to_string());
+                        shown.entry("foreign-code").or_default().0 += 1;
+                    }
+                    Some(s) if r.verdict == Verdict::Misread => {
+                        shown_serials.insert(s.as_str().to_string());
+                        shown.entry("foreign-code").or_default().1 += 1;
+                        shown.entry("duplicate-read").or_default().1 += 1;
+                    }
+                    // A good read just before a kill may reach the next
+                    // run again (the camera's buffer): a duplicate then. So
+                    // may the read of a unit voided in flight at a kill and
+                    // printed after it (its code is decided already).
+                    Some(s)
+                        if voided.contains(&s)
+                            || input
+                                .camera_kill_marks
+                                .iter()
+                                .any(|&m| i < m && i + input.alarm_tolerance >= m) =>
+                    {
+                        shown_serials.insert(s.as_str().to_string());
+                        shown.entry("duplicate-read").or_default().1 += 1;
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if let Some(s) = r.content.as_deref().and_then(serial_of) {
+            shown_serials.insert(s.as_str().to_string());
+        }
+        let near_kill = input
+            .camera_kill_marks
+            .iter()
+            .any(|&m| i < m && i + input.alarm_tolerance >= m);
+        let own_undecided = matches!(r.verdict, Verdict::Duplicate | Verdict::DoubleTrigger)
+            && r.content
+                .as_deref()
+                .and_then(|c| own_read.get(c))
+                .is_some_and(|v| !matches!(v, Verdict::Good | Verdict::LowGrade));
+        let e = shown.entry(kind).or_default();
+        if near_kill || own_undecided {
+            e.1 += 1;
+        } else {
+            e.0 += 1;
+        }
+    }
+    let alarms = logged_alarms(&input.logs);
+    let mut false_alarms = 0usize;
+    for (kind, serial) in &alarms {
+        if !matches!(kind.as_str(), "duplicate-read" | "foreign-code") {
+            continue;
+        }
+        if let Some(s) = serial {
+            if !shown_serials.contains(s) {
+                false_alarms += 1;
+                if false_alarms <= 20 {
+                    c.violate(
+                        Rule::Accounting,
+                        Some(s),
+                        format!("a {kind} alarm for a code the camera never showed as such"),
+                    );
+                }
+            }
+        }
+    }
+    for (kind, got) in [
+        ("duplicate-read", c.report.duplicate_alarms as u64),
+        ("foreign-code", c.report.foreign_alarms as u64),
+    ] {
+        let (want, excused) = shown.get(kind).copied().unwrap_or((0, 0));
+        if got > want + excused {
+            c.violate(
+                Rule::Accounting,
+                None,
+                format!(
+                    "{got} {kind} alarm(s) logged, the camera showed {want} such code(s) (+{excused} excused): {} false alarm(s)",
+                    got - want - excused
+                ),
+            );
+        }
+        if got < want {
+            c.violate(
+                Rule::Accounting,
+                None,
+                format!("{got} {kind} alarm(s) logged, the camera showed {want} such code(s) outside excused windows"),
+            );
+        }
+    }
+    if let Some(max) = input.expect.max_alarms_excused {
+        if c.report.alarms_excused as u64 > max {
+            c.violate(
+                Rule::Expectation,
+                None,
+                format!(
+                    "{} duplicate/foreign reports excused from the alarm check, at most {max} expected",
+                    c.report.alarms_excused
+                ),
+            );
+        }
     }
 }

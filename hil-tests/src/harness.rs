@@ -69,7 +69,7 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let c = &self.counts;
         format!(
-            "scenario {} (seed {}): {:.1}s, {} run(s), {} kill(s); ledger: {} committed, {} rejected, {} voided, {} in flight; printer frames {}; alarms in logs: {} duplicate, {} foreign ({} excused near kills); mqtt alarms {}; {} violation(s)",
+            "scenario {} (seed {}): {:.1}s, {} run(s), {} kill(s); ledger: {} committed, {} rejected, {} voided, {} in flight; printer frames {}; alarms in logs: {} duplicate, {} foreign ({} excused near kills); mqtt alarms {}; accounting: {}; {} violation(s)",
             self.scenario,
             self.seed,
             self.elapsed.as_secs_f64(),
@@ -84,6 +84,7 @@ impl Outcome {
             self.report.foreign_alarms,
             self.report.alarms_excused,
             self.mqtt_alarms,
+            self.report.accounting,
             self.report.violations.len()
         )
     }
@@ -601,6 +602,12 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let mut replay_task = replay_task;
     let mut replay_result = None;
     let mut mid_job = false;
+    // Issue 20: the last run ended on a SIGTERM with exit status 0.
+    let mut clean_stop = false;
+    // Issue 20: units decided in the ledger at the last kill.
+    let mut ledger_base = 0u64;
+    // Issue 20: when each SIGKILL was delivered (Unix ms).
+    let mut kill_times_ms: Vec<u64> = Vec::new();
     // After a mid-job stop, one more run without a job reconciles.
     let mut reconcile_run = false;
     // A changeover by command was sent to the running daemon.
@@ -609,7 +616,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let mut jammed_at: Option<Instant> = None;
 
     'runs: loop {
-        let base = decided();
+        let base = decided().max(ledger_base);
         let quantity = if reconcile_run {
             0
         } else {
@@ -705,6 +712,23 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                     }
                     kills += 1;
                     kill_marks.push(camera.log(MIN_GRADE).len());
+                    kill_times_ms.push(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                    );
+                    // Issue 20, quantity: upstream lags the ledger, so the
+                    // next run's job is what the killed run's ledger left
+                    // undecided (read while no daemon holds it).
+                    let opts =
+                        StoreOptions::new(root.join("state/ledger").join(LINE), LINE, &secret);
+                    if let Ok(Ok((st, _))) =
+                        tokio::task::spawn_blocking(move || Store::open(opts)).await
+                    {
+                        let c = st.counts();
+                        ledger_base = (c.committed + c.synced + c.rejected + c.voided)
+                            .saturating_sub(c.fenced);
+                    }
                     continue 'runs;
                 }
             }
@@ -737,7 +761,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                         job_ended = daemon.log_has("job ended")
                             && (!changeover_sent || daemon.text.matches("job ended").count() >= 2);
                     }
-                    let synced = fresh.is_some_and(|st| {
+                    let synced = fresh.as_ref().is_some_and(|st| {
                         // Every outcome, the fence's voids included (the
                         // status' `decided` leaves them out: not units).
                         st.decided + st.json["counts"]["fenced"].as_u64().unwrap_or(0)
@@ -746,6 +770,11 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                             // lost history's outcomes: an empty outbox is the
                             // line's "everything reported".
                             || (has_state_steps && st.json["outbox_depth"] == 0)
+                    }) && fresh.is_some_and(|st| {
+                        // Issue 20: stopped only once the daemon has
+                        // deleted every acknowledged outbox entry, so a
+                        // clean stop leaves nothing unreported.
+                        st.json["outbox_depth"] == 0
                     });
                     if job_ended && synced && outage.is_none() && outage_done && attacks.done() {
                         // A state step ends its run's job (issue 13 §2):
@@ -783,8 +812,9 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         }
         // Clean stop.
         daemon.signal("-TERM")?;
+        clean_stop = false;
         match daemon.wait(TERM_BOUND).await {
-            Some(status) if status.success() => {}
+            Some(status) if status.success() => clean_stop = true,
             Some(status) => violations.push(harness(format!(
                 "run {runs}: SIGTERM exit status {status}, expected 0; log tail:\n{}",
                 daemon.tail()
@@ -890,7 +920,19 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         expect: s.expect.clone(),
         stop_when: s.stop_when,
         earlier,
+        events: checker::RunEvents {
+            kill_times_ms,
+            ..run_events(&s, &marker, kills, mid_job, clean_stop, tolerance, &root)
+        },
     };
+    // Issue 20, no excuse without a record: a mid-job stop (a jam) that no
+    // run reconciled before the deadline is a failure, not an excuse.
+    if mid_job && !reconcile_run {
+        violations.push(Violation {
+            rule: crate::checker::Rule::Accounting,
+            ..harness("stopped mid-job and no reconciling run followed before the deadline".into())
+        });
+    }
     let mut report = tokio::task::spawn_blocking(move || checker::check(&input))
         .await
         .map_err(|e| fail(format!("checker task: {e}")))?;
@@ -1146,4 +1188,64 @@ async fn send_job_start(
             "cmd/job/start not acknowledged within 10 s".into(),
         )),
     }
+}
+
+/// Issue 20: the faults the simulators and the harness recorded, for the
+/// checker's accounting.
+fn run_events(
+    s: &Scenario,
+    marker: &Marker,
+    kills: u32,
+    mid_job: bool,
+    clean_stop: bool,
+    printer_depth: usize,
+    root: &Path,
+) -> checker::RunEvents {
+    let _ = kills;
+    let mut ev = checker::RunEvents {
+        in_flight_bound: (printer_depth + s.line.camera_window) as u64,
+        clean_stop,
+        mid_job_stops: u64::from(mid_job),
+        outages: u64::from(s.timeline.broker_outage.is_some()),
+        ..checker::RunEvents::default()
+    };
+    match marker {
+        Marker::Framed(sim, _) => {
+            let st = sim.stats();
+            ev.refusals = st.naked;
+            let p = &s.printer;
+            let jammed = st.ignored > 0 || p.jam_after.is_some_and(|n| st.printed >= n);
+            let dropped = p.disconnect_after.is_some_and(|n| st.printed >= n);
+            ev.device_events = u64::from(jammed) + u64::from(dropped);
+            ev.printer_noise = p.garbage_bytes > 0;
+        }
+        Marker::Laser(sim) => {
+            ev.refusals = sim
+                .records()
+                .iter()
+                .filter(|x| x.response.starts_with("Exception") || x.response == "(dropped)")
+                .count() as u64;
+            let dropped = s
+                .laser
+                .drop_connection_after_marks
+                .is_some_and(|n| sim.marks() >= n);
+            ev.device_events = u64::from(dropped);
+        }
+        Marker::Replayed(profile) => {
+            // The recorded printer's NAKs, from the session's recording.
+            if let (Ok(p), Ok(rec)) = (
+                profile.compile(),
+                serialine_sim::recording::Recording::load(root.join("printer.rec")),
+            ) {
+                let nak = p.framing.nak;
+                ev.refusals = rec
+                    .bytes(serialine_sim::recording::Direction::Tx)
+                    .iter()
+                    .filter(|&&b| b == nak)
+                    .count() as u64;
+            }
+        }
+    }
+    ev.camera_drops = u64::from(s.camera.disconnect_after.is_some());
+    ev
 }

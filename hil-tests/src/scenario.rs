@@ -341,6 +341,19 @@ pub struct Expect {
     /// At least this many serials invalidated by the issuer in a fence
     /// handshake (issue 13 §2).
     pub min_upstream_invalidated: u64,
+    /// Issue 20: at most this many rejected units (derived from the
+    /// injected faults).
+    pub max_rejected: Option<u64>,
+    /// Issue 20: at most this many units voided per kill, jam, link drop or
+    /// mid-job stop; default: the printer buffer plus the camera window.
+    pub max_voided_per_event: Option<u64>,
+    /// Issue 20: at most this many upstream deliveries beyond the unique
+    /// ids per kill, broker outage or state step (none without them);
+    /// default: unbounded with them.
+    pub max_redeliveries_per_event: Option<u64>,
+    /// Issue 20: at most this many duplicate/foreign camera reports excused
+    /// from the alarm check (near kills, or meeting their own unit).
+    pub max_alarms_excused: Option<u64>,
 }
 
 impl Scenario {

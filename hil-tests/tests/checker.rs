@@ -112,6 +112,7 @@ async fn broken_invariants_are_reported_by_serial() {
         expect: Expect::default(),
         stop_when: StopWhen::JobDone,
         earlier: Vec::new(),
+        events: Default::default(),
     };
     let report = check(&input);
     let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
@@ -243,6 +244,7 @@ async fn a_cascade_after_a_double_trigger_is_reported() {
                 ..Expect::default()
             },
             stop_when: StopWhen::JobDone,
+            events: Default::default(),
         };
         let report = check(&input);
         let expectation: Vec<String> = report
@@ -356,6 +358,7 @@ async fn a_lost_history_is_accepted_only_with_its_ledger_and_a_fenced_void() {
         expect: Expect::default(),
         stop_when: StopWhen::JobDone,
         earlier,
+        events: Default::default(),
     };
     let report = check(&input(vec![lost.clone()]));
     let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
@@ -462,6 +465,7 @@ async fn the_printer_side_is_decoded_from_the_profile_and_a_malformed_frame_is_a
                 expect: Expect::default(),
                 stop_when: StopWhen::JobDone,
                 earlier: Vec::new(),
+                events: Default::default(),
             })
         };
         let clean = run(&[], "clean");
@@ -502,4 +506,573 @@ async fn the_printer_side_is_decoded_from_the_profile_and_a_malformed_frame_is_a
             );
         }
     }
+}
+
+// ---- Issue 20: exact accounting. Each rule gets a hand-made broken run
+// (the violation is reported) and the same run done right (none is).
+
+use hil_tests::checker::{Report, RunEvents};
+
+/// A ledger with `n` serials sent, then `outcomes[i]` applied to serial i.
+async fn ledger(dir: &std::path::Path, outcomes: &[UnitState]) -> (Issuer, Store, Vec<Serial>) {
+    let issuer = Issuer::new(b"checker accounting", 50);
+    issuer.add_line(LINE, SECRET);
+    let (store, _) = Store::open(StoreOptions::new(dir.join("ledger"), LINE, SECRET)).unwrap();
+    store.add_block(&issuer.issue(LINE).unwrap()).await.unwrap();
+    let s = store.reserve(outcomes.len()).unwrap();
+    let sent: Vec<_> = s
+        .iter()
+        .map(|x| Transition::new(x.clone(), UnitState::Sent))
+        .collect();
+    for r in store.apply(&sent).await {
+        r.unwrap();
+    }
+    let done: Vec<_> = s
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| **o != UnitState::Sent)
+        .map(|(x, o)| Transition::new(x.clone(), *o))
+        .collect();
+    for r in store.apply(&done).await {
+        r.unwrap();
+    }
+    (issuer, store, s)
+}
+
+/// Upstream holding every reportable outcome of `store` once.
+fn upstream_of(store: &Store) -> LineEvents {
+    let mut up = LineEvents::default();
+    for (serial, rec) in store.records_since(0, |_| true).unwrap() {
+        if rec.state.is_reportable() || rec.state == UnitState::Synced {
+            let st = if rec.state == UnitState::Synced {
+                UnitState::Committed
+            } else {
+                rec.state
+            };
+            up.events.insert(
+                hex::encode(event_id(LINE, &serial, st)),
+                (serial.to_string(), st.name().into()),
+            );
+            up.raw_deliveries += 1;
+        }
+    }
+    up
+}
+
+fn own_read(serial: &Serial, verdict: Verdict) -> Reported {
+    Reported {
+        unit: 1,
+        printed: code_of(serial),
+        verdict,
+        content: match verdict {
+            Verdict::NoRead => None,
+            _ => Some(code_of(serial)),
+        },
+        grade: if verdict == Verdict::LowGrade {
+            Grade::D
+        } else {
+            Grade::A
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    store: &Store,
+    issuer: &Issuer,
+    codes: Vec<String>,
+    camera_log: Vec<Reported>,
+    kills: Vec<usize>,
+    upstream: LineEvents,
+    logs: Vec<String>,
+    units: u64,
+    expect: Expect,
+    events: RunEvents,
+    mid_job: bool,
+) -> Report {
+    check(&CheckInput {
+        scenario: "accounting".into(),
+        seed: 20,
+        line: LINE.into(),
+        store: store.clone(),
+        device: DeviceLog::Codes(codes),
+        camera_log,
+        camera_kill_marks: kills,
+        alarm_tolerance: 4,
+        upstream,
+        issued: issuer.issued(LINE),
+        logs,
+        mid_job,
+        units,
+        expect,
+        stop_when: StopWhen::JobDone,
+        earlier: Vec::new(),
+        events,
+    })
+}
+
+fn accounting(report: &Report) -> Vec<String> {
+    report
+        .violations
+        .iter()
+        .filter(|v| matches!(v.rule, Rule::Accounting | Rule::Expectation))
+        .map(|v| v.to_string())
+        .collect()
+}
+
+fn events() -> RunEvents {
+    RunEvents {
+        in_flight_bound: 24,
+        ..RunEvents::default()
+    }
+}
+
+/// Rule 1: a reject is explained by the camera's own report with the
+/// matching reason, or by a device refusal; `max_rejected` caps them.
+#[tokio::test]
+async fn a_reject_without_a_recorded_cause_is_reported() {
+    use RejectReason as R;
+    let dir = tempfile::tempdir().unwrap();
+    let outcomes = [
+        UnitState::Rejected(R::NoRead),
+        UnitState::Rejected(R::LowGrade),
+        UnitState::Rejected(R::DeviceFault),
+        UnitState::Rejected(R::NoRead),
+    ];
+    let (issuer, store, s) = ledger(dir.path(), &outcomes).await;
+    let codes: Vec<String> = s.iter().map(code_of).collect();
+    let up = upstream_of(&store);
+    // Done right: no-read, low grade, a NAK (never printed: no report), a
+    // duplicate shown on the unit's own trigger.
+    let mut nak = events();
+    nak.refusals = 1;
+    let mut dup = own_read(&s[0], Verdict::Duplicate);
+    dup.printed = code_of(&s[3]);
+    let right = vec![
+        own_read(&s[0], Verdict::NoRead),
+        own_read(&s[1], Verdict::LowGrade),
+        dup,
+    ];
+    let alarm = log_line(serde_json::json!({
+        "kind": "duplicate-read",
+        "serial": format!("Some(\"{}\")", s[0]),
+    }));
+    let expect = Expect {
+        max_rejected: Some(4),
+        ..Expect::default()
+    };
+    let report = run(
+        &store,
+        &issuer,
+        codes.clone(),
+        right.clone(),
+        vec![],
+        up.clone(),
+        vec![alarm.clone()],
+        4,
+        expect.clone(),
+        nak.clone(),
+        false,
+    );
+    assert!(accounting(&report).is_empty(), "{:#?}", accounting(&report));
+    assert_eq!(report.accounting.rejects.get("no-read"), Some(&2));
+
+    // Broken: the low-grade unit was read good, no NAK was recorded, and
+    // at most 3 rejects were expected.
+    let mut broken = right;
+    broken[1] = own_read(&s[1], Verdict::Good);
+    let report = run(
+        &store,
+        &issuer,
+        codes,
+        broken,
+        vec![],
+        up,
+        vec![alarm],
+        4,
+        Expect {
+            max_rejected: Some(3),
+            ..Expect::default()
+        },
+        events(),
+        false,
+    );
+    let text = accounting(&report);
+    for x in [&s[1], &s[2]] {
+        assert!(
+            report.violations.iter().any(|v| v.rule == Rule::Accounting
+                && v.serial.as_deref() == Some(x.as_str())
+                && v.message.contains("no recorded cause")),
+            "{x}: {text:#?}"
+        );
+    }
+    assert!(
+        text.iter().any(|t| t.contains("at most 3 rejected")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("device-fault rejects")),
+        "{text:#?}"
+    );
+}
+
+/// Rule 2: voids need an event (a kill, a jam, a link drop, a mid-job
+/// stop), at most `max_voided_per_event` each.
+#[tokio::test]
+async fn a_void_without_an_event_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcomes = [UnitState::Committed, UnitState::Voided, UnitState::Voided];
+    let (issuer, store, s) = ledger(dir.path(), &outcomes).await;
+    let codes: Vec<String> = s.iter().map(code_of).collect();
+    let camera = vec![own_read(&s[0], Verdict::Good)];
+    let up = upstream_of(&store);
+    // Done right: one kill, two in flight.
+    let report = run(
+        &store,
+        &issuer,
+        codes.clone(),
+        camera.clone(),
+        vec![1],
+        up.clone(),
+        vec![],
+        3,
+        Expect {
+            max_voided_per_event: Some(2),
+            ..Expect::default()
+        },
+        events(),
+        false,
+    );
+    assert!(accounting(&report).is_empty(), "{:#?}", accounting(&report));
+    assert_eq!(report.accounting.voided, 2);
+    assert_eq!(report.accounting.void_events, 1);
+    // Broken: two kills, both voids after the second (per kill, not in all).
+    let mut two = events();
+    two.kill_times_ms = vec![0, 1];
+    let report = run(
+        &store,
+        &issuer,
+        codes.clone(),
+        camera.clone(),
+        vec![1, 1],
+        up.clone(),
+        vec![],
+        3,
+        Expect {
+            max_voided_per_event: Some(1),
+            ..Expect::default()
+        },
+        two,
+        false,
+    );
+    let text = accounting(&report);
+    assert!(
+        text.iter().any(|t| t.contains("voided after kill 2")),
+        "{text:#?}"
+    );
+    assert_eq!(report.accounting.voided_per_kill, vec![0, 2]);
+    // Broken: no event at all; then one kill but a bound of one per event.
+    for (kills, per_event) in [(vec![], None), (vec![1], Some(1))] {
+        let report = run(
+            &store,
+            &issuer,
+            codes.clone(),
+            camera.clone(),
+            kills,
+            up.clone(),
+            vec![],
+            3,
+            Expect {
+                max_voided_per_event: per_event,
+                ..Expect::default()
+            },
+            events(),
+            false,
+        );
+        let text = accounting(&report);
+        assert!(text.iter().any(|t| t.contains("units voided")), "{text:#?}");
+    }
+}
+
+/// Rule 3: decided units stay within the job's quantity plus the in-flight
+/// bound per event.
+#[tokio::test]
+async fn more_units_decided_than_the_quantity_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcomes = [UnitState::Committed; 3];
+    let (issuer, store, s) = ledger(dir.path(), &outcomes).await;
+    let codes: Vec<String> = s.iter().map(code_of).collect();
+    let camera: Vec<_> = s.iter().map(|x| own_read(x, Verdict::Good)).collect();
+    let up = upstream_of(&store);
+    let ok = run(
+        &store,
+        &issuer,
+        codes.clone(),
+        camera.clone(),
+        vec![],
+        up.clone(),
+        vec![],
+        3,
+        Expect::default(),
+        events(),
+        false,
+    );
+    assert!(accounting(&ok).is_empty(), "{:#?}", accounting(&ok));
+    let report = run(
+        &store,
+        &issuer,
+        codes,
+        camera,
+        vec![],
+        up,
+        vec![],
+        2,
+        Expect::default(),
+        events(),
+        false,
+    );
+    let text = accounting(&report);
+    assert!(
+        text.iter()
+            .any(|t| t.contains("3 units decided for a job of 2")),
+        "{text:#?}"
+    );
+}
+
+/// Rule 4: after a clean stop nothing is left Committed or in the outbox;
+/// without kills or outages upstream got each id once.
+#[tokio::test]
+async fn a_clean_stop_with_unreported_outcomes_or_redeliveries_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcomes = [UnitState::Committed; 2];
+    let (issuer, store, s) = ledger(dir.path(), &outcomes).await;
+    let codes: Vec<String> = s.iter().map(code_of).collect();
+    let camera: Vec<_> = s.iter().map(|x| own_read(x, Verdict::Good)).collect();
+    let up = upstream_of(&store);
+    let mut clean = events();
+    clean.clean_stop = true;
+    // Broken: the outbox was never drained; then upstream got one event twice.
+    let report = run(
+        &store,
+        &issuer,
+        codes.clone(),
+        camera.clone(),
+        vec![],
+        up.clone(),
+        vec![],
+        2,
+        Expect::default(),
+        clean.clone(),
+        false,
+    );
+    let text = accounting(&report);
+    assert!(
+        text.iter().any(|t| t.contains("left Committed")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("outbox entries left")),
+        "{text:#?}"
+    );
+    // Done right: every entry acknowledged.
+    let seqs: Vec<u64> = store
+        .outbox_peek(10)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    store.outbox_ack(&seqs).await.unwrap();
+    let up = upstream_of(&store);
+    let report = run(
+        &store,
+        &issuer,
+        codes.clone(),
+        camera.clone(),
+        vec![],
+        up.clone(),
+        vec![],
+        2,
+        Expect::default(),
+        clean.clone(),
+        false,
+    );
+    assert!(accounting(&report).is_empty(), "{:#?}", accounting(&report));
+    let mut twice = up.clone();
+    twice.raw_deliveries += 1;
+    let report = run(
+        &store,
+        &issuer,
+        codes.clone(),
+        camera.clone(),
+        vec![],
+        twice.clone(),
+        vec![],
+        2,
+        Expect::default(),
+        clean.clone(),
+        false,
+    );
+    let text = accounting(&report);
+    assert!(
+        text.iter().any(|t| t.contains("1 redelivered")),
+        "{text:#?}"
+    );
+    // With a kill, within the stated bound.
+    let report = run(
+        &store,
+        &issuer,
+        codes,
+        camera,
+        vec![2],
+        twice,
+        vec![],
+        2,
+        Expect {
+            max_redeliveries_per_event: Some(1),
+            ..Expect::default()
+        },
+        clean,
+        false,
+    );
+    assert!(accounting(&report).is_empty(), "{:#?}", accounting(&report));
+}
+
+/// Rule 5: alarms per kind, exact; an alarm for a code the camera never
+/// showed is false.
+#[tokio::test]
+async fn a_false_alarm_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcomes = [UnitState::Committed, UnitState::Committed];
+    let (issuer, store, s) = ledger(dir.path(), &outcomes).await;
+    let codes: Vec<String> = s.iter().map(code_of).collect();
+    let mut dup = own_read(&s[0], Verdict::DoubleTrigger);
+    dup.unit = 1;
+    let camera = vec![
+        own_read(&s[0], Verdict::Good),
+        dup,
+        own_read(&s[1], Verdict::Good),
+    ];
+    let up = upstream_of(&store);
+    let alarm = |kind: &str, x: &Serial| {
+        log_line(serde_json::json!({ "kind": kind, "serial": format!("Some(\"{x}\")") }))
+    };
+    // Done right: one duplicate-read alarm for s0 (the operator's echo of
+    // it is not a second alarm).
+    let echo = serde_json::json!({
+        "level": "WARN", "kind": "duplicate-read", "serial": format!("Some(\"{}\")", s[0]),
+        "target": "serialine_uplink::operator",
+    })
+    .to_string();
+    let right = format!("{}\n{echo}", alarm("duplicate-read", &s[0]));
+    let report = run(
+        &store,
+        &issuer,
+        codes.clone(),
+        camera.clone(),
+        vec![],
+        up.clone(),
+        vec![right],
+        2,
+        Expect::default(),
+        events(),
+        false,
+    );
+    assert!(accounting(&report).is_empty(), "{:#?}", accounting(&report));
+    assert_eq!(report.duplicate_alarms, 1);
+    // The same run with the double trigger just before a kill: excused, and
+    // the excused count is capped by `max_alarms_excused`.
+    let report = run(
+        &store,
+        &issuer,
+        codes.clone(),
+        camera.clone(),
+        vec![2],
+        up.clone(),
+        vec![String::new()],
+        2,
+        Expect {
+            max_alarms_excused: Some(0),
+            ..Expect::default()
+        },
+        events(),
+        false,
+    );
+    assert_eq!(report.alarms_excused, 1);
+    let text = accounting(&report);
+    assert!(
+        text.iter()
+            .any(|t| t.contains("excused from the alarm check")),
+        "{text:#?}"
+    );
+    // Broken: a duplicate alarm for s1 (never shown twice) and a foreign
+    // alarm for s0 (shown as a duplicate, not foreign).
+    let broken = [
+        alarm("duplicate-read", &s[0]),
+        alarm("duplicate-read", &s[1]),
+        alarm("foreign-code", &s[0]),
+    ]
+    .join("\n");
+    let report = run(
+        &store,
+        &issuer,
+        codes,
+        camera,
+        vec![],
+        up,
+        vec![broken],
+        2,
+        Expect::default(),
+        events(),
+        false,
+    );
+    let text = accounting(&report);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.rule == Rule::Accounting && v.serial.as_deref() == Some(s[1].as_str())),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("2 duplicate-read alarm(s) logged")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("1 foreign-code alarm(s) logged")),
+        "{text:#?}"
+    );
+}
+
+/// Rule 6: a mid-job stop no run reconciled leaves serials in flight: a
+/// violation, not an excuse.
+#[tokio::test]
+async fn a_mid_job_stop_without_reconciliation_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcomes = [UnitState::Committed, UnitState::Sent];
+    let (issuer, store, s) = ledger(dir.path(), &outcomes).await;
+    let codes: Vec<String> = s.iter().map(code_of).collect();
+    let camera = vec![own_read(&s[0], Verdict::Good)];
+    let up = upstream_of(&store);
+    let mut jam = events();
+    jam.mid_job_stops = 1;
+    let report = run(
+        &store,
+        &issuer,
+        codes,
+        camera,
+        vec![],
+        up,
+        vec![],
+        2,
+        Expect::default(),
+        jam,
+        true,
+    );
+    let text = accounting(&report);
+    assert!(
+        text.iter().any(|t| t.contains("no run reconciled")),
+        "{text:#?}"
+    );
 }

@@ -161,6 +161,7 @@ fn crash_loop() {
         s.units = 100_000;
         s.timeline.random_kills = 100;
         s.timeout_secs = 3600;
+        scale_expect(&mut s, 10_000, 100);
     }
     eprintln!(
         "crash loop: seed {} (HIL_SEED overrides), {} units, {} kills",
@@ -184,6 +185,7 @@ fn soak() {
         s.printer.disconnect_after = Some(40_000);
         s.camera.disconnect_after = Some(60_000);
         s.timeline.kill9_at_units = vec![10_000, 30_000, 50_000, 70_000, 90_000];
+        scale_expect(&mut s, 5_000, 6);
         if let Some(o) = s.timeline.broker_outage.as_mut() {
             o.at_units = 55_000;
             o.secs = 10.0;
@@ -191,4 +193,15 @@ fn soak() {
         s.timeout_secs = 3600;
     }
     check(&run(s).expect("soak runs"));
+}
+
+/// Issue 20: a `HIL_FULL=1` run's bounds, scaled from the scenario's: the
+/// rejects with the units, the committed floor from them and `events`
+/// kills or link drops of `max_voided_per_event` each.
+fn scale_expect(s: &mut Scenario, units_before: u64, events: u64) {
+    let e = &mut s.expect;
+    e.max_rejected = e.max_rejected.map(|m| m * s.units / units_before);
+    e.max_alarms_excused = e.max_alarms_excused.map(|m| m * s.units / units_before);
+    e.min_committed =
+        s.units - e.max_rejected.unwrap_or(0) - events * e.max_voided_per_event.unwrap_or(24);
 }

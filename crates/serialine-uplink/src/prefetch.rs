@@ -144,7 +144,8 @@ impl Prefetch {
             let pending = outstanding
                 .as_ref()
                 .filter(|o| o.gtin == product)
-                .map_or(0, |o| o.serials_wanted);
+                .map_or(0, |o| o.serials_wanted)
+                + in_flight_elsewhere(&recent, &product, p.request_timeout);
             let (low, high) = watermarks(&p, *self.rate.borrow());
             let counted = depth + pending;
             if counted < low {
@@ -340,6 +341,23 @@ impl Prefetch {
     }
 }
 
+/// Issue 20 (seen in the broker-outage scenario): a request set aside when
+/// the link dropped may still be delivered (the MQTT session resends it) and
+/// answered after the reconnect, next to the request asked again. Until its
+/// `request_timeout` has passed it counts against the high-water mark, so
+/// both answers together never exceed it.
+fn in_flight_elsewhere(
+    recent: &VecDeque<Outstanding>,
+    product: &Option<Gtin>,
+    timeout: Duration,
+) -> u64 {
+    recent
+        .iter()
+        .filter(|o| o.gtin == *product && o.sent.elapsed() < timeout)
+        .map(|o| o.serials_wanted)
+        .sum()
+}
+
 fn remember(recent: &mut VecDeque<Outstanding>, o: Outstanding) {
     if recent.len() >= RECENT_REQUESTS {
         recent.pop_front();
@@ -350,6 +368,25 @@ fn remember(recent: &mut VecDeque<Outstanding>, o: Outstanding) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_set_aside_on_a_link_drop_counts_until_its_timeout() {
+        let gtin = Gtin::parse("09506000134352").ok();
+        let req = |ago: Duration, gtin: Option<Gtin>| Outstanding {
+            correlation_id: "c".into(),
+            sent: Instant::now().checked_sub(ago).unwrap_or_else(Instant::now),
+            serials_wanted: 500,
+            gtin,
+        };
+        let timeout = Duration::from_secs(10);
+        let mut recent = VecDeque::new();
+        recent.push_back(req(Duration::from_secs(1), gtin));
+        assert_eq!(in_flight_elsewhere(&recent, &gtin, timeout), 500);
+        // Another product's request, or one past its timeout, does not count.
+        recent.push_back(req(Duration::from_secs(1), None));
+        recent.push_back(req(Duration::from_secs(11), gtin));
+        assert_eq!(in_flight_elsewhere(&recent, &gtin, timeout), 500);
+    }
 
     #[test]
     fn watermarks_take_the_larger_of_serials_and_minutes() {
