@@ -811,23 +811,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
             }
         }
         // Clean stop.
-        daemon.signal("-TERM")?;
-        clean_stop = false;
-        match daemon.wait(TERM_BOUND).await {
-            Some(status) if status.success() => clean_stop = true,
-            Some(status) => violations.push(harness(format!(
-                "run {runs}: SIGTERM exit status {status}, expected 0; log tail:\n{}",
-                daemon.tail()
-            ))),
-            None => {
-                violations.push(harness(format!(
-                    "run {runs}: did not exit within {TERM_BOUND:?} of SIGTERM; log tail:\n{}",
-                    daemon.tail()
-                )));
-                daemon.signal("-9")?;
-                daemon.wait(Duration::from_secs(10)).await;
-            }
-        }
+        clean_stop = stop_clean(&mut daemon, runs, &mut violations, &harness).await?;
         if mid_job && !reconcile_run && Instant::now() < deadline {
             reconcile_run = true;
             continue;
@@ -1019,15 +1003,16 @@ fn other_line_codes(s: &Scenario, issuer: &Issuer) -> Result<Vec<String>, HilErr
 pub const OTHER_LINE: &str = "line-2";
 
 /// SIGTERM and wait, as at the end of a run; a failure is a violation.
+/// Returns whether the daemon exited 0 within its bound.
 async fn stop_clean(
     daemon: &mut Daemon,
     runs: u32,
     violations: &mut Vec<Violation>,
     harness: &impl Fn(String) -> Violation,
-) -> Result<(), HilError> {
+) -> Result<bool, HilError> {
     daemon.signal("-TERM")?;
     match daemon.wait(TERM_BOUND).await {
-        Some(status) if status.success() => {}
+        Some(status) if status.success() => return Ok(true),
         Some(status) => violations.push(harness(format!(
             "run {runs}: SIGTERM exit status {status}, expected 0; log tail:\n{}",
             daemon.tail()
@@ -1041,7 +1026,7 @@ async fn stop_clean(
             daemon.wait(Duration::from_secs(10)).await;
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Issue 13 §2: what an operator's restore (or a re-imaged controller) does
