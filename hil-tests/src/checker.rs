@@ -1105,16 +1105,19 @@ fn check_accounting(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Se
         }
         acc.voided_per_kill = per_kill;
     }
-    // The fence voids at most its chunk (64) per block in use per kill or
-    // state step; a clean run fences nothing.
+    // The fence voids, per block in use and kill or state step, at most its
+    // chunk (the mark runs that far ahead of the last serial handed out) plus
+    // the serials reserved but not yet durably Sent at the kill (at most the
+    // in-flight bound); a clean run fences nothing.
     let blocks: HashSet<_> = records.iter().map(|(_, r)| r.block_id).collect();
     let fence_events = kills + input.earlier.len() as u64;
-    if input.earlier.is_empty() && acc.fenced > fence_events * 64 * blocks.len() as u64 {
+    let fence_bound = u64::from(serialine_store::FENCE_CHUNK) + ev.in_flight_bound;
+    if input.earlier.is_empty() && acc.fenced > fence_events * fence_bound * blocks.len() as u64 {
         c.violate(
             Rule::Accounting,
             None,
             format!(
-                "{} serials voided by the fence, more than 64 per block in use ({}) for each of {fence_events} kill(s)",
+                "{} serials voided by the fence, more than {fence_bound} (its chunk + the in-flight bound) per block in use ({}) for each of {fence_events} kill(s)",
                 acc.fenced,
                 blocks.len()
             ),
