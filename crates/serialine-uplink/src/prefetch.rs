@@ -151,10 +151,15 @@ impl Prefetch {
             if counted < low {
                 filling = true;
             }
-            if counted >= high {
+            // Filling ends when the buffer itself reaches high water, not
+            // when a request merely asks for the rest: an issuer may answer
+            // with less than asked (one block), and the buffer must keep
+            // filling after that answer even when it lands between the marks.
+            if depth >= high {
                 filling = false;
             }
-            if !filling || Instant::now() < not_before {
+            // Nothing to ask for while what is asked already reaches high.
+            if !filling || counted >= high || Instant::now() < not_before {
                 continue;
             }
             counter += 1;
