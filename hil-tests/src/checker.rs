@@ -99,7 +99,7 @@ pub enum DeviceLog {
 /// Which rule broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
-    /// DESIGN invariant 1..=6.
+    /// ARCHITECTURE.md invariant 1..=6.
     Invariant(u8),
     /// Stored counters differ from a recount.
     Counters,

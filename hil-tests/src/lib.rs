@@ -2,7 +2,7 @@
 //! simulators (embedded broker, issuer, upstream consumer, framed printer and
 //! camera on 127.0.0.1), applies a scenario's fault timeline (SIGKILL and
 //! restart, broker outage through a cuttable proxy, device knobs), stops the
-//! daemon with SIGTERM and checks DESIGN.md's invariants over the ledger, the
+//! daemon with SIGTERM and checks ARCHITECTURE.md's invariants over the ledger, the
 //! printer's byte recording, the camera's log, the upstream consumer's events
 //! and the daemon's logs.
 //!

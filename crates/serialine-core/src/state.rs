@@ -1,4 +1,4 @@
-//! The unit lifecycle of DESIGN.md as a checked state machine.
+//! The unit lifecycle of ARCHITECTURE.md as a checked state machine.
 //!
 //! ```text
 //! Available --reserve--> Reserved --send (durable first!)--> Sent --device ack--> Printed

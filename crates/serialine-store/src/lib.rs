@@ -2,7 +2,7 @@
 //!
 //! One ledger per line. It holds the sealed serial blocks the line received,
 //! the state of every serial that left the pool, the outbox of outcomes for
-//! upstream, and the line's metadata, and it enforces DESIGN.md's invariants
+//! upstream, and the line's metadata, and it enforces ARCHITECTURE.md's invariants
 //! at its single write path:
 //!
 //! 1. **At most once to a device**: `Sent` is accepted only for a serial that

@@ -1,5 +1,5 @@
 //! The ledger's contract, one behaviour per test, each invariant of
-//! DESIGN.md named in its test's name.
+//! ARCHITECTURE.md named in its test's name.
 
 mod common;
 

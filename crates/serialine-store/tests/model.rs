@@ -1,6 +1,6 @@
 //! Property test: random sequences of reservations, transitions, upstream
 //! acknowledgments and restarts, run against the real ledger and against a
-//! model of DESIGN.md's lifecycle. Every answer the ledger gives must be the
+//! model of ARCHITECTURE.md's lifecycle. Every answer the ledger gives must be the
 //! model's, and its counters must always match its records.
 
 mod common;
