@@ -691,15 +691,9 @@ impl Tx<'_> {
                 None => Err(self.corrupt(format!("record of serial {serial} unreadable"))),
             });
         }
-        let cid = block_id.to_be_bytes();
-        let used = self.cursors.get(cid)?.and_then(|v| BlockUse::decode(&v));
-        let Some(mut u) = used.filter(|u| u.used < u.count) else {
-            return Ok(Err(self.corrupt(format!(
-                "block {block_id} cursor missing or already exhausted while fencing {serial}"
-            ))));
-        };
-        u.used += 1;
-        self.cursors.insert(cid, u.encode());
+        if let Err(e) = self.advance_cursor(block_id, serial, "fencing")? {
+            return Ok(Err(e));
+        }
         let to = UnitState::Voided;
         let record = SerialRecord {
             state: to,
@@ -803,15 +797,9 @@ impl Tx<'_> {
             }));
         }
         if fresh {
-            let cid = block_id.to_be_bytes();
-            let used = self.cursors.get(cid)?.and_then(|v| BlockUse::decode(&v));
-            let Some(mut u) = used.filter(|u| u.used < u.count) else {
-                return Ok(Err(self.corrupt(format!(
-                    "block {block_id} cursor missing or already exhausted while sending {serial}"
-                ))));
-            };
-            u.used += 1;
-            self.cursors.insert(cid, u.encode());
+            if let Err(e) = self.advance_cursor(block_id, serial, "sending")? {
+                return Ok(Err(e));
+            }
         }
         let record = SerialRecord {
             state: to,
@@ -837,6 +825,26 @@ impl Tx<'_> {
         }
         self.counts.shift(from, to);
         Ok(Ok(Applied::Moved { from, to }))
+    }
+
+    /// Counts one more serial of `block_id` as out of the pool (sent or
+    /// fenced), in this transaction; `doing` names the move for the error.
+    fn advance_cursor(
+        &mut self,
+        block_id: BlockId,
+        serial: &Serial,
+        doing: &str,
+    ) -> TxResult<Result<(), StoreError>> {
+        let cid = block_id.to_be_bytes();
+        let used = self.cursors.get(cid)?.and_then(|v| BlockUse::decode(&v));
+        let Some(mut u) = used.filter(|u| u.used < u.count) else {
+            return Ok(Err(self.corrupt(format!(
+                "block {block_id} cursor missing or already exhausted while {doing} {serial}"
+            ))));
+        };
+        u.used += 1;
+        self.cursors.insert(cid, u.encode());
+        Ok(Ok(()))
     }
 
     /// Puts the outcome `to` of `serial` in the outbox, in this transaction,
