@@ -692,10 +692,7 @@ pub fn check(input: &CheckInput) -> Report {
     // A duplicate of a code whose own read did not decide its unit (it was
     // a no-read, misread, ...) may meet that unit still in flight: then it
     // is that unit's read, not a duplicate.
-    let mut own_read: HashMap<&str, Verdict> = HashMap::new();
-    for r in &input.camera_log {
-        own_read.entry(r.printed.as_str()).or_insert(r.verdict);
-    }
+    let own_read = own_reads(&input.camera_log);
     let mut wanted: HashMap<String, (usize, Verdict)> = HashMap::new();
     for (i, r) in input.camera_log.iter().enumerate() {
         let shown = match r.verdict {
@@ -708,16 +705,8 @@ pub fn check(input: &CheckInput) -> Report {
             continue;
         }
         c.report.camera_reports += 1;
-        let near_kill = input
-            .camera_kill_marks
-            .iter()
-            .any(|&m| i < m && i + input.alarm_tolerance >= m);
-        let own_undecided = matches!(r.verdict, Verdict::Duplicate | Verdict::DoubleTrigger)
-            && r.content
-                .as_deref()
-                .and_then(|c| own_read.get(c))
-                .is_some_and(|v| !matches!(v, Verdict::Good | Verdict::LowGrade));
-        if near_kill || own_undecided {
+        let excused = excused_report(input, &own_read, i, r);
+        if excused {
             c.report.alarms_excused += 1;
             continue;
         }
@@ -1219,10 +1208,7 @@ fn check_alarm_kinds(c: &mut Checker<'_>, voided: &HashSet<&Serial>) {
     let input = c.input;
     let mut shown: HashMap<&'static str, (u64, u64)> = HashMap::new();
     let mut shown_serials: HashSet<String> = HashSet::new();
-    let mut own_read: HashMap<&str, Verdict> = HashMap::new();
-    for r in &input.camera_log {
-        own_read.entry(r.printed.as_str()).or_insert(r.verdict);
-    }
+    let own_read = own_reads(&input.camera_log);
     for (i, r) in input.camera_log.iter().enumerate() {
         let kind = match r.verdict {
             Verdict::Duplicate | Verdict::Refed => "duplicate-read",
@@ -1267,17 +1253,9 @@ fn check_alarm_kinds(c: &mut Checker<'_>, voided: &HashSet<&Serial>) {
         if let Some(s) = r.content.as_deref().and_then(serial_of) {
             shown_serials.insert(s.as_str().to_string());
         }
-        let near_kill = input
-            .camera_kill_marks
-            .iter()
-            .any(|&m| i < m && i + input.alarm_tolerance >= m);
-        let own_undecided = matches!(r.verdict, Verdict::Duplicate | Verdict::DoubleTrigger)
-            && r.content
-                .as_deref()
-                .and_then(|c| own_read.get(c))
-                .is_some_and(|v| !matches!(v, Verdict::Good | Verdict::LowGrade));
+        let excused = excused_report(input, &own_read, i, r);
         let e = shown.entry(kind).or_default();
-        if near_kill || own_undecided {
+        if excused {
             e.1 += 1;
         } else {
             e.0 += 1;
@@ -1337,4 +1315,35 @@ fn check_alarm_kinds(c: &mut Checker<'_>, voided: &HashSet<&Serial>) {
             );
         }
     }
+}
+
+/// The camera's first verdict for each printed code: what its own read was.
+fn own_reads(log: &[Reported]) -> HashMap<&str, Verdict> {
+    let mut own_read: HashMap<&str, Verdict> = HashMap::new();
+    for r in log {
+        own_read.entry(r.printed.as_str()).or_insert(r.verdict);
+    }
+    own_read
+}
+
+/// Report `i` of the camera log may fairly draw no alarm: it came just before
+/// a kill (the killed daemon may never have read it), or it repeats a code
+/// whose own read decided nothing (then it is that unit's read, not a
+/// duplicate).
+fn excused_report(
+    input: &CheckInput,
+    own_read: &HashMap<&str, Verdict>,
+    i: usize,
+    r: &Reported,
+) -> bool {
+    let near_kill = input
+        .camera_kill_marks
+        .iter()
+        .any(|&m| i < m && i + input.alarm_tolerance >= m);
+    let own_undecided = matches!(r.verdict, Verdict::Duplicate | Verdict::DoubleTrigger)
+        && r.content
+            .as_deref()
+            .and_then(|c| own_read.get(c))
+            .is_some_and(|v| !matches!(v, Verdict::Good | Verdict::LowGrade));
+    near_kill || own_undecided
 }
