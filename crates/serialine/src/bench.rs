@@ -19,7 +19,7 @@
 
 use crate::demo::{self, Devices, LineOptions, Plant};
 use anyhow::{bail, Context};
-use serialine::pipeline::LineReport;
+use serialine_line::pipeline::LineReport;
 use serialine_sim::issuer::Issuer;
 use serialine_store::{CommitMode, Store, StoreOptions};
 use serialine_uplink::bench::{fill_outbox, time_drain};

@@ -29,11 +29,8 @@
 //! `Restart=on-failure` applies. Configuration problems, device files
 //! included, never get here: `run` checks them first and exits 2.
 
-use crate::runtime::{self, RunningLine};
 use anyhow::{anyhow, Context};
 use serialine::config::{self, Config, LineConfig, LineDevices, PrinterDevice};
-use serialine::health::Heartbeat;
-use serialine::pipeline::{LineReport, LineSpec};
 use serialine_core::Job;
 use serialine_devices::camera;
 use serialine_devices::label;
@@ -41,6 +38,9 @@ use serialine_devices::laser::{self, LaserSettings};
 use serialine_devices::printer;
 use serialine_devices::transport::Link;
 use serialine_devices::{CameraHandle, PrinterHandle};
+use serialine_line::health::Heartbeat;
+use serialine_line::pipeline::{LineReport, LineSpec};
+use serialine_line::running::{self as runtime, RunningLine};
 use serialine_store::{Store, StoreOptions};
 use serialine_uplink::{
     kind, AckAuth, Alarm, Command, CommandAuth, CommandRequest, JobInfo, LineState, LinkFault,
@@ -51,7 +51,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 /// Longest a stopping job may take to drain (units in flight get their
 /// verdict or are voided at the read deadline well within this).
@@ -61,8 +61,6 @@ pub const UPLINK_SHUTDOWN: Duration = Duration::from_secs(5);
 /// How often an idle line beats its heartbeat (the watchdog wants a beat
 /// every half `WatchdogSec`).
 const IDLE_BEAT: Duration = Duration::from_secs(1);
-/// Camera events queued between the camera driver and the pipeline.
-const CAMERA_QUEUE: usize = 1024;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Installed first, so a stop request during start-up is not lost.
@@ -271,8 +269,6 @@ enum Event {
 /// A job in progress.
 struct ActiveJob {
     running: RunningLine,
-    /// Fires when the pipeline has let go of the camera: the job is over.
-    ended: oneshot::Receiver<()>,
     job: Job,
     started: Instant,
 }
@@ -332,7 +328,7 @@ async fn open_line(
             tracing::warn!(line = %id, "fence: {why}; no serial is used until upstream answers the fence handshake");
         }
     }
-    let voided = serialine::pipeline::reconcile_on_start(&store)
+    let voided = serialine_line::pipeline::reconcile_on_start(&store)
         .await
         .context("voiding the serials a previous run left in flight")?;
     if voided > 0 {
@@ -460,46 +456,12 @@ async fn spawn_devices(line: &str, d: &LineDevices) -> anyhow::Result<Devices> {
     Ok((printer, camera, names))
 }
 
-/// Puts a relay between the camera driver and the pipeline whose only job
-/// is to notice when the pipeline lets go of the camera: the job is over.
-/// (`RunningLine` can be stopped or awaited, not watched, and awaiting it
-/// consumes it.)
-fn watch_camera(camera: CameraHandle) -> (CameraHandle, oneshot::Receiver<()>) {
-    let CameraHandle {
-        name,
-        events: mut from_driver,
-    } = camera;
-    let (tx, rx) = mpsc::channel(CAMERA_QUEUE);
-    let (ended_tx, ended_rx) = oneshot::channel();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tx.closed() => break,
-                ev = from_driver.recv() => match ev {
-                    Some(ev) => {
-                        if tx.send(ev).await.is_err() {
-                            break;
-                        }
-                    }
-                    None => {
-                        tx.closed().await;
-                        break;
-                    }
-                },
-            }
-        }
-        let _ = ended_tx.send(());
-    });
-    (CameraHandle { name, events: rx }, ended_rx)
-}
-
 impl Line {
     async fn start_job(&mut self, job: Job) -> anyhow::Result<ActiveJob> {
         let (printer, camera, names) = spawn_devices(&self.id, &self.devices).await?;
         // Blocks are now requested for this job's product (and kept for it
         // after the job, until another product's job starts).
         self.uplink.set_product(Some(job.gtin));
-        let (camera, ended) = watch_camera(camera);
         let p = &self.cfg.pipeline;
         let read_deadline_ms = self.cfg.camera.deadline_ms.unwrap_or(p.read_deadline_ms);
         let spec = LineSpec {
@@ -528,11 +490,9 @@ impl Line {
             printer,
             camera,
             names,
-            None,
         );
         Ok(ActiveJob {
             running,
-            ended,
             job,
             started: Instant::now(),
         })
@@ -545,7 +505,6 @@ impl Line {
             running,
             job,
             started,
-            ..
         } = active;
         running.stop();
         let outcome = match tokio::time::timeout(STOP_BOUND, running.finish()).await {
@@ -621,7 +580,7 @@ impl Line {
                 _ = shutdown.wait_for(|s| *s) => Event::Shutdown,
                 _ = async {
                     match job.as_mut() {
-                        Some(j) => { let _ = (&mut j.ended).await; }
+                        Some(j) => j.running.ended().await,
                         None => std::future::pending().await,
                     }
                 } => Event::JobEnded,

@@ -12,15 +12,15 @@
 //! off), so the summary shows what the line catches. At the end the demo
 //! checks that upstream holds exactly the ledger's outcomes, each once.
 
-use crate::runtime::{self, LineRun, RunningLine};
 use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serialine::pipeline::{LineReport, LineSpec};
 use serialine_core::{Expiry, Gtin, Job, Lot, Template, UnitState};
 use serialine_devices::camera::{self, CameraProfile};
 use serialine_devices::laser::{self, LaserRegisterMap, LaserSettings};
 use serialine_devices::printer::{self, FramedProfile};
 use serialine_devices::transport::{Link, TcpSettings, TransportSettings};
+use serialine_line::pipeline::{LineReport, LineSpec};
+use serialine_line::running::{self as runtime, LineRun, RunningLine};
 use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
 use serialine_sim::camera::{CameraKnobs, CameraSim};
 use serialine_sim::issuer::{Issuer, IssuerTask};
@@ -271,7 +271,7 @@ pub async fn start_line(
     store_opts.commit = opts.commit;
     let (store, _) =
         Store::open(store_opts).with_context(|| format!("opening the ledger of {line}"))?;
-    let voided = serialine::pipeline::reconcile_on_start(&store).await?;
+    let voided = serialine_line::pipeline::reconcile_on_start(&store).await?;
     if voided > 0 {
         say(format!(
             "  {line}: voided {voided} serial(s) left in flight by an earlier run"
@@ -327,7 +327,8 @@ pub async fn start_line(
         starve_timeout: Duration::from_secs(30),
         heartbeat: Default::default(),
     };
-    let bar = bars.map(|multi| {
+    let running = runtime::start_line(spec, store, uplink, printer, camera, device_names);
+    if let Some(multi) = bars {
         let bar = multi.add(ProgressBar::new(opts.units));
         bar.set_style(
             ProgressStyle::with_template(
@@ -337,17 +338,32 @@ pub async fn start_line(
             .progress_chars("=> "),
         );
         bar.set_prefix(line.to_string());
-        bar
-    });
-    Ok(runtime::start_line(
-        spec,
-        store,
-        uplink,
-        printer,
-        camera,
-        device_names,
-        bar,
-    ))
+        tokio::spawn(draw_progress(running.progress(), bar, opts.units));
+    }
+    Ok(running)
+}
+
+/// Draws a line's progress bar until its job is done.
+async fn draw_progress(
+    mut progress: tokio::sync::watch::Receiver<serialine_line::pipeline::Progress>,
+    bar: ProgressBar,
+    quantity: u64,
+) {
+    while progress.changed().await.is_ok() {
+        let p = progress.borrow_and_update().clone();
+        bar.set_position(p.done());
+        bar.set_message(format!(
+            "{} ok, {} rejected, {} voided{}",
+            p.committed,
+            p.rejected,
+            p.voided,
+            if p.paused { ", PAUSED" } else { "" }
+        ));
+        if p.done() >= quantity {
+            bar.finish();
+            return;
+        }
+    }
 }
 
 /// Waits (at most 60 s) until upstream has acknowledged the whole outbox.

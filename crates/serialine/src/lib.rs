@@ -1,8 +1,6 @@
-//! The `serialine` daemon as a library: configuration now; the pipeline,
-//! CLI handlers and systemd integration join it as they are built. The binary
-//! (`src/main.rs`) is a thin edge over this crate.
+//! The `serialine` service as a library: its configuration and systemd
+//! integration. The line itself (pipeline, plan, assembly) is the
+//! `serialine-line` crate; the binary (`src/main.rs`) is a thin edge over both.
 
 pub mod config;
-pub mod health;
-pub mod pipeline;
 pub mod systemd;

@@ -31,7 +31,6 @@ mod bench;
 mod daemon;
 mod demo;
 mod record_cmd;
-mod runtime;
 mod sim_cmd;
 mod tools;
 

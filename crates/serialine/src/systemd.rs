@@ -1,10 +1,10 @@
 //! sd_notify(3): READY once the ledgers are open and devices connected,
 //! STATUS= with the line state, WATCHDOG=1 only while the lines are alive
-//! (see [`crate::health`]), STOPPING on shutdown. Outside systemd
+//! (see `serialine_line::health`), STOPPING on shutdown. Outside systemd
 //! (`NOTIFY_SOCKET` unset) every call is a no-op.
 
-use crate::health::{all_alive, Heartbeat};
 use sd_notify::NotifyState;
+use serialine_line::health::{all_alive, Heartbeat};
 use std::time::Duration;
 
 pub fn ready(status: &str) {

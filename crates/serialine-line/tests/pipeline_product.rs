@@ -3,12 +3,12 @@
 //! (issue 13, section 3), and a code that does not render leaves its serial
 //! in the pool, counted (issue 13, section 5).
 
-use serialine::pipeline::{run_line, Alarm, AlarmKind, LineReport, LineSpec, Progress};
 use serialine_core::code::Template;
 use serialine_core::{Block, BlockKey, Expiry, Grade, Gtin, Job, Lot, Serial, UnitState};
 use serialine_devices::camera::{self, CameraProfile};
 use serialine_devices::printer::{self, FramedProfile};
 use serialine_devices::transport::Link;
+use serialine_line::pipeline::{run_line, Alarm, AlarmKind, LineReport, LineSpec, Progress};
 use serialine_sim::camera::{CameraKnobs, CameraSim};
 use serialine_sim::printer::{PrinterKnobs, PrinterSim};
 use serialine_store::{Store, StoreOptions};

@@ -1,9 +1,10 @@
-//! Runs one line inside the daemon: the pipeline, its alarms forwarded to the
-//! uplink's `alarms` topic, and its progress to the retained `status` topic
-//! and, when given, a progress bar. Shared by `run` and `demo`.
+//! A job running on a line: the pipeline, its alarms forwarded to the
+//! uplink's `alarms` topic, and its progress to the retained `status` topic.
+//! Whoever started it may watch its progress ([`RunningLine::progress`], the
+//! demo draws a bar from it), wait for its end ([`RunningLine::ended`]), stop
+//! it, and collect its report ([`RunningLine::finish`]).
 
-use indicatif::ProgressBar;
-use serialine::pipeline::{self, Alarm, DeviceHealth, LineReport, LineSpec, Progress};
+use crate::pipeline::{self, Alarm, DeviceHealth, LineReport, LineSpec, Progress};
 use serialine_devices::{CameraHandle, PrinterHandle};
 use serialine_store::Store;
 use serialine_uplink::{DeviceStatus, JobInfo, LineState, StatusSnapshot, UplinkHandle};
@@ -16,6 +17,9 @@ pub struct RunningLine {
     run: LineRun,
     task: JoinHandle<Result<LineReport, pipeline::PipelineError>>,
     side: Vec<JoinHandle<()>>,
+    progress: watch::Receiver<Progress>,
+    /// Turns true when the pipeline task has returned: the job is over.
+    ended: watch::Receiver<bool>,
 }
 
 /// What stays of a line once its job is over.
@@ -33,14 +37,14 @@ pub fn start_line(
     printer: PrinterHandle,
     camera: CameraHandle,
     devices: Vec<String>,
-    bar: Option<ProgressBar>,
 ) -> RunningLine {
     let (alarm_tx, alarm_rx) = mpsc::unbounded_channel();
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let job = JobInfo::from(&spec.job);
     let quantity = spec.job.quantity;
-    let task = tokio::spawn(pipeline::run_line(
+    let (ended_tx, ended_rx) = watch::channel(false);
+    let pipeline = pipeline::run_line(
         spec,
         store.clone(),
         printer,
@@ -48,16 +52,20 @@ pub fn start_line(
         alarm_tx,
         progress_tx,
         stop_rx,
-    ));
+    );
+    let task = tokio::spawn(async move {
+        let report = pipeline.await;
+        ended_tx.send_replace(true);
+        report
+    });
     let side = vec![
         tokio::spawn(forward_alarms(alarm_rx, uplink.clone())),
         tokio::spawn(report_progress(
-            progress_rx,
+            progress_rx.clone(),
             uplink.clone(),
             job,
             devices.clone(),
             quantity,
-            bar,
         )),
     ];
     RunningLine {
@@ -69,12 +77,33 @@ pub fn start_line(
         },
         task,
         side,
+        progress: progress_rx,
+        ended: ended_rx,
     }
 }
 
 impl RunningLine {
+    /// Asks the job to stop: no new code is sent, the units in flight get
+    /// their verdicts (or are voided at the read deadline).
     pub fn stop(&self) {
         self.run.stop.send_replace(true);
+    }
+
+    /// Resolves once the job is over (quantity reached, stopped, starved or
+    /// failed); [`RunningLine::finish`] then returns without waiting.
+    pub async fn ended(&self) {
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|e| *e).await;
+    }
+
+    /// The job's progress as it changes (units decided, device states).
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// The line's ledger, uplink and device names.
+    pub fn line(&self) -> &LineRun {
+        &self.run
     }
 
     pub async fn finish(self) -> anyhow::Result<(LineRun, LineReport)> {
@@ -107,7 +136,6 @@ async fn report_progress(
     job: JobInfo,
     devices: Vec<String>,
     quantity: u64,
-    bar: Option<ProgressBar>,
 ) {
     let started = Instant::now();
     let mut last_publish = Instant::now() - Duration::from_secs(1);
@@ -119,19 +147,6 @@ async fn report_progress(
         let states = (p.paused, p.devices.clone());
         let state_changed = last_states.as_ref() != Some(&states);
         last_states = Some(states);
-        if let Some(bar) = &bar {
-            bar.set_position(p.done());
-            bar.set_message(format!(
-                "{} ok, {} rejected, {} voided{}",
-                p.committed,
-                p.rejected,
-                p.voided,
-                if p.paused { ", PAUSED" } else { "" }
-            ));
-            if p.done() >= quantity {
-                bar.finish();
-            }
-        }
         if state_changed
             || last_publish.elapsed() >= Duration::from_millis(200)
             || p.done() >= quantity
