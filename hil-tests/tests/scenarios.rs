@@ -88,7 +88,7 @@ scenarios! {
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a
-/// session recorded with `serialine record`, ...); without it, nothing.
+/// session recorded with `serialine-lab record`, ...); without it, nothing.
 #[test]
 fn scenario_file_from_env() {
     if let Ok(path) = std::env::var("HIL_SCENARIO") {

@@ -37,9 +37,15 @@
 //! assemble a line through [`open_line`]; only the [`DeviceFactory`] differs
 //! (real drivers from the configuration, or simulators).
 
+mod assembly;
+pub mod devices;
 pub mod health;
 pub mod pipeline;
+pub mod plan;
 pub mod running;
 
+pub use assembly::{open_line, Line, LineError};
+pub use devices::{DeviceError, DeviceFactory, DeviceSpec, Devices, MarkerSpec};
 pub use health::Heartbeat;
+pub use plan::{LinePlan, PipelinePlan};
 pub use running::{LineRun, RunningLine};

@@ -26,7 +26,8 @@ pub struct RunningLine {
 pub struct LineRun {
     pub store: Store,
     pub uplink: UplinkHandle,
-    pub devices: Vec<String>,
+    /// How the daemon describes the job's devices (marking device, camera).
+    pub device_names: Vec<String>,
     pub stop: watch::Sender<bool>,
 }
 
@@ -72,7 +73,7 @@ pub fn start_line(
         run: LineRun {
             store,
             uplink,
-            devices,
+            device_names: devices,
             stop: stop_tx,
         },
         task,
@@ -106,11 +107,15 @@ impl RunningLine {
         &self.run
     }
 
-    pub async fn finish(self) -> anyhow::Result<(LineRun, LineReport)> {
+    pub async fn finish(self) -> Result<(LineRun, LineReport), pipeline::PipelineError> {
+        let line = self.run.store.line_id().to_string();
         let report = self
             .task
             .await
-            .map_err(|e| anyhow::anyhow!("line task failed: {e}"))??;
+            .map_err(|e| pipeline::PipelineError::Device {
+                line,
+                what: format!("line task failed: {e}"),
+            })??;
         for t in self.side {
             t.abort();
         }

@@ -1,4 +1,4 @@
-//! An embedded MQTT broker (rumqttd) on 127.0.0.1, for tests and `serialine demo`.
+//! An embedded MQTT broker (rumqttd) on 127.0.0.1, for tests and `serialine-lab demo`.
 //!
 //! rumqttd has no in-process shutdown: the broker's threads live until the
 //! process exits. Tests that need a broker outage cut the network between the

@@ -567,7 +567,7 @@ pub struct BlockAck {
     pub correlation_id: Option<String>,
 }
 
-/// Options for a standalone issuer (`serialine sim issuer`).
+/// Options for a standalone issuer (`serialine-lab sim issuer`).
 #[derive(Debug, Clone)]
 pub struct IssuerOptions {
     pub target: MqttTarget,

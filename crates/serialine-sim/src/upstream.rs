@@ -309,7 +309,7 @@ impl Drop for UpstreamTask {
     }
 }
 
-/// Runs a standalone upstream consumer (`serialine sim upstream`) until
+/// Runs a standalone upstream consumer (`serialine-lab sim upstream`) until
 /// cancelled, logging each line's totals as batches arrive.
 pub async fn run(target: MqttTarget, site: Option<String>) -> Result<(), UpstreamError> {
     run_with_ack_key(target, site, None).await

@@ -157,7 +157,7 @@ fn main() {
     // sled keeps a page-table entry per node in memory, and a node holds at
     // most 16 keys: a ledger's resident memory grows with its history. (The
     // system allocator here; the daemon's mimalloc is measured by
-    // `serialine bench`.)
+    // `serialine-lab bench`.)
     println!(
         "resident memory with the ledger open: {} (peak {})",
         proc_status("VmRSS"),

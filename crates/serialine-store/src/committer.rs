@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// How transitions are made durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How transitions are made durable (`store.commit` in the service's
+/// configuration: `group` or `per-transition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CommitMode {
     /// Everything queued while the previous flush ran shares the next flush.
     #[default]
@@ -21,6 +23,15 @@ pub enum CommitMode {
     /// One transaction and one flush per operation: the naive design, kept as
     /// the baseline that benchmarks compare against.
     PerTransition,
+}
+
+impl std::fmt::Display for CommitMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CommitMode::Group => "group",
+            CommitMode::PerTransition => "per-transition",
+        })
+    }
 }
 
 pub(crate) type OpResult = Result<Applied, StoreError>;

@@ -2,7 +2,7 @@
 //! the uplink publishes them to the embedded rumqttd (or the broker in
 //! `SERIALINE_TEST_MQTT=host:port`) and the simulated upstream acknowledges;
 //! the clock stops when the ledger has recorded every acknowledgment.
-//! `serialine bench` measures the same way (`serialine_uplink::bench`).
+//! `serialine-lab bench` measures the same way (`serialine_uplink::bench`).
 //!
 //! `cargo run --release -p serialine-uplink --example drain_rate [events]`
 

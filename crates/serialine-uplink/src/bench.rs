@@ -1,5 +1,5 @@
 //! Outbox drain measurement, shared by the `drain_rate` example and
-//! `serialine bench`: fill a ledger's outbox with outcomes, then time the
+//! `serialine-lab bench`: fill a ledger's outbox with outcomes, then time the
 //! uplink draining it to a broker until the ledger has recorded upstream's
 //! acknowledgment of every event.
 

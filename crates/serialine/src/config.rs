@@ -55,6 +55,9 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+mod plan;
+pub use plan::{SiteAuth, STOP_BOUND};
+
 /// Where the daemon looks for its configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/serialine/serialine.toml";
 /// Prefix of environment variables that override config keys.
@@ -198,25 +201,8 @@ impl Default for StoreConfig {
     }
 }
 
-/// `store.commit`
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CommitMode {
-    /// Group commit: one fsync per batch.
-    #[default]
-    Group,
-    /// One fsync per transition.
-    PerTransition,
-}
-
-impl fmt::Display for CommitMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CommitMode::Group => "group",
-            CommitMode::PerTransition => "per-transition",
-        })
-    }
-}
+/// `store.commit`: the ledger's own setting.
+pub use serialine_store::CommitMode;
 
 /// `[mqtt]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +281,12 @@ impl MqttConfig {
     /// The client id with `{site}` replaced.
     pub fn client_id_for(&self, site: &str) -> String {
         self.client_id.replace("{site}", site)
+    }
+
+    /// The client id line `line`'s uplink connects with: the configured id
+    /// plus `-<line>` (each line has its own connection).
+    pub fn client_id_for_line(&self, site: &str, line: &str) -> String {
+        format!("{}-{line}", self.client_id_for(site))
     }
 }
 
@@ -510,30 +502,8 @@ pub const READ_DEADLINE_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=3_600_000;
 pub const STARVE_TIMEOUT_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=86_400;
 
 /// What a line's device files hold, read and checked
-/// ([`Config::line_devices`]).
-#[derive(Debug, Clone)]
-pub enum PrinterDevice {
-    Framed {
-        transport: TransportSettings,
-        profile: FramedProfile,
-    },
-    Laser {
-        addr: String,
-        map: LaserRegisterMap,
-    },
-    Zpl {
-        addr: String,
-        label: LabelTemplate,
-    },
-}
-
-/// A line's devices, ready to spawn.
-#[derive(Debug, Clone)]
-pub struct LineDevices {
-    pub printer: PrinterDevice,
-    pub camera_transport: TransportSettings,
-    pub camera: CameraProfile,
-}
+/// ([`Config::line_devices`]): the line crate's device factory.
+pub use serialine_line::{DeviceSpec, MarkerSpec};
 
 /// `[line.buffer]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1036,7 +1006,7 @@ impl Config {
     /// The client id line `line_id`'s uplink connects with: the configured
     /// id plus `-<line>` (each line has its own connection).
     pub fn mqtt_client_id_for_line(&self, line_id: &str) -> String {
-        format!("{}-{line_id}", self.mqtt_client_id())
+        self.mqtt.client_id_for_line(&self.site.id, line_id)
     }
 
     /// One-line description for `check-config` and the startup log.
@@ -1652,7 +1622,7 @@ impl Config {
     /// Line `index`'s devices: the printer's profile, register map or label
     /// file read, parsed and checked, and the camera profile. Errors name
     /// the file and the key that names it (`line[0].printer.profile`).
-    pub fn line_devices(&self, index: usize) -> Result<LineDevices, ConfigError> {
+    pub fn line_devices(&self, index: usize) -> Result<DeviceSpec, ConfigError> {
         let line = &self.lines[index];
         let p = &line.printer;
         let key = |k: &str| format!("line[{index}].printer.{k}");
@@ -1683,7 +1653,7 @@ impl Config {
                 profile
                     .compile()
                     .map_err(|e| fail("profile", format!("{}: {e}", path.display())))?;
-                PrinterDevice::Framed {
+                MarkerSpec::Framed {
                     transport: p.transport.clone().ok_or_else(|| missing("transport"))?,
                     profile,
                 }
@@ -1694,7 +1664,7 @@ impl Config {
                     parse("laser register map", path).map_err(|m| fail("map", m))?;
                 map.validate()
                     .map_err(|e| fail("map", format!("{}: {e}", path.display())))?;
-                PrinterDevice::Laser {
+                MarkerSpec::Laser {
                     addr: p.addr.clone().ok_or_else(|| missing("addr"))?,
                     map,
                 }
@@ -1710,14 +1680,14 @@ impl Config {
                         t
                     }
                 };
-                PrinterDevice::Zpl {
+                MarkerSpec::Zpl {
                     addr: p.addr.clone().ok_or_else(|| missing("addr"))?,
                     label,
                 }
             }
         };
-        Ok(LineDevices {
-            printer,
+        Ok(DeviceSpec {
+            marker: printer,
             camera_transport: line.camera.transport.clone(),
             camera: line.camera.profile(),
         })

@@ -8,7 +8,7 @@
 //! start the binary with a cleared environment.
 
 use serialine::config::{
-    CommitMode, Config, ConfigError, Grade, LabelSource, LogFormat, PipelineConfig, PrinterDevice,
+    CommitMode, Config, ConfigError, Grade, LabelSource, LogFormat, MarkerSpec, PipelineConfig,
     PrinterKind,
 };
 use serialine_core::Template;
@@ -703,12 +703,12 @@ fn shipped_example_devices() {
     );
     // Both shipped device files load and check.
     assert!(matches!(
-        c.line_devices(0).unwrap().printer,
-        PrinterDevice::Framed { .. }
+        c.line_devices(0).unwrap().marker,
+        MarkerSpec::Framed { .. }
     ));
     assert!(matches!(
-        c.line_devices(1).unwrap().printer,
-        PrinterDevice::Laser { .. }
+        c.line_devices(1).unwrap().marker,
+        MarkerSpec::Laser { .. }
     ));
     assert!(
         matches!(&l2.camera.transport, TransportSettings::Serial(s) if s.path == "/dev/ttyS1" && s.baud == 9600)
@@ -893,22 +893,22 @@ fn relative_device_paths_resolve_and_files_load() {
         "symbology = \"qr\"\nmodule_size = 4\nx = 10\ny = 10\n",
     )
     .unwrap();
-    match c.line_devices(0).unwrap().printer {
-        PrinterDevice::Framed { transport, profile } => {
+    match c.line_devices(0).unwrap().marker {
+        MarkerSpec::Framed { transport, profile } => {
             assert_eq!(profile.buffer_depth, 8);
             assert!(matches!(transport, TransportSettings::Tcp(_)));
         }
         other => panic!("expected a framed printer, got {other:?}"),
     }
-    match c.line_devices(1).unwrap().printer {
-        PrinterDevice::Laser { addr, map } => {
+    match c.line_devices(1).unwrap().marker {
+        MarkerSpec::Laser { addr, map } => {
             assert_eq!(addr, "127.0.0.1:502");
             assert_eq!(map.code_start, 100);
         }
         other => panic!("expected a laser, got {other:?}"),
     }
-    match c.line_devices(2).unwrap().printer {
-        PrinterDevice::Zpl { label, .. } => assert_eq!(label.module_size, 4),
+    match c.line_devices(2).unwrap().marker {
+        MarkerSpec::Zpl { label, .. } => assert_eq!(label.module_size, 4),
         other => panic!("expected a label printer, got {other:?}"),
     }
 
@@ -950,8 +950,8 @@ fn zpl_label_inline_loads_and_bad_values_are_named() {
     };
     assert!(t.gs1 && t.text.is_some());
     assert!(matches!(
-        c.line_devices(0).unwrap().printer,
-        PrinterDevice::Zpl { .. }
+        c.line_devices(0).unwrap().marker,
+        MarkerSpec::Zpl { .. }
     ));
 
     let (file, _, msg) = load_err(&zpl(

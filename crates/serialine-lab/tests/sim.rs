@@ -1,4 +1,4 @@
-//! `serialine sim` as a bench setup uses it: the printer simulator and its
+//! `serialine-lab sim` as a bench setup uses it: the printer simulator and its
 //! camera come up on the addresses given and take connections.
 
 use std::io::{BufRead, BufReader};
@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 #[test]
 fn sim_printer_listens_and_announces_its_addresses() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_serialine"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serialine-lab"))
         .args([
             "sim",
             "printer",
@@ -17,7 +17,7 @@ fn sim_printer_listens_and_announces_its_addresses() {
         ])
         .stderr(Stdio::piped())
         .spawn()
-        .expect("serialine sim printer starts");
+        .expect("serialine-lab sim printer starts");
     let stderr = child.stderr.take().expect("stderr");
     let mut line = String::new();
     BufReader::new(stderr)

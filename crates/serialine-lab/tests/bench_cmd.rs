@@ -1,4 +1,4 @@
-//! `serialine bench` at a tiny size, run as a user would: every phase runs,
+//! `serialine-lab bench` at a tiny size, run as a user would: every phase runs,
 //! and the table and the JSON name every figure with its goal. No timing is
 //! asserted: the figures belong to the machine.
 
@@ -19,11 +19,11 @@ const TINY: [&str; 11] = [
 ];
 
 fn bench(extra: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_serialine"))
+    let out = Command::new(env!("CARGO_BIN_EXE_serialine-lab"))
         .args(TINY)
         .args(extra)
         .output()
-        .expect("serialine bench runs");
+        .expect("serialine-lab bench runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

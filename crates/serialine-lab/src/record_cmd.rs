@@ -1,4 +1,4 @@
-//! `serialine record`: a transparent tap between the daemon and a device
+//! `serialine-lab record`: a transparent tap between the daemon and a device
 //! that records their conversation, byte for byte, for replay in hil-tests.
 //!
 //! The tap connects to the device (TCP or a serial port) and offers the
@@ -58,11 +58,11 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     tokio::select! {
         r = tap => r?,
         _ = progress => {}
-        _ = stop_signal() => eprintln!("serialine record: stopping"),
-        _ = sleep_or_forever(args.duration) => eprintln!("serialine record: --duration reached"),
+        _ = stop_signal() => eprintln!("serialine-lab record: stopping"),
+        _ = sleep_or_forever(args.duration) => eprintln!("serialine-lab record: --duration reached"),
     }
     eprintln!(
-        "serialine record: {} session(s), {} bytes to the device, {} from it, in {:.1} s; recording {}",
+        "serialine-lab record: {} session(s), {} bytes to the device, {} from it, in {:.1} s; recording {}",
         totals.sessions.load(Ordering::Relaxed),
         totals.to_device.load(Ordering::Relaxed),
         totals.from_device.load(Ordering::Relaxed),
@@ -99,7 +99,7 @@ async fn tap(
                 .with_context(|| format!("--listen: cannot listen on {addr}"))?;
             let local = listener.local_addr()?;
             eprintln!(
-                "serialine record: listening on {local} for the daemon; device {}",
+                "serialine-lab record: listening on {local} for the daemon; device {}",
                 device.describe()
             );
             // One daemon connection at a time, each with a fresh device
@@ -107,7 +107,7 @@ async fn tap(
             loop {
                 let (daemon, peer) = listener.accept().await.context("accepting the daemon")?;
                 let _ = daemon.set_nodelay(true);
-                eprintln!("serialine record: daemon connected from {peer}");
+                eprintln!("serialine-lab record: daemon connected from {peer}");
                 session(Box::new(daemon), &device, &recorder, &totals).await;
             }
         }
@@ -118,7 +118,7 @@ async fn tap(
                 .context("the pseudo-terminal has no name")?;
             link_pty(Path::new(link), Path::new(&slave_path))?;
             eprintln!(
-                "serialine record: pseudo-terminal {slave_path} linked at {link}; device {}",
+                "serialine-lab record: pseudo-terminal {slave_path} linked at {link}; device {}",
                 device.describe()
             );
             // The slave stays open here so the master does not see a hangup
@@ -154,7 +154,7 @@ async fn session(daemon: BoxedStream, device: &TransportSettings, rec: &Recorder
     let dev = match device.connect().await {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("serialine record: {e}; dropping the daemon's connection");
+            eprintln!("serialine-lab record: {e}; dropping the daemon's connection");
             return;
         }
     };
@@ -166,8 +166,8 @@ async fn session(daemon: BoxedStream, device: &TransportSettings, rec: &Recorder
         r = pump(dev_rd, daemon_wr, Direction::Tx, rec, &t.from_device) => ("device", r),
     };
     match why {
-        (side, Ok(())) => eprintln!("serialine record: the {side} closed the connection"),
-        (side, Err(e)) => eprintln!("serialine record: {side} side: {e}"),
+        (side, Ok(())) => eprintln!("serialine-lab record: the {side} closed the connection"),
+        (side, Err(e)) => eprintln!("serialine-lab record: {side} side: {e}"),
     }
 }
 
@@ -204,7 +204,7 @@ async fn progress(t: Arc<Totals>, started: Instant) {
         );
         if now != last {
             eprintln!(
-                "serialine record: {:.0} s, {} bytes to the device, {} from it",
+                "serialine-lab record: {:.0} s, {} bytes to the device, {} from it",
                 started.elapsed().as_secs_f64(),
                 now.0,
                 now.1

@@ -9,7 +9,7 @@ use std::process::Command;
 #[test]
 fn demo_line_runs_end_to_end_and_upstream_agrees_with_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_serialine"))
+    let out = Command::new(env!("CARGO_BIN_EXE_serialine-lab"))
         .args([
             "demo",
             "--units",
@@ -20,7 +20,7 @@ fn demo_line_runs_end_to_end_and_upstream_agrees_with_the_ledger() {
         ])
         .arg(dir.path())
         .output()
-        .expect("serialine demo runs");
+        .expect("serialine-lab demo runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -93,8 +93,9 @@ fn demo_line_runs_end_to_end_and_upstream_agrees_with_the_ledger() {
         ),
     )
     .unwrap();
+    let service = service_binary();
     let tool = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_serialine"))
+        let out = Command::new(&service)
             .args(args)
             .arg("--config")
             .arg(&config)
@@ -125,4 +126,25 @@ fn demo_line_runs_end_to_end_and_upstream_agrees_with_the_ledger() {
     assert_eq!(all.lines().count(), 1200, "every outcome of both lines");
     let nothing = tool(&["export", "--since", "2100-01-01"]);
     assert_eq!(nothing.lines().count(), 1, "header only");
+}
+
+/// The service binary (`serialine`), whose `status` and `export` read the
+/// demo's ledgers: another package's binary, so it is built here (cargo
+/// builds it anyway under `cargo test --workspace`; then this is a no-op).
+fn service_binary() -> std::path::PathBuf {
+    let lab = std::path::Path::new(env!("CARGO_BIN_EXE_serialine-lab"));
+    let dir = lab.parent().expect("the lab binary has a directory");
+    let target = dir.parent().expect("the profile directory has a parent");
+    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build
+        .args(["build", "--quiet", "-p", "serialine", "--bin", "serialine"])
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    if dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "cargo build -p serialine failed");
+    dir.join("serialine")
 }

@@ -1,4 +1,4 @@
-//! `serialine demo`: a complete simulated line on this machine.
+//! `serialine-lab demo`: a complete simulated line on this machine.
 //!
 //! Two lines share one daemon process, one ledger each:
 //! - `line-1`: a framed-ASCII continuous-inkjet printer on a pseudo-terminal
@@ -12,30 +12,22 @@
 //! off), so the summary shows what the line catches. At the end the demo
 //! checks that upstream holds exactly the ledger's outcomes, each once.
 
+use crate::sim_devices::{Marker, SimulatedDevices};
 use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serialine_core::{Expiry, Gtin, Job, Lot, Template, UnitState};
-use serialine_devices::camera::{self, CameraProfile};
-use serialine_devices::laser::{self, LaserRegisterMap, LaserSettings};
-use serialine_devices::printer::{self, FramedProfile};
-use serialine_devices::transport::{Link, TcpSettings, TransportSettings};
-use serialine_line::pipeline::{LineReport, LineSpec};
-use serialine_line::running::{self as runtime, LineRun, RunningLine};
+use serialine_line::pipeline::LineReport;
+use serialine_line::{LinePlan, LineRun, PipelinePlan, RunningLine};
 use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
-use serialine_sim::camera::{CameraKnobs, CameraSim};
+use serialine_sim::camera::CameraKnobs;
 use serialine_sim::issuer::{Issuer, IssuerTask};
-use serialine_sim::laser::{LaserSim, LaserSimConfig, LaserSimMap};
-use serialine_sim::printer::{PrinterKnobs, PrinterSim};
 use serialine_sim::upstream::{Upstream, UpstreamTask};
 use serialine_store::{CommitMode, Store, StoreOptions};
 use serialine_uplink::{PrefetchConfig, UplinkConfig};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 const SITE: &str = "demo";
-const PRINTER_PROFILE: &str = include_str!("../../../config/printer-cij-stx.toml");
-const LASER_MAP: &str = include_str!("../../../config/laser-modbus.toml");
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -116,7 +108,7 @@ impl Plant {
     /// (a 0600 file in the state directory), and registers it with the issuer.
     pub fn add_line(&self, line: &str) -> anyhow::Result<[u8; 32]> {
         let secret = blake3::derive_key(
-            "serialine demo line secret v1",
+            "serialine-lab demo line secret v1",
             format!("{}:{line}", self.seed).as_bytes(),
         );
         write_secret(&self.secret_path(line), &secret)?;
@@ -142,20 +134,11 @@ impl Plant {
     }
 }
 
-/// The devices of a line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Devices {
-    /// A framed-ASCII inkjet and a camera, each on a pty.
-    Inkjet,
-    /// A Modbus TCP laser marker and a TCP camera.
-    Laser,
-}
-
 /// One line to run on a [`Plant`].
 #[derive(Debug, Clone)]
 pub struct LineOptions {
     pub line: String,
-    pub devices: Devices,
+    pub marker: Marker,
     pub units: u64,
     pub commit: CommitMode,
     /// The simulated inkjet's time per unit (zero: at once).
@@ -197,13 +180,16 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             eprintln!("{s}");
         }
     };
-    say(format!("serialine demo: state in {}", state_dir.display()));
+    say(format!(
+        "serialine-lab demo: state in {}",
+        state_dir.display()
+    ));
 
     let plant = Plant::start(&state_dir, opts.seed, &say).await?;
-    let lines: Vec<(&str, Devices)> = if opts.inkjet_only {
-        vec![("line-1", Devices::Inkjet)]
+    let lines: Vec<(&str, Marker)> = if opts.inkjet_only {
+        vec![("line-1", Marker::Inkjet)]
     } else {
-        vec![("line-1", Devices::Inkjet), ("line-2", Devices::Laser)]
+        vec![("line-1", Marker::Inkjet), ("line-2", Marker::Laser)]
     };
 
     let multi = MultiProgress::new();
@@ -211,10 +197,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut runs = Vec::new();
-    for (line, devices) in lines {
+    for (line, marker) in lines {
         let line = LineOptions {
             line: line.to_string(),
-            devices,
+            marker,
             units: opts.units,
             commit: CommitMode::Group,
             print_time: Duration::ZERO,
@@ -266,23 +252,16 @@ pub async fn start_line(
 ) -> anyhow::Result<RunningLine> {
     let line = opts.line.as_str();
     let secret = plant.add_line(line)?;
-    let mut store_opts = StoreOptions::new(plant.ledger_path(line), line, secret.as_slice());
-    store_opts.max_batch = 4096;
-    store_opts.commit = opts.commit;
-    let (store, _) =
-        Store::open(store_opts).with_context(|| format!("opening the ledger of {line}"))?;
-    let voided = serialine_line::pipeline::reconcile_on_start(&store).await?;
-    if voided > 0 {
-        say(format!(
-            "  {line}: voided {voided} serial(s) left in flight by an earlier run"
-        ));
-    }
-    let mut up = plant.mqtt(line);
+    let job = demo_job(opts.units)?;
+    let mut store = StoreOptions::new(plant.ledger_path(line), line, secret.as_slice());
+    store.max_batch = 4096;
+    store.commit = opts.commit;
+    let mut uplink = plant.mqtt(line);
     // Buffer the whole run before it starts, as a line buffers hours:
     // a block arriving mid-run is 10,000 index inserts in the ledger's
     // committer, a pause the measured latency should not include.
     let high = opts.units + 20_000;
-    up.prefetch = PrefetchConfig {
+    uplink.prefetch = PrefetchConfig {
         low_water_serials: 10_000,
         high_water_serials: high,
         // The demo sizes its buffer for its own run, not for minutes of
@@ -293,14 +272,47 @@ pub async fn start_line(
         check_interval: Duration::from_millis(50),
         ..PrefetchConfig::default()
     };
-    let (uplink, _commands) = serialine_uplink::start(up, store.clone())
-        .with_context(|| format!("starting the uplink of {line}"))?;
+    uplink.product = Some(job.gtin);
+    let plan = LinePlan {
+        id: line.to_string(),
+        store,
+        uplink,
+        pipeline: PipelinePlan {
+            min_grade: serialine_core::Grade::C,
+            camera_window: 64,
+            read_deadline: Duration::from_millis(500),
+            starve_timeout: Duration::from_secs(30),
+        },
+        default_job: Some(job.clone()),
+    };
+    let camera_seed = plant.seed
+        ^ match opts.marker {
+            Marker::Inkjet => 1,
+            Marker::Laser => 2,
+        };
+    let devices = SimulatedDevices {
+        marker: opts.marker,
+        seed: plant.seed,
+        print_time: opts.print_time,
+        camera: camera_knobs(opts.clean, camera_seed),
+    };
+    // The service's own assembly: ledger recovery, in-flight voiding, uplink.
+    let mut opened = serialine_line::open_line(plan, devices, crate::release_freed_memory)
+        .await
+        .with_context(|| format!("opening {line}"))?;
+    if opened.voided_at_open > 0 {
+        say(format!(
+            "  {line}: voided {} serial(s) left in flight by an earlier run",
+            opened.voided_at_open
+        ));
+    }
     // READY in the daemon's sense: ledger open, buffer filled.
     let want = if opts.ready_when_full {
         high
     } else {
         opts.units
     };
+    let store = opened.store.clone();
     wait_for(Duration::from_secs(60), || store.buffer_depth() >= want)
         .await
         .with_context(|| format!("{line}: waiting for {want} serials from the issuer"))?;
@@ -308,26 +320,10 @@ pub async fn start_line(
         "  {line}: ledger open, {} serials buffered",
         store.buffer_depth()
     ));
-    let camera_seed = plant.seed
-        ^ match opts.devices {
-            Devices::Inkjet => 1,
-            Devices::Laser => 2,
-        };
-    let knobs = camera_knobs(opts.clean, camera_seed);
-    let (printer, camera, device_names) = match opts.devices {
-        Devices::Inkjet => inkjet_line(plant.seed, opts.print_time, knobs).await?,
-        Devices::Laser => laser_line(knobs).await?,
-    };
-    let spec = LineSpec {
-        line_id: line.to_string(),
-        job: demo_job(opts.units)?,
-        min_grade: serialine_core::Grade::C,
-        camera_window: 64,
-        read_deadline: Duration::from_millis(500),
-        starve_timeout: Duration::from_secs(30),
-        heartbeat: Default::default(),
-    };
-    let running = runtime::start_line(spec, store, uplink, printer, camera, device_names);
+    let running = opened
+        .start_job(job)
+        .await
+        .with_context(|| format!("starting the job on {line}"))?;
     if let Some(multi) = bars {
         let bar = multi.add(ProgressBar::new(opts.units));
         bar.set_style(
@@ -396,80 +392,6 @@ fn camera_knobs(clean: bool, seed: u64) -> CameraKnobs {
         k.foreign_rate = 0.001;
     }
     k
-}
-
-type DeviceHandles = (
-    serialine_devices::PrinterHandle,
-    serialine_devices::CameraHandle,
-    Vec<String>,
-);
-
-/// Inkjet on a pty, camera on a pty; the printer simulator hands each printed
-/// code to the camera simulator, as the product would.
-async fn inkjet_line(
-    seed: u64,
-    print_time: Duration,
-    camera: CameraKnobs,
-) -> anyhow::Result<DeviceHandles> {
-    let profile: FramedProfile =
-        toml::from_str(PRINTER_PROFILE).context("embedded printer profile")?;
-    let (host_side, device_side) =
-        tokio_serial::SerialStream::pair().context("opening the printer pty pair")?;
-    let (printed_tx, printed_rx) = mpsc::unbounded_channel();
-    let knobs = PrinterKnobs {
-        print_time,
-        buffer_depth: Some(profile.buffer_depth),
-        seed,
-        ..PrinterKnobs::default()
-    };
-    let sim = PrinterSim::spawn(device_side, &profile, knobs, Some(printed_tx), None)?;
-    std::mem::forget(sim); // runs for the life of the process
-    let cam_profile = CameraProfile::default();
-    let (cam_host, cam_device) =
-        tokio_serial::SerialStream::pair().context("opening the camera pty pair")?;
-    let cam = CameraSim::spawn(cam_device, &cam_profile, camera, printed_rx, None)?;
-    std::mem::forget(cam);
-    let printer = printer::spawn("inkjet", Link::open(host_side), &profile)?;
-    let camera = camera::spawn("camera-1", Link::open(cam_host), &cam_profile)?;
-    Ok((
-        printer,
-        camera,
-        vec!["inkjet (pty)".into(), "camera-1 (pty)".into()],
-    ))
-}
-
-/// Laser on a Modbus TCP server, camera on TCP.
-async fn laser_line(camera: CameraKnobs) -> anyhow::Result<DeviceHandles> {
-    let mut map: LaserRegisterMap = toml::from_str(LASER_MAP).context("embedded laser map")?;
-    // The simulated marker answers at once; poll it as fast as it can answer.
-    map.poll_interval_ms = 1;
-    let sim_map: LaserSimMap = toml::from_str(LASER_MAP).context("embedded laser map")?;
-    let (marks_tx, marks_rx) = mpsc::unbounded_channel();
-    let sim = LaserSim::start(LaserSimConfig::new(sim_map), marks_tx)
-        .await
-        .context("starting the laser simulator")?;
-    let addr = sim.addr();
-    std::mem::forget(sim);
-    let cam_profile = CameraProfile::default();
-    let (cam, cam_addr) =
-        CameraSim::listen("127.0.0.1:0", &cam_profile, camera, marks_rx, None).await?;
-    std::mem::forget(cam);
-    let printer = laser::spawn("laser", LaserSettings::tcp(addr), map)?;
-    let camera = camera::spawn(
-        "camera-2",
-        Link::from(TransportSettings::Tcp(TcpSettings::new(
-            cam_addr.to_string(),
-        ))),
-        &cam_profile,
-    )?;
-    Ok((
-        printer,
-        camera,
-        vec![
-            format!("laser (modbus {addr})"),
-            format!("camera-2 (tcp {cam_addr})"),
-        ],
-    ))
 }
 
 pub async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
@@ -566,11 +488,11 @@ fn ms(us: u64) -> f64 {
 
 fn print_table(out: &[(&DemoLine, Agreement)], wall: Duration) {
     println!();
-    println!("serialine demo summary ({:.2} s)", wall.as_secs_f64());
+    println!("serialine-lab demo summary ({:.2} s)", wall.as_secs_f64());
     for (d, a) in out {
         let r = &d.report;
         println!();
-        println!("{}: {}", r.line, d.run.devices.join(", "));
+        println!("{}: {}", r.line, d.run.device_names.join(", "));
         println!(
             "  units        {} sent, {:.0} units/s",
             r.sent,

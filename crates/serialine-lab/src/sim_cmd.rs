@@ -1,4 +1,4 @@
-//! `serialine sim ...`: the simulators as standalone processes for bench
+//! `serialine-lab sim ...`: the simulators as standalone processes for bench
 //! setups and QA, each on 127.0.0.1 (or the address given) until Ctrl-C.
 
 use anyhow::Context;

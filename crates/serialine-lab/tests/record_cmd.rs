@@ -1,4 +1,4 @@
-//! `serialine record` between a printer driver and a (simulated) printer:
+//! `serialine-lab record` between a printer driver and a (simulated) printer:
 //! the tap passes every byte unchanged, its recording equals the device's
 //! own view of the conversation, and the recording played back in the
 //! device's place gives the driver the same replies.
@@ -72,7 +72,7 @@ async fn the_tap_records_the_conversation_and_it_replays() {
             .expect("printer simulator");
 
     let tap_path = dir.path().join("tap.rec");
-    let mut tap = Command::new(env!("CARGO_BIN_EXE_serialine"))
+    let mut tap = Command::new(env!("CARGO_BIN_EXE_serialine-lab"))
         .arg("record")
         .arg("--device")
         .arg(format!("tcp:{device_addr}"))
@@ -80,13 +80,13 @@ async fn the_tap_records_the_conversation_and_it_replays() {
         .arg(&tap_path)
         .stderr(Stdio::piped())
         .spawn()
-        .expect("serialine record starts");
+        .expect("serialine-lab record starts");
     let mut line = String::new();
     let mut stderr = BufReader::new(tap.stderr.take().expect("stderr"));
     stderr.read_line(&mut line).expect("announcement");
     // Keep reading: the tap reports on stderr and must not hit a closed pipe.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    // "serialine record: listening on 127.0.0.1:P for the daemon; device ..."
+    // "serialine-lab record: listening on 127.0.0.1:P for the daemon; device ..."
     let tap_addr = line
         .split(' ')
         .find(|w| w.starts_with("127.0.0.1:"))

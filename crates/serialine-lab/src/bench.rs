@@ -1,12 +1,12 @@
-//! `serialine bench`: the whole line's figures against the project's goals,
-//! in one run, on the simulated plant of `serialine demo`.
+//! `serialine-lab bench`: the whole line's figures against the project's goals,
+//! in one run, on the simulated plant of `serialine-lab demo`.
 //!
 //! Phases, in the order they run (the table lists them by topic):
 //! 1. a realistic line (600 units/min by default): CPU% of one core. It runs
 //!    first so that no ledger, uplink or device of a later phase runs in the
 //!    background while the CPU time is counted;
 //! 2. a ledger filled with 1 M buffered serials, then opened by a fresh
-//!    process (`serialine bench --rss-probe`) that reports its resident set.
+//!    process (`serialine-lab bench --rss-probe`) that reports its resident set.
 //!    A fresh process because this one's RSS holds the issuer that sealed
 //!    the blocks (it remembers every serial it issued), the broker and the
 //!    simulators, none of which a line controller runs;
@@ -17,7 +17,8 @@
 //! 5. the outbox drain to the broker (`serialine_uplink::bench`, as the
 //!    uplink's `drain_rate` example measures it).
 
-use crate::demo::{self, Devices, LineOptions, Plant};
+use crate::demo::{self, LineOptions, Plant};
+use crate::sim_devices::Marker;
 use anyhow::{bail, Context};
 use serialine_line::pipeline::LineReport;
 use serialine_sim::issuer::Issuer;
@@ -80,7 +81,10 @@ struct RssProbe {
 pub async fn run(opts: BenchOptions) -> anyhow::Result<bool> {
     let (state_dir, _temp) = demo::state_dir(opts.state_dir.as_deref(), "serialine-bench-")?;
     let say = |s: String| eprintln!("{s}");
-    say(format!("serialine bench: state in {}", state_dir.display()));
+    say(format!(
+        "serialine-lab bench: state in {}",
+        state_dir.display()
+    ));
     let started = Instant::now();
     let rate = opts.realistic_rate;
     if !(rate.is_finite() && rate > 0.0) {
@@ -186,7 +190,7 @@ async fn pipeline(
 ) -> anyhow::Result<PipelineRun> {
     let opts = LineOptions {
         line: line.to_string(),
-        devices: Devices::Inkjet,
+        marker: Marker::Inkjet,
         units,
         commit,
         print_time,
@@ -272,7 +276,7 @@ async fn buffered_rss(plant: &Plant, seed: u64, n: u64) -> anyhow::Result<(RssPr
     Ok((probe, bytes))
 }
 
-/// `serialine bench --rss-probe DIR`: opens the ledger the bench filled, as
+/// `serialine-lab bench --rss-probe DIR`: opens the ledger the bench filled, as
 /// the daemon does at start (a tokio runtime, recovery, the working window
 /// decrypted by a first reservation), then prints its memory as one JSON
 /// line.
@@ -625,7 +629,7 @@ impl Results<'_> {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!();
         println!(
-            "serialine bench summary ({:.1} s, {cores} cores, simulators, broker and upstream in this process)",
+            "serialine-lab bench summary ({:.1} s, {cores} cores, simulators, broker and upstream in this process)",
             self.wall.as_secs_f64()
         );
         println!();
@@ -649,7 +653,7 @@ impl Results<'_> {
         );
         println!("process (daemon, simulators, broker, issuer, upstream) over the line's run.");
         if !(self.group.agrees && self.naive.agrees && self.realistic.agrees) {
-            println!("UPSTREAM DISAGREES with a ledger: see `serialine demo` for the check.");
+            println!("UPSTREAM DISAGREES with a ledger: see `serialine-lab demo` for the check.");
         }
     }
 
