@@ -385,4 +385,3 @@ fn file_error(what: &str, path: &Path, e: &io::Error) -> String {
         _ => format!("{what} file {shown} cannot be read: {e}"),
     }
 }
-

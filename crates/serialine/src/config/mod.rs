@@ -63,8 +63,7 @@ pub use line::{
 };
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use schema::{
-    CommandKey, CommitMode, DaemonConfig, LogFormat, MqttConfig, SiteConfig, StoreConfig,
-    TlsConfig,
+    CommandKey, CommitMode, DaemonConfig, LogFormat, MqttConfig, SiteConfig, StoreConfig, TlsConfig,
 };
 pub use validate::{
     is_valid_id, CAMERA_WINDOW_RANGE, KEEP_ALIVE_RANGE, MAX_BATCH_RANGE, MAX_CLIENT_ID_LEN,
