@@ -6,7 +6,7 @@
 //! config do not need the keys).
 
 use super::{CameraConfig, Config, ConfigError, Issue, LabelSource, Origin};
-use super::{PrinterConfig, PrinterKind};
+use super::{LineConfig, PrinterConfig, PrinterKind};
 use serialine_core::Template;
 use serialine_devices::camera::CameraProfileError;
 use serialine_devices::transport::TransportSettings;
@@ -170,6 +170,261 @@ impl Checker<'_> {
             );
         }
     }
+
+    /// `[daemon]`: the state directory and the log filter.
+    fn daemon(&mut self, config: &Config) {
+        let d = &config.daemon;
+        self.path("daemon.state_dir", &d.state_dir);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&d.log_level) {
+            self.fail(
+                "daemon.log_level",
+                format!(
+                    "invalid filter {:?} ({e}); expected a level (error, warn, info, debug, trace) \
+                     or tracing directives such as \"info,serialine_store=debug\"",
+                    d.log_level
+                ),
+            );
+        }
+    }
+
+    /// `[store]`: the batch bound; the fence outside the ledger.
+    fn store(&mut self, config: &Config) {
+        let s = &config.store;
+        self.require(
+            MAX_BATCH_RANGE.contains(&s.max_batch),
+            "store.max_batch",
+            || format!("{} is out of range; expected 1..=65536", s.max_batch),
+        );
+
+        if let Some(f) = &s.fence_dir {
+            self.require(
+                !f.starts_with(config.ledger_path()),
+                "store.fence_dir",
+                || {
+                    format!(
+                        "{} is inside the ledger directory {}; the fence must be outside it, or a restored ledger brings its fence back with it",
+                        f.display(),
+                        config.ledger_path().display()
+                    )
+                },
+            );
+        }
+    }
+
+    /// `[mqtt]`: the broker address, the client id each line connects
+    /// with, the timing bounds, and the keys that go together.
+    fn mqtt(&mut self, config: &Config) {
+        let m = &config.mqtt;
+        self.require(
+            !m.host.trim().is_empty() && !m.host.contains(char::is_whitespace),
+            "mqtt.host",
+            || {
+                format!(
+                    "invalid host {:?}; expected a host name or IP address",
+                    m.host
+                )
+            },
+        );
+        self.require(m.port != 0, "mqtt.port", || {
+            "0 is out of range; expected 1..=65535".into()
+        });
+        let client_id = m.client_id_for(&config.site.id);
+        self.require(
+            !client_id.is_empty() && client_id.len() <= MAX_CLIENT_ID_LEN,
+            "mqtt.client_id",
+            || {
+                format!(
+                    "client id {client_id:?} has {} bytes; expected 1..={MAX_CLIENT_ID_LEN}",
+                    client_id.len()
+                )
+            },
+        );
+        // What each line really connects with: the id plus "-<line>".
+        if !client_id.is_empty() && client_id.len() <= MAX_CLIENT_ID_LEN {
+            for line in &config.lines {
+                let used = config.mqtt_client_id_for_line(&line.id);
+                self.require(used.len() <= MAX_CLIENT_ID_LEN, "mqtt.client_id", || {
+                    format!(
+                        "line {:?} connects as {used:?} (the client id plus \"-{}\"), {} bytes; expected at most {MAX_CLIENT_ID_LEN}: shorten mqtt.client_id or the line id",
+                        line.id,
+                        line.id,
+                        used.len()
+                    )
+                });
+            }
+        }
+        self.require(
+            KEEP_ALIVE_RANGE.contains(&m.keep_alive_secs),
+            "mqtt.keep_alive_secs",
+            || {
+                format!(
+                    "{} is out of range; expected 5..=3600 seconds",
+                    m.keep_alive_secs
+                )
+            },
+        );
+        if let Some(user) = &m.username {
+            self.require(!user.is_empty(), "mqtt.username", || {
+                "empty; remove the key or give a user name".into()
+            });
+        }
+        if let Some(p) = &m.command_key_file {
+            self.path("mqtt.command_key_file", p);
+        }
+        if let Some(p) = &m.ack_key_file {
+            self.path("mqtt.ack_key_file", p);
+        }
+        self.require(
+            (1..=3600).contains(&m.command_max_age_secs),
+            "mqtt.command_max_age_secs",
+            || {
+                format!(
+                    "{} is out of range; expected 1..=3600 seconds",
+                    m.command_max_age_secs
+                )
+            },
+        );
+        self.require(
+            (1..=3600).contains(&m.command_max_skew_secs),
+            "mqtt.command_max_skew_secs",
+            || {
+                format!(
+                    "{} is out of range; expected 1..=3600 seconds",
+                    m.command_max_skew_secs
+                )
+            },
+        );
+        if let Some(p) = &m.password_file {
+            self.path("mqtt.password_file", p);
+            self.require(m.username.is_some(), "mqtt.password_file", || {
+                "a password needs a user name; expected mqtt.username to be set too".into()
+            });
+        }
+        if let Some(tls) = &m.tls {
+            self.path("mqtt.tls.ca_file", &tls.ca_file);
+            match (&tls.client_cert_file, &tls.client_key_file) {
+                (Some(cert), Some(key)) => {
+                    self.path("mqtt.tls.client_cert_file", cert);
+                    self.path("mqtt.tls.client_key_file", key);
+                }
+                (Some(_), None) => self.fail(
+                    "mqtt.tls.client_key_file",
+                    "missing; client_cert_file and client_key_file go together",
+                ),
+                (None, Some(_)) => self.fail(
+                    "mqtt.tls.client_cert_file",
+                    "missing; client_cert_file and client_key_file go together",
+                ),
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// `[[line]]`: at least one, ids unique, and each line's tables.
+    fn lines(&mut self, config: &Config) {
+        if config.lines.is_empty() {
+            self.fail(
+                "line",
+                "no lines configured; expected at least one [[line]] table",
+            );
+        }
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, line) in config.lines.iter().enumerate() {
+            let key = |k: &str| format!("line[{i}].{k}");
+            self.id(&key("id"), &line.id);
+            if let Some(first) = seen.insert(&line.id, i) {
+                self.fail(
+                    &key("id"),
+                    format!(
+                        "duplicate line id {:?} (also line[{first}].id); expected ids unique within the site",
+                        line.id
+                    ),
+                );
+                seen.insert(&line.id, first);
+            }
+            self.line(i, line);
+        }
+    }
+
+    /// One `[[line]]`: its secret path, buffer marks, devices, pipeline
+    /// bounds and default job.
+    fn line(&mut self, i: usize, line: &LineConfig) {
+        let key = |k: &str| format!("line[{i}].{k}");
+        self.path(&key("secret_file"), &line.secret_file);
+
+        let b = &line.buffer;
+        self.require(
+            b.low_water_serials >= 1,
+            &key("buffer.low_water_serials"),
+            || "0 is out of range; expected at least 1".into(),
+        );
+        self.require(
+            b.low_water_minutes <= MAX_LOW_WATER_MINUTES,
+            &key("buffer.low_water_minutes"),
+            || {
+                format!(
+                    "{} is out of range; expected 0..={MAX_LOW_WATER_MINUTES} minutes",
+                    b.low_water_minutes
+                )
+            },
+        );
+        self.require(
+            b.high_water_serials > b.low_water_serials,
+            &key("buffer.high_water_serials"),
+            || {
+                format!(
+                    "{} is not above line[{i}].buffer.low_water_serials ({}); expected high_water_serials > low_water_serials",
+                    b.high_water_serials, b.low_water_serials
+                )
+            },
+        );
+
+        self.printer(i, &line.printer);
+        self.camera(i, &line.camera);
+        let pl = &line.pipeline;
+        self.require(
+            CAMERA_WINDOW_RANGE.contains(&pl.camera_window),
+            &key("pipeline.camera_window"),
+            || format!("{} is out of range; expected 1..=65536", pl.camera_window),
+        );
+        self.require(
+            READ_DEADLINE_MS_RANGE.contains(&pl.read_deadline_ms),
+            &key("pipeline.read_deadline_ms"),
+            || {
+                format!(
+                    "{} is out of range; expected 1..=3600000 milliseconds",
+                    pl.read_deadline_ms
+                )
+            },
+        );
+        self.require(
+            STARVE_TIMEOUT_SECS_RANGE.contains(&pl.starve_timeout_secs),
+            &key("pipeline.starve_timeout_secs"),
+            || {
+                format!(
+                    "{} is out of range; expected 1..=86400 seconds",
+                    pl.starve_timeout_secs
+                )
+            },
+        );
+
+        if let Some(job) = &line.job {
+            self.require(job.quantity >= 1, &key("job.quantity"), || {
+                "0 is out of range; expected at least 1".into()
+            });
+            if let Template::DigitalLink { resolver } = &job.template {
+                self.require(
+                    !resolver.trim().is_empty() && !resolver.contains(char::is_whitespace),
+                    &key("job.template.resolver"),
+                    || {
+                        format!(
+                            "invalid resolver {resolver:?}; expected a host such as \"id.example.com\""
+                        )
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// `host:port` with a non-zero numeric port.
@@ -193,247 +448,11 @@ impl Config {
             issues: Vec::new(),
         };
 
-        // [daemon]
-        let d = &self.daemon;
-        c.path("daemon.state_dir", &d.state_dir);
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&d.log_level) {
-            c.fail(
-                "daemon.log_level",
-                format!(
-                    "invalid filter {:?} ({e}); expected a level (error, warn, info, debug, trace) \
-                     or tracing directives such as \"info,serialine_store=debug\"",
-                    d.log_level
-                ),
-            );
-        }
-
-        // [site]
+        c.daemon(self);
         c.id("site.id", &self.site.id);
-
-        // [store]
-        let s = &self.store;
-        c.require(
-            MAX_BATCH_RANGE.contains(&s.max_batch),
-            "store.max_batch",
-            || format!("{} is out of range; expected 1..=65536", s.max_batch),
-        );
-
-        if let Some(f) = &s.fence_dir {
-            c.require(
-                !f.starts_with(self.ledger_path()),
-                "store.fence_dir",
-                || {
-                    format!(
-                        "{} is inside the ledger directory {}; the fence must be outside it, or a restored ledger brings its fence back with it",
-                        f.display(),
-                        self.ledger_path().display()
-                    )
-                },
-            );
-        }
-
-        // [mqtt]
-        let m = &self.mqtt;
-        c.require(
-            !m.host.trim().is_empty() && !m.host.contains(char::is_whitespace),
-            "mqtt.host",
-            || {
-                format!(
-                    "invalid host {:?}; expected a host name or IP address",
-                    m.host
-                )
-            },
-        );
-        c.require(m.port != 0, "mqtt.port", || {
-            "0 is out of range; expected 1..=65535".into()
-        });
-        let client_id = m.client_id_for(&self.site.id);
-        c.require(
-            !client_id.is_empty() && client_id.len() <= MAX_CLIENT_ID_LEN,
-            "mqtt.client_id",
-            || {
-                format!(
-                    "client id {client_id:?} has {} bytes; expected 1..={MAX_CLIENT_ID_LEN}",
-                    client_id.len()
-                )
-            },
-        );
-        // What each line really connects with: the id plus "-<line>".
-        if !client_id.is_empty() && client_id.len() <= MAX_CLIENT_ID_LEN {
-            for line in &self.lines {
-                let used = self.mqtt_client_id_for_line(&line.id);
-                c.require(used.len() <= MAX_CLIENT_ID_LEN, "mqtt.client_id", || {
-                    format!(
-                        "line {:?} connects as {used:?} (the client id plus \"-{}\"), {} bytes; expected at most {MAX_CLIENT_ID_LEN}: shorten mqtt.client_id or the line id",
-                        line.id,
-                        line.id,
-                        used.len()
-                    )
-                });
-            }
-        }
-        c.require(
-            KEEP_ALIVE_RANGE.contains(&m.keep_alive_secs),
-            "mqtt.keep_alive_secs",
-            || {
-                format!(
-                    "{} is out of range; expected 5..=3600 seconds",
-                    m.keep_alive_secs
-                )
-            },
-        );
-        if let Some(user) = &m.username {
-            c.require(!user.is_empty(), "mqtt.username", || {
-                "empty; remove the key or give a user name".into()
-            });
-        }
-        if let Some(p) = &m.command_key_file {
-            c.path("mqtt.command_key_file", p);
-        }
-        if let Some(p) = &m.ack_key_file {
-            c.path("mqtt.ack_key_file", p);
-        }
-        c.require(
-            (1..=3600).contains(&m.command_max_age_secs),
-            "mqtt.command_max_age_secs",
-            || {
-                format!(
-                    "{} is out of range; expected 1..=3600 seconds",
-                    m.command_max_age_secs
-                )
-            },
-        );
-        c.require(
-            (1..=3600).contains(&m.command_max_skew_secs),
-            "mqtt.command_max_skew_secs",
-            || {
-                format!(
-                    "{} is out of range; expected 1..=3600 seconds",
-                    m.command_max_skew_secs
-                )
-            },
-        );
-        if let Some(p) = &m.password_file {
-            c.path("mqtt.password_file", p);
-            c.require(m.username.is_some(), "mqtt.password_file", || {
-                "a password needs a user name; expected mqtt.username to be set too".into()
-            });
-        }
-        if let Some(tls) = &m.tls {
-            c.path("mqtt.tls.ca_file", &tls.ca_file);
-            match (&tls.client_cert_file, &tls.client_key_file) {
-                (Some(cert), Some(key)) => {
-                    c.path("mqtt.tls.client_cert_file", cert);
-                    c.path("mqtt.tls.client_key_file", key);
-                }
-                (Some(_), None) => c.fail(
-                    "mqtt.tls.client_key_file",
-                    "missing; client_cert_file and client_key_file go together",
-                ),
-                (None, Some(_)) => c.fail(
-                    "mqtt.tls.client_cert_file",
-                    "missing; client_cert_file and client_key_file go together",
-                ),
-                (None, None) => {}
-            }
-        }
-
-        // [[line]]
-        if self.lines.is_empty() {
-            c.fail(
-                "line",
-                "no lines configured; expected at least one [[line]] table",
-            );
-        }
-        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-        for (i, line) in self.lines.iter().enumerate() {
-            let key = |k: &str| format!("line[{i}].{k}");
-            c.id(&key("id"), &line.id);
-            if let Some(first) = seen.insert(&line.id, i) {
-                c.fail(
-                    &key("id"),
-                    format!(
-                        "duplicate line id {:?} (also line[{first}].id); expected ids unique within the site",
-                        line.id
-                    ),
-                );
-                seen.insert(&line.id, first);
-            }
-            c.path(&key("secret_file"), &line.secret_file);
-
-            let b = &line.buffer;
-            c.require(
-                b.low_water_serials >= 1,
-                &key("buffer.low_water_serials"),
-                || "0 is out of range; expected at least 1".into(),
-            );
-            c.require(
-                b.low_water_minutes <= MAX_LOW_WATER_MINUTES,
-                &key("buffer.low_water_minutes"),
-                || {
-                    format!(
-                        "{} is out of range; expected 0..={MAX_LOW_WATER_MINUTES} minutes",
-                        b.low_water_minutes
-                    )
-                },
-            );
-            c.require(
-                b.high_water_serials > b.low_water_serials,
-                &key("buffer.high_water_serials"),
-                || {
-                    format!(
-                        "{} is not above line[{i}].buffer.low_water_serials ({}); expected high_water_serials > low_water_serials",
-                        b.high_water_serials, b.low_water_serials
-                    )
-                },
-            );
-
-            c.printer(i, &line.printer);
-            c.camera(i, &line.camera);
-            let pl = &line.pipeline;
-            c.require(
-                CAMERA_WINDOW_RANGE.contains(&pl.camera_window),
-                &key("pipeline.camera_window"),
-                || format!("{} is out of range; expected 1..=65536", pl.camera_window),
-            );
-            c.require(
-                READ_DEADLINE_MS_RANGE.contains(&pl.read_deadline_ms),
-                &key("pipeline.read_deadline_ms"),
-                || {
-                    format!(
-                        "{} is out of range; expected 1..=3600000 milliseconds",
-                        pl.read_deadline_ms
-                    )
-                },
-            );
-            c.require(
-                STARVE_TIMEOUT_SECS_RANGE.contains(&pl.starve_timeout_secs),
-                &key("pipeline.starve_timeout_secs"),
-                || {
-                    format!(
-                        "{} is out of range; expected 1..=86400 seconds",
-                        pl.starve_timeout_secs
-                    )
-                },
-            );
-
-            if let Some(job) = &line.job {
-                c.require(job.quantity >= 1, &key("job.quantity"), || {
-                    "0 is out of range; expected at least 1".into()
-                });
-                if let Template::DigitalLink { resolver } = &job.template {
-                    c.require(
-                        !resolver.trim().is_empty() && !resolver.contains(char::is_whitespace),
-                        &key("job.template.resolver"),
-                        || {
-                            format!(
-                                "invalid resolver {resolver:?}; expected a host such as \"id.example.com\""
-                            )
-                        },
-                    );
-                }
-            }
-        }
+        c.store(self);
+        c.mqtt(self);
+        c.lines(self);
 
         if c.issues.is_empty() {
             Ok(())
