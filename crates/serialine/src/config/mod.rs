@@ -13,7 +13,10 @@
 //! # Strictness
 //!
 //! Every table denies unknown keys, so a misspelt key is an error, never a
-//! silently applied default. Deserialization errors are collected per section
+//! silently applied default. A key that the schema once had and dropped
+//! (`store.max_batch_delay_ms`, parsed but never used) is refused the same
+//! way, with a message that says it was removed and why rather than calling
+//! it misspelt. Deserialization errors are collected per section
 //! (`[daemon]`, `[site]`, `[store]`, `[mqtt]`, `[[line]]`) and reported
 //! together; once everything parses, [`Config::validate`] checks ranges and
 //! cross-field rules and again reports every problem, not only the first.
