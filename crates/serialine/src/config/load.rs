@@ -36,7 +36,7 @@ pub(super) struct RemovedKey {
     pub section: &'static str,
     /// The key within it, e.g. `max_batch_delay_ms`.
     pub key: &'static str,
-    /// Why it went and what to do instead.
+    /// Why it went, completing "removed because …".
     pub why: &'static str,
 }
 
@@ -44,9 +44,8 @@ pub(super) struct RemovedKey {
 pub(super) const REMOVED_KEYS: &[RemovedKey] = &[RemovedKey {
     section: "store",
     key: "max_batch_delay_ms",
-    why: "it was parsed but never used: the store flushes a group commit as soon as \
-          its committer is free, whatever this key said (as its default 0 described); \
-          delete it from the file",
+    why: "it was parsed but never used (the store flushes a group commit as soon as its \
+          committer is free, whatever this key said, as its default 0 described)",
 }];
 
 fn removed(section: &str, key: &str) -> Option<&'static RemovedKey> {
@@ -366,7 +365,10 @@ fn extract(figment: &Figment, origin: Origin) -> Result<Config, ConfigError> {
             if table.contains_key(r.key) {
                 issues.push(origin.issue(
                     &format!("{}.{}", r.section, r.key),
-                    format!("this key was removed from Serialine: {}", r.why),
+                    format!(
+                        "this key was removed from Serialine because {}; remove it",
+                        r.why
+                    ),
                 ));
             }
         }

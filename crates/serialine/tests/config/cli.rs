@@ -70,8 +70,8 @@ fn cli_config_errors_exit_2_naming_file_and_key() {
         (
             "check-config",
             removed.clone(),
-            "error: {file}: key store.max_batch_delay_ms: this key was removed from Serialine: \
-             it was parsed but never used",
+            "error: {file}: key store.max_batch_delay_ms: this key was removed from Serialine \
+             because it was parsed but never used",
         ),
         (
             "run",

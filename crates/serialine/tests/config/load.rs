@@ -352,7 +352,11 @@ fn a_removed_key_is_refused_saying_it_was_removed_and_why() {
                 "[store]\nmax_batch = 64\nmax_batch_delay_ms = {value}"
             )),
             "store.max_batch_delay_ms",
-            &["removed", "never used", "delete it"],
+            &[
+                "removed",
+                "because it was parsed but never used",
+                "remove it",
+            ],
         );
         assert!(matches!(err, ConfigError::Parse(_)), "{err:?}");
         let msg = err.to_string();
