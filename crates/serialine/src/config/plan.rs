@@ -1,15 +1,12 @@
-//! From configuration to a [`LinePlan`]: each section builds its own piece
-//! (the store options, the uplink settings, the prefetch marks, the pipeline
-//! settings), so no caller maps configuration fields by hand.
+//! From configuration to a [`LinePlan`]. Each section builds its own piece
+//! beside its definition (`StoreConfig::store_options`, `MqttConfig::uplink`,
+//! `TlsConfig::paths` in `schema.rs`; `BufferConfig::prefetch`,
+//! `PipelineConfig::plan` in `line.rs`), so no caller maps configuration
+//! fields by hand; here they are put together per line.
 
-use super::{
-    BufferConfig, Config, ConfigError, LineConfig, MqttConfig, PipelineConfig, StoreConfig,
-    TlsConfig,
-};
-use serialine_line::{LinePlan, PipelinePlan};
-use serialine_store::StoreOptions;
-use serialine_uplink::{AckAuth, CommandAuth, PrefetchConfig, TlsPaths, UplinkConfig};
-use std::path::PathBuf;
+use super::{Config, ConfigError};
+use serialine_line::LinePlan;
+use serialine_uplink::{AckAuth, CommandAuth};
 use std::time::Duration;
 
 /// Longest a stopping job may take to drain (units in flight get their
@@ -23,86 +20,6 @@ pub struct SiteAuth {
     pub password: Option<String>,
     pub command: Option<CommandAuth>,
     pub ack: Option<AckAuth>,
-}
-
-impl StoreConfig {
-    /// A line's ledger options: its path and fence file, its secret, and
-    /// this section's commit mode and batch bound.
-    pub fn store_options(
-        &self,
-        path: PathBuf,
-        line: &str,
-        secret: &[u8],
-        fence: PathBuf,
-    ) -> StoreOptions {
-        let mut opts = StoreOptions::new(path, line, secret);
-        opts.commit = self.commit;
-        opts.max_batch = self.max_batch as usize;
-        // A restored or rolled-back ledger never reissues a serial.
-        opts.fence = Some(fence);
-        opts
-    }
-}
-
-impl TlsConfig {
-    pub fn paths(&self) -> TlsPaths {
-        TlsPaths {
-            ca: self.ca_file.clone(),
-            client_cert: self.client_cert_file.clone(),
-            client_key: self.client_key_file.clone(),
-        }
-    }
-}
-
-impl BufferConfig {
-    /// The uplink's prefetch marks for this buffer.
-    pub fn prefetch(&self) -> PrefetchConfig {
-        PrefetchConfig {
-            low_water_serials: self.low_water_serials,
-            low_water_minutes: f64::from(self.low_water_minutes),
-            high_water_serials: self.high_water_serials,
-            high_water_minutes: 2.0 * f64::from(self.low_water_minutes),
-            // "Never hold more than high_water_serials."
-            max_buffer_serials: self.high_water_serials,
-            ..PrefetchConfig::default()
-        }
-    }
-}
-
-impl MqttConfig {
-    /// Line `line`'s uplink on this broker (prefetch and product are the
-    /// line's, set by [`Config::line_plan`]).
-    pub fn uplink(&self, site: &str, line: &str, auth: &SiteAuth) -> UplinkConfig {
-        let mut up = UplinkConfig::new(self.host.clone(), self.port, site, line);
-        up.client_id = self.client_id_for_line(site, line);
-        up.keep_alive = Duration::from_secs(self.keep_alive_secs.into());
-        up.clean_session = self.clean_session;
-        up.username = self.username.clone();
-        up.password = auth.password.clone();
-        up.tls = self.tls.as_ref().map(TlsConfig::paths);
-        up.command_auth = auth.command.clone();
-        up.ack_auth = auth.ack.clone();
-        // A stop or drain answers once the line has drained.
-        up.command_timeout = STOP_BOUND + Duration::from_secs(15);
-        up.command_max_age = Duration::from_secs(self.command_max_age_secs.into());
-        up.command_max_skew = Duration::from_secs(self.command_max_skew_secs.into());
-        up
-    }
-}
-
-impl PipelineConfig {
-    /// The pipeline's settings; the camera's own `deadline_ms`, where set,
-    /// overrides the read deadline.
-    pub fn plan(&self, line: &LineConfig) -> PipelinePlan {
-        PipelinePlan {
-            min_grade: line.min_grade,
-            camera_window: self.camera_window,
-            read_deadline: Duration::from_millis(
-                line.camera.deadline_ms.unwrap_or(self.read_deadline_ms),
-            ),
-            starve_timeout: Duration::from_secs(self.starve_timeout_secs),
-        }
-    }
 }
 
 impl Config {
