@@ -35,6 +35,13 @@ pub trait DeviceFactory: Send + Sync + 'static {
     fn spawn(&self, line: &str) -> impl Future<Output = Result<Devices, DeviceError>> + Send;
 }
 
+/// A factory shared with whoever else holds it (a test that counts spawns).
+impl<D: DeviceFactory> DeviceFactory for std::sync::Arc<D> {
+    fn spawn(&self, line: &str) -> impl Future<Output = Result<Devices, DeviceError>> + Send {
+        D::spawn(self, line)
+    }
+}
+
 /// `what: cause`, as a [`DeviceError`].
 fn failed(what: &str, cause: impl std::fmt::Display) -> DeviceError {
     format!("{what}: {cause}").into()
