@@ -10,6 +10,7 @@ pub mod camera;
 pub mod label;
 pub mod laser;
 pub mod printer;
+mod session;
 pub mod transport;
 
 pub use api::*;
