@@ -212,3 +212,115 @@ async fn run<D: Device>(d: &mut D, reconnect: &mut Reconnect) -> Result<(), Done
 async fn emit<E>(events: &mpsc::Sender<E>, ev: E) -> Result<(), Done> {
     events.send(ev).await.map_err(|_| Done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A device whose connects and sessions follow a script: `Ok(())` a
+    /// connect that works (its session then loses the link), `Err` one
+    /// that fails. When the script runs out, the session ends the driver.
+    struct Scripted<const LOSS_REPORTS: bool> {
+        script: VecDeque<Result<(), &'static str>>,
+        events: mpsc::Sender<PrinterEvent>,
+    }
+
+    impl<const LOSS_REPORTS: bool> Device for Scripted<LOSS_REPORTS> {
+        type Conn = ();
+        type ConnectError = &'static str;
+        type Event = PrinterEvent;
+        const KIND: &'static str = "scripted";
+        const READY_ON_CONNECT: bool = true;
+        const LOSS_REPORTS_OUTAGE: bool = LOSS_REPORTS;
+
+        fn name(&self) -> &str {
+            "scripted"
+        }
+        fn events(&self) -> &mpsc::Sender<PrinterEvent> {
+            &self.events
+        }
+        async fn connect(&mut self) -> Attempt<(), &'static str> {
+            match self.script.pop_front() {
+                Some(Ok(())) => Attempt::Connected(()),
+                Some(Err(e)) => Attempt::Failed(e),
+                None => Attempt::Exhausted,
+            }
+        }
+        async fn session(&mut self, (): (), _: &mut Reconnect) -> End {
+            if self.script.is_empty() {
+                return End::Stopped;
+            }
+            End::lost("dropped", vec![7])
+        }
+    }
+
+    async fn events_of<const LOSS_REPORTS: bool>(
+        script: &[Result<(), &'static str>],
+    ) -> Vec<PrinterEvent> {
+        let (tx, mut rx) = mpsc::channel(64);
+        let device = Scripted::<LOSS_REPORTS> {
+            script: script.iter().copied().collect(),
+            events: tx,
+        };
+        let backoff = Backoff::new(Duration::from_millis(1), 1, Duration::from_millis(1));
+        supervise(device, Reconnect::with(backoff)).await;
+        let mut out = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            out.push(ev);
+        }
+        out
+    }
+
+    fn fault(reason: &str, unknown: &[UnitId]) -> PrinterEvent {
+        PrinterEvent::Fault {
+            reason: reason.into(),
+            unknown: unknown.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_connect_is_reported_once_per_outage() {
+        let evs = events_of::<true>(&[Err("refused"), Err("refused again"), Ok(())]).await;
+        assert_eq!(evs, [fault("refused", &[]), PrinterEvent::Ready]);
+    }
+
+    #[tokio::test]
+    async fn a_lost_link_reports_its_unknown_units_then_the_outage_policy_applies() {
+        let script = [Ok(()), Err("refused"), Err("refused again"), Ok(())];
+        // Label printer, laser: the loss is the outage's report.
+        let evs = events_of::<true>(&script).await;
+        assert_eq!(
+            evs,
+            [
+                PrinterEvent::Ready,
+                fault("dropped", &[7]),
+                PrinterEvent::Ready
+            ]
+        );
+        // Framed printer, camera: the first failed reconnect is reported too.
+        let evs = events_of::<false>(&script).await;
+        assert_eq!(
+            evs,
+            [
+                PrinterEvent::Ready,
+                fault("dropped", &[7]),
+                fault("refused", &[]),
+                PrinterEvent::Ready
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_link_that_cannot_reconnect_ends_after_its_session() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let device = Scripted::<false> {
+            script: [Ok(()), Ok(())].into_iter().collect(),
+            events: tx,
+        };
+        supervise(device, Reconnect::never()).await;
+        assert_eq!(rx.recv().await, Some(PrinterEvent::Ready));
+        assert_eq!(rx.recv().await, Some(fault("dropped", &[7])));
+        assert_eq!(rx.recv().await, None, "no second connection");
+    }
+}
