@@ -210,10 +210,7 @@ impl Device for Driver {
     }
 
     async fn connect(&mut self) -> Attempt<Context, LaserError> {
-        match self.open().await {
-            Ok(ctx) => Attempt::Connected(ctx),
-            Err(err) => Attempt::Failed(err),
-        }
+        self.open().await.into()
     }
 
     async fn session(&mut self, mut ctx: Context, reconnect: &mut Reconnect) -> End {

@@ -171,6 +171,12 @@ pub(crate) enum Attempt<C, E> {
     Exhausted,
 }
 
+impl<C, E> From<Result<C, E>> for Attempt<C, E> {
+    fn from(r: Result<C, E>) -> Self {
+        r.map_or_else(Attempt::Failed, Attempt::Connected)
+    }
+}
+
 /// Hands out streams for a driver's connection loop.
 pub(crate) enum Connector {
     Settings(TransportSettings),
