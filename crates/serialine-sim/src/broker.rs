@@ -22,6 +22,12 @@ pub const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
 pub enum BrokerError {
     #[error("embedded broker: cannot find a free port on 127.0.0.1: {0}")]
     NoPort(#[source] std::io::Error),
+    #[error("embedded broker: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("embedded broker: cannot start the broker thread: {0}")]
     Thread(#[source] std::io::Error),
     #[error("embedded broker on 127.0.0.1:{port} stopped at start: {why}")]
@@ -53,7 +59,7 @@ impl EmbeddedBroker {
             let port = free_port()?;
             match Self::start_on_port(port) {
                 Ok(b) => return Ok(b),
-                Err(e @ BrokerError::Start { .. }) => last = Some(e),
+                Err(e @ (BrokerError::Start { .. } | BrokerError::Bind { .. })) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -64,8 +70,17 @@ impl EmbeddedBroker {
     }
 
     /// Starts a broker on 127.0.0.1:`port` (e.g. a fixed port for the demo).
+    /// Fails with [`BrokerError::Bind`] when the port is taken.
     pub fn start_on_port(port: u16) -> Result<EmbeddedBroker, BrokerError> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // rumqttd binds in a thread of its own and only logs it when that
+        // fails, and the readiness probe below cannot tell whose CONNACK it
+        // got: with the port taken by another broker it used to report this
+        // one ready. So the port is bound here first, and released just
+        // before rumqttd binds it (both set SO_REUSEADDR; a listener that
+        // never accepted leaves no TIME_WAIT behind). Only a process taking
+        // the port in that instant still slips through.
+        drop(TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?);
         let config = config(addr);
         let (failed_tx, failed_rx) = mpsc::channel::<String>();
         std::thread::Builder::new()
@@ -82,6 +97,11 @@ impl EmbeddedBroker {
             })
             .map_err(BrokerError::Thread)?;
         wait_ready(port, &failed_rx)?;
+        // The probe may have been answered by whoever holds the port while
+        // rumqttd's listener failed; a failure already reported says so.
+        if let Ok(why) = failed_rx.try_recv() {
+            return Err(BrokerError::Start { port, why });
+        }
         tracing::info!(%addr, "embedded MQTT broker ready");
         Ok(EmbeddedBroker {
             host: "127.0.0.1".into(),

@@ -21,7 +21,7 @@ impl Drop for Cable {
 impl Cable {
     /// Listens on 127.0.0.1 (a free port) and forwards to `target` (`host:port`).
     pub async fn start(target: String) -> std::io::Result<Cable> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = crate::listen_on(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let port = listener.local_addr()?.port();
         let (up, _) = watch::channel(true);
         let up2 = up.clone();

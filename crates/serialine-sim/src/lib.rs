@@ -13,3 +13,13 @@ pub mod printer;
 pub mod recording;
 pub mod replay;
 pub mod upstream;
+
+/// Binds a simulator's listener; an error names the address, so a simulator
+/// that cannot listen says where.
+pub(crate) async fn listen_on(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}

@@ -8,7 +8,8 @@
 
 use super::format::{CameraProfile, CameraProfileError, LineFormat};
 use crate::api::{CameraEvent, CameraHandle};
-use crate::transport::{Attempt, BoxedStream, Connector, Link};
+use crate::session::{supervise, Device, Done, End, Reconnect};
+use crate::transport::{Attempt, BoxedStream, Connector, Link, TransportError};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
@@ -25,71 +26,65 @@ pub fn spawn(
     let format = profile.compile()?;
     let name = name.into();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let connector = Connector::new(link.into());
+    let reconnect = connector
+        .backoff()
+        .map_or(Reconnect::never(), Reconnect::with);
     let reader = Reader {
         name: name.clone(),
         format,
         events: tx,
+        connector,
     };
-    tokio::spawn(reader.run(Connector::new(link.into())));
+    tokio::spawn(supervise(reader, reconnect));
     Ok(CameraHandle { name, events: rx })
 }
-
-struct Gone;
 
 struct Reader {
     name: String,
     format: LineFormat,
     events: mpsc::Sender<CameraEvent>,
+    connector: Connector,
+}
+
+impl Device for Reader {
+    type Conn = BoxedStream;
+    type ConnectError = TransportError;
+    type Event = CameraEvent;
+    const KIND: &'static str = "camera";
+    const READY_ON_CONNECT: bool = true;
+    const LOSS_REPORTS_OUTAGE: bool = false;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn events(&self) -> &mpsc::Sender<CameraEvent> {
+        &self.events
+    }
+
+    async fn connect(&mut self) -> Attempt<BoxedStream, TransportError> {
+        self.connector.attempt().await
+    }
+
+    async fn session(&mut self, stream: BoxedStream, reconnect: &mut Reconnect) -> End {
+        match self.serve(stream, reconnect).await {
+            Ok(reason) => End::Lost {
+                reason,
+                unknown: Vec::new(),
+            },
+            Err(done) => done.into(),
+        }
+    }
 }
 
 impl Reader {
-    async fn run(self, mut connector: Connector) {
-        let _ = self.connection_loop(&mut connector).await;
-        tracing::debug!(camera = %self.name, "camera reader stopped");
-    }
-
-    async fn connection_loop(&self, connector: &mut Connector) -> Result<(), Gone> {
-        let mut outage_reported = false;
-        loop {
-            let retry_in = match connector.attempt().await {
-                Attempt::Connected(stream) => {
-                    outage_reported = false;
-                    tracing::info!(camera = %self.name, "camera connected");
-                    self.emit(CameraEvent::Ready).await?;
-                    let reason = self.serve(stream, connector).await?;
-                    tracing::warn!(camera = %self.name, %reason, "camera fault");
-                    self.emit(CameraEvent::Fault { reason }).await?;
-                    if !connector.can_reconnect() {
-                        return Ok(());
-                    }
-                    connector.next_delay()
-                }
-                Attempt::Failed { error, retry_in } => {
-                    tracing::warn!(camera = %self.name, %error, ?retry_in, "camera connect failed");
-                    if !outage_reported {
-                        outage_reported = true;
-                        self.emit(CameraEvent::Fault {
-                            reason: error.to_string(),
-                        })
-                        .await?;
-                    }
-                    retry_in
-                }
-                Attempt::Exhausted => return Ok(()),
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(retry_in) => {}
-                _ = self.events.closed() => return Err(Gone),
-            }
-        }
-    }
-
     /// Reads lines until the link fails; returns why.
     async fn serve(
         &self,
         mut stream: BoxedStream,
-        connector: &mut Connector,
-    ) -> Result<String, Gone> {
+        reconnect: &mut Reconnect,
+    ) -> Result<String, Done> {
         let max = self.format.max_line();
         let mut line: Vec<u8> = Vec::with_capacity(256);
         // Dropping the rest of an over-long line, up to its newline.
@@ -103,11 +98,11 @@ impl Reader {
                     Ok(n) => n,
                     Err(e) => return Ok(format!("reading from camera: {e}")),
                 },
-                _ = self.events.closed() => return Err(Gone),
+                _ = self.events.closed() => return Err(Done),
             };
             if !healthy {
                 healthy = true;
-                connector.healthy();
+                reconnect.healthy();
             }
             for &b in &buf[..n] {
                 if b == b'\n' {
@@ -133,7 +128,7 @@ impl Reader {
         }
     }
 
-    async fn on_line(&self, line: &[u8]) -> Result<(), Gone> {
+    async fn on_line(&self, line: &[u8]) -> Result<(), Done> {
         let trimmed = line.strip_suffix(b"\r").unwrap_or(line);
         if trimmed.is_empty() {
             // Keep-alive blank lines some cameras send: not a result.
@@ -149,8 +144,8 @@ impl Reader {
         self.emit(ev).await
     }
 
-    async fn emit(&self, ev: CameraEvent) -> Result<(), Gone> {
-        self.events.send(ev).await.map_err(|_| Gone)
+    async fn emit(&self, ev: CameraEvent) -> Result<(), Done> {
+        self.events.send(ev).await.map_err(|_| Done)
     }
 }
 

@@ -16,7 +16,8 @@
 use super::framed::{encode_frame, FrameDecoder, Token};
 use super::profile::{CompiledProfile, FramedProfile, ProfileError};
 use crate::api::{PrintRequest, PrinterEvent, PrinterHandle, TriggerIds, UnitId};
-use crate::transport::{Attempt, BoxedStream, Connector, Link};
+use crate::session::{supervise, Device, Done, End, Reconnect};
+use crate::transport::{Attempt, BoxedStream, Connector, Link, TransportError};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,6 +51,10 @@ pub fn spawn(
     let depth = profile.buffer_depth;
     let (req_tx, req_rx) = mpsc::channel(depth);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let connector = Connector::new(link.into());
+    let reconnect = connector
+        .backoff()
+        .map_or(Reconnect::never(), Reconnect::with);
     let driver = Driver {
         name: name.clone(),
         decoder: FrameDecoder::new(compiled.framing),
@@ -59,8 +64,9 @@ pub fn spawn(
         events: ev_tx,
         inflight: VecDeque::with_capacity(depth),
         frame_buf: Vec::new(),
+        connector,
     };
-    tokio::spawn(driver.run(Connector::new(link.into())));
+    tokio::spawn(supervise(driver, reconnect));
     Ok(PrinterHandle {
         name,
         requests: req_tx,
@@ -82,15 +88,6 @@ struct Inflight {
     printed: bool,
 }
 
-/// The pipeline dropped the event receiver: nobody listens, stop.
-struct Gone;
-
-/// Why a connection ended.
-enum End {
-    Shutdown,
-    Fault(String),
-}
-
 struct Driver {
     name: String,
     p: CompiledProfile,
@@ -100,54 +97,86 @@ struct Driver {
     events: mpsc::Sender<PrinterEvent>,
     inflight: VecDeque<Inflight>,
     frame_buf: Vec<u8>,
+    connector: Connector,
 }
 
-impl Driver {
-    async fn run(mut self, mut connector: Connector) {
-        let _ = self.connection_loop(&mut connector).await;
-        tracing::debug!(printer = %self.name, "printer driver stopped");
+impl Device for Driver {
+    type Conn = BoxedStream;
+    type ConnectError = TransportError;
+    type Event = PrinterEvent;
+    const KIND: &'static str = "printer";
+    const READY_ON_CONNECT: bool = true;
+    const LOSS_REPORTS_OUTAGE: bool = false;
+
+    fn name(&self) -> &str {
+        &self.name
     }
 
-    async fn connection_loop(&mut self, connector: &mut Connector) -> Result<(), Gone> {
-        let mut outage_reported = false;
-        loop {
-            if self.requests_closed {
-                return Ok(());
+    fn events(&self) -> &mpsc::Sender<PrinterEvent> {
+        &self.events
+    }
+
+    async fn connect(&mut self) -> Attempt<BoxedStream, TransportError> {
+        self.connector.attempt().await
+    }
+
+    /// Everything in flight is reported unknown with the fault.
+    async fn session(&mut self, stream: BoxedStream, reconnect: &mut Reconnect) -> End {
+        match self.serve(stream, reconnect).await {
+            Ok(reason) => {
+                let unknown = self
+                    .inflight
+                    .drain(..)
+                    .filter(|f| !f.printed)
+                    .map(|f| f.unit)
+                    .collect();
+                End::Lost { reason, unknown }
             }
-            match connector.attempt().await {
-                Attempt::Connected(stream) => {
-                    outage_reported = false;
-                    tracing::info!(printer = %self.name, "printer connected");
-                    self.emit(PrinterEvent::Ready).await?;
-                    match self.serve(stream, connector).await? {
-                        End::Shutdown => return Ok(()),
-                        End::Fault(reason) => self.fault(reason).await?,
-                    }
-                    if !connector.can_reconnect() {
-                        return Ok(());
-                    }
-                    let retry_in = connector.next_delay();
-                    self.wait_refusing(retry_in).await?;
-                }
-                Attempt::Failed { error, retry_in } => {
-                    tracing::warn!(printer = %self.name, %error, ?retry_in, "printer connect failed");
-                    if !outage_reported {
-                        outage_reported = true;
-                        self.emit(PrinterEvent::Fault {
-                            reason: error.to_string(),
-                            unknown: Vec::new(),
-                        })
-                        .await?;
-                    }
-                    self.wait_refusing(retry_in).await?;
-                }
-                Attempt::Exhausted => return Ok(()),
-            }
+            Err(done) => done.into(),
         }
     }
 
-    /// Runs one connection until it faults or the pipeline is done.
-    async fn serve(&mut self, stream: BoxedStream, connector: &mut Connector) -> Result<End, Gone> {
+    /// Requests that were queued when the link failed were never sent.
+    async fn after_fault(&mut self) -> Result<(), Done> {
+        while let Ok(req) = self.requests.try_recv() {
+            self.refuse_unsent(req).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits out a backoff delay, refusing requests that arrive meanwhile;
+    /// done, rather than reconnecting, once the pipeline sends no more.
+    async fn pause(&mut self, delay: Duration) -> Result<(), Done> {
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                req = self.requests.recv(), if !self.requests_closed => match req {
+                    None => {
+                        self.requests_closed = true;
+                        return Err(Done);
+                    }
+                    Some(req) => self.refuse_unsent(req).await?,
+                },
+                _ = self.events.closed() => return Err(Done),
+            }
+        }
+        // Closed during the session: done after the delay.
+        if self.requests_closed {
+            return Err(Done);
+        }
+        Ok(())
+    }
+}
+
+impl Driver {
+    /// Runs one connection until it faults (returns why) or the pipeline
+    /// is done.
+    async fn serve(
+        &mut self,
+        stream: BoxedStream,
+        reconnect: &mut Reconnect,
+    ) -> Result<String, Done> {
         let (mut rd, mut wr) = tokio::io::split(stream);
         self.decoder.reset();
         let mut rbuf = vec![0u8; 4096];
@@ -156,7 +185,7 @@ impl Driver {
         loop {
             if self.requests_closed && self.inflight.is_empty() {
                 let _ = wr.shutdown().await;
-                return Ok(End::Shutdown);
+                return Err(Done);
             }
             let deadline = self.next_deadline();
             let room = !self.requests_closed && self.inflight.len() < self.p.profile.buffer_depth;
@@ -166,13 +195,13 @@ impl Driver {
                 // never wait behind new sends.
                 biased;
                 r = rd.read(&mut rbuf) => match r {
-                    Ok(0) => return Ok(End::Fault("printer closed the connection".into())),
+                    Ok(0) => return Ok("printer closed the connection".into()),
                     Ok(n) => {
                         if !healthy {
                             // Something came back: the link works, so the next
                             // outage starts backing off from the beginning.
                             healthy = true;
-                            connector.healthy();
+                            reconnect.healthy();
                         }
                         decoded.clear();
                         self.decoder.feed_all(&rbuf[..n], &mut decoded);
@@ -180,20 +209,20 @@ impl Driver {
                             self.on_decoded(d).await?;
                         }
                     }
-                    Err(e) => return Ok(End::Fault(format!("reading from printer: {e}"))),
+                    Err(e) => return Ok(format!("reading from printer: {e}")),
                 },
                 _ = tokio::time::sleep_until(deadline.as_ref().map_or(far, |d| d.0)),
                     if deadline.is_some() =>
                 {
                     let reason = deadline.map_or_else(String::new, |d| d.1);
-                    return Ok(End::Fault(reason));
+                    return Ok(reason);
                 }
-                _ = self.events.closed() => return Err(Gone),
+                _ = self.events.closed() => return Err(Done),
                 req = self.requests.recv(), if room => match req {
                     None => self.requests_closed = true,
                     Some(req) => {
                         if let Some(reason) = self.send(&mut wr, req).await? {
-                            return Ok(End::Fault(reason));
+                            return Ok(reason);
                         }
                     }
                 },
@@ -206,7 +235,7 @@ impl Driver {
         &mut self,
         wr: &mut tokio::io::WriteHalf<BoxedStream>,
         req: PrintRequest,
-    ) -> Result<Option<String>, Gone> {
+    ) -> Result<Option<String>, Done> {
         let message = self.p.message.render(req.unit, &req.code);
         self.frame_buf.clear();
         if let Err(e) = encode_frame(&self.p.framing, message.as_bytes(), &mut self.frame_buf) {
@@ -243,7 +272,7 @@ impl Driver {
         })
     }
 
-    async fn on_decoded(&mut self, d: super::framed::Decoded) -> Result<(), Gone> {
+    async fn on_decoded(&mut self, d: super::framed::Decoded) -> Result<(), Done> {
         match d {
             Ok(Token::Ack) => self.on_ack().await,
             Ok(Token::Nak) => self.on_nak().await,
@@ -258,7 +287,7 @@ impl Driver {
         }
     }
 
-    async fn on_ack(&mut self) -> Result<(), Gone> {
+    async fn on_ack(&mut self) -> Result<(), Done> {
         let Some(i) = self.inflight.iter().position(|f| f.acked_at.is_none()) else {
             tracing::warn!(printer = %self.name, "ACK with no message awaiting one; ignored");
             return Ok(());
@@ -274,7 +303,7 @@ impl Driver {
         self.emit(PrinterEvent::Accepted(unit)).await
     }
 
-    async fn on_nak(&mut self) -> Result<(), Gone> {
+    async fn on_nak(&mut self) -> Result<(), Done> {
         let Some(i) = self.inflight.iter().position(|f| f.acked_at.is_none()) else {
             tracing::warn!(printer = %self.name, "NAK with no message awaiting one; ignored");
             return Ok(());
@@ -295,7 +324,7 @@ impl Driver {
         .await
     }
 
-    async fn on_frame(&mut self, payload: &[u8]) -> Result<(), Gone> {
+    async fn on_frame(&mut self, payload: &[u8]) -> Result<(), Done> {
         let Some(id) = self.p.complete.matches(payload).and_then(|m| m.id) else {
             tracing::debug!(printer = %self.name, frame = %String::from_utf8_lossy(payload), "unhandled frame");
             return Ok(());
@@ -359,41 +388,7 @@ impl Driver {
         }
     }
 
-    /// Reports everything in flight as unknown, and refuses what was queued.
-    async fn fault(&mut self, reason: String) -> Result<(), Gone> {
-        tracing::warn!(printer = %self.name, %reason, in_flight = self.inflight.len(), "printer fault");
-        let unknown = self
-            .inflight
-            .drain(..)
-            .filter(|f| !f.printed)
-            .map(|f| f.unit)
-            .collect();
-        self.emit(PrinterEvent::Fault { reason, unknown }).await?;
-        while let Ok(req) = self.requests.try_recv() {
-            self.refuse_unsent(req).await?;
-        }
-        Ok(())
-    }
-
-    /// Waits out a backoff delay, refusing requests that arrive meanwhile.
-    async fn wait_refusing(&mut self, delay: Duration) -> Result<(), Gone> {
-        let until = Instant::now() + delay;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => return Ok(()),
-                req = self.requests.recv(), if !self.requests_closed => match req {
-                    None => {
-                        self.requests_closed = true;
-                        return Ok(());
-                    }
-                    Some(req) => self.refuse_unsent(req).await?,
-                },
-                _ = self.events.closed() => return Err(Gone),
-            }
-        }
-    }
-
-    async fn refuse_unsent(&mut self, req: PrintRequest) -> Result<(), Gone> {
+    async fn refuse_unsent(&mut self, req: PrintRequest) -> Result<(), Done> {
         self.emit(PrinterEvent::Refused {
             unit: req.unit,
             reason: "not sent: printer link is down".into(),
@@ -401,7 +396,7 @@ impl Driver {
         .await
     }
 
-    async fn emit(&self, ev: PrinterEvent) -> Result<(), Gone> {
-        self.events.send(ev).await.map_err(|_| Gone)
+    async fn emit(&self, ev: PrinterEvent) -> Result<(), Done> {
+        self.events.send(ev).await.map_err(|_| Done)
     }
 }

@@ -162,71 +162,59 @@ impl std::fmt::Debug for Link {
     }
 }
 
-/// Hands out streams for a driver's connection loop.
-pub(crate) enum Connector {
-    Settings {
-        settings: TransportSettings,
-        backoff: Backoff,
-    },
-    /// `None` once the single stream was handed out.
-    Open(Option<BoxedStream>),
-}
-
 /// What one connection attempt produced.
-pub(crate) enum Attempt {
-    Connected(BoxedStream),
-    /// Failed; try again after the delay.
-    Failed {
-        error: TransportError,
-        retry_in: Duration,
-    },
+pub(crate) enum Attempt<C, E> {
+    Connected(C),
+    /// Failed; the supervisor retries after its backoff delay.
+    Failed(E),
     /// An open stream that was already used: nothing more to connect.
     Exhausted,
+}
+
+impl<C, E> From<Result<C, E>> for Attempt<C, E> {
+    fn from(r: Result<C, E>) -> Self {
+        r.map_or_else(Attempt::Failed, Attempt::Connected)
+    }
+}
+
+/// Hands out streams for a driver's connection loop.
+pub(crate) enum Connector {
+    Settings(TransportSettings),
+    /// `None` once the single stream was handed out. In a `Mutex` only so
+    /// that a driver owning the connector is `Sync` (its `&self` methods are
+    /// awaited in a spawned task); it is reached through `get_mut`, never
+    /// locked.
+    Open(std::sync::Mutex<Option<BoxedStream>>),
 }
 
 impl Connector {
     pub(crate) fn new(link: Link) -> Self {
         match link {
-            Link::Settings(settings) => Connector::Settings {
-                settings,
-                backoff: Backoff::default(),
-            },
-            Link::Open(s) => Connector::Open(Some(s)),
+            Link::Settings(settings) => Connector::Settings(settings),
+            Link::Open(s) => Connector::Open(std::sync::Mutex::new(Some(s))),
         }
     }
 
-    pub(crate) async fn attempt(&mut self) -> Attempt {
+    /// The backoff between reconnects; `None` for a pre-opened stream,
+    /// which cannot be reopened.
+    pub(crate) fn backoff(&self) -> Option<Backoff> {
         match self {
-            Connector::Open(s) => s.take().map_or(Attempt::Exhausted, Attempt::Connected),
-            // The backoff is not reset on connect: a device that accepts and
-            // drops at once would otherwise be hammered. The driver calls
-            // `healthy` once the device has actually answered.
-            Connector::Settings { settings, backoff } => match settings.connect().await {
+            Connector::Settings(_) => Some(Backoff::default()),
+            Connector::Open(_) => None,
+        }
+    }
+
+    pub(crate) async fn attempt(&mut self) -> Attempt<BoxedStream, TransportError> {
+        match self {
+            Connector::Open(s) => s
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .map_or(Attempt::Exhausted, Attempt::Connected),
+            Connector::Settings(settings) => match settings.connect().await {
                 Ok(s) => Attempt::Connected(s),
-                Err(error) => Attempt::Failed {
-                    error,
-                    retry_in: backoff.next_delay(),
-                },
+                Err(error) => Attempt::Failed(error),
             },
         }
-    }
-
-    /// The connection works (the device answered): start backoff afresh.
-    pub(crate) fn healthy(&mut self) {
-        if let Connector::Settings { backoff, .. } = self {
-            backoff.reset();
-        }
-    }
-
-    /// Delay before reconnecting after a connection ended.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        match self {
-            Connector::Settings { backoff, .. } => backoff.next_delay(),
-            Connector::Open(_) => Duration::ZERO,
-        }
-    }
-
-    pub(crate) fn can_reconnect(&self) -> bool {
-        matches!(self, Connector::Settings { .. })
     }
 }
