@@ -146,7 +146,7 @@ async fn a_job_prints_only_serials_sealed_for_its_product() {
     assert_eq!(r.committed, 15);
     assert!(alarms
         .iter()
-        .any(|a| a.kind == AlarmKind::BufferEmpty && a.message.contains("04006381333931")));
+        .any(|a| a.kind == AlarmKind::LowBuffer && a.message.contains("04006381333931")));
     for s in &b {
         let st = store.lookup(&Serial::new(s.as_str()).unwrap()).unwrap();
         assert!(matches!(st, UnitState::Committed), "{s}: {st}");

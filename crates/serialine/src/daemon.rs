@@ -43,7 +43,7 @@ use serialine_line::pipeline::{LineReport, LineSpec};
 use serialine_line::running::{self as runtime, RunningLine};
 use serialine_store::{Store, StoreOptions};
 use serialine_uplink::{
-    kind, AckAuth, Alarm, Command, CommandAuth, CommandRequest, JobInfo, LineState, LinkFault,
+    AckAuth, Alarm, AlarmKind, Command, CommandAuth, CommandRequest, JobInfo, LineState, LinkFault,
     PrefetchConfig, StatusSnapshot, TlsPaths, UplinkConfig, UplinkHandle,
 };
 use std::collections::BTreeMap;
@@ -551,7 +551,7 @@ impl Line {
                 );
                 tracing::error!(line = %self.id, "{message}");
                 self.uplink
-                    .raise_alarm(Alarm::new(kind::STORE_ERROR, message));
+                    .raise_alarm(Alarm::new(AlarmKind::StoreError, message));
             }
         }
     }
