@@ -77,7 +77,7 @@ pub(crate) fn wire_event(e: &OutboxEvent) -> WireEvent {
 /// any outcome it already holds for it.
 fn fenced(store: &Store, mut w: WireEvent, e: &OutboxEvent) -> WireEvent {
     if e.state == UnitState::Voided {
-        if let Ok(serialine_store::Lookup::Recorded(r)) = store.record(&e.serial) {
+        if let Ok(serialine_store::SerialEntry::Recorded(r)) = store.entry(&e.serial) {
             if r.fenced {
                 w.reason = Some("fenced".into());
             }

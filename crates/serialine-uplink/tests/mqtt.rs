@@ -1042,8 +1042,8 @@ async fn fence_handshake_fences_a_restored_ledger_and_a_wiped_one() {
     let (uplink, _cmds) = start(cfg.clone(), store.clone()).unwrap();
     eventually(WAIT, "handshake applied", || !store.fence_holding()).await;
     for (s, _) in &made {
-        match store.record(s).unwrap() {
-            serialine_store::Lookup::Recorded(r) => {
+        match store.entry(s).unwrap() {
+            serialine_store::SerialEntry::Recorded(r) => {
                 assert!(
                     r.fenced && r.state == serialine_core::UnitState::Voided,
                     "{s}: {r:?}"
@@ -1202,8 +1202,8 @@ async fn prefetch_stays_under_high_water_and_fetches_for_the_jobs_product() {
         .map(|b| b.block_id)
         .collect();
     for s in &a {
-        match store.record(s).unwrap() {
-            serialine_store::Lookup::Available { block_id } => {
+        match store.entry(s).unwrap() {
+            serialine_store::SerialEntry::Available { block_id } => {
                 assert!(!issued_b.contains(&block_id), "{s} is B's")
             }
             other => panic!("{s}: {other:?}"),
@@ -1259,8 +1259,10 @@ async fn a_block_for_another_product_is_kept_alarmed_and_never_used_for_this_one
     let b = store.reserve_for(1_000, &gtin_b).unwrap();
     assert_eq!(b.len(), 300);
     for s in &b {
-        match store.record(s).unwrap() {
-            serialine_store::Lookup::Available { block_id } => assert_ne!(block_id, wrong_block),
+        match store.entry(s).unwrap() {
+            serialine_store::SerialEntry::Available { block_id } => {
+                assert_ne!(block_id, wrong_block)
+            }
             o => panic!("{s}: {o:?}"),
         }
     }

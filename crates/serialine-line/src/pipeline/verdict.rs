@@ -372,7 +372,7 @@ impl Verdicts {
         // signal its rejection, but decide no unit, for this read is no
         // evidence about any unit in flight. The unit whose own code was not
         // read ends by the read deadline as a no-read.
-        let state = self.shared.store.lookup(&data.serial);
+        let state = self.shared.store.state_of(&data.serial);
         let (kind, what) = match state {
             Err(StoreError::NotIssued { .. }) => {
                 (AlarmKind::ForeignCode, "a code never issued to this line")
@@ -680,7 +680,7 @@ mod tests {
         }
 
         fn state(&self, i: usize) -> UnitState {
-            self.store.lookup(&self.serials[i - 1]).expect("recorded")
+            self.store.state_of(&self.serials[i - 1]).expect("recorded")
         }
 
         fn alarm_kinds(&mut self) -> Vec<AlarmKind> {
