@@ -19,7 +19,7 @@ use serialine_devices::printer::{FrameDecoder, FramedProfile, Token};
 use serialine_sim::camera::{Reported, Verdict};
 use serialine_sim::recording::{Direction, Recording};
 use serialine_sim::upstream::LineEvents;
-use serialine_store::{event_id, Lookup, Store};
+use serialine_store::{event_id, SerialEntry, Store};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
@@ -432,10 +432,10 @@ pub fn check(input: &CheckInput) -> Report {
             );
         }
         let in_earlier = input.earlier.iter().any(
-            |e| matches!(e.record(serial), Ok(Lookup::Recorded(r)) if r.state.has_left_pool()),
+            |e| matches!(e.entry(serial), Ok(SerialEntry::Recorded(r)) if r.state.has_left_pool()),
         );
-        match store.record(serial) {
-            Ok(Lookup::Recorded(r)) if r.state.has_left_pool() => {}
+        match store.entry(serial) {
+            Ok(SerialEntry::Recorded(r)) if r.state.has_left_pool() => {}
             _ if in_earlier => {}
             other => c.violate(
                 Rule::Invariant(1),
@@ -892,9 +892,9 @@ fn check_products(c: &mut Checker<'_>, codes: &[String]) {
             .printed_per_gtin
             .entry(data.gtin.as_string())
             .or_default() += 1;
-        let block = match store.record(&data.serial) {
-            Ok(Lookup::Recorded(r)) => r.block_id,
-            Ok(Lookup::Available { block_id }) => block_id,
+        let block = match store.entry(&data.serial) {
+            Ok(SerialEntry::Recorded(r)) => r.block_id,
+            Ok(SerialEntry::Available { block_id }) => block_id,
             _ => continue, // invariant 1 reports serials the ledger lacks
         };
         match store.block_gtin(block) {

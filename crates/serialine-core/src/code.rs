@@ -8,7 +8,7 @@
 //! to [`parse`].
 
 use crate::gtin::{self, Gtin, GtinError};
-use crate::job::{Expiry, Job, JobError, Lot};
+use crate::job_fields::{Expiry, JobError, Lot};
 use crate::serial::{Serial, SerialError};
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
@@ -62,17 +62,6 @@ pub struct CodeData {
     pub expiry: Option<Expiry>,
     pub lot: Option<Lot>,
     pub serial: Serial,
-}
-
-impl CodeData {
-    pub fn for_job(job: &Job, serial: Serial) -> Self {
-        CodeData {
-            gtin: job.gtin,
-            expiry: Some(job.expiry),
-            lot: Some(job.lot.clone()),
-            serial,
-        }
-    }
 }
 
 /// Why a code could not be rendered or parsed.
@@ -1333,22 +1322,6 @@ mod tests {
             parse(&t, "(01)09506000134352(21)Aé"),
             Err(CodeError::Serial { pos: 22, .. })
         ));
-    }
-
-    #[test]
-    fn for_job_carries_job_fields() {
-        let job = Job::new(
-            Gtin::parse("09506000134352").unwrap(),
-            Lot::new("ABC123").unwrap(),
-            Expiry::parse("271231").unwrap(),
-            Template::Gs1DataMatrix,
-            10,
-        )
-        .unwrap();
-        assert_eq!(
-            CodeData::for_job(&job, Serial::new("12345XYZ").unwrap()),
-            example()
-        );
     }
 
     // --- properties ---

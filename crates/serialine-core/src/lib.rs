@@ -4,19 +4,23 @@
 //! serial, GTIN, lot and expiry are ([`serial`], [`gtin`], [`job`]), which
 //! lifecycle moves are legal ([`state`]), how a block of serials is sealed for
 //! transport and storage ([`block`]), how a code is rendered onto the product and
-//! parsed back from a camera read ([`code`]), and how an issuer draws
-//! non-sequential serials ([`serialgen`]). The store, the devices and the uplink
-//! only carry out these decisions.
+//! parsed back from a camera read ([`code`]), how an issuer draws
+//! non-sequential serials ([`serialgen`]), and which alarms the line raises
+//! ([`alarm`]). The store, the devices and the uplink only carry out these
+//! decisions.
 
+pub mod alarm;
 pub mod block;
 pub mod code;
 pub mod grade;
 pub mod gtin;
 pub mod job;
+mod job_fields;
 pub mod serial;
 pub mod serialgen;
 pub mod state;
 
+pub use alarm::AlarmKind;
 pub use block::{Block, BlockError, BlockId, BlockKey, SealedBlock};
 pub use code::{CodeData, CodeError, Template};
 pub use grade::Grade;

@@ -468,7 +468,7 @@ pub fn check_agreement(store: &Store, upstream: &Upstream, line: &str) -> Agreem
         // Serial by serial: what upstream holds is what the ledger holds.
         let ledger = serialine_core::Serial::new(serial.as_str())
             .ok()
-            .and_then(|s| store.lookup(&s).ok());
+            .and_then(|s| store.state_of(&s).ok());
         let same = matches!(
             (state.as_str(), ledger),
             ("committed", Some(UnitState::Committed | UnitState::Synced))

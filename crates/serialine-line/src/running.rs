@@ -125,7 +125,7 @@ impl RunningLine {
 
 async fn forward_alarms(mut rx: mpsc::UnboundedReceiver<Alarm>, uplink: UplinkHandle) {
     while let Some(a) = rx.recv().await {
-        let mut alarm = serialine_uplink::Alarm::new(a.kind.as_str(), a.message);
+        let mut alarm = serialine_uplink::Alarm::new(a.kind, a.message);
         if let Some(s) = a.serial {
             alarm = alarm.with_serial(s.to_string());
         }

@@ -146,15 +146,15 @@ async fn a_job_prints_only_serials_sealed_for_its_product() {
     assert_eq!(r.committed, 15);
     assert!(alarms
         .iter()
-        .any(|a| a.kind == AlarmKind::BufferEmpty && a.message.contains("04006381333931")));
+        .any(|a| a.kind == AlarmKind::LowBuffer && a.message.contains("04006381333931")));
     for s in &b {
-        let st = store.lookup(&Serial::new(s.as_str()).unwrap()).unwrap();
+        let st = store.state_of(&Serial::new(s.as_str()).unwrap()).unwrap();
         assert!(matches!(st, UnitState::Committed), "{s}: {st}");
     }
     let a_used = a
         .iter()
         .filter(|s| {
-            store.lookup(&Serial::new(s.as_str()).unwrap()).unwrap() != UnitState::Available
+            store.state_of(&Serial::new(s.as_str()).unwrap()).unwrap() != UnitState::Available
         })
         .count();
     assert_eq!(a_used, 10, "only job A used A's serials");
@@ -195,7 +195,7 @@ async fn unrenderable_serials_stay_in_the_pool_and_counted() {
     );
     for s in &bad {
         let s = Serial::new(s.as_str()).unwrap();
-        assert_eq!(store.lookup(&s).unwrap(), UnitState::Available, "{s}");
+        assert_eq!(store.state_of(&s).unwrap(), UnitState::Available, "{s}");
     }
     // Before the fix these stayed reserved, out of the count for good.
     assert_eq!(store.buffer_depth_for(&gtin_a()).unwrap(), 3);

@@ -28,7 +28,7 @@
 //!    has answered the handshake ([`crate::Store::fence_holding`]).
 
 use crate::error::StoreError;
-use crate::ledger::{Ledger, Lookup, Op};
+use crate::ledger::{Ledger, Op, SerialEntry};
 use crate::record::BlockUse;
 use serialine_core::{BlockId, Serial};
 use std::collections::{BTreeMap, HashMap};
@@ -385,7 +385,7 @@ pub(crate) fn unrecorded_below(
     let block = ledger.open_block(block_id)?;
     let mut out = Vec::new();
     for serial in block.serials.into_iter().take(seen as usize) {
-        if matches!(ledger.lookup(&serial)?, Lookup::Available { .. }) && !reserved(&serial) {
+        if matches!(ledger.entry(&serial)?, SerialEntry::Available { .. }) && !reserved(&serial) {
             out.push(serial);
         }
     }

@@ -74,9 +74,10 @@ pub enum Applied {
     },
 }
 
-/// A serial as the ledger sees it.
+/// What the ledger holds for a serial: nothing (not issued to this line),
+/// its block (issued, never sent), or its durable record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
+pub enum SerialEntry {
     /// Not in any block this line received: a foreign code.
     NotIssued,
     /// In a stored block and never sent (it may be reserved in memory).
@@ -342,21 +343,21 @@ impl Ledger {
         &self.block_key
     }
 
-    pub fn lookup(&self, serial: &Serial) -> Result<Lookup, StoreError> {
+    pub fn entry(&self, serial: &Serial) -> Result<SerialEntry, StoreError> {
         if let Some(v) = self.serials.get(serial.as_bytes()).map_err(self.io())? {
             let r = SerialRecord::decode(&v)
                 .ok_or_else(|| self.corrupt(format!("record of serial {serial} unreadable")))?;
-            return Ok(Lookup::Recorded(r));
+            return Ok(SerialEntry::Recorded(r));
         }
         match self
             .issued
             .get(self.serial_key(serial))
             .map_err(self.io())?
         {
-            Some(v) => Ok(Lookup::Available {
+            Some(v) => Ok(SerialEntry::Available {
                 block_id: decode_u64(&v).ok_or_else(|| self.corrupt("issued index entry"))?,
             }),
-            None => Ok(Lookup::NotIssued),
+            None => Ok(SerialEntry::NotIssued),
         }
     }
 
@@ -369,8 +370,8 @@ impl Ledger {
                 .ok()
                 .and_then(|s| Serial::new(s).ok())
                 .ok_or_else(|| self.corrupt("in-flight index holds an invalid serial"))?;
-            match self.lookup(&serial)? {
-                Lookup::Recorded(r) if r.state.is_in_flight() => out.push((serial, r.state)),
+            match self.entry(&serial)? {
+                SerialEntry::Recorded(r) if r.state.is_in_flight() => out.push((serial, r.state)),
                 other => {
                     return Err(self.corrupt(format!(
                         "in-flight index lists {serial}, whose record is {other:?}"

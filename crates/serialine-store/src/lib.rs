@@ -50,7 +50,7 @@ mod store;
 pub use committer::CommitMode;
 pub use error::StoreError;
 pub use fence::{FenceReport, CHUNK as FENCE_CHUNK};
-pub use ledger::{Lookup, SCHEMA_VERSION};
+pub use ledger::{SerialEntry, SCHEMA_VERSION};
 pub use outbox::{event_id, OutboxEvent};
 pub use record::{BlockUse, Counts, SerialRecord};
 pub use store::{BlockPosition, FenceHello, Recovery, Store, StoreOptions, Transition};

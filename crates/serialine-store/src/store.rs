@@ -2,7 +2,7 @@
 
 use crate::committer::{self, CommitMode, OpResult, OpsRequest, ReaderSlot, Request, SharedCounts};
 use crate::error::StoreError;
-use crate::ledger::{Applied, Ledger, Lookup, Op};
+use crate::ledger::{Applied, Ledger, Op, SerialEntry};
 use crate::outbox::OutboxEvent;
 use crate::pool::Pool;
 use crate::record::Counts;
@@ -471,13 +471,13 @@ impl Store {
             let Some(block) = taken.remove(&t.serial) else {
                 continue;
             };
-            match self.read(|reader| reader.lookup(&t.serial)) {
-                Ok(Lookup::Available { .. }) => {
+            match self.read(|reader| reader.entry(&t.serial)) {
+                Ok(SerialEntry::Available { .. }) => {
                     tracing::warn!(serial = %t.serial, "Sent refused: serial returned to the pool");
                     self.pool().restore(t.serial.clone(), block);
                 }
                 other => {
-                    tracing::warn!(serial = %t.serial, lookup = ?other, "Sent refused and the serial is not provably unsent: not returned to the pool");
+                    tracing::warn!(serial = %t.serial, entry = ?other, "Sent refused and the serial is not provably unsent: not returned to the pool");
                 }
             }
         }
@@ -507,9 +507,9 @@ impl Store {
                 _ => None,
             };
             if t.to == UnitState::Sent && block.is_none() {
-                let state = match self.read(|r| r.lookup(&t.serial)) {
-                    Ok(Lookup::Recorded(r)) => r.state,
-                    Ok(Lookup::NotIssued) => {
+                let state = match self.read(|r| r.entry(&t.serial)) {
+                    Ok(SerialEntry::Recorded(r)) => r.state,
+                    Ok(SerialEntry::NotIssued) => {
                         slots.push(Err(StoreError::NotIssued {
                             serial: t.serial.clone(),
                         }));
@@ -599,26 +599,29 @@ impl Store {
         }
     }
 
-    /// Where a serial stands: unknown to this line, available (maybe reserved
-    /// in memory), or its durable record.
-    pub fn lookup(&self, serial: &Serial) -> Result<UnitState, StoreError> {
-        Ok(match self.read(|r| r.lookup(serial))? {
-            Lookup::NotIssued => {
+    /// The lifecycle state of a serial: `Available` or `Reserved` (in memory)
+    /// while never sent, else its durable state. A serial never issued to
+    /// this line is [`StoreError::NotIssued`].
+    pub fn state_of(&self, serial: &Serial) -> Result<UnitState, StoreError> {
+        Ok(match self.read(|r| r.entry(serial))? {
+            SerialEntry::NotIssued => {
                 return Err(StoreError::NotIssued {
                     serial: serial.clone(),
                 })
             }
-            Lookup::Available { .. } if self.pool().reserved.contains_key(serial) => {
+            SerialEntry::Available { .. } if self.pool().reserved.contains_key(serial) => {
                 UnitState::Reserved
             }
-            Lookup::Available { .. } => UnitState::Available,
-            Lookup::Recorded(r) => r.state,
+            SerialEntry::Available { .. } => UnitState::Available,
+            SerialEntry::Recorded(r) => r.state,
         })
     }
 
-    /// Like [`Store::lookup`] but with the full record (block, reported flag).
-    pub fn record(&self, serial: &Serial) -> Result<Lookup, StoreError> {
-        self.read(|r| r.lookup(serial))
+    /// What the ledger holds for a serial (its block, or its full record
+    /// with the reported and fenced flags); [`Store::state_of`] when only the
+    /// state matters. Reservations are in memory and not part of it.
+    pub fn entry(&self, serial: &Serial) -> Result<SerialEntry, StoreError> {
+        self.read(|r| r.entry(serial))
     }
 
     pub fn in_flight(&self) -> Result<Vec<(Serial, UnitState)>, StoreError> {
@@ -787,7 +790,7 @@ mod tests {
         let claimed_failure = vec![Err(StoreError::Closed)];
         store.return_refused(&ts, &claimed_failure, taken);
         let _ = slots;
-        assert_eq!(store.lookup(&again[1]).unwrap(), UnitState::Sent);
+        assert_eq!(store.state_of(&again[1]).unwrap(), UnitState::Sent);
         store.release(&again[2..]);
         assert_eq!(store.buffer_depth_for(&gtin).unwrap(), 1);
         assert_eq!(store.reserve_for(3, &gtin).unwrap(), vec![again[2].clone()]);

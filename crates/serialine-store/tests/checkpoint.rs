@@ -50,7 +50,7 @@ async fn a_checkpoint_snapshots_the_ledger_and_keeps_everything() {
 
     assert_eq!(snapshots(&ledger), 1, "the checkpoint wrote no snapshot");
     assert_eq!(store.counts(), before);
-    assert_eq!(store.lookup(&committed[0]).unwrap(), UnitState::Committed);
+    assert_eq!(store.state_of(&committed[0]).unwrap(), UnitState::Committed);
     assert_eq!(
         store.in_flight().unwrap(),
         vec![(in_flight.clone(), UnitState::Sent)]
@@ -66,7 +66,7 @@ async fn a_checkpoint_snapshots_the_ledger_and_keeps_everything() {
     let (store, recovery) = open(dir.path());
     assert_eq!(recovery.counts, after);
     assert_eq!(recovery.in_flight, vec![(in_flight, UnitState::Sent)]);
-    assert_eq!(store.lookup(&more[9]).unwrap(), UnitState::Committed);
+    assert_eq!(store.state_of(&more[9]).unwrap(), UnitState::Committed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +84,7 @@ async fn work_queued_around_a_checkpoint_waits_and_succeeds() {
             let mut mine = Vec::new();
             while let Some(s) = store.reserve(1).unwrap().pop() {
                 store.transition(&s, UnitState::Sent).await.unwrap();
-                store.lookup(&s).unwrap();
+                store.state_of(&s).unwrap();
                 store.transition(&s, UnitState::Printed).await.unwrap();
                 mine.push(s);
             }

@@ -184,7 +184,7 @@ fn sigkill_mid_batch_loses_no_acknowledged_transition() {
 /// the pool again.
 fn check(store: &Store, acked: &HashMap<Serial, UnitState>, round: u32) {
     for (serial, state) in acked {
-        let now = match store.lookup(serial) {
+        let now = match store.state_of(serial) {
             Ok(s) => s,
             Err(StoreError::NotIssued { .. }) => panic!("round {round}: {serial} unknown"),
             Err(e) => panic!("round {round}: {serial}: {e}"),

@@ -5,7 +5,7 @@ mod common;
 
 use common::{sealed_block, serials, LINE, SECRET};
 use serialine_core::{Serial, UnitState};
-use serialine_store::{Lookup, Store, StoreOptions, Transition};
+use serialine_store::{SerialEntry, Store, StoreOptions, Transition};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -88,8 +88,8 @@ fn a_restored_ledger_never_reserves_what_it_handed_out_before() {
     assert!(report.voided >= 500, "{report:?}");
     assert!(report.voided <= 500 + serialine_store::FENCE_CHUNK as usize);
     for s in &first {
-        match store.record(s).unwrap() {
-            Lookup::Recorded(r) => {
+        match store.entry(s).unwrap() {
+            SerialEntry::Recorded(r) => {
                 assert_eq!(r.state, UnitState::Voided, "{s}");
                 assert!(r.fenced, "{s}");
             }
@@ -250,7 +250,7 @@ fn a_killed_run_then_a_rolled_back_ledger_never_reissues() {
     assert!(voided >= 700, "{voided}");
     for s in &sent {
         assert!(
-            matches!(store.record(s).unwrap(), Lookup::Recorded(r) if r.fenced),
+            matches!(store.entry(s).unwrap(), SerialEntry::Recorded(r) if r.fenced),
             "{s} not fenced"
         );
     }

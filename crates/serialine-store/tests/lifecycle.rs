@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use serialine_core::{RejectReason, UnitState};
-use serialine_store::{event_id, Lookup, Store, StoreError, Transition};
+use serialine_store::{event_id, SerialEntry, Store, StoreError, Transition};
 
 fn store_with_block(dir: &std::path::Path, n: u32) -> Store {
     let (store, _) = open(dir);
@@ -43,7 +43,7 @@ fn happy_path_reaches_synced_and_counts_follow() {
     assert_eq!(events[0].state, UnitState::Committed);
     assert_eq!(events[0].id, event_id(LINE, &s, UnitState::Committed));
     assert_eq!(store.outbox_ack_blocking(&[events[0].seq]).unwrap(), 1);
-    assert_eq!(store.lookup(&s).unwrap(), UnitState::Synced);
+    assert_eq!(store.state_of(&s).unwrap(), UnitState::Synced);
     let c = store.counts();
     assert_eq!((c.issued, c.synced, c.committed, c.sent), (10, 1, 0, 0));
     assert_eq!(store.recount().unwrap(), c);
@@ -88,7 +88,7 @@ fn invariant_1_at_most_once_to_a_device() {
     ];
     let rs = store.apply_blocking(&both);
     assert!(rs.iter().all(|r| r.is_ok()), "{rs:?}");
-    assert_eq!(store.lookup(&all[0]).unwrap(), UnitState::Committed);
+    assert_eq!(store.state_of(&all[0]).unwrap(), UnitState::Committed);
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn invariant_2_committed_survives_reopen() {
     assert_eq!(recovery.counts.committed, 20);
     assert_eq!(recovery.outbox_depth, 20);
     for s in &committed {
-        assert_eq!(store.lookup(s).unwrap(), UnitState::Committed);
+        assert_eq!(store.state_of(s).unwrap(), UnitState::Committed);
     }
 }
 
@@ -185,8 +185,8 @@ fn invariant_4_terminal_states_are_final_and_reported_once() {
                 "{s} moved to {to}"
             );
         }
-        match store.record(s).unwrap() {
-            Lookup::Recorded(r) => assert!(r.state.is_terminal()),
+        match store.entry(s).unwrap() {
+            SerialEntry::Recorded(r) => assert!(r.state.is_terminal()),
             other => panic!("{s}: {other:?}"),
         }
     }
@@ -208,10 +208,10 @@ fn invariant_6_foreign_and_committed_codes_are_recognisable() {
     let s = send(&store, 1).remove(0);
     store.transition_blocking(&s, UnitState::Committed).unwrap();
     // A second read of a committed code: the pipeline sees Committed and rejects.
-    assert_eq!(store.lookup(&s).unwrap(), UnitState::Committed);
+    assert_eq!(store.state_of(&s).unwrap(), UnitState::Committed);
     let foreign = serialine_core::Serial::new("NEVERISSUED").unwrap();
     assert!(matches!(
-        store.lookup(&foreign),
+        store.state_of(&foreign),
         Err(StoreError::NotIssued { .. })
     ));
     assert!(matches!(
@@ -281,7 +281,7 @@ fn reserve_spans_blocks_and_release_returns_to_front() {
     let again = store.reserve(10).unwrap();
     assert_eq!(again.len(), 5, "6 serials, 1 still reserved");
     assert_eq!(&again[..3], &first[1..]);
-    assert_eq!(store.lookup(&first[0]).unwrap(), UnitState::Reserved);
+    assert_eq!(store.state_of(&first[0]).unwrap(), UnitState::Reserved);
     assert_eq!(store.buffer_depth(), 0);
 }
 

@@ -157,7 +157,7 @@ proptest! {
                     None if m.reserved.contains(x) => UnitState::Reserved,
                     None => UnitState::Available,
                 };
-                prop_assert_eq!(s.lookup(x).unwrap(), want, "{}", x);
+                prop_assert_eq!(s.state_of(x).unwrap(), want, "{}", x);
             }
         }
     }

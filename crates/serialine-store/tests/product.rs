@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use serialine_core::{Block, BlockKey, Gtin, SealedBlock, Serial, UnitState};
-use serialine_store::{Lookup, Store, Transition};
+use serialine_store::{SerialEntry, Store, Transition};
 use std::collections::HashSet;
 
 fn gtin_a() -> Gtin {
@@ -55,10 +55,10 @@ fn send(store: &Store, serials: &[Serial]) {
 }
 
 fn block_of(store: &Store, s: &Serial) -> u64 {
-    match store.record(s).unwrap() {
-        Lookup::Available { block_id } => block_id,
-        Lookup::Recorded(r) => r.block_id,
-        Lookup::NotIssued => panic!("{s} not issued"),
+    match store.entry(s).unwrap() {
+        SerialEntry::Available { block_id } => block_id,
+        SerialEntry::Recorded(r) => r.block_id,
+        SerialEntry::NotIssued => panic!("{s} not issued"),
     }
 }
 

@@ -4,10 +4,11 @@
 
 use crate::config::{CommandAuth, UplinkConfig};
 use crate::conn::publish;
-use crate::operator::{kind, Alarm};
+use crate::operator::Alarm;
 use crate::wire::{now_ms, CommandReply};
 use rumqttc::{AsyncClient, Publish, QoS};
 use serde_json::{Map, Value};
+use serialine_core::AlarmKind;
 use serialine_core::{Expiry, Gtin, Job, Lot, Template};
 use serialine_store::Store;
 use std::time::Duration;
@@ -304,14 +305,17 @@ async fn handle(
     alarms: &mpsc::Sender<Alarm>,
     store: &Store,
 ) -> (Option<String>, Result<(), String>) {
-    let raise = |k: &str, msg: String| {
+    let raise = |k: AlarmKind, msg: String| {
         if alarms.try_send(Alarm::new(k, msg)).is_err() {
             tracing::error!("alarm channel full or closed; alarm only logged");
         }
     };
     let refuse = |request_id: Option<String>, why: String| {
         tracing::warn!(command = name, ?request_id, "command refused: {why}");
-        raise(kind::COMMAND_REFUSED, format!("cmd/{name} refused: {why}"));
+        raise(
+            AlarmKind::CommandRefused,
+            format!("cmd/{name} refused: {why}"),
+        );
         (request_id, Err(format!("refused: {why}")))
     };
     let request_id_of = |payload: &[u8]| {
@@ -331,14 +335,14 @@ async fn handle(
         Ok(Value::Object(m)) => m,
         Ok(_) => {
             raise(
-                kind::MALFORMED_PAYLOAD,
+                AlarmKind::MalformedPayload,
                 format!("cmd/{name}: payload is not a JSON object"),
             );
             return (None, Err("payload must be a JSON object".into()));
         }
         Err(e) => {
             raise(
-                kind::MALFORMED_PAYLOAD,
+                AlarmKind::MalformedPayload,
                 format!("cmd/{name}: invalid JSON: {e}"),
             );
             return (None, Err(format!("invalid JSON: {e}")));

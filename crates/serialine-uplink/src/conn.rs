@@ -4,12 +4,13 @@
 
 use crate::config::UplinkConfig;
 use crate::error::UplinkError;
-use crate::operator::{kind, Alarm};
+use crate::operator::Alarm;
 use crate::wire::now_ms;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
     Publish, QoS, SubscribeFilter, TlsError, Transport,
 };
+use serialine_core::AlarmKind;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -285,7 +286,7 @@ pub(crate) async fn run(
                 if failed.needs_operator {
                     let secs = failed.first.map_or(0.0, |t| t.elapsed().as_secs_f64());
                     let alarm = Alarm::new(
-                        kind::UPLINK_CONNECT_FAILED,
+                        AlarmKind::UplinkConnectFailed,
                         format!(
                             "MQTT connection to {}:{} failed {} time(s) over {secs:.0} s before it succeeded; causes: {}",
                             cfg.host,

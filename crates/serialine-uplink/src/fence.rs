@@ -15,17 +15,10 @@ use crate::conn::{publish, Link};
 use crate::operator::Alarm;
 use crate::wire::{FenceAnswer, FenceBlock, FenceHello};
 use rumqttc::{AsyncClient, Publish, QoS};
+use serialine_core::AlarmKind;
 use serialine_store::Store;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-
-/// Alarm kinds of the handshake.
-pub mod kind {
-    /// The store holds until upstream answers.
-    pub const FENCE_HOLD: &str = "fence-hold";
-    /// Serials were voided or invalidated by the fence.
-    pub const FENCE_INVALIDATED: &str = "fence-invalidated";
-}
 
 pub(crate) struct FenceCheck {
     pub cfg: UplinkConfig,
@@ -47,7 +40,7 @@ impl FenceCheck {
     pub async fn run(mut self) {
         if self.store.fence_holding() {
             self.alarm(Alarm::new(
-                kind::FENCE_HOLD,
+                AlarmKind::FenceHold,
                 "the line waits for upstream's fence answer before reserving a serial or requesting a block (empty ledger, or no fence to trust)",
             ));
         }
@@ -129,7 +122,7 @@ impl FenceCheck {
             Ok(a) => a,
             Err(e) => {
                 self.alarm(Alarm::new(
-                    crate::operator::kind::MALFORMED_PAYLOAD,
+                    AlarmKind::MalformedPayload,
                     format!("fence/answer is not valid JSON of the expected shape: {e}"),
                 ));
                 return false;
@@ -148,7 +141,7 @@ impl FenceCheck {
                 Ok(Err(e)) => {
                     // The hold stays; the next hello asks again.
                     self.alarm(Alarm::new(
-                        crate::operator::kind::STORE_ERROR,
+                        AlarmKind::StoreError,
                         format!("fence: upstream's answer could not be applied: {e}"),
                     ));
                     return false;
@@ -163,7 +156,7 @@ impl FenceCheck {
         );
         if voided > 0 || answer.invalidated > 0 {
             self.alarm(Alarm::new(
-                kind::FENCE_INVALIDATED,
+                AlarmKind::FenceInvalidated,
                 format!(
                     "fence: upstream has seen serials this ledger does not remember: {voided} voided here (reported), {} issued to the line but never reported invalidated upstream",
                     answer.invalidated

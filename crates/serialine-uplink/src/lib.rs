@@ -38,10 +38,12 @@ pub use config::{AckAuth, CommandAuth, OutboxConfig, PrefetchConfig, TlsPaths, U
 pub use conn::{classify, Link, LinkFault, OFFLINE};
 pub use error::UplinkError;
 pub use operator::{
-    kind, Alarm, BufferDepth, DeviceStatus, JobInfo, LineState, Metrics, MetricsPayload,
-    StatusPayload, StatusSnapshot, ALARM_QUEUE,
+    Alarm, BufferDepth, DeviceStatus, JobInfo, LineState, Metrics, MetricsPayload, StatusPayload,
+    StatusSnapshot, ALARM_QUEUE,
 };
 pub use prefetch::watermarks;
+/// The kinds of [`Alarm`], defined in the core so the line raises the same.
+pub use serialine_core::AlarmKind;
 pub use tlscheck::{check_tls_files, TlsFile, TlsFileProblem};
 
 use rumqttc::{AsyncClient, QoS};

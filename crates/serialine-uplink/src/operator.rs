@@ -10,38 +10,13 @@ use crate::wire::now_ms;
 use crate::UplinkConfig;
 use rumqttc::{AsyncClient, QoS};
 use serde::{Deserialize, Serialize};
+use serialine_core::AlarmKind;
 use serialine_store::{Counts, Store};
 use std::collections::VecDeque;
 use tokio::sync::{mpsc, watch};
 
 /// Alarms kept while the broker is unreachable.
 pub const ALARM_QUEUE: usize = 1_000;
-
-/// Alarm kinds the uplink raises itself.
-pub mod kind {
-    pub const FORGED_BLOCK: &str = "forged-block";
-    pub const REPLAYED_BLOCK: &str = "replayed-block";
-    pub const WRONG_LINE_BLOCK: &str = "wrong-line-block";
-    pub const OVERLAPPING_BLOCK: &str = "overlapping-block";
-    pub const INVALID_BLOCK: &str = "invalid-block";
-    pub const UNSOLICITED_BLOCK: &str = "unsolicited-block";
-    pub const BLOCK_REQUEST_FAILED: &str = "block-request-failed";
-    pub const MALFORMED_PAYLOAD: &str = "malformed-payload";
-    pub const COMMAND_REFUSED: &str = "command-refused";
-    pub const STORE_ERROR: &str = "store-error";
-    /// Raised once connected after attempts that failed for a reason a
-    /// retry does not cure (certificate, key, CA, credentials); names them.
-    pub const UPLINK_CONNECT_FAILED: &str = "uplink-connect-failed";
-    /// An `events/ack` refused: unsigned or badly signed while an ack key is
-    /// configured, or naming events this line never sent.
-    pub const ACK_REFUSED: &str = "ack-refused";
-    /// A block sealed for another product than the one requested: kept
-    /// for that product's jobs, never used for the running one.
-    pub const WRONG_PRODUCT_BLOCK: &str = "wrong-product-block";
-    /// A block with more serials than requested: stored, but the buffer
-    /// may exceed its high-water mark.
-    pub const OVERSIZED_BLOCK: &str = "oversized-block";
-}
 
 /// Where the line stands, as the operator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -108,7 +83,8 @@ pub struct Metrics {
 /// An operator alarm (`alarms` topic, not retained).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alarm {
-    pub kind: String,
+    /// Serialised as its wire name, e.g. `"forged-block"`.
+    pub kind: AlarmKind,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
@@ -116,9 +92,9 @@ pub struct Alarm {
 }
 
 impl Alarm {
-    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Alarm {
+    pub fn new(kind: AlarmKind, message: impl Into<String>) -> Alarm {
         Alarm {
-            kind: kind.into(),
+            kind,
             message: message.into(),
             serial: None,
             at_ms: now_ms(),
@@ -283,5 +259,38 @@ impl Operator {
                 .await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alarm_kind_is_its_wire_name_in_json() {
+        let a = Alarm::new(AlarmKind::LowBuffer, "m").with_serial("S1");
+        let v = serde_json::to_value(&a).expect("serialises");
+        assert_eq!(v["kind"], "low-buffer");
+        let back: Alarm = serde_json::from_value(v).expect("parses back");
+        assert_eq!(back, a);
+    }
+
+    /// The README is the payload documentation upstream reads: it must list
+    /// exactly the kinds Serialine raises.
+    #[test]
+    fn readme_lists_every_alarm_kind() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("#### Alarm kinds")
+            .nth(1)
+            .and_then(|s| s.split("\n#").next())
+            .expect("README has an Alarm kinds section");
+        let listed: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .filter(|k| *k != "kind")
+            .collect();
+        let all: Vec<&str> = AlarmKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(listed, all);
     }
 }

@@ -9,9 +9,10 @@
 
 use crate::config::UplinkConfig;
 use crate::conn::{publish, Link};
-use crate::operator::{kind, Alarm};
+use crate::operator::Alarm;
 use crate::wire::{EventBatch, EventsAck, WireEvent};
 use rumqttc::{AsyncClient, Publish, QoS};
+use serialine_core::AlarmKind;
 use serialine_core::UnitState;
 use serialine_store::{OutboxEvent, Store};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -76,7 +77,7 @@ pub(crate) fn wire_event(e: &OutboxEvent) -> WireEvent {
 /// any outcome it already holds for it.
 fn fenced(store: &Store, mut w: WireEvent, e: &OutboxEvent) -> WireEvent {
     if e.state == UnitState::Voided {
-        if let Ok(serialine_store::Lookup::Recorded(r)) = store.record(&e.serial) {
+        if let Ok(serialine_store::SerialEntry::Recorded(r)) = store.entry(&e.serial) {
             if r.fenced {
                 w.reason = Some("fenced".into());
             }
@@ -150,7 +151,7 @@ impl OutboxSync {
                     Ok(e) => e,
                     Err(e) => {
                         self.alarm(Alarm::new(
-                            kind::STORE_ERROR,
+                            AlarmKind::StoreError,
                             format!("cannot read the outbox: {e}"),
                         ));
                         break;
@@ -220,7 +221,7 @@ impl OutboxSync {
             Ok(v) => v,
             Err(e) => {
                 self.alarm(Alarm::new(
-                    kind::MALFORMED_PAYLOAD,
+                    AlarmKind::MalformedPayload,
                     format!("events/ack is not valid JSON: {e}"),
                 ));
                 return;
@@ -237,7 +238,7 @@ impl OutboxSync {
                 // would lose them: only upstream's key may do that.
                 tracing::warn!("events/ack refused: {why}");
                 self.alarm(Alarm::new(
-                    kind::ACK_REFUSED,
+                    AlarmKind::AckRefused,
                     format!("events/ack refused, nothing removed from the outbox: {why}"),
                 ));
                 return;
@@ -247,7 +248,7 @@ impl OutboxSync {
             Ok(a) => a,
             Err(e) => {
                 self.alarm(Alarm::new(
-                    kind::MALFORMED_PAYLOAD,
+                    AlarmKind::MalformedPayload,
                     format!("events/ack is not valid JSON of the expected shape: {e}"),
                 ));
                 return;
@@ -268,7 +269,7 @@ impl OutboxSync {
                     Ok(events) => events.iter().map(OutboxEvent::id_hex).collect(),
                     Err(e) => {
                         self.alarm(Alarm::new(
-                            kind::STORE_ERROR,
+                            AlarmKind::StoreError,
                             format!("cannot read the outbox to check an ack: {e}"),
                         ));
                         return;
@@ -278,7 +279,7 @@ impl OutboxSync {
             if !never.is_empty() {
                 tracing::warn!(batch_id = %ack.batch_id, never_sent = never.len(), "events/ack refused: names events this line never sent");
                 self.alarm(Alarm::new(
-                    kind::ACK_REFUSED,
+                    AlarmKind::AckRefused,
                     format!(
                         "events/ack for batch {:?} refused, nothing removed from the outbox: {} of its {} ids were never sent by this line (first: {})",
                         ack.batch_id,
@@ -322,7 +323,7 @@ impl OutboxSync {
             Err(e) => {
                 // Kept in flight: published again on timeout, acked again then.
                 self.alarm(Alarm::new(
-                    kind::STORE_ERROR,
+                    AlarmKind::StoreError,
                     format!(
                         "upstream acknowledged batch {} but the ledger could not record it: {e}",
                         ack.batch_id

@@ -6,9 +6,10 @@
 
 use crate::config::{PrefetchConfig, UplinkConfig};
 use crate::conn::{publish, Link};
-use crate::operator::{kind, Alarm};
+use crate::operator::Alarm;
 use crate::wire::{BlockAck, BlockRequest, BlockResponse};
 use rumqttc::{AsyncClient, Publish, QoS};
+use serialine_core::AlarmKind;
 use serialine_core::{BlockError, Gtin, SealedBlock};
 use serialine_store::{Store, StoreError};
 use std::collections::VecDeque;
@@ -205,7 +206,7 @@ impl Prefetch {
             Ok(r) => r,
             Err(e) => {
                 self.alarm(Alarm::new(
-                    kind::MALFORMED_PAYLOAD,
+                    AlarmKind::MalformedPayload,
                     format!("blocks/response is not valid JSON of the expected shape: {e}"),
                 ));
                 return None;
@@ -226,7 +227,7 @@ impl Prefetch {
         };
         let Some(request) = request else {
             self.alarm(Alarm::new(
-                kind::UNSOLICITED_BLOCK,
+                AlarmKind::UnsolicitedBlock,
                 format!(
                     "blocks/response with unknown correlation id {:?} ignored",
                     resp.correlation_id
@@ -238,7 +239,7 @@ impl Prefetch {
             (Some(b), None) => b,
             (_, Some(err)) => {
                 self.alarm(Alarm::new(
-                    kind::BLOCK_REQUEST_FAILED,
+                    AlarmKind::BlockRequestFailed,
                     format!(
                         "upstream refused block request {}: {err}",
                         resp.correlation_id
@@ -248,7 +249,7 @@ impl Prefetch {
             }
             (None, None) => {
                 self.alarm(Alarm::new(
-                    kind::MALFORMED_PAYLOAD,
+                    AlarmKind::MalformedPayload,
                     format!(
                         "blocks/response {} has neither block nor error",
                         resp.correlation_id
@@ -265,7 +266,7 @@ impl Prefetch {
             Ok(s) => s,
             Err(e) => {
                 self.alarm(Alarm::new(
-                    kind::INVALID_BLOCK,
+                    AlarmKind::InvalidBlock,
                     format!("block refused: {e}"),
                 ));
                 return None;
@@ -296,12 +297,12 @@ impl Prefetch {
             }
             Err(e) => {
                 let k = match &e {
-                    StoreError::Block(BlockError::Authentication { .. }) => kind::FORGED_BLOCK,
-                    StoreError::Block(BlockError::WrongLine { .. }) => kind::WRONG_LINE_BLOCK,
-                    StoreError::DuplicateBlock { .. } => kind::REPLAYED_BLOCK,
-                    StoreError::OverlappingBlock { .. } => kind::OVERLAPPING_BLOCK,
-                    StoreError::Block(_) => kind::INVALID_BLOCK,
-                    _ => kind::STORE_ERROR,
+                    StoreError::Block(BlockError::Authentication { .. }) => AlarmKind::ForgedBlock,
+                    StoreError::Block(BlockError::WrongLine { .. }) => AlarmKind::WrongLineBlock,
+                    StoreError::DuplicateBlock { .. } => AlarmKind::ReplayedBlock,
+                    StoreError::OverlappingBlock { .. } => AlarmKind::OverlappingBlock,
+                    StoreError::Block(_) => AlarmKind::InvalidBlock,
+                    _ => AlarmKind::StoreError,
                 };
                 self.alarm(Alarm::new(
                     k,
@@ -323,7 +324,7 @@ impl Prefetch {
             match self.store.block_gtin(block_id) {
                 Ok(g) if g == wanted => {}
                 Ok(g) => self.alarm(Alarm::new(
-                    kind::WRONG_PRODUCT_BLOCK,
+                    AlarmKind::WrongProductBlock,
                     format!(
                         "block {block_id} is sealed for GTIN {}, request {} asked for {}: kept for that product's jobs, not used for this one",
                         g.as_string(),
@@ -336,7 +337,7 @@ impl Prefetch {
         }
         if u64::from(serials) > request.serials_wanted {
             self.alarm(Alarm::new(
-                kind::OVERSIZED_BLOCK,
+                AlarmKind::OversizedBlock,
                 format!(
                     "block {block_id} holds {serials} serials, request {} asked for at most {}: the buffer may exceed its high-water mark",
                     request.correlation_id, request.serials_wanted

@@ -8,8 +8,8 @@ use serde_json::json;
 use serialine_sim::issuer::Fault;
 use serialine_store::event_id;
 use serialine_uplink::{
-    kind, sign_ack, sign_command, sign_command_at, start, AckAuth, Alarm, Command, CommandAuth,
-    LineState, Metrics, StatusSnapshot,
+    sign_ack, sign_command, sign_command_at, start, AckAuth, Alarm, AlarmKind, Command,
+    CommandAuth, LineState, Metrics, StatusSnapshot,
 };
 use std::collections::HashSet;
 use std::time::Duration;
@@ -71,7 +71,7 @@ async fn forged_replayed_and_wrong_line_blocks_raise_alarms_and_change_nothing()
 
     let forged = alarms
         .next_where("forged-block alarm", |m| {
-            m.json["kind"] == kind::FORGED_BLOCK
+            m.json["kind"] == AlarmKind::ForgedBlock.as_str()
         })
         .await;
     assert!(!forged.retain);
@@ -85,12 +85,12 @@ async fn forged_replayed_and_wrong_line_blocks_raise_alarms_and_change_nothing()
     );
     alarms
         .next_where("replayed-block alarm", |m| {
-            m.json["kind"] == kind::REPLAYED_BLOCK
+            m.json["kind"] == AlarmKind::ReplayedBlock.as_str()
         })
         .await;
     alarms
         .next_where("wrong-line-block alarm", |m| {
-            m.json["kind"] == kind::WRONG_LINE_BLOCK
+            m.json["kind"] == AlarmKind::WrongLineBlock.as_str()
         })
         .await;
     eventually(WAIT, "buffer refilled with honest blocks", || {
@@ -162,7 +162,7 @@ async fn broker_outage_keeps_the_line_running_and_the_outbox_drains_in_order() {
         state: LineState::Running,
         ..Default::default()
     });
-    uplink.raise_alarm(Alarm::new("test-during-outage", "raised while offline"));
+    uplink.raise_alarm(Alarm::new(AlarmKind::DeviceFault, "raised while offline"));
     assert_eq!(
         store.outbox_depth(),
         700,
@@ -184,7 +184,7 @@ async fn broker_outage_keeps_the_line_running_and_the_outbox_drains_in_order() {
     .await;
     alarms
         .next_where("alarm queued during the outage", |m| {
-            m.json["kind"] == "test-during-outage"
+            m.json["kind"] == "device-fault" && m.json["message"] == "raised while offline"
         })
         .await;
 
@@ -404,7 +404,7 @@ async fn signed_commands_required_when_a_key_is_configured() {
     );
     watch
         .next_where("command-refused alarm", |m| {
-            m.topic.ends_with("/alarms") && m.json["kind"] == kind::COMMAND_REFUSED
+            m.topic.ends_with("/alarms") && m.json["kind"] == AlarmKind::CommandRefused.as_str()
         })
         .await;
 
@@ -504,7 +504,7 @@ async fn status_metrics_alarms_and_last_will() {
             since_ms: None,
         }],
     });
-    uplink.raise_alarm(Alarm::new("duplicate-read", "code read twice").with_serial("ABC"));
+    uplink.raise_alarm(Alarm::new(AlarmKind::DuplicateRead, "code read twice").with_serial("ABC"));
 
     // A late subscriber gets the retained status.
     let mut w = Watcher::start(&host, port, &format!("{prefix}#")).await;
@@ -527,7 +527,7 @@ async fn status_metrics_alarms_and_last_will() {
     assert_eq!(m.json["latency_p99_ms"], 9.5);
     assert!(m.json["outbox_depth"].is_u64());
 
-    uplink.raise_alarm(Alarm::new("duplicate-read", "code read twice").with_serial("ABC"));
+    uplink.raise_alarm(Alarm::new(AlarmKind::DuplicateRead, "code read twice").with_serial("ABC"));
     let a = w
         .next_where("alarm", |m| {
             m.topic.ends_with("/alarms") && m.json["kind"] == "duplicate-read"
@@ -644,7 +644,7 @@ async fn a_retained_command_is_refused_and_never_executed() {
         );
         alarms
             .next_where("command-refused alarm", |m| {
-                m.json["kind"] == kind::COMMAND_REFUSED
+                m.json["kind"] == AlarmKind::CommandRefused.as_str()
                     && m.json["message"]
                         .as_str()
                         .unwrap_or("")
@@ -950,7 +950,7 @@ async fn forged_and_never_sent_acks_are_refused_with_an_alarm() {
     for (what, body) in forgeries {
         publish_raw(&watch.client, &ack_topic, false, body.to_string()).await;
         let a = watch
-            .next_where(what, |m| m.json["kind"] == kind::ACK_REFUSED)
+            .next_where(what, |m| m.json["kind"] == AlarmKind::AckRefused.as_str())
             .await;
         if what.starts_with("never") {
             assert!(
@@ -1042,8 +1042,8 @@ async fn fence_handshake_fences_a_restored_ledger_and_a_wiped_one() {
     let (uplink, _cmds) = start(cfg.clone(), store.clone()).unwrap();
     eventually(WAIT, "handshake applied", || !store.fence_holding()).await;
     for (s, _) in &made {
-        match store.record(s).unwrap() {
-            serialine_store::Lookup::Recorded(r) => {
+        match store.entry(s).unwrap() {
+            serialine_store::SerialEntry::Recorded(r) => {
                 assert!(
                     r.fenced && r.state == serialine_core::UnitState::Voided,
                     "{s}: {r:?}"
@@ -1202,8 +1202,8 @@ async fn prefetch_stays_under_high_water_and_fetches_for_the_jobs_product() {
         .map(|b| b.block_id)
         .collect();
     for s in &a {
-        match store.record(s).unwrap() {
-            serialine_store::Lookup::Available { block_id } => {
+        match store.entry(s).unwrap() {
+            serialine_store::SerialEntry::Available { block_id } => {
                 assert!(!issued_b.contains(&block_id), "{s} is B's")
             }
             other => panic!("{s}: {other:?}"),
@@ -1237,7 +1237,7 @@ async fn a_block_for_another_product_is_kept_alarmed_and_never_used_for_this_one
 
     let alarm = alarms
         .next_where("wrong-product-block alarm", |m| {
-            m.json["kind"] == kind::WRONG_PRODUCT_BLOCK
+            m.json["kind"] == AlarmKind::WrongProductBlock.as_str()
         })
         .await;
     let message = alarm.json["message"].as_str().unwrap_or_default();
@@ -1259,8 +1259,10 @@ async fn a_block_for_another_product_is_kept_alarmed_and_never_used_for_this_one
     let b = store.reserve_for(1_000, &gtin_b).unwrap();
     assert_eq!(b.len(), 300);
     for s in &b {
-        match store.record(s).unwrap() {
-            serialine_store::Lookup::Available { block_id } => assert_ne!(block_id, wrong_block),
+        match store.entry(s).unwrap() {
+            serialine_store::SerialEntry::Available { block_id } => {
+                assert_ne!(block_id, wrong_block)
+            }
             o => panic!("{s}: {o:?}"),
         }
     }

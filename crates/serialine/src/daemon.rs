@@ -36,7 +36,7 @@ use serialine_line::pipeline::LineReport;
 use serialine_line::{Heartbeat, RunningLine};
 use serialine_store::Store;
 use serialine_uplink::{
-    kind, Alarm, Command, CommandRequest, JobInfo, LineState, LinkFault, StatusSnapshot,
+    Alarm, AlarmKind, Command, CommandRequest, JobInfo, LineState, LinkFault, StatusSnapshot,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -293,7 +293,7 @@ impl Line {
                 tracing::error!(line = %self.inner.id, "{message}");
                 self.inner
                     .uplink
-                    .raise_alarm(Alarm::new(kind::STORE_ERROR, message));
+                    .raise_alarm(Alarm::new(AlarmKind::StoreError, message));
             }
         }
     }

@@ -99,7 +99,7 @@ pub(crate) async fn run(
         if batch.is_empty() {
             let since = *starving_since.get_or_insert_with(|| {
                 shared.alarm(
-                    AlarmKind::BufferEmpty,
+                    AlarmKind::LowBuffer,
                     format!(
                         "serial buffer empty: no serials for GTIN {} (the job's product); the line waits for blocks from upstream",
                         job.gtin.as_string()
@@ -110,7 +110,7 @@ pub(crate) async fn run(
             });
             if since.elapsed() >= shared.spec.starve_timeout {
                 shared.alarm(
-                    AlarmKind::BufferEmpty,
+                    AlarmKind::LowBuffer,
                     format!(
                         "no serials for {:?}: the job stops cleanly after {sent} units",
                         shared.spec.starve_timeout

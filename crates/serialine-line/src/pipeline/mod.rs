@@ -60,30 +60,9 @@ pub struct Alarm {
     pub serial: Option<Serial>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AlarmKind {
-    DeviceFault,
-    DuplicateRead,
-    ForeignCode,
-    BufferEmpty,
-    MalformedFrame,
-    StoreError,
-    RenderError,
-}
-
-impl AlarmKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            AlarmKind::DeviceFault => "device-fault",
-            AlarmKind::DuplicateRead => "duplicate-read",
-            AlarmKind::ForeignCode => "foreign-code",
-            AlarmKind::BufferEmpty => "low-buffer",
-            AlarmKind::MalformedFrame => "malformed-frame",
-            AlarmKind::StoreError => "store-error",
-            AlarmKind::RenderError => "render-error",
-        }
-    }
-}
+/// The kinds the line raises are documented with the rest in
+/// [`serialine_core::alarm`]; the uplink publishes them under the same names.
+pub use serialine_core::AlarmKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

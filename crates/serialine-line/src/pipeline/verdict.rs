@@ -372,7 +372,7 @@ impl Verdicts {
         // signal its rejection, but decide no unit, for this read is no
         // evidence about any unit in flight. The unit whose own code was not
         // read ends by the read deadline as a no-read.
-        let state = self.shared.store.lookup(&data.serial);
+        let state = self.shared.store.state_of(&data.serial);
         let (kind, what) = match state {
             Err(StoreError::NotIssued { .. }) => {
                 (AlarmKind::ForeignCode, "a code never issued to this line")
@@ -680,7 +680,7 @@ mod tests {
         }
 
         fn state(&self, i: usize) -> UnitState {
-            self.store.lookup(&self.serials[i - 1]).expect("recorded")
+            self.store.state_of(&self.serials[i - 1]).expect("recorded")
         }
 
         fn alarm_kinds(&mut self) -> Vec<AlarmKind> {
@@ -879,5 +879,411 @@ mod tests {
         drop(sent_tx);
         ctx.send(r.good(1)).await.expect("camera event");
         let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
+
+    // --- a driven verdict task: events one at a time, the feeder open ---
+
+    /// The verdict task of one job, with its three inputs kept open so a
+    /// test can send events in any order and at any time.
+    struct Drive {
+        sent: Option<mpsc::UnboundedSender<SentUnit>>,
+        printer: mpsc::Sender<PrinterEvent>,
+        camera: mpsc::Sender<CameraEvent>,
+        task: tokio::task::JoinHandle<Result<LineReport, PipelineError>>,
+    }
+
+    impl Rig {
+        /// Starts the verdict task with units `units` sent (unit `i` has
+        /// serial `serials[i - 1]`); the feeder stays open until
+        /// [`Drive::feeding_done`].
+        fn drive(&self, ids: TriggerIds, units: std::ops::RangeInclusive<usize>) -> Drive {
+            let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+            let now = Instant::now();
+            for i in units {
+                sent_tx
+                    .send(SentUnit {
+                        unit: i as u64,
+                        serial: self.serials[i - 1].clone(),
+                        reserved_at: now,
+                        sent_at: now,
+                    })
+                    .expect("send");
+            }
+            let (printer, prx) = mpsc::channel(1024);
+            let (camera, crx) = mpsc::channel(1024);
+            let task = tokio::spawn(run(self.shared.clone(), prx, crx, sent_rx, ids));
+            Drive {
+                sent: Some(sent_tx),
+                printer,
+                camera,
+                task,
+            }
+        }
+
+        /// Waits (up to 10 s) until unit `i` has left `Sent`.
+        async fn decided(&self, i: usize) -> UnitState {
+            let until = Instant::now() + Duration::from_secs(10);
+            loop {
+                let st = self.state(i);
+                if st != UnitState::Sent {
+                    return st;
+                }
+                assert!(Instant::now() < until, "unit {i} never decided");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+
+        /// Waits (up to 10 s) for the next alarm.
+        async fn next_alarm(&mut self) -> Alarm {
+            tokio::time::timeout(Duration::from_secs(10), self.alarms.recv())
+                .await
+                .expect("an alarm within 10 s")
+                .expect("alarm channel open")
+        }
+    }
+
+    impl Drive {
+        async fn printer(&self, ev: PrinterEvent) {
+            self.printer.send(ev).await.expect("printer event");
+        }
+
+        async fn camera(&self, ev: CameraEvent) {
+            self.camera.send(ev).await.expect("camera event");
+        }
+
+        /// The feeder's normal end: its last code is out, its channel closes.
+        fn feeding_done(&mut self, shared: &Shared) {
+            shared.feeding_done.store(true, Ordering::Release);
+            self.sent = None;
+        }
+
+        /// Waits for the task to end by itself (every unit decided, the
+        /// feeder done), the device channels still open.
+        async fn end(self) -> LineReport {
+            let Drive {
+                sent,
+                printer,
+                camera,
+                task,
+            } = self;
+            assert!(sent.is_none(), "end() before feeding_done()");
+            let report = tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("verdict task ends")
+                .expect("no panic")
+                .expect("no error");
+            drop((printer, camera));
+            report
+        }
+    }
+
+    fn rejected(report: &LineReport, reason: RejectReason) -> u64 {
+        report.rejected.get(reason.as_str()).copied().unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn reads_in_order_commit_each_unit_and_raise_nothing() {
+        let mut r = rig(5).await;
+        let reads = (1..=5).map(|i| r.good(i)).collect();
+        let report = r.run(FRAMED, printed(5), reads).await;
+        for i in 1..=5 {
+            assert_eq!(r.state(i), UnitState::Committed, "unit {i}");
+        }
+        assert_eq!((report.committed, report.rejected_total()), (5, 0));
+        assert_eq!(
+            (report.voided, report.duplicates, report.pack_rejects),
+            (0, 0, 0)
+        );
+        assert_eq!(r.alarm_kinds(), []);
+    }
+
+    #[tokio::test]
+    async fn reads_out_of_order_decide_the_unit_their_code_names() {
+        let mut r = rig(5).await;
+        // The content is the evidence: each read decides the unit whose
+        // serial it carries, whatever its position or trigger id says (here
+        // every trigger id names another unit in flight).
+        let order = [3, 1, 5, 2, 4];
+        let reads = order
+            .iter()
+            .zip(order.iter().rev())
+            .map(|(&i, &wrong)| r.read(Some(wrong as u64), Some(r.code(&r.serials[i - 1]))))
+            .collect();
+        let report = r.run(FRAMED, printed(5), reads).await;
+        for i in 1..=5 {
+            assert_eq!(r.state(i), UnitState::Committed, "unit {i}");
+        }
+        assert_eq!((report.committed, report.pack_rejects), (5, 0));
+        assert_eq!(r.alarm_kinds(), []);
+    }
+
+    #[tokio::test]
+    async fn a_read_before_its_print_complete_commits_the_unit() {
+        let r = rig(2).await;
+        let mut d = r.drive(FRAMED, 1..=2);
+        // The camera is faster than the printer's acknowledgment.
+        d.camera(r.good(1)).await;
+        assert_eq!(r.decided(1).await, UnitState::Committed);
+        // The print-complete of a decided unit changes nothing.
+        d.printer(PrinterEvent::Printed(1)).await;
+        d.printer(PrinterEvent::Printed(2)).await;
+        d.camera(r.good(2)).await;
+        assert_eq!(r.decided(2).await, UnitState::Committed);
+        d.feeding_done(&r.shared);
+        let report = d.end().await;
+        assert_eq!((report.committed, report.rejected_total()), (2, 0));
+        assert_eq!(r.state(1), UnitState::Committed);
+    }
+
+    #[tokio::test]
+    async fn a_printed_unit_never_read_is_a_no_read_at_its_deadline_not_before() {
+        let r = rig(2).await;
+        let deadline = r.shared.spec.read_deadline;
+        let mut d = r.drive(FRAMED, 1..=2);
+        let printed_at = Instant::now();
+        d.printer(PrinterEvent::Printed(1)).await;
+        d.printer(PrinterEvent::Printed(2)).await;
+        d.camera(r.good(2)).await;
+        assert_eq!(r.decided(2).await, UnitState::Committed);
+        // Well inside the deadline unit 1 still awaits its read. (Printed
+        // is stamped when the task takes the event, after `printed_at`, so
+        // this holds however slow the machine.)
+        tokio::time::sleep(deadline / 3).await;
+        if printed_at.elapsed() < deadline {
+            assert_eq!(r.state(1), UnitState::Sent);
+        }
+        assert_eq!(
+            r.decided(1).await,
+            UnitState::Rejected(RejectReason::NoRead)
+        );
+        assert!(
+            printed_at.elapsed() >= deadline,
+            "no-read before the deadline"
+        );
+        d.feeding_done(&r.shared);
+        let report = d.end().await;
+        assert_eq!(report.committed, 1);
+        assert_eq!(rejected(&report, RejectReason::NoRead), 1);
+        assert_eq!(report.voided, 0);
+    }
+
+    #[tokio::test]
+    async fn a_read_after_the_deadline_decides_nothing_and_is_alarmed() {
+        let mut r = rig(2).await;
+        let mut d = r.drive(FRAMED, 1..=2);
+        d.printer(PrinterEvent::Printed(1)).await;
+        d.printer(PrinterEvent::Printed(2)).await;
+        d.camera(r.good(2)).await;
+        assert_eq!(
+            r.decided(1).await,
+            UnitState::Rejected(RejectReason::NoRead)
+        );
+        // Unit 1's own code, too late: the unit is decided, and a no-read
+        // stays a no-read.
+        d.camera(r.good(1)).await;
+        let alarm = r.next_alarm().await;
+        assert_eq!(alarm.kind, AlarmKind::DuplicateRead, "{alarm:?}");
+        assert_eq!(alarm.serial.as_ref(), Some(&r.serials[0]));
+        assert!(alarm.message.contains("already decided"), "{alarm:?}");
+        d.feeding_done(&r.shared);
+        let report = d.end().await;
+        assert_eq!(r.state(1), UnitState::Rejected(RejectReason::NoRead));
+        assert_eq!(report.committed, 1);
+        assert_eq!(rejected(&report, RejectReason::NoRead), 1);
+        assert_eq!((report.duplicates, report.pack_rejects), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_stop_voids_what_was_never_printed() {
+        let mut r = rig(3).await;
+        let deadline = r.shared.spec.read_deadline;
+        let mut d = r.drive(FRAMED, 1..=3);
+        d.printer(PrinterEvent::Printed(1)).await;
+        d.printer(PrinterEvent::Printed(2)).await;
+        d.camera(r.good(1)).await;
+        // While the feeder feeds, a unit not yet printed waits however long
+        // it takes: only a printed unit has a read deadline.
+        tokio::time::sleep(deadline * 3).await;
+        assert_eq!(r.state(3), UnitState::Sent);
+        assert_eq!(r.state(2), UnitState::Rejected(RejectReason::NoRead));
+        // Stop: the feeder ends. Unit 3 can no longer be printed; once the
+        // devices are quiet it is voided, never resent.
+        d.feeding_done(&r.shared);
+        let report = d.end().await;
+        assert_eq!(r.state(1), UnitState::Committed);
+        assert_eq!(r.state(2), UnitState::Rejected(RejectReason::NoRead));
+        assert_eq!(r.state(3), UnitState::Voided);
+        assert_eq!(
+            (report.committed, report.rejected_total(), report.voided),
+            (1, 1, 1)
+        );
+        let kinds = r.alarm_kinds();
+        assert!(!kinds.contains(&AlarmKind::DeviceFault), "{kinds:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stop_drains_the_results_still_on_their_way() {
+        let mut r = rig(3).await;
+        let mut d = r.drive(FRAMED, 1..=3);
+        for ev in printed(3) {
+            d.printer(ev).await;
+        }
+        d.camera(r.good(1)).await;
+        // Stop right away: unit 3's read, already on its way, still decides
+        // it; unit 2, never read, ends by its deadline. Nothing is voided.
+        d.feeding_done(&r.shared);
+        d.camera(r.good(3)).await;
+        let report = d.end().await;
+        assert_eq!(r.state(1), UnitState::Committed);
+        assert_eq!(r.state(2), UnitState::Rejected(RejectReason::NoRead));
+        assert_eq!(r.state(3), UnitState::Committed);
+        assert_eq!((report.committed, report.voided), (2, 0));
+        assert_eq!(rejected(&report, RejectReason::NoRead), 1);
+        assert_eq!(r.alarm_kinds(), []);
+    }
+
+    #[tokio::test]
+    async fn a_read_of_a_unit_voided_by_an_earlier_job_decides_nothing() {
+        let mut r = rig(2).await;
+        // Job 1: unit 1 is sent, never printed, and voided at the stop.
+        let mut d = r.drive(FRAMED, 1..=1);
+        d.feeding_done(&r.shared);
+        let first = d.end().await;
+        assert_eq!(first.voided, 1);
+        assert_eq!(r.state(1), UnitState::Voided);
+        // Job 2: the voided pack turns up in front of the camera anyway.
+        let mut d = r.drive(FRAMED, 2..=2);
+        d.printer(PrinterEvent::Printed(2)).await;
+        let voided = r.code(&r.serials[0]);
+        d.camera(r.read(Some(2), Some(voided))).await;
+        let alarm = r.next_alarm().await;
+        assert_eq!(alarm.kind, AlarmKind::DuplicateRead, "{alarm:?}");
+        assert_eq!(alarm.serial.as_ref(), Some(&r.serials[0]));
+        d.camera(r.good(2)).await;
+        d.feeding_done(&r.shared);
+        let second = d.end().await;
+        assert_eq!(r.state(1), UnitState::Voided);
+        assert_eq!(r.state(2), UnitState::Committed);
+        assert_eq!((second.committed, second.voided), (1, 0));
+        assert_eq!((second.duplicates, second.pack_rejects), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_second_read_of_a_rejected_unit_does_not_overturn_it() {
+        let mut r = rig(2).await;
+        // Unit 1 is read with a grade below the line's minimum, then again
+        // with a good one: the first verdict stands.
+        let poor = CameraEvent::Read(CameraRead {
+            unit: Some(1),
+            content: Some(r.code(&r.serials[0])),
+            grade: Some(Grade::D),
+        });
+        let reads = vec![poor, r.good(1), r.good(2)];
+        let report = r.run(FRAMED, printed(2), reads).await;
+        assert_eq!(r.state(1), UnitState::Rejected(RejectReason::LowGrade));
+        assert_eq!(r.state(2), UnitState::Committed);
+        assert_eq!(rejected(&report, RejectReason::LowGrade), 1);
+        assert_eq!((report.duplicates, report.pack_rejects), (1, 1));
+        assert_eq!(r.alarm_kinds(), [AlarmKind::DuplicateRead]);
+    }
+
+    #[tokio::test]
+    async fn a_read_of_a_committed_unit_is_counted_once_per_read() {
+        let mut r = rig(3).await;
+        // A pack that goes round twice more: each pass is one reject signal.
+        let reads = vec![r.good(1), r.good(1), r.good(2), r.good(1), r.good(3)];
+        let report = r.run(TriggerIds::Unknown, printed(3), reads).await;
+        for i in 1..=3 {
+            assert_eq!(r.state(i), UnitState::Committed, "unit {i}");
+        }
+        assert_eq!((report.committed, report.rejected_total()), (3, 0));
+        assert_eq!((report.duplicates, report.pack_rejects), (2, 2));
+        assert_eq!(
+            r.alarm_kinds(),
+            [AlarmKind::DuplicateRead, AlarmKind::DuplicateRead]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_no_read_whose_trigger_id_names_no_unit_in_flight_decides_nothing() {
+        let r = rig(2).await;
+        // Trigger 99 was never sent; trigger 1 is repeated after unit 1 was
+        // decided. Neither falls back to the oldest unit.
+        let reads = vec![
+            r.read(Some(99), None),
+            r.good(1),
+            r.read(Some(1), None),
+            r.good(2),
+        ];
+        let report = r.run(FRAMED, printed(2), reads).await;
+        assert_eq!(r.state(1), UnitState::Committed);
+        assert_eq!(r.state(2), UnitState::Committed);
+        assert_eq!((report.rejected_total(), report.pack_rejects), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn without_marking_device_ids_a_no_read_goes_by_position() {
+        let r = rig(3).await;
+        // The camera numbers its results, but the marking device does not
+        // say how its ids relate to units: the number is no evidence, the
+        // position is. Unit 2 was read first (out of order), so unit 1 is
+        // the oldest in flight when the no-read "for 3" comes.
+        let reads = vec![r.good(2), r.read(Some(3), None), r.good(3)];
+        let report = r.run(TriggerIds::Unknown, printed(3), reads).await;
+        assert_eq!(r.state(1), UnitState::Rejected(RejectReason::NoRead));
+        assert_eq!(r.state(2), UnitState::Committed);
+        assert_eq!(r.state(3), UnitState::Committed);
+        assert_eq!(rejected(&report, RejectReason::NoRead), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unparseable_read_without_trigger_id_rejects_the_oldest_as_mismatch() {
+        let mut r = rig(2).await;
+        let reads = vec![r.read(None, Some("]d2garbage".into())), r.good(2)];
+        let report = r.run(FRAMED, printed(2), reads).await;
+        assert_eq!(r.state(1), UnitState::Rejected(RejectReason::Mismatch));
+        assert_eq!(r.state(2), UnitState::Committed);
+        assert_eq!(rejected(&report, RejectReason::Mismatch), 1);
+        assert_eq!(r.alarm_kinds(), [AlarmKind::MalformedFrame]);
+    }
+
+    #[tokio::test]
+    async fn each_decided_unit_frees_its_camera_window_slot_once_durable() {
+        let r = rig(3).await;
+        // The feeder holds one slot per unit between reservation and
+        // verdict: take them all, as a full window would.
+        let held = r
+            .shared
+            .slots
+            .clone()
+            .acquire_many_owned(64)
+            .await
+            .expect("slots");
+        held.forget();
+        let mut d = r.drive(FRAMED, 1..=3);
+        // Unit 3 is not printed yet, so no read deadline can decide it
+        // while the slots are counted, however slow the machine.
+        for ev in printed(2) {
+            d.printer(ev).await;
+        }
+        d.camera(r.good(2)).await;
+        d.camera(r.good(1)).await;
+        let until = Instant::now() + Duration::from_secs(10);
+        while r.shared.slots.available_permits() < 2 {
+            assert!(Instant::now() < until, "slots not returned");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A slot comes back only after its verdict is in the ledger, and
+        // the undecided unit keeps its own.
+        assert_eq!(r.state(1), UnitState::Committed);
+        assert_eq!(r.state(2), UnitState::Committed);
+        assert_eq!(r.state(3), UnitState::Sent);
+        assert_eq!(r.shared.slots.available_permits(), 2);
+        d.printer(PrinterEvent::Printed(3)).await;
+        d.camera(r.good(3)).await;
+        d.feeding_done(&r.shared);
+        let report = d.end().await;
+        assert_eq!(report.committed, 3);
+        assert_eq!(r.shared.slots.available_permits(), 3);
     }
 }
