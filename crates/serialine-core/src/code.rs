@@ -66,6 +66,7 @@ pub enum Symbology {
     /// `]Q3`: GS1 QR Code (FNC1 in first position).
     Gs1Qr,
     /// `]C1`: GS1-128.
+    #[serde(rename = "gs1-128")]
     Gs1_128,
     /// `]d1`: Data Matrix without FNC1.
     DataMatrix,

@@ -28,6 +28,7 @@ pub(crate) fn release_freed_memory() {
 }
 
 mod bench;
+mod code_cmd;
 mod daemon;
 mod demo;
 mod record_cmd;
@@ -209,6 +210,12 @@ enum Command {
     /// setups and QA, on 127.0.0.1 until Ctrl-C.
     #[command(subcommand)]
     Sim(sim_cmd::Sim),
+
+    /// Render a job's codes (element string, Digital Link, HRI) or parse
+    /// codes read back, with the line's own GS1 code; see `code render
+    /// --help` and `code parse --help`.
+    #[command(subcommand)]
+    Code(code_cmd::CodeCommand),
 }
 
 #[derive(Debug, Args)]
@@ -360,6 +367,7 @@ fn main() -> ExitCode {
         Command::Export(args) => export_cmd(&args),
         Command::Sim(sim) => sim_run(sim),
         Command::Record(args) => record_run(args),
+        Command::Code(cmd) => code_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,
