@@ -1895,8 +1895,13 @@ impl Config {
         errors.extend(e);
         warnings.extend(w);
         for i in 0..self.lines.len() {
-            if let Err(e) = self.line_devices(i) {
-                errors.extend(e.issues().iter().cloned());
+            match self.line_devices(i) {
+                Ok(devices) => {
+                    let (e, w) = self.fnc1_issues(i, &devices);
+                    errors.extend(e);
+                    warnings.extend(w);
+                }
+                Err(e) => errors.extend(e.issues().iter().cloned()),
             }
         }
         if errors.is_empty() {
@@ -1904,6 +1909,77 @@ impl Config {
         } else {
             Err(ConfigError::Files(errors))
         }
+    }
+
+    /// Whether line `index`'s printer makes the symbol its default job
+    /// needs: a GS1 element string must start with FNC1 (or the camera
+    /// reads a plain Data Matrix, `]d1`, and every unit is rejected), and a
+    /// Digital Link or plain text must not. Errors for a setting that
+    /// contradicts the job, a warning when the printer profile does not say
+    /// (`fnc1` unset) for a GS1 job. Jobs started over MQTT are not known
+    /// here.
+    fn fnc1_issues(&self, index: usize, devices: &LineDevices) -> (Vec<Issue>, Vec<Issue>) {
+        use serialine_devices::label::Symbology as LabelSymbology;
+        use serialine_devices::printer::Fnc1;
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        let Some(job) = &self.lines[index].job else {
+            return (errors, warnings);
+        };
+        let gs1_job = matches!(job.template, Template::Gs1DataMatrix);
+        let (field, setting, fnc1) = match &devices.printer {
+            PrinterDevice::Framed { profile, .. } => ("profile", "fnc1", profile.fnc1),
+            PrinterDevice::Laser { map, .. } => ("map", "fnc1", map.fnc1),
+            // The label's gs1 flag adds FNC1 (ZPL `_1`) to a Data Matrix only.
+            PrinterDevice::Zpl { label, .. } => (
+                "label",
+                "gs1",
+                Some(
+                    if label.gs1 && label.symbology == LabelSymbology::DataMatrix {
+                        Fnc1::Escape
+                    } else {
+                        Fnc1::None
+                    },
+                ),
+            ),
+        };
+        let key = format!("line[{index}].printer.{field}");
+        match (gs1_job, fnc1) {
+            (true, None) => warnings.push(self.origin.issue(
+                &key,
+                format!(
+                    "does not say how the printer is put in GS1 mode ({setting} is not set);                      line[{index}].job is a GS1 element string, which the printer must start                      with FNC1, or it prints a plain Data Matrix (]d1) that the line rejects;                      expected fnc1 = \"printer\" (the printer's code object is GS1 DataMatrix), \
+                     \"escape\" (with fnc1_escape) or \"none\""
+                ),
+            )),
+            (true, Some(Fnc1::None)) => errors.push(self.origin.issue(
+                &key,
+                format!(
+                    "{setting} says the printer prints plain symbols, but line[{index}].job is a \
+                     GS1 element string: every code would be a plain Data Matrix (]d1), which the \
+                     line rejects; expected the printer in GS1 mode ({})",
+                    if field == "label" {
+                        "gs1 = true with symbology = \"data_matrix\""
+                    } else {
+                        "fnc1 = \"printer\" or \"escape\""
+                    }
+                ),
+            )),
+            (false, Some(Fnc1::Escape | Fnc1::Printer)) => errors.push(self.origin.issue(
+                &key,
+                format!(
+                    "{setting} makes every code a GS1 symbol (FNC1 first), but line[{index}].job \
+                     is not a GS1 element string (a Digital Link or plain text goes in a plain \
+                     symbol); expected {}",
+                    if field == "label" {
+                        "gs1 = false"
+                    } else {
+                        "fnc1 = \"none\""
+                    }
+                ),
+            )),
+            _ => {}
+        }
+        (errors, warnings)
     }
 
     #[cfg(unix)]

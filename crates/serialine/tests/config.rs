@@ -1654,3 +1654,88 @@ fn fence_dir_defaults_outside_the_ledger_and_is_refused_inside_it() {
     );
     assert!(msg.contains("inside the ledger directory"), "{msg}");
 }
+
+#[test]
+fn printer_gs1_mode_is_checked_against_the_job() {
+    let shipped_profile = fs::read_to_string(shipped("printer-cij-stx.toml")).unwrap();
+    let profile_without_fnc1: String = shipped_profile
+        .lines()
+        .filter(|l| !l.starts_with("fnc1"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let gs1 = r#"{ kind = "gs1-data-matrix" }"#;
+    let dl = r#"{ kind = "digital-link", resolver = "id.example.com" }"#;
+    // (errors, warnings) of check_files for a profile's fnc1 lines and a job.
+    let check = |fnc1: &str, template: &str| -> (Vec<String>, Vec<String>) {
+        let (_dir, path) = config_dir(&format!(
+            r#"
+[site]
+id = "plant-x"
+
+[[line]]
+id = "line-1"
+secret_file = "line-1.secret"
+printer = {{ kind = "framed", profile = "p.toml", transport = {{ kind = "tcp", addr = "127.0.0.1:9100" }} }}
+camera = {{ transport = {{ kind = "tcp", addr = "127.0.0.1:2001" }} }}
+
+[line.job]
+gtin = "09506000134352"
+lot = "L1"
+expiry = "271231"
+quantity = 10
+template = {template}
+
+[mqtt]
+command_key_file = "command.key"
+ack_key_file = "ack.key"
+"#
+        ));
+        write_keys(&path);
+        write_secret(&path.with_file_name("line-1.secret"), GOOD_SECRET, 0o600);
+        fs::write(
+            path.with_file_name("p.toml"),
+            format!("{profile_without_fnc1}{fnc1}\n"),
+        )
+        .unwrap();
+        let c = Config::load_with_env(&path, false).unwrap();
+        match c.check_files() {
+            Ok(w) => (vec![], w.iter().map(ToString::to_string).collect()),
+            Err(e) => (e.issues().iter().map(ToString::to_string).collect(), vec![]),
+        }
+    };
+    let ok = (vec![], vec![]);
+    assert_eq!(check("fnc1 = \"printer\"", gs1), ok);
+    assert_eq!(check("fnc1 = \"escape\"\nfnc1_escape = \"~1\"", gs1), ok);
+    assert_eq!(check("fnc1 = \"none\"", dl), ok);
+    assert_eq!(check("", dl), ok);
+
+    let (errors, warnings) = check("", gs1);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("key line[0].printer.profile: "),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("fnc1 is not set"), "{warnings:?}");
+
+    let (errors, _) = check("fnc1 = \"none\"", gs1);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("key line[0].printer.profile: "),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("plain Data Matrix (]d1)"), "{errors:?}");
+
+    for fnc1 in [
+        "fnc1 = \"printer\"",
+        "fnc1 = \"escape\"\nfnc1_escape = \"~1\"",
+    ] {
+        let (errors, _) = check(fnc1, dl);
+        assert_eq!(errors.len(), 1, "{fnc1}: {errors:?}");
+        assert!(errors[0].contains("not a GS1 element string"), "{errors:?}");
+    }
+
+    let (errors, _) = check("fnc1 = \"escape\"", gs1);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("needs fnc1_escape"), "{errors:?}");
+}
