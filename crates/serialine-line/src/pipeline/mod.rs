@@ -69,6 +69,9 @@ pub enum AlarmKind {
     MalformedFrame,
     StoreError,
     RenderError,
+    /// The camera read a GS1 job's code from a symbol without FNC1 (`]d1`):
+    /// the printer is not in GS1 mode.
+    NotGs1Symbol,
 }
 
 impl AlarmKind {
@@ -81,6 +84,7 @@ impl AlarmKind {
             AlarmKind::MalformedFrame => "malformed-frame",
             AlarmKind::StoreError => "store-error",
             AlarmKind::RenderError => "render-error",
+            AlarmKind::NotGs1Symbol => "not-gs1-symbol",
         }
     }
 }
