@@ -527,6 +527,84 @@ pub enum PrinterDevice {
     },
 }
 
+/// A printer's GS1 mode (FNC1) that does not fit a job's template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gs1ModeIssue {
+    /// The profile does not say (`fnc1` unset) and the job is GS1.
+    Unset(String),
+    /// The setting makes the wrong kind of symbol for the job.
+    Contradiction(String),
+}
+
+impl PrinterDevice {
+    /// The config key under `printer` naming this device's file.
+    pub fn file_key(&self) -> &'static str {
+        match self {
+            PrinterDevice::Framed { .. } => "profile",
+            PrinterDevice::Laser { .. } => "map",
+            PrinterDevice::Zpl { .. } => "label",
+        }
+    }
+
+    /// Whether this printer makes the symbol a job with `template` needs
+    /// (`job` names the job in messages): a GS1 element string must start
+    /// with FNC1, or the camera reads a plain Data Matrix (`]d1`) and every
+    /// unit is rejected; a Digital Link or plain text must not.
+    pub fn gs1_mode_issue(&self, template: &Template, job: &str) -> Option<Gs1ModeIssue> {
+        use serialine_devices::label::Symbology as LabelSymbology;
+        use serialine_devices::printer::Fnc1;
+        let gs1_job = matches!(template, Template::Gs1DataMatrix);
+        let (setting, fnc1) = match self {
+            PrinterDevice::Framed { profile, .. } => ("fnc1", profile.fnc1),
+            PrinterDevice::Laser { map, .. } => ("fnc1", map.fnc1),
+            // The label's gs1 flag adds FNC1 (ZPL `_1`) to a Data Matrix only.
+            PrinterDevice::Zpl { label, .. } => (
+                "gs1",
+                Some(
+                    if label.gs1 && label.symbology == LabelSymbology::DataMatrix {
+                        Fnc1::Escape
+                    } else {
+                        Fnc1::None
+                    },
+                ),
+            ),
+        };
+        let label = matches!(self, PrinterDevice::Zpl { .. });
+        match (gs1_job, fnc1) {
+            (true, None) => Some(Gs1ModeIssue::Unset(format!(
+                "does not say how the printer is put in GS1 mode ({setting} is not set); \
+                 {job} is a GS1 element string, which the printer must start with FNC1, or it \
+                 prints a plain Data Matrix (]d1) that the line rejects; expected \
+                 fnc1 = \"printer\" (the printer's code object is GS1 DataMatrix), \"escape\" \
+                 (with fnc1_escape) or \"none\""
+            ))),
+            (true, Some(Fnc1::None)) => Some(Gs1ModeIssue::Contradiction(format!(
+                "{setting} says the printer prints plain symbols, but {job} is a GS1 element \
+                 string: every code would be a plain Data Matrix (]d1), which the line rejects; \
+                 expected the printer in GS1 mode ({})",
+                if label {
+                    "gs1 = true with symbology = \"data_matrix\""
+                } else {
+                    "fnc1 = \"printer\" or \"escape\""
+                }
+            ))),
+            (false, Some(Fnc1::Escape | Fnc1::Printer)) => {
+                Some(Gs1ModeIssue::Contradiction(format!(
+                    "{setting} makes every code a GS1 symbol (FNC1 first), but {job} is not a GS1 \
+                     element string (a Digital Link or plain text goes in a plain symbol); \
+                     expected {}",
+                    if label {
+                        "gs1 = false"
+                    } else {
+                        "fnc1 = \"none\""
+                    }
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A line's devices, ready to spawn.
 #[derive(Debug, Clone)]
 pub struct LineDevices {
@@ -1911,73 +1989,23 @@ impl Config {
         }
     }
 
-    /// Whether line `index`'s printer makes the symbol its default job
-    /// needs: a GS1 element string must start with FNC1 (or the camera
-    /// reads a plain Data Matrix, `]d1`, and every unit is rejected), and a
-    /// Digital Link or plain text must not. Errors for a setting that
-    /// contradicts the job, a warning when the printer profile does not say
-    /// (`fnc1` unset) for a GS1 job. Jobs started over MQTT are not known
-    /// here.
+    /// Line `index`'s printer's GS1 mode against its default job's
+    /// template ([`PrinterDevice::gs1_mode_issue`]): errors for a setting
+    /// that contradicts the job, a warning when the profile does not say.
+    /// Jobs started over MQTT are checked when they start.
     fn fnc1_issues(&self, index: usize, devices: &LineDevices) -> (Vec<Issue>, Vec<Issue>) {
-        use serialine_devices::label::Symbology as LabelSymbology;
-        use serialine_devices::printer::Fnc1;
         let (mut errors, mut warnings) = (Vec::new(), Vec::new());
         let Some(job) = &self.lines[index].job else {
             return (errors, warnings);
         };
-        let gs1_job = matches!(job.template, Template::Gs1DataMatrix);
-        let (field, setting, fnc1) = match &devices.printer {
-            PrinterDevice::Framed { profile, .. } => ("profile", "fnc1", profile.fnc1),
-            PrinterDevice::Laser { map, .. } => ("map", "fnc1", map.fnc1),
-            // The label's gs1 flag adds FNC1 (ZPL `_1`) to a Data Matrix only.
-            PrinterDevice::Zpl { label, .. } => (
-                "label",
-                "gs1",
-                Some(
-                    if label.gs1 && label.symbology == LabelSymbology::DataMatrix {
-                        Fnc1::Escape
-                    } else {
-                        Fnc1::None
-                    },
-                ),
-            ),
-        };
-        let key = format!("line[{index}].printer.{field}");
-        match (gs1_job, fnc1) {
-            (true, None) => warnings.push(self.origin.issue(
-                &key,
-                format!(
-                    "does not say how the printer is put in GS1 mode ({setting} is not set);                      line[{index}].job is a GS1 element string, which the printer must start                      with FNC1, or it prints a plain Data Matrix (]d1) that the line rejects;                      expected fnc1 = \"printer\" (the printer's code object is GS1 DataMatrix), \
-                     \"escape\" (with fnc1_escape) or \"none\""
-                ),
-            )),
-            (true, Some(Fnc1::None)) => errors.push(self.origin.issue(
-                &key,
-                format!(
-                    "{setting} says the printer prints plain symbols, but line[{index}].job is a \
-                     GS1 element string: every code would be a plain Data Matrix (]d1), which the \
-                     line rejects; expected the printer in GS1 mode ({})",
-                    if field == "label" {
-                        "gs1 = true with symbology = \"data_matrix\""
-                    } else {
-                        "fnc1 = \"printer\" or \"escape\""
-                    }
-                ),
-            )),
-            (false, Some(Fnc1::Escape | Fnc1::Printer)) => errors.push(self.origin.issue(
-                &key,
-                format!(
-                    "{setting} makes every code a GS1 symbol (FNC1 first), but line[{index}].job \
-                     is not a GS1 element string (a Digital Link or plain text goes in a plain \
-                     symbol); expected {}",
-                    if field == "label" {
-                        "gs1 = false"
-                    } else {
-                        "fnc1 = \"none\""
-                    }
-                ),
-            )),
-            _ => {}
+        let issue = devices
+            .printer
+            .gs1_mode_issue(&job.template, &format!("line[{index}].job"));
+        let key = format!("line[{index}].printer.{}", devices.printer.file_key());
+        match issue {
+            Some(Gs1ModeIssue::Unset(m)) => warnings.push(self.origin.issue(&key, m)),
+            Some(Gs1ModeIssue::Contradiction(m)) => errors.push(self.origin.issue(&key, m)),
+            None => {}
         }
         (errors, warnings)
     }

@@ -458,6 +458,21 @@ async fn spawn_devices(line: &str, d: &LineDevices) -> anyhow::Result<Devices> {
 
 impl Line {
     async fn start_job(&mut self, job: Job) -> anyhow::Result<ActiveJob> {
+        // A printer in the wrong GS1 mode would print every code in a
+        // symbol the line then rejects (or, for a URI, a non-GS1 one).
+        match self
+            .devices
+            .printer
+            .gs1_mode_issue(&job.template, "the job")
+        {
+            Some(config::Gs1ModeIssue::Contradiction(m)) => {
+                return Err(anyhow!("printer {}: {m}", self.devices.printer.file_key()));
+            }
+            Some(config::Gs1ModeIssue::Unset(m)) => {
+                tracing::warn!(line = %self.id, "printer {}: {m}", self.devices.printer.file_key())
+            }
+            None => {}
+        }
         let (printer, camera, names) = spawn_devices(&self.id, &self.devices).await?;
         // Blocks are now requested for this job's product (and kept for it
         // after the job, until another product's job starts).

@@ -1739,3 +1739,53 @@ ack_key_file = "ack.key"
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("needs fnc1_escape"), "{errors:?}");
 }
+
+#[test]
+fn laser_and_label_printers_gs1_mode_against_the_job() {
+    use serialine::config::Gs1ModeIssue;
+    let gs1 = Template::Gs1DataMatrix;
+    let dl = Template::DigitalLink {
+        resolver: "id.example.com".into(),
+    };
+    let map_text = fs::read_to_string(shipped("laser-modbus.toml")).unwrap();
+    let laser = |fnc1: &str| PrinterDevice::Laser {
+        addr: "127.0.0.1:502".into(),
+        map: toml::from_str(&map_text.replace("fnc1 = \"none\"", fnc1)).unwrap(),
+    };
+    // The shipped map marks Digital Links (config/serialine.toml's laser line).
+    assert_eq!(
+        laser("fnc1 = \"none\"").gs1_mode_issue(&dl, "the job"),
+        None
+    );
+    assert!(matches!(
+        laser("fnc1 = \"none\"").gs1_mode_issue(&gs1, "the job"),
+        Some(Gs1ModeIssue::Contradiction(m)) if m.contains("the job is a GS1 element string")
+    ));
+    assert_eq!(
+        laser("fnc1 = \"printer\"").gs1_mode_issue(&gs1, "the job"),
+        None
+    );
+    assert!(matches!(
+        laser("").gs1_mode_issue(&gs1, "the job"),
+        Some(Gs1ModeIssue::Unset(_))
+    ));
+    let label = |text: &str| PrinterDevice::Zpl {
+        addr: "127.0.0.1:9100".into(),
+        label: toml::from_str(&format!("module_size = 4\nx = 0\ny = 0\n{text}")).unwrap(),
+    };
+    let dm_gs1 = label("symbology = \"data_matrix\"\ngs1 = true");
+    let dm_plain = label("symbology = \"data_matrix\"");
+    let qr = label("symbology = \"qr\"");
+    assert_eq!(dm_gs1.gs1_mode_issue(&gs1, "j"), None);
+    assert_eq!(dm_plain.gs1_mode_issue(&dl, "j"), None);
+    assert_eq!(qr.gs1_mode_issue(&dl, "j"), None);
+    for (p, t) in [(&dm_plain, &gs1), (&qr, &gs1), (&dm_gs1, &dl)] {
+        assert!(
+            matches!(
+                p.gs1_mode_issue(t, "j"),
+                Some(Gs1ModeIssue::Contradiction(_))
+            ),
+            "{p:?} {t:?}"
+        );
+    }
+}
