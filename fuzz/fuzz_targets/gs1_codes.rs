@@ -63,7 +63,11 @@ fn round_trip(t: &Template, data: &CodeData) {
     let back = code::parse(t, &rendered)
         .unwrap_or_else(|e| panic!("{t:?}: rendered {rendered:?} does not parse: {e}"));
     assert_eq!(&back, data, "{t:?}: rendered {rendered:?}");
-    let _ = code::render_hri(data);
+    // The HRI escapes '(' and ')' in values, so it always reads back.
+    let hri = code::render_hri(data);
+    let back = code::parse(&Template::PlainText, &hri)
+        .unwrap_or_else(|e| panic!("HRI {hri:?} does not parse: {e}"));
+    assert_eq!(&back, data, "HRI {hri:?}");
 }
 
 fn resolver(text: &str) {

@@ -52,6 +52,13 @@ pub enum AlarmKind {
     /// serial is never sent; it returns to the buffer. Once per serial and
     /// job. Operator: fix the template or the issuer's serial alphabet.
     RenderError,
+    /// `not-gs1-symbol`: the camera read a GS1 job's code from a symbol
+    /// without FNC1 first (`]d1`, `]d7`, `]Q1`), or a Digital Link job's
+    /// from a GS1 symbol: the printer is not in the mode the job needs. The
+    /// unit whose serial it carries is rejected (mismatch). Operator: put
+    /// the printer's code object in GS1 mode (or out of it), and set the
+    /// profile's `fnc1` key to match.
+    NotGs1Symbol,
 
     // --- raised by the store through the line or the uplink ---
     /// `store-error`: the ledger could not read or write (a unit not made
@@ -134,13 +141,14 @@ pub enum AlarmKind {
 
 impl AlarmKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AlarmKind; 22] = [
+    pub const ALL: [AlarmKind; 23] = [
         AlarmKind::DeviceFault,
         AlarmKind::DuplicateRead,
         AlarmKind::ForeignCode,
         AlarmKind::LowBuffer,
         AlarmKind::MalformedFrame,
         AlarmKind::RenderError,
+        AlarmKind::NotGs1Symbol,
         AlarmKind::StoreError,
         AlarmKind::ForgedBlock,
         AlarmKind::ReplayedBlock,
@@ -168,6 +176,7 @@ impl AlarmKind {
             AlarmKind::LowBuffer => "low-buffer",
             AlarmKind::MalformedFrame => "malformed-frame",
             AlarmKind::RenderError => "render-error",
+            AlarmKind::NotGs1Symbol => "not-gs1-symbol",
             AlarmKind::StoreError => "store-error",
             AlarmKind::ForgedBlock => "forged-block",
             AlarmKind::ReplayedBlock => "replayed-block",
@@ -243,6 +252,7 @@ mod tests {
                 "low-buffer",
                 "malformed-frame",
                 "render-error",
+                "not-gs1-symbol",
                 "store-error",
                 "forged-block",
                 "replayed-block",
@@ -270,7 +280,8 @@ mod tests {
             let s = k.as_str();
             assert!(seen.insert(s), "{s} twice");
             assert!(
-                s.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                     && !s.starts_with('-')
                     && !s.ends_with('-'),
                 "{s}"
@@ -294,6 +305,7 @@ mod tests {
                 | AlarmKind::LowBuffer
                 | AlarmKind::MalformedFrame
                 | AlarmKind::RenderError
+                | AlarmKind::NotGs1Symbol
                 | AlarmKind::StoreError
                 | AlarmKind::ForgedBlock
                 | AlarmKind::ReplayedBlock

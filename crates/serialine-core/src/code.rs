@@ -3,9 +3,37 @@
 //!
 //! [`render`] turns a unit's [`CodeData`] into the text a printer gets;
 //! [`parse`] turns what a camera read back into [`CodeData`], checking every
-//! field the way the printer-side types do. Parse errors name the AI and the
-//! position: positions count characters (not bytes) from 0 in the text given
-//! to [`parse`].
+//! field the way the printer-side types do; [`parse_with_form`] also says
+//! which of the accepted forms was read ([`CodeForm`]). Parse errors name the
+//! AI and the position: positions count characters (not bytes) from 0 in the
+//! text given to [`parse`].
+//!
+//! # Symbology identifiers
+//!
+//! A camera set to transmit AIM symbology identifiers (ISO/IEC 15424) puts
+//! three characters before the data; they tell whether the printer really
+//! made a GS1 symbol. [`Symbology`] lists the ones Serialine knows and what
+//! each means for a job:
+//!
+//! | identifier | symbol | GS1 element string job | Digital Link job |
+//! |---|---|---|---|
+//! | `]d2` | Data Matrix ECC 200 with FNC1 first: GS1 DataMatrix | accepted | refused |
+//! | `]d8` | DMRE (ISO/IEC 21471 rectangular extension) with FNC1 first, as zxing-cpp reports it | accepted | refused |
+//! | `]Q3` | QR Code with FNC1 first: GS1 QR Code | accepted | refused |
+//! | `]C1` | GS1-128 | accepted | refused |
+//! | `]d1`, `]d7` | Data Matrix (DMRE) without FNC1 | [`CodeError::NotGs1Symbol`] | accepted |
+//! | `]Q1` | QR Code without FNC1 | [`CodeError::NotGs1Symbol`] | accepted |
+//! | none | the camera sends no identifier | accepted (nothing to check) | accepted |
+//! | any other | | [`CodeError::Symbology`] | [`CodeError::Symbology`] |
+//!
+//! A `]d1` read of a GS1 job carries the right data in the wrong symbol:
+//! the printer did not start the symbol with FNC1 (its GS1 mode is off, see
+//! the `fnc1` key of the printer profile). Such a pack is not a GS1
+//! DataMatrix and a GS1 scanner downstream may not read its AIs, so [`parse`]
+//! refuses it with an error that says so: the line rejects the unit and
+//! raises an alarm naming the cause, rather than committing a non-conformant
+//! code. A Digital Link URI is the opposite case: GS1 encodes it in a plain
+//! symbol (no FNC1), so `]Q1`/`]d1` are right there and `]Q3`/`]d2` wrong.
 
 use crate::gtin::{self, Gtin, GtinError};
 use crate::job_fields::{Expiry, JobError, Lot};
@@ -25,9 +53,107 @@ const DL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Symbology identifiers (ISO/IEC 15424) a camera may put before GS1 data:
-/// GS1 Data Matrix, GS1 QR Code, GS1-128.
-const GS1_SYMBOLOGY_IDS: [&str; 3] = ["]d2", "]Q3", "]C1"];
+/// A symbology identifier (ISO/IEC 15424) a camera put before the data;
+/// see the module docs for what each means for a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Symbology {
+    /// `]d2`: GS1 DataMatrix (ECC 200, FNC1 in first position).
+    Gs1DataMatrix,
+    /// `]d8`: GS1 DataMatrix in a DMRE size (ISO/IEC 21471), as zxing-cpp
+    /// reports it.
+    Gs1DataMatrixDmre,
+    /// `]Q3`: GS1 QR Code (FNC1 in first position).
+    Gs1Qr,
+    /// `]C1`: GS1-128.
+    #[serde(rename = "gs1-128")]
+    Gs1_128,
+    /// `]d1`: Data Matrix without FNC1.
+    DataMatrix,
+    /// `]d7`: Data Matrix in a DMRE size without FNC1 (zxing-cpp).
+    DataMatrixDmre,
+    /// `]Q1`: QR Code (model 2) without FNC1.
+    Qr,
+}
+
+impl Symbology {
+    const ALL: [Symbology; 7] = [
+        Symbology::Gs1DataMatrix,
+        Symbology::Gs1DataMatrixDmre,
+        Symbology::Gs1Qr,
+        Symbology::Gs1_128,
+        Symbology::DataMatrix,
+        Symbology::DataMatrixDmre,
+        Symbology::Qr,
+    ];
+
+    /// The three characters a reader transmits, e.g. `]d2`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Symbology::Gs1DataMatrix => "]d2",
+            Symbology::Gs1DataMatrixDmre => "]d8",
+            Symbology::Gs1Qr => "]Q3",
+            Symbology::Gs1_128 => "]C1",
+            Symbology::DataMatrix => "]d1",
+            Symbology::DataMatrixDmre => "]d7",
+            Symbology::Qr => "]Q1",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Symbology> {
+        Symbology::ALL.into_iter().find(|s| s.id() == id)
+    }
+
+    /// Whether the symbol started with FNC1, i.e. carries GS1 AI data.
+    pub fn is_gs1(self) -> bool {
+        matches!(
+            self,
+            Symbology::Gs1DataMatrix
+                | Symbology::Gs1DataMatrixDmre
+                | Symbology::Gs1Qr
+                | Symbology::Gs1_128
+        )
+    }
+
+    /// The symbol's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Symbology::Gs1DataMatrix => "GS1 DataMatrix",
+            Symbology::Gs1DataMatrixDmre => "GS1 DataMatrix (DMRE)",
+            Symbology::Gs1Qr => "GS1 QR Code",
+            Symbology::Gs1_128 => "GS1-128",
+            Symbology::DataMatrix => "Data Matrix",
+            Symbology::DataMatrixDmre => "Data Matrix (DMRE)",
+            Symbology::Qr => "QR Code",
+        }
+    }
+}
+
+/// Which of the forms [`parse`] accepts a code was read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "form", rename_all = "kebab-case")]
+pub enum CodeForm {
+    /// GS1 element string, after the symbology identifier the camera sent
+    /// (`None`: it sent none).
+    ElementString { symbology: Option<Symbology> },
+    /// GS1 Digital Link URI. `lot_in_query`: the lot (10) came as a query
+    /// parameter, as Serialine rendered it before the canonical form (key
+    /// qualifiers in the path) was adopted; still read because codes printed
+    /// that way exist.
+    DigitalLink {
+        symbology: Option<Symbology>,
+        lot_in_query: bool,
+    },
+    /// Human-readable `(01)…(21)…` text.
+    PlainText,
+}
+
+/// A code read back, with the form it was read in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parsed {
+    pub data: CodeData,
+    pub form: CodeForm,
+}
 
 /// Longest quoted excerpt of the input an error carries.
 const MAX_EXCERPT: usize = 24;
@@ -70,9 +196,19 @@ pub enum CodeError {
     #[error("code is empty: no GS1 data to read")]
     Empty,
     #[error(
-        "symbology identifier {id:?} at position 0 is not a GS1 one (expected ]d2, ]Q3 or ]C1)"
+        "symbology identifier {id:?} at position 0 is not one this template reads \
+         (GS1 element string: ]d2, ]d8, ]Q3, ]C1; Digital Link: ]Q1, ]d1, ]d7)"
     )]
     Symbology { id: String },
+    #[error(
+        "symbology identifier {id} at position 0: the symbol is a plain {symbol}, not a GS1 one; \
+         the printer did not start it with FNC1 (check that the printer profile's fnc1 \
+         setting matches how the printer is configured)"
+    )]
+    NotGs1Symbol {
+        id: &'static str,
+        symbol: &'static str,
+    },
     #[error("expected a GS1 AI at position {pos}, found {found:?}")]
     ExpectedAi { pos: usize, found: String },
     #[error("unknown AI ({ai}) at position {pos}; Serialine reads (00), (01), (10), (11), (17) and (21)")]
@@ -141,6 +277,8 @@ pub enum CodeError {
     },
     #[error("AI opened with '(' at position {pos} has no closing ')'")]
     UnclosedAi { pos: usize },
+    #[error("'\\' at position {pos} must escape '(' or ')' (human-readable text writes them as \\( and \\))")]
+    BadEscape { pos: usize },
     #[error("AI ({ai}) value {value:?} contains '(' or ')', which the plain-text template cannot show unambiguously")]
     ParenInPlainText { ai: &'static str, value: String },
     #[error("Digital Link must start with https:// or http://, found {found:?}")]
@@ -183,31 +321,69 @@ pub fn render(template: &Template, data: &CodeData) -> Result<String, CodeError>
 }
 
 /// The GS1 human-readable interpretation, e.g.
-/// `(01)09506000134352(17)271231(10)LOT1(21)SER1`, as printed next to a code.
+/// `(01)09506000134352(17)271231(10)LOT1(21)SER1`, for display, logs and
+/// reports.
 ///
-/// Unlike [`render`] with [`Template::PlainText`] this never fails: a person
-/// reading it does not need '(' in a serial to be unambiguous.
+/// Never fails, and always parses back to `data` with
+/// [`Template::PlainText`]: a '(' or ')' in the lot or serial is written
+/// escaped as `\(` or `\)`. GS1's character sets have no '\', so the escape
+/// cannot be confused with data, and values without parentheses (nearly
+/// all) read exactly as GS1 prints them. This is the escape zint and
+/// zxing-cpp's writer take in their "(AI)value" input. Text *printed* on a
+/// pack ([`render`] with [`Template::PlainText`]) refuses such values
+/// instead: a person or OCR reading the pack is not expected to know it.
 pub fn render_hri(data: &CodeData) -> String {
     let mut out = format!("(01){}", data.gtin);
     if let Some(expiry) = data.expiry {
         let _ = write!(out, "(17){expiry}");
     }
     if let Some(lot) = &data.lot {
-        let _ = write!(out, "(10){lot}");
+        out.push_str("(10)");
+        push_hri_value(&mut out, lot.as_str());
     }
-    let _ = write!(out, "(21){}", data.serial);
+    out.push_str("(21)");
+    push_hri_value(&mut out, data.serial.as_str());
     out
+}
+
+fn push_hri_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        if matches!(c, '(' | ')') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
 }
 
 /// Parses a code read back from a product, as `template` wrote it.
 ///
 /// The Digital Link resolver of `template` is not compared: a code may have
-/// been printed for another resolver.
+/// been printed for another resolver. A GS1 element string read from a
+/// symbol the camera identifies as not GS1 (`]d1`, `]d7`, `]Q1`) is refused
+/// with [`CodeError::NotGs1Symbol`]; [`parse_with_form`] reads it anyway.
 pub fn parse(template: &Template, text: &str) -> Result<CodeData, CodeError> {
+    let parsed = parse_with_form(template, text)?;
+    match parsed.form {
+        CodeForm::ElementString { symbology: Some(s) } if !s.is_gs1() => {
+            Err(CodeError::NotGs1Symbol {
+                id: s.id(),
+                symbol: s.name(),
+            })
+        }
+        _ => Ok(parsed.data),
+    }
+}
+
+/// Like [`parse`], and says which form the code was in; does not refuse an
+/// element string from a non-GS1 symbol (the caller sees it in the form).
+pub fn parse_with_form(template: &Template, text: &str) -> Result<Parsed, CodeError> {
     match template {
         Template::Gs1DataMatrix => parse_element_string(text),
         Template::DigitalLink { .. } => parse_digital_link(text),
-        Template::PlainText => parse_plain_text(text),
+        Template::PlainText => Ok(Parsed {
+            data: parse_plain_text(text)?,
+            form: CodeForm::PlainText,
+        }),
     }
 }
 
@@ -402,16 +578,18 @@ fn render_element_string(data: &CodeData) -> String {
     out
 }
 
-fn parse_element_string(text: &str) -> Result<CodeData, CodeError> {
+fn parse_element_string(text: &str) -> Result<Parsed, CodeError> {
     // Working on chars keeps every index a character position and every
     // slice on a character boundary, whatever the input holds.
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
+    let mut symbology = None;
     if chars.first() == Some(&']') {
         let id = collect(&chars[..chars.len().min(3)]);
-        if !GS1_SYMBOLOGY_IDS.contains(&id.as_str()) {
-            return Err(CodeError::Symbology { id });
-        }
+        // Every identifier Serialine knows is read here; parse() refuses
+        // the ones without FNC1, so the line can still tell which unit the
+        // non-GS1 symbol was.
+        symbology = Some(Symbology::from_id(&id).ok_or(CodeError::Symbology { id })?);
         i = 3;
     }
     // FNC1 in first position, if the reader transmits it, arrives as GS.
@@ -454,7 +632,10 @@ fn parse_element_string(text: &str) -> Result<CodeData, CodeError> {
             i += 1;
         }
     }
-    fields.finish()
+    Ok(Parsed {
+        data: fields.finish()?,
+        form: CodeForm::ElementString { symbology },
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -489,12 +670,28 @@ fn parse_plain_text(text: &str) -> Result<CodeData, CodeError> {
         }
         let ai = Ai::from_code(&code).ok_or(CodeError::UnknownAi { ai: code, pos: i })?;
         let value_pos = close + 1;
-        let value_end = chars[value_pos..]
-            .iter()
-            .position(|&c| c == '(')
-            .map_or(chars.len(), |off| value_pos + off);
-        fields.set(ai, i, value_pos, collect(&chars[value_pos..value_end]))?;
-        i = value_end;
+        // The value runs to the next unescaped '('; render_hri writes '('
+        // and ')' inside values as \( and \).
+        let mut value = String::new();
+        let mut j = value_pos;
+        while let Some(&c) = chars.get(j) {
+            match c {
+                '(' => break,
+                '\\' => match chars.get(j + 1) {
+                    Some(&e @ ('(' | ')')) => {
+                        value.push(e);
+                        j += 2;
+                    }
+                    _ => return Err(CodeError::BadEscape { pos: j }),
+                },
+                _ => {
+                    value.push(c);
+                    j += 1;
+                }
+            }
+        }
+        fields.set(ai, i, value_pos, value)?;
+        i = j;
     }
     fields.finish()
 }
@@ -502,24 +699,26 @@ fn parse_plain_text(text: &str) -> Result<CodeData, CodeError> {
 // ---------------------------------------------------------------------------
 // GS1 Digital Link
 
+/// The canonical GS1 Digital Link URI: the primary key and its key
+/// qualifiers in the path in the GS1 order (`/01/{gtin}[/10/{lot}]/21/{serial}`),
+/// data attributes (`17`) in the query.
 fn render_digital_link(resolver: &str, data: &CodeData) -> Result<String, CodeError> {
     check_resolver(resolver)?;
-    let mut out = format!(
-        "https://{resolver}/01/{}/21/{}",
-        data.gtin,
-        utf8_percent_encode(data.serial.as_str(), DL_COMPONENT)
-    );
-    let mut sep = '?';
-    if let Some(expiry) = data.expiry {
-        let _ = write!(out, "{sep}17={expiry}");
-        sep = '&';
-    }
+    let mut out = format!("https://{resolver}/01/{}", data.gtin);
     if let Some(lot) = &data.lot {
         let _ = write!(
             out,
-            "{sep}10={}",
+            "/10/{}",
             utf8_percent_encode(lot.as_str(), DL_COMPONENT)
         );
+    }
+    let _ = write!(
+        out,
+        "/21/{}",
+        utf8_percent_encode(data.serial.as_str(), DL_COMPONENT)
+    );
+    if let Some(expiry) = data.expiry {
+        let _ = write!(out, "?17={expiry}");
     }
     Ok(out)
 }
@@ -640,27 +839,41 @@ fn decode(text: &str, raw: &str, offset: usize, ai: Ai) -> Result<String, CodeEr
         })
 }
 
-fn parse_digital_link(text: &str) -> Result<CodeData, CodeError> {
+fn parse_digital_link(text: &str) -> Result<Parsed, CodeError> {
+    // A Digital Link URI is encoded in a plain symbol (no FNC1): ]Q1, ]d1 or
+    // ]d7 is right; a GS1 symbology identifier means a GS1 element string
+    // symbol, which cannot hold a URI as such.
+    let (symbology, start) = match text.strip_prefix(']') {
+        Some(_) => {
+            let id: String = text.chars().take(3).collect();
+            match Symbology::from_id(&id) {
+                Some(s) if !s.is_gs1() => (Some(s), id.len()),
+                _ => return Err(CodeError::Symbology { id }),
+            }
+        }
+        None => (None, 0),
+    };
+    let rest = &text[start..];
     let scheme_len = ["https://", "http://"]
         .iter()
         .find(|scheme| {
-            text.get(..scheme.len())
+            rest.get(..scheme.len())
                 .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
         })
         .map(|scheme| scheme.len())
         .ok_or_else(|| CodeError::Scheme {
-            found: excerpt(text),
+            found: excerpt(rest),
         })?;
     // A fragment is for the browser only; nothing in it is GS1 data.
     let end = text.find('#').unwrap_or(text.len());
-    let after_scheme = text.get(scheme_len..end).unwrap_or_default();
+    let after_scheme = text.get(start + scheme_len..end).unwrap_or_default();
     let authority_len = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
     let (host, path_and_query) = after_scheme.split_at(authority_len);
     check_host(host).map_err(|why| CodeError::Resolver {
         resolver: host.to_string(),
         why,
     })?;
-    let path_start = scheme_len + authority_len;
+    let path_start = start + scheme_len + authority_len;
     let (path, query) = match path_and_query.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (path_and_query, None),
@@ -668,10 +881,18 @@ fn parse_digital_link(text: &str) -> Result<CodeData, CodeError> {
 
     let mut fields = Fields::default();
     parse_dl_path(text, path, path_start, &mut fields)?;
+    let lot_in_path = fields.seen(Ai::Lot).is_some();
     if let Some(query) = query {
         parse_dl_query(text, query, path_start + path.len() + 1, &mut fields)?;
     }
-    fields.finish()
+    let lot_in_query = !lot_in_path && fields.seen(Ai::Lot).is_some();
+    Ok(Parsed {
+        data: fields.finish()?,
+        form: CodeForm::DigitalLink {
+            symbology,
+            lot_in_query,
+        },
+    })
 }
 
 /// Reads `[/prefix…]/01/{gtin}[/10/{lot}][/21/{serial}]`; `start` is the
@@ -814,7 +1035,10 @@ mod tests {
     use proptest::prelude::*;
 
     const ES: &str = "01095060001343521727123110ABC123\u{1d}2112345XYZ";
-    const DL: &str = "https://id.example.com/01/09506000134352/21/12345XYZ?17=271231&10=ABC123";
+    const DL: &str = "https://id.example.com/01/09506000134352/10/ABC123/21/12345XYZ?17=271231";
+    /// How Serialine rendered a Digital Link before the canonical form.
+    const DL_LOT_IN_QUERY: &str =
+        "https://id.example.com/01/09506000134352/21/12345XYZ?17=271231&10=ABC123";
     const HRI: &str = "(01)09506000134352(17)271231(10)ABC123(21)12345XYZ";
 
     fn dl() -> Template {
@@ -884,6 +1108,58 @@ mod tests {
         // A GS after a fixed-length field is tolerated.
         let extra_gs = "0109506000134352\u{1d}17271231\u{1d}10ABC123\u{1d}2112345XYZ";
         assert_eq!(parse(&t, extra_gs).unwrap(), example());
+    }
+
+    #[test]
+    fn element_string_symbology_identifiers() {
+        let t = Template::Gs1DataMatrix;
+        for s in [
+            Symbology::Gs1DataMatrix,
+            Symbology::Gs1DataMatrixDmre,
+            Symbology::Gs1Qr,
+            Symbology::Gs1_128,
+        ] {
+            let text = format!("{}{ES}", s.id());
+            assert_eq!(parse(&t, &text).unwrap(), example(), "{s:?}");
+            assert_eq!(
+                parse_with_form(&t, &text).unwrap().form,
+                CodeForm::ElementString { symbology: Some(s) }
+            );
+        }
+        // No identifier: nothing to check, accepted.
+        assert_eq!(
+            parse_with_form(&t, ES).unwrap().form,
+            CodeForm::ElementString { symbology: None }
+        );
+        // The printer did not start the symbol with FNC1: the data is
+        // there, but the symbol is not GS1. parse() refuses it, naming the
+        // cause; parse_with_form() still reads it (to find the unit).
+        for (s, name) in [
+            (Symbology::DataMatrix, "Data Matrix"),
+            (Symbology::DataMatrixDmre, "Data Matrix (DMRE)"),
+            (Symbology::Qr, "QR Code"),
+        ] {
+            let text = format!("{}{ES}", s.id());
+            let e = parse(&t, &text).unwrap_err();
+            assert_eq!(
+                e,
+                CodeError::NotGs1Symbol {
+                    id: s.id(),
+                    symbol: name
+                }
+            );
+            assert!(e.to_string().contains("did not start it with FNC1"), "{e}");
+            let read = parse_with_form(&t, &text).unwrap();
+            assert_eq!(read.data, example());
+            assert_eq!(read.form, CodeForm::ElementString { symbology: Some(s) });
+        }
+        for id in ["]d0", "]d3", "]d5", "]Q0", "]Q5", "]C0", "]e0", "]z1"] {
+            assert_eq!(
+                parse(&t, &format!("{id}{ES}")),
+                Err(CodeError::Symbology { id: id.into() }),
+                "{id}"
+            );
+        }
     }
 
     #[test]
@@ -993,8 +1269,8 @@ mod tests {
             })
         ));
         assert_eq!(
-            parse(&t, "]d1010950600013435221A"),
-            Err(CodeError::Symbology { id: "]d1".into() })
+            parse(&t, "]d0010950600013435221A"),
+            Err(CodeError::Symbology { id: "]d0".into() })
         );
         assert_eq!(parse(&t, ""), Err(CodeError::Empty));
         assert_eq!(parse(&t, "]d2\u{1d}"), Err(CodeError::Empty));
@@ -1044,7 +1320,77 @@ mod tests {
         };
         assert_eq!(
             render(&dl(), &lot_only).unwrap(),
-            "https://id.example.com/01/09506000134352/21/12345XYZ?10=ABC123"
+            "https://id.example.com/01/09506000134352/10/ABC123/21/12345XYZ"
+        );
+    }
+
+    #[test]
+    fn digital_link_reads_both_forms_and_says_which() {
+        let t = dl();
+        let canonical = parse_with_form(&t, DL).unwrap();
+        assert_eq!(canonical.data, example());
+        assert_eq!(
+            canonical.form,
+            CodeForm::DigitalLink {
+                symbology: None,
+                lot_in_query: false
+            }
+        );
+        let legacy = parse_with_form(&t, DL_LOT_IN_QUERY).unwrap();
+        assert_eq!(legacy.data, example());
+        assert_eq!(
+            legacy.form,
+            CodeForm::DigitalLink {
+                symbology: None,
+                lot_in_query: true
+            }
+        );
+        // Without a lot there is nothing to tell apart: canonical.
+        let min = parse_with_form(&t, "https://x.example/01/09506000134352/21/1").unwrap();
+        assert_eq!(
+            min.form,
+            CodeForm::DigitalLink {
+                symbology: None,
+                lot_in_query: false
+            }
+        );
+    }
+
+    #[test]
+    fn digital_link_symbology_identifiers() {
+        let t = dl();
+        for s in [
+            Symbology::Qr,
+            Symbology::DataMatrix,
+            Symbology::DataMatrixDmre,
+        ] {
+            let read = parse_with_form(&t, &format!("{}{DL}", s.id())).unwrap();
+            assert_eq!(read.data, example());
+            assert_eq!(
+                read.form,
+                CodeForm::DigitalLink {
+                    symbology: Some(s),
+                    lot_in_query: false
+                }
+            );
+        }
+        // A GS1-mode symbol cannot carry a URI; unknown identifiers neither.
+        for id in ["]Q3", "]d2", "]d8", "]C1", "]Q0", "]é1"] {
+            assert!(
+                matches!(
+                    parse(&t, &format!("{id}{DL}")),
+                    Err(CodeError::Symbology { .. })
+                ),
+                "{id}"
+            );
+        }
+        // Positions still count from the start of the text given.
+        assert_eq!(
+            parse(&t, "]Q1https://id.example.com/01/09506000134352/21/A%G1"),
+            Err(CodeError::PercentEscape {
+                pos: 48,
+                found: "%G1".into()
+            })
         );
     }
 
@@ -1057,7 +1403,7 @@ mod tests {
         let uri = render(&dl(), &data).unwrap();
         assert_eq!(
             uri,
-            "https://id.example.com/01/09506000134352/21/A%2FB%25C%26D?17=271231&10=L%261%3D2%3F"
+            "https://id.example.com/01/09506000134352/10/L%261%3D2%3F/21/A%2FB%25C%26D?17=271231"
         );
         assert_eq!(parse(&dl(), &uri).unwrap(), data);
         // Unreserved characters stay as they are.
@@ -1256,9 +1602,36 @@ mod tests {
         );
         let reordered = "(21)12345XYZ(10)ABC123(01)09506000134352(17)271231";
         assert_eq!(parse(&t, reordered).unwrap(), example());
+    }
+
+    #[test]
+    fn hri_escapes_parentheses_and_round_trips() {
+        let t = Template::PlainText;
+        let data = with_serial("A(1)");
+        let hri = render_hri(&data);
+        assert_eq!(hri, r"(01)09506000134352(17)271231(10)ABC123(21)A\(1\)");
+        assert_eq!(parse(&t, &hri).unwrap(), data);
+        // A serial that would otherwise read as a second AI.
+        let data = CodeData {
+            lot: Some(Lot::new("L(17)271231").unwrap()),
+            ..with_serial(")(")
+        };
+        let hri = render_hri(&data);
         assert_eq!(
-            render_hri(&with_serial("A(1)")),
-            "(01)09506000134352(17)271231(10)ABC123(21)A(1)"
+            hri,
+            r"(01)09506000134352(17)271231(10)L\(17\)271231(21)\)\("
+        );
+        assert_eq!(parse(&t, &hri).unwrap(), data);
+        // Values without parentheses are written as GS1 prints them.
+        assert_eq!(render_hri(&example()), HRI);
+        // A backslash escapes only '(' and ')'.
+        assert_eq!(
+            parse(&t, r"(01)09506000134352(21)A\B"),
+            Err(CodeError::BadEscape { pos: 23 })
+        );
+        assert_eq!(
+            parse(&t, "(01)09506000134352(21)A\\"),
+            Err(CodeError::BadEscape { pos: 23 })
         );
     }
 
@@ -1390,6 +1763,12 @@ mod tests {
             let t = dl();
             let text = render(&t, &data).unwrap();
             prop_assert_eq!(parse(&t, &text).unwrap(), data);
+        }
+
+        #[test]
+        fn hri_round_trips_any_value(data in code_data(true)) {
+            let text = render_hri(&data);
+            prop_assert_eq!(parse(&Template::PlainText, &text).unwrap(), data);
         }
 
         #[test]

@@ -88,6 +88,9 @@ async fn laser_line(camera: CameraKnobs) -> anyhow::Result<Devices> {
     let mut map: LaserRegisterMap = toml::from_str(LASER_MAP).context("embedded laser map")?;
     // The simulated marker answers at once; poll it as fast as it can answer.
     map.poll_interval_ms = 1;
+    // The demo's job is a GS1 element string: the marker's code object is
+    // in GS1 mode (the shipped map is set up for a Digital Link line).
+    map.fnc1 = Some(serialine_devices::printer::Fnc1::Printer);
     let sim_map: LaserSimMap = toml::from_str(LASER_MAP).context("embedded laser map")?;
     let (marks_tx, marks_rx) = mpsc::unbounded_channel();
     let sim = LaserSim::start(LaserSimConfig::new(sim_map), marks_tx)

@@ -3,7 +3,7 @@
 //! uplink; [`Line::start_job`] spawns the devices and runs the pipeline. The
 //! service, the demo, the bench and the tests all go through here.
 
-use crate::devices::{DeviceError, DeviceFactory, Devices};
+use crate::devices::{DeviceError, DeviceFactory, Devices, Gs1ModeIssue};
 use crate::health::Heartbeat;
 use crate::pipeline::{self, LineSpec};
 use crate::plan::{LinePlan, PipelinePlan};
@@ -44,6 +44,12 @@ pub enum LineError {
         line: String,
         #[source]
         source: UplinkError,
+    },
+    #[error("line {line}: printer {key}: {message}")]
+    Gs1Mode {
+        line: String,
+        key: &'static str,
+        message: String,
     },
     #[error("line {line}: cannot spawn its devices: {source}")]
     Devices {
@@ -180,6 +186,21 @@ impl<D: DeviceFactory> Line<D> {
     /// on blocks are requested for the job's product (and kept for it after
     /// the job, until another product's job starts).
     pub async fn start_job(&mut self, job: Job) -> Result<RunningLine, LineError> {
+        // A printer in the wrong GS1 mode would print every code in a
+        // symbol the line then rejects (or, for a URI, a non-GS1 one).
+        match self.devices.gs1_mode_issue(&job.template) {
+            Some((key, Gs1ModeIssue::Contradiction(message))) => {
+                return Err(LineError::Gs1Mode {
+                    line: self.id.clone(),
+                    key,
+                    message,
+                })
+            }
+            Some((key, Gs1ModeIssue::Unset(m))) => {
+                tracing::warn!(line = %self.id, "printer {key}: {m}")
+            }
+            None => {}
+        }
         let Devices {
             printer,
             camera,

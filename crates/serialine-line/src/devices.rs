@@ -7,6 +7,7 @@
 //! the bench and tests pass a factory that starts simulators and connects the
 //! same drivers to them.
 
+use serialine_core::Template;
 use serialine_devices::camera::{self, CameraProfile};
 use serialine_devices::label::{self, LabelTemplate};
 use serialine_devices::laser::{self, LaserRegisterMap, LaserSettings};
@@ -33,12 +34,23 @@ pub type DeviceError = Box<dyn std::error::Error + Send + Sync>;
 /// simulator that cannot start.
 pub trait DeviceFactory: Send + Sync + 'static {
     fn spawn(&self, line: &str) -> impl Future<Output = Result<Devices, DeviceError>> + Send;
+
+    /// Whether the marking device makes the symbol a job with `template`
+    /// needs (its GS1 mode, FNC1), as far as the factory knows; `None`
+    /// when it fits or cannot say. Checked before every job starts.
+    fn gs1_mode_issue(&self, _template: &Template) -> Option<(&'static str, Gs1ModeIssue)> {
+        None
+    }
 }
 
 /// A factory shared with whoever else holds it (a test that counts spawns).
 impl<D: DeviceFactory> DeviceFactory for std::sync::Arc<D> {
     fn spawn(&self, line: &str) -> impl Future<Output = Result<Devices, DeviceError>> + Send {
         D::spawn(self, line)
+    }
+
+    fn gs1_mode_issue(&self, template: &Template) -> Option<(&'static str, Gs1ModeIssue)> {
+        D::gs1_mode_issue(self, template)
     }
 }
 
@@ -62,6 +74,84 @@ pub enum MarkerSpec {
     Zpl { addr: String, label: LabelTemplate },
 }
 
+/// A printer's GS1 mode (FNC1) that does not fit a job's template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gs1ModeIssue {
+    /// The profile does not say (`fnc1` unset) and the job is GS1.
+    Unset(String),
+    /// The setting makes the wrong kind of symbol for the job.
+    Contradiction(String),
+}
+
+impl MarkerSpec {
+    /// The config key under `printer` naming this device's file.
+    pub fn file_key(&self) -> &'static str {
+        match self {
+            MarkerSpec::Framed { .. } => "profile",
+            MarkerSpec::Laser { .. } => "map",
+            MarkerSpec::Zpl { .. } => "label",
+        }
+    }
+
+    /// Whether this printer makes the symbol a job with `template` needs
+    /// (`job` names the job in messages): a GS1 element string must start
+    /// with FNC1, or the camera reads a plain Data Matrix (`]d1`) and every
+    /// unit is rejected; a Digital Link or plain text must not.
+    pub fn gs1_mode_issue(&self, template: &Template, job: &str) -> Option<Gs1ModeIssue> {
+        use serialine_devices::label::Symbology as LabelSymbology;
+        use serialine_devices::printer::Fnc1;
+        let gs1_job = matches!(template, Template::Gs1DataMatrix);
+        let (setting, fnc1) = match self {
+            MarkerSpec::Framed { profile, .. } => ("fnc1", profile.fnc1),
+            MarkerSpec::Laser { map, .. } => ("fnc1", map.fnc1),
+            // The label's gs1 flag adds FNC1 (ZPL `_1`) to a Data Matrix only.
+            MarkerSpec::Zpl { label, .. } => (
+                "gs1",
+                Some(
+                    if label.gs1 && label.symbology == LabelSymbology::DataMatrix {
+                        Fnc1::Escape
+                    } else {
+                        Fnc1::None
+                    },
+                ),
+            ),
+        };
+        let label = matches!(self, MarkerSpec::Zpl { .. });
+        match (gs1_job, fnc1) {
+            (true, None) => Some(Gs1ModeIssue::Unset(format!(
+                "does not say how the printer is put in GS1 mode ({setting} is not set); \
+                 {job} is a GS1 element string, which the printer must start with FNC1, or it \
+                 prints a plain Data Matrix (]d1) that the line rejects; expected \
+                 fnc1 = \"printer\" (the printer's code object is GS1 DataMatrix), \"escape\" \
+                 (with fnc1_escape) or \"none\""
+            ))),
+            (true, Some(Fnc1::None)) => Some(Gs1ModeIssue::Contradiction(format!(
+                "{setting} says the printer prints plain symbols, but {job} is a GS1 element \
+                 string: every code would be a plain Data Matrix (]d1), which the line rejects; \
+                 expected the printer in GS1 mode ({})",
+                if label {
+                    "gs1 = true with symbology = \"data_matrix\""
+                } else {
+                    "fnc1 = \"printer\" or \"escape\""
+                }
+            ))),
+            (false, Some(Fnc1::Escape | Fnc1::Printer)) => {
+                Some(Gs1ModeIssue::Contradiction(format!(
+                    "{setting} makes every code a GS1 symbol (FNC1 first), but {job} is not a GS1 \
+                     element string (a Digital Link or plain text goes in a plain symbol); \
+                     expected {}",
+                    if label {
+                        "gs1 = false"
+                    } else {
+                        "fnc1 = \"none\""
+                    }
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A line's devices as the configuration names them: the factory of the
 /// service.
 #[derive(Debug, Clone)]
@@ -80,6 +170,12 @@ async fn resolve(what: &str, addr: &str) -> Result<SocketAddr, DeviceError> {
 }
 
 impl DeviceFactory for DeviceSpec {
+    fn gs1_mode_issue(&self, template: &Template) -> Option<(&'static str, Gs1ModeIssue)> {
+        self.marker
+            .gs1_mode_issue(template, "the job")
+            .map(|issue| (self.marker.file_key(), issue))
+    }
+
     async fn spawn(&self, line: &str) -> Result<Devices, DeviceError> {
         let (printer, printer_name) = match &self.marker {
             MarkerSpec::Framed { transport, profile } => (

@@ -45,7 +45,7 @@ pub mod plan;
 pub mod running;
 
 pub use assembly::{open_line, Line, LineError};
-pub use devices::{DeviceError, DeviceFactory, DeviceSpec, Devices, MarkerSpec};
+pub use devices::{DeviceError, DeviceFactory, DeviceSpec, Devices, Gs1ModeIssue, MarkerSpec};
 pub use health::Heartbeat;
 pub use plan::{LinePlan, PipelinePlan};
 pub use running::{LineRun, RunningLine};

@@ -27,6 +27,7 @@ pub(crate) fn release_freed_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
+mod code_cmd;
 mod daemon;
 mod tools;
 
@@ -125,6 +126,11 @@ enum Command {
     /// line, the serial, its state (committed, rejected with its reason,
     /// voided) and when. Like status, it reads the ledgers directly.
     Export(ExportArgs),
+    /// Render a job's codes (element string, Digital Link, HRI) or parse
+    /// codes read back, with the line's own GS1 code; see `code render
+    /// --help` and `code parse --help`.
+    #[command(subcommand)]
+    Code(code_cmd::CodeCommand),
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +198,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::Status(args) => status_cmd(&args),
         Command::Export(args) => export_cmd(&args),
+        Command::Code(cmd) => code_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,13 @@
 //! the first following separator, fields right of it at the last preceding
 //! one, so the content itself may contain the separator (a Digital Link URI
 //! with `;`) or the GS character 0x1D of a GS1 element string.
+//!
+//! The content is passed on exactly as the camera sent it, an AIM symbology
+//! identifier (`]d2`, `]d1`, `]d8`, `]Q3`, `]Q1`, ...) included: whether the
+//! symbol is right for the job is decided with the job's template by
+//! `serialine_core::code::parse` (a GS1 element string from `]d1` is refused
+//! there: the printer sent no FNC1). Cameras should be set to transmit the
+//! identifier; without it a missing FNC1 cannot be seen.
 
 use crate::api::{CameraRead, UnitId};
 use serde::{Deserialize, Serialize};
@@ -384,6 +391,35 @@ mod tests {
         assert_eq!(f.parse(b"noread").expect("bare no-read").content, None);
         let r = f.parse(b";ABC;").expect("empty trigger and grade");
         assert_eq!((r.unit, r.grade), (None, None));
+    }
+
+    #[test]
+    fn symbology_identifiers_pass_through_for_the_code_parser() {
+        use serialine_core::code::{self, CodeError, Template};
+        let f = fmt("{trigger};{content};{grade}");
+        let es = "01095060001343521727123110LOT7\u{1d}21S1";
+        for (id, gs1_ok) in [
+            ("]d2", true),
+            ("]d8", true),
+            ("]Q3", true),
+            ("]d1", false),
+            ("]d7", false),
+            ("]Q1", false),
+        ] {
+            let line = format!("9;{id}{es};A");
+            let r = f.parse(line.as_bytes()).expect("parses");
+            let content = r.content.expect("content");
+            assert_eq!(content, format!("{id}{es}"), "identifier kept");
+            let parsed = code::parse(&Template::Gs1DataMatrix, &content);
+            if gs1_ok {
+                assert!(parsed.is_ok(), "{id}: {parsed:?}");
+            } else {
+                assert!(
+                    matches!(parsed, Err(CodeError::NotGs1Symbol { .. })),
+                    "{id}: {parsed:?}"
+                );
+            }
+        }
     }
 
     #[test]

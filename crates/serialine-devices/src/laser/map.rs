@@ -4,6 +4,7 @@
 //! Everything here is free of I/O so it can be tested exhaustively; the
 //! driver only moves words between these functions and the Modbus client.
 
+use crate::printer::Fnc1;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -36,6 +37,13 @@ pub struct LaserRegisterMap {
     /// How often the driver polls status and counter while waiting.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// How FNC1 (GS1 mode) is requested: `"printer"` (the marking file's
+    /// code object is GS1 DataMatrix, which puts FNC1 first and reads each
+    /// GS byte in the text as FNC1) or `"none"` (a plain symbol: Digital Link
+    /// and plain-text jobs only). Registers carry no escape, so `"escape"`
+    /// is refused. Absent: check-config warns for a GS1 element string job.
+    #[serde(default)]
+    pub fnc1: Option<Fnc1>,
 }
 
 fn default_unit_id() -> u8 {
@@ -83,6 +91,11 @@ pub enum MapError {
     CodeRange { start: u16, count: u16 },
     #[error("laser map: poll_interval_ms must be at least 1")]
     PollInterval,
+    #[error(
+        "laser map: fnc1 = \"escape\" is not supported (the code registers carry the text as \
+         it is); set the marking file's code object to GS1 DataMatrix and fnc1 = \"printer\""
+    )]
+    Fnc1Escape,
 }
 
 impl LaserRegisterMap {
@@ -127,6 +140,9 @@ impl LaserRegisterMap {
         }
         if self.poll_interval_ms == 0 {
             return Err(MapError::PollInterval);
+        }
+        if self.fnc1 == Some(Fnc1::Escape) {
+            return Err(MapError::Fnc1Escape);
         }
         Ok(())
     }
@@ -269,6 +285,7 @@ mod tests {
             status: bits(),
             mark_counter_register: 20,
             poll_interval_ms: 20,
+            fnc1: Some(Fnc1::Printer),
         }
     }
 
@@ -343,6 +360,11 @@ mod tests {
         let mut m = map();
         m.poll_interval_ms = 0;
         assert_eq!(m.validate(), Err(MapError::PollInterval));
+        let mut m = map();
+        m.fnc1 = Some(Fnc1::Escape);
+        assert_eq!(m.validate(), Err(MapError::Fnc1Escape));
+        m.fnc1 = None;
+        assert_eq!(m.validate(), Ok(()));
     }
 
     proptest! {

@@ -236,7 +236,10 @@ impl Driver {
         wr: &mut tokio::io::WriteHalf<BoxedStream>,
         req: PrintRequest,
     ) -> Result<Option<String>, Done> {
-        let message = self.p.message.render(req.unit, &req.code);
+        // The profile's FNC1 escape, if it uses one, makes the element
+        // string a GS1 symbol on this printer.
+        let code = self.p.profile.printer_code(&req.code);
+        let message = self.p.message.render(req.unit, &code);
         self.frame_buf.clear();
         if let Err(e) = encode_frame(&self.p.framing, message.as_bytes(), &mut self.frame_buf) {
             // Nothing was sent, so this is a definite "will not print".

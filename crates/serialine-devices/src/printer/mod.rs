@@ -16,5 +16,5 @@ pub mod template;
 pub use checksum::Checksum;
 pub use driver::spawn;
 pub use framed::{encode_frame, Decoded, EncodeError, FrameDecoder, FrameError, Token};
-pub use profile::{CompiledProfile, FramedProfile, Framing, ProfileError};
+pub use profile::{CompiledProfile, Fnc1, FramedProfile, Framing, ProfileError};
 pub use template::{Template, TemplateError};

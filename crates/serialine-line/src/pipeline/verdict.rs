@@ -62,6 +62,8 @@ struct Verdicts {
     feeder_done: bool,
     garbage_lines: u64,
     unparsed_reads: u64,
+    /// Reads of a GS1 element string from a symbol without FNC1.
+    not_gs1_reads: u64,
     /// Percentiles are read from the histogram at most this often.
     quantiles_at: Instant,
     /// How camera trigger ids name units.
@@ -85,6 +87,7 @@ pub(crate) async fn run(
         feeder_done: false,
         garbage_lines: 0,
         unparsed_reads: 0,
+        not_gs1_reads: 0,
         quantiles_at: Instant::now(),
         trigger_ids,
     };
@@ -328,6 +331,30 @@ impl Verdicts {
         let parsed = code::parse(&job.template, &content);
         let data = match parsed {
             Ok(d) => d,
+            Err(e @ code::CodeError::NotGs1Symbol { .. }) => {
+                // The right data in a non-GS1 symbol: the printer sent no
+                // FNC1, so the pack does not carry a GS1 DataMatrix. Reject
+                // it, the unit its serial names if there is one, and say why.
+                self.not_gs1_reads += 1;
+                if self.not_gs1_reads == 1 || self.not_gs1_reads.is_multiple_of(100) {
+                    self.shared.alarm(
+                        AlarmKind::NotGs1Symbol,
+                        format!(
+                            "camera read a code that is not a GS1 symbol, unit rejected: {e} ({} so far)",
+                            self.not_gs1_reads
+                        ),
+                        None,
+                    );
+                }
+                let by_serial = code::parse_with_form(&job.template, &content)
+                    .ok()
+                    .and_then(|p| self.by_serial.get(&p.data.serial).copied());
+                if let Some(unit) = by_serial.or_else(|| self.content_free_target(read.unit)) {
+                    self.mark_read(unit, now);
+                    self.decide(unit, Verdict::Reject(RejectReason::Mismatch));
+                }
+                return;
+            }
             Err(e) => {
                 // Often a wrong template or another line's symbology: worth
                 // an operator's look, once per burst rather than per unit.
@@ -699,6 +726,28 @@ mod tests {
     const FRAMED: TriggerIds = TriggerIds::UnitId {
         modulus: Some(10_000),
     };
+
+    #[tokio::test]
+    async fn a_code_from_a_symbol_without_fnc1_rejects_its_own_unit() {
+        let mut r = rig(4).await;
+        // Unit 3's code, read from a plain Data Matrix (]d1: the printer
+        // sent no FNC1), arrives with no trigger id where unit 2's result
+        // is expected: its serial names the unit to reject, not the position.
+        let plain = format!("]d1{}", r.code(&r.serials[2]));
+        let reads = vec![
+            r.good(1),
+            r.read(None, Some(plain)),
+            r.good(2),
+            r.read(Some(4), Some(format!("]d2{}", r.code(&r.serials[3])))),
+        ];
+        let report = r.run(TriggerIds::Unknown, printed(4), reads).await;
+        assert_eq!(r.state(1), UnitState::Committed);
+        assert_eq!(r.state(2), UnitState::Committed);
+        assert_eq!(r.state(3), UnitState::Rejected(RejectReason::Mismatch));
+        assert_eq!(r.state(4), UnitState::Committed);
+        assert_eq!((report.committed, report.rejected_total()), (3, 1));
+        assert_eq!(r.alarm_kinds(), vec![AlarmKind::NotGs1Symbol]);
+    }
 
     #[tokio::test]
     async fn a_repeated_read_touches_no_other_unit() {

@@ -58,7 +58,7 @@ impl Drop for Secret {
 
 /// What a line's device files hold, read and checked
 /// ([`Config::line_devices`]): the line crate's device factory.
-pub use serialine_line::{DeviceSpec, MarkerSpec};
+pub use serialine_line::{DeviceSpec, Gs1ModeIssue, MarkerSpec};
 
 impl Config {
     /// Reads the secret file `path` that config key `key` names (display
@@ -315,8 +315,13 @@ impl Config {
         errors.extend(e);
         warnings.extend(w);
         for i in 0..self.lines.len() {
-            if let Err(e) = self.line_devices(i) {
-                errors.extend(e.issues().iter().cloned());
+            match self.line_devices(i) {
+                Ok(devices) => {
+                    let (e, w) = self.fnc1_issues(i, &devices);
+                    errors.extend(e);
+                    warnings.extend(w);
+                }
+                Err(e) => errors.extend(e.issues().iter().cloned()),
             }
         }
         if errors.is_empty() {
@@ -324,6 +329,28 @@ impl Config {
         } else {
             Err(ConfigError::Files(errors))
         }
+    }
+
+    /// Line `index`'s printer's GS1 mode against its default job's
+    /// template ([`MarkerSpec::gs1_mode_issue`]): errors for a setting
+    /// that contradicts the job, a warning when the profile does not say.
+    /// Jobs started over MQTT are checked when they start
+    /// (`serialine_line::Line::start_job`).
+    fn fnc1_issues(&self, index: usize, devices: &DeviceSpec) -> (Vec<Issue>, Vec<Issue>) {
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        let Some(job) = &self.lines[index].job else {
+            return (errors, warnings);
+        };
+        let issue = devices
+            .marker
+            .gs1_mode_issue(&job.template, &format!("line[{index}].job"));
+        let key = format!("line[{index}].printer.{}", devices.marker.file_key());
+        match issue {
+            Some(Gs1ModeIssue::Unset(m)) => warnings.push(self.origin.issue(&key, m)),
+            Some(Gs1ModeIssue::Contradiction(m)) => errors.push(self.origin.issue(&key, m)),
+            None => {}
+        }
+        (errors, warnings)
     }
 
     #[cfg(unix)]

@@ -60,7 +60,7 @@ mod plan;
 mod schema;
 mod validate;
 
-pub use files::{DeviceSpec, MarkerSpec, Secret, MIN_SECRET_LEN};
+pub use files::{DeviceSpec, Gs1ModeIssue, MarkerSpec, Secret, MIN_SECRET_LEN};
 pub use line::{
     BufferConfig, CameraConfig, Grade, JobConfig, LabelSource, LineConfig, PipelineConfig,
     PrinterConfig, PrinterKind,

@@ -255,3 +255,139 @@ fn the_command_key_is_64_hex_digits_and_a_bad_one_names_its_key() {
     let keys = keys(&c.check_files().unwrap_err());
     assert!(keys.contains("mqtt.command_key_file"), "{keys:?}");
 }
+
+#[test]
+fn printer_gs1_mode_is_checked_against_the_job() {
+    let shipped_profile = fs::read_to_string(shipped("printer-cij-stx.toml")).unwrap();
+    let profile_without_fnc1: String = shipped_profile
+        .lines()
+        .filter(|l| !l.starts_with("fnc1"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let gs1 = r#"{ kind = "gs1-data-matrix" }"#;
+    let dl = r#"{ kind = "digital-link", resolver = "id.example.com" }"#;
+    // (errors, warnings) of check_files for a profile's fnc1 lines and a job.
+    let check = |fnc1: &str, template: &str| -> (Vec<String>, Vec<String>) {
+        let (_dir, path) = config_dir(&format!(
+            r#"
+[site]
+id = "plant-x"
+
+[[line]]
+id = "line-1"
+secret_file = "line-1.secret"
+printer = {{ kind = "framed", profile = "p.toml", transport = {{ kind = "tcp", addr = "127.0.0.1:9100" }} }}
+camera = {{ transport = {{ kind = "tcp", addr = "127.0.0.1:2001" }} }}
+
+[line.job]
+gtin = "09506000134352"
+lot = "L1"
+expiry = "271231"
+quantity = 10
+template = {template}
+
+[mqtt]
+command_key_file = "command.key"
+ack_key_file = "ack.key"
+"#
+        ));
+        write_keys(&path);
+        write_secret(&path.with_file_name("line-1.secret"), GOOD_SECRET, 0o600);
+        fs::write(
+            path.with_file_name("p.toml"),
+            format!("{profile_without_fnc1}{fnc1}\n"),
+        )
+        .unwrap();
+        let c = Config::load_with_env(&path, false).unwrap();
+        match c.check_files() {
+            Ok(w) => (vec![], w.iter().map(ToString::to_string).collect()),
+            Err(e) => (e.issues().iter().map(ToString::to_string).collect(), vec![]),
+        }
+    };
+    let ok = (vec![], vec![]);
+    assert_eq!(check("fnc1 = \"printer\"", gs1), ok);
+    assert_eq!(check("fnc1 = \"escape\"\nfnc1_escape = \"~1\"", gs1), ok);
+    assert_eq!(check("fnc1 = \"none\"", dl), ok);
+    assert_eq!(check("", dl), ok);
+
+    let (errors, warnings) = check("", gs1);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("key line[0].printer.profile: "),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("fnc1 is not set"), "{warnings:?}");
+
+    let (errors, _) = check("fnc1 = \"none\"", gs1);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("key line[0].printer.profile: "),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("plain Data Matrix (]d1)"), "{errors:?}");
+
+    for fnc1 in [
+        "fnc1 = \"printer\"",
+        "fnc1 = \"escape\"\nfnc1_escape = \"~1\"",
+    ] {
+        let (errors, _) = check(fnc1, dl);
+        assert_eq!(errors.len(), 1, "{fnc1}: {errors:?}");
+        assert!(errors[0].contains("not a GS1 element string"), "{errors:?}");
+    }
+
+    let (errors, _) = check("fnc1 = \"escape\"", gs1);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("needs fnc1_escape"), "{errors:?}");
+}
+
+#[test]
+fn laser_and_label_printers_gs1_mode_against_the_job() {
+    use serialine::config::Gs1ModeIssue;
+    use serialine_core::Template;
+    let gs1 = Template::Gs1DataMatrix;
+    let dl = Template::DigitalLink {
+        resolver: "id.example.com".into(),
+    };
+    let map_text = fs::read_to_string(shipped("laser-modbus.toml")).unwrap();
+    let laser = |fnc1: &str| MarkerSpec::Laser {
+        addr: "127.0.0.1:502".into(),
+        map: toml::from_str(&map_text.replace("fnc1 = \"none\"", fnc1)).unwrap(),
+    };
+    // The shipped map marks Digital Links (config/serialine.toml's laser line).
+    assert_eq!(
+        laser("fnc1 = \"none\"").gs1_mode_issue(&dl, "the job"),
+        None
+    );
+    assert!(matches!(
+        laser("fnc1 = \"none\"").gs1_mode_issue(&gs1, "the job"),
+        Some(Gs1ModeIssue::Contradiction(m)) if m.contains("the job is a GS1 element string")
+    ));
+    assert_eq!(
+        laser("fnc1 = \"printer\"").gs1_mode_issue(&gs1, "the job"),
+        None
+    );
+    assert!(matches!(
+        laser("").gs1_mode_issue(&gs1, "the job"),
+        Some(Gs1ModeIssue::Unset(_))
+    ));
+    let label = |text: &str| MarkerSpec::Zpl {
+        addr: "127.0.0.1:9100".into(),
+        label: toml::from_str(&format!("module_size = 4\nx = 0\ny = 0\n{text}")).unwrap(),
+    };
+    let dm_gs1 = label("symbology = \"data_matrix\"\ngs1 = true");
+    let dm_plain = label("symbology = \"data_matrix\"");
+    let qr = label("symbology = \"qr\"");
+    assert_eq!(dm_gs1.gs1_mode_issue(&gs1, "j"), None);
+    assert_eq!(dm_plain.gs1_mode_issue(&dl, "j"), None);
+    assert_eq!(qr.gs1_mode_issue(&dl, "j"), None);
+    for (p, t) in [(&dm_plain, &gs1), (&qr, &gs1), (&dm_gs1, &dl)] {
+        assert!(
+            matches!(
+                p.gs1_mode_issue(t, "j"),
+                Some(Gs1ModeIssue::Contradiction(_))
+            ),
+            "{p:?} {t:?}"
+        );
+    }
+}
