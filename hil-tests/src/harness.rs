@@ -501,6 +501,11 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                             .map_err(io_err("reading config/laser-modbus.toml"))?;
                     // The simulated marker answers at once: poll it as fast as it can.
                     let text = text.replace("poll_interval_ms = 20", "poll_interval_ms = 1");
+                    // The scenarios' job is a GS1 element string: the marker's
+                    // code object is in GS1 mode (the shipped map is set up
+                    // for a Digital Link line, and the daemon refuses a job
+                    // its printer's mode contradicts).
+                    let text = text.replace("fnc1 = \"none\"", "fnc1 = \"printer\"");
                     let map_path = root.join("laser-map.toml");
                     fs::write(&map_path, &text).map_err(io_err("writing the laser map"))?;
                     let sim_map: LaserSimMap = toml::from_str(&text)
