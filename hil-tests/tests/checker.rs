@@ -76,6 +76,7 @@ async fn broken_invariants_are_reported_by_serial() {
         printed: code_of(&s[0]),
         verdict,
         content: Some(code_of(&s[0])),
+        symbology: None,
         grade: Grade::A,
     };
     let camera_log = vec![read(1, Verdict::Good), read(2, Verdict::Duplicate)];
@@ -183,6 +184,7 @@ async fn a_cascade_after_a_double_trigger_is_reported() {
             printed: code_of(serial),
             verdict,
             content: Some(code_of(serial)),
+            symbology: None,
             grade: Grade::A,
         };
         let mut camera_log = vec![
@@ -423,6 +425,7 @@ async fn the_printer_side_is_decoded_from_the_profile_and_a_malformed_frame_is_a
                 printed: code_of(serial),
                 verdict: Verdict::Good,
                 content: Some(code_of(serial)),
+                symbology: None,
                 grade: Grade::A,
             })
             .collect();
@@ -568,6 +571,7 @@ fn own_read(serial: &Serial, verdict: Verdict) -> Reported {
             Verdict::NoRead => None,
             _ => Some(code_of(serial)),
         },
+        symbology: None,
         grade: if verdict == Verdict::LowGrade {
             Grade::D
         } else {
