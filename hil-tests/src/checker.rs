@@ -14,7 +14,7 @@
 use crate::scenario::{Expect, StopWhen};
 use serde_json::Value;
 use serialine_core::code::{self, Template};
-use serialine_core::{Serial, UnitState};
+use serialine_core::{AlarmKind, RejectReason, Serial, UnitState};
 use serialine_devices::printer::{FrameDecoder, FramedProfile, Token};
 use serialine_sim::camera::{Reported, Verdict};
 use serialine_sim::recording::{Direction, Recording};
@@ -206,6 +206,41 @@ pub struct Accounting {
     /// Units voided after each kill (before the next), when the harness
     /// recorded the kills' times.
     pub voided_per_kill: Vec<u64>,
+    /// Per unit fault kind ([`UNIT_FAULTS`], by alarm kind) the camera
+    /// injected at least once: what was injected and what the daemon did.
+    pub unit_faults: std::collections::BTreeMap<&'static str, UnitFaultCount>,
+}
+
+/// A fault the camera injects on a unit's own read that must reject that
+/// unit with `reason` and raise one alarm of kind `alarm` naming its serial.
+/// `Expect::exact_unit_faults` compares, per kind, what was injected (the
+/// camera log's verdicts) with the ledger's rejects and the logged alarms.
+#[derive(Debug, Clone, Copy)]
+pub struct UnitFault {
+    pub verdict: Verdict,
+    pub alarm: AlarmKind,
+    pub reason: RejectReason,
+}
+
+/// Every unit fault kind the checker accounts for exactly.
+pub const UNIT_FAULTS: &[UnitFault] = &[
+    // A GS1 code read from a plain symbol (`]d1`: no FNC1): issue 19.
+    UnitFault {
+        verdict: Verdict::PlainSymbol,
+        alarm: AlarmKind::NotGs1Symbol,
+        reason: RejectReason::Mismatch,
+    },
+];
+
+/// One [`UnitFault`] kind's count in a run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UnitFaultCount {
+    /// Units whose own read the camera faulted so.
+    pub injected: u64,
+    /// Of those, units the ledger holds rejected with the fault's reason.
+    pub rejected: u64,
+    /// Alarms of the fault's kind in the daemon's logs.
+    pub alarms: u64,
 }
 
 impl fmt::Display for Accounting {
@@ -233,6 +268,13 @@ impl fmt::Display for Accounting {
         )?;
         if !self.voided_per_kill.is_empty() {
             write!(f, ", voided per kill {:?}", self.voided_per_kill)?;
+        }
+        for (kind, n) in &self.unit_faults {
+            write!(
+                f,
+                ", {kind}: {} injected, {} rejected, {} alarm(s)",
+                n.injected, n.rejected, n.alarms
+            )?;
         }
         Ok(())
     }
@@ -810,7 +852,116 @@ pub fn check(input: &CheckInput) -> Report {
     }
     check_camera_extras(&mut c, &records);
     check_accounting(&mut c, &records);
+    check_unit_faults(&mut c, &records);
     c.report
+}
+
+/// Per [`UNIT_FAULTS`] kind: an alarm of the kind naming a serial whose own
+/// read was not so faulted is false (always checked). With
+/// `exact_unit_faults`: every injected unit is rejected with the kind's
+/// reason and named by exactly one alarm of the kind, and the kind's
+/// alarms are exactly the injected count (none without a serial).
+fn check_unit_faults(c: &mut Checker<'_>, records: &[(Serial, serialine_store::SerialRecord)]) {
+    let input = c.input;
+    let exact = input.expect.exact_unit_faults;
+    // A unit's own read: the first report of its printed code that is not
+    // an extra line (as in the accounting).
+    let mut own: HashMap<Serial, Verdict> = HashMap::new();
+    for r in &input.camera_log {
+        if matches!(
+            r.verdict,
+            Verdict::DoubleTrigger | Verdict::Refed | Verdict::OtherLine
+        ) {
+            continue;
+        }
+        if let Some(s) = serial_of(&r.printed) {
+            own.entry(s).or_insert(r.verdict);
+        }
+    }
+    let state: HashMap<&Serial, UnitState> = records.iter().map(|(s, r)| (s, r.state)).collect();
+    let alarms = logged_alarms(&input.logs);
+    for fault in UNIT_FAULTS {
+        let kind = fault.alarm.as_str();
+        let mut injected: Vec<&Serial> = own
+            .iter()
+            .filter(|(_, v)| **v == fault.verdict)
+            .map(|(s, _)| s)
+            .collect();
+        injected.sort();
+        let mut named: HashMap<&str, u64> = HashMap::new();
+        let mut count = UnitFaultCount::default();
+        let mut unnamed = 0u64;
+        for (k, serial) in &alarms {
+            if k != kind {
+                continue;
+            }
+            count.alarms += 1;
+            match serial {
+                Some(s) => *named.entry(s.as_str()).or_default() += 1,
+                None => unnamed += 1,
+            }
+        }
+        let mut false_alarms: Vec<(&str, u64)> = named
+            .iter()
+            .filter(|(s, _)| {
+                Serial::new(**s).map_or(true, |s| own.get(&s).copied() != Some(fault.verdict))
+            })
+            .map(|(s, n)| (*s, *n))
+            .collect();
+        false_alarms.sort();
+        for (serial, n) in false_alarms.iter().take(20) {
+            c.violate(
+                Rule::Accounting,
+                Some(serial),
+                format!(
+                    "{n} {kind} alarm(s) for a unit whose own read the camera did not inject as {:?}",
+                    fault.verdict
+                ),
+            );
+        }
+        count.injected = injected.len() as u64;
+        for serial in &injected {
+            let st = state.get(serial).copied();
+            if st == Some(UnitState::Rejected(fault.reason)) {
+                count.rejected += 1;
+            } else if exact {
+                c.violate(
+                    Rule::Expectation,
+                    Some(serial.as_str()),
+                    format!(
+                        "the camera injected {:?} on this unit's read; the ledger says {}, not rejected ({})",
+                        fault.verdict,
+                        st.map_or_else(|| "nothing".to_string(), |s| s.to_string()),
+                        fault.reason.as_str()
+                    ),
+                );
+            }
+            let n = named.get(serial.as_str()).copied().unwrap_or(0);
+            if exact && n != 1 {
+                c.violate(
+                    Rule::Expectation,
+                    Some(serial.as_str()),
+                    format!(
+                        "the camera injected {:?} on this unit's read; the daemon logged {n} {kind} alarm(s) naming it, expected 1",
+                        fault.verdict
+                    ),
+                );
+            }
+        }
+        if exact && (count.alarms != count.injected || unnamed > 0) {
+            c.violate(
+                Rule::Expectation,
+                None,
+                format!(
+                    "the camera injected {} {:?} read(s); the daemon logged {} {kind} alarm(s), {unnamed} naming no serial",
+                    count.injected, fault.verdict, count.alarms
+                ),
+            );
+        }
+        if count.injected > 0 || count.alarms > 0 {
+            c.report.accounting.unit_faults.insert(kind, count);
+        }
+    }
 }
 
 /// Extra camera results (double trigger, re-fed pack, another line's pack)
@@ -997,6 +1148,9 @@ fn check_accounting(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Se
             // had no read of its own.
             (Some(Verdict::Duplicate), R::Duplicate | R::Mismatch | R::NoRead) => true,
             (Some(Verdict::LowGrade), R::LowGrade) => true,
+            // A plain symbol (issue 19): the read names the unit, which is
+            // rejected as a mismatch (a no-read if the read was lost).
+            (Some(Verdict::PlainSymbol), R::Mismatch | R::NoRead) => true,
             // Read good, but the camera's link dropped with the report.
             (Some(Verdict::Good), R::NoRead) => ev.camera_drops > 0,
             // Refused, or lost with the device's link or a jam.

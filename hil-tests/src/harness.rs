@@ -546,6 +546,9 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                 refed_rate: c.refed_rate,
                 other_line_rate: c.other_line_rate,
                 other_line_codes: other_line_codes(&s, &issuer)?,
+                symbology_id: c.symbology_id.clone(),
+                plain_symbol_rate: c.plain_symbol_rate,
+                plain_symbol_at: c.plain_symbol_at.clone(),
                 ..CameraKnobs::default()
             };
             let (camera, camera_addr) = CameraSim::listen(

@@ -132,6 +132,8 @@ pub fn camera_log(path: &Path, min_grade: serialine_core::Grade) -> Vec<Reported
                 printed: read.content.clone().unwrap_or_default(),
                 verdict,
                 content: read.content,
+                // Recorded content is kept as sent, an identifier included.
+                symbology: None,
                 grade,
             }
         })

@@ -177,6 +177,14 @@ pub struct CameraSpec {
     pub refed_rate: f64,
     /// An extra result line with a valid code of another line's block.
     pub other_line_rate: f64,
+    /// The symbology identifier the camera puts before every read, e.g.
+    /// `"]d2"` (GS1 DataMatrix); default none.
+    pub symbology_id: Option<String>,
+    /// A unit's read comes as `]d1` (a plain Data Matrix: the printer lost
+    /// GS1 mode for that pack), with this probability per unit.
+    pub plain_symbol_rate: f64,
+    /// ... and at exactly these units (the n-th reported, from 1).
+    pub plain_symbol_at: Vec<u64>,
 }
 
 /// Faults the harness applies while the daemon runs. "Units" are units
@@ -351,6 +359,11 @@ pub struct Expect {
     /// ids per kill, broker outage or state step (none without them);
     /// default: unbounded with them.
     pub max_redeliveries_per_event: Option<u64>,
+    /// Every unit fault the camera injected on a unit's own read (a plain
+    /// symbol: `]d1`) rejected that unit with the fault's reason and raised
+    /// exactly one alarm of the fault's kind naming its serial, and no
+    /// other (see `checker::UNIT_FAULTS`). For scenarios without kills.
+    pub exact_unit_faults: bool,
     /// Issue 20: at most this many duplicate/foreign camera reports excused
     /// from the alarm check (near kills, or meeting their own unit).
     pub max_alarms_excused: Option<u64>,
@@ -403,10 +416,18 @@ impl Scenario {
             ),
             ("camera.refed_rate", self.camera.refed_rate),
             ("camera.other_line_rate", self.camera.other_line_rate),
+            ("camera.plain_symbol_rate", self.camera.plain_symbol_rate),
         ];
         for (k, r) in rates {
             if !(0.0..=1.0).contains(&r) {
                 return Err(format!("{k} = {r}: expected a probability in 0..=1"));
+            }
+        }
+        if let Some(id) = &self.camera.symbology_id {
+            if serialine_core::code::Symbology::from_id(id).is_none() {
+                return Err(format!(
+                    "camera.symbology_id = {id:?}: not a symbology identifier Serialine knows (e.g. \"]d2\")"
+                ));
             }
         }
         if self.line.printer == PrinterKind::Laser && self.stop_when == StopWhen::PrinterJammed {

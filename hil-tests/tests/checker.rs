@@ -76,6 +76,7 @@ async fn broken_invariants_are_reported_by_serial() {
         printed: code_of(&s[0]),
         verdict,
         content: Some(code_of(&s[0])),
+        symbology: None,
         grade: Grade::A,
     };
     let camera_log = vec![read(1, Verdict::Good), read(2, Verdict::Duplicate)];
@@ -183,6 +184,7 @@ async fn a_cascade_after_a_double_trigger_is_reported() {
             printed: code_of(serial),
             verdict,
             content: Some(code_of(serial)),
+            symbology: None,
             grade: Grade::A,
         };
         let mut camera_log = vec![
@@ -423,6 +425,7 @@ async fn the_printer_side_is_decoded_from_the_profile_and_a_malformed_frame_is_a
                 printed: code_of(serial),
                 verdict: Verdict::Good,
                 content: Some(code_of(serial)),
+                symbology: None,
                 grade: Grade::A,
             })
             .collect();
@@ -568,6 +571,7 @@ fn own_read(serial: &Serial, verdict: Verdict) -> Reported {
             Verdict::NoRead => None,
             _ => Some(code_of(serial)),
         },
+        symbology: None,
         grade: if verdict == Verdict::LowGrade {
             Grade::D
         } else {
@@ -1074,5 +1078,134 @@ async fn a_mid_job_stop_without_reconciliation_is_reported() {
     assert!(
         text.iter().any(|t| t.contains("no run reconciled")),
         "{text:#?}"
+    );
+}
+
+/// Issue 19: a unit fault the camera injected on a unit's own read
+/// (a plain symbol, `]d1`) rejects exactly that unit with the fault's reason
+/// and raises exactly one alarm of the fault's kind naming its serial.
+#[tokio::test]
+async fn unit_faults_are_accounted_per_kind() {
+    use RejectReason as R;
+    let mismatch = UnitState::Rejected(R::Mismatch);
+    let outcomes = [
+        UnitState::Committed,
+        mismatch,
+        mismatch,
+        UnitState::Committed,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, store, s) = ledger(dir.path(), &outcomes).await;
+    let codes: Vec<String> = s.iter().map(code_of).collect();
+    let mut camera = vec![
+        own_read(&s[0], Verdict::Good),
+        own_read(&s[1], Verdict::PlainSymbol),
+        own_read(&s[2], Verdict::PlainSymbol),
+        own_read(&s[3], Verdict::Good),
+    ];
+    for r in &mut camera {
+        r.symbology = Some(
+            if r.verdict == Verdict::PlainSymbol {
+                "]d1"
+            } else {
+                "]d2"
+            }
+            .into(),
+        );
+    }
+    let alarm = |x: Option<&Serial>| {
+        let serial = x.map_or_else(|| "None".to_string(), |x| format!("Some(\"{x}\")"));
+        log_line(serde_json::json!({ "kind": "not-gs1-symbol", "serial": serial }))
+    };
+    let expect = Expect {
+        exact_unit_faults: true,
+        no_good_unit_rejected: true,
+        max_rejected: Some(2),
+        ..Expect::default()
+    };
+    let go = |store: &Store, camera: Vec<Reported>, logs: Vec<String>, expect: Expect| {
+        run(
+            store,
+            &issuer,
+            codes.clone(),
+            camera,
+            vec![],
+            upstream_of(store),
+            logs,
+            4,
+            expect,
+            events(),
+            false,
+        )
+    };
+    // Done right.
+    let right_logs = vec![format!("{}\n{}", alarm(Some(&s[1])), alarm(Some(&s[2])))];
+    let report = go(&store, camera.clone(), right_logs.clone(), expect.clone());
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+    let n = report.accounting.unit_faults["not-gs1-symbol"];
+    assert_eq!((n.injected, n.rejected, n.alarms), (2, 2, 2));
+    assert_eq!(report.accounting.rejects.get("mismatch"), Some(&2));
+
+    // Broken: one alarm for the first plain symbol only, naming no serial
+    // (an alarm rate-limited per burst).
+    let report = go(&store, camera.clone(), vec![alarm(None)], expect.clone());
+    let text = accounting(&report);
+    for x in [&s[1], &s[2]] {
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| v.serial.as_deref() == Some(x.as_str())
+                    && v.message.contains("0 not-gs1-symbol alarm(s) naming it")),
+            "{x}: {text:#?}"
+        );
+    }
+    assert!(
+        text.iter()
+            .any(|t| t.contains("1 not-gs1-symbol alarm(s), 1 naming no serial")),
+        "{text:#?}"
+    );
+
+    // Broken: an alarm naming a unit read good is false, checked even
+    // without `exact_unit_faults`.
+    let mut logs = right_logs.clone();
+    logs.push(alarm(Some(&s[0])));
+    let report = go(&store, camera.clone(), logs, Expect::default());
+    let text = accounting(&report);
+    assert!(
+        report.violations.iter().any(|v| v.rule == Rule::Accounting
+            && v.serial.as_deref() == Some(s[0].as_str())
+            && v.message.contains("did not inject")),
+        "{text:#?}"
+    );
+
+    // Broken: the daemon committed the second plain symbol's unit (the fix
+    // switched off): invariant 2 and the per-kind count both say so.
+    let dir2 = tempfile::tempdir().unwrap();
+    let outcomes = [
+        UnitState::Committed,
+        mismatch,
+        UnitState::Committed,
+        UnitState::Committed,
+    ];
+    let (_, store2, s2) = ledger(dir2.path(), &outcomes).await;
+    assert_eq!(s2, s, "the same issuer seed gives the same serials");
+    let report = go(&store2, camera, vec![alarm(Some(&s[1]))], expect);
+    let n = report.accounting.unit_faults["not-gs1-symbol"];
+    assert_eq!((n.injected, n.rejected, n.alarms), (2, 1, 1));
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.rule == Rule::Invariant(2) && v.serial.as_deref() == Some(s[2].as_str())),
+        "{:#?}",
+        report.violations
+    );
+    assert!(
+        report.violations.iter().any(|v| v.rule == Rule::Expectation
+            && v.serial.as_deref() == Some(s[2].as_str())
+            && v.message.contains("not rejected (mismatch)")),
+        "{:#?}",
+        report.violations
     );
 }

@@ -78,6 +78,7 @@ scenarios! {
     camera_double_trigger => "camera-double-trigger",
     camera_refed_pack => "camera-refed-pack",
     camera_other_line => "camera-other-line",
+    camera_plain_symbol => "camera-plain-symbol",
     camera_double_trigger_no_read => "camera-double-trigger-no-read",
     laser_double_trigger => "laser-double-trigger",
     command_retained => "command-retained",

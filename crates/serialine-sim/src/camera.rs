@@ -4,8 +4,11 @@
 //! TCP socket, with knobs for misreads, no-reads, low grades, duplicates,
 //! foreign codes and garbage lines, and for extra result lines: a double
 //! trigger (a line repeated), a re-fed pack (an earlier good code) and
-//! another line's pack (another line's valid code). Every report is logged with its
-//! [`Verdict`] so a test can check what the pipeline made of it.
+//! another line's pack (another line's valid code). A symbology identifier
+//! (`]d2`, ...) can be put before every decoded content, and a unit's read
+//! can come as `]d1` instead (a plain Data Matrix: the printer lost GS1 mode
+//! for that pack). Every report is logged with its [`Verdict`] so a test can
+//! check what the pipeline made of it.
 
 use crate::printer::SplitMix64;
 use crate::recording::{Direction, Recorder};
@@ -54,6 +57,18 @@ pub struct CameraKnobs {
     /// issued to another line), with this probability per unit.
     pub other_line_rate: f64,
     pub other_line_codes: Vec<String>,
+    /// The AIM symbology identifier (e.g. `"]d2"`) the camera puts before
+    /// every decoded content; `None`: none, as before.
+    pub symbology_id: Option<String>,
+    /// A plain symbol: the unit's own code, read right, but from a Data
+    /// Matrix without FNC1, so reported as `]d1` + code
+    /// ([`PLAIN_SYMBOL_ID`]) whatever `symbology_id` says, with this
+    /// probability per unit. Drawn after the duplicate and before the low
+    /// grade knob.
+    pub plain_symbol_rate: f64,
+    /// A plain symbol at exactly these units (the n-th unit reported, from
+    /// 1), unless an earlier knob already applies to that unit.
+    pub plain_symbol_at: Vec<u64>,
 }
 
 impl Default for CameraKnobs {
@@ -74,6 +89,9 @@ impl Default for CameraKnobs {
             refed_rate: 0.0,
             other_line_rate: 0.0,
             other_line_codes: Vec::new(),
+            symbology_id: None,
+            plain_symbol_rate: 0.0,
+            plain_symbol_at: Vec::new(),
         }
     }
 }
@@ -96,6 +114,9 @@ pub enum Verdict {
     /// An extra result line for another line's pack (a valid code of
     /// another line's block); logged with the unit reported next.
     OtherLine,
+    /// The unit's own code, read from a plain symbol (no FNC1): sent with
+    /// [`PLAIN_SYMBOL_ID`] before it.
+    PlainSymbol,
 }
 
 /// One logged report.
@@ -105,10 +126,17 @@ pub struct Reported {
     /// What was printed.
     pub printed: String,
     pub verdict: Verdict,
-    /// The content reported (`None`: no-read).
+    /// The content reported (`None`: no-read), without the symbology
+    /// identifier, so it compares with `printed`.
     pub content: Option<String>,
+    /// The symbology identifier sent before `content` (`None`: none, or a
+    /// no-read).
+    pub symbology: Option<String>,
     pub grade: Grade,
 }
+
+/// The identifier of a plain (non-GS1) Data Matrix: ECC 200 without FNC1.
+pub const PLAIN_SYMBOL_ID: &str = "]d1";
 
 /// A line that never parses with a template that has separators.
 pub const GARBAGE_LINE: &str = "\u{7f}~~ camera buffer overrun ~~";
@@ -294,6 +322,10 @@ impl Core {
         } else if !self.history.is_empty() && self.rng.chance(k.duplicate_rate) {
             let i = self.rng.below(self.history.len());
             (Verdict::Duplicate, self.history.get(i).cloned(), k.grade)
+        } else if k.plain_symbol_at.contains(&(self.units_reported + 1))
+            || self.rng.chance(k.plain_symbol_rate)
+        {
+            (Verdict::PlainSymbol, Some(code.clone()), k.grade)
         } else if self.rng.chance(k.low_grade_rate) {
             (Verdict::LowGrade, Some(code.clone()), k.low_grade)
         } else {
@@ -315,9 +347,13 @@ impl Core {
             self.other_line_next += 1;
             self.extra_line(&mut out, unit, &code, Verdict::OtherLine, other, k.grade);
         }
-        let line = self
-            .format
-            .render(Some(unit), content.as_deref(), Some(grade));
+        let symbology = match (verdict, &content) {
+            (_, None) => None,
+            (Verdict::PlainSymbol, Some(_)) => Some(PLAIN_SYMBOL_ID.to_string()),
+            (_, Some(_)) => k.symbology_id.clone(),
+        };
+        let sent = wire_content(symbology.as_deref(), content.as_deref());
+        let line = self.format.render(Some(unit), sent.as_deref(), Some(grade));
         out.extend_from_slice(line.as_bytes());
         out.extend_from_slice(b"\r\n");
         self.units_reported += 1;
@@ -332,6 +368,7 @@ impl Core {
                 printed: code.clone(),
                 verdict,
                 content: content.clone(),
+                symbology: symbology.clone(),
                 grade,
             });
             if double {
@@ -343,6 +380,7 @@ impl Core {
                     printed: code.clone(),
                     verdict: Verdict::DoubleTrigger,
                     content,
+                    symbology,
                     grade,
                 });
             }
@@ -362,7 +400,9 @@ impl Core {
         content: Option<String>,
         grade: Grade,
     ) {
-        let line = self.format.render(None, content.as_deref(), Some(grade));
+        let symbology = content.as_ref().and(self.knobs.symbology_id.clone());
+        let sent = wire_content(symbology.as_deref(), content.as_deref());
+        let line = self.format.render(None, sent.as_deref(), Some(grade));
         out.extend_from_slice(line.as_bytes());
         out.extend_from_slice(b"\r\n");
         if let Ok(mut log) = self.log.lock() {
@@ -371,10 +411,16 @@ impl Core {
                 printed: code.to_string(),
                 verdict,
                 content,
+                symbology,
                 grade,
             });
         }
     }
+}
+
+/// What goes in the line's content field: the identifier, then the data.
+fn wire_content(symbology: Option<&str>, content: Option<&str>) -> Option<String> {
+    content.map(|c| format!("{}{c}", symbology.unwrap_or("")))
 }
 
 /// The code with its last alphanumeric character changed: a plausible
@@ -398,7 +444,107 @@ fn misread(code: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::misread;
+    use super::*;
+    use serialine_core::code::{self, CodeError, Template};
+
+    /// A camera core with `knobs`, fed by hand through `report`.
+    fn core(knobs: CameraKnobs) -> Core {
+        let (_tx, printed) = tokio::sync::mpsc::unbounded_channel();
+        Core::new(&CameraProfile::default(), knobs, printed, None).expect("default profile")
+    }
+
+    fn code(serial: &str) -> String {
+        format!("010950600013435217271231\u{1d}10LOT1\u{1d}21{serial}")
+    }
+
+    /// The content field of each line `report` wrote.
+    fn contents(out: &[u8]) -> Vec<String> {
+        let format = CameraProfile::default().compile().expect("profile");
+        String::from_utf8_lossy(out)
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                format
+                    .parse(l.as_bytes())
+                    .expect("parses")
+                    .content
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_read_carries_the_symbology_id_and_plain_symbols_carry_d1() {
+        let mut c = core(CameraKnobs {
+            symbology_id: Some("]d2".into()),
+            plain_symbol_at: vec![2, 4],
+            ..CameraKnobs::default()
+        });
+        for unit in 1..=5u64 {
+            let printed = code(&format!("S{unit}"));
+            let sent = contents(&c.report(unit, printed.clone()));
+            let id = if [2, 4].contains(&unit) { "]d1" } else { "]d2" };
+            assert_eq!(sent, vec![format!("{id}{printed}")]);
+            // What the daemon's code parser makes of it for a GS1 job.
+            let parsed = code::parse(&Template::Gs1DataMatrix, &sent[0]);
+            if id == "]d1" {
+                assert!(
+                    matches!(parsed, Err(CodeError::NotGs1Symbol { .. })),
+                    "{parsed:?}"
+                );
+            } else {
+                let data = parsed.expect("a GS1 symbol");
+                assert_eq!(data.serial.as_str(), format!("S{unit}"));
+            }
+        }
+        let log = c.log.lock().expect("log").clone();
+        let verdicts: Vec<Verdict> = log.iter().map(|r| r.verdict).collect();
+        use Verdict::{Good, PlainSymbol};
+        assert_eq!(verdicts, vec![Good, PlainSymbol, Good, PlainSymbol, Good]);
+        // The log keeps the data apart from the identifier.
+        assert_eq!(log[1].content.as_deref(), Some(log[1].printed.as_str()));
+        assert_eq!(log[1].symbology.as_deref(), Some(PLAIN_SYMBOL_ID));
+        assert_eq!(log[0].symbology.as_deref(), Some("]d2"));
+    }
+
+    #[test]
+    fn plain_symbol_rate_is_drawn_from_the_seed() {
+        let run = |knobs: CameraKnobs| -> Vec<Verdict> {
+            let mut c = core(knobs);
+            for u in 1..=400u64 {
+                c.report(u, code(&format!("S{u}")));
+            }
+            let log = c.log.lock().expect("log");
+            log.iter().map(|r| r.verdict).collect()
+        };
+        let knobs = CameraKnobs {
+            seed: 9,
+            plain_symbol_rate: 0.05,
+            ..CameraKnobs::default()
+        };
+        let a = run(knobs.clone());
+        assert_eq!(a, run(knobs), "same seed, same draws");
+        let plain = a.iter().filter(|v| **v == Verdict::PlainSymbol).count();
+        assert!((5..=40).contains(&plain), "{plain} plain symbols in 400");
+    }
+
+    #[test]
+    fn no_symbology_id_sends_the_code_as_before() {
+        let mut c = core(CameraKnobs {
+            no_read_rate: 0.5,
+            ..CameraKnobs::default()
+        });
+        for u in 1..=20u64 {
+            let printed = code(&format!("S{u}"));
+            let sent = contents(&c.report(u, printed.clone()));
+            assert!(
+                sent == vec![printed] || sent == vec![String::new()],
+                "{sent:?}"
+            );
+        }
+        let log = c.log.lock().expect("log").clone();
+        assert!(log.iter().all(|r| r.symbology.is_none()));
+    }
 
     #[test]
     fn misread_changes_one_character() {

@@ -335,20 +335,22 @@ impl Verdicts {
                 // The right data in a non-GS1 symbol: the printer sent no
                 // FNC1, so the pack does not carry a GS1 DataMatrix. Reject
                 // it, the unit its serial names if there is one, and say why.
+                // One alarm per read, naming the serial (as duplicate-read
+                // and foreign-code do): each rejects a unit, and an operator
+                // (and the hil checker) must be able to tell which.
                 self.not_gs1_reads += 1;
-                if self.not_gs1_reads == 1 || self.not_gs1_reads.is_multiple_of(100) {
-                    self.shared.alarm(
-                        AlarmKind::NotGs1Symbol,
-                        format!(
-                            "camera read a code that is not a GS1 symbol, unit rejected: {e} ({} so far)",
-                            self.not_gs1_reads
-                        ),
-                        None,
-                    );
-                }
-                let by_serial = code::parse_with_form(&job.template, &content)
+                let serial = code::parse_with_form(&job.template, &content)
                     .ok()
-                    .and_then(|p| self.by_serial.get(&p.data.serial).copied());
+                    .map(|p| p.data.serial);
+                self.shared.alarm(
+                    AlarmKind::NotGs1Symbol,
+                    format!(
+                        "camera read a code that is not a GS1 symbol, unit rejected: {e} ({} so far)",
+                        self.not_gs1_reads
+                    ),
+                    serial.clone(),
+                );
+                let by_serial = serial.and_then(|s| self.by_serial.get(&s).copied());
                 if let Some(unit) = by_serial.or_else(|| self.content_free_target(read.unit)) {
                     self.mark_read(unit, now);
                     self.decide(unit, Verdict::Reject(RejectReason::Mismatch));
@@ -711,9 +713,14 @@ mod tests {
         }
 
         fn alarm_kinds(&mut self) -> Vec<AlarmKind> {
+            self.alarms_named().into_iter().map(|(k, _)| k).collect()
+        }
+
+        /// Every alarm raised so far, with the serial it names.
+        fn alarms_named(&mut self) -> Vec<(AlarmKind, Option<Serial>)> {
             let mut out = Vec::new();
             while let Ok(a) = self.alarms.try_recv() {
-                out.push(a.kind);
+                out.push((a.kind, a.serial));
             }
             out
         }
@@ -746,7 +753,12 @@ mod tests {
         assert_eq!(r.state(3), UnitState::Rejected(RejectReason::Mismatch));
         assert_eq!(r.state(4), UnitState::Committed);
         assert_eq!((report.committed, report.rejected_total()), (3, 1));
-        assert_eq!(r.alarm_kinds(), vec![AlarmKind::NotGs1Symbol]);
+        // One alarm, naming the rejected unit's serial.
+        let unit3 = r.serials[2].clone();
+        assert_eq!(
+            r.alarms_named(),
+            vec![(AlarmKind::NotGs1Symbol, Some(unit3))]
+        );
     }
 
     #[tokio::test]
