@@ -27,6 +27,7 @@ pub mod fence;
 mod operator;
 mod outbox;
 mod prefetch;
+pub mod prom_metrics;
 mod tlscheck;
 pub mod wire;
 
@@ -159,6 +160,13 @@ pub fn start(
         ),
     ];
     let mut tasks = tasks;
+    if prom_metrics::gauge_sampling() {
+        tasks.push(tokio::spawn(prom_metrics::sample_gauges(
+            cfg.line.clone(),
+            store.clone(),
+            product_tx.subscribe(),
+        )));
+    }
     // Only a store with a fence takes part in the handshake.
     if store.has_fence() {
         tasks.push(tokio::spawn(
