@@ -154,6 +154,10 @@ fn shipped_demo_loads_with_paths_next_to_it() {
     assert_eq!(c.daemon.state_dir, dir.join("serialine-demo-state"));
     assert_eq!(c.lines[0].secret_file, dir.join("demo-line-1.secret"));
     assert!(!c.daemon.watchdog);
+    assert_eq!(
+        c.metrics.map(|m| m.listen.to_string()).as_deref(),
+        Some("127.0.0.1:9898")
+    );
     assert!(c.lines[0].job.as_ref().unwrap().to_job().is_ok());
 }
 
