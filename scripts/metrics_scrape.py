@@ -153,6 +153,10 @@ def main():
                 fail(f"{lid}: latency histogram counted {count}, units decided {decided}")
             if value(fams["serialine_mqtt_connects"], "serialine_mqtt_connects_total", line=lid) < 1:
                 fail(f"{lid}: no MQTT connection counted")
+            # Upstream acknowledged every outcome before the summary.
+            outbox = value(fams["serialine_outbox_events"], "serialine_outbox_events", line=lid)
+            if outbox != 0:
+                fail(f"{lid}: {outbox} events still in the outbox after the summary")
 
         series = sum(len(f.samples) for f in fams.values())
         print(f"metrics_scrape: OK: {len(text)} bytes, {len(fams)} families, {series} samples, "

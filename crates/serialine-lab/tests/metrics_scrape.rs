@@ -323,10 +323,22 @@ fn the_demo_serves_every_family_per_line_and_the_dashboard_uses_only_them() {
                 "{id} {device}"
             );
         }
-        // Sampled while the uplink ran (the demo stops its uplinks before
-        // the summary, so the last sample may predate the final acks).
-        assert!(s.iter().any(|(n, l, _)| n == "serialine_outbox_events"
-            && l.get("line").map(String::as_str) == Some(id)));
+        // Upstream acknowledged everything before the summary (the last
+        // sample is taken as the demo stops its uplinks).
+        assert_eq!(
+            sum(&s, "serialine_outbox_events", &[("line", id)]),
+            0.0,
+            "{id}"
+        );
+        assert_eq!(
+            sum(
+                &s,
+                "serialine_outbox_oldest_event_age_seconds",
+                &[("line", id)]
+            ),
+            0.0,
+            "{id}"
+        );
         assert!(
             sum(&s, "serialine_buffer_serials", &[("line", id)]) > 0.0,
             "{id}"

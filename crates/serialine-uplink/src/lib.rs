@@ -193,6 +193,7 @@ pub fn start(
             product: product_tx,
             alarms: alarm_tx,
             tasks: Mutex::new(tasks),
+            gauge_store: Mutex::new(prom_metrics::gauge_sampling().then_some(store)),
         }),
     };
     Ok((handle, cmd_rx))
@@ -210,10 +211,15 @@ struct Inner {
     product: watch::Sender<Option<serialine_core::Gtin>>,
     alarms: mpsc::Sender<Alarm>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// With metrics on, for the gauges' last sample at a clean shutdown;
+    /// taken (and dropped) by the shutdown or abort that ends the tasks, so
+    /// the ledger is held no longer than the tasks hold it.
+    gauge_store: Mutex<Option<Store>>,
 }
 
 impl Inner {
     fn abort(&self) {
+        drop(self.take_gauge_store());
         for t in self
             .tasks
             .lock()
@@ -222,6 +228,15 @@ impl Inner {
         {
             t.abort();
         }
+    }
+}
+
+impl Inner {
+    fn take_gauge_store(&self) -> Option<Store> {
+        self.gauge_store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 
@@ -350,6 +365,12 @@ impl UplinkHandle {
             let _ = link.wait_for(|_| false).await;
         };
         let _ = tokio::time::timeout(timeout, bye).await;
+        // The sampler ends with the tasks: the gauges keep what the line
+        // left (the demo's endpoint outlives its uplinks).
+        if let Some(store) = self.inner.take_gauge_store() {
+            let product = *self.inner.product.borrow();
+            prom_metrics::StoreGauges::new(&self.inner.cfg.line).sample(&store, product);
+        }
         self.inner.abort();
     }
 }

@@ -39,21 +39,25 @@ pub(crate) fn gauge_sampling() -> bool {
     SAMPLING.load(Ordering::Acquire)
 }
 
-/// Samples the store's gauges until the uplink is stopped (its task aborted).
-pub(crate) async fn sample_gauges(
-    line: String,
-    store: Store,
-    product: tokio::sync::watch::Receiver<Option<serialine_core::Gtin>>,
-) {
-    let buffer = metrics::gauge!(BUFFER_SERIALS, "line" => line.clone());
-    let outbox = metrics::gauge!(OUTBOX_EVENTS, "line" => line.clone());
-    let oldest = metrics::gauge!(OUTBOX_OLDEST_AGE, "line" => line);
-    let mut tick = tokio::time::interval(SAMPLE_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let gtin = *product.borrow();
-        let depth = match gtin {
+/// The store's gauges of one line.
+pub(crate) struct StoreGauges {
+    buffer: metrics::Gauge,
+    outbox: metrics::Gauge,
+    oldest: metrics::Gauge,
+}
+
+impl StoreGauges {
+    pub fn new(line: &str) -> StoreGauges {
+        StoreGauges {
+            buffer: metrics::gauge!(BUFFER_SERIALS, "line" => line.to_string()),
+            outbox: metrics::gauge!(OUTBOX_EVENTS, "line" => line.to_string()),
+            oldest: metrics::gauge!(OUTBOX_OLDEST_AGE, "line" => line.to_string()),
+        }
+    }
+
+    /// Reads the store now; `product` is the running (or last) job's.
+    pub fn sample(&self, store: &Store, product: Option<serialine_core::Gtin>) {
+        let depth = match product {
             // The running product's buffer, as the status topic reports it;
             // an unreadable ledger falls back to every product's serials.
             Some(g) => store
@@ -61,14 +65,31 @@ pub(crate) async fn sample_gauges(
                 .unwrap_or_else(|_| store.buffer_depth()),
             None => store.buffer_depth(),
         };
-        buffer.set(depth as f64);
-        outbox.set(store.outbox_depth() as f64);
+        self.buffer.set(depth as f64);
+        self.outbox.set(store.outbox_depth() as f64);
         let age = store
             .outbox_peek(1)
             .ok()
             .and_then(|e| e.first().map(|e| e.at_ms))
             .map_or(0.0, |at| now_ms().saturating_sub(at) as f64 / 1000.0);
-        oldest.set(age);
+        self.oldest.set(age);
+    }
+}
+
+/// Samples the store's gauges until the uplink is stopped (its task aborted;
+/// a clean shutdown takes one last sample, see `UplinkHandle::shutdown`).
+pub(crate) async fn sample_gauges(
+    line: String,
+    store: Store,
+    product: tokio::sync::watch::Receiver<Option<serialine_core::Gtin>>,
+) {
+    let gauges = StoreGauges::new(&line);
+    let mut tick = tokio::time::interval(SAMPLE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let gtin = *product.borrow();
+        gauges.sample(&store, gtin);
     }
 }
 
