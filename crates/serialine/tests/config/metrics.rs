@@ -31,6 +31,7 @@ fn metrics_listen_is_required_fixed_and_an_address() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Result
 fn metrics_listen_from_the_environment() {
     figment::Jail::expect_with(|jail| {
         jail.create_file("serialine.toml", MINIMAL)?;
