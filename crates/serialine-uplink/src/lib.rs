@@ -229,9 +229,7 @@ impl Inner {
             t.abort();
         }
     }
-}
 
-impl Inner {
     fn take_gauge_store(&self) -> Option<Store> {
         self.gauge_store
             .lock()
