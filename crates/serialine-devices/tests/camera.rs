@@ -88,6 +88,7 @@ async fn reports_match_what_the_simulated_camera_saw() {
             Verdict::DoubleTrigger | Verdict::Refed | Verdict::OtherLine => {
                 panic!("extra line with its knob off: {rep:?}")
             }
+            Verdict::PlainSymbol => panic!("plain symbol with its knob off: {rep:?}"),
         }
     }
     assert!(

@@ -43,6 +43,8 @@ pub struct DemoOptions {
     /// Machine-readable summary on stdout instead of the table.
     pub json: bool,
     pub progress: bool,
+    /// How long the metrics endpoint stays up after the summary.
+    pub metrics_linger: Duration,
 }
 
 /// What one demo line ran against, and its outcome.
@@ -237,7 +239,31 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     } else {
         print_table(&out, wall);
     }
+    if !opts.metrics_linger.is_zero() {
+        linger(opts.metrics_linger, &say).await?;
+    }
     Ok(all_agree)
+}
+
+/// Keeps the process (and its metrics endpoint) up for `how_long`, or until
+/// SIGINT or SIGTERM; the state directory is removed on the way out either way.
+async fn linger(how_long: Duration, say: &dyn Fn(String)) -> anyhow::Result<()> {
+    use std::io::Write;
+    use tokio::signal::unix::{signal, SignalKind};
+    say(format!(
+        "serialine-lab demo: metrics served for {} s more (Ctrl-C to end)",
+        how_long.as_secs()
+    ));
+    // The summary is complete before anyone is told to scrape.
+    let _ = std::io::stdout().flush();
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = tokio::time::sleep(how_long) => {}
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
 }
 
 /// Opens the line's ledger (voiding what an earlier run left in flight),

@@ -162,6 +162,16 @@ struct DemoArgs {
     /// Hide the progress bars.
     #[arg(long)]
     no_progress: bool,
+
+    /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9898) while the
+    /// demo runs: http://ADDR/metrics, each series labelled with its line.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+
+    /// With --metrics: keep serving this many seconds after the summary
+    /// (until SIGINT or SIGTERM), so a scraper sees the final counts.
+    #[arg(long, value_name = "SECS", default_value_t = 0, requires = "metrics")]
+    metrics_linger: u64,
 }
 
 #[derive(Debug, Args)]
@@ -304,6 +314,15 @@ fn bench_cmd(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 fn demo_cmd(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let runtime = plant_runtime()?;
+    if let Some(addr) = args.metrics {
+        // Before any line opens (their metric handles are taken at start),
+        // on the plant's runtime.
+        let _in_runtime = runtime.enter();
+        serialine_line::prometheus::install(addr)?;
+        if !args.json {
+            eprintln!("serialine-lab demo: Prometheus metrics on http://{addr}/metrics");
+        }
+    }
     let opts = demo::DemoOptions {
         units: args.units,
         state_dir: args.state_dir,
@@ -312,6 +331,7 @@ fn demo_cmd(args: DemoArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         json: args.json,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
+        metrics_linger: std::time::Duration::from_secs(args.metrics_linger),
     };
     let agreed = runtime.block_on(demo::run(opts))?;
     Ok(if agreed {

@@ -42,6 +42,7 @@ pub mod devices;
 pub mod health;
 pub mod pipeline;
 pub mod plan;
+pub mod prometheus;
 pub mod running;
 
 pub use assembly::{open_line, Line, LineError};

@@ -34,6 +34,10 @@ impl std::fmt::Display for CommitMode {
     }
 }
 
+/// The Prometheus histogram of durable batch sizes, in transitions per
+/// flush (`line` label): how much group commit is saving.
+pub const BATCH_OPS_METRIC: &str = "serialine_committer_batch_ops";
+
 pub(crate) type OpResult = Result<Applied, StoreError>;
 
 pub(crate) enum Request {
@@ -62,11 +66,25 @@ pub(crate) fn spawn(
     max_batch: usize,
     counts: SharedCounts,
     readers: ReaderSlot,
+    line_id: &str,
 ) -> std::io::Result<(mpsc::UnboundedSender<Request>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::unbounded_channel();
+    // A no-op handle unless a metrics recorder was installed before the
+    // ledger opened (the service and the demo install it first).
+    let batch_ops = metrics::histogram!(BATCH_OPS_METRIC, "line" => line_id.to_string());
     let handle = std::thread::Builder::new()
         .name("serialine-committer".into())
-        .spawn(move || run(ledger, rx, mode, max_batch.max(1), counts, readers))?;
+        .spawn(move || {
+            run(
+                ledger,
+                rx,
+                mode,
+                max_batch.max(1),
+                counts,
+                readers,
+                batch_ops,
+            )
+        })?;
     Ok((tx, handle))
 }
 
@@ -77,6 +95,7 @@ fn run(
     max_batch: usize,
     counts: SharedCounts,
     readers: ReaderSlot,
+    batch_ops: metrics::Histogram,
 ) {
     let mut batch: Vec<OpsRequest> = Vec::new();
     let mut nonces: Vec<NonceRequest> = Vec::new();
@@ -101,6 +120,10 @@ fn run(
             if queued < max_batch {
                 next = rx.try_recv().ok();
             }
+        }
+        // Per-transition mode flushes each operation alone: batches of one.
+        if queued > 0 && mode == CommitMode::Group {
+            batch_ops.record(queued as f64);
         }
         match mode {
             _ if batch.is_empty() => {}

@@ -47,7 +47,7 @@ mod pool;
 mod record;
 mod store;
 
-pub use committer::CommitMode;
+pub use committer::{CommitMode, BATCH_OPS_METRIC};
 pub use error::StoreError;
 pub use fence::{FenceReport, CHUNK as FENCE_CHUNK};
 pub use ledger::{SerialEntry, SCHEMA_VERSION};

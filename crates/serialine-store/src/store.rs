@@ -148,6 +148,7 @@ impl Store {
             opts.max_batch,
             counts.clone(),
             reader.clone(),
+            &opts.line_id,
         )
         .map_err(|e| StoreError::NotDurable {
             path: opts.path.clone(),

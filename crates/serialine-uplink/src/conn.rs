@@ -272,11 +272,17 @@ pub(crate) async fn run(
     let filters = ["blocks/response", "events/ack", "cmd/#", "fence/answer"].map(|s| cfg.topic(s));
     let mut backoff = cfg.backoff_min;
     let mut failures = Failures::default();
+    let connects =
+        metrics::counter!(crate::prom_metrics::MQTT_CONNECTS, "line" => cfg.line.clone());
+    let connected =
+        metrics::gauge!(crate::prom_metrics::MQTT_CONNECTED, "line" => cfg.line.clone());
+    connected.set(0.0);
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!(host = %cfg.host, port = cfg.port, session_present = ack.session_present, "MQTT connected");
                 backoff = cfg.backoff_min;
+                connects.increment(1);
                 let failed = std::mem::take(&mut failures);
                 report.fault.send_replace(None);
                 // Certificate, key and credential problems do not cure
@@ -313,6 +319,7 @@ pub(crate) async fn run(
                 });
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
+                connected.set(1.0);
                 link.send_modify(|l| {
                     l.ready = true;
                     l.generation += 1;
@@ -334,6 +341,7 @@ pub(crate) async fn run(
                 let _ = to.send(p);
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                connected.set(0.0);
                 tracing::info!("MQTT disconnected cleanly");
                 return;
             }
@@ -344,6 +352,7 @@ pub(crate) async fn run(
             }
             Err(e) => {
                 let was_ready = link.borrow().ready;
+                connected.set(0.0);
                 let cause = classify(&e);
                 if was_ready {
                     tracing::warn!(host = %cfg.host, port = cfg.port, error = %e, %cause, "MQTT connection lost; the line keeps running, events wait in the outbox");

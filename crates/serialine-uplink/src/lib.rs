@@ -27,6 +27,7 @@ pub mod fence;
 mod operator;
 mod outbox;
 mod prefetch;
+pub mod prom_metrics;
 mod tlscheck;
 pub mod wire;
 
@@ -161,6 +162,13 @@ pub fn start(
         ),
     ];
     let mut tasks = tasks;
+    if prom_metrics::gauge_sampling() {
+        tasks.push(tokio::spawn(prom_metrics::sample_gauges(
+            cfg.line.clone(),
+            store.clone(),
+            product_tx.subscribe(),
+        )));
+    }
     // Only a store with a fence takes part in the handshake.
     if store.has_fence() {
         tasks.push(tokio::spawn(
@@ -187,6 +195,7 @@ pub fn start(
             product: product_tx,
             alarms: alarm_tx,
             tasks: Mutex::new(tasks),
+            gauge_store: Mutex::new(prom_metrics::gauge_sampling().then_some(store)),
         }),
     };
     Ok((handle, cmd_rx))
@@ -204,10 +213,15 @@ struct Inner {
     product: watch::Sender<Option<serialine_core::Gtin>>,
     alarms: mpsc::Sender<Alarm>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// With metrics on, for the gauges' last sample at a clean shutdown;
+    /// taken (and dropped) by the shutdown or abort that ends the tasks, so
+    /// the ledger is held no longer than the tasks hold it.
+    gauge_store: Mutex<Option<Store>>,
 }
 
 impl Inner {
     fn abort(&self) {
+        drop(self.take_gauge_store());
         for t in self
             .tasks
             .lock()
@@ -216,6 +230,13 @@ impl Inner {
         {
             t.abort();
         }
+    }
+
+    fn take_gauge_store(&self) -> Option<Store> {
+        self.gauge_store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 
@@ -344,6 +365,12 @@ impl UplinkHandle {
             let _ = link.wait_for(|_| false).await;
         };
         let _ = tokio::time::timeout(timeout, bye).await;
+        // The sampler ends with the tasks: the gauges keep what the line
+        // left (the demo's endpoint outlives its uplinks).
+        if let Some(store) = self.inner.take_gauge_store() {
+            let product = *self.inner.product.borrow();
+            prom_metrics::StoreGauges::new(&self.inner.cfg.line).sample(&store, product);
+        }
         self.inner.abort();
     }
 }

@@ -173,6 +173,7 @@ impl Operator {
     pub async fn run(mut self) {
         let mut pending: VecDeque<Alarm> = VecDeque::new();
         let mut dropped = 0u64;
+        let line = self.cfg.line.clone();
         let mut tick = tokio::time::interval(self.cfg.metrics_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -192,6 +193,13 @@ impl Operator {
                 a = self.alarms.recv() => {
                     let Some(a) = a else { return; };
                     tracing::warn!(kind = %a.kind, serial = ?a.serial, "alarm: {}", a.message);
+                    // Counted here, where every alarm of the line passes.
+                    metrics::counter!(
+                        crate::prom_metrics::ALARMS,
+                        "line" => line.clone(),
+                        "kind" => a.kind.as_str()
+                    )
+                    .increment(1);
                     if pending.len() >= ALARM_QUEUE {
                         pending.pop_front();
                         dropped += 1;

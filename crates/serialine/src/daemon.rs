@@ -55,6 +55,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
+    // Before any line opens: the pipeline, uplink and ledger take their
+    // metric handles as they start. A port that cannot be bound is an
+    // error naming the address (exit 1: it may be free on the next start).
+    if let Some(m) = &config.metrics {
+        serialine_line::prometheus::install(m.listen)?;
+    }
     let auth = config.site_auth().map_err(config_error)?;
     let board = StatusBoard::default();
     let mut lines = Vec::with_capacity(config.lines.len());

@@ -98,6 +98,19 @@ impl Drop for Daemon {
     }
 }
 
+/// `GET /metrics` over HTTP/1.0 (a body without chunking); the body.
+fn scrape_metrics(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint answers");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.contains(" 200 "), "{head}");
+    body.to_string()
+}
+
 /// Polls `cond` every 25 ms for at most `limit`.
 async fn wait_until(
     limit: Duration,
@@ -166,6 +179,11 @@ async fn run_produces_a_default_job_and_stops_cleanly_on_sigterm() {
         fs::set_permissions(root.join(name), fs::Permissions::from_mode(0o600)).unwrap();
     }
     let config = root.join("serialine.toml");
+    // The Prometheus endpoint too: scraped once the job is over.
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     fs::write(
         &config,
         format!(
@@ -174,6 +192,9 @@ async fn run_produces_a_default_job_and_stops_cleanly_on_sigterm() {
 state_dir = "state"
 log_level = "info"
 watchdog = false
+
+[metrics]
+listen = "{metrics_addr}"
 
 [site]
 id = "{SITE}"
@@ -266,6 +287,17 @@ starve_timeout_secs = 60
     }
     assert_eq!(printer.stats().printed, QUANTITY as u64);
     assert_eq!(camera.log().len(), QUANTITY);
+
+    // `[metrics]`: the service's endpoint counts what upstream received.
+    let scrape = scrape_metrics(metrics_addr);
+    for want in [
+        format!("serialine_units_total{{line=\"{LINE}\",outcome=\"sent\"}} {QUANTITY}"),
+        format!("serialine_units_total{{line=\"{LINE}\",outcome=\"committed\"}} {QUANTITY}"),
+        format!("serialine_added_latency_seconds_count{{line=\"{LINE}\"}} {QUANTITY}"),
+        format!("serialine_mqtt_connected{{line=\"{LINE}\"}} 1"),
+    ] {
+        assert!(scrape.contains(&want), "{want} not in:\n{scrape}");
+    }
 
     // SIGTERM: a clean stop, exit 0.
     daemon.signal("-TERM");

@@ -171,6 +171,7 @@ pub(crate) async fn run(
                 });
             }
             sent += 1;
+            shared.instruments.sent.increment(1);
         }
         shared.progress.send_modify(|p| p.sent = sent);
         if let Some(e) = failure {

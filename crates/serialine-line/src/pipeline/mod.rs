@@ -23,6 +23,7 @@
 //! `verdict`).
 
 mod feeder;
+mod instruments;
 mod report;
 mod verdict;
 
@@ -118,6 +119,8 @@ pub(crate) struct Shared {
     /// quantity reached, stop requested, or starved): from then on the
     /// printer driver ending is the normal end, not a fault.
     pub feeding_done: std::sync::atomic::AtomicBool,
+    /// Prometheus counters, histograms and gauges of this job's line.
+    pub instruments: instruments::Instruments,
 }
 
 impl Shared {
@@ -135,9 +138,11 @@ impl Shared {
     /// Records what device `index` (0 the marking device, 1 the camera)
     /// reported. Its `since_ms` moves only when its state changes.
     pub fn device_state(&self, index: usize, state: DeviceState, detail: Option<String>) {
+        let mut from = None;
         self.progress
             .send_if_modified(|p| match p.devices.get_mut(index) {
                 Some(d) if d.state != state => {
+                    from = Some(d.state);
                     d.state = state;
                     d.since_ms = report::now_ms();
                     d.detail = detail;
@@ -145,6 +150,9 @@ impl Shared {
                 }
                 _ => false,
             });
+        if from.is_some() {
+            self.instruments.device_state(index, from, state);
+        }
     }
 
     pub fn store_err(&self, source: StoreError) -> PipelineError {
@@ -207,7 +215,12 @@ pub async fn run_line(
             .collect();
     });
     let (ready, ready_rx) = watch::channel(true);
+    let instruments = instruments::Instruments::new(&spec.line_id);
+    for index in 0..2 {
+        instruments.device_state(index, None, DeviceState::Ok);
+    }
     let shared = Arc::new(Shared {
+        instruments,
         spec,
         store,
         alarms,

@@ -503,10 +503,21 @@ impl Verdicts {
                 Some(Err(e)) => return Err(self.shared.store_err(e)),
                 None => return Err(self.shared.store_err(StoreError::Closed)),
             }
+            // Counted once durable, like the report (invariant 2).
+            let m = &self.shared.instruments;
             match verdict {
-                Verdict::Commit => self.report.committed += 1,
-                Verdict::Reject(r) => self.report.count_reject(*r),
-                Verdict::Void => self.report.voided += 1,
+                Verdict::Commit => {
+                    self.report.committed += 1;
+                    m.committed.increment(1);
+                }
+                Verdict::Reject(r) => {
+                    self.report.count_reject(*r);
+                    m.reject(*r);
+                }
+                Verdict::Void => {
+                    self.report.voided += 1;
+                    m.voided.increment(1);
+                }
             }
             let sending = u.sent_at.duration_since(u.reserved_at);
             let deciding = u
@@ -515,6 +526,7 @@ impl Verdicts {
                 .unwrap_or_default();
             let added = (sending + deciding).as_micros() as u64;
             let _ = self.report.added_latency_us.record(added.max(1));
+            m.added_latency.record((sending + deciding).as_secs_f64());
         }
         self.shared.slots.add_permits(pending.len());
         let quantiles = if self.quantiles_at.elapsed() >= Duration::from_millis(200) {
@@ -628,6 +640,7 @@ mod tests {
             slots: Arc::new(Semaphore::new(64)),
             ready,
             feeding_done: AtomicBool::new(false),
+            instruments: crate::pipeline::instruments::Instruments::new(LINE),
         });
         Rig {
             _dir: dir,

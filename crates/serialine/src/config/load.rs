@@ -7,7 +7,7 @@
 //! named as such ([`REMOVED_KEYS`]) instead of as unknown.
 
 use super::{Config, ConfigError, Issue, LabelSource, LineConfig};
-use super::{DaemonConfig, MqttConfig, SiteConfig, StoreConfig};
+use super::{DaemonConfig, MetricsConfig, MqttConfig, SiteConfig, StoreConfig};
 use figment::error::Kind;
 use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map, Value};
@@ -25,7 +25,7 @@ pub const ENV_SEPARATOR: &str = "__";
 const ENV_IGNORED: &[&str] = &["config"];
 
 /// Top-level tables, in the order they are documented.
-const SECTIONS: &[&str] = &["daemon", "site", "store", "mqtt", "line"];
+const SECTIONS: &[&str] = &["daemon", "site", "store", "mqtt", "line", "metrics"];
 
 /// A key of a top-level table that the schema no longer has. A plant's
 /// existing file may still set it: loading it fails (as any unknown key
@@ -379,6 +379,8 @@ fn extract(figment: &Figment, origin: Origin) -> Result<Config, ConfigError> {
     let store = section::<StoreConfig>(figment, &root, "store", &origin, &mut issues);
     let mqtt = section::<MqttConfig>(figment, &root, "mqtt", &origin, &mut issues);
     let lines = section::<Vec<LineConfig>>(figment, &root, "line", &origin, &mut issues);
+    // Optional: absent means no endpoint; malformed has recorded its issue.
+    let metrics = section::<MetricsConfig>(figment, &root, "metrics", &origin, &mut issues);
 
     let site = match site {
         Some(Some(site)) => Some(site),
@@ -397,6 +399,7 @@ fn extract(figment: &Figment, origin: Origin) -> Result<Config, ConfigError> {
                 store: store.unwrap_or_default(),
                 mqtt: mqtt.unwrap_or_default(),
                 lines: lines.unwrap_or_default(),
+                metrics: metrics.flatten(),
                 origin,
             })
         }

@@ -68,7 +68,8 @@ pub use line::{
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use plan::{SiteAuth, STOP_BOUND};
 pub use schema::{
-    CommandKey, CommitMode, DaemonConfig, LogFormat, MqttConfig, SiteConfig, StoreConfig, TlsConfig,
+    CommandKey, CommitMode, DaemonConfig, LogFormat, MetricsConfig, MqttConfig, SiteConfig,
+    StoreConfig, TlsConfig,
 };
 pub use validate::{
     is_valid_id, CAMERA_WINDOW_RANGE, KEEP_ALIVE_RANGE, MAX_BATCH_RANGE, MAX_CLIENT_ID_LEN,
@@ -103,6 +104,9 @@ pub struct Config {
     /// `[[line]]`: the packaging lines, at least one.
     #[serde(rename = "line", default)]
     pub lines: Vec<LineConfig>,
+    /// `[metrics]`: the Prometheus endpoint; absent, none is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
     /// Where the values came from, for messages and path resolution.
     #[serde(skip)]
     origin: Origin,

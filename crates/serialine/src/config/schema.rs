@@ -1,5 +1,5 @@
 //! The process-wide tables: `[daemon]`, `[site]`, `[store]`, `[mqtt]` (with
-//! `[mqtt.tls]`), their defaults and serde shape. Field docs give the TOML
+//! `[mqtt.tls]`), `[metrics]`, their defaults and serde shape. Field docs give the TOML
 //! key, its default and its valid range (checked in `validate.rs`);
 //! `config/serialine.toml` documents the same for operators.
 //!
@@ -249,4 +249,14 @@ impl TlsConfig {
             client_key: self.client_key_file.clone(),
         }
     }
+}
+
+/// `[metrics]`: the Prometheus endpoint. Absent (the default): no endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `metrics.listen`: the address `/metrics` is served on, `IP:PORT`
+    /// (e.g. `127.0.0.1:9898`; `0.0.0.0:9898` for a scraper on another
+    /// host). Required in `[metrics]`; port 1..=65535.
+    pub listen: std::net::SocketAddr,
 }

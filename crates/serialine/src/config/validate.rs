@@ -211,6 +211,19 @@ impl Checker<'_> {
         }
     }
 
+    /// `[metrics]`: a fixed port, so the scrape config can name it.
+    fn metrics(&mut self, config: &Config) {
+        if let Some(m) = &config.metrics {
+            self.require(m.listen.port() != 0, "metrics.listen", || {
+                format!(
+                    "{} has port 0 (a random port no scraper can find); expected a fixed port such as {}:9898",
+                    m.listen,
+                    m.listen.ip()
+                )
+            });
+        }
+    }
+
     /// `[mqtt]`: the broker address, the client id each line connects
     /// with, the timing bounds, and the keys that go together.
     fn mqtt(&mut self, config: &Config) {
@@ -453,6 +466,7 @@ impl Config {
         c.store(self);
         c.mqtt(self);
         c.lines(self);
+        c.metrics(self);
 
         if c.issues.is_empty() {
             Ok(())

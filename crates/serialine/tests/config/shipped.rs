@@ -57,6 +57,7 @@ const ALL_KEYS: &[(&str, &str)] = &[
         "allow_unsigned_commands ack_key_file allow_unsigned_acks",
     ),
     ("mqtt.tls", "ca_file client_cert_file client_key_file"),
+    ("metrics", "listen"),
     ("line[]", "id secret_file min_grade"),
     (
         "line[].buffer",
@@ -93,6 +94,10 @@ fn shipped_example_loads_and_validates() {
     assert_eq!(c.store.commit, CommitMode::Group);
     assert_eq!(c.mqtt_client_id(), "serialine-plant-01");
     assert!(c.mqtt.tls.is_some());
+    assert_eq!(
+        c.metrics.as_ref().map(|m| m.listen.to_string()).as_deref(),
+        Some("127.0.0.1:9898")
+    );
     let ids: Vec<_> = c.lines.iter().map(|l| l.id.as_str()).collect();
     assert_eq!(ids, ["line-1", "line-2"]);
     assert_eq!(
@@ -149,6 +154,10 @@ fn shipped_demo_loads_with_paths_next_to_it() {
     assert_eq!(c.daemon.state_dir, dir.join("serialine-demo-state"));
     assert_eq!(c.lines[0].secret_file, dir.join("demo-line-1.secret"));
     assert!(!c.daemon.watchdog);
+    assert_eq!(
+        c.metrics.map(|m| m.listen.to_string()).as_deref(),
+        Some("127.0.0.1:9898")
+    );
     assert!(c.lines[0].job.as_ref().unwrap().to_job().is_ok());
 }
 
