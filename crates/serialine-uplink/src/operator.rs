@@ -189,6 +189,8 @@ pub(crate) struct Operator {
     pub status: watch::Receiver<StatusSnapshot>,
     pub metrics: watch::Receiver<Metrics>,
     pub alarms: mpsc::Receiver<Alarm>,
+    /// Local observers' copy of every alarm taken here.
+    pub tap: tokio::sync::broadcast::Sender<Alarm>,
     /// The product being made: `buffer` counts its serials.
     pub product: watch::Receiver<Option<serialine_core::Gtin>>,
 }
@@ -216,6 +218,8 @@ impl Operator {
                 a = self.alarms.recv() => {
                     let Some(a) = a else { return; };
                     tracing::warn!(kind = %a.kind, serial = ?a.serial, "alarm: {}", a.message);
+                    // No observer is no error.
+                    let _ = self.tap.send(a.clone());
                     if pending.len() >= ALARM_QUEUE {
                         pending.pop_front();
                         dropped += 1;
