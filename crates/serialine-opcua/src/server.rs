@@ -39,12 +39,16 @@ pub struct OpcuaServer {
 impl OpcuaServer {
     pub async fn shutdown(self, timeout: Duration) {
         self.stop.cancel();
-        for t in self.tasks {
-            t.abort();
-        }
         let mut server = self.server;
         if tokio::time::timeout(timeout, &mut server).await.is_err() {
             server.abort();
+            let _ = server.await;
+        }
+        // Awaited, so that their clones of each line's ledger are dropped
+        // before the caller closes it.
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
         }
     }
 }

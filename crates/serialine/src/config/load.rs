@@ -7,7 +7,7 @@
 //! named as such ([`REMOVED_KEYS`]) instead of as unknown.
 
 use super::{Config, ConfigError, Issue, LabelSource, LineConfig};
-use super::{DaemonConfig, MqttConfig, SiteConfig, StoreConfig};
+use super::{DaemonConfig, MqttConfig, OpcuaSection, SiteConfig, StoreConfig};
 use figment::error::Kind;
 use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map, Value};
@@ -25,7 +25,7 @@ pub const ENV_SEPARATOR: &str = "__";
 const ENV_IGNORED: &[&str] = &["config"];
 
 /// Top-level tables, in the order they are documented.
-const SECTIONS: &[&str] = &["daemon", "site", "store", "mqtt", "line"];
+const SECTIONS: &[&str] = &["daemon", "site", "store", "mqtt", "line", "opcua"];
 
 /// A key of a top-level table that the schema no longer has. A plant's
 /// existing file may still set it: loading it fails (as any unknown key
@@ -319,6 +319,20 @@ impl Config {
                 origin.resolve("mqtt.tls.client_key_file", p);
             }
         }
+        for (key, p) in [
+            ("opcua.certificate_file", &mut self.opcua.certificate_file),
+            ("opcua.private_key_file", &mut self.opcua.private_key_file),
+        ] {
+            if let Some(p) = p {
+                origin.resolve(key, p);
+            }
+        }
+        for (i, u) in self.opcua.users.iter_mut().enumerate() {
+            origin.resolve(
+                &format!("opcua.user[{i}].password_file"),
+                &mut u.password_file,
+            );
+        }
         for (i, line) in self.lines.iter_mut().enumerate() {
             origin.resolve(&format!("line[{i}].secret_file"), &mut line.secret_file);
             let p = &mut line.printer;
@@ -379,6 +393,7 @@ fn extract(figment: &Figment, origin: Origin) -> Result<Config, ConfigError> {
     let store = section::<StoreConfig>(figment, &root, "store", &origin, &mut issues);
     let mqtt = section::<MqttConfig>(figment, &root, "mqtt", &origin, &mut issues);
     let lines = section::<Vec<LineConfig>>(figment, &root, "line", &origin, &mut issues);
+    let opcua = section::<OpcuaSection>(figment, &root, "opcua", &origin, &mut issues);
 
     let site = match site {
         Some(Some(site)) => Some(site),
@@ -389,14 +404,17 @@ fn extract(figment: &Figment, origin: Origin) -> Result<Config, ConfigError> {
         None => None,
     };
 
-    match (daemon, site, store, mqtt, lines) {
-        (Some(daemon), Some(site), Some(store), Some(mqtt), Some(lines)) if issues.is_empty() => {
+    match (daemon, site, store, mqtt, lines, opcua) {
+        (Some(daemon), Some(site), Some(store), Some(mqtt), Some(lines), Some(opcua))
+            if issues.is_empty() =>
+        {
             Ok(Config {
                 daemon: daemon.unwrap_or_default(),
                 site,
                 store: store.unwrap_or_default(),
                 mqtt: mqtt.unwrap_or_default(),
                 lines: lines.unwrap_or_default(),
+                opcua: opcua.unwrap_or_default(),
                 origin,
             })
         }

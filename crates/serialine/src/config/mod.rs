@@ -56,6 +56,7 @@
 mod files;
 mod line;
 mod load;
+mod opcua;
 mod plan;
 mod schema;
 mod validate;
@@ -68,7 +69,8 @@ pub use line::{
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use plan::{SiteAuth, STOP_BOUND};
 pub use schema::{
-    CommandKey, CommitMode, DaemonConfig, LogFormat, MqttConfig, SiteConfig, StoreConfig, TlsConfig,
+    CommandKey, CommitMode, DaemonConfig, LogFormat, MqttConfig, OpcuaSection, OpcuaUserConfig,
+    SiteConfig, StoreConfig, TlsConfig,
 };
 pub use validate::{
     is_valid_id, CAMERA_WINDOW_RANGE, KEEP_ALIVE_RANGE, MAX_BATCH_RANGE, MAX_CLIENT_ID_LEN,
@@ -103,6 +105,9 @@ pub struct Config {
     /// `[[line]]`: the packaging lines, at least one.
     #[serde(rename = "line", default)]
     pub lines: Vec<LineConfig>,
+    /// `[opcua]`: the OPC UA server (off by default).
+    #[serde(default)]
+    pub opcua: OpcuaSection,
     /// Where the values came from, for messages and path resolution.
     #[serde(skip)]
     origin: Origin,
