@@ -162,6 +162,13 @@ struct DemoArgs {
     /// Hide the progress bars.
     #[arg(long)]
     no_progress: bool,
+
+    /// Also serve the lines over OPC UA at this address (e.g.
+    /// 127.0.0.1:4840), anonymous reading allowed, on a SignAndEncrypt and an
+    /// unsecured endpoint; the demo then keeps serving after its run until
+    /// Ctrl-C. StartJob / StopJob answer that the demo runs its own jobs.
+    #[arg(long, value_name = "ADDR:PORT")]
+    opcua: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -312,6 +319,7 @@ fn demo_cmd(args: DemoArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         json: args.json,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
+        opcua: args.opcua,
     };
     let agreed = runtime.block_on(demo::run(opts))?;
     Ok(if agreed {

@@ -16,7 +16,8 @@ use opcua::server::node_manager::memory::{
 use opcua::server::node_manager::{MethodCall, RequestContext, ServerContext};
 use opcua::sync::RwLock;
 use opcua::types::{
-    Argument, DataTypeId, NodeId, ObjectId, ObjectTypeId, StatusCode, VariableTypeId, Variant,
+    Argument, DataTypeId, NodeId, ObjectId, ObjectTypeId, QualifiedName, StatusCode,
+    VariableTypeId, Variant,
 };
 use std::collections::HashMap;
 
@@ -113,7 +114,7 @@ fn build_address_space(
     let event_type = alarm_event_type_id(ns);
     ObjectTypeBuilder::new(
         &event_type,
-        "SerialineAlarmEventType",
+        QualifiedName::new(ns, "SerialineAlarmEventType"),
         "SerialineAlarmEventType",
     )
     .is_abstract(false)
@@ -128,7 +129,7 @@ fn build_address_space(
     ] {
         VariableBuilder::new(
             &NodeId::new(ns, format!("SerialineAlarmEventType.{name}")),
-            name,
+            QualifiedName::new(ns, name),
             name,
         )
         .data_type(data_type)
@@ -139,7 +140,7 @@ fn build_address_space(
     }
 
     let root = NodeId::new(ns, "Serialine");
-    ObjectBuilder::new(&root, "Serialine", "Serialine")
+    ObjectBuilder::new(&root, QualifiedName::new(ns, "Serialine"), "Serialine")
         .organized_by(ObjectId::ObjectsFolder)
         .has_type_definition(ObjectTypeId::FolderType)
         .event_notifier(EventNotifier::SUBSCRIBE_TO_EVENTS)
@@ -148,7 +149,7 @@ fn build_address_space(
     for line in lines {
         let l = line.id.as_str();
         let obj = id(ns, l, "");
-        ObjectBuilder::new(&obj, l, l)
+        ObjectBuilder::new(&obj, QualifiedName::new(ns, l), l)
             .organized_by(root.clone())
             .has_type_definition(ObjectTypeId::BaseObjectType)
             .event_notifier(EventNotifier::SUBSCRIBE_TO_EVENTS)
@@ -159,7 +160,7 @@ fn build_address_space(
                    name: &str,
                    value: Variant,
                    dt: DataTypeId| {
-            VariableBuilder::new(&id(ns, l, path), name, name)
+            VariableBuilder::new(&id(ns, l, path), QualifiedName::new(ns, name), name)
                 .data_type(dt)
                 .value(value)
                 .component_of(parent.clone())
@@ -192,7 +193,7 @@ fn build_address_space(
         );
 
         let job = id(ns, l, "Job");
-        ObjectBuilder::new(&job, "Job", "Job")
+        ObjectBuilder::new(&job, QualifiedName::new(ns, "Job"), "Job")
             .component_of(obj.clone())
             .has_type_definition(ObjectTypeId::BaseObjectType)
             .insert(space);
@@ -224,7 +225,7 @@ fn build_address_space(
         );
 
         let counters = id(ns, l, "Counters");
-        ObjectBuilder::new(&counters, "Counters", "Counters")
+        ObjectBuilder::new(&counters, QualifiedName::new(ns, "Counters"), "Counters")
             .component_of(obj.clone())
             .has_type_definition(ObjectTypeId::BaseObjectType)
             .insert(space);
@@ -240,7 +241,7 @@ fn build_address_space(
         }
 
         let devices = id(ns, l, "Devices");
-        ObjectBuilder::new(&devices, "Devices", "Devices")
+        ObjectBuilder::new(&devices, QualifiedName::new(ns, "Devices"), "Devices")
             .component_of(obj.clone())
             .has_type_definition(ObjectTypeId::BaseObjectType)
             .insert(space);
@@ -248,7 +249,7 @@ fn build_address_space(
         for kind in [MethodKind::StartJob, MethodKind::StopJob] {
             let name = kind.browse_name();
             let mid = id(ns, l, name);
-            let mut b = MethodBuilder::new(&mid, name, name)
+            let mut b = MethodBuilder::new(&mid, QualifiedName::new(ns, name), name)
                 .component_of(obj.clone())
                 .executable(true)
                 .user_executable(true);
@@ -275,7 +276,7 @@ fn build_address_space(
 pub fn ensure_device(space: &mut AddressSpace, ns: u16, line: &str, device: &str) -> NodeId {
     let node = id(ns, line, &format!("Devices.{device}"));
     if space.find(&node).is_none() {
-        VariableBuilder::new(&node, device, device)
+        VariableBuilder::new(&node, QualifiedName::new(ns, device), device)
             .data_type(DataTypeId::String)
             .value(Variant::from(""))
             .component_of(id(ns, line, "Devices"))
