@@ -17,6 +17,13 @@
 //! - between jobs the ledger is checkpointed (`Store::checkpoint`), so a
 //!   crash during the next job recovers without replaying this one's log.
 //!
+//! With `[opcua] enabled = true` the OPC UA server (`serialine-opcua`)
+//! starts once the lines are open, before READY; its `StartJob` / `StopJob`
+//! reach the same supervisor as `cmd/job/*` (through the uplink's command
+//! channel, `UplinkHandle::submit_command`), so they are refused and run the
+//! same way. It stops first at shutdown, so no command arrives while the
+//! lines stop.
+//!
 //! SIGTERM or SIGINT: STOPPING to systemd, every running job is stopped and
 //! drained (at most [`STOP_BOUND`]), every uplink publishes the retained
 //! `offline` status and disconnects (at most [`UPLINK_SHUTDOWN`]), and the

@@ -11,6 +11,7 @@
 mod cli;
 mod files;
 mod load;
+mod opcua;
 mod shipped;
 mod tls;
 mod validate;
