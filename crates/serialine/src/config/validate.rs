@@ -544,6 +544,19 @@ impl Config {
             )),
             (Some(_), _) => {}
         }
+        let o = &self.opcua;
+        if o.enabled && o.anonymous_methods {
+            warnings.push(self.origin.issue(
+                "opcua.anonymous_methods",
+                "true: anyone who can reach the OPC UA port can start and stop jobs without an identity",
+            ));
+        }
+        if o.enabled && o.trust_client_certs {
+            warnings.push(self.origin.issue(
+                "opcua.trust_client_certs",
+                "true: any OPC UA client application certificate is accepted (user identities still decide who may call methods)",
+            ));
+        }
         (errors, warnings)
     }
 }
