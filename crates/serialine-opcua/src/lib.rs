@@ -55,7 +55,7 @@ pub struct OpcuaConfig {
     pub certificate: Option<(PathBuf, PathBuf)>,
     /// Accept any client application certificate (the user identity still
     /// decides what a session may do). Otherwise only those in
-    /// `<pki_dir>/trusted/certs`.
+    /// `<pki_dir>/trusted/`.
     pub trust_client_certs: bool,
     /// User name / password identities.
     pub users: Vec<OpcuaUser>,

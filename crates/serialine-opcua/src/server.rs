@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpcuaError {
-    #[error("OPC UA: cannot create the PKI directory {path}: {source}")]
+    #[error("OPC UA: cannot create or restrict {path}: {source}")]
     Pki {
         path: std::path::PathBuf,
         source: std::io::Error,
@@ -26,6 +26,16 @@ pub enum OpcuaError {
     },
     #[error("OPC UA: invalid server configuration: {0}")]
     Build(String),
+}
+
+fn restrict(path: &std::path::Path, mode: u32) -> Result<(), OpcuaError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        OpcuaError::Pki {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// A running server; [`OpcuaServer::shutdown`] closes every session.
@@ -61,6 +71,10 @@ pub async fn serve(cfg: OpcuaConfig, lines: Vec<LineSource>) -> Result<OpcuaServ
         let path = cfg.pki_dir.join(sub);
         std::fs::create_dir_all(&path).map_err(|source| OpcuaError::Pki { path, source })?;
     }
+    // The stack writes the key it makes with the process umask (0644 under
+    // the default): the directory and the key are the server's alone.
+    let private = cfg.pki_dir.join("private");
+    restrict(&private, 0o700)?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| OpcuaError::Bind {
@@ -113,6 +127,10 @@ pub async fn serve(cfg: OpcuaConfig, lines: Vec<LineSource>) -> Result<OpcuaServ
     }
     builder = builder.default_endpoint(security::SECURE_ENDPOINT);
     let (server, handle) = builder.build().map_err(OpcuaError::Build)?;
+    let made_key = private.join("private.pem");
+    if cfg.certificate.is_none() && made_key.exists() {
+        restrict(&made_key, 0o600)?;
+    }
 
     let manager = handle
         .node_managers()

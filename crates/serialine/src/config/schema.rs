@@ -273,8 +273,8 @@ pub struct OpcuaSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub private_key_file: Option<PathBuf>,
     /// Accept any client application certificate. Default false: a client's
-    /// certificate must be in `<state_dir>/opcua/pki/trusted/certs/` (a
-    /// refused one is stored in `.../rejected/certs/` for the operator to move).
+    /// certificate must be in `<state_dir>/opcua/pki/trusted/` (a
+    /// refused one is stored in `.../rejected/` for the operator to move).
     pub trust_client_certs: bool,
     /// Sessions without a user identity may browse and read. Default true.
     pub anonymous_read: bool,
