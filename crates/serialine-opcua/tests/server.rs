@@ -262,3 +262,71 @@ async fn values_methods_and_refusals_through_the_stack_client() {
     server.shutdown(Duration::from_secs(2)).await;
     uplink.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_client_certificate_is_refused_and_kept_for_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(StoreOptions::new(
+        dir.path().join("ledger"),
+        LINE,
+        b"opcua unit-test secret, 32 bytes",
+    ))
+    .expect("ledger opens");
+    let cfg = UplinkConfig::new("127.0.0.1", free_port(), "site-t", LINE);
+    let (uplink, _commands) = serialine_uplink::start(cfg, store.clone()).expect("uplink");
+    let port = free_port();
+    let server = serialine_opcua::serve(
+        OpcuaConfig {
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            host_name: None,
+            pki_dir: dir.path().join("server-pki"),
+            certificate: None,
+            trust_client_certs: false,
+            users: vec![OpcuaUser {
+                name: "mes".into(),
+                password: "pw-1".into(),
+            }],
+            anonymous_read: false,
+            anonymous_methods: false,
+            insecure_endpoint: false,
+        },
+        vec![LineSource {
+            id: LINE.into(),
+            store,
+            uplink: uplink.clone(),
+            accepts_commands: true,
+        }],
+    )
+    .await
+    .expect("server starts");
+    let url = server.endpoint_url.clone();
+    let pki = dir.path().join("client-pki");
+    // `connect` panics when the endpoint refuses; a spawned task turns
+    // that into an error here.
+    let attempt = tokio::spawn(async move {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            connect(
+                &url,
+                &pki,
+                true,
+                IdentityToken::new_user_name("mes", "pw-1".to_string()),
+            ),
+        )
+        .await
+        .is_ok()
+    });
+    let connected = attempt.await.unwrap_or(false);
+    assert!(!connected, "an untrusted client got a session");
+    let rejected: Vec<_> = std::fs::read_dir(dir.path().join("server-pki/rejected"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(
+        rejected.len(),
+        1,
+        "the refused certificate is kept for the operator"
+    );
+    server.shutdown(Duration::from_secs(2)).await;
+    uplink.abort();
+}
