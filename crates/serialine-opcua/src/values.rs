@@ -73,7 +73,19 @@ fn write(
     let l = line.id.as_str();
     let store = &line.store;
     let counts = store.counts();
-    let buffer = store.buffer_depth();
+    // As on MQTT `status`: the running job's product's buffer (only those
+    // serials can feed it), every product's while no job runs.
+    let product = snap
+        .job
+        .as_ref()
+        .and_then(|j| serialine_core::Gtin::parse(&j.gtin).ok());
+    let buffer = match &product {
+        Some(g) => store.buffer_depth_for(g).unwrap_or_else(|e| {
+            tracing::error!(line = %l, "OPC UA: cannot read the product's buffer depth: {e}");
+            0
+        }),
+        None => store.buffer_depth(),
+    };
     let mut values: Vec<(NodeId, Variant)> = vec![
         (id(ns, l, "State"), state_name(snap.state, buffer).into()),
         (id(ns, l, "BufferDepth"), buffer.into()),
