@@ -45,6 +45,8 @@ pub struct DemoOptions {
     pub progress: bool,
     /// How long the metrics endpoint stays up after the summary.
     pub metrics_linger: Duration,
+    /// Serve the lines over OPC UA here, and keep serving after the run.
+    pub opcua: Option<std::net::SocketAddr>,
 }
 
 /// What one demo line ran against, and its outcome.
@@ -212,6 +214,30 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         runs.push(start_line(&plant, &line, Some(&multi), &say).await?);
     }
 
+    let opcua = match opts.opcua {
+        Some(addr) => {
+            let sources = runs
+                .iter()
+                .map(|r| serialine_opcua::LineSource {
+                    id: r.line().store.line_id().to_string(),
+                    store: r.line().store.clone(),
+                    uplink: r.line().uplink.clone(),
+                    // The demo runs its own jobs: no supervisor takes commands.
+                    accepts_commands: false,
+                })
+                .collect();
+            let server = serialine_opcua::serve(demo_opcua(addr, &state_dir), sources)
+                .await
+                .context("starting the OPC UA server")?;
+            say(format!(
+                "  OPC UA: {} (anonymous reading; unsecured endpoint too)",
+                server.endpoint_url
+            ));
+            Some(server)
+        }
+        None => None,
+    };
+
     let started = Instant::now();
     let mut done = Vec::new();
     for run in runs {
@@ -242,6 +268,16 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     if !opts.metrics_linger.is_zero() {
         linger(opts.metrics_linger, &say).await?;
     }
+    if let Some(server) = opcua {
+        // The run is over but its ledgers are open: clients can still read
+        // the final counters, as a plant's would between jobs.
+        say(format!(
+            "serving OPC UA at {} until Ctrl-C",
+            server.endpoint_url
+        ));
+        let _ = tokio::signal::ctrl_c().await;
+        server.shutdown(Duration::from_secs(2)).await;
+    }
     Ok(all_agree)
 }
 
@@ -264,6 +300,23 @@ async fn linger(how_long: Duration, say: &dyn Fn(String)) -> anyhow::Result<()> 
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// The demo's OPC UA settings: anonymous reading on both endpoints, client
+/// certificates trusted (a lab, not a plant), the server's certificate made
+/// in the demo's state directory.
+fn demo_opcua(listen: std::net::SocketAddr, state_dir: &Path) -> serialine_opcua::OpcuaConfig {
+    serialine_opcua::OpcuaConfig {
+        listen,
+        host_name: None,
+        pki_dir: state_dir.join("opcua").join("pki"),
+        certificate: None,
+        trust_client_certs: true,
+        users: Vec::new(),
+        anonymous_read: true,
+        anonymous_methods: false,
+        insecure_endpoint: true,
+    }
 }
 
 /// Opens the line's ledger (voiding what an earlier run left in flight),

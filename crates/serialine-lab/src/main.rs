@@ -172,6 +172,12 @@ struct DemoArgs {
     /// (until SIGINT or SIGTERM), so a scraper sees the final counts.
     #[arg(long, value_name = "SECS", default_value_t = 0, requires = "metrics")]
     metrics_linger: u64,
+    /// Also serve the lines over OPC UA at this address (e.g.
+    /// 127.0.0.1:4840), anonymous reading allowed, on a SignAndEncrypt and an
+    /// unsecured endpoint; the demo then keeps serving after its run until
+    /// Ctrl-C. StartJob / StopJob answer that the demo runs its own jobs.
+    #[arg(long, value_name = "ADDR:PORT")]
+    opcua: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -332,6 +338,7 @@ fn demo_cmd(args: DemoArgs) -> anyhow::Result<ExitCode> {
         json: args.json,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
         metrics_linger: std::time::Duration::from_secs(args.metrics_linger),
+        opcua: args.opcua,
     };
     let agreed = runtime.block_on(demo::run(opts))?;
     Ok(if agreed {

@@ -7,7 +7,7 @@
 //!   only for metrics the endpoint serves;
 //! - a port that is taken fails the demo with a message naming the address;
 //! - `scripts/metrics_scrape.py` parses a scrape with `prometheus_client`'s
-//!   text parser (PyPI), run with the interpreter in `SERIALINE_PY` (CI's
+//!   text parser (PyPI), run with the interpreter in `METRICS_SCRAPE_PYTHON` (CI's
 //!   venv, see `.ci/run`); without it the test says it skipped and why.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -398,11 +398,11 @@ fn a_taken_port_fails_the_demo_naming_the_address() {
 /// `prometheus_client`'s own parser on a live scrape (scripts/metrics_scrape.py).
 #[test]
 fn prometheus_client_parses_the_scrape() {
-    let Some(py) = std::env::var_os("SERIALINE_PY") else {
+    let Some(py) = std::env::var_os("METRICS_SCRAPE_PYTHON") else {
         eprintln!(
-            "SKIPPED prometheus_client_parses_the_scrape: SERIALINE_PY is not set \
+            "SKIPPED prometheus_client_parses_the_scrape: METRICS_SCRAPE_PYTHON is not set \
              (.ci/run sets it to a venv with prometheus-client; or run \
-             `python3 -m venv V && V/bin/pip install prometheus-client` and SERIALINE_PY=V/bin/python)"
+             `python3 -m venv V && V/bin/pip install prometheus-client` and METRICS_SCRAPE_PYTHON=V/bin/python)"
         );
         return;
     };
@@ -410,7 +410,7 @@ fn prometheus_client_parses_the_scrape() {
         .arg(repo_root().join("scripts/metrics_scrape.py"))
         .args(["--lab", LAB, "--units", "800"])
         .output()
-        .expect("the Python interpreter in SERIALINE_PY runs");
+        .expect("the Python interpreter in METRICS_SCRAPE_PYTHON runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

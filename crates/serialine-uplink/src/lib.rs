@@ -51,11 +51,14 @@ use rumqttc::{AsyncClient, QoS};
 use serialine_store::Store;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Commands waiting for the pipeline, at most.
 const COMMAND_QUEUE: usize = 16;
+/// Alarms an observer ([`UplinkHandle::alarm_tap`]) may fall behind by
+/// before it misses some (it is told how many).
+const ALARM_TAP: usize = 256;
 
 /// Starts the uplink's tasks on the current tokio runtime and returns at once;
 /// the connection is made (and remade) in the background.
@@ -89,7 +92,9 @@ pub fn start(
     let (rate_tx, rate_rx) = watch::channel(0.0f64);
     let (product_tx, product_rx) = watch::channel(cfg.product);
     let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_QUEUE);
+    let (tap_tx, _) = broadcast::channel(ALARM_TAP);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let local_commands = cmd_tx.downgrade();
     let (blocks_tx, blocks_rx) = mpsc::unbounded_channel();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let (cmds_in_tx, cmds_in_rx) = mpsc::unbounded_channel();
@@ -145,6 +150,7 @@ pub fn start(
                 status: status_rx,
                 metrics: metrics_rx,
                 alarms: alarm_rx,
+                tap: tap_tx.clone(),
                 product: product_tx.subscribe(),
             }
             .run(),
@@ -194,6 +200,10 @@ pub fn start(
             rate: rate_tx,
             product: product_tx,
             alarms: alarm_tx,
+            tap: tap_tx,
+            // Weak: the supervisor sees the command channel close when the
+            // uplink's own command task ends, as before local commands.
+            local_commands,
             tasks: Mutex::new(tasks),
             gauge_store: Mutex::new(prom_metrics::gauge_sampling().then_some(store)),
         }),
@@ -212,6 +222,9 @@ struct Inner {
     /// The running (or last) job's product: prefetch keeps its buffer.
     product: watch::Sender<Option<serialine_core::Gtin>>,
     alarms: mpsc::Sender<Alarm>,
+    /// Every alarm the operator task takes, for local observers (OPC UA).
+    tap: broadcast::Sender<Alarm>,
+    local_commands: mpsc::WeakSender<CommandRequest>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// With metrics on, for the gauges' last sample at a clean shutdown;
     /// taken (and dropped) by the shutdown or abort that ends the tasks, so
@@ -267,6 +280,52 @@ impl UplinkHandle {
     /// after every reconnect and every metrics interval with fresh counts).
     pub fn publish_status(&self, snapshot: StatusSnapshot) {
         self.inner.status.send_replace(snapshot);
+    }
+
+    /// The latest status the pipeline published (what `status` carries,
+    /// without the ledger's counts): for local observers such as the OPC UA
+    /// server, which read the counts from the store themselves.
+    pub fn watch_status(&self) -> watch::Receiver<StatusSnapshot> {
+        self.inner.status.subscribe()
+    }
+
+    /// Every alarm from now on, whoever raised it (the pipeline through
+    /// [`UplinkHandle::raise_alarm`], or the uplink's own tasks), as it is
+    /// queued for the `alarms` topic, broker up or not. A receiver more
+    /// than 256 alarms behind gets `RecvError::Lagged`.
+    pub fn alarm_tap(&self) -> broadcast::Receiver<Alarm> {
+        self.inner.tap.subscribe()
+    }
+
+    /// Hands a command that did not come over MQTT (an OPC UA method call)
+    /// to the same consumer as `cmd/#`: the receiver [`start`] returned, so
+    /// it runs the same way (the service's supervisor). The caller has
+    /// authenticated and validated it (a job through
+    /// [`parse_command`], as `cmd/job/start` is); waits for the answer at
+    /// most the configured command timeout, as MQTT commands do.
+    pub async fn submit_command(&self, command: Command) -> Result<(), String> {
+        let Some(tx) = self.inner.local_commands.upgrade() else {
+            return Err("the line is not accepting commands".into());
+        };
+        let (reply, rx) = oneshot::channel();
+        if let Err(e) = tx.try_send(CommandRequest { command, reply }) {
+            return Err(match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    "the line is busy with earlier commands; try again"
+                }
+                mpsc::error::TrySendError::Closed(_) => "the line is not accepting commands",
+            }
+            .into());
+        }
+        drop(tx);
+        match tokio::time::timeout(self.inner.cfg.command_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the line dropped the command without answering".into()),
+            Err(_) => Err(format!(
+                "the line did not answer within {:?}",
+                self.inner.cfg.command_timeout
+            )),
+        }
     }
 
     /// Queues an alarm for the `alarms` topic. Never waits: if

@@ -165,6 +165,8 @@ pub(crate) struct Operator {
     pub status: watch::Receiver<StatusSnapshot>,
     pub metrics: watch::Receiver<Metrics>,
     pub alarms: mpsc::Receiver<Alarm>,
+    /// Local observers' copy of every alarm taken here.
+    pub tap: tokio::sync::broadcast::Sender<Alarm>,
     /// The product being made: `buffer` counts its serials.
     pub product: watch::Receiver<Option<serialine_core::Gtin>>,
 }
@@ -200,6 +202,8 @@ impl Operator {
                         "kind" => a.kind.as_str()
                     )
                     .increment(1);
+                    // No observer is no error.
+                    let _ = self.tap.send(a.clone());
                     if pending.len() >= ALARM_QUEUE {
                         pending.pop_front();
                         dropped += 1;

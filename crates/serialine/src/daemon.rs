@@ -17,6 +17,13 @@
 //! - between jobs the ledger is checkpointed (`Store::checkpoint`), so a
 //!   crash during the next job recovers without replaying this one's log.
 //!
+//! With `[opcua] enabled = true` the OPC UA server (`serialine-opcua`)
+//! starts once the lines are open, before READY; its `StartJob` / `StopJob`
+//! reach the same supervisor as `cmd/job/*` (through the uplink's command
+//! channel, `UplinkHandle::submit_command`), so they are refused and run the
+//! same way. It stops first at shutdown, so no command arrives while the
+//! lines stop.
+//!
 //! SIGTERM or SIGINT: STOPPING to systemd, every running job is stopped and
 //! drained (at most [`STOP_BOUND`]), every uplink publishes the retained
 //! `offline` status and disconnects (at most [`UPLINK_SHUTDOWN`]), and the
@@ -46,6 +53,8 @@ use tokio::sync::watch;
 
 /// Longest the uplink may take to publish `offline` and disconnect.
 pub const UPLINK_SHUTDOWN: Duration = Duration::from_secs(5);
+/// Longest the OPC UA server may take to close its sessions.
+const OPCUA_SHUTDOWN: Duration = Duration::from_secs(2);
 /// How often an idle line beats its heartbeat (the watchdog wants a beat
 /// every half `WatchdogSec`).
 const IDLE_BEAT: Duration = Duration::from_secs(1);
@@ -73,6 +82,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("line {id}: cannot start"))?;
         lines.push(Line { inner: line });
     }
+
+    // After the lines (it shows them), before READY: a taken port or a bad
+    // certificate stops the start, naming the address or the file.
+    let opcua = match config.opcua_server().map_err(config_error)? {
+        Some(cfg) => {
+            let sources = lines
+                .iter()
+                .map(|l| serialine_opcua::LineSource {
+                    id: l.inner.id.clone(),
+                    store: l.inner.store.clone(),
+                    uplink: l.inner.uplink.clone(),
+                    // This supervisor consumes the line's commands.
+                    accepts_commands: true,
+                })
+                .collect();
+            Some(serialine_opcua::serve(cfg, sources).await?)
+        }
+        None => None,
+    };
 
     let heartbeats: Vec<Heartbeat> = lines.iter().map(|l| l.inner.heartbeat.clone()).collect();
     if config.daemon.watchdog {
@@ -124,6 +152,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!("{signal_name} received: stopping every line");
     serialine::systemd::stopping();
+    // First, so that no command arrives over OPC UA while the lines stop.
+    if let Some(server) = opcua {
+        server.shutdown(OPCUA_SHUTDOWN).await;
+    }
     shutdown_tx.send_replace(true);
 
     let mut stores = Vec::new();

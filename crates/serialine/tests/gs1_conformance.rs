@@ -2,7 +2,7 @@
 //! `scripts/gs1_conformance.py` (biip and zxing-cpp, from PyPI) on this
 //! build's `serialine code render` / `code parse`.
 //!
-//! The Python with those packages is named by `SERIALINE_GS1_PYTHON`, which
+//! The Python with those packages is named by `GS1_CONFORMANCE_PYTHON`, which
 //! `.ci/run` sets after installing them into a virtual environment. Without
 //! it the test says that it was skipped and why, and passes, so
 //! `cargo test --workspace` works on a machine without the packages.
@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::Command;
 
-const PYTHON_VAR: &str = "SERIALINE_GS1_PYTHON";
+const PYTHON_VAR: &str = "GS1_CONFORMANCE_PYTHON";
 
 #[test]
 fn codes_agree_with_biip_and_zxing_cpp() {

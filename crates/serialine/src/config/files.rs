@@ -269,6 +269,19 @@ impl Config {
         if let Some(p) = &self.mqtt.password_file {
             secret("mqtt.password_file".into(), p, None);
         }
+        // A disabled server reads no file.
+        if self.opcua.enabled {
+            for (i, u) in self.opcua.users.iter().enumerate() {
+                secret(
+                    format!("opcua.user[{i}].password_file"),
+                    &u.password_file,
+                    None,
+                );
+            }
+            if let Some(p) = &self.opcua.private_key_file {
+                secret("opcua.private_key_file".into(), p, None);
+            }
+        }
         if let Some(tls) = &self.mqtt.tls {
             if let Some(p) = &tls.client_key_file {
                 secret("mqtt.tls.client_key_file".into(), p, None);

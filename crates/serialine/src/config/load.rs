@@ -7,7 +7,7 @@
 //! named as such ([`REMOVED_KEYS`]) instead of as unknown.
 
 use super::{Config, ConfigError, Issue, LabelSource, LineConfig};
-use super::{DaemonConfig, MetricsConfig, MqttConfig, SiteConfig, StoreConfig};
+use super::{DaemonConfig, MetricsConfig, MqttConfig, OpcuaSection, SiteConfig, StoreConfig};
 use figment::error::Kind;
 use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map, Value};
@@ -25,7 +25,9 @@ pub const ENV_SEPARATOR: &str = "__";
 const ENV_IGNORED: &[&str] = &["config"];
 
 /// Top-level tables, in the order they are documented.
-const SECTIONS: &[&str] = &["daemon", "site", "store", "mqtt", "line", "metrics"];
+const SECTIONS: &[&str] = &[
+    "daemon", "site", "store", "mqtt", "line", "metrics", "opcua",
+];
 
 /// A key of a top-level table that the schema no longer has. A plant's
 /// existing file may still set it: loading it fails (as any unknown key
@@ -319,6 +321,20 @@ impl Config {
                 origin.resolve("mqtt.tls.client_key_file", p);
             }
         }
+        for (key, p) in [
+            ("opcua.certificate_file", &mut self.opcua.certificate_file),
+            ("opcua.private_key_file", &mut self.opcua.private_key_file),
+        ] {
+            if let Some(p) = p {
+                origin.resolve(key, p);
+            }
+        }
+        for (i, u) in self.opcua.users.iter_mut().enumerate() {
+            origin.resolve(
+                &format!("opcua.user[{i}].password_file"),
+                &mut u.password_file,
+            );
+        }
         for (i, line) in self.lines.iter_mut().enumerate() {
             origin.resolve(&format!("line[{i}].secret_file"), &mut line.secret_file);
             let p = &mut line.printer;
@@ -381,6 +397,7 @@ fn extract(figment: &Figment, origin: Origin) -> Result<Config, ConfigError> {
     let lines = section::<Vec<LineConfig>>(figment, &root, "line", &origin, &mut issues);
     // Optional: absent means no endpoint; malformed has recorded its issue.
     let metrics = section::<MetricsConfig>(figment, &root, "metrics", &origin, &mut issues);
+    let opcua = section::<OpcuaSection>(figment, &root, "opcua", &origin, &mut issues);
 
     let site = match site {
         Some(Some(site)) => Some(site),
@@ -391,8 +408,10 @@ fn extract(figment: &Figment, origin: Origin) -> Result<Config, ConfigError> {
         None => None,
     };
 
-    match (daemon, site, store, mqtt, lines) {
-        (Some(daemon), Some(site), Some(store), Some(mqtt), Some(lines)) if issues.is_empty() => {
+    match (daemon, site, store, mqtt, lines, opcua) {
+        (Some(daemon), Some(site), Some(store), Some(mqtt), Some(lines), Some(opcua))
+            if issues.is_empty() =>
+        {
             Ok(Config {
                 daemon: daemon.unwrap_or_default(),
                 site,
@@ -400,6 +419,7 @@ fn extract(figment: &Figment, origin: Origin) -> Result<Config, ConfigError> {
                 mqtt: mqtt.unwrap_or_default(),
                 lines: lines.unwrap_or_default(),
                 metrics: metrics.flatten(),
+                opcua: opcua.unwrap_or_default(),
                 origin,
             })
         }

@@ -56,6 +56,7 @@
 mod files;
 mod line;
 mod load;
+mod opcua;
 mod plan;
 mod schema;
 mod validate;
@@ -68,8 +69,8 @@ pub use line::{
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use plan::{SiteAuth, STOP_BOUND};
 pub use schema::{
-    CommandKey, CommitMode, DaemonConfig, LogFormat, MetricsConfig, MqttConfig, SiteConfig,
-    StoreConfig, TlsConfig,
+    CommandKey, CommitMode, DaemonConfig, LogFormat, MetricsConfig, MqttConfig, OpcuaSection,
+    OpcuaUserConfig, SiteConfig, StoreConfig, TlsConfig,
 };
 pub use validate::{
     is_valid_id, CAMERA_WINDOW_RANGE, KEEP_ALIVE_RANGE, MAX_BATCH_RANGE, MAX_CLIENT_ID_LEN,
@@ -107,6 +108,9 @@ pub struct Config {
     /// `[metrics]`: the Prometheus endpoint; absent, none is served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+    /// `[opcua]`: the OPC UA server (off by default).
+    #[serde(default)]
+    pub opcua: OpcuaSection,
     /// Where the values came from, for messages and path resolution.
     #[serde(skip)]
     origin: Origin,

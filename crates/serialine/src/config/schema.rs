@@ -260,3 +260,78 @@ pub struct MetricsConfig {
     /// host). Required in `[metrics]`; port 1..=65535.
     pub listen: std::net::SocketAddr,
 }
+
+/// `[opcua]`: the OPC UA server (issue 18). Off unless `enabled = true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpcuaSection {
+    /// Serve OPC UA. Default false.
+    pub enabled: bool,
+    /// `address:port` to listen on. Default `0.0.0.0:4840` (the OPC UA port).
+    pub listen: String,
+    /// Host name in the endpoint URL (`opc.tcp://<host_name>:<port>/`) and the
+    /// server's certificate; clients must reach the server by it. Default
+    /// (empty): the listen address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_name: Option<String>,
+    /// The server's application certificate (DER) and its private key
+    /// (PEM, a secret), both or neither. Default (neither): a self-signed
+    /// certificate made on first start in `<state_dir>/opcua/pki/own/cert.der`
+    /// (key in `<state_dir>/opcua/pki/private/private.pem`) and kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<PathBuf>,
+    /// Accept any client application certificate. Default false: a client's
+    /// certificate must be in `<state_dir>/opcua/pki/trusted/` (a
+    /// refused one is stored in `.../rejected/` for the operator to move).
+    pub trust_client_certs: bool,
+    /// Sessions without a user identity may browse and read. Default true.
+    pub anonymous_read: bool,
+    /// Sessions without a user identity may also call StartJob / StopJob.
+    /// Default false (never for production).
+    pub anonymous_methods: bool,
+    /// Also offer an unsecured endpoint (security policy None), for
+    /// anonymous sessions only (no password ever travels on it); needs
+    /// `anonymous_read`. Default false.
+    pub insecure_endpoint: bool,
+    /// `[[opcua.user]]`: user name / password identities; they may call
+    /// methods.
+    #[serde(rename = "user", default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<OpcuaUserConfig>,
+}
+
+impl Default for OpcuaSection {
+    fn default() -> Self {
+        OpcuaSection {
+            enabled: false,
+            listen: "0.0.0.0:4840".into(),
+            host_name: None,
+            certificate_file: None,
+            private_key_file: None,
+            trust_client_certs: false,
+            anonymous_read: true,
+            anonymous_methods: false,
+            insecure_endpoint: false,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// `[[opcua.user]]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpcuaUserConfig {
+    /// User name, 1..=64 characters, unique.
+    pub name: String,
+    /// File holding the password (a secret, mode 0600); one trailing line
+    /// ending is dropped.
+    pub password_file: PathBuf,
+}
+
+impl OpcuaSection {
+    /// Where the server keeps its certificate and the client certificates.
+    pub fn pki_dir(state_dir: &std::path::Path) -> PathBuf {
+        state_dir.join("opcua").join("pki")
+    }
+}

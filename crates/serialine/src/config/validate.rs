@@ -226,6 +226,56 @@ impl Checker<'_> {
 
     /// `[mqtt]`: the broker address, the client id each line connects
     /// with, the timing bounds, and the keys that go together.
+    /// `[opcua]`: checked whether enabled or not, so that switching it on
+    /// never reveals an old mistake.
+    fn opcua(&mut self, config: &Config) {
+        let o = &config.opcua;
+        self.require(
+            o.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "opcua.listen",
+            || {
+                format!(
+                    "invalid address {:?}; expected address:port, e.g. 0.0.0.0:4840",
+                    o.listen
+                )
+            },
+        );
+        if let Some(h) = &o.host_name {
+            self.require(
+                !h.trim().is_empty() && !h.contains(char::is_whitespace) && !h.contains('/'),
+                "opcua.host_name",
+                || format!("invalid host name {h:?}"),
+            );
+        }
+        self.require(
+            o.certificate_file.is_some() == o.private_key_file.is_some(),
+            "opcua.certificate_file",
+            || "certificate_file and private_key_file go together: set both, or neither (a certificate is then made on first start)".into(),
+        );
+        self.require(
+            !o.insecure_endpoint || o.anonymous_read,
+            "opcua.insecure_endpoint",
+            || "the unsecured endpoint carries anonymous sessions only; it needs opcua.anonymous_read = true".into(),
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, u) in o.users.iter().enumerate() {
+            let key = format!("opcua.user[{i}].name");
+            self.require(
+                (1..=64).contains(&u.name.chars().count()) && !u.name.chars().any(char::is_control),
+                &key,
+                || {
+                    format!(
+                        "invalid user name {:?}; expected 1 to 64 printable characters",
+                        u.name
+                    )
+                },
+            );
+            if !seen.insert(u.name.as_str()) {
+                self.fail(&key, format!("user {:?} is named twice", u.name));
+            }
+        }
+    }
+
     fn mqtt(&mut self, config: &Config) {
         let m = &config.mqtt;
         self.require(
@@ -467,6 +517,7 @@ impl Config {
         c.mqtt(self);
         c.lines(self);
         c.metrics(self);
+        c.opcua(self);
 
         if c.issues.is_empty() {
             Ok(())
@@ -506,6 +557,19 @@ impl Config {
                 "true and no mqtt.ack_key_file: events/ack is taken unsigned, so anyone the broker lets publish it can make the line drop outbox events as synced",
             )),
             (Some(_), _) => {}
+        }
+        let o = &self.opcua;
+        if o.enabled && o.anonymous_methods {
+            warnings.push(self.origin.issue(
+                "opcua.anonymous_methods",
+                "true: anyone who can reach the OPC UA port can start and stop jobs without an identity",
+            ));
+        }
+        if o.enabled && o.trust_client_certs {
+            warnings.push(self.origin.issue(
+                "opcua.trust_client_certs",
+                "true: any OPC UA client application certificate is accepted (user identities still decide who may call methods)",
+            ));
         }
         (errors, warnings)
     }

@@ -12,6 +12,7 @@ mod cli;
 mod files;
 mod load;
 mod metrics;
+mod opcua;
 mod shipped;
 mod tls;
 mod validate;

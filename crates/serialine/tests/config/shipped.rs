@@ -58,6 +58,15 @@ const ALL_KEYS: &[(&str, &str)] = &[
     ),
     ("mqtt.tls", "ca_file client_cert_file client_key_file"),
     ("metrics", "listen"),
+    (
+        "opcua",
+        "enabled listen host_name certificate_file private_key_file trust_client_certs",
+    ),
+    (
+        "opcua",
+        "anonymous_read anonymous_methods insecure_endpoint",
+    ),
+    ("opcua.user[]", "name password_file"),
     ("line[]", "id secret_file min_grade"),
     (
         "line[].buffer",
