@@ -10,28 +10,18 @@
 //! Needs `OPCUA_CLIENT_PYTHON`: an interpreter with asyncua (CI makes a
 //! venv for it in `.ci/run`). Without it the test says it was skipped.
 
-use serialine_devices::camera::CameraProfile;
-use serialine_devices::printer::FramedProfile;
-use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
-use serialine_sim::camera::{CameraKnobs, CameraSim};
-use serialine_sim::issuer::Issuer;
-use serialine_sim::printer::{PrinterKnobs, PrinterSim};
-use serialine_sim::upstream::Upstream;
+mod common;
+
+use common::{shipped, Plant};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 const PYTHON_VAR: &str = "OPCUA_CLIENT_PYTHON";
 const SITE: &str = "site-o";
 const LINE: &str = "line-1";
 const SECRET: &[u8] = b"opcua-test line secret, 32 bytes";
-
-fn shipped(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../config")
-        .join(name)
-}
 
 fn secret_file(path: &Path, bytes: &[u8]) {
     fs::write(path, bytes).unwrap();
@@ -67,41 +57,8 @@ async fn opcua_methods_run_through_the_supervisor_for_an_asyncua_client() {
     let dir = tempfile::tempdir().unwrap();
     let root = fs::canonicalize(dir.path()).unwrap();
 
-    let broker = EmbeddedBroker::start().expect("embedded broker starts");
-    let target = |id: &str| MqttTarget::new("127.0.0.1", broker.port, id);
-    let issuer = Issuer::new(b"opcua-test issuer seed", 100);
-    issuer.add_line(LINE, SECRET);
-    let _issuer_task = issuer
-        .spawn(&target("test-issuer"), Some(SITE))
-        .await
-        .expect("issuer connects");
-    let upstream = Upstream::new();
-    upstream.set_ack_key(Some([0x5a; 32]));
-    let _upstream_task = upstream
-        .spawn(&target("test-upstream"), Some(SITE))
-        .await
-        .expect("upstream consumer connects");
-
-    let profile: FramedProfile =
-        toml::from_str(&fs::read_to_string(shipped("printer-cij-stx.toml")).unwrap()).unwrap();
-    let (printed_tx, printed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let knobs = PrinterKnobs {
-        buffer_depth: Some(profile.buffer_depth),
-        ..PrinterKnobs::default()
-    };
-    let (_printer, printer_addr) =
-        PrinterSim::listen("127.0.0.1:0", &profile, knobs, Some(printed_tx), None)
-            .await
-            .expect("printer simulator listens");
-    let (_camera, camera_addr) = CameraSim::listen(
-        "127.0.0.1:0",
-        &CameraProfile::default(),
-        CameraKnobs::default(),
-        printed_rx,
-        None,
-    )
-    .await
-    .expect("camera simulator listens");
+    let plant = Plant::start(SITE, LINE, SECRET, b"opcua-test issuer seed").await;
+    let (printer_addr, camera_addr) = (plant.printer_addr, plant.camera_addr);
 
     secret_file(&root.join("line-1.secret"), SECRET);
     secret_file(&root.join("command.key"), "a5".repeat(32).as_bytes());
@@ -160,7 +117,7 @@ camera_window = 16
 read_deadline_ms = 2000
 starve_timeout_secs = 60
 "#,
-            mqtt_port = broker.port,
+            mqtt_port = plant.broker.port,
             profile = shipped("printer-cij-stx.toml").display(),
         ),
     )

@@ -4,13 +4,9 @@
 //!
 //! Every wait is bounded and polls its condition; nothing sleeps blindly.
 
-use serialine_devices::camera::CameraProfile;
-use serialine_devices::printer::FramedProfile;
-use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
-use serialine_sim::camera::{CameraKnobs, CameraSim};
-use serialine_sim::issuer::Issuer;
-use serialine_sim::printer::{PrinterKnobs, PrinterSim};
-use serialine_sim::upstream::Upstream;
+mod common;
+
+use common::{shipped, Plant};
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -22,12 +18,6 @@ const SITE: &str = "site-t";
 const LINE: &str = "line-1";
 const QUANTITY: usize = 300;
 const SECRET: &[u8] = b"run-test line secret, 32 bytes!!";
-
-fn shipped(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../config")
-        .join(name)
-}
 
 fn write_secret(path: &Path) {
     fs::write(path, SECRET).unwrap();
@@ -134,44 +124,9 @@ async fn run_produces_a_default_job_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let root = fs::canonicalize(dir.path()).unwrap();
 
-    // Upstream: broker, issuer (sealing blocks with the line secret), consumer.
-    let broker = EmbeddedBroker::start().expect("embedded broker starts");
-    let target = |id: &str| MqttTarget::new("127.0.0.1", broker.port, id);
-    let issuer = Issuer::new(b"run-test issuer seed", 100);
-    issuer.add_line(LINE, SECRET);
-    let _issuer_task = issuer
-        .spawn(&target("test-issuer"), Some(SITE))
-        .await
-        .expect("issuer connects");
-    let upstream = Upstream::new();
-    // Production settings: upstream signs its acks, commands need a key.
-    upstream.set_ack_key(Some([0x5a; 32]));
-    let _upstream_task = upstream
-        .spawn(&target("test-upstream"), Some(SITE))
-        .await
-        .expect("upstream consumer connects");
-
-    // Line equipment: a framed inkjet on TCP whose printed codes reach the camera.
-    let profile: FramedProfile =
-        toml::from_str(&fs::read_to_string(shipped("printer-cij-stx.toml")).unwrap()).unwrap();
-    let (printed_tx, printed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let knobs = PrinterKnobs {
-        buffer_depth: Some(profile.buffer_depth),
-        ..PrinterKnobs::default()
-    };
-    let (printer, printer_addr) =
-        PrinterSim::listen("127.0.0.1:0", &profile, knobs, Some(printed_tx), None)
-            .await
-            .expect("printer simulator listens");
-    let (camera, camera_addr) = CameraSim::listen(
-        "127.0.0.1:0",
-        &CameraProfile::default(),
-        CameraKnobs::default(),
-        printed_rx,
-        None,
-    )
-    .await
-    .expect("camera simulator listens");
+    let plant = Plant::start(SITE, LINE, SECRET, b"run-test issuer seed").await;
+    let (upstream, printer, camera) = (&plant.upstream, &plant.printer, &plant.camera);
+    let (printer_addr, camera_addr) = (plant.printer_addr, plant.camera_addr);
 
     write_secret(&root.join("line-1.secret"));
     for (name, byte) in [("command.key", "a5"), ("ack.key", "5a")] {
@@ -236,7 +191,7 @@ camera_window = 16
 read_deadline_ms = 2000
 starve_timeout_secs = 60
 "#,
-            port = broker.port,
+            port = plant.broker.port,
             profile = shipped("printer-cij-stx.toml").display(),
         ),
     )
@@ -275,7 +230,12 @@ starve_timeout_secs = 60
     let events = upstream.line(LINE);
     assert_eq!(events.unique(), QUANTITY, "one event per unit");
     assert_eq!(events.conflicts, 0);
-    let issued: HashSet<String> = issuer.issued(LINE).iter().map(|s| s.to_string()).collect();
+    let issued: HashSet<String> = plant
+        .issuer
+        .issued(LINE)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut serials = HashSet::new();
     for (serial, state) in events.events.values() {
         assert_eq!(state, "committed", "clean equipment commits every unit");
