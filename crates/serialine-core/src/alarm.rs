@@ -55,7 +55,8 @@ pub enum AlarmKind {
     /// `not-gs1-symbol`: the camera read a GS1 job's code from a symbol
     /// without FNC1 first (`]d1`, `]d7`, `]Q1`), or a Digital Link job's
     /// from a GS1 symbol: the printer is not in the mode the job needs. The
-    /// unit whose serial it carries is rejected (mismatch). Operator: put
+    /// unit whose serial it carries is rejected (mismatch); one alarm per
+    /// such read, naming that serial. Operator: put
     /// the printer's code object in GS1 mode (or out of it), and set the
     /// profile's `fnc1` key to match.
     NotGs1Symbol,
