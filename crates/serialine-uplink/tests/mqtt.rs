@@ -391,22 +391,32 @@ async fn signed_commands_required_when_a_key_is_configured() {
     };
 
     publish(json!({"request_id": "unsigned"})).await;
-    let r = watch
-        .next_where("reply to unsigned", |m| {
-            m.topic.ends_with("/reply") && m.json["request_id"] == "unsigned"
-        })
-        .await;
+    // The reply and the alarm go out on different paths: either may come first.
+    let is_reply =
+        |m: &common::Msg| m.topic.ends_with("/reply") && m.json["request_id"] == "unsigned";
+    let is_alarm = |m: &common::Msg| {
+        m.topic.ends_with("/alarms") && m.json["kind"] == AlarmKind::CommandRefused.as_str()
+    };
+    let (mut reply, mut alarmed) = (None, false);
+    while reply.is_none() || !alarmed {
+        let m = watch
+            .next_where("reply to unsigned and command-refused alarm", |m| {
+                is_reply(m) || is_alarm(m)
+            })
+            .await;
+        if is_reply(&m) {
+            reply = Some(m);
+        } else {
+            alarmed = true;
+        }
+    }
+    let r = reply.expect("the reply");
     assert_eq!(r.json["ok"], false);
     assert!(
         r.json["error"].as_str().unwrap().starts_with("refused"),
         "{:?}",
         r.json
     );
-    watch
-        .next_where("command-refused alarm", |m| {
-            m.topic.ends_with("/alarms") && m.json["kind"] == AlarmKind::CommandRefused.as_str()
-        })
-        .await;
 
     let drain_topic = format!("{prefix}cmd/drain");
     let signed = sign_command(
