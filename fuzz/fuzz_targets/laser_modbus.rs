@@ -107,6 +107,7 @@ fuzz_target!(|input: Input| {
         status: bits,
         mark_counter_register: input.counter_now,
         poll_interval_ms: input.poll_interval_ms,
+        fnc1: None,
     };
     if map.validate().is_ok() {
         let regs = map.code_registers();

@@ -46,6 +46,8 @@ fn profile(tij: bool, checksum: Checksum, max_frame: usize) -> FramedProfile {
         print_timeout_ms: None,
         buffer_depth: 4,
         max_frame,
+        fnc1: None,
+        fnc1_escape: None,
     }
 }
 
