@@ -1,5 +1,5 @@
 //! Group commit. Callers hand operations to one committer thread; it applies
-//! everything queued so far in one sled transaction, makes it durable with one
+//! everything queued so far as one atomic batch (see `Ledger::apply`), makes it durable with one
 //! flush, and only then answers each caller. Durability costs one fsync per
 //! batch, not per unit, and no caller ever hears "done" for a write that a
 //! power cut could still take back.
@@ -20,7 +20,7 @@ pub enum CommitMode {
     /// Everything queued while the previous flush ran shares the next flush.
     #[default]
     Group,
-    /// One transaction and one flush per operation: the naive design, kept as
+    /// One batch and one flush per operation: the naive design, kept as
     /// the baseline that benchmarks compare against.
     PerTransition,
 }

@@ -6,10 +6,9 @@ use crate::error::StoreError;
 use crate::outbox::{event_id, OutboxEvent};
 use crate::record::{BlockUse, Counts, SerialRecord};
 use serialine_core::{Block, BlockId, BlockKey, SealedBlock, Serial, UnitState};
-use sled::transaction::TransactionError;
-use sled::Transactional;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bumped whenever an on-disk layout changes. A ledger with a higher version
@@ -101,6 +100,13 @@ pub(crate) struct Ledger {
     blocks: sled::Tree,
     issued: sled::Tree,
     cursors: sled::Tree,
+    /// The redo journal of the batch being applied (see [`Ledger::apply`]).
+    journal: sled::Tree,
+    /// Readers see a batch whole or not at all: `apply` holds it for writing
+    /// while it writes the batch's keys, readers hold it for reading. Ours,
+    /// per ledger, never held across a flush (unlike sled's global lock,
+    /// which is what [`Ledger::apply`] avoids).
+    gate: Arc<RwLock<()>>,
     block_key: BlockKey,
     index_key: [u8; 32],
     /// Proves the secret is this ledger's, checked at every open.
@@ -154,6 +160,8 @@ impl Ledger {
             blocks: tree("blocks")?,
             issued: tree("issued")?,
             cursors: tree("cursors")?,
+            journal: tree("journal")?,
+            gate: Arc::new(RwLock::new(())),
             db,
             block_key,
             index_key,
@@ -161,6 +169,7 @@ impl Ledger {
             counts: Counts::default(),
             next_seq: 0,
         };
+        ledger.finish_journal()?;
         ledger.check_or_init()?;
         Ok(ledger)
     }
@@ -169,6 +178,21 @@ impl Ledger {
         StoreError::Corrupt {
             path: self.path.clone(),
             what: what.into(),
+        }
+    }
+
+    /// Held while reading one key set that a batch may be writing.
+    fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        // A poisoned gate guards nothing of its own: the data is sled's.
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Iterates `tree`, each step under the read gate (a long scan must not
+    /// stall the committer, and never did: sled's own lock was per step).
+    fn scan<'a>(&'a self, tree: &sled::Tree) -> GatedIter<'a> {
+        GatedIter {
+            iter: tree.iter(),
+            gate: &self.gate,
         }
     }
 
@@ -311,7 +335,7 @@ impl Ledger {
     /// missing and by audits that check the stored counters are right.
     pub fn recount(&self) -> Result<Counts, StoreError> {
         let mut c = Counts::default();
-        for item in self.cursors.iter() {
+        for item in self.scan(&self.cursors) {
             let (k, v) = item.map_err(self.io())?;
             let u = BlockUse::decode(&v).ok_or_else(|| {
                 self.corrupt(format!("block cursor {} unreadable", hex::encode(&k)))
@@ -319,7 +343,7 @@ impl Ledger {
             c.issued += u64::from(u.count);
             c.blocks += 1;
         }
-        for item in self.serials.iter() {
+        for item in self.scan(&self.serials) {
             let (k, v) = item.map_err(self.io())?;
             let r = self.decode_record(&k, &v)?;
             if let Some(slot) = c.slot(r.state) {
@@ -344,6 +368,11 @@ impl Ledger {
     }
 
     pub fn entry(&self, serial: &Serial) -> Result<SerialEntry, StoreError> {
+        let _batch = self.read_gate();
+        self.entry_ungated(serial)
+    }
+
+    fn entry_ungated(&self, serial: &Serial) -> Result<SerialEntry, StoreError> {
         if let Some(v) = self.serials.get(serial.as_bytes()).map_err(self.io())? {
             let r = SerialRecord::decode(&v)
                 .ok_or_else(|| self.corrupt(format!("record of serial {serial} unreadable")))?;
@@ -364,7 +393,7 @@ impl Ledger {
     /// Serials on a device without a verdict, for reconciliation.
     pub fn in_flight(&self) -> Result<Vec<(Serial, UnitState)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.inflight.iter() {
+        for item in self.scan(&self.inflight) {
             let (k, _) = item.map_err(self.io())?;
             let serial = std::str::from_utf8(&k)
                 .ok()
@@ -400,7 +429,7 @@ impl Ledger {
         mut keep: impl FnMut(UnitState) -> bool,
     ) -> Result<Vec<(Serial, SerialRecord)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.serials.iter() {
+        for item in self.scan(&self.serials) {
             let (k, v) = item.map_err(self.io())?;
             let r = self.decode_record(&k, &v)?;
             if r.at_ms < since_ms || !keep(r.state) {
@@ -416,8 +445,7 @@ impl Ledger {
     }
 
     pub fn outbox_peek(&self, max: usize) -> Result<Vec<OutboxEvent>, StoreError> {
-        self.outbox
-            .iter()
+        self.scan(&self.outbox)
             .take(max)
             .map(|item| {
                 let (_, v) = item.map_err(self.io())?;
@@ -427,13 +455,14 @@ impl Ledger {
     }
 
     pub fn outbox_len(&self) -> usize {
+        let _batch = self.read_gate();
         self.outbox.len()
     }
 
     /// Blocks that still hold serials never sent, in block id order.
     pub fn blocks_with_serials(&self) -> Result<Vec<(BlockId, BlockUse)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.cursors.iter() {
+        for item in self.scan(&self.cursors) {
             let (k, v) = item.map_err(self.io())?;
             let id = decode_u64(&k).ok_or_else(|| self.corrupt("block cursor key"))?;
             let u = BlockUse::decode(&v)
@@ -447,11 +476,13 @@ impl Ledger {
 
     /// Decrypts a stored block (the working window).
     pub fn open_block(&self, block_id: BlockId) -> Result<Block, StoreError> {
+        let batch = self.read_gate();
         let bytes = self
             .blocks
             .get(block_id.to_be_bytes())
             .map_err(self.io())?
             .ok_or_else(|| self.corrupt(format!("block {block_id} has a cursor but no data")))?;
+        drop(batch);
         let sealed = SealedBlock::from_bytes(&bytes)
             .map_err(|e| self.corrupt(format!("stored block {block_id}: {e}")))?;
         self.block_key
@@ -460,6 +491,7 @@ impl Ledger {
     }
 
     pub fn has_record(&self, serial: &Serial) -> Result<bool, StoreError> {
+        let _batch = self.read_gate();
         self.serials
             .contains_key(serial.as_bytes())
             .map_err(self.io())
@@ -469,7 +501,7 @@ impl Ledger {
     /// refused ops write nothing. Not durable until [`Ledger::flush`].
     ///
     /// The committer is the only writer, so ops are planned against plain
-    /// reads plus an overlay of the batch's own writes, and the transaction
+    /// reads plus an overlay of the batch's own writes, and the write
     /// only applies the planned writes. Sled's read-set tracking is skipped
     /// and a key written many times in a batch (a block cursor, the counters)
     /// is written once.
@@ -497,51 +529,166 @@ impl Ledger {
             .map(|op| tx.apply(op))
             .collect::<Result<_, sled::Error>>()
             .map_err(self.io())?;
-        let mut meta = sled::Batch::default();
         let counts = postcard::to_stdvec(&tx.counts)
             .map_err(|e| self.corrupt(format!("counters do not encode: {e}")))?;
-        meta.insert(META_COUNTS, counts);
-        meta.insert(META_OUTBOX_SEQ, &tx.next_seq.to_be_bytes());
         let (new_counts, new_seq) = (tx.counts, tx.next_seq);
-        let batches = [
-            tx.serials.into_batch(),
-            tx.inflight.into_batch(),
-            tx.outbox.into_batch(),
-            meta,
-            tx.blocks.into_batch(),
-            tx.issued.into_batch(),
-            tx.cursors.into_batch(),
-        ];
-        let trees = (
-            &self.serials,
-            &self.inflight,
-            &self.outbox,
-            &self.meta,
-            &self.blocks,
-            &self.issued,
-            &self.cursors,
-        );
-        let result: Result<(), TransactionError<()>> = trees.transaction(
-            |(serials, inflight, outbox, meta, blocks, issued, cursors)| {
-                serials.apply_batch(&batches[0])?;
-                inflight.apply_batch(&batches[1])?;
-                outbox.apply_batch(&batches[2])?;
-                meta.apply_batch(&batches[3])?;
-                blocks.apply_batch(&batches[4])?;
-                issued.apply_batch(&batches[5])?;
-                cursors.apply_batch(&batches[6])?;
-                Ok(())
-            },
-        );
-        match result {
-            Ok(()) => {
-                self.counts = new_counts;
-                self.next_seq = new_seq;
-                Ok(results)
-            }
-            Err(TransactionError::Abort(())) => Err(self.corrupt("batch aborted")),
-            Err(TransactionError::Storage(e)) => Err(map_sled(&self.path, e)),
+        let mut writes = Vec::new();
+        tx.serials.drain_into(TreeId::Serials, &mut writes);
+        tx.inflight.drain_into(TreeId::Inflight, &mut writes);
+        tx.outbox.drain_into(TreeId::Outbox, &mut writes);
+        tx.blocks.drain_into(TreeId::Blocks, &mut writes);
+        tx.issued.drain_into(TreeId::Issued, &mut writes);
+        tx.cursors.drain_into(TreeId::Cursors, &mut writes);
+        writes.push(JournalWrite {
+            tree: TreeId::Meta as u8,
+            key: META_COUNTS.to_vec(),
+            value: Some(counts),
+        });
+        writes.push(JournalWrite {
+            tree: TreeId::Meta as u8,
+            key: META_OUTBOX_SEQ.to_vec(),
+            value: Some(new_seq.to_be_bytes().to_vec()),
+        });
+        self.write_journaled(&writes)?;
+        self.counts = new_counts;
+        self.next_seq = new_seq;
+        Ok(results)
+    }
+
+    /// Writes a batch so that it survives a crash whole or not at all,
+    /// without sled's transactions.
+    ///
+    /// Why not `Transactional`: a sled 0.34 transaction (and `apply_batch`)
+    /// takes a lock that is global to the process, and from then on every
+    /// sled flush in the process holds that lock for reading while it waits
+    /// for its log to reach disk. Two ledgers in one process (a daemon with
+    /// several lines, the tests) then deadlock: one ledger's flush holds the
+    /// lock and waits, another ledger's transaction waits for the lock, and
+    /// the flush's I/O needs a reader that queues behind that writer
+    /// (spacejam/sled#1412). Plain inserts and removes never take it.
+    ///
+    /// How: the batch's post-images are first written to the `journal` tree
+    /// (chunks, then a marker naming how many), then to their trees, then
+    /// the journal is cleared. sled recovers a prefix of its log after a
+    /// crash, so a recovered marker means the whole journal was recovered:
+    /// [`Ledger::finish_journal`] writes it again at the next open
+    /// (idempotent: post-images), and a journal without its marker is a
+    /// batch that was never applied, nor flushed, nor acknowledged.
+    fn write_journaled(&self, writes: &[JournalWrite]) -> Result<(), StoreError> {
+        let chunks = self.write_journal(writes)?;
+        {
+            let _whole = self.gate.write().unwrap_or_else(|e| e.into_inner());
+            self.write_post_images(writes)?;
         }
+        self.clear_journal(chunks)
+    }
+
+    /// Writes the journal of `writes` and its marker; returns the chunk count.
+    fn write_journal(&self, writes: &[JournalWrite]) -> Result<u32, StoreError> {
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        let mut start = 0;
+        let mut size = 0;
+        for (i, w) in writes.iter().enumerate() {
+            let len = w.key.len() + w.value.as_ref().map_or(0, Vec::len) + 16;
+            if size + len > JOURNAL_CHUNK_BYTES && i > start {
+                chunks.push(self.encode_journal(&writes[start..i])?);
+                start = i;
+                size = 0;
+            }
+            size += len;
+        }
+        chunks.push(self.encode_journal(&writes[start..])?);
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.journal
+                .insert(journal_chunk_key(i as u32), chunk.as_slice())
+                .map_err(self.io())?;
+        }
+        self.journal
+            .insert(JOURNAL_MARKER, &(chunks.len() as u32).to_be_bytes())
+            .map_err(self.io())?;
+        Ok(chunks.len() as u32)
+    }
+
+    fn encode_journal(&self, writes: &[JournalWrite]) -> Result<Vec<u8>, StoreError> {
+        postcard::to_stdvec(writes)
+            .map_err(|e| self.corrupt(format!("journal does not encode: {e}")))
+    }
+
+    fn tree_of(&self, id: u8) -> Option<&sled::Tree> {
+        Some(match id {
+            x if x == TreeId::Serials as u8 => &self.serials,
+            x if x == TreeId::Inflight as u8 => &self.inflight,
+            x if x == TreeId::Outbox as u8 => &self.outbox,
+            x if x == TreeId::Meta as u8 => &self.meta,
+            x if x == TreeId::Blocks as u8 => &self.blocks,
+            x if x == TreeId::Issued as u8 => &self.issued,
+            x if x == TreeId::Cursors as u8 => &self.cursors,
+            _ => return None,
+        })
+    }
+
+    fn write_post_images(&self, writes: &[JournalWrite]) -> Result<(), StoreError> {
+        for w in writes {
+            let tree = self
+                .tree_of(w.tree)
+                .ok_or_else(|| self.corrupt(format!("journal names tree {}", w.tree)))?;
+            match &w.value {
+                Some(v) => tree.insert(w.key.as_slice(), v.as_slice()).map(|_| ()),
+                None => tree.remove(w.key.as_slice()).map(|_| ()),
+            }
+            .map_err(self.io())?;
+        }
+        Ok(())
+    }
+
+    /// Removes the marker first: a crash between the two removals leaves
+    /// chunks without a marker, which the next open discards.
+    fn clear_journal(&self, chunks: u32) -> Result<(), StoreError> {
+        self.journal.remove(JOURNAL_MARKER).map_err(self.io())?;
+        for i in 0..chunks {
+            self.journal
+                .remove(journal_chunk_key(i))
+                .map_err(self.io())?;
+        }
+        Ok(())
+    }
+
+    /// At open: completes the batch a crash interrupted after its journal
+    /// was whole, or discards a journal that never was (see
+    /// [`Ledger::write_journaled`]).
+    fn finish_journal(&self) -> Result<(), StoreError> {
+        let marker = self.journal.get(JOURNAL_MARKER).map_err(self.io())?;
+        let Some(marker) = marker else {
+            if !self.journal.is_empty() {
+                tracing::info!(path = %self.path.display(), "discarding the journal of a batch interrupted before it was complete (never applied, never acknowledged)");
+                self.journal.clear().map_err(self.io())?;
+                self.flush()?;
+            }
+            return Ok(());
+        };
+        let chunks = u32::from_be_bytes(
+            marker
+                .as_ref()
+                .try_into()
+                .map_err(|_| self.corrupt("journal marker is not 4 bytes"))?,
+        );
+        let mut writes: Vec<JournalWrite> = Vec::new();
+        for i in 0..chunks {
+            let chunk = self
+                .journal
+                .get(journal_chunk_key(i))
+                .map_err(self.io())?
+                .ok_or_else(|| self.corrupt(format!("journal chunk {i} of {chunks} missing")))?;
+            let part: Vec<JournalWrite> = postcard::from_bytes(&chunk)
+                .map_err(|e| self.corrupt(format!("journal chunk {i} unreadable: {e}")))?;
+            writes.extend(part);
+        }
+        tracing::info!(path = %self.path.display(), writes = writes.len(), "completing the batch a crash interrupted");
+        self.write_post_images(&writes)?;
+        self.flush()?;
+        self.clear_journal(chunks)?;
+        self.journal.clear().map_err(self.io())?;
+        self.flush()
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
@@ -579,7 +726,7 @@ impl Ledger {
     /// Every block's cursor, in block id order.
     pub(crate) fn cursors(&self) -> Result<Vec<(BlockId, BlockUse)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.cursors.iter() {
+        for item in self.scan(&self.cursors) {
             let (k, v) = item.map_err(self.io())?;
             let id = decode_u64(&k).ok_or_else(|| self.corrupt("block cursor key"))?;
             let u = BlockUse::decode(&v)
@@ -587,6 +734,54 @@ impl Ledger {
             out.push((id, u));
         }
         Ok(out)
+    }
+}
+
+/// The trees a batch writes, as named in the journal. Fixed forever: a
+/// journal left by a crash is read by the next build.
+#[derive(Debug, Clone, Copy)]
+#[repr(u8)]
+enum TreeId {
+    Serials = 1,
+    Inflight = 2,
+    Outbox = 3,
+    Meta = 4,
+    Blocks = 5,
+    Issued = 6,
+    Cursors = 7,
+}
+
+/// One key's post-image in a batch: its new value, or `None` for removed.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct JournalWrite {
+    tree: u8,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+}
+
+/// Journal chunks stay well under sled's inline-value limit (a quarter of
+/// its 512 KiB segment), above which sled writes each value as a file.
+const JOURNAL_CHUNK_BYTES: usize = 64 * 1024;
+const JOURNAL_MARKER: &[u8] = b"\xffcomplete";
+
+fn journal_chunk_key(i: u32) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[1..].copy_from_slice(&i.to_be_bytes());
+    k
+}
+
+/// A sled iterator whose every step holds the ledger's read gate.
+struct GatedIter<'a> {
+    iter: sled::Iter,
+    gate: &'a RwLock<()>,
+}
+
+impl Iterator for GatedIter<'_> {
+    type Item = sled::Result<(sled::IVec, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let _batch = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        self.iter.next()
     }
 }
 
@@ -621,15 +816,16 @@ impl<'a> Overlay<'a> {
         self.pending.insert(key.as_ref().to_vec(), None);
     }
 
-    fn into_batch(self) -> sled::Batch {
-        let mut b = sled::Batch::default();
-        for (k, v) in self.pending {
-            match v {
-                Some(v) => b.insert(k, v),
-                None => b.remove(k),
-            }
-        }
-        b
+    /// The batch's writes to this tree, in key order (so the outbox is
+    /// written in sequence order).
+    fn drain_into(self, tree: TreeId, out: &mut Vec<JournalWrite>) {
+        let mut pending: Vec<_> = self.pending.into_iter().collect();
+        pending.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.extend(pending.into_iter().map(|(key, value)| JournalWrite {
+            tree: tree as u8,
+            key,
+            value,
+        }));
     }
 }
 
@@ -829,7 +1025,7 @@ impl Tx<'_> {
     }
 
     /// Counts one more serial of `block_id` as out of the pool (sent or
-    /// fenced), in this transaction; `doing` names the move for the error.
+    /// fenced), in this batch; `doing` names the move for the error.
     fn advance_cursor(
         &mut self,
         block_id: BlockId,
@@ -848,7 +1044,7 @@ impl Tx<'_> {
         Ok(Ok(()))
     }
 
-    /// Puts the outcome `to` of `serial` in the outbox, in this transaction,
+    /// Puts the outcome `to` of `serial` in the outbox, in this batch,
     /// under the next sequence number and its redelivery-stable id.
     fn enqueue_event(&mut self, serial: &Serial, to: UnitState) -> Result<(), StoreError> {
         let event = OutboxEvent {
@@ -979,9 +1175,69 @@ fn map_sled(path: &Path, e: sled::Error) -> StoreError {
 }
 
 impl Ledger {
-    /// A tree outside the transactional set of [`Ledger::apply`] (command
+    /// A tree outside the atomic batches of [`Ledger::apply`] (command
     /// nonces); still written only by the committer.
     pub(crate) fn side_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
         self.db.open_tree(name).map_err(self.io())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(dir: &Path) -> Ledger {
+        Ledger::open(&dir.join("ledger"), "L", b"secret").expect("ledger opens")
+    }
+
+    /// Enough writes for several journal chunks.
+    fn writes() -> Vec<JournalWrite> {
+        (0u32..40)
+            .map(|i| JournalWrite {
+                tree: TreeId::Meta as u8,
+                key: format!("probe-{i:02}").into_bytes(),
+                value: Some(vec![i as u8; 4096]),
+            })
+            .collect()
+    }
+
+    /// A crash after the journal and its marker reached the log, before
+    /// (or while) the batch's own keys were written: the next open writes
+    /// them, so the batch is whole.
+    #[test]
+    fn a_whole_journal_is_completed_at_the_next_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let l = ledger(dir.path());
+        let writes = writes();
+        let chunks = l.write_journal(&writes).expect("journal written");
+        assert!(chunks > 1, "the test spans several chunks");
+        // Part of the batch was written when the crash came.
+        l.write_post_images(&writes[..3]).expect("partial batch");
+        l.flush().expect("flushed");
+        drop(l);
+        let l = ledger(dir.path());
+        for w in &writes {
+            let got = l.meta.get(&w.key).expect("readable");
+            assert_eq!(got.as_deref(), w.value.as_deref(), "key {:?}", w.key);
+        }
+        assert!(l.journal.is_empty(), "the journal is cleared once applied");
+    }
+
+    /// A journal without its marker is a batch never applied (nor flushed,
+    /// nor acknowledged): the next open discards it and writes nothing of it.
+    #[test]
+    fn a_journal_without_its_marker_is_discarded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let l = ledger(dir.path());
+        let writes = writes();
+        l.write_journal(&writes).expect("journal written");
+        l.journal.remove(JOURNAL_MARKER).expect("marker removed");
+        l.flush().expect("flushed");
+        drop(l);
+        let l = ledger(dir.path());
+        for w in &writes {
+            assert!(l.meta.get(&w.key).expect("readable").is_none());
+        }
+        assert!(l.journal.is_empty());
     }
 }

@@ -14,7 +14,7 @@
 //! 4. **One terminal state**: the lifecycle of [`serialine_core::state`] is
 //!    checked against the durable record on every move.
 //! 5. **Upstream sees each event once**: terminal outcomes enter the outbox in
-//!    the same transaction, with ids stable across redelivery.
+//!    the same atomic batch, with ids stable across redelivery.
 //! 6. **Never reissued after a restore or rollback** (with
 //!    [`StoreOptions::fence`]): a fence file outside the ledger directory
 //!    holds per-block high-water marks, raised durably before a serial beyond
@@ -23,7 +23,7 @@
 //!    the same ([`Store::fence_upstream_blocking`]). Rules in `fence.rs`.
 //!
 //! Writes go through one committer thread that batches everything queued into
-//! one sled transaction and one flush ([`CommitMode::Group`]).
+//! one atomic batch and one flush ([`CommitMode::Group`]).
 //!
 //! Time to READY after a crash is mostly sled replaying the log written since
 //! the ledger was last opened (sled 0.34 writes its snapshot only when
@@ -34,7 +34,7 @@
 //! index of issued serials, no clear text), `serials` (state records),
 //! `inflight` (Sent/Printed index for reconciliation), `outbox`, `meta`
 //! (schema version, line id, key check, counters, outbox sequence, ledger id), and,
-//! outside the lifecycle's transactions, `nonces` (signed command nonces with
+//! outside the lifecycle's batches, `nonces` (signed command nonces with
 //! their expiry, see [`Store::record_nonce`]).
 
 mod committer;

@@ -1,7 +1,7 @@
 //! Nonces of signed commands, so that a captured command cannot be replayed,
 //! not even after a restart.
 //!
-//! They live in their own `nonces` tree, outside the transactional set of the
+//! They live in their own `nonces` tree, outside the atomic batches of the
 //! serial lifecycle: a nonce shares no invariant with serials, blocks or the
 //! outbox. They are still written only by the committer thread (the ledger's
 //! single write path) and answered only after a flush, so a command runs only

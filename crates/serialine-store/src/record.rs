@@ -84,7 +84,7 @@ impl BlockUse {
     }
 }
 
-/// Ledger-wide counters, rewritten in the same transaction as every batch so
+/// Ledger-wide counters, rewritten in the same atomic batch as every batch so
 /// they are exactly as durable as the transitions they count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {

@@ -333,7 +333,7 @@ impl Store {
             }
             pool.loaded.insert(block_id);
             // An untouched block (the usual case) needs no per-serial lookups:
-            // its cursor is written in the same transaction as every Sent.
+            // its cursor is written in the same batch as every Sent.
             let untouched = usage.used == 0;
             let window = pool.windows.entry(block.gtin).or_default();
             for serial in block.serials {
