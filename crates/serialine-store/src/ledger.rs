@@ -19,6 +19,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// instead of calling a fenced record damaged.
 pub const SCHEMA_VERSION: u32 = 2;
 
+/// sled's page cache per ledger unless configured: enough for the working
+/// set of a line (its open blocks, in-flight records, outbox head).
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_LINE: &[u8] = b"line_id";
 const META_KEY_CHECK: &[u8] = b"key_check";
@@ -107,6 +111,8 @@ pub(crate) struct Ledger {
     /// per ledger, never held across a flush (unlike sled's global lock,
     /// which is what [`Ledger::apply`] avoids).
     gate: Arc<RwLock<()>>,
+    /// sled's page cache bound, kept for [`Ledger::reopen`].
+    cache_bytes: u64,
     block_key: BlockKey,
     index_key: [u8; 32],
     /// Proves the secret is this ledger's, checked at every open.
@@ -117,10 +123,16 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
-    pub fn open(path: &Path, line_id: &str, line_secret: &[u8]) -> Result<Self, StoreError> {
+    pub fn open(
+        path: &Path,
+        line_id: &str,
+        line_secret: &[u8],
+        cache_bytes: u64,
+    ) -> Result<Self, StoreError> {
         Self::open_with_keys(
             path,
             line_id,
+            cache_bytes,
             BlockKey::derive(line_secret),
             blake3::derive_key(INDEX_KEY_CONTEXT, line_secret),
             blake3::derive_key(KEY_CHECK_CONTEXT, line_secret),
@@ -134,21 +146,30 @@ impl Ledger {
     /// ledger written in one go, 1.2 s once snapshotted). Every other handle
     /// on the ledger must be dropped first, or the file lock is never freed.
     pub fn reopen(self) -> Result<Self, StoreError> {
-        let (path, line_id) = (self.path.clone(), self.line_id.clone());
+        let (path, line_id, cache_bytes) =
+            (self.path.clone(), self.line_id.clone(), self.cache_bytes);
         let (block_key, index_key, key_check) =
             (self.block_key.clone(), self.index_key, self.key_check);
         drop(self);
-        Self::open_with_keys(&path, &line_id, block_key, index_key, key_check)
+        Self::open_with_keys(
+            &path,
+            &line_id,
+            cache_bytes,
+            block_key,
+            index_key,
+            key_check,
+        )
     }
 
     fn open_with_keys(
         path: &Path,
         line_id: &str,
+        cache_bytes: u64,
         block_key: BlockKey,
         index_key: [u8; 32],
         key_check: [u8; 32],
     ) -> Result<Self, StoreError> {
-        let db = open_db(path)?;
+        let db = open_db(path, cache_bytes)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| map_sled(path, e));
         let mut ledger = Ledger {
             path: path.to_path_buf(),
@@ -162,6 +183,7 @@ impl Ledger {
             cursors: tree("cursors")?,
             journal: tree("journal")?,
             gate: Arc::new(RwLock::new(())),
+            cache_bytes,
             db,
             block_key,
             index_key,
@@ -1124,12 +1146,16 @@ pub(crate) fn marker_path(ledger: &Path) -> PathBuf {
 /// dropped, and a restarted service may start while its predecessor exits.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     let started = std::time::Instant::now();
     loop {
         let opened = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            // sled's default is 1 GiB per database, filled as pages are
+            // read and written: the daemon's memory grew with history and
+            // with every outbox backlog, and never shrank.
+            .cache_capacity(cache_bytes)
             .open();
         match opened {
             Ok(db) => return Ok(db),
@@ -1187,7 +1213,8 @@ mod tests {
     use super::*;
 
     fn ledger(dir: &Path) -> Ledger {
-        Ledger::open(&dir.join("ledger"), "L", b"secret").expect("ledger opens")
+        Ledger::open(&dir.join("ledger"), "L", b"secret", DEFAULT_CACHE_BYTES)
+            .expect("ledger opens")
     }
 
     /// Enough writes for several journal chunks.

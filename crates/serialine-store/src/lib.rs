@@ -50,7 +50,7 @@ mod store;
 pub use committer::{CommitMode, BATCH_OPS_METRIC};
 pub use error::StoreError;
 pub use fence::{FenceReport, CHUNK as FENCE_CHUNK};
-pub use ledger::{SerialEntry, SCHEMA_VERSION};
+pub use ledger::{SerialEntry, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 pub use outbox::{event_id, OutboxEvent};
 pub use record::{BlockUse, Counts, SerialRecord};
 pub use store::{BlockPosition, FenceHello, Recovery, Store, StoreOptions, Transition};

@@ -26,6 +26,8 @@ pub struct StoreOptions {
     /// `None`: no fence, a restored ledger may reissue serials (tests and
     /// tools only; the daemon always sets it).
     pub fence: Option<PathBuf>,
+    /// Bound of sled's page cache for this ledger, in bytes.
+    pub cache_bytes: u64,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -37,6 +39,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("commit", &self.commit)
             .field("max_batch", &self.max_batch)
             .field("fence", &self.fence)
+            .field("cache_bytes", &self.cache_bytes)
             .finish()
     }
 }
@@ -50,6 +53,7 @@ impl StoreOptions {
             commit: CommitMode::Group,
             max_batch: 4096,
             fence: None,
+            cache_bytes: crate::ledger::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -126,7 +130,12 @@ impl Store {
     /// secret and was written by a schema this build reads, and reports what
     /// needs reconciliation.
     pub fn open(opts: StoreOptions) -> Result<(Store, Recovery), StoreError> {
-        let mut ledger = Ledger::open(&opts.path, &opts.line_id, &opts.line_secret)?;
+        let mut ledger = Ledger::open(
+            &opts.path,
+            &opts.line_id,
+            &opts.line_secret,
+            opts.cache_bytes,
+        )?;
         let (fence, fence_report) = match &opts.fence {
             Some(path) => {
                 let (state, report) = crate::fence::open(&mut ledger, path)?;

@@ -79,6 +79,8 @@ pub struct StoreConfig {
     pub commit: CommitMode,
     /// Most transitions in one group commit, 1..=65536. Default 4096.
     pub max_batch: u32,
+    /// Bound of each ledger's page cache, MiB, 4..=4096. Default 32.
+    pub cache_mb: u32,
     /// Directory of the lines' fence files (`<fence_dir>/<line id>.fence`):
     /// per block, how far consumption may have gone, kept outside the ledger
     /// so a restored or rolled-back ledger never reissues a serial. Must not
@@ -93,6 +95,7 @@ impl Default for StoreConfig {
         StoreConfig {
             commit: CommitMode::Group,
             max_batch: 4096,
+            cache_mb: (serialine_store::DEFAULT_CACHE_BYTES >> 20) as u32,
             fence_dir: None,
         }
     }
@@ -235,6 +238,7 @@ impl StoreConfig {
         let mut opts = StoreOptions::new(path, line, secret);
         opts.commit = self.commit;
         opts.max_batch = self.max_batch as usize;
+        opts.cache_bytes = u64::from(self.cache_mb) << 20;
         // A restored or rolled-back ledger never reissues a serial.
         opts.fence = Some(fence);
         opts

@@ -15,6 +15,10 @@ use std::path::Path;
 
 /// Longest site or line id; ids go into MQTT topics and the ledger's keys.
 pub const MAX_ID_LEN: usize = 32;
+/// `store.cache_mb` bounds: below 4 MiB sled thrashes; above 4 GiB is a
+/// typo on a line controller.
+const CACHE_MB_RANGE: std::ops::RangeInclusive<u32> = 4..=4096;
+
 /// `store.max_batch` bounds.
 pub const MAX_BATCH_RANGE: std::ops::RangeInclusive<u32> = 1..=65536;
 /// `mqtt.keep_alive_secs` bounds.
@@ -194,6 +198,11 @@ impl Checker<'_> {
             MAX_BATCH_RANGE.contains(&s.max_batch),
             "store.max_batch",
             || format!("{} is out of range; expected 1..=65536", s.max_batch),
+        );
+        self.require(
+            CACHE_MB_RANGE.contains(&s.cache_mb),
+            "store.cache_mb",
+            || format!("{} is out of range; expected 4..=4096 (MiB)", s.cache_mb),
         );
 
         if let Some(f) = &s.fence_dir {

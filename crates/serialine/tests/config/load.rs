@@ -21,6 +21,7 @@ fn minimal_config_gets_documented_defaults() {
     assert!(c.daemon.watchdog);
     assert_eq!(c.store.commit, CommitMode::Group);
     assert_eq!(c.store.max_batch, 4096);
+    assert_eq!(c.store.cache_mb, 32);
     assert_eq!(c.mqtt.host, "127.0.0.1");
     assert_eq!(c.mqtt.port, 1883);
     assert_eq!(c.mqtt_client_id(), "serialine-plant-x");

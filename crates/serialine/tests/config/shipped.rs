@@ -43,7 +43,7 @@ fn keys_of(value: &serde_json::Value) -> BTreeSet<String> {
 const ALL_KEYS: &[(&str, &str)] = &[
     ("daemon", "state_dir log_format log_level watchdog"),
     ("site", "id"),
-    ("store", "commit max_batch"),
+    ("store", "commit max_batch cache_mb"),
     (
         "mqtt",
         "host port client_id keep_alive_secs clean_session username password_file",

@@ -74,6 +74,12 @@ fn invalid_values_name_file_key_and_expectation() {
             "store.fence_dir",
             &["inside the ledger directory"],
         ),
+        // Issue 16: the ledger's page cache is bounded, within reason.
+        (
+            minimal_with("[store]\ncache_mb = 2"),
+            "store.cache_mb",
+            &["2 is out of range; expected 4..=4096 (MiB)"],
+        ),
     ];
     for (text, key, says) in cases {
         let err = refused(&text, key, says);

@@ -1,0 +1,89 @@
+//! Memory of a ledger through an outbox backlog, as during a broker outage:
+//! `cargo run --release -p serialine-store --example backlog_rss -- [UNITS] [CACHE_MB]`
+//!
+//! Commits UNITS units (Sent, Printed, Committed: one outbox event each)
+//! without acknowledging any, then acknowledges them all as the uplink does
+//! when the broker is back, and prints this process's resident memory
+//! before, at the peak of the backlog, and after the drain. Issue 16's goal:
+//! under 64 MB throughout for 300,000 queued outcomes.
+
+use serialine_core::{Block, BlockKey, Gtin, Serial, UnitState};
+use serialine_store::{Store, StoreOptions, Transition};
+
+/// The daemon's allocator, so the figure is the daemon's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SECRET: &[u8] = b"backlog secret";
+const BLOCK: u32 = 20_000;
+const BATCH: usize = 500;
+
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let units: u32 = args.next().map_or(Ok(300_000), |a| a.parse())?;
+    let cache_mb: u64 = args
+        .next()
+        .map_or(Ok(serialine_store::DEFAULT_CACHE_BYTES >> 20), |a| {
+            a.parse()
+        })?;
+    let dir = tempfile::tempdir()?;
+    let mut opts = StoreOptions::new(dir.path().join("ledger"), "backlog", SECRET);
+    opts.cache_bytes = cache_mb << 20;
+    let (store, _) = Store::open(opts)?;
+    let key = BlockKey::derive(SECRET);
+    let gtin = Gtin::parse("09506000134352")?;
+    for id in 1..=u64::from(units.div_ceil(BLOCK)) {
+        let serials = (0..BLOCK)
+            .map(|n| Serial::new(format!("B{id:06}N{n:07}")))
+            .collect::<Result<_, _>>()?;
+        let block = Block {
+            block_id: id,
+            line_id: "backlog".into(),
+            gtin: gtin.clone(),
+            serials,
+            issued_at: 0,
+        };
+        let mut nonce = [0u8; 24];
+        nonce[..8].copy_from_slice(&id.to_be_bytes());
+        store.add_block_blocking(&key.seal(&block, nonce)?)?;
+    }
+    let before = rss_mb();
+    let mut peak = before;
+    let mut done = 0usize;
+    while done < units as usize {
+        let batch = store.reserve_for(BATCH.min(units as usize - done), &gtin)?;
+        for to in [UnitState::Sent, UnitState::Printed, UnitState::Committed] {
+            let ts: Vec<_> = batch
+                .iter()
+                .map(|s| Transition::new(s.clone(), to))
+                .collect();
+            for r in store.apply_blocking(&ts) {
+                r?;
+            }
+        }
+        done += batch.len();
+        peak = peak.max(rss_mb());
+    }
+    let queued = store.outbox_depth();
+    let at_backlog = rss_mb();
+    while store.outbox_depth() > 0 {
+        let seqs: Vec<u64> = store.outbox_peek(1_000)?.iter().map(|e| e.seq).collect();
+        store.outbox_ack_blocking(&seqs)?;
+        peak = peak.max(rss_mb());
+    }
+    let after = rss_mb();
+    println!(
+        "outbox backlog of {queued} outcomes, ledger cache {cache_mb} MiB: RSS before {before:.1} MB, \
+         with the backlog {at_backlog:.1} MB, peak {peak:.1} MB, after the drain {after:.1} MB"
+    );
+    Ok(())
+}
