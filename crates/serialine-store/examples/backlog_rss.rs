@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let block = Block {
             block_id: id,
             line_id: "backlog".into(),
-            gtin: gtin.clone(),
+            gtin,
             serials,
             issued_at: 0,
         };
