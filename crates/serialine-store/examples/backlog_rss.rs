@@ -27,6 +27,21 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Bytes on disk under `dir` (the ledger's files).
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let units: u32 = args.next().map_or(Ok(300_000), |a| a.parse())?;
@@ -56,6 +71,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         nonce[..8].copy_from_slice(&id.to_be_bytes());
         store.add_block_blocking(&key.seal(&block, nonce)?)?;
     }
+    store.checkpoint_blocking()?;
+    let per_buffered = disk_bytes(dir.path()) as f64 / f64::from(units);
     let before = rss_mb();
     let mut peak = before;
     let mut done = 0usize;
@@ -81,9 +98,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         peak = peak.max(rss_mb());
     }
     let after = rss_mb();
+    store.checkpoint_blocking()?;
+    let per_kept = disk_bytes(dir.path()) as f64 / f64::from(units);
     println!(
         "outbox backlog of {queued} outcomes, ledger cache {cache_mb} MiB: RSS before {before:.1} MB, \
-         with the backlog {at_backlog:.1} MB, peak {peak:.1} MB, after the drain {after:.1} MB"
+         with the backlog {at_backlog:.1} MB, peak {peak:.1} MB, after the drain {after:.1} MB\n\
+         ledger on disk: {per_buffered:.0} B per serial buffered, {per_kept:.0} B per serial kept \
+         (committed and reported; after a checkpoint)"
     );
     Ok(())
 }
