@@ -532,7 +532,8 @@ impl LinesRun {
         vec![
             Row::plain(
                 format!(
-                    "{n} lines in one process, {:.0} units/min ({:.0} units/s) each, {} units per line",
+                    "{n} line{} in one process, {:.0} units/min ({:.0} units/s) each, {} units per line",
+                    if n == 1 { "" } else { "s" },
                     self.rate,
                     self.rate / 60.0,
                     thousands(self.units)

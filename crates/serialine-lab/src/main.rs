@@ -91,11 +91,12 @@ enum Command {
     ///    printer paced at --lines-rate units/min (1980, i.e. 33 units/s: a
     ///    pitch of 30.3 ms) for --lines-secs (20 s). All lines open and fill
     ///    their buffers first; then their jobs start together, their phases
-    ///    spread over one pitch. Prints, per line, the added latency p99 as
-    ///    in phase 1, then the median line's (goal: < 5 ms) and the worst
-    ///    line's (goal: < 10 ms): with every line's ledger flushing on its
-    ///    own, a line waits for the disk behind the others, and the worst
-    ///    line shows it. Also the process's RSS: steady, the median of VmRSS
+    ///    spread over one pitch. Takes each line's added latency p99 (as in
+    ///    phase 1: reservation to durable Sent, plus camera read to durable
+    ///    verdict) and prints the median line's (goal: < 5 ms) and the worst
+    ///    line's (goal: < 10 ms). Compared with --lines 1, this shows what the
+    ///    lines cost each other in one daemon (each ledger is its own sled
+    ///    instance, committing and flushing on its own). Also the process's RSS: steady, the median of VmRSS
     ///    sampled every 200 ms after the first quarter of the run (goal:
     ///    < 128 MB), its peak from the first line's opening to the run's end,
     ///    and before the lines opened (the broker, issuer and upstream
