@@ -17,11 +17,13 @@
 //! 5. the outbox drain to the broker (`serialine_uplink::bench`, as the
 //!    uplink's `drain_rate` example measures it).
 //!
-//! Between 1 and 2, unless `--lines 0`: N lines in this one process, each
-//! with its own ledger and a printer paced at a realistic rate (33 units/s
-//! by default), started together; the added latency p99 of each line (the
+//! Between 1 and 2, unless `--lines 0`: N lines in one process, each with
+//! its own ledger and a printer paced at a realistic rate (33 units/s by
+//! default), started together; the added latency p99 of each line (the
 //! median and the worst line), the process's RSS (steady and peak) and its
-//! CPU. `--only lines` runs that step alone.
+//! CPU. `--only lines` runs that step alone, with a plant of its own; the
+//! whole bench runs it so, in a fresh process (see
+//! [`lines_in_fresh_process`]).
 
 use crate::demo::{self, LineOptions, Plant};
 use crate::sim_devices::Marker;
@@ -178,11 +180,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<bool> {
     )
     .await?;
 
-    // N lines in one process, right after the realistic line for the same
-    // reason: nothing of a later phase runs in the background.
+    // N lines in one process (a fresh one), right after the realistic line
+    // for the same reason: nothing of a later phase runs in the background.
     let lines = if opts.lines > 0 {
         say(format!("{} {}", next(), lines_announcement(&opts)));
-        Some(multi_line(&plant, &opts).await?)
+        Some(lines_in_fresh_process(&opts, &state_dir).await?)
     } else {
         None
     };
@@ -300,32 +302,41 @@ async fn pipeline(
 }
 
 /// One line of the multi-line step.
+/// Its fields are the JSON's: the whole bench reads them back from the
+/// `--only lines --json` process it runs the step in.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct LineFigures {
-    report: LineReport,
-    agrees: bool,
+    line: String,
+    units: u64,
+    units_per_min: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    latency_p999_ms: f64,
+    upstream_agrees: bool,
 }
 
-/// The multi-line step: its lines and what the process spent on them.
+/// The multi-line step: its lines and what the process spent on them. Its
+/// fields are the JSON's, which adds the figures derived from them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct LinesRun {
     /// Units per minute each line's printer is paced at.
-    rate: f64,
-    pitch: Duration,
-    units: u64,
-    lines: Vec<LineFigures>,
+    units_per_min_target: f64,
+    printer_pitch_ms: f64,
+    units_per_line: u64,
+    per_line: Vec<LineFigures>,
     /// VmRSS once the plant ran, before the first line opened.
-    rss_before_kb: u64,
+    rss_before_lines_mb: f64,
     /// Median of the VmRSS samples taken after the run's warm-up.
-    rss_steady_kb: u64,
+    rss_steady_mb: f64,
     /// Highest VmRSS sample, from the first line's opening to the run's end.
-    rss_peak_kb: u64,
+    rss_peak_mb: f64,
     rss_samples: usize,
-    /// VmHWM once the run is over: the process's peak over its whole life,
-    /// earlier phases included.
-    vm_hwm_kb: u64,
+    /// VmHWM once the run is over: the process's peak over its whole life.
+    vm_hwm_mb: f64,
     /// Process CPU time (user + system) from the first job's start to the
     /// last job's end, and that time.
-    cpu: Duration,
-    wall: Duration,
+    cpu_secs: f64,
+    run_secs: f64,
 }
 
 fn lines_announcement(opts: &BenchOptions) -> String {
@@ -349,6 +360,8 @@ async fn multi_line(plant: &Plant, opts: &BenchOptions) -> anyhow::Result<LinesR
     let rate = opts.lines_rate;
     let pitch = Duration::from_secs_f64(60.0 / rate);
     let units = ((rate / 60.0) * opts.lines_secs as f64).round().max(1.0) as u64;
+    // What starting the plant freed is not the lines' memory.
+    crate::release_freed_memory();
     let rss_before_kb = proc_status_kb("VmRSS")?;
     let sampler = RssSampler::start();
     let mut open = Vec::with_capacity(n);
@@ -393,26 +406,71 @@ async fn multi_line(plant: &Plant, opts: &BenchOptions) -> anyhow::Result<LinesR
     // Warm-up: the first quarter of the run (jobs starting, first prints).
     let rss = sampler.stop(wall / 4).await?;
     let vm_hwm_kb = proc_status_kb("VmHWM")?;
-    let mut lines = Vec::with_capacity(n);
-    for (run, report) in done {
-        demo::wait_outbox_drained(&run.store, &report.line).await?;
-        let agrees = demo::check_agreement(&run.store, &plant.upstream, &report.line).agrees();
+    let mut per_line = Vec::with_capacity(n);
+    for (run, r) in done {
+        demo::wait_outbox_drained(&run.store, &r.line).await?;
+        let agrees = demo::check_agreement(&run.store, &plant.upstream, &r.line).agrees();
         run.uplink.clone().shutdown(Duration::from_secs(2)).await;
-        lines.push(LineFigures { report, agrees });
+        per_line.push(LineFigures {
+            line: r.line.clone(),
+            units: r.sent,
+            units_per_min: r.units_per_sec() * 60.0,
+            latency_p50_ms: ms(r.latency_us(0.5)),
+            latency_p99_ms: ms(r.latency_us(0.99)),
+            latency_p999_ms: ms(r.latency_us(0.999)),
+            upstream_agrees: agrees,
+        });
     }
     Ok(LinesRun {
-        rate,
-        pitch,
-        units,
-        lines,
-        rss_before_kb,
-        rss_steady_kb: rss.steady_kb,
-        rss_peak_kb: rss.peak_kb,
+        units_per_min_target: rate,
+        printer_pitch_ms: pitch.as_secs_f64() * 1000.0,
+        units_per_line: units,
+        per_line,
+        rss_before_lines_mb: mb(rss_before_kb),
+        rss_steady_mb: mb(rss.steady_kb),
+        rss_peak_mb: mb(rss.peak_kb),
         rss_samples: rss.samples,
-        vm_hwm_kb,
-        cpu,
-        wall,
+        vm_hwm_mb: mb(vm_hwm_kb),
+        cpu_secs: cpu.as_secs_f64(),
+        run_secs: wall.as_secs_f64(),
     })
+}
+
+/// Runs the multi-line step in a fresh process (`serialine-lab bench --only
+/// lines --json`) and reads its figures back. A fresh process because this
+/// one's RSS still holds what earlier phases freed (the allocator returns
+/// it to the OS slowly) and their simulators run on, which the step's RSS
+/// would count; and the step's lines would stay in this process's peak.
+async fn lines_in_fresh_process(opts: &BenchOptions, state_dir: &Path) -> anyhow::Result<LinesRun> {
+    let exe = std::env::current_exe().context("finding this executable for the lines phase")?;
+    let out = tokio::process::Command::new(exe)
+        .arg("bench")
+        .args(["--only", "lines", "--json"])
+        .args(["--lines", &opts.lines.to_string()])
+        .args(["--lines-rate", &opts.lines_rate.to_string()])
+        .args(["--lines-secs", &opts.lines_secs.to_string()])
+        .args(["--lines-spare", &opts.lines_spare.to_string()])
+        .args(["--seed", &opts.seed.to_string()])
+        .arg("--state-dir")
+        .arg(state_dir.join("lines-phase"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("starting the lines phase's process")?
+        .wait_with_output()
+        .await
+        .context("running the lines phase's process")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // It exits 1 when a line disagrees with upstream, and still reports.
+    let report: Result<serde_json::Value, _> = serde_json::from_str(stdout.trim());
+    match report {
+        Ok(mut v) => serde_json::from_value(v["lines"].take())
+            .with_context(|| format!("reading the lines phase's report {stdout:?}")),
+        Err(_) if !out.status.success() => {
+            bail!("the lines phase's process failed ({})", out.status)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading the lines phase's report {stdout:?}")),
+    }
 }
 
 /// Samples this process's VmRSS every [`RSS_SAMPLE_EVERY`] until stopped.
@@ -494,49 +552,42 @@ fn median(values: &mut [f64]) -> Option<f64> {
 
 impl LinesRun {
     fn agrees(&self) -> bool {
-        self.lines.iter().all(|l| l.agrees)
-    }
-
-    fn p99s_ms(&self) -> Vec<f64> {
-        self.lines
-            .iter()
-            .map(|l| ms(l.report.latency_us(0.99)))
-            .collect()
+        self.per_line.iter().all(|l| l.upstream_agrees)
     }
 
     fn p99_median_ms(&self) -> f64 {
-        median(&mut self.p99s_ms()).unwrap_or(0.0)
+        let mut p99s: Vec<f64> = self.per_line.iter().map(|l| l.latency_p99_ms).collect();
+        median(&mut p99s).unwrap_or(0.0)
     }
 
     fn p99_worst_ms(&self) -> f64 {
-        self.p99s_ms().into_iter().fold(0.0, f64::max)
+        self.per_line
+            .iter()
+            .map(|l| l.latency_p99_ms)
+            .fold(0.0, f64::max)
     }
 
     fn cpu_percent(&self) -> f64 {
-        100.0 * self.cpu.as_secs_f64() / self.wall.as_secs_f64()
+        100.0 * self.cpu_secs / self.run_secs
     }
 
     /// Units per minute each line achieved, the median line's.
     fn achieved_per_min(&self) -> f64 {
-        let mut rates: Vec<f64> = self
-            .lines
-            .iter()
-            .map(|l| l.report.units_per_sec() * 60.0)
-            .collect();
+        let mut rates: Vec<f64> = self.per_line.iter().map(|l| l.units_per_min).collect();
         median(&mut rates).unwrap_or(0.0)
     }
 
     fn rows(&self) -> Vec<Row> {
-        let n = self.lines.len();
-        let agree = self.lines.iter().filter(|l| l.agrees).count();
+        let n = self.per_line.len();
+        let agree = self.per_line.iter().filter(|l| l.upstream_agrees).count();
+        let rate = self.units_per_min_target;
         vec![
             Row::plain(
                 format!(
-                    "{n} line{} in one process, {:.0} units/min ({:.0} units/s) each, {} units per line",
+                    "{n} line{} in one process, {rate:.0} units/min ({:.0} units/s) each, {} units per line",
                     if n == 1 { "" } else { "s" },
-                    self.rate,
-                    self.rate / 60.0,
-                    thousands(self.units)
+                    rate / 60.0,
+                    thousands(self.units_per_line)
                 ),
                 format!("{agree} of {n} agree with upstream"),
             ),
@@ -558,17 +609,17 @@ impl LinesRun {
             ),
             Row::below(
                 "  RSS steady (median sample after warm-up)",
-                mb(self.rss_steady_kb),
+                self.rss_steady_mb,
                 GOAL_LINES_RSS_MB,
                 " MB",
             ),
             Row::plain(
                 "  RSS peak (highest sample, opening to end)",
-                format!("{:.1} MB", mb(self.rss_peak_kb)),
+                format!("{:.1} MB", self.rss_peak_mb),
             ),
             Row::plain(
                 "  RSS before the lines opened (broker, issuer, upstream)",
-                format!("{:.1} MB", mb(self.rss_before_kb)),
+                format!("{:.1} MB", self.rss_before_lines_mb),
             ),
             Row::below(
                 "  CPU of the process over the run",
@@ -582,8 +633,8 @@ impl LinesRun {
     fn print_notes(&self) {
         println!(
             "{} lines: each its own ledger, uplink, printer (paced at {:.1} ms per unit) and camera; jobs",
-            self.lines.len(),
-            self.pitch.as_secs_f64() * 1000.0
+            self.per_line.len(),
+            self.printer_pitch_ms
         );
         println!(
             "started together, phases spread over one pitch. RSS sampled every {} ms ({} samples); RSS and",
@@ -598,41 +649,16 @@ impl LinesRun {
         }
     }
 
+    /// The fields, and the figures derived from them.
     fn json(&self) -> serde_json::Value {
-        let per_line: Vec<serde_json::Value> = self
-            .lines
-            .iter()
-            .map(|l| {
-                let r = &l.report;
-                serde_json::json!({
-                    "line": r.line,
-                    "units": r.sent,
-                    "units_per_min": r.units_per_sec() * 60.0,
-                    "latency_p50_ms": ms(r.latency_us(0.5)),
-                    "latency_p99_ms": ms(r.latency_us(0.99)),
-                    "latency_p999_ms": ms(r.latency_us(0.999)),
-                    "upstream_agrees": l.agrees,
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "lines": self.lines.len(),
-            "units_per_min_target": self.rate,
-            "printer_pitch_ms": self.pitch.as_secs_f64() * 1000.0,
-            "units_per_line": self.units,
-            "units_per_min_achieved_median": self.achieved_per_min(),
-            "latency_p99_ms_median_line": self.p99_median_ms(),
-            "latency_p99_ms_worst_line": self.p99_worst_ms(),
-            "rss_steady_mb": mb(self.rss_steady_kb),
-            "rss_peak_mb": mb(self.rss_peak_kb),
-            "rss_before_lines_mb": mb(self.rss_before_kb),
-            "rss_samples": self.rss_samples,
-            "vm_hwm_mb": mb(self.vm_hwm_kb),
-            "cpu_percent_of_one_core": self.cpu_percent(),
-            "run_secs": self.wall.as_secs_f64(),
-            "upstream_agrees": self.agrees(),
-            "per_line": per_line,
-        })
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["lines"] = self.per_line.len().into();
+        v["units_per_min_achieved_median"] = self.achieved_per_min().into();
+        v["latency_p99_ms_median_line"] = self.p99_median_ms().into();
+        v["latency_p99_ms_worst_line"] = self.p99_worst_ms().into();
+        v["cpu_percent_of_one_core"] = self.cpu_percent().into();
+        v["upstream_agrees"] = self.agrees().into();
+        v
     }
 }
 

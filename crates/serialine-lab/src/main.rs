@@ -86,25 +86,28 @@ enum Command {
     ///    phase's ledger or uplink works in the background.
     ///
     /// 2. Many lines in one daemon: --lines lines (8; the figure is
-    ///    32, --lines 0 skips this phase) in this one process, each with its
-    ///    own line id, ledger, uplink, and printer and camera simulators, the
-    ///    printer paced at --lines-rate units/min (1980, i.e. 33 units/s: a
-    ///    pitch of 30.3 ms) for --lines-secs (20 s). All lines open and fill
-    ///    their buffers first; then their jobs start together, their phases
-    ///    spread over one pitch. Takes each line's added latency p99 (as in
-    ///    phase 1: reservation to durable Sent, plus camera read to durable
-    ///    verdict) and prints the median line's (goal: < 5 ms) and the worst
-    ///    line's (goal: < 10 ms). Compared with --lines 1, this shows what the
-    ///    lines cost each other in one daemon (each ledger is its own sled
-    ///    instance, committing and flushing on its own). Also the process's RSS: steady, the median of VmRSS
-    ///    sampled every 200 ms after the first quarter of the run (goal:
-    ///    < 128 MB), its peak from the first line's opening to the run's end,
-    ///    and before the lines opened (the broker, issuer and upstream
-    ///    alone); and its CPU over the run as % of one core (goal: < 25%).
+    ///    32; --lines 0 skips this phase) in one fresh process with a
+    ///    simulated plant of its own, so that nothing earlier phases left in
+    ///    this one is counted. Each line has its own line id, ledger, uplink,
+    ///    and printer and camera simulators, the printer paced at
+    ///    --lines-rate units/min (1980, i.e. 33 units/s: a pitch of 30.3 ms)
+    ///    for --lines-secs (20 s); each buffers its run plus --lines-spare
+    ///    serials (2,000). All lines open and fill their buffers first; then
+    ///    their jobs start together, their phases spread over one pitch.
+    ///
+    ///    Takes each line's added latency p99 (as in phase 1: reservation to
+    ///    durable Sent, plus camera read to durable verdict) and prints the
+    ///    median line's (goal: < 5 ms) and the worst line's (goal: < 10 ms).
+    ///    Compared with --lines 1, this shows what the lines cost each other
+    ///    in one daemon (each ledger is its own sled instance, committing and
+    ///    flushing on its own). Also the process's RSS: steady, the median of
+    ///    VmRSS sampled every 200 ms after the first quarter of the run (goal:
+    ///    < 128 MB); its peak, from the first line's opening to the run's
+    ///    end; and before the lines opened (the broker, issuer and upstream
+    ///    alone). And its CPU over the run, as % of one core (goal: < 25%).
     ///    RSS and CPU are the whole process, so they include the broker,
-    ///    issuer and upstream a real daemon would not run. Each line buffers
-    ///    its run plus --lines-spare serials (2,000). Each line is checked
-    ///    against upstream. --only lines runs this phase alone.
+    ///    issuer and upstream a real daemon would not run. Each line is
+    ///    checked against upstream. --only lines runs this phase alone.
     ///
     /// 3. RSS: a ledger filled with --buffered serials (1,000,000; blocks of
     ///    10,000), then opened by a fresh process that reserves one serial
