@@ -341,7 +341,7 @@ struct LinesRun {
 
 fn lines_announcement(opts: &BenchOptions) -> String {
     format!(
-        "{} lines in this process: {:.0} units/min each, printers paced at {:.1} ms per unit, {} s",
+        "{} lines in one process: {:.0} units/min each, printers paced at {:.1} ms per unit, {} s",
         opts.lines,
         opts.lines_rate,
         60_000.0 / opts.lines_rate,
