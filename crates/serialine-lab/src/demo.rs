@@ -154,7 +154,15 @@ pub struct LineOptions {
     /// starts as soon as the buffer holds the whole run, and the blocks still
     /// on their way arrive during it, as they do on a line in production.
     pub ready_when_full: bool,
+    /// Serials buffered beyond the run (the high-water mark is the run plus
+    /// this; the low-water mark half of it, so that a run started with its
+    /// buffer full ends above it and asks for no block while it runs).
+    pub spare_serials: u64,
 }
+
+/// The spare serials the demo and the bench's single lines buffer: two
+/// issuer blocks of 10,000.
+pub const SPARE_SERIALS: u64 = 20_000;
 
 /// The state directory: `dir`, created if need be, or a fresh temporary one
 /// named `prefix`..., removed when the returned guard is dropped.
@@ -210,6 +218,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             print_time: Duration::ZERO,
             clean: opts.clean,
             ready_when_full: false,
+            spare_serials: SPARE_SERIALS,
         };
         runs.push(start_line(&plant, &line, Some(&multi), &say).await?);
     }
@@ -329,6 +338,42 @@ pub async fn start_line(
     bars: Option<&MultiProgress>,
     say: &dyn Fn(String),
 ) -> anyhow::Result<RunningLine> {
+    let open = open_line(plant, opts, say).await?;
+    open.wait_ready(say).await?;
+    let running = open.start().await?;
+    if let Some(multi) = bars {
+        let bar = multi.add(ProgressBar::new(opts.units));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>7} [{bar:40}] {pos}/{len} units  {per_sec}  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(opts.line.clone());
+        tokio::spawn(draw_progress(running.progress(), bar, opts.units));
+    }
+    Ok(running)
+}
+
+/// A simulated line whose ledger is open and whose uplink runs, its job not
+/// started yet. The steps of [`start_line`] apart, so that the bench's
+/// multi-line run can open every line, wait until all are READY, and only
+/// then start their jobs (none is measured while another still opens).
+pub struct OpenSimLine {
+    line: serialine_line::Line<SimulatedDevices>,
+    job: Job,
+    /// Serials the buffer must hold before the line is READY.
+    want: u64,
+}
+
+/// Opens the line's ledger (voiding what an earlier run left in flight) and
+/// starts its uplink, whose prefetch starts filling the buffer.
+pub async fn open_line(
+    plant: &Plant,
+    opts: &LineOptions,
+    say: &dyn Fn(String),
+) -> anyhow::Result<OpenSimLine> {
     let line = opts.line.as_str();
     let secret = plant.add_line(line)?;
     let job = demo_job(opts.units)?;
@@ -339,9 +384,9 @@ pub async fn start_line(
     // Buffer the whole run before it starts, as a line buffers hours:
     // a block arriving mid-run is 10,000 index inserts in the ledger's
     // committer, a pause the measured latency should not include.
-    let high = opts.units + 20_000;
+    let high = opts.units + opts.spare_serials;
     uplink.prefetch = PrefetchConfig {
-        low_water_serials: 10_000,
+        low_water_serials: opts.spare_serials / 2,
         high_water_serials: high,
         // The demo sizes its buffer for its own run, not for minutes of
         // a simulated line that runs thousands of units a second.
@@ -376,7 +421,7 @@ pub async fn start_line(
         camera: camera_knobs(opts.clean, camera_seed),
     };
     // The service's own assembly: ledger recovery, in-flight voiding, uplink.
-    let mut opened = serialine_line::open_line(plan, devices, crate::release_freed_memory)
+    let opened = serialine_line::open_line(plan, devices, crate::release_freed_memory)
         .await
         .with_context(|| format!("opening {line}"))?;
     if opened.voided_at_open > 0 {
@@ -385,37 +430,42 @@ pub async fn start_line(
             opened.voided_at_open
         ));
     }
-    // READY in the daemon's sense: ledger open, buffer filled.
     let want = if opts.ready_when_full {
         high
     } else {
         opts.units
     };
-    let store = opened.store.clone();
-    wait_for(Duration::from_secs(60), || store.buffer_depth() >= want)
-        .await
-        .with_context(|| format!("{line}: waiting for {want} serials from the issuer"))?;
-    say(format!(
-        "  {line}: ledger open, {} serials buffered",
-        store.buffer_depth()
-    ));
-    let running = opened
-        .start_job(job)
-        .await
-        .with_context(|| format!("starting the job on {line}"))?;
-    if let Some(multi) = bars {
-        let bar = multi.add(ProgressBar::new(opts.units));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>7} [{bar:40}] {pos}/{len} units  {per_sec}  {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(line.to_string());
-        tokio::spawn(draw_progress(running.progress(), bar, opts.units));
+    Ok(OpenSimLine {
+        line: opened,
+        job,
+        want,
+    })
+}
+
+impl OpenSimLine {
+    /// Waits (at most 60 s) until the line is READY in the daemon's sense:
+    /// ledger open, buffer filled.
+    pub async fn wait_ready(&self, say: &dyn Fn(String)) -> anyhow::Result<()> {
+        let (line, want) = (self.line.id.as_str(), self.want);
+        let store = self.line.store.clone();
+        wait_for(Duration::from_secs(60), || store.buffer_depth() >= want)
+            .await
+            .with_context(|| format!("{line}: waiting for {want} serials from the issuer"))?;
+        say(format!(
+            "  {line}: ledger open, {} serials buffered",
+            store.buffer_depth()
+        ));
+        Ok(())
     }
-    Ok(running)
+
+    /// Starts the job on the line's simulated devices.
+    pub async fn start(mut self) -> anyhow::Result<RunningLine> {
+        let job = self.job.clone();
+        self.line
+            .start_job(job)
+            .await
+            .with_context(|| format!("starting the job on {}", self.line.id))
+    }
 }
 
 /// Draws a line's progress bar until its job is done.

@@ -72,7 +72,7 @@ enum Command {
     ///
     /// Runs the demo's simulated plant (embedded MQTT broker, upstream issuer
     /// and consumer, framed inkjet and camera on pseudo-terminals, all in this
-    /// process) through five phases, each announced on stderr. Each line
+    /// process) through six phases, each announced on stderr. Each line
     /// starts once prefetch has filled its buffer, so no block arrives while
     /// it is measured.
     ///
@@ -85,22 +85,46 @@ enum Command {
     ///    product-triggered printer would report. Runs first, so no other
     ///    phase's ledger or uplink works in the background.
     ///
-    /// 2. RSS: a ledger filled with --buffered serials (1,000,000; blocks of
+    /// 2. Many lines in one daemon: --lines lines (8; the issue's figure is
+    ///    32; --lines 0 skips this phase) in one fresh process with a
+    ///    simulated plant of its own, so that nothing earlier phases left in
+    ///    this one is counted. Each line has its own line id, ledger, uplink,
+    ///    and printer and camera simulators, the printer paced at
+    ///    --lines-rate units/min (1980, i.e. 33 units/s: a pitch of 30.3 ms)
+    ///    for --lines-secs (20 s); each buffers its run plus --lines-spare
+    ///    serials (2,000). All lines open and fill their buffers first; then
+    ///    their jobs start together, their phases spread over one pitch.
+    ///
+    ///    Takes each line's added latency p99 (as in phase 1: reservation to
+    ///    durable Sent, plus camera read to durable verdict) and prints the
+    ///    median line's (goal: < 5 ms) and the worst line's (goal: < 10 ms).
+    ///    Compared with --lines 1, this shows what the lines cost each other
+    ///    in one daemon (each ledger is its own sled instance, committing and
+    ///    flushing on its own). Also the process's RSS: steady, the median of
+    ///    VmRSS sampled every 200 ms after the first quarter of the run (goal:
+    ///    < 128 MB); its peak, from the first line's opening to the run's
+    ///    end; and before the lines opened (the broker, issuer and upstream
+    ///    alone). And its CPU over the run, as % of one core (goal: < 25%).
+    ///    RSS and CPU are the whole process, so they include the broker,
+    ///    issuer and upstream a real daemon would not run. Each line is
+    ///    checked against upstream. --only lines runs this phase alone.
+    ///
+    /// 3. RSS: a ledger filled with --buffered serials (1,000,000; blocks of
     ///    10,000), then opened by a fresh process that reserves one serial
     ///    and reports VmRSS and its peak (VmHWM). Goal: < 64 MB. Also the
     ///    size of that ledger on disk per million serials.
     ///
-    /// 3. Pipeline, group commit: --units units (20,000), zero print time, a
+    /// 4. Pipeline, group commit: --units units (20,000), zero print time, a
     ///    perfect camera. Prints units/s (goal: >= 50,000) and the latency
     ///    the daemon adds per unit (reservation to durable Sent, plus camera
     ///    read to durable verdict) at p50, p99 (goal: < 1 ms) and p99.9. Then
     ///    the ledger's size on disk per million serials it holds.
     ///
-    /// 4. Pipeline, naive: the same with the ledger flushing once per
+    /// 5. Pipeline, naive: the same with the ledger flushing once per
     ///    transition, --naive-units units (a quarter of --units); prints
     ///    units/s and the ratio group/naive (goal: >= 100x).
     ///
-    /// 5. Outbox drain: --drain-events outcomes (20,000) published to the
+    /// 6. Outbox drain: --drain-events outcomes (20,000) published to the
     ///    broker and acknowledged by upstream; events/s.
     ///
     /// Every goal is printed next to its figure as "met" or "missed by N×".
@@ -223,10 +247,44 @@ struct BenchArgs {
     #[arg(long)]
     json: bool,
 
+    /// Lines run together in this process in the multi-line phase, each
+    /// paced at --lines-rate; 0 skips the phase.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    lines: usize,
+
+    /// Units per minute on each line of the multi-line phase (1980 is
+    /// 33 units/s).
+    #[arg(long, value_name = "UNITS_PER_MIN", default_value_t = 1980.0)]
+    lines_rate: f64,
+
+    /// Length of the multi-line phase's run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    lines_secs: u64,
+
+    /// Serials each line of the multi-line phase buffers beyond its run.
+    /// Small by default because the simulated issuer in this process
+    /// remembers every serial it issues, which the RSS would count; a
+    /// daemon's default is 20,000 (the ledger's memory per buffered serial
+    /// is the RSS phase's figure).
+    #[arg(long, value_name = "SERIALS", default_value_t = 2_000)]
+    lines_spare: u64,
+
+    /// Run only this phase: `lines`, the multi-line phase (with --lines,
+    /// --lines-rate and --lines-secs), for a quick look at its figures.
+    #[arg(long, value_enum, value_name = "PHASE")]
+    only: Option<BenchPhase>,
+
     /// Internal: open the ledger the bench filled under DIR and print its
     /// memory use (the RSS phase runs this in a fresh process).
     #[arg(long, value_name = "DIR", hide = true)]
     rss_probe: Option<PathBuf>,
+}
+
+/// A phase of `bench` that can run alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchPhase {
+    /// N lines in one process, paced at a realistic rate.
+    Lines,
 }
 
 fn main() -> ExitCode {
@@ -309,6 +367,11 @@ fn bench_cmd(args: BenchArgs) -> anyhow::Result<ExitCode> {
         state_dir: args.state_dir,
         seed: args.seed,
         json: args.json,
+        lines: args.lines,
+        lines_rate: args.lines_rate,
+        lines_secs: args.lines_secs,
+        lines_spare: args.lines_spare,
+        only_lines: args.only == Some(BenchPhase::Lines),
     };
     let agreed = runtime.block_on(bench::run(opts))?;
     Ok(if agreed {
