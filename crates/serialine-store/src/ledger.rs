@@ -3,6 +3,7 @@
 //! writes; anyone may read.
 
 use crate::error::StoreError;
+use crate::issued::{self, IssuedIndex, SerialKey};
 use crate::outbox::{event_id, OutboxEvent};
 use crate::record::{BlockUse, Counts, SerialRecord};
 use serialine_core::{Block, BlockId, BlockKey, SealedBlock, Serial, UnitState};
@@ -17,7 +18,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// 2: a serial record may carry the `fenced` flag (see `fence.rs`). A
 /// version 1 ledger is stamped 2 when opened, so an older build refuses it
 /// instead of calling a fenced record damaged.
-pub const SCHEMA_VERSION: u32 = 2;
+///
+/// 3: the per-serial `issued` index is replaced by per-block arrays of
+/// serial hashes (`issued.rs`), migrated at the first open.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// sled's page cache per ledger unless configured: enough for the working
 /// set of a line (its open blocks, in-flight records, outbox head).
@@ -43,6 +47,7 @@ pub(crate) enum Op {
     AddBlock {
         sealed: Vec<u8>,
         block_id: BlockId,
+        serials: Vec<Serial>,
         serial_keys: Vec<[u8; 16]>,
     },
     Transition {
@@ -102,7 +107,10 @@ pub(crate) struct Ledger {
     outbox: sled::Tree,
     meta: sled::Tree,
     blocks: sled::Tree,
-    issued: sled::Tree,
+    /// Schema 2's per-serial index: read only to migrate it, then emptied.
+    issued_v2: sled::Tree,
+    /// Per block with serials left, its serials' hashes (`issued.rs`).
+    issued_blocks: sled::Tree,
     cursors: sled::Tree,
     /// The redo journal of the batch being applied (see [`Ledger::apply`]).
     journal: sled::Tree,
@@ -110,7 +118,10 @@ pub(crate) struct Ledger {
     /// while it writes the batch's keys, readers hold it for reading. Ours,
     /// per ledger, never held across a flush (unlike sled's global lock,
     /// which is what [`Ledger::apply`] avoids).
-    gate: Arc<RwLock<()>>,
+    ///
+    /// It also holds the in-memory index of issued serials, which changes
+    /// with the batches it guards.
+    gate: Arc<RwLock<IssuedIndex>>,
     /// sled's page cache bound, kept for [`Ledger::reopen`].
     cache_bytes: u64,
     block_key: BlockKey,
@@ -179,10 +190,11 @@ impl Ledger {
             outbox: tree("outbox")?,
             meta: tree("meta")?,
             blocks: tree("blocks")?,
-            issued: tree("issued")?,
+            issued_v2: tree("issued")?,
+            issued_blocks: tree("issued_blocks")?,
             cursors: tree("cursors")?,
             journal: tree("journal")?,
-            gate: Arc::new(RwLock::new(())),
+            gate: Arc::new(RwLock::new(IssuedIndex::default())),
             cache_bytes,
             db,
             block_key,
@@ -193,6 +205,7 @@ impl Ledger {
         };
         ledger.finish_journal()?;
         ledger.check_or_init()?;
+        ledger.load_issued()?;
         Ok(ledger)
     }
 
@@ -204,7 +217,7 @@ impl Ledger {
     }
 
     /// Held while reading one key set that a batch may be writing.
-    fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+    fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, IssuedIndex> {
         // A poisoned gate guards nothing of its own: the data is sled's.
         self.gate.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -272,11 +285,17 @@ impl Ledger {
         if found == 0 {
             return Err(self.corrupt("schema version 0"));
         }
+        if found < 3 {
+            // Before the stamp: a crash in the middle leaves schema 2, and
+            // the next open migrates again (the same arrays, rewritten).
+            self.migrate_issued_index()?;
+        }
         if found < SCHEMA_VERSION {
             // Flushed with the first batch, before any record in the new layout.
             self.meta
                 .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())
                 .map_err(self.io())?;
+            self.flush()?;
         }
         let line = self
             .meta
@@ -324,6 +343,92 @@ impl Ledger {
                 self.db.flush().map_err(self.io())?;
             }
         }
+        Ok(())
+    }
+
+    /// Schema 2 -> 3: writes, for every block with serials left, the arrays
+    /// of its serials' hashes (from the stored block itself), flushes, then
+    /// empties the per-serial index. Loses nothing: the index was derived
+    /// from the blocks.
+    fn migrate_issued_index(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let mut blocks = 0u64;
+        for (block_id, u) in self.cursors()? {
+            if u.remaining() == 0 {
+                continue;
+            }
+            let block = self.open_block(block_id)?;
+            let mut keys: Vec<SerialKey> =
+                block.serials.iter().map(|s| self.serial_key(s)).collect();
+            keys.sort_unstable();
+            for (i, chunk) in keys.chunks(issued::CHUNK).enumerate() {
+                self.issued_blocks
+                    .insert(
+                        issued::chunk_key(block_id, i as u32),
+                        issued::encode_chunk(chunk),
+                    )
+                    .map_err(self.io())?;
+            }
+            blocks += 1;
+        }
+        self.flush()?;
+        let old = self.issued_v2.len();
+        self.issued_v2.clear().map_err(self.io())?;
+        self.flush()?;
+        tracing::info!(
+            path = %self.path.display(),
+            blocks,
+            old_index_entries = old,
+            took_ms = started.elapsed().as_millis() as u64,
+            "ledger migrated to schema 3: the per-serial issued index became per-block arrays"
+        );
+        Ok(())
+    }
+
+    /// Loads the issued-serial index (`issued.rs`) and checks it against
+    /// the block cursors: every block with serials left has its arrays,
+    /// whole, and no other block has any.
+    fn load_issued(&self) -> Result<(), StoreError> {
+        let mut by_block: std::collections::BTreeMap<BlockId, Vec<SerialKey>> = Default::default();
+        for item in self.issued_blocks.iter() {
+            let (k, v) = item.map_err(self.io())?;
+            let block = issued::block_of_key(&k)
+                .ok_or_else(|| self.corrupt("issued_blocks key is not 12 bytes"))?;
+            let keys = issued::decode_chunk(&v).ok_or_else(|| {
+                self.corrupt(format!("issued serials of block {block} unreadable"))
+            })?;
+            by_block.entry(block).or_default().extend(keys);
+        }
+        let mut index = IssuedIndex::default();
+        for (block_id, u) in self.cursors()? {
+            let keys = by_block.remove(&block_id);
+            match (u.remaining() > 0, keys) {
+                (true, Some(keys)) if keys.len() == u.count as usize => {
+                    index.insert(block_id, keys)
+                }
+                (true, other) => {
+                    return Err(self.corrupt(format!(
+                        "block {block_id} has {} serials left but {} of its {} issued serials are indexed",
+                        u.remaining(),
+                        other.map_or(0, |k| k.len()),
+                        u.count
+                    )))
+                }
+                (false, Some(_)) => {
+                    return Err(self.corrupt(format!(
+                        "block {block_id} is used up but its issued serials are still indexed"
+                    )))
+                }
+                (false, None) => {}
+            }
+        }
+        if let Some(block) = by_block.keys().next() {
+            return Err(self.corrupt(format!(
+                "issued serials indexed for block {block}, which has no cursor"
+            )));
+        }
+        tracing::debug!(path = %self.path.display(), serials = index.len(), "issued serials without a record indexed");
+        *self.gate.write().unwrap_or_else(|e| e.into_inner()) = index;
         Ok(())
     }
 
@@ -390,26 +495,16 @@ impl Ledger {
     }
 
     pub fn entry(&self, serial: &Serial) -> Result<SerialEntry, StoreError> {
-        let _batch = self.read_gate();
-        self.entry_ungated(serial)
-    }
-
-    fn entry_ungated(&self, serial: &Serial) -> Result<SerialEntry, StoreError> {
+        let index = self.read_gate();
         if let Some(v) = self.serials.get(serial.as_bytes()).map_err(self.io())? {
             let r = SerialRecord::decode(&v)
                 .ok_or_else(|| self.corrupt(format!("record of serial {serial} unreadable")))?;
             return Ok(SerialEntry::Recorded(r));
         }
-        match self
-            .issued
-            .get(self.serial_key(serial))
-            .map_err(self.io())?
-        {
-            Some(v) => Ok(SerialEntry::Available {
-                block_id: decode_u64(&v).ok_or_else(|| self.corrupt("issued index entry"))?,
-            }),
-            None => Ok(SerialEntry::NotIssued),
-        }
+        Ok(match index.block_of(&self.serial_key(serial)) {
+            Some(block_id) => SerialEntry::Available { block_id },
+            None => SerialEntry::NotIssued,
+        })
     }
 
     /// Serials on a device without a verdict, for reconciliation.
@@ -532,14 +627,18 @@ impl Ledger {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let index = self.read_gate();
         let mut tx = Tx {
+            index: &index,
+            added: Vec::new(),
+            exhausted: Vec::new(),
             path: &self.path,
             line: &self.line_id,
             serials: Overlay::new(&self.serials),
             inflight: Overlay::new(&self.inflight),
             outbox: Overlay::new(&self.outbox),
             blocks: Overlay::new(&self.blocks),
-            issued: Overlay::new(&self.issued),
+            issued_blocks: Overlay::new(&self.issued_blocks),
             cursors: Overlay::new(&self.cursors),
             index_key: &self.index_key,
             counts: self.counts,
@@ -559,7 +658,8 @@ impl Ledger {
         tx.inflight.drain_into(TreeId::Inflight, &mut writes);
         tx.outbox.drain_into(TreeId::Outbox, &mut writes);
         tx.blocks.drain_into(TreeId::Blocks, &mut writes);
-        tx.issued.drain_into(TreeId::Issued, &mut writes);
+        tx.issued_blocks
+            .drain_into(TreeId::IssuedBlocks, &mut writes);
         tx.cursors.drain_into(TreeId::Cursors, &mut writes);
         writes.push(JournalWrite {
             tree: TreeId::Meta as u8,
@@ -571,7 +671,16 @@ impl Ledger {
             key: META_OUTBOX_SEQ.to_vec(),
             value: Some(new_seq.to_be_bytes().to_vec()),
         });
-        self.write_journaled(&writes)?;
+        let (added, exhausted) = (tx.added, tx.exhausted);
+        drop(index);
+        self.write_journaled(&writes, |index| {
+            for (block, keys) in added {
+                index.insert(block, keys);
+            }
+            for block in exhausted {
+                index.remove(block);
+            }
+        })?;
         self.counts = new_counts;
         self.next_seq = new_seq;
         Ok(results)
@@ -596,11 +705,19 @@ impl Ledger {
     /// [`Ledger::finish_journal`] writes it again at the next open
     /// (idempotent: post-images), and a journal without its marker is a
     /// batch that was never applied, nor flushed, nor acknowledged.
-    fn write_journaled(&self, writes: &[JournalWrite]) -> Result<(), StoreError> {
+    ///
+    /// `update_index` runs with the post-images, under the write gate, so
+    /// readers see the in-memory index and the trees change together.
+    fn write_journaled(
+        &self,
+        writes: &[JournalWrite],
+        update_index: impl FnOnce(&mut IssuedIndex),
+    ) -> Result<(), StoreError> {
         let chunks = self.write_journal(writes)?;
         {
-            let _whole = self.gate.write().unwrap_or_else(|e| e.into_inner());
+            let mut index = self.gate.write().unwrap_or_else(|e| e.into_inner());
             self.write_post_images(writes)?;
+            update_index(&mut index);
         }
         self.clear_journal(chunks)
     }
@@ -643,7 +760,8 @@ impl Ledger {
             x if x == TreeId::Outbox as u8 => &self.outbox,
             x if x == TreeId::Meta as u8 => &self.meta,
             x if x == TreeId::Blocks as u8 => &self.blocks,
-            x if x == TreeId::Issued as u8 => &self.issued,
+            x if x == TreeId::IssuedV2 as u8 => &self.issued_v2,
+            x if x == TreeId::IssuedBlocks as u8 => &self.issued_blocks,
             x if x == TreeId::Cursors as u8 => &self.cursors,
             _ => return None,
         })
@@ -769,8 +887,10 @@ enum TreeId {
     Outbox = 3,
     Meta = 4,
     Blocks = 5,
-    Issued = 6,
+    /// Schema 2's per-serial index: only in a journal an older build left.
+    IssuedV2 = 6,
     Cursors = 7,
+    IssuedBlocks = 8,
 }
 
 /// One key's post-image in a batch: its new value, or `None` for removed.
@@ -795,7 +915,7 @@ fn journal_chunk_key(i: u32) -> [u8; 5] {
 /// A sled iterator whose every step holds the ledger's read gate.
 struct GatedIter<'a> {
     iter: sled::Iter,
-    gate: &'a RwLock<()>,
+    gate: &'a RwLock<IssuedIndex>,
 }
 
 impl Iterator for GatedIter<'_> {
@@ -859,9 +979,14 @@ struct Tx<'a> {
     inflight: Overlay<'a>,
     outbox: Overlay<'a>,
     blocks: Overlay<'a>,
-    issued: Overlay<'a>,
+    issued_blocks: Overlay<'a>,
     cursors: Overlay<'a>,
     index_key: &'a [u8; 32],
+    /// The index as of the last batch; `added` and `exhausted` are this
+    /// batch's changes to it, applied with its writes.
+    index: &'a IssuedIndex,
+    added: Vec<(BlockId, Vec<SerialKey>)>,
+    exhausted: Vec<BlockId>,
     counts: Counts,
     next_seq: u64,
     now_ms: u64,
@@ -882,8 +1007,9 @@ impl Tx<'_> {
             Op::AddBlock {
                 sealed,
                 block_id,
+                serials,
                 serial_keys,
-            } => self.add_block(sealed, *block_id, serial_keys),
+            } => self.add_block(sealed, *block_id, serials, serial_keys),
             Op::Transition { serial, to, block } => self.transition(serial, *to, *block),
             Op::AckOutbox { seq } => self.ack(*seq),
             Op::Fence { serial, block } => self.fence(serial, *block),
@@ -937,15 +1063,23 @@ impl Tx<'_> {
         &mut self,
         sealed: &[u8],
         block_id: BlockId,
-        keys: &[[u8; 16]],
+        serials: &[Serial],
+        keys: &[SerialKey],
     ) -> TxResult<Result<Applied, StoreError>> {
         let id = block_id.to_be_bytes();
         if self.blocks.get(id)?.is_some() {
             return Ok(Err(StoreError::DuplicateBlock { block_id }));
         }
+        // A serial repeated from an earlier block is either still in that
+        // block (the index) or has left it (its record).
         for k in keys {
-            if let Some(v) = self.issued.get(k)? {
-                let earlier = decode_u64(&v).unwrap_or(u64::MAX);
+            if let Some(earlier) = self.issued_block_of(k) {
+                return Ok(Err(StoreError::OverlappingBlock { block_id, earlier }));
+            }
+        }
+        for serial in serials {
+            if let Some(v) = self.serials.get(serial.as_bytes())? {
+                let earlier = SerialRecord::decode(&v).map_or(u64::MAX, |r| r.block_id);
                 return Ok(Err(StoreError::OverlappingBlock { block_id, earlier }));
             }
         }
@@ -955,9 +1089,15 @@ impl Tx<'_> {
                 what: format!("block {block_id} holds more than 2^32 serials"),
             }));
         };
-        for k in keys {
-            self.issued.insert(k.as_slice(), id);
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable();
+        for (i, chunk) in sorted.chunks(issued::CHUNK).enumerate() {
+            self.issued_blocks.insert(
+                issued::chunk_key(block_id, i as u32),
+                issued::encode_chunk(chunk),
+            );
         }
+        self.added.push((block_id, sorted));
         self.blocks.insert(id, sealed);
         self.cursors
             .insert(id, BlockUse { used: 0, count }.encode());
@@ -989,13 +1129,8 @@ impl Tx<'_> {
             // store's pool) has checked it holds the reservation, so the
             // lifecycle move is Reserved -> Sent.
             (None, Some(b)) => (UnitState::Reserved, b, true),
-            (None, None) => match self.issued.get(self.index_key_of(serial))? {
-                Some(v) => match decode_u64(&v) {
-                    Some(b) => (UnitState::Reserved, b, true),
-                    None => {
-                        return Ok(Err(self.corrupt(format!("issued index entry of {serial}"))))
-                    }
-                },
+            (None, None) => match self.issued_block_of(&self.index_key_of(serial)) {
+                Some(b) => (UnitState::Reserved, b, true),
                 None => {
                     return Ok(Err(StoreError::NotIssued {
                         serial: serial.clone(),
@@ -1063,7 +1198,28 @@ impl Tx<'_> {
         };
         u.used += 1;
         self.cursors.insert(cid, u.encode());
+        if u.used == u.count {
+            // Every serial of the block has a record now: the records
+            // answer for them, the block's hashes go (`issued.rs`).
+            for i in 0..issued::chunks_of(u.count) {
+                self.issued_blocks.remove(issued::chunk_key(block_id, i));
+            }
+            self.exhausted.push(block_id);
+        }
         Ok(Ok(()))
+    }
+
+    /// The block of an issued serial without a record, this batch included.
+    fn issued_block_of(&self, key: &SerialKey) -> Option<BlockId> {
+        self.added
+            .iter()
+            .find(|(_, keys)| keys.binary_search(key).is_ok())
+            .map(|(id, _)| *id)
+            .or_else(|| {
+                self.index
+                    .block_of(key)
+                    .filter(|id| !self.exhausted.contains(id))
+            })
     }
 
     /// Puts the outcome `to` of `serial` in the outbox, in this batch,

@@ -40,6 +40,7 @@
 mod committer;
 mod error;
 mod fence;
+mod issued;
 mod ledger;
 mod nonces;
 mod outbox;

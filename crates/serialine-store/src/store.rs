@@ -280,6 +280,7 @@ impl Store {
                 sealed: sealed.to_bytes(),
                 block_id: block.block_id,
                 serial_keys: block.serials.iter().map(|s| reader.serial_key(s)).collect(),
+                serials: block.serials,
             })
         })
     }
