@@ -53,8 +53,27 @@ pub(crate) struct OpsRequest {
     pub reply: oneshot::Sender<Vec<OpResult>>,
 }
 
-/// Counters as of the last durable batch, for readers on other threads.
-pub(crate) type SharedCounts = Arc<Mutex<Counts>>;
+/// What the last durable batch left, for readers on other threads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Durable {
+    pub counts: Counts,
+    /// Outbox entries below this sequence number are on disk. A reader of
+    /// the outbox sees the trees as written, flushed or not; an event it
+    /// publishes upstream before its batch is flushed could be lost by a
+    /// crash while upstream keeps it, and the unit then end otherwise.
+    pub outbox_below: u64,
+}
+
+impl Durable {
+    pub fn of(ledger: &Ledger) -> Self {
+        Durable {
+            counts: ledger.counts,
+            outbox_below: ledger.next_seq(),
+        }
+    }
+}
+
+pub(crate) type SharedCounts = Arc<Mutex<Durable>>;
 
 /// The readers' handle on the ledger. Empty only while the committer reopens
 /// it (readers wait on the lock meanwhile) or after a reopen failed.
@@ -171,7 +190,7 @@ fn reopen(ledger: Ledger, readers: &ReaderSlot) -> Result<(Ledger, Duration), St
 /// durable, so this runs before any reply.
 fn publish(ledger: &Ledger, counts: &SharedCounts) {
     let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
-    *c = ledger.counts;
+    *c = Durable::of(ledger);
 }
 
 fn commit_group(ledger: &mut Ledger, batch: &mut Vec<OpsRequest>, counts: &SharedCounts) {

@@ -831,6 +831,11 @@ impl Ledger {
         self.flush()
     }
 
+    /// The sequence number the next outbox event will take.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(self.io())
     }

@@ -149,7 +149,8 @@ impl Store {
             outbox_depth: ledger.outbox_len(),
             fence: fence_report,
         };
-        let counts = Arc::new(Mutex::new(ledger.counts));
+        // Everything read back from disk is durable.
+        let counts = Arc::new(Mutex::new(committer::Durable::of(&ledger)));
         let reader = Arc::new(RwLock::new(Some(ledger.clone())));
         let (tx, thread) = committer::spawn(
             ledger,
@@ -245,6 +246,10 @@ impl Store {
 
     /// Counters as of the last durable batch.
     pub fn counts(&self) -> Counts {
+        self.durable().counts
+    }
+
+    fn durable(&self) -> committer::Durable {
         *self.inner.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -640,8 +645,13 @@ impl Store {
     }
 
     /// Oldest outbox events first, at most `max`.
+    /// The oldest `max` outbox events whose batch is durable: only those
+    /// may go upstream (see `committer::Durable`).
     pub fn outbox_peek(&self, max: usize) -> Result<Vec<OutboxEvent>, StoreError> {
-        self.read(|r| r.outbox_peek(max))
+        let below = self.durable().outbox_below;
+        let mut events = self.read(|r| r.outbox_peek(max))?;
+        events.retain(|e| e.seq < below);
+        Ok(events)
     }
 
     /// 0 once the ledger is closed.
