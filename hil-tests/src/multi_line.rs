@@ -8,7 +8,14 @@
 //! process (a deadlock between two sled databases' committers was seen in
 //! CI), and a SIGKILL that cuts all of them at the same instant.
 //!
-//! The timeline's kill points count the slowest line's units decided. The
+//! `units_step` staggers the lines' jobs (line n runs `units + (n - 1) *
+//! units_step`), so each line's end-of-job checkpoint closes and reopens its
+//! sled database while the other lines' committers are busy: the pattern of
+//! the CI deadlock (one database flushing on close while another's
+//! transaction waits on sled's process-global lock).
+//!
+//! The timeline's kill points count the slowest line's units decided (so a
+//! point must be below `units` to be reached while every line runs). The
 //! run is over when every line's job has ended and every line's outcomes
 //! are upstream. The invariant checker then runs once per line, on that
 //! line's ledger, device recordings, upstream events and log lines.
@@ -58,6 +65,8 @@ struct Rig {
     devices: String,
     /// Printer buffer depth (the in-flight bound with the camera window).
     depth: usize,
+    /// This line's units over the scenario (`units` + its `units_step`s).
+    units: u64,
     /// Units decided in this line's ledger at the last kill.
     ledger_base: u64,
     /// The camera log's length at each kill.
@@ -478,6 +487,7 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
             camera,
             devices,
             depth,
+            units: s.units + n as u64 * s.units_step,
             ledger_base: 0,
             kill_marks: Vec::new(),
         });
@@ -499,7 +509,11 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
             .iter()
             .map(|r| decided(&upstream, &monitor, &r.id).max(r.ledger_base))
             .collect();
-        let quantities: Vec<u64> = bases.iter().map(|b| s.units.saturating_sub(*b)).collect();
+        let quantities: Vec<u64> = rigs
+            .iter()
+            .zip(&bases)
+            .map(|(r, b)| r.units.saturating_sub(*b))
+            .collect();
         let config = write_config(&s, &root, &site, proxy.port, &rigs, &quantities)?;
         runs += 1;
         let mut daemon = Daemon::start(&bin, &config, root.join(format!("run-{runs:03}.log")))?;
@@ -527,7 +541,7 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
                         format!(
                             "{}: {d} decided of {}, upstream {} unique, status {:?}",
                             r.id,
-                            s.units,
+                            r.units,
                             upstream.line(&r.id).unique(),
                             monitor.status_of(&r.id).map(|st| (
                                 st.state,
@@ -655,7 +669,7 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
             issued: issuer.issued(&rig.id),
             logs: logs_of(&logs, &rig.id),
             mid_job: false,
-            units: s.units,
+            units: rig.units,
             expect: s.expect.clone(),
             stop_when: s.stop_when,
             earlier: Vec::new(),

@@ -20,7 +20,7 @@ pub struct Scenario {
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// Units to produce over the whole scenario (across restarts); with
-    /// several `lines`, per line.
+    /// several `lines`, per line (see `units_step`).
     pub units: u64,
     /// `[[line]]` sections in the one daemon's config (default 1), each with
     /// its own printer and camera simulators and its own ledger. More than
@@ -28,6 +28,12 @@ pub struct Scenario {
     /// printer and camera knobs, kills; see [`Scenario::validate`].
     #[serde(default = "default_lines")]
     pub lines: u32,
+    /// With several lines: line n (from 1) runs `units + (n - 1) *
+    /// units_step` units, so the lines' jobs end one after another and each
+    /// line's between-jobs checkpoint (its ledger closed, flushed and
+    /// reopened) falls while the other lines are still committing.
+    #[serde(default)]
+    pub units_step: u64,
     /// Longest the scenario may run before it is stopped and reported.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -516,6 +522,9 @@ impl Scenario {
             return Err(format!("lines = {}: expected 1..=16", self.lines));
         }
         if self.lines == 1 {
+            if self.units_step > 0 {
+                return Err("units_step needs lines > 1".into());
+            }
             return Ok(());
         }
         let t = &self.timeline;
