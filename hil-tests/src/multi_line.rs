@@ -48,6 +48,9 @@ use std::time::{Duration, Instant};
 
 /// Longest gdb may take to attach and print every thread's backtrace.
 const GDB_BOUND: Duration = Duration::from_secs(60);
+/// How long every line may sit stopped, its outbox empty, while its counts
+/// and upstream's disagree, before the run ends (nothing more will come).
+const SETTLE: Duration = Duration::from_secs(10);
 /// Lines of the condensed backtrace quoted in the violation (the file has
 /// every frame).
 const BACKTRACE_QUOTED: usize = 160;
@@ -518,6 +521,8 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
         runs += 1;
         let mut daemon = Daemon::start(&bin, &config, root.join(format!("run-{runs:03}.log")))?;
         let run_seq = monitor.seq();
+        // Since when every line has been idle with an empty outbox.
+        let mut settled_since: Option<Instant> = None;
         loop {
             tokio::time::sleep(POLL).await;
             if let Some(status) = daemon.exited() {
@@ -553,7 +558,7 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
                     .collect();
                 let bt = capture_backtraces(daemon.child.id(), &root, &s.name, s.seed).await;
                 violations.push(harness_v(format!(
-                    "hang: timed out after {}s in run {runs} (pid {}); {}\n{bt}\nlog tail:\n{}",
+                    "timed out (hang?) after {}s in run {runs}, the daemon alive (pid {}); {}\n{bt}\nlog tail:\n{}",
                     s.timeout_secs,
                     daemon.child.id(),
                     per_line.join("; "),
@@ -605,19 +610,56 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
             // "stopped" status of each counts what upstream holds, with
             // the outbox empty.
             daemon.log_has("");
+            let mut idle = true;
             let done = rigs.iter().zip(&quantities).all(|(r, &q)| {
                 let ended = q == 0 || job_ended(&daemon.text, &r.id);
-                let synced = monitor.status_of(&r.id).is_some_and(|st| {
-                    st.seq > run_seq
-                        && st.state == "stopped"
-                        && st.decided + st.json["counts"]["fenced"].as_u64().unwrap_or(0)
-                            == upstream.line(&r.id).unique() as u64
-                        && st.json["outbox_depth"] == 0
+                let status = monitor
+                    .status_of(&r.id)
+                    .filter(|st| st.seq > run_seq && st.state == "stopped");
+                let drained = status
+                    .as_ref()
+                    .is_some_and(|st| st.json["outbox_depth"] == 0);
+                idle &= ended && drained;
+                let agreed = status.is_some_and(|st| {
+                    st.decided + st.json["counts"]["fenced"].as_u64().unwrap_or(0)
+                        == upstream.line(&r.id).unique() as u64
                 });
-                ended && synced
+                ended && drained && agreed
             });
             if done {
                 break;
+            }
+            // Every line stopped with its outbox empty, yet some line's
+            // counts and upstream's disagree, and stay so: the daemon is
+            // not hung and nothing more will arrive. End the run (the
+            // checker names the serials) instead of waiting for the
+            // watchdog.
+            let disagree = rigs
+                .iter()
+                .map(|r| {
+                    let st = monitor.status_of(&r.id);
+                    let fenced = st
+                        .as_ref()
+                        .and_then(|st| st.json["counts"]["fenced"].as_u64())
+                        .unwrap_or(0);
+                    (
+                        r.id.as_str(),
+                        st.map_or(0, |st| st.decided + fenced),
+                        upstream.line(&r.id).unique() as u64,
+                    )
+                })
+                .filter(|(_, ledger, up)| ledger != up)
+                .collect::<Vec<_>>();
+            if idle {
+                let since = *settled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= SETTLE {
+                    violations.push(harness_v(format!(
+                        "not a hang: every line stopped with its outbox empty for {SETTLE:?}, but status and upstream disagree (line, status outcomes, upstream unique): {disagree:?}"
+                    )));
+                    break;
+                }
+            } else {
+                settled_since = None;
             }
         }
         if hang.is_some() {
