@@ -15,6 +15,9 @@ fn full() -> bool {
 
 fn check(outcome: &Outcome) {
     eprintln!("{}", outcome.summary());
+    for line in &outcome.lines {
+        eprintln!("  {line}");
+    }
     assert!(outcome.ok(), "{}", outcome.details());
 }
 
@@ -86,6 +89,7 @@ scenarios! {
     ack_forged => "ack-forged",
     ledger_restored => "ledger-restored",
     state_dir_wiped => "state-dir-wiped",
+    multi_line_kill9 => "multi-line-kill9",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a
