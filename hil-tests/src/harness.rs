@@ -18,6 +18,7 @@ use serialine_sim::issuer::Issuer;
 use serialine_sim::laser::{LaserSim, LaserSimConfig, LaserSimMap, RandomExceptions};
 use serialine_sim::printer::{PrinterKnobs, PrinterSim};
 use serialine_sim::recording::Recorder;
+use serialine_sim::unserved::UnservedPeriod;
 use serialine_sim::upstream::Upstream;
 use serialine_store::{Counts, Store, StoreOptions};
 use std::fmt::Write as _;
@@ -60,6 +61,9 @@ pub struct Outcome {
     pub mqtt_alarms: usize,
     /// With several lines: one line of figures per line (empty otherwise).
     pub lines: Vec<String>,
+    /// Connections the laser accepted and turned away in its unserved
+    /// period (`laser.unserved_ms`); `None` without one.
+    pub laser_unserved: Option<u64>,
 }
 
 impl Outcome {
@@ -70,8 +74,12 @@ impl Outcome {
     /// One line of figures.
     pub fn summary(&self) -> String {
         let c = &self.counts;
+        let unserved = self
+            .laser_unserved
+            .map(|n| format!("; laser connections turned away {n}"))
+            .unwrap_or_default();
         format!(
-            "scenario {} (seed {}): {:.1}s, {} run(s), {} kill(s); ledger: {} committed, {} rejected, {} voided, {} in flight; printer frames {}; alarms in logs: {} duplicate, {} foreign ({} excused near kills); mqtt alarms {}; accounting: {}; {} violation(s)",
+            "scenario {} (seed {}): {:.1}s, {} run(s), {} kill(s); ledger: {} committed, {} rejected, {} voided, {} in flight; printer frames {}; alarms in logs: {} duplicate, {} foreign ({} excused near kills); mqtt alarms {}; accounting: {}{unserved}; {} violation(s)",
             self.scenario,
             self.seed,
             self.elapsed.as_secs_f64(),
@@ -527,6 +535,10 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                     });
                     cfg.exception_every_nth_write = l.exception_every_nth_write;
                     cfg.drop_connection_after_marks = l.drop_connection_after_marks;
+                    cfg.unserved = (l.unserved_ms > 0).then(|| UnservedPeriod {
+                        how: l.unserved,
+                        period: Duration::from_millis(l.unserved_ms),
+                    });
                     cfg.record_path = Some(root.join("laser.jsonl"));
                     let sim = LaserSim::start(cfg, printed_tx)
                         .await
@@ -950,6 +962,12 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         });
     }
     violations.append(&mut report.violations);
+    for m in check_unserved(&s, &marker) {
+        violations.push(Violation {
+            rule: crate::checker::Rule::Expectation,
+            ..harness(m)
+        });
+    }
     for m in crate::monitor::check_device_states(&monitor.devices(), &s.expect.device_states) {
         violations.push(Violation {
             rule: crate::checker::Rule::Expectation,
@@ -972,6 +990,10 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         dir: dir_path,
         mqtt_alarms: monitor.alarms().len(),
         lines: Vec::new(),
+        laser_unserved: match &marker {
+            Marker::Laser(sim) if s.laser.unserved_ms > 0 => Some(sim.unserved_connections()),
+            _ => None,
+        },
     })
 }
 
@@ -1190,6 +1212,32 @@ async fn send_job_start(
             "cmd/job/start not acknowledged within 10 s".into(),
         )),
     }
+}
+
+/// The laser's unserved period: the daemon did connect in it (or the
+/// scenario tested nothing), and no more often than
+/// `expect.max_unserved_connections`.
+fn check_unserved(s: &Scenario, marker: &Marker) -> Vec<String> {
+    let Marker::Laser(sim) = marker else {
+        return Vec::new();
+    };
+    let n = sim.unserved_connections();
+    let mut problems = Vec::new();
+    if s.laser.unserved_ms > 0 && n == 0 {
+        problems.push(format!(
+            "laser: no connection in its {} ms unserved period",
+            s.laser.unserved_ms
+        ));
+    }
+    if let Some(max) = s.expect.max_unserved_connections {
+        if n > max {
+            problems.push(format!(
+                "laser: {n} connections accepted and turned away in its {} ms unserved period, expected at most {max} (the driver must back off)",
+                s.laser.unserved_ms
+            ));
+        }
+    }
+    problems
 }
 
 /// Issue 20: the faults the simulators and the harness recorded, for the

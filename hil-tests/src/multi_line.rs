@@ -757,6 +757,7 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
         dir: dir_path,
         mqtt_alarms: monitor.alarms().len(),
         lines: per_line,
+        laser_unserved: None,
     })
 }
 

@@ -172,6 +172,13 @@ pub struct LaserSpec {
     /// Drop the Modbus connection once after this many marks.
     pub drop_connection_after_marks: Option<u64>,
     pub mark_time_ms: u64,
+    /// For this long from the first connection, accept the daemon's
+    /// connections and turn them away (`unserved`), then serve: a marker
+    /// still booting, a gateway whose marker is gone. 0: serve at once.
+    pub unserved_ms: u64,
+    /// How a connection is turned away: `"drop"` (closed at once, the
+    /// default) or `"silent"` (held open, never answered).
+    pub unserved: serialine_sim::unserved::Unserved,
 }
 
 /// Camera simulator knobs (`serialine_sim::camera::CameraKnobs`).
@@ -383,6 +390,10 @@ pub struct Expect {
     /// Issue 20: at most this many duplicate/foreign camera reports excused
     /// from the alarm check (near kills, or meeting their own unit).
     pub max_alarms_excused: Option<u64>,
+    /// With `laser.unserved_ms`: at most this many connections the laser
+    /// accepted and turned away in that period (the driver backs off; one
+    /// retry every initial delay would be many more).
+    pub max_unserved_connections: Option<u64>,
 }
 
 impl Scenario {
@@ -445,6 +456,14 @@ impl Scenario {
                     "camera.symbology_id = {id:?}: not a symbology identifier Serialine knows (e.g. \"]d2\")"
                 ));
             }
+        }
+        if self.line.printer != PrinterKind::Laser
+            && (self.laser.unserved_ms > 0 || self.expect.max_unserved_connections.is_some())
+        {
+            return Err(
+                "laser.unserved_ms, expect.max_unserved_connections: need line.printer = \"laser\""
+                    .into(),
+            );
         }
         if self.line.printer == PrinterKind::Laser && self.stop_when == StopWhen::PrinterJammed {
             return Err("stop_when = \"printer-jammed\" needs the framed printer".into());

@@ -77,6 +77,7 @@ scenarios! {
     power_loss_under_load => "power-loss",
     laser_clean => "laser-clean",
     laser_modbus_exceptions => "laser-modbus-exceptions",
+    laser_accept_drop => "laser-accept-drop",
     replay_recorded_session => "replay-session",
     camera_double_trigger => "camera-double-trigger",
     camera_refed_pack => "camera-refed-pack",
