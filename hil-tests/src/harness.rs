@@ -18,6 +18,7 @@ use serialine_sim::issuer::Issuer;
 use serialine_sim::laser::{LaserSim, LaserSimConfig, LaserSimMap, RandomExceptions};
 use serialine_sim::printer::{PrinterKnobs, PrinterSim};
 use serialine_sim::recording::Recorder;
+use serialine_sim::unserved::UnservedPeriod;
 use serialine_sim::upstream::Upstream;
 use serialine_store::{Counts, Store, StoreOptions};
 use std::fmt::Write as _;
@@ -37,9 +38,9 @@ const JAM_STATUS_BOUND: Duration = Duration::from_secs(15);
 pub const LINE: &str = "line-1";
 /// Longest a SIGTERM'd daemon may take to exit (its own bound is 30 s to
 /// drain plus 5 s for the uplink).
-const TERM_BOUND: Duration = Duration::from_secs(45);
+pub(crate) const TERM_BOUND: Duration = Duration::from_secs(45);
 /// The daemon's minimum grade in every scenario's config.
-const MIN_GRADE: serialine_core::Grade = serialine_core::Grade::C;
+pub(crate) const MIN_GRADE: serialine_core::Grade = serialine_core::Grade::C;
 
 /// What a scenario run produced.
 #[derive(Debug)]
@@ -58,6 +59,11 @@ pub struct Outcome {
     /// when there are violations or `HIL_KEEP=1`.
     pub dir: PathBuf,
     pub mqtt_alarms: usize,
+    /// With several lines: one line of figures per line (empty otherwise).
+    pub lines: Vec<String>,
+    /// Connections the laser accepted and turned away in its unserved
+    /// period (`laser.unserved_ms`); `None` without one.
+    pub laser_unserved: Option<u64>,
 }
 
 impl Outcome {
@@ -68,8 +74,12 @@ impl Outcome {
     /// One line of figures.
     pub fn summary(&self) -> String {
         let c = &self.counts;
+        let unserved = self
+            .laser_unserved
+            .map(|n| format!("; laser connections turned away {n}"))
+            .unwrap_or_default();
         format!(
-            "scenario {} (seed {}): {:.1}s, {} run(s), {} kill(s); ledger: {} committed, {} rejected, {} voided, {} in flight; printer frames {}; alarms in logs: {} duplicate, {} foreign ({} excused near kills); mqtt alarms {}; accounting: {}; {} violation(s)",
+            "scenario {} (seed {}): {:.1}s, {} run(s), {} kill(s); ledger: {} committed, {} rejected, {} voided, {} in flight; printer frames {}; alarms in logs: {} duplicate, {} foreign ({} excused near kills); mqtt alarms {}; accounting: {}{unserved}; {} violation(s)",
             self.scenario,
             self.seed,
             self.elapsed.as_secs_f64(),
@@ -92,6 +102,9 @@ impl Outcome {
     /// The summary and every violation (at most 50), for a test failure.
     pub fn details(&self) -> String {
         let mut s = self.summary();
+        for l in &self.lines {
+            let _ = write!(s, "\n  {l}");
+        }
         for v in self.report.violations.iter().take(50) {
             let _ = write!(s, "\n  - {v}");
         }
@@ -128,18 +141,21 @@ pub fn run(s: Scenario) -> Result<Outcome, HilError> {
             what: "building the tokio runtime".into(),
             source,
         })?;
+    if s.lines > 1 {
+        return rt.block_on(crate::multi_line::run_async(s, bin));
+    }
     rt.block_on(run_async(s, bin))
 }
 
 /// One embedded broker per test process; scenarios use distinct sites.
-fn broker() -> Result<EmbeddedBroker, HilError> {
+pub(crate) fn broker() -> Result<EmbeddedBroker, HilError> {
     static B: OnceLock<Result<EmbeddedBroker, String>> = OnceLock::new();
     B.get_or_init(|| EmbeddedBroker::start().map_err(|e| e.to_string()))
         .clone()
         .map_err(HilError::Sim)
 }
 
-fn site_id(name: &str) -> String {
+pub(crate) fn site_id(name: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let clean: String = name
         .chars()
@@ -160,21 +176,21 @@ fn site_id(name: &str) -> String {
     )
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HilError {
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HilError {
     let what = what.into();
     move |source| HilError::Io { what, source }
 }
 
 /// The daemon as a child process, its stderr in a log file.
-struct Daemon {
-    child: Child,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
     log: PathBuf,
     offset: u64,
-    text: String,
+    pub(crate) text: String,
 }
 
 impl Daemon {
-    fn start(bin: &Path, config: &Path, log: PathBuf) -> Result<Daemon, HilError> {
+    pub(crate) fn start(bin: &Path, config: &Path, log: PathBuf) -> Result<Daemon, HilError> {
         let stderr =
             fs::File::create(&log).map_err(io_err(format!("creating {}", log.display())))?;
         let child = Command::new(bin)
@@ -196,7 +212,7 @@ impl Daemon {
 
     /// Reads what the log gained since the last call; true if `needle`
     /// appeared in it (or earlier).
-    fn log_has(&mut self, needle: &str) -> bool {
+    pub(crate) fn log_has(&mut self, needle: &str) -> bool {
         if let Ok(mut f) = fs::File::open(&self.log) {
             if f.seek(SeekFrom::Start(self.offset)).is_ok() {
                 let mut buf = Vec::new();
@@ -209,13 +225,13 @@ impl Daemon {
         self.text.contains(needle)
     }
 
-    fn tail(&mut self) -> String {
+    pub(crate) fn tail(&mut self) -> String {
         self.log_has("");
         let lines: Vec<&str> = self.text.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
-    fn signal(&self, sig: &str) -> Result<(), HilError> {
+    pub(crate) fn signal(&self, sig: &str) -> Result<(), HilError> {
         let status = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
@@ -230,11 +246,11 @@ impl Daemon {
         }
     }
 
-    fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
-    async fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+    pub(crate) async fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
         loop {
             if let Some(s) = self.exited() {
@@ -258,7 +274,7 @@ impl Drop for Daemon {
 }
 
 /// The simulated marking device.
-enum Marker {
+pub(crate) enum Marker {
     Framed(PrinterSim, FramedProfile),
     Laser(LaserSim),
     /// A recorded framed printer session played back.
@@ -519,6 +535,10 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                     });
                     cfg.exception_every_nth_write = l.exception_every_nth_write;
                     cfg.drop_connection_after_marks = l.drop_connection_after_marks;
+                    cfg.unserved = (l.unserved_ms > 0).then(|| UnservedPeriod {
+                        how: l.unserved,
+                        period: Duration::from_millis(l.unserved_ms),
+                    });
                     cfg.record_path = Some(root.join("laser.jsonl"));
                     let sim = LaserSim::start(cfg, printed_tx)
                         .await
@@ -942,6 +962,12 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         });
     }
     violations.append(&mut report.violations);
+    for m in check_unserved(&s, &marker) {
+        violations.push(Violation {
+            rule: crate::checker::Rule::Expectation,
+            ..harness(m)
+        });
+    }
     for m in crate::monitor::check_device_states(&monitor.devices(), &s.expect.device_states) {
         violations.push(Violation {
             rule: crate::checker::Rule::Expectation,
@@ -963,6 +989,11 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         elapsed: started.elapsed(),
         dir: dir_path,
         mqtt_alarms: monitor.alarms().len(),
+        lines: Vec::new(),
+        laser_unserved: match &marker {
+            Marker::Laser(sim) if s.laser.unserved_ms > 0 => Some(sim.unserved_connections()),
+            _ => None,
+        },
     })
 }
 
@@ -1012,7 +1043,7 @@ pub const OTHER_LINE: &str = "line-2";
 
 /// SIGTERM and wait, as at the end of a run; a failure is a violation.
 /// Returns whether the daemon exited 0 within its bound.
-async fn stop_clean(
+pub(crate) async fn stop_clean(
     daemon: &mut Daemon,
     runs: u32,
     violations: &mut Vec<Violation>,
@@ -1183,9 +1214,35 @@ async fn send_job_start(
     }
 }
 
+/// The laser's unserved period: the daemon did connect in it (or the
+/// scenario tested nothing), and no more often than
+/// `expect.max_unserved_connections`.
+fn check_unserved(s: &Scenario, marker: &Marker) -> Vec<String> {
+    let Marker::Laser(sim) = marker else {
+        return Vec::new();
+    };
+    let n = sim.unserved_connections();
+    let mut problems = Vec::new();
+    if s.laser.unserved_ms > 0 && n == 0 {
+        problems.push(format!(
+            "laser: no connection in its {} ms unserved period",
+            s.laser.unserved_ms
+        ));
+    }
+    if let Some(max) = s.expect.max_unserved_connections {
+        if n > max {
+            problems.push(format!(
+                "laser: {n} connections accepted and turned away in its {} ms unserved period, expected at most {max} (the driver must back off)",
+                s.laser.unserved_ms
+            ));
+        }
+    }
+    problems
+}
+
 /// Issue 20: the faults the simulators and the harness recorded, for the
 /// checker's accounting.
-fn run_events(
+pub(crate) fn run_events(
     s: &Scenario,
     marker: &Marker,
     kills: u32,

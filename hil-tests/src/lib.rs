@@ -13,6 +13,7 @@ pub mod binary;
 pub mod checker;
 pub mod harness;
 pub mod monitor;
+pub mod multi_line;
 pub mod printer_wire;
 pub mod replay;
 pub mod scenario;

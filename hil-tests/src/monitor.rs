@@ -24,6 +24,9 @@ struct State {
     alarms: Vec<Value>,
     subscribed: bool,
     devices: Vec<DeviceSeen>,
+    /// The last status with counters per line (the topic's line level), for
+    /// scenarios with several lines: `last` is whichever line spoke last.
+    per_line: std::collections::HashMap<String, Status>,
 }
 
 /// A device state seen on `status`: each change of a device's state (or of
@@ -168,12 +171,17 @@ impl Monitor {
                                 .and_then(Value::as_str)
                                 .unwrap_or("")
                                 .to_string();
-                            s.last = Some(Status {
+                            let status = Status {
                                 seq: s.seq,
                                 state,
                                 decided: d,
                                 json,
-                            });
+                            };
+                            // serialine/<site>/<line>/status
+                            if let Some(line) = p.topic.rsplit('/').nth(1) {
+                                s.per_line.insert(line.to_string(), status.clone());
+                            }
+                            s.last = Some(status);
                         }
                     }
                     Ok(_) => {}
@@ -202,6 +210,11 @@ impl Monitor {
     /// The last status that carried counters.
     pub fn status(&self) -> Option<Status> {
         lock(&self.state).last.clone()
+    }
+
+    /// The last status with counters `line` published.
+    pub fn status_of(&self, line: &str) -> Option<Status> {
+        lock(&self.state).per_line.get(line).cloned()
     }
 
     /// Every device state change seen on `status`, in arrival order.

@@ -19,8 +19,21 @@ pub struct Scenario {
     /// `HIL_SEED` overrides it.
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// Units to produce over the whole scenario (across restarts).
+    /// Units to produce over the whole scenario (across restarts); with
+    /// several `lines`, per line (see `units_step`).
     pub units: u64,
+    /// `[[line]]` sections in the one daemon's config (default 1), each with
+    /// its own printer and camera simulators and its own ledger. More than
+    /// one takes the multi-line harness (`multi_line.rs`): framed printer,
+    /// printer and camera knobs, kills; see [`Scenario::validate`].
+    #[serde(default = "default_lines")]
+    pub lines: u32,
+    /// With several lines: line n (from 1) runs `units + (n - 1) *
+    /// units_step` units, so the lines' jobs end one after another and each
+    /// line's between-jobs checkpoint (its ledger closed, flushed and
+    /// reopened) falls while the other lines are still committing.
+    #[serde(default)]
+    pub units_step: u64,
     /// Longest the scenario may run before it is stopped and reported.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -50,6 +63,9 @@ pub struct Scenario {
 }
 
 fn default_seed() -> u64 {
+    1
+}
+fn default_lines() -> u32 {
     1
 }
 fn default_timeout() -> u64 {
@@ -156,6 +172,13 @@ pub struct LaserSpec {
     /// Drop the Modbus connection once after this many marks.
     pub drop_connection_after_marks: Option<u64>,
     pub mark_time_ms: u64,
+    /// For this long from the first connection, accept the daemon's
+    /// connections and turn them away (`unserved`), then serve: a marker
+    /// still booting, a gateway whose marker is gone. 0: serve at once.
+    pub unserved_ms: u64,
+    /// How a connection is turned away: `"drop"` (closed at once, the
+    /// default) or `"silent"` (held open, never answered).
+    pub unserved: serialine_sim::unserved::Unserved,
 }
 
 /// Camera simulator knobs (`serialine_sim::camera::CameraKnobs`).
@@ -367,6 +390,10 @@ pub struct Expect {
     /// Issue 20: at most this many duplicate/foreign camera reports excused
     /// from the alarm check (near kills, or meeting their own unit).
     pub max_alarms_excused: Option<u64>,
+    /// With `laser.unserved_ms`: at most this many connections the laser
+    /// accepted and turned away in that period (the driver backs off; one
+    /// retry every initial delay would be many more).
+    pub max_unserved_connections: Option<u64>,
 }
 
 impl Scenario {
@@ -429,6 +456,14 @@ impl Scenario {
                     "camera.symbology_id = {id:?}: not a symbology identifier Serialine knows (e.g. \"]d2\")"
                 ));
             }
+        }
+        if self.line.printer != PrinterKind::Laser
+            && (self.laser.unserved_ms > 0 || self.expect.max_unserved_connections.is_some())
+        {
+            return Err(
+                "laser.unserved_ms, expect.max_unserved_connections: need line.printer = \"laser\""
+                    .into(),
+            );
         }
         if self.line.printer == PrinterKind::Laser && self.stop_when == StopWhen::PrinterJammed {
             return Err("stop_when = \"printer-jammed\" needs the framed printer".into());
@@ -494,7 +529,62 @@ impl Scenario {
                 return Err("timeline.broker_outage.secs: expected 0 < secs <= 600".into());
             }
         }
-        Ok(())
+        self.validate_lines()
+    }
+
+    /// `lines`: 1..=16. The multi-line harness covers what several lines
+    /// share in one process (ledgers, committers, the uplink) under load and
+    /// kills; the single-line faults stay with the single-line harness, so
+    /// a multi-line scenario asking for them is refused, not half run.
+    fn validate_lines(&self) -> Result<(), String> {
+        if !(1..=16).contains(&self.lines) {
+            return Err(format!("lines = {}: expected 1..=16", self.lines));
+        }
+        if self.lines == 1 {
+            if self.units_step > 0 {
+                return Err("units_step needs lines > 1".into());
+            }
+            return Ok(());
+        }
+        let t = &self.timeline;
+        let a = &self.attack;
+        let unsupported = [
+            (
+                "line.printer = \"laser\"",
+                self.line.printer != PrinterKind::Framed,
+            ),
+            ("replay", self.replay.is_some()),
+            (
+                "stop_when = \"printer-jammed\"",
+                self.stop_when != StopWhen::JobDone,
+            ),
+            ("printer.jam_after", self.printer.jam_after.is_some()),
+            ("timeline.broker_outage", t.broker_outage.is_some()),
+            ("timeline state steps", !t.state_steps().is_empty()),
+            ("timeline.changeover", t.changeover.is_some()),
+            ("camera.other_line_rate", self.camera.other_line_rate > 0.0),
+            (
+                "[attack]",
+                a.retained_job_stop
+                    || a.stale_job_stop_at_units.is_some()
+                    || a.forged_acks.is_some(),
+            ),
+            (
+                "expect.device_states",
+                !self.expect.device_states.is_empty(),
+            ),
+            (
+                "expect.min_fenced / min_upstream_invalidated",
+                self.expect.min_fenced > 0 || self.expect.min_upstream_invalidated > 0,
+            ),
+        ];
+        match unsupported.iter().find(|(_, on)| *on) {
+            Some((what, _)) => Err(format!(
+                "lines = {}: {what} is not supported with several lines (single-line harness only)",
+                self.lines
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Every kill point, in order: the explicit ones plus `random_kills`

@@ -15,6 +15,9 @@ fn full() -> bool {
 
 fn check(outcome: &Outcome) {
     eprintln!("{}", outcome.summary());
+    for line in &outcome.lines {
+        eprintln!("  {line}");
+    }
     assert!(outcome.ok(), "{}", outcome.details());
 }
 
@@ -74,6 +77,7 @@ scenarios! {
     power_loss_under_load => "power-loss",
     laser_clean => "laser-clean",
     laser_modbus_exceptions => "laser-modbus-exceptions",
+    laser_accept_drop => "laser-accept-drop",
     replay_recorded_session => "replay-session",
     camera_double_trigger => "camera-double-trigger",
     camera_refed_pack => "camera-refed-pack",
@@ -86,6 +90,7 @@ scenarios! {
     ack_forged => "ack-forged",
     ledger_restored => "ledger-restored",
     state_dir_wiped => "state-dir-wiped",
+    multi_line_kill9 => "multi-line-kill9",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a

@@ -18,11 +18,17 @@
 //! What differs stays with the device: whether it is `Ready` as soon as it
 //! is connected ([`Device::READY_ON_CONNECT`]) or only once it reports it
 //! can work (the label printer and the laser ask for their status first);
-//! when the link counts as healthy, which restarts the backoff
-//! ([`Reconnect::healthy`]: on connect for the label printer and the laser,
-//! on the first bytes back for stream devices, so a device that accepts and
-//! drops at once is not hammered); and what it does while waiting (the
-//! framed printer refuses the requests that arrive).
+//! when the device has answered, the one moment the link counts as healthy
+//! and the backoff restarts ([`Reconnect::healthy`]): the first bytes back
+//! for the stream devices, the first `~HS` status reply for the label
+//! printer, the first successful Modbus read for the laser; and what it does
+//! while waiting (the framed printer refuses the requests that arrive).
+//!
+//! Never on connect alone: a device, or a port forwarder in front of it,
+//! that accepts TCP and then drops the connection or never answers would
+//! otherwise be reconnected at the initial delay forever, flooding the logs,
+//! the alarms and the device. Each such connection counts as a failure, so
+//! the delay grows to its cap.
 
 use std::fmt::{Debug, Display};
 use std::time::Duration;
@@ -105,7 +111,8 @@ impl Reconnect {
         Reconnect(None)
     }
 
-    /// The link works: the next outage backs off from the beginning.
+    /// The link works, the device answered on it (a connect alone proves
+    /// nothing): the next outage backs off from the beginning.
     pub(crate) fn healthy(&mut self) {
         if let Some(b) = &mut self.0 {
             b.reset();
@@ -141,7 +148,8 @@ pub(crate) trait Device: Send {
     /// One connection attempt.
     async fn connect(&mut self) -> Attempt<Self::Conn, Self::ConnectError>;
 
-    /// Runs one connection until the link is lost or the pipeline is done.
+    /// Runs one connection until the link is lost or the pipeline is done,
+    /// telling `reconnect` the link is healthy once the device answered.
     /// The connection is dropped when it returns, before the `Fault` goes
     /// out: a late answer on it could otherwise be paired with a new request.
     async fn session(&mut self, conn: Self::Conn, reconnect: &mut Reconnect) -> End;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serialine_devices::label::{self, LabelSettings, LabelTemplate, Symbology, TextField};
 use serialine_devices::{PrintRequest, PrinterEvent, PrinterHandle, UnitId};
 use serialine_sim::label::{LabelSim, LabelSimConfig};
+use serialine_sim::unserved::{Unserved, UnservedPeriod};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -181,6 +182,90 @@ async fn unprintable_code_is_refused_locally() {
         PrinterEvent::Refused { unit: 9, .. }
     ));
     assert!(r.sim.formats_received().is_empty());
+}
+
+/// Most connections a client can open within `period` (counted from its
+/// first) when each failed attempt costs `per_attempt` and it then backs
+/// off from `initial`, doubling up to `cap`. The driver can only open fewer:
+/// every gap it leaves is at least that long.
+fn backoff_bound(initial: Duration, cap: Duration, per_attempt: Duration, period: Duration) -> u64 {
+    let (mut t, mut delay, mut n) = (Duration::ZERO, initial, 0);
+    while t < period {
+        n += 1;
+        t += per_attempt + delay;
+        delay = (delay * 2).min(cap);
+    }
+    n
+}
+
+/// A printer (or a port forwarder in front of it) that accepts the TCP
+/// connection and then drops it or never answers `~HS`, for `period` from
+/// the first connection: the link counts as healthy only once `~HS` is
+/// answered, so the driver backs off instead of reconnecting at the initial
+/// delay all along. Then the printer answers, the driver is Ready and prints.
+async fn accept_without_answer(how: Unserved) {
+    let period = Duration::from_secs(2);
+    let initial = Duration::from_millis(50);
+    let cap = Duration::from_secs(1);
+    let request_timeout = Duration::from_millis(100);
+    let cfg = LabelSimConfig {
+        unserved: Some(UnservedPeriod { how, period }),
+        ..LabelSimConfig::default()
+    };
+    let (tx, mut printed) = mpsc::unbounded_channel();
+    let sim = LabelSim::start(cfg, tx).await.expect("sim starts");
+    let mut settings = LabelSettings::new(sim.addr());
+    settings.request_timeout = request_timeout;
+    settings.reconnect_initial = initial;
+    settings.reconnect_max = cap;
+    settings.idle_poll = Duration::from_secs(30);
+    let mut h = label::spawn_with("zebra-1", settings, dm_template()).expect("valid template");
+
+    // One Fault per connection lost before the printer answered, then Ready.
+    let mut faults = 0u64;
+    loop {
+        match next(&mut h).await {
+            PrinterEvent::Fault { unknown, .. } => {
+                assert!(unknown.is_empty(), "no unit was sent");
+                faults += 1;
+            }
+            PrinterEvent::Ready => break,
+            other => panic!("expected Faults then Ready, got {other:?}"),
+        }
+    }
+    let unserved = sim.unserved_connections();
+    // A dropped connection fails at once; a silent one after the timeout.
+    let per_attempt = match how {
+        Unserved::Drop => Duration::ZERO,
+        Unserved::Silent => request_timeout,
+    };
+    let bound = backoff_bound(initial, cap, per_attempt, period);
+    let fixed = backoff_bound(initial, initial, per_attempt, period);
+    assert!(
+        unserved >= 2,
+        "the driver retried during the period: {unserved} connection(s)"
+    );
+    assert!(
+        unserved <= bound,
+        "{unserved} connections in {period:?}: more than a backoff from {initial:?} \
+         to {cap:?} allows ({bound}); always waiting {initial:?} gives about {fixed}"
+    );
+    assert_eq!(faults, unserved, "one Fault per connection lost");
+    assert_eq!(sim.connections(), unserved + 1, "then one that is served");
+    send(&h, 1, &code(1)).await;
+    expect(&mut h, PrinterEvent::Accepted(1)).await;
+    expect(&mut h, PrinterEvent::Printed(1)).await;
+    assert_eq!(next_printed(&mut printed).await, (1, code(1)));
+}
+
+#[tokio::test]
+async fn a_printer_that_accepts_and_drops_is_retried_with_backoff() {
+    accept_without_answer(Unserved::Drop).await;
+}
+
+#[tokio::test]
+async fn a_printer_that_accepts_and_stays_silent_is_retried_with_backoff() {
+    accept_without_answer(Unserved::Silent).await;
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serialine_devices::laser::{self, LaserRegisterMap, LaserSettings, Trigger};
 use serialine_devices::{PrintRequest, PrinterEvent, PrinterHandle, UnitId};
 use serialine_sim::laser::{LaserSim, LaserSimConfig, LaserSimMap, RandomExceptions, SimTrigger};
+use serialine_sim::unserved::{Unserved, UnservedPeriod};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -345,6 +346,86 @@ async fn no_marker_listening_is_a_fault() {
     settings.reconnect_initial = Duration::from_millis(10);
     let mut h = laser::spawn("laser-x", settings, d).expect("valid map");
     assert_fault(next(&mut h).await, "cannot connect", &[]);
+}
+
+/// Most connections a client can open within `period` (counted from its
+/// first) when it waits `per_attempt` for an answer that never comes, then
+/// backs off from `initial`, doubling up to `cap`. The driver can only open
+/// fewer: every gap it leaves is at least that long.
+fn backoff_bound(initial: Duration, cap: Duration, per_attempt: Duration, period: Duration) -> u64 {
+    let (mut t, mut delay, mut n) = (Duration::ZERO, initial, 0);
+    while t < period {
+        n += 1;
+        t += per_attempt + delay;
+        delay = (delay * 2).min(cap);
+    }
+    n
+}
+
+/// A marker that accepts the TCP connection and then drops it (`Drop`) or
+/// never answers (`Silent`) for `period` from the first connection: the
+/// driver counts the link healthy only once a status read is answered, so
+/// it backs off instead of reconnecting at the initial delay all along.
+/// Then the marker answers, the driver is Ready and marks.
+async fn accept_without_answer(how: Unserved, request_timeout: Duration) {
+    let period = Duration::from_secs(2);
+    let initial = Duration::from_millis(50);
+    let cap = Duration::from_secs(1);
+    let (d, s) = maps();
+    let mut cfg = LaserSimConfig::new(s);
+    cfg.unserved = Some(UnservedPeriod { how, period });
+    let (tx, marks) = mpsc::unbounded_channel();
+    let sim = LaserSim::start(cfg, tx).await.expect("sim starts");
+    let mut settings = LaserSettings::tcp(sim.addr());
+    settings.request_timeout = request_timeout;
+    settings.reconnect_initial = initial;
+    settings.reconnect_max = cap;
+    let h = laser::spawn("laser-1", settings, d).expect("valid map");
+    let mut r = Rig { sim, marks, h };
+
+    // One Fault per connection lost before the marker answered, then Ready.
+    let mut faults = 0u64;
+    loop {
+        match next(&mut r.h).await {
+            PrinterEvent::Fault { unknown, .. } => {
+                assert!(unknown.is_empty(), "no unit was sent");
+                faults += 1;
+            }
+            PrinterEvent::Ready => break,
+            other => panic!("expected Faults then Ready, got {other:?}"),
+        }
+    }
+    let unserved = r.sim.unserved_connections();
+    // A dropped connection fails at once; a silent one after the timeout.
+    let per_attempt = match how {
+        Unserved::Drop => Duration::ZERO,
+        Unserved::Silent => request_timeout,
+    };
+    let bound = backoff_bound(initial, cap, per_attempt, period);
+    let fixed = backoff_bound(initial, initial, per_attempt, period);
+    assert!(
+        unserved >= 2,
+        "the driver retried during the period: {unserved} connection(s)"
+    );
+    assert!(
+        unserved <= bound,
+        "{unserved} connections in {period:?}: more than a backoff from {initial:?} \
+         to {cap:?} allows ({bound}); always waiting {initial:?} gives about {fixed}"
+    );
+    assert_eq!(faults, unserved, "one Fault per connection lost");
+    assert_eq!(r.sim.connections(), unserved + 1, "then one that is served");
+    mark_ok(&mut r, 1).await;
+    assert_eq!(next_mark(&mut r.marks).await, (1, code(1)));
+}
+
+#[tokio::test]
+async fn a_marker_that_accepts_and_drops_is_retried_with_backoff() {
+    accept_without_answer(Unserved::Drop, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_marker_that_accepts_and_stays_silent_is_retried_with_backoff() {
+    accept_without_answer(Unserved::Silent, Duration::from_millis(100)).await;
 }
 
 #[test]

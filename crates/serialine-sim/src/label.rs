@@ -5,7 +5,7 @@
 //! `~HS` with a three-frame host status.
 //!
 //! Knobs: print time per label, paper out after N labels, head open and
-//! pause toggles. Printed codes go to an mpsc as `(label index, code)`.
+//! pause toggles, an unserved period ([`crate::unserved`]). Printed codes go to an mpsc as `(label index, code)`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+use crate::unserved::{turn_away, Gate, UnservedPeriod};
+
 #[derive(Debug, Clone, Default)]
 pub struct LabelSimConfig {
     pub print_time: Duration,
@@ -26,6 +28,10 @@ pub struct LabelSimConfig {
     pub paper_out_after: Option<u64>,
     /// Also append the record as JSON lines to this file.
     pub record_path: Option<PathBuf>,
+    /// Accept connections but drop them or never answer, for a period from
+    /// the first one (a printer still booting, a port forwarder whose
+    /// printer is gone).
+    pub unserved: Option<UnservedPeriod>,
 }
 
 /// One thing the printer received and what it answered.
@@ -48,6 +54,7 @@ struct State {
     paused: bool,
     printed: u64,
     connections: u64,
+    gate: Gate,
     records: Vec<LabelExchange>,
     record_file: Option<std::fs::File>,
     printed_tx: mpsc::UnboundedSender<(u64, String)>,
@@ -130,6 +137,7 @@ impl LabelSim {
             ),
             None => None,
         };
+        let gate = Gate::new(cfg.unserved);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 cfg,
@@ -140,6 +148,7 @@ impl LabelSim {
                 paused: false,
                 printed: 0,
                 connections: 0,
+                gate,
                 records: Vec::new(),
                 record_file,
                 printed_tx: printed,
@@ -151,12 +160,16 @@ impl LabelSim {
         let s = Arc::clone(&shared);
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let conn = {
+                let (conn, unserved) = {
                     let mut st = s.lock();
                     st.connections += 1;
-                    st.connections
+                    (st.connections, st.gate.admit())
                 };
-                tokio::spawn(serve(Arc::clone(&s), stream, conn));
+                if let Some(how) = unserved {
+                    tokio::spawn(turn_away(stream, how));
+                } else {
+                    tokio::spawn(serve(Arc::clone(&s), stream, conn));
+                }
             }
         });
         let printer = tokio::spawn(print_loop(Arc::clone(&shared)));
@@ -196,8 +209,15 @@ impl LabelSim {
         self.shared.lock().printed
     }
 
+    /// Connections accepted so far, served or not.
     pub fn connections(&self) -> u64 {
         self.shared.lock().connections
+    }
+
+    /// Connections accepted during the unserved period (see
+    /// [`LabelSimConfig::unserved`]) and dropped or left unanswered.
+    pub fn unserved_connections(&self) -> u64 {
+        self.shared.lock().gate.unserved()
     }
 
     pub fn records(&self) -> Vec<LabelExchange> {

@@ -3,6 +3,9 @@
 //! with (code text, length, trigger coil or register, status word, mark
 //! counter), with knobs for the faults a real marker shows.
 //!
+//! Knobs also include an unserved period ([`crate::unserved`]): connections
+//! accepted, then dropped or never answered.
+//!
 //! Each completed mark is forwarded as `(mark index, code)` so a camera
 //! simulator can "see" what is on the product, and every Modbus request and
 //! response is recorded with a µs timestamp for replay.
@@ -26,6 +29,8 @@ use tokio::task::JoinHandle;
 use tokio_modbus::server::tcp::Server;
 use tokio_modbus::server::Service;
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
+
+use crate::unserved::{turn_away, Gate, UnservedPeriod};
 
 /// The marker's register map (same shape as the driver's config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +97,10 @@ pub struct LaserSimConfig {
     pub drop_connection_after_marks: Option<u64>,
     /// Initial value of the mark counter (to exercise the 16-bit wrap).
     pub counter_start: u16,
+    /// Accept connections but drop them or never answer, for a period from
+    /// the first one (a marker still booting, a gateway whose marker is
+    /// gone).
+    pub unserved: Option<UnservedPeriod>,
     /// Also append the record as JSON lines to this file.
     pub record_path: Option<PathBuf>,
 }
@@ -109,6 +118,7 @@ impl LaserSimConfig {
             exception_code: ExceptionCode::ServerDeviceFailure,
             drop_connection_after_marks: None,
             counter_start: 0,
+            unserved: None,
             record_path: None,
         }
     }
@@ -145,6 +155,7 @@ struct State {
     generation: u64,
     dropped_once: bool,
     connections: u64,
+    gate: Gate,
     records: Vec<Exchange>,
     triggered: Vec<String>,
     record_file: Option<std::fs::File>,
@@ -194,6 +205,7 @@ impl LaserSim {
             None => None,
         };
         let rng = cfg.random_exceptions.map_or(1, |r| r.seed | 1);
+        let gate = Gate::new(cfg.unserved);
         let state = State {
             counter: cfg.counter_start,
             cfg,
@@ -210,6 +222,7 @@ impl LaserSim {
             generation: 0,
             dropped_once: false,
             connections: 0,
+            gate,
             records: Vec::new(),
             triggered: Vec::new(),
             record_file,
@@ -227,7 +240,21 @@ impl LaserSim {
         let task = tokio::spawn(async move {
             let on_connected = move |stream: TcpStream, _peer: SocketAddr| {
                 let shared = Arc::clone(&for_conns);
-                async move { Ok(Some(connect(shared, stream))) }
+                async move {
+                    let unserved = {
+                        let mut st = shared.lock();
+                        let how = st.gate.admit();
+                        if how.is_some() {
+                            st.connections += 1;
+                        }
+                        how
+                    };
+                    if let Some(how) = unserved {
+                        tokio::spawn(turn_away(stream, how));
+                        return Ok(None);
+                    }
+                    Ok(Some(connect(shared, stream)))
+                }
             };
             let on_error =
                 |err: std::io::Error| tracing::debug!(error = %err, "laser sim connection");
@@ -273,9 +300,15 @@ impl LaserSim {
         self.shared.lock().triggered.clone()
     }
 
-    /// Connections accepted so far.
+    /// Connections accepted so far, served or not.
     pub fn connections(&self) -> u64 {
         self.shared.lock().connections
+    }
+
+    /// Connections accepted during the unserved period (see
+    /// [`LaserSimConfig::unserved`]) and dropped or left unanswered.
+    pub fn unserved_connections(&self) -> u64 {
+        self.shared.lock().gate.unserved()
     }
 
     pub fn records(&self) -> Vec<Exchange> {

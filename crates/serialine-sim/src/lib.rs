@@ -12,6 +12,7 @@ pub mod laser;
 pub mod printer;
 pub mod recording;
 pub mod replay;
+pub mod unserved;
 pub mod upstream;
 
 /// Binds a simulator's listener; an error names the address, so a simulator

@@ -160,10 +160,7 @@ impl Device for Driver {
     }
 
     async fn session(&mut self, mut s: TcpStream, reconnect: &mut Reconnect) -> End {
-        // The backoff restarts on connect, not on the first ~HS answer as
-        // the stream drivers do; kept as it was (see the session module).
-        reconnect.healthy();
-        match self.session_inner(&mut s).await {
+        match self.session_inner(&mut s, reconnect).await {
             Ok(never) => match never {},
             Err(end) => end,
         }
@@ -263,10 +260,22 @@ impl Driver {
             .map_err(|err| End::lost(err, unknown.to_vec()))
     }
 
-    async fn wait_printable(&self, s: &mut TcpStream, already_reported: bool) -> Result<(), End> {
+    /// Poll `~HS` until the printer can print, reporting a fault once
+    /// (unless the caller already did). `healthy`, on a fresh connection, is
+    /// told once the printer answered: only then does the link count as
+    /// working.
+    async fn wait_printable(
+        &self,
+        s: &mut TcpStream,
+        already_reported: bool,
+        mut healthy: Option<&mut Reconnect>,
+    ) -> Result<(), End> {
         let mut reported = already_reported;
         loop {
             let st = self.status_or_lost(s, &[]).await?;
+            if let Some(reconnect) = healthy.take() {
+                reconnect.healthy();
+            }
             match st.fault_reason() {
                 None => return Ok(()),
                 Some(why) if !reported => {
@@ -284,8 +293,15 @@ impl Driver {
         }
     }
 
-    async fn session_inner(&mut self, s: &mut TcpStream) -> Result<std::convert::Infallible, End> {
-        self.wait_printable(s, false).await?;
+    async fn session_inner(
+        &mut self,
+        s: &mut TcpStream,
+        reconnect: &mut Reconnect,
+    ) -> Result<std::convert::Infallible, End> {
+        // The backoff restarts on the first ~HS reply, not on connect: a
+        // printer (or a port forwarder in front of it) that accepts TCP and
+        // then drops it or stays silent is retried ever more slowly.
+        self.wait_printable(s, false, Some(reconnect)).await?;
         self.emit(PrinterEvent::Ready).await?;
         loop {
             let idle = sleep(self.settings.idle_poll);
@@ -297,7 +313,7 @@ impl Driver {
                 () = idle => {
                     let st = self.status_or_lost(s, &[]).await?;
                     if st.fault_reason().is_some() {
-                        self.wait_printable(s, false).await?;
+                        self.wait_printable(s, false, None).await?;
                         self.emit(PrinterEvent::Ready).await?;
                     }
                 }
@@ -338,7 +354,7 @@ impl Driver {
             })
             .await?;
             self.emit(refuse(format!("not sent: {reason}"))).await?;
-            self.wait_printable(s, true).await?;
+            self.wait_printable(s, true, None).await?;
             return self.emit(PrinterEvent::Ready).await;
         }
 
@@ -365,7 +381,7 @@ impl Driver {
                     unknown: vec![unit],
                 })
                 .await?;
-                self.wait_printable(s, true).await?;
+                self.wait_printable(s, true, None).await?;
                 return self.emit(PrinterEvent::Ready).await;
             }
             if Instant::now() >= deadline {
@@ -378,7 +394,7 @@ impl Driver {
                     unknown: vec![unit],
                 })
                 .await?;
-                self.wait_printable(s, true).await?;
+                self.wait_printable(s, true, None).await?;
                 return self.emit(PrinterEvent::Ready).await;
             }
             sleep(self.poll()).await;

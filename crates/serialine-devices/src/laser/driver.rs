@@ -214,11 +214,8 @@ impl Device for Driver {
     }
 
     async fn session(&mut self, mut ctx: Context, reconnect: &mut Reconnect) -> End {
-        // The backoff restarts on connect, not on the first answer as the
-        // stream drivers do; kept as it was (see the session module).
-        reconnect.healthy();
         self.coil_may_be_on.store(true, Ordering::Relaxed);
-        let end = match self.session_inner(&mut ctx).await {
+        let end = match self.session_inner(&mut ctx, reconnect).await {
             Ok(never) => match never {},
             Err(end) => end,
         };
@@ -335,8 +332,15 @@ impl Driver {
         Duration::from_millis(self.map.poll_interval_ms)
     }
 
-    async fn session_inner(&mut self, ctx: &mut Context) -> Result<std::convert::Infallible, End> {
-        self.wait_markable(ctx, false).await?;
+    async fn session_inner(
+        &mut self,
+        ctx: &mut Context,
+        reconnect: &mut Reconnect,
+    ) -> Result<std::convert::Infallible, End> {
+        // The backoff restarts on the first status the marker answers, not
+        // on connect: a marker (or a gateway in front of it) that accepts
+        // TCP and then drops it or stays silent is retried ever more slowly.
+        self.wait_markable(ctx, false, Some(reconnect)).await?;
         self.emit(PrinterEvent::Ready).await?;
         loop {
             let idle = sleep(self.settings.idle_poll);
@@ -349,7 +353,7 @@ impl Driver {
                     let status = self.read_status(ctx).await;
                     match self.classify(status, vec![])? {
                         Some(s) if s.fault_reason().is_some() => {
-                            self.wait_markable(ctx, false).await?;
+                            self.wait_markable(ctx, false, None).await?;
                             self.emit(PrinterEvent::Ready).await?;
                         }
                         _ => {}
@@ -378,12 +382,23 @@ impl Driver {
 
     /// Poll until the marker is neither in error nor interlocked. Emits a
     /// Fault when it is (unless the caller already did); the caller emits
-    /// Ready afterwards.
-    async fn wait_markable(&self, ctx: &mut Context, already_reported: bool) -> Result<(), End> {
+    /// Ready afterwards. `healthy`, on a fresh connection, is told once the
+    /// marker answered a status read: only then does the link count as
+    /// working (a Modbus exception does not count: a gateway whose marker
+    /// is gone answers with one).
+    async fn wait_markable(
+        &self,
+        ctx: &mut Context,
+        already_reported: bool,
+        mut healthy: Option<&mut Reconnect>,
+    ) -> Result<(), End> {
         let mut reported = already_reported;
         loop {
             let status = self.read_status(ctx).await;
             if let Some(s) = self.classify(status, vec![])? {
+                if let Some(reconnect) = healthy.take() {
+                    reconnect.healthy();
+                }
                 match s.fault_reason() {
                     None => return Ok(()),
                     Some(reason) if !reported => {
@@ -420,7 +435,7 @@ impl Driver {
         })
         .await?;
         self.refuse(unit, format!("not sent: {reason}")).await?;
-        self.wait_markable(ctx, true).await?;
+        self.wait_markable(ctx, true, None).await?;
         self.emit(PrinterEvent::Ready).await
     }
 
@@ -436,7 +451,7 @@ impl Driver {
             unknown: vec![unit],
         })
         .await?;
-        self.wait_markable(ctx, true).await?;
+        self.wait_markable(ctx, true, None).await?;
         self.emit(PrinterEvent::Ready).await
     }
 
