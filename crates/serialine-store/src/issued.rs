@@ -77,7 +77,7 @@ pub(crate) fn encode_chunk(keys: &[SerialKey]) -> Vec<u8> {
 
 /// The hashes of a chunk value; `None` if its length is not a multiple of 16.
 pub(crate) fn decode_chunk(value: &[u8]) -> Option<Vec<SerialKey>> {
-    if value.len() % 16 != 0 {
+    if !value.len().is_multiple_of(16) {
         return None;
     }
     Some(
