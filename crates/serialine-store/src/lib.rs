@@ -30,10 +30,12 @@
 //! opening). [`Store::checkpoint`] closes and reopens the ledger in place to
 //! bound that; the daemon calls it between jobs.
 //!
-//! Trees: `blocks` (sealed), `cursors` (per-block use), `issued` (keyed-hash
-//! index of issued serials, no clear text), `serials` (state records),
+//! Trees: `blocks` (sealed), `cursors` (per-block use), `issued_blocks`
+//! (per block with serials left, its serials' keyed hashes, no clear text;
+//! see `issued.rs`), `serials` (state records),
 //! `inflight` (Sent/Printed index for reconciliation), `outbox`, `meta`
-//! (schema version, line id, key check, counters, outbox sequence, ledger id), and,
+//! (schema version, line id, key check, counters, outbox sequence, ledger id),
+//! `journal` (the batch being written, see `Ledger::apply`), and,
 //! outside the lifecycle's batches, `nonces` (signed command nonces with
 //! their expiry, see [`Store::record_nonce`]).
 
