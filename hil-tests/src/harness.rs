@@ -6,25 +6,26 @@
 //! `secs`).
 
 use crate::checker::{self, CheckInput, DeviceLog, Report, Violation};
-use crate::monitor::Monitor;
+use crate::run_parts::{
+    camera_knobs, exited_on_its_own, framed_section, kill9, kill_point_missed, ledger_decided,
+    ledger_path, load_profile, open_ledger, outcome, printer_knobs, read_logs, run_log,
+    write_secret, ScenarioDir, Site,
+};
 use crate::scenario::{PrinterKind, Scenario, StopWhen};
 use crate::{binary, replay, HilError, POLL};
 use serialine_devices::camera::CameraProfile;
 use serialine_devices::printer::FramedProfile;
-use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
-use serialine_sim::cable::Cable as Proxy;
+use serialine_sim::broker::EmbeddedBroker;
 use serialine_sim::camera::{CameraKnobs, CameraSim};
 use serialine_sim::issuer::Issuer;
 use serialine_sim::laser::{LaserSim, LaserSimConfig, LaserSimMap, RandomExceptions};
-use serialine_sim::printer::{PrinterKnobs, PrinterSim};
+use serialine_sim::printer::PrinterSim;
 use serialine_sim::recording::Recorder;
 use serialine_sim::unserved::UnservedPeriod;
-use serialine_sim::upstream::Upstream;
-use serialine_store::{Counts, Store, StoreOptions};
+use serialine_store::{Counts, Store};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -403,44 +404,25 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         seed: s.seed,
         message,
     };
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("hil-{}-", s.name))
-        .tempdir()
-        .map_err(io_err("creating the scenario directory"))?;
-    let root = fs::canonicalize(dir.path()).map_err(io_err("canonicalize"))?;
+    let mut dir = ScenarioDir::create(&s.name)?;
+    let root = dir.root.clone();
     let site = site_id(&s.name);
     let secret = secret_for(s.seed);
 
     // Upstream: broker (behind a cuttable proxy for the daemon), issuer,
     // consumer, monitor.
-    let broker = broker()?;
-    let proxy = Proxy::start(broker.addr())
-        .await
-        .map_err(|source| HilError::Io {
-            what: "broker cable (proxy)".into(),
-            source,
-        })?;
-    let target = |id: &str| MqttTarget::new("127.0.0.1", broker.port, format!("{id}-{site}"));
-    let issuer = Issuer::new(
-        format!("hil issuer {}", s.seed).as_bytes(),
-        s.line.block_size,
-    );
-    issuer.add_line(LINE, &secret);
-    let _issuer_task = issuer
-        .spawn(&target("hil-issuer"), Some(&site))
-        .await
-        .map_err(|e| HilError::Sim(format!("issuer: {e}")))?;
-    let upstream = Upstream::new();
-    upstream.set_ack_key(Some(crate::attack::ACK_KEY));
-    let _upstream_task = upstream
-        .spawn(&target("hil-upstream"), Some(&site))
-        .await
-        .map_err(|e| HilError::Sim(format!("upstream: {e}")))?;
-    let monitor = Monitor::start("127.0.0.1", broker.port, &site).await?;
-    crate::attack::write_keys(&root)?;
+    let upstream_side =
+        Site::start(&s, &site, &root, &[(LINE.to_string(), secret.clone())]).await?;
+    let Site {
+        monitor,
+        upstream,
+        issuer,
+        proxy,
+        broker,
+        ..
+    } = &upstream_side;
     let mut attacks =
-        crate::attack::Attacks::start(&s.attack, "127.0.0.1", broker.port, &site, &upstream)
-            .await?;
+        crate::attack::Attacks::start(&s.attack, "127.0.0.1", broker.port, &site, upstream).await?;
 
     // Line equipment: the marker feeds what it marked to the camera. One
     // clock for every recording, so a printer's and a camera's recordings
@@ -450,24 +432,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         Recorder::create_at(root.join(name), clock)
             .map_err(|e| HilError::Sim(format!("recorder: {e}")))
     };
-    let load_profile = || -> Result<(PathBuf, FramedProfile), HilError> {
-        let profile_path = crate::scenario::config_dir().join(&s.line.printer_profile);
-        let profile_path = fs::canonicalize(&profile_path).map_err(io_err(format!(
-            "printer profile {}",
-            profile_path.display()
-        )))?;
-        let profile: FramedProfile = toml::from_str(
-            &fs::read_to_string(&profile_path).map_err(io_err("reading the printer profile"))?,
-        )
-        .map_err(|e| HilError::Sim(format!("printer profile: {e}")))?;
-        Ok((profile_path, profile))
-    };
-    let framed_section = |profile_path: &Path, addr: std::net::SocketAddr| {
-        format!(
-            "[line.printer]\nkind = \"framed\"\nprofile = \"{}\"\ntransport = {{ kind = \"tcp\", addr = \"{addr}\" }}\n",
-            profile_path.display()
-        )
-    };
+    let load_profile = || load_profile(&s);
     let (marker, printer_section, tolerance, camera, camera_addr, replay_task) =
         if let Some(r) = &s.replay {
             let (profile_path, profile) = load_profile()?;
@@ -487,18 +452,8 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
             let (marker, printer_section, tolerance) = match s.line.printer {
                 PrinterKind::Framed => {
                     let (profile_path, profile) = load_profile()?;
-                    let p = &s.printer;
-                    let depth = p.buffer_depth.unwrap_or(profile.buffer_depth);
-                    let knobs = PrinterKnobs {
-                        print_time: Duration::from_millis(p.print_time_ms),
-                        buffer_depth: Some(depth),
-                        nak_rate: p.nak_rate,
-                        seed: s.seed,
-                        jam_after: p.jam_after,
-                        disconnect_after: p.disconnect_after,
-                        garbage_bytes: p.garbage_bytes,
-                        wire_bytes_per_sec: None,
-                    };
+                    let depth = s.printer.buffer_depth.unwrap_or(profile.buffer_depth);
+                    let knobs = printer_knobs(&s, depth, s.seed, s.printer.jam_after);
                     let (sim, addr) = PrinterSim::listen(
                         "127.0.0.1:0",
                         &profile,
@@ -551,25 +506,10 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                     (Marker::Laser(sim), section, 1)
                 }
             };
-            let c = &s.camera;
             let cknobs = CameraKnobs {
-                seed: s.seed.wrapping_add(1),
-                no_read_rate: c.no_read_rate,
-                misread_rate: c.misread_rate,
-                foreign_rate: c.foreign_rate,
-                duplicate_rate: c.duplicate_rate,
-                low_grade_rate: c.low_grade_rate,
-                garbage_rate: c.garbage_rate,
-                disconnect_after: c.disconnect_after,
-                double_trigger_rate: c.double_trigger_rate,
-                double_trigger_at: c.double_trigger_at,
-                refed_rate: c.refed_rate,
-                other_line_rate: c.other_line_rate,
-                other_line_codes: other_line_codes(&s, &issuer)?,
-                symbology_id: c.symbology_id.clone(),
-                plain_symbol_rate: c.plain_symbol_rate,
-                plain_symbol_at: c.plain_symbol_at.clone(),
-                ..CameraKnobs::default()
+                other_line_rate: s.camera.other_line_rate,
+                other_line_codes: other_line_codes(&s, issuer)?,
+                ..camera_knobs(&s, s.seed.wrapping_add(1))
             };
             let (camera, camera_addr) = CameraSim::listen(
                 "127.0.0.1:0",
@@ -590,10 +530,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
             )
         };
 
-    let secret_path = root.join("line.secret");
-    fs::write(&secret_path, &secret).map_err(io_err("writing the line secret"))?;
-    fs::set_permissions(&secret_path, fs::Permissions::from_mode(0o600))
-        .map_err(io_err("chmod the line secret"))?;
+    write_secret(&root.join("line.secret"), &secret, "the line secret")?;
 
     let ctx = Ctx {
         s: &s,
@@ -670,16 +607,13 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
             _ => ctx.write_config(quantity)?,
         };
         runs += 1;
-        let mut daemon = Daemon::start(&bin, &config, root.join(format!("run-{runs:03}.log")))?;
+        let mut daemon = Daemon::start(&bin, &config, run_log(&root, runs))?;
         let mut run_seq = monitor.seq();
         let mut job_ended = quantity == 0;
         loop {
             tokio::time::sleep(POLL).await;
-            if let Some(status) = daemon.exited() {
-                violations.push(harness(format!(
-                    "daemon run {runs} exited on its own with {status}; log tail:\n{}",
-                    daemon.tail()
-                )));
+            if let Some(what) = exited_on_its_own(&mut daemon, runs) {
+                violations.push(harness(what));
                 break 'runs;
             }
             if Instant::now() >= deadline {
@@ -734,28 +668,15 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                 };
                 if now_decided >= point && progressed && !reconcile_run {
                     kill_points.next();
-                    daemon.signal("-9")?;
-                    if daemon.wait(Duration::from_secs(10)).await.is_none() {
-                        return Err(fail("the daemon survived SIGKILL for 10 s".into()));
-                    }
+                    let at = kill9(&mut daemon, &fail).await?;
                     kills += 1;
                     kill_marks.push(camera.log(MIN_GRADE).len());
-                    kill_times_ms.push(
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64),
-                    );
+                    kill_times_ms.push(at);
                     // Issue 20, quantity: upstream lags the ledger, so the
                     // next run's job is what the killed run's ledger left
-                    // undecided (read while no daemon holds it).
-                    let opts =
-                        StoreOptions::new(root.join("state/ledger").join(LINE), LINE, &secret);
-                    if let Ok(Ok((st, _))) =
-                        tokio::task::spawn_blocking(move || Store::open(opts)).await
-                    {
-                        let c = st.counts();
-                        ledger_base = (c.committed + c.synced + c.rejected + c.voided)
-                            .saturating_sub(c.fenced);
+                    // undecided.
+                    if let Some(d) = ledger_decided(ledger_path(&root, LINE), LINE, &secret).await {
+                        ledger_base = d;
                     }
                     continue 'runs;
                 }
@@ -809,7 +730,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                         // clean stop, copy / restore / wipe, restart.
                         if let Some((_, step)) = step_now.take() {
                             state_steps.pop_front();
-                            stop_clean(&mut daemon, runs, &mut violations, &harness).await?;
+                            stop_clean(&mut daemon, runs, &mut violations, &harness, None).await?;
                             state_step(&root, step, &mut set_aside)?;
                             continue 'runs;
                         }
@@ -839,7 +760,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
             }
         }
         // Clean stop.
-        clean_stop = stop_clean(&mut daemon, runs, &mut violations, &harness).await?;
+        clean_stop = stop_clean(&mut daemon, runs, &mut violations, &harness, None).await?;
         if mid_job && !reconcile_run && Instant::now() < deadline {
             reconcile_run = true;
             continue;
@@ -857,10 +778,8 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     if outage.is_some() {
         proxy.restore();
     }
-    if let Some(p) = kill_points.peek() {
-        violations.push(harness(format!(
-            "kill point {p} never reached ({kills} kills delivered)"
-        )));
+    if let Some(what) = kill_point_missed(kill_points.peek(), kills) {
+        violations.push(harness(what));
     }
 
     if let Some(task) = replay_task {
@@ -887,21 +806,14 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     }
 
     // The ledger, now that the daemon is gone.
-    let opts = StoreOptions::new(root.join("state/ledger").join(LINE), LINE, &secret);
-    let (store, _recovery) = tokio::task::spawn_blocking(move || Store::open(opts))
-        .await
-        .map_err(|e| fail(format!("ledger open task: {e}")))??;
+    let store = open_ledger(ledger_path(&root, LINE), LINE, &secret, &fail).await?;
     let logs = read_logs(&root, runs);
     for problem in attacks.finish(&monitor.alarms(), &logs).await {
         violations.push(harness(problem));
     }
     let mut earlier = Vec::new();
     for path in set_aside {
-        let opts = StoreOptions::new(path, LINE, &secret);
-        let (e, _) = tokio::task::spawn_blocking(move || Store::open(opts))
-            .await
-            .map_err(|e| fail(format!("ledger open task: {e}")))??;
-        earlier.push(e);
+        earlier.push(open_ledger(path, LINE, &secret, &fail).await?);
     }
     if let Some((p, step)) = state_steps.front() {
         violations.push(harness(format!(
@@ -949,7 +861,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         .await
         .map_err(|e| fail(format!("checker task: {e}")))?;
     let counts = store.counts();
-    check_changeover(&s, &store, &issuer, &report, &mut violations);
+    check_changeover(&s, &store, issuer, &report, &mut violations);
     drop(store);
     let invalidated = issuer.invalidated(LINE).len() as u64;
     if invalidated < s.expect.min_upstream_invalidated {
@@ -976,31 +888,14 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     }
     report.violations = violations;
 
-    let keep = !report.violations.is_empty()
-        || std::env::var("HIL_KEEP").is_ok_and(|v| v != "0" && !v.is_empty());
-    let dir_path = if keep { dir.keep() } else { root };
     Ok(Outcome {
-        scenario: s.name.clone(),
-        seed: s.seed,
-        runs,
-        kills,
         counts,
-        report,
-        elapsed: started.elapsed(),
-        dir: dir_path,
-        mqtt_alarms: monitor.alarms().len(),
-        lines: Vec::new(),
         laser_unserved: match &marker {
             Marker::Laser(sim) if s.laser.unserved_ms > 0 => Some(sim.unserved_connections()),
             _ => None,
         },
+        ..outcome(&s, started, runs, kills, report, &mut dir, monitor)
     })
-}
-
-fn read_logs(root: &Path, runs: u32) -> Vec<String> {
-    (1..=runs)
-        .map(|n| fs::read_to_string(root.join(format!("run-{n:03}.log"))).unwrap_or_default())
-        .collect()
 }
 
 /// Valid codes of another line's block (the scenario's product, serials
@@ -1043,11 +938,17 @@ pub const OTHER_LINE: &str = "line-2";
 
 /// SIGTERM and wait, as at the end of a run; a failure is a violation.
 /// Returns whether the daemon exited 0 within its bound.
+///
+/// With `backtraces` (the scenario and its directory), a daemon that does
+/// not exit within [`TERM_BOUND`] is called hung (a committer that never
+/// returns blocks the drain): every thread's backtrace is taken before the
+/// SIGKILL and named in the violation.
 pub(crate) async fn stop_clean(
     daemon: &mut Daemon,
     runs: u32,
     violations: &mut Vec<Violation>,
     harness: &impl Fn(String) -> Violation,
+    backtraces: Option<(&Scenario, &Path)>,
 ) -> Result<bool, HilError> {
     daemon.signal("-TERM")?;
     match daemon.wait(TERM_BOUND).await {
@@ -1057,10 +958,22 @@ pub(crate) async fn stop_clean(
             daemon.tail()
         ))),
         None => {
-            violations.push(harness(format!(
-                "run {runs}: did not exit within {TERM_BOUND:?} of SIGTERM; log tail:\n{}",
-                daemon.tail()
-            )));
+            let what = match backtraces {
+                Some((s, root)) => {
+                    let pid = daemon.child.id();
+                    let bt =
+                        crate::multi_line::capture_backtraces(pid, root, &s.name, s.seed).await;
+                    format!(
+                        "hang: run {runs} did not exit within {TERM_BOUND:?} of SIGTERM (pid {pid});\n{bt}\nlog tail:\n{}",
+                        daemon.tail()
+                    )
+                }
+                None => format!(
+                    "run {runs}: did not exit within {TERM_BOUND:?} of SIGTERM; log tail:\n{}",
+                    daemon.tail()
+                ),
+            };
+            violations.push(harness(what));
             daemon.signal("-9")?;
             daemon.wait(Duration::from_secs(10)).await;
         }

@@ -16,6 +16,7 @@ pub mod monitor;
 pub mod multi_line;
 pub mod printer_wire;
 pub mod replay;
+mod run_parts;
 pub mod scenario;
 
 pub use checker::{Report, Violation};

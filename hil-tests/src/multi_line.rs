@@ -27,22 +27,21 @@
 //! violation: a hang fails the scenario with evidence instead of hanging CI.
 
 use crate::checker::{self, CheckInput, DeviceLog, Report, Violation};
-use crate::harness::{self, io_err, Daemon, Marker, Outcome, TERM_BOUND};
-use crate::monitor::Monitor;
+use crate::harness::{self, io_err, Daemon, Marker, Outcome};
+use crate::run_parts::{
+    camera_knobs, exited_on_its_own, framed_section, kill9, kill_point_missed, ledger_decided,
+    ledger_path, load_profile, open_ledger, outcome, printer_knobs, read_logs, run_log,
+    write_secret, ScenarioDir, Site,
+};
 use crate::scenario::Scenario;
 use crate::{HilError, POLL};
 use serialine_devices::camera::CameraProfile;
 use serialine_devices::printer::FramedProfile;
-use serialine_sim::broker::MqttTarget;
-use serialine_sim::cable::Cable as Proxy;
-use serialine_sim::camera::{CameraKnobs, CameraSim};
-use serialine_sim::issuer::Issuer;
-use serialine_sim::printer::{PrinterKnobs, PrinterSim};
+use serialine_sim::camera::CameraSim;
+use serialine_sim::printer::PrinterSim;
 use serialine_sim::recording::Recorder;
-use serialine_sim::upstream::Upstream;
-use serialine_store::{Counts, Store, StoreOptions};
+use serialine_store::Counts;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -84,16 +83,6 @@ fn line_id(n: u32) -> String {
 /// under another's.
 fn secret_for(seed: u64, line: &str) -> Vec<u8> {
     format!("hil line secret, seed {seed:020}, {line}, 32+ bytes").into_bytes()
-}
-
-/// The units decided by `line`: the most of upstream's unique events and the
-/// line's retained status.
-fn decided(upstream: &Upstream, monitor: &Monitor, line: &str) -> u64 {
-    let events = upstream.line(line);
-    // Serials voided by the fence are not units (issue 13 §2); the status
-    // counts them apart already.
-    let up = (events.unique() as u64).saturating_sub(events.fenced.len() as u64);
-    up.max(monitor.status_of(line).map_or(0, |st| st.decided))
 }
 
 fn write_config(
@@ -207,7 +196,7 @@ fn job_ended(text: &str, line: &str) -> bool {
 /// Every thread's backtrace of the live process `pid`, by gdb, bounded by
 /// [`GDB_BOUND`]. Written to the scenario directory and to
 /// `<target>/hil-hangs/`; returns what to put in the violation.
-async fn capture_backtraces(pid: u32, root: &Path, name: &str, seed: u64) -> String {
+pub(crate) async fn capture_backtraces(pid: u32, root: &Path, name: &str, seed: u64) -> String {
     let out_path = root.join("hang-backtrace.txt");
     let spawned = std::process::Command::new("gdb")
         .args([
@@ -323,39 +312,6 @@ fn condense(text: &str) -> String {
     out.join("\n")
 }
 
-/// SIGTERM and wait, as at the end of a run; a failure is a violation. A
-/// daemon that does not exit within [`TERM_BOUND`] is hung (a committer
-/// that never returns blocks the drain): its backtraces are taken before
-/// the SIGKILL. Returns whether it exited 0.
-async fn stop(
-    daemon: &mut Daemon,
-    runs: u32,
-    root: &Path,
-    s: &Scenario,
-    violations: &mut Vec<Violation>,
-    harness_v: &impl Fn(String) -> Violation,
-) -> Result<bool, HilError> {
-    daemon.signal("-TERM")?;
-    match daemon.wait(TERM_BOUND).await {
-        Some(status) if status.success() => return Ok(true),
-        Some(status) => violations.push(harness_v(format!(
-            "run {runs}: SIGTERM exit status {status}, expected 0; log tail:\n{}",
-            daemon.tail()
-        ))),
-        None => {
-            let bt = capture_backtraces(daemon.child.id(), root, &s.name, s.seed).await;
-            violations.push(harness_v(format!(
-                "hang: run {runs} did not exit within {TERM_BOUND:?} of SIGTERM (pid {});\n{bt}\nlog tail:\n{}",
-                daemon.child.id(),
-                daemon.tail()
-            )));
-            daemon.signal("-9")?;
-            daemon.wait(Duration::from_secs(10)).await;
-        }
-    }
-    Ok(false)
-}
-
 /// `<target>/hil-hangs`: the test executable is `<target>/<profile>/deps/<exe>`.
 fn hangs_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
@@ -369,51 +325,25 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
         seed: s.seed,
         message,
     };
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("hil-{}-", s.name))
-        .tempdir()
-        .map_err(io_err("creating the scenario directory"))?;
-    let root = fs::canonicalize(dir.path()).map_err(io_err("canonicalize"))?;
+    let mut dir = ScenarioDir::create(&s.name)?;
+    let root = dir.root.clone();
     let site = harness::site_id(&s.name);
 
-    let broker = harness::broker()?;
-    let proxy = Proxy::start(broker.addr())
-        .await
-        .map_err(|source| HilError::Io {
-            what: "broker cable (proxy)".into(),
-            source,
-        })?;
-    let target = |id: &str| MqttTarget::new("127.0.0.1", broker.port, format!("{id}-{site}"));
-    let issuer = Issuer::new(
-        format!("hil issuer {}", s.seed).as_bytes(),
-        s.line.block_size,
-    );
     let ids: Vec<String> = (1..=s.lines).map(line_id).collect();
-    for id in &ids {
-        issuer.add_line(id, &secret_for(s.seed, id));
-    }
-    let _issuer_task = issuer
-        .spawn(&target("hil-issuer"), Some(&site))
-        .await
-        .map_err(|e| HilError::Sim(format!("issuer: {e}")))?;
-    let upstream = Upstream::new();
-    upstream.set_ack_key(Some(crate::attack::ACK_KEY));
-    let _upstream_task = upstream
-        .spawn(&target("hil-upstream"), Some(&site))
-        .await
-        .map_err(|e| HilError::Sim(format!("upstream: {e}")))?;
-    let monitor = Monitor::start("127.0.0.1", broker.port, &site).await?;
-    crate::attack::write_keys(&root)?;
+    let secrets: Vec<(String, Vec<u8>)> = ids
+        .iter()
+        .map(|id| (id.clone(), secret_for(s.seed, id)))
+        .collect();
+    let upstream_side = Site::start(&s, &site, &root, &secrets).await?;
+    let Site {
+        monitor,
+        upstream,
+        issuer,
+        proxy,
+        ..
+    } = &upstream_side;
 
-    let profile_path = crate::scenario::config_dir().join(&s.line.printer_profile);
-    let profile_path = fs::canonicalize(&profile_path).map_err(io_err(format!(
-        "printer profile {}",
-        profile_path.display()
-    )))?;
-    let profile: FramedProfile = toml::from_str(
-        &fs::read_to_string(&profile_path).map_err(io_err("reading the printer profile"))?,
-    )
-    .map_err(|e| HilError::Sim(format!("printer profile: {e}")))?;
+    let (profile_path, profile) = load_profile(&s)?;
 
     let clock = Instant::now();
     let mut rigs: Vec<Rig> = Vec::new();
@@ -424,18 +354,8 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
         };
         // Each line its own draws, so the lines do not fault in lockstep.
         let seed = s.seed.wrapping_add(1000 * n as u64);
-        let p = &s.printer;
-        let depth = p.buffer_depth.unwrap_or(profile.buffer_depth);
-        let knobs = PrinterKnobs {
-            print_time: Duration::from_millis(p.print_time_ms),
-            buffer_depth: Some(depth),
-            nak_rate: p.nak_rate,
-            seed,
-            jam_after: None,
-            disconnect_after: p.disconnect_after,
-            garbage_bytes: p.garbage_bytes,
-            wire_bytes_per_sec: None,
-        };
+        let depth = s.printer.buffer_depth.unwrap_or(profile.buffer_depth);
+        let knobs = printer_knobs(&s, depth, seed, None);
         let (printed_tx, printed_rx) = tokio::sync::mpsc::unbounded_channel();
         let (printer, printer_addr) = PrinterSim::listen(
             "127.0.0.1:0",
@@ -446,24 +366,7 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
         )
         .await
         .map_err(|e| HilError::Sim(format!("printer of {id}: {e}")))?;
-        let c = &s.camera;
-        let cknobs = CameraKnobs {
-            seed: seed.wrapping_add(1),
-            no_read_rate: c.no_read_rate,
-            misread_rate: c.misread_rate,
-            foreign_rate: c.foreign_rate,
-            duplicate_rate: c.duplicate_rate,
-            low_grade_rate: c.low_grade_rate,
-            garbage_rate: c.garbage_rate,
-            disconnect_after: c.disconnect_after,
-            double_trigger_rate: c.double_trigger_rate,
-            double_trigger_at: c.double_trigger_at,
-            refed_rate: c.refed_rate,
-            symbology_id: c.symbology_id.clone(),
-            plain_symbol_rate: c.plain_symbol_rate,
-            plain_symbol_at: c.plain_symbol_at.clone(),
-            ..CameraKnobs::default()
-        };
+        let cknobs = camera_knobs(&s, seed.wrapping_add(1));
         let (camera, camera_addr) = CameraSim::listen(
             "127.0.0.1:0",
             &CameraProfile::default(),
@@ -474,13 +377,10 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
         .await
         .map_err(|e| HilError::Sim(format!("camera of {id}: {e}")))?;
         let secret = secret_for(s.seed, id);
-        let secret_path = root.join(format!("{id}.secret"));
-        fs::write(&secret_path, &secret).map_err(io_err("writing a line secret"))?;
-        fs::set_permissions(&secret_path, fs::Permissions::from_mode(0o600))
-            .map_err(io_err("chmod a line secret"))?;
+        write_secret(&root.join(format!("{id}.secret")), &secret, "a line secret")?;
         let devices = format!(
-            "[line.printer]\nkind = \"framed\"\nprofile = \"{}\"\ntransport = {{ kind = \"tcp\", addr = \"{printer_addr}\" }}\n\n[line.camera]\ntransport = {{ kind = \"tcp\", addr = \"{camera_addr}\" }}\n",
-            profile_path.display()
+            "{}\n[line.camera]\ntransport = {{ kind = \"tcp\", addr = \"{camera_addr}\" }}\n",
+            framed_section(&profile_path, printer_addr)
         );
         rigs.push(Rig {
             id: id.clone(),
@@ -510,7 +410,7 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
     'runs: loop {
         let bases: Vec<u64> = rigs
             .iter()
-            .map(|r| decided(&upstream, &monitor, &r.id).max(r.ledger_base))
+            .map(|r| upstream_side.decided(&r.id).max(r.ledger_base))
             .collect();
         let quantities: Vec<u64> = rigs
             .iter()
@@ -519,23 +419,17 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
             .collect();
         let config = write_config(&s, &root, &site, proxy.port, &rigs, &quantities)?;
         runs += 1;
-        let mut daemon = Daemon::start(&bin, &config, root.join(format!("run-{runs:03}.log")))?;
+        let mut daemon = Daemon::start(&bin, &config, run_log(&root, runs))?;
         let run_seq = monitor.seq();
         // Since when every line has been idle with an empty outbox.
         let mut settled_since: Option<Instant> = None;
         loop {
             tokio::time::sleep(POLL).await;
-            if let Some(status) = daemon.exited() {
-                violations.push(harness_v(format!(
-                    "daemon run {runs} exited on its own with {status}; log tail:\n{}",
-                    daemon.tail()
-                )));
+            if let Some(what) = exited_on_its_own(&mut daemon, runs) {
+                violations.push(harness_v(what));
                 break 'runs;
             }
-            let now: Vec<u64> = rigs
-                .iter()
-                .map(|r| decided(&upstream, &monitor, &r.id))
-                .collect();
+            let now: Vec<u64> = rigs.iter().map(|r| upstream_side.decided(&r.id)).collect();
             if Instant::now() >= deadline {
                 // The watchdog: the daemon is alive but the lines are not
                 // done. Take its threads' stacks before anything stops it.
@@ -575,32 +469,16 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
                 let progressed = now.iter().sum::<u64>() > bases.iter().sum::<u64>();
                 if slowest >= point && progressed {
                     kill_points.next();
-                    daemon.signal("-9")?;
-                    if daemon.wait(Duration::from_secs(10)).await.is_none() {
-                        return Err(fail("the daemon survived SIGKILL for 10 s".into()));
-                    }
+                    let at = kill9(&mut daemon, &fail).await?;
                     kills += 1;
-                    kill_times_ms.push(
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64),
-                    );
+                    kill_times_ms.push(at);
                     for rig in &mut rigs {
                         rig.kill_marks.push(rig.camera.log().len());
                         // Upstream lags the ledger: the next run's job is
-                        // what this ledger left undecided (read while no
-                        // daemon holds it).
-                        let opts = StoreOptions::new(
-                            root.join("state/ledger").join(&rig.id),
-                            &rig.id,
-                            &rig.secret,
-                        );
-                        if let Ok(Ok((st, _))) =
-                            tokio::task::spawn_blocking(move || Store::open(opts)).await
-                        {
-                            let c = st.counts();
-                            rig.ledger_base = (c.committed + c.synced + c.rejected + c.voided)
-                                .saturating_sub(c.fenced);
+                        // what this ledger left undecided.
+                        let path = ledger_path(&root, &rig.id);
+                        if let Some(d) = ledger_decided(path, &rig.id, &rig.secret).await {
+                            rig.ledger_base = d;
                         }
                     }
                     continue 'runs;
@@ -668,32 +546,28 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
             daemon.signal("-9")?;
             daemon.wait(Duration::from_secs(10)).await;
         } else {
-            clean_stop = stop(&mut daemon, runs, &root, &s, &mut violations, &harness_v).await?;
+            clean_stop = harness::stop_clean(
+                &mut daemon,
+                runs,
+                &mut violations,
+                &harness_v,
+                Some((&s, &root)),
+            )
+            .await?;
         }
         break;
     }
-    if let Some(p) = kill_points.peek() {
-        violations.push(harness_v(format!(
-            "kill point {p} never reached ({kills} kills delivered)"
-        )));
+    if let Some(what) = kill_point_missed(kill_points.peek(), kills) {
+        violations.push(harness_v(what));
     }
 
     // Every line checked on its own: its ledger, its devices, its events.
-    let logs: Vec<String> = (1..=runs)
-        .map(|n| fs::read_to_string(root.join(format!("run-{n:03}.log"))).unwrap_or_default())
-        .collect();
+    let logs = read_logs(&root, runs);
     let mut counts = Counts::default();
     let mut report = Report::default();
     let mut per_line = Vec::new();
     for rig in &rigs {
-        let opts = StoreOptions::new(
-            root.join("state/ledger").join(&rig.id),
-            &rig.id,
-            &rig.secret,
-        );
-        let (store, _) = tokio::task::spawn_blocking(move || Store::open(opts))
-            .await
-            .map_err(|e| fail(format!("ledger open task: {e}")))??;
+        let store = open_ledger(ledger_path(&root, &rig.id), &rig.id, &rig.secret, &fail).await?;
         let input = CheckInput {
             // The line in the scenario's name: every violation names it.
             scenario: format!("{}/{}", s.name, rig.id),
@@ -743,21 +617,10 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
     violations.append(&mut report.violations);
     report.violations = violations;
 
-    let keep = !report.violations.is_empty()
-        || std::env::var("HIL_KEEP").is_ok_and(|v| v != "0" && !v.is_empty());
-    let dir_path = if keep { dir.keep() } else { root };
     Ok(Outcome {
-        scenario: s.name.clone(),
-        seed: s.seed,
-        runs,
-        kills,
         counts,
-        report,
-        elapsed: started.elapsed(),
-        dir: dir_path,
-        mqtt_alarms: monitor.alarms().len(),
         lines: per_line,
-        laser_unserved: None,
+        ..outcome(&s, started, runs, kills, report, &mut dir, monitor)
     })
 }
 

@@ -10,7 +10,8 @@ use serialine_sim::unserved::{Unserved, UnservedPeriod};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(5);
+mod common;
+use common::{next, Unanswered, WAIT};
 
 fn dm_template() -> LabelTemplate {
     LabelTemplate {
@@ -44,14 +45,6 @@ async fn rig(cfg: LabelSimConfig, template: LabelTemplate) -> Rig {
     settings.print_timeout = Duration::from_secs(3);
     let h = label::spawn_with("zebra-1", settings, template).expect("valid template");
     Rig { sim, printed, h }
-}
-
-async fn next(h: &mut PrinterHandle) -> PrinterEvent {
-    match timeout(WAIT, h.events.recv()).await {
-        Ok(Some(ev)) => ev,
-        Ok(None) => panic!("driver {} ended its event stream", h.name),
-        Err(_) => panic!("no event from driver {} within {WAIT:?}", h.name),
-    }
 }
 
 async fn expect(h: &mut PrinterHandle, want: PrinterEvent) {
@@ -184,20 +177,6 @@ async fn unprintable_code_is_refused_locally() {
     assert!(r.sim.formats_received().is_empty());
 }
 
-/// Most connections a client can open within `period` (counted from its
-/// first) when each failed attempt costs `per_attempt` and it then backs
-/// off from `initial`, doubling up to `cap`. The driver can only open fewer:
-/// every gap it leaves is at least that long.
-fn backoff_bound(initial: Duration, cap: Duration, per_attempt: Duration, period: Duration) -> u64 {
-    let (mut t, mut delay, mut n) = (Duration::ZERO, initial, 0);
-    while t < period {
-        n += 1;
-        t += per_attempt + delay;
-        delay = (delay * 2).min(cap);
-    }
-    n
-}
-
 /// A printer (or a port forwarder in front of it) that accepts the TCP
 /// connection and then drops it or never answers `~HS`, for `period` from
 /// the first connection: the link counts as healthy only once `~HS` is
@@ -222,36 +201,15 @@ async fn accept_without_answer(how: Unserved) {
     let mut h = label::spawn_with("zebra-1", settings, dm_template()).expect("valid template");
 
     // One Fault per connection lost before the printer answered, then Ready.
-    let mut faults = 0u64;
-    loop {
-        match next(&mut h).await {
-            PrinterEvent::Fault { unknown, .. } => {
-                assert!(unknown.is_empty(), "no unit was sent");
-                faults += 1;
-            }
-            PrinterEvent::Ready => break,
-            other => panic!("expected Faults then Ready, got {other:?}"),
-        }
+    let faults = Unanswered::faults_until_ready(&mut h).await;
+    Unanswered {
+        how,
+        period,
+        initial,
+        cap,
+        request_timeout,
     }
-    let unserved = sim.unserved_connections();
-    // A dropped connection fails at once; a silent one after the timeout.
-    let per_attempt = match how {
-        Unserved::Drop => Duration::ZERO,
-        Unserved::Silent => request_timeout,
-    };
-    let bound = backoff_bound(initial, cap, per_attempt, period);
-    let fixed = backoff_bound(initial, initial, per_attempt, period);
-    assert!(
-        unserved >= 2,
-        "the driver retried during the period: {unserved} connection(s)"
-    );
-    assert!(
-        unserved <= bound,
-        "{unserved} connections in {period:?}: more than a backoff from {initial:?} \
-         to {cap:?} allows ({bound}); always waiting {initial:?} gives about {fixed}"
-    );
-    assert_eq!(faults, unserved, "one Fault per connection lost");
-    assert_eq!(sim.connections(), unserved + 1, "then one that is served");
+    .assert_backed_off(sim.unserved_connections(), faults, sim.connections());
     send(&h, 1, &code(1)).await;
     expect(&mut h, PrinterEvent::Accepted(1)).await;
     expect(&mut h, PrinterEvent::Printed(1)).await;

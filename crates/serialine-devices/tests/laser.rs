@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 const MAP_TOML: &str = include_str!("../../../config/laser-modbus.toml");
-const WAIT: Duration = Duration::from_secs(5);
+mod common;
+use common::{next, Unanswered, WAIT};
 
 fn maps() -> (LaserRegisterMap, LaserSimMap) {
     let d: LaserRegisterMap = toml::from_str(MAP_TOML).expect("driver map parses");
@@ -57,14 +58,6 @@ async fn rig(tune: impl FnOnce(&mut LaserSimConfig)) -> Rig {
     let mut cfg = LaserSimConfig::new(s);
     tune(&mut cfg);
     rig_with(d, cfg).await
-}
-
-async fn next(h: &mut PrinterHandle) -> PrinterEvent {
-    match timeout(WAIT, h.events.recv()).await {
-        Ok(Some(ev)) => ev,
-        Ok(None) => panic!("driver {} ended its event stream", h.name),
-        Err(_) => panic!("no event from driver {} within {WAIT:?}", h.name),
-    }
 }
 
 /// The unit marked, reported with its mark index; returns the index.
@@ -348,20 +341,6 @@ async fn no_marker_listening_is_a_fault() {
     assert_fault(next(&mut h).await, "cannot connect", &[]);
 }
 
-/// Most connections a client can open within `period` (counted from its
-/// first) when it waits `per_attempt` for an answer that never comes, then
-/// backs off from `initial`, doubling up to `cap`. The driver can only open
-/// fewer: every gap it leaves is at least that long.
-fn backoff_bound(initial: Duration, cap: Duration, per_attempt: Duration, period: Duration) -> u64 {
-    let (mut t, mut delay, mut n) = (Duration::ZERO, initial, 0);
-    while t < period {
-        n += 1;
-        t += per_attempt + delay;
-        delay = (delay * 2).min(cap);
-    }
-    n
-}
-
 /// A marker that accepts the TCP connection and then drops it (`Drop`) or
 /// never answers (`Silent`) for `period` from the first connection: the
 /// driver counts the link healthy only once a status read is answered, so
@@ -384,36 +363,15 @@ async fn accept_without_answer(how: Unserved, request_timeout: Duration) {
     let mut r = Rig { sim, marks, h };
 
     // One Fault per connection lost before the marker answered, then Ready.
-    let mut faults = 0u64;
-    loop {
-        match next(&mut r.h).await {
-            PrinterEvent::Fault { unknown, .. } => {
-                assert!(unknown.is_empty(), "no unit was sent");
-                faults += 1;
-            }
-            PrinterEvent::Ready => break,
-            other => panic!("expected Faults then Ready, got {other:?}"),
-        }
+    let faults = Unanswered::faults_until_ready(&mut r.h).await;
+    Unanswered {
+        how,
+        period,
+        initial,
+        cap,
+        request_timeout,
     }
-    let unserved = r.sim.unserved_connections();
-    // A dropped connection fails at once; a silent one after the timeout.
-    let per_attempt = match how {
-        Unserved::Drop => Duration::ZERO,
-        Unserved::Silent => request_timeout,
-    };
-    let bound = backoff_bound(initial, cap, per_attempt, period);
-    let fixed = backoff_bound(initial, initial, per_attempt, period);
-    assert!(
-        unserved >= 2,
-        "the driver retried during the period: {unserved} connection(s)"
-    );
-    assert!(
-        unserved <= bound,
-        "{unserved} connections in {period:?}: more than a backoff from {initial:?} \
-         to {cap:?} allows ({bound}); always waiting {initial:?} gives about {fixed}"
-    );
-    assert_eq!(faults, unserved, "one Fault per connection lost");
-    assert_eq!(r.sim.connections(), unserved + 1, "then one that is served");
+    .assert_backed_off(r.sim.unserved_connections(), faults, r.sim.connections());
     mark_ok(&mut r, 1).await;
     assert_eq!(next_mark(&mut r.marks).await, (1, code(1)));
 }

@@ -1,0 +1,307 @@
+//! The pieces of a scenario run that the one-line runner
+//! ([`crate::harness`]) and the several-line runner ([`crate::multi_line`])
+//! share, so both do them the same way: the scenario directory and whether
+//! it is kept, the site's upstream side, the simulators' knobs, a SIGKILL
+//! and the ledger read after it, the run logs, and the [`Outcome`].
+
+use crate::checker::Report;
+use crate::harness::{broker, io_err, Daemon, Outcome};
+use crate::monitor::Monitor;
+use crate::scenario::Scenario;
+use crate::HilError;
+use serialine_devices::printer::FramedProfile;
+use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
+use serialine_sim::cable::Cable as Proxy;
+use serialine_sim::camera::CameraKnobs;
+use serialine_sim::issuer::{Issuer, IssuerTask};
+use serialine_sim::printer::PrinterKnobs;
+use serialine_sim::upstream::{Upstream, UpstreamTask};
+use serialine_store::{Counts, Store, StoreOptions};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The scenario's temporary directory (ledgers, logs, recordings).
+pub(crate) struct ScenarioDir {
+    /// Removed from disk when dropped, unless [`ScenarioDir::keep_if`]
+    /// kept it.
+    dir: Option<tempfile::TempDir>,
+    /// Its canonical path (the daemon's config names files by it).
+    pub(crate) root: PathBuf,
+}
+
+impl ScenarioDir {
+    pub(crate) fn create(name: &str) -> Result<ScenarioDir, HilError> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("hil-{name}-"))
+            .tempdir()
+            .map_err(io_err("creating the scenario directory"))?;
+        let root = fs::canonicalize(dir.path()).map_err(io_err("canonicalize"))?;
+        Ok(ScenarioDir {
+            dir: Some(dir),
+            root,
+        })
+    }
+
+    /// The directory the outcome names: kept on disk when the report has
+    /// violations or `HIL_KEEP` is set; otherwise it is removed when `self`
+    /// is dropped (after the simulators writing into it are gone).
+    fn keep_if(&mut self, report: &Report) -> PathBuf {
+        let keep = !report.violations.is_empty()
+            || std::env::var("HIL_KEEP").is_ok_and(|v| v != "0" && !v.is_empty());
+        match self.dir.take() {
+            Some(dir) if keep => dir.keep(),
+            other => {
+                self.dir = other;
+                self.root.clone()
+            }
+        }
+    }
+}
+
+/// The site's side of the daemon: the broker (the daemon reaches it
+/// through a cuttable proxy), the issuer, the upstream consumer and the
+/// status monitor. Fields are dropped in order: the reverse of starting.
+pub(crate) struct Site {
+    pub(crate) monitor: Monitor,
+    _upstream_task: UpstreamTask,
+    pub(crate) upstream: Upstream,
+    _issuer_task: IssuerTask,
+    pub(crate) issuer: Issuer,
+    pub(crate) proxy: Proxy,
+    pub(crate) broker: EmbeddedBroker,
+}
+
+impl Site {
+    /// Starts it for `site`, the issuer serving `lines` (id, secret), and
+    /// writes the MQTT keys into `root`.
+    pub(crate) async fn start(
+        s: &Scenario,
+        site: &str,
+        root: &Path,
+        lines: &[(String, Vec<u8>)],
+    ) -> Result<Site, HilError> {
+        let broker = broker()?;
+        let proxy = Proxy::start(broker.addr())
+            .await
+            .map_err(|source| HilError::Io {
+                what: "broker cable (proxy)".into(),
+                source,
+            })?;
+        let target = |id: &str| MqttTarget::new("127.0.0.1", broker.port, format!("{id}-{site}"));
+        let issuer = Issuer::new(
+            format!("hil issuer {}", s.seed).as_bytes(),
+            s.line.block_size,
+        );
+        for (id, secret) in lines {
+            issuer.add_line(id, secret);
+        }
+        let issuer_task = issuer
+            .spawn(&target("hil-issuer"), Some(site))
+            .await
+            .map_err(|e| HilError::Sim(format!("issuer: {e}")))?;
+        let upstream = Upstream::new();
+        upstream.set_ack_key(Some(crate::attack::ACK_KEY));
+        let upstream_task = upstream
+            .spawn(&target("hil-upstream"), Some(site))
+            .await
+            .map_err(|e| HilError::Sim(format!("upstream: {e}")))?;
+        let monitor = Monitor::start("127.0.0.1", broker.port, site).await?;
+        crate::attack::write_keys(root)?;
+        Ok(Site {
+            monitor,
+            _upstream_task: upstream_task,
+            upstream,
+            _issuer_task: issuer_task,
+            issuer,
+            proxy,
+            broker,
+        })
+    }
+
+    /// The units decided by `line`: the most of upstream's unique events
+    /// and the line's retained status.
+    pub(crate) fn decided(&self, line: &str) -> u64 {
+        let events = self.upstream.line(line);
+        // Serials voided by the fence are not units (issue 13 §2); the
+        // status counts them apart already.
+        let up = (events.unique() as u64).saturating_sub(events.fenced.len() as u64);
+        up.max(self.monitor.status_of(line).map_or(0, |st| st.decided))
+    }
+}
+
+/// The scenario's printer profile: its canonical path (for the daemon's
+/// config) and the profile.
+pub(crate) fn load_profile(s: &Scenario) -> Result<(PathBuf, FramedProfile), HilError> {
+    let profile_path = crate::scenario::config_dir().join(&s.line.printer_profile);
+    let profile_path = fs::canonicalize(&profile_path).map_err(io_err(format!(
+        "printer profile {}",
+        profile_path.display()
+    )))?;
+    let profile: FramedProfile = toml::from_str(
+        &fs::read_to_string(&profile_path).map_err(io_err("reading the printer profile"))?,
+    )
+    .map_err(|e| HilError::Sim(format!("printer profile: {e}")))?;
+    Ok((profile_path, profile))
+}
+
+/// The `[line.printer]` table of a framed printer at `addr`.
+pub(crate) fn framed_section(profile_path: &Path, addr: std::net::SocketAddr) -> String {
+    format!(
+        "[line.printer]\nkind = \"framed\"\nprofile = \"{}\"\ntransport = {{ kind = \"tcp\", addr = \"{addr}\" }}\n",
+        profile_path.display()
+    )
+}
+
+/// The framed printer simulator's knobs from the scenario's `[printer]`.
+pub(crate) fn printer_knobs(
+    s: &Scenario,
+    depth: usize,
+    seed: u64,
+    jam_after: Option<u64>,
+) -> PrinterKnobs {
+    let p = &s.printer;
+    PrinterKnobs {
+        print_time: Duration::from_millis(p.print_time_ms),
+        buffer_depth: Some(depth),
+        nak_rate: p.nak_rate,
+        seed,
+        jam_after,
+        disconnect_after: p.disconnect_after,
+        garbage_bytes: p.garbage_bytes,
+        wire_bytes_per_sec: None,
+    }
+}
+
+/// The camera simulator's knobs from the scenario's `[camera]`, without
+/// another line's codes.
+pub(crate) fn camera_knobs(s: &Scenario, seed: u64) -> CameraKnobs {
+    let c = &s.camera;
+    CameraKnobs {
+        seed,
+        no_read_rate: c.no_read_rate,
+        misread_rate: c.misread_rate,
+        foreign_rate: c.foreign_rate,
+        duplicate_rate: c.duplicate_rate,
+        low_grade_rate: c.low_grade_rate,
+        garbage_rate: c.garbage_rate,
+        disconnect_after: c.disconnect_after,
+        double_trigger_rate: c.double_trigger_rate,
+        double_trigger_at: c.double_trigger_at,
+        refed_rate: c.refed_rate,
+        symbology_id: c.symbology_id.clone(),
+        plain_symbol_rate: c.plain_symbol_rate,
+        plain_symbol_at: c.plain_symbol_at.clone(),
+        ..CameraKnobs::default()
+    }
+}
+
+/// Writes a line's secret file, readable by its owner only (the daemon
+/// refuses a secret others can read). `what` names it in an error.
+pub(crate) fn write_secret(path: &Path, secret: &[u8], what: &str) -> Result<(), HilError> {
+    fs::write(path, secret).map_err(io_err(format!("writing {what}")))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .map_err(io_err(format!("chmod {what}")))
+}
+
+/// The log file of daemon run `n` (from 1).
+pub(crate) fn run_log(root: &Path, n: u32) -> PathBuf {
+    root.join(format!("run-{n:03}.log"))
+}
+
+/// Every run's log, in order (a missing one is empty).
+pub(crate) fn read_logs(root: &Path, runs: u32) -> Vec<String> {
+    (1..=runs)
+        .map(|n| fs::read_to_string(run_log(root, n)).unwrap_or_default())
+        .collect()
+}
+
+/// The violation text when the daemon of run `runs` exited without being
+/// told to.
+pub(crate) fn exited_on_its_own(daemon: &mut Daemon, runs: u32) -> Option<String> {
+    let status = daemon.exited()?;
+    Some(format!(
+        "daemon run {runs} exited on its own with {status}; log tail:\n{}",
+        daemon.tail()
+    ))
+}
+
+/// The violation text when the timeline's next kill point was never reached.
+pub(crate) fn kill_point_missed(next: Option<&u64>, kills: u32) -> Option<String> {
+    next.map(|p| format!("kill point {p} never reached ({kills} kills delivered)"))
+}
+
+/// SIGKILLs the daemon and waits until it is gone; returns when the signal
+/// was sent (Unix ms), for the checker's kill excuses.
+pub(crate) async fn kill9(
+    daemon: &mut Daemon,
+    fail: &impl Fn(String) -> HilError,
+) -> Result<u64, HilError> {
+    daemon.signal("-9")?;
+    if daemon.wait(Duration::from_secs(10)).await.is_none() {
+        return Err(fail("the daemon survived SIGKILL for 10 s".into()));
+    }
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64))
+}
+
+/// `line`'s ledger in the scenario directory.
+pub(crate) fn ledger_path(root: &Path, line: &str) -> PathBuf {
+    root.join("state/ledger").join(line)
+}
+
+/// Units decided in the ledger at `path` (outcomes, the fence's voids left
+/// out), read while no daemon holds it: upstream lags the ledger, so after
+/// a kill the next run's job is what the ledger left undecided. `None` when
+/// it does not open.
+pub(crate) async fn ledger_decided(path: PathBuf, line: &str, secret: &[u8]) -> Option<u64> {
+    let opts = StoreOptions::new(path, line, secret);
+    let Ok(Ok((st, _))) = tokio::task::spawn_blocking(move || Store::open(opts)).await else {
+        return None;
+    };
+    let c = st.counts();
+    Some((c.committed + c.synced + c.rejected + c.voided).saturating_sub(c.fenced))
+}
+
+/// Opens the ledger at `path` for the checker, now that no daemon holds it.
+pub(crate) async fn open_ledger(
+    path: PathBuf,
+    line: &str,
+    secret: &[u8],
+    fail: &impl Fn(String) -> HilError,
+) -> Result<Store, HilError> {
+    let opts = StoreOptions::new(path, line, secret);
+    let (store, _recovery) = tokio::task::spawn_blocking(move || Store::open(opts))
+        .await
+        .map_err(|e| fail(format!("ledger open task: {e}")))??;
+    Ok(store)
+}
+
+/// The outcome of a finished run; `dir` is kept per
+/// [`ScenarioDir::keep_if`]. The caller sets `counts`, `lines` and
+/// `laser_unserved` (left empty here).
+pub(crate) fn outcome(
+    s: &Scenario,
+    started: Instant,
+    runs: u32,
+    kills: u32,
+    report: Report,
+    dir: &mut ScenarioDir,
+    monitor: &Monitor,
+) -> Outcome {
+    Outcome {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        runs,
+        kills,
+        counts: Counts::default(),
+        elapsed: started.elapsed(),
+        dir: dir.keep_if(&report),
+        report,
+        mqtt_alarms: monitor.alarms().len(),
+        lines: Vec::new(),
+        laser_unserved: None,
+    }
+}
