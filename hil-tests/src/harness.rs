@@ -7,9 +7,9 @@
 
 use crate::checker::{self, CheckInput, DeviceLog, Report, Violation};
 use crate::run_parts::{
-    camera_knobs, exited_on_its_own, framed_section, kill9, kill_point_missed, ledger_decided,
-    ledger_path, load_profile, open_ledger, outcome, printer_knobs, read_logs, run_log,
-    write_secret, ScenarioDir, Site,
+    camera_knobs, config_head, exited_on_its_own, framed_section, job_table, kill9,
+    kill_point_missed, ledger_decided, ledger_path, line_section, load_profile, open_ledger,
+    outcome, read_logs, run_log, start_printer, write_config, write_secret, ScenarioDir, Site,
 };
 use crate::scenario::{PrinterKind, Scenario, StopWhen};
 use crate::{binary, replay, HilError, POLL};
@@ -328,68 +328,19 @@ impl Ctx<'_> {
     /// changeover's second job).
     fn write_config_for(&self, quantity: u64, gtin: &str, lot: &str) -> Result<PathBuf, HilError> {
         let s = self.s;
-        let l = &s.line;
-        let job = if quantity == 0 {
-            String::new()
-        } else {
-            format!(
-                "[line.job]\ngtin = \"{}\"\nlot = \"{}\"\nexpiry = \"{}\"\nquantity = {quantity}\ntemplate = {{ kind = \"gs1-data-matrix\" }}\n",
-                gtin, lot, s.job.expiry
-            )
-        };
-        let text = format!(
-            r#"# written by hil-tests for scenario {name} (seed {seed})
-[daemon]
-state_dir = "state"
-log_level = "info"
-log_format = "json"
-watchdog = false
-
-[site]
-id = "{site}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-client_id = "hil-{{site}}"
-keep_alive_secs = 5
-{keys}
-[[line]]
-id = "{LINE}"
-secret_file = "line.secret"
-
-[line.buffer]
-low_water_serials = {low}
-low_water_minutes = 0
-high_water_serials = {high}
-
-{job}
-{printer}
-
-[line.camera]
-transport = {{ kind = "tcp", addr = "{camera}" }}
-
-[line.pipeline]
-camera_window = {window}
-read_deadline_ms = {deadline}
-starve_timeout_secs = {starve}
-"#,
-            name = s.name,
-            seed = s.seed,
-            keys = crate::attack::MQTT_KEYS,
-            site = self.site,
-            port = self.mqtt_port,
-            low = l.low_water_serials,
-            high = l.high_water_serials,
-            printer = self.printer_section,
-            camera = self.camera_addr,
-            window = l.camera_window,
-            deadline = l.read_deadline_ms,
-            starve = l.starve_timeout_secs,
+        let devices = format!(
+            "{}\n\n[line.camera]\ntransport = {{ kind = \"tcp\", addr = \"{}\" }}\n",
+            self.printer_section, self.camera_addr
         );
-        let path = self.root.join("serialine.toml");
-        fs::write(&path, text).map_err(io_err("writing the daemon config"))?;
-        Ok(path)
+        let text = config_head(s, "", &self.site, self.mqtt_port)
+            + &line_section(
+                s,
+                LINE,
+                "line.secret",
+                &job_table(s, quantity, gtin, lot),
+                &devices,
+            );
+        write_config(&self.root, &text)
     }
 }
 
@@ -452,17 +403,16 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
             let (marker, printer_section, tolerance) = match s.line.printer {
                 PrinterKind::Framed => {
                     let (profile_path, profile) = load_profile()?;
-                    let depth = s.printer.buffer_depth.unwrap_or(profile.buffer_depth);
-                    let knobs = printer_knobs(&s, depth, s.seed, s.printer.jam_after);
-                    let (sim, addr) = PrinterSim::listen(
-                        "127.0.0.1:0",
+                    let (sim, addr, depth) = start_printer(
+                        &s,
                         &profile,
-                        knobs,
-                        Some(printed_tx),
-                        Some(rec("printer.rec")?),
+                        s.seed,
+                        s.printer.jam_after,
+                        printed_tx,
+                        rec("printer.rec")?,
+                        "printer",
                     )
-                    .await
-                    .map_err(|e| HilError::Sim(format!("printer: {e}")))?;
+                    .await?;
                     let section = framed_section(&profile_path, addr);
                     (Marker::Framed(sim, profile), section, depth)
                 }

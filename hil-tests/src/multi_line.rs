@@ -27,18 +27,17 @@
 //! violation: a hang fails the scenario with evidence instead of hanging CI.
 
 use crate::checker::{self, CheckInput, DeviceLog, Report, Violation};
-use crate::harness::{self, io_err, Daemon, Marker, Outcome};
+use crate::harness::{self, Daemon, Marker, Outcome};
 use crate::run_parts::{
-    camera_knobs, exited_on_its_own, framed_section, kill9, kill_point_missed, ledger_decided,
-    ledger_path, load_profile, open_ledger, outcome, printer_knobs, read_logs, run_log,
-    write_secret, ScenarioDir, Site,
+    camera_knobs, config_head, exited_on_its_own, framed_section, job_table, kill9,
+    kill_point_missed, ledger_decided, ledger_path, line_section, load_profile, open_ledger,
+    outcome, read_logs, run_log, start_printer, write_config, write_secret, ScenarioDir, Site,
 };
 use crate::scenario::Scenario;
 use crate::{HilError, POLL};
 use serialine_devices::camera::CameraProfile;
 use serialine_devices::printer::FramedProfile;
 use serialine_sim::camera::CameraSim;
-use serialine_sim::printer::PrinterSim;
 use serialine_sim::recording::Recorder;
 use serialine_store::Counts;
 use std::fs;
@@ -85,79 +84,22 @@ fn secret_for(seed: u64, line: &str) -> Vec<u8> {
     format!("hil line secret, seed {seed:020}, {line}, 32+ bytes").into_bytes()
 }
 
-fn write_config(
-    s: &Scenario,
-    root: &Path,
-    site: &str,
-    mqtt_port: u16,
-    rigs: &[Rig],
-    quantities: &[u64],
-) -> Result<PathBuf, HilError> {
-    let l = &s.line;
-    let mut text = format!(
-        r#"# written by hil-tests for scenario {name} (seed {seed}), {n} lines
-[daemon]
-state_dir = "state"
-log_level = "info"
-log_format = "json"
-watchdog = false
-
-[site]
-id = "{site}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {mqtt_port}
-client_id = "hil-{{site}}"
-keep_alive_secs = 5
-{keys}
-"#,
-        name = s.name,
-        seed = s.seed,
-        n = rigs.len(),
-        keys = crate::attack::MQTT_KEYS,
-    );
+fn config(s: &Scenario, site: &str, mqtt_port: u16, rigs: &[Rig], quantities: &[u64]) -> String {
+    let mut text = config_head(s, &format!(", {} lines", rigs.len()), site, mqtt_port);
     for (rig, &quantity) in rigs.iter().zip(quantities) {
         // A line whose units are all decided runs no job: it reconciles,
         // syncs its outbox and waits.
-        let job = if quantity == 0 {
-            String::new()
-        } else {
-            format!(
-                "[line.job]\ngtin = \"{}\"\nlot = \"{}\"\nexpiry = \"{}\"\nquantity = {quantity}\ntemplate = {{ kind = \"gs1-data-matrix\" }}\n",
-                s.job.gtin, s.job.lot, s.job.expiry
-            )
-        };
-        text.push_str(&format!(
-            r#"
-[[line]]
-id = "{id}"
-secret_file = "{id}.secret"
-
-[line.buffer]
-low_water_serials = {low}
-low_water_minutes = 0
-high_water_serials = {high}
-
-{job}
-{devices}
-[line.pipeline]
-camera_window = {window}
-read_deadline_ms = {deadline}
-starve_timeout_secs = {starve}
-"#,
-            id = rig.id,
-            low = l.low_water_serials,
-            high = l.high_water_serials,
-            devices = rig.devices,
-            window = l.camera_window,
-            deadline = l.read_deadline_ms,
-            starve = l.starve_timeout_secs,
+        let job = job_table(s, quantity, &s.job.gtin, &s.job.lot);
+        text.push('\n');
+        text.push_str(&line_section(
+            s,
+            &rig.id,
+            &format!("{}.secret", rig.id),
+            &job,
+            &rig.devices,
         ));
     }
-    let path = root.join("serialine.toml");
-    fs::write(&path, text).map_err(io_err("writing the daemon config"))?;
-    Ok(path)
+    text
 }
 
 /// The JSON log lines that concern `line`: those naming it, and those
@@ -354,18 +296,17 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
         };
         // Each line its own draws, so the lines do not fault in lockstep.
         let seed = s.seed.wrapping_add(1000 * n as u64);
-        let depth = s.printer.buffer_depth.unwrap_or(profile.buffer_depth);
-        let knobs = printer_knobs(&s, depth, seed, None);
         let (printed_tx, printed_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (printer, printer_addr) = PrinterSim::listen(
-            "127.0.0.1:0",
+        let (printer, printer_addr, depth) = start_printer(
+            &s,
             &profile,
-            knobs,
-            Some(printed_tx),
-            Some(rec("printer")?),
+            seed,
+            None,
+            printed_tx,
+            rec("printer")?,
+            &format!("printer of {id}"),
         )
-        .await
-        .map_err(|e| HilError::Sim(format!("printer of {id}: {e}")))?;
+        .await?;
         let cknobs = camera_knobs(&s, seed.wrapping_add(1));
         let (camera, camera_addr) = CameraSim::listen(
             "127.0.0.1:0",
@@ -417,7 +358,7 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
             .zip(&bases)
             .map(|(r, b)| r.units.saturating_sub(*b))
             .collect();
-        let config = write_config(&s, &root, &site, proxy.port, &rigs, &quantities)?;
+        let config = write_config(&root, &config(&s, &site, proxy.port, &rigs, &quantities))?;
         runs += 1;
         let mut daemon = Daemon::start(&bin, &config, run_log(&root, runs))?;
         let run_seq = monitor.seq();

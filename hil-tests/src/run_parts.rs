@@ -10,17 +10,21 @@ use crate::monitor::Monitor;
 use crate::scenario::Scenario;
 use crate::HilError;
 use serialine_devices::printer::FramedProfile;
+use serialine_devices::UnitId;
 use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
 use serialine_sim::cable::Cable as Proxy;
 use serialine_sim::camera::CameraKnobs;
 use serialine_sim::issuer::{Issuer, IssuerTask};
-use serialine_sim::printer::PrinterKnobs;
+use serialine_sim::printer::{PrinterKnobs, PrinterSim};
+use serialine_sim::recording::Recorder;
 use serialine_sim::upstream::{Upstream, UpstreamTask};
 use serialine_store::{Counts, Store, StoreOptions};
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
 
 /// The scenario's temporary directory (ledgers, logs, recordings).
 pub(crate) struct ScenarioDir {
@@ -147,22 +151,29 @@ pub(crate) fn load_profile(s: &Scenario) -> Result<(PathBuf, FramedProfile), Hil
 }
 
 /// The `[line.printer]` table of a framed printer at `addr`.
-pub(crate) fn framed_section(profile_path: &Path, addr: std::net::SocketAddr) -> String {
+pub(crate) fn framed_section(profile_path: &Path, addr: SocketAddr) -> String {
     format!(
         "[line.printer]\nkind = \"framed\"\nprofile = \"{}\"\ntransport = {{ kind = \"tcp\", addr = \"{addr}\" }}\n",
         profile_path.display()
     )
 }
 
-/// The framed printer simulator's knobs from the scenario's `[printer]`.
-pub(crate) fn printer_knobs(
+/// Starts a framed printer simulator of `profile` on 127.0.0.1 with the
+/// scenario's `[printer]` knobs, sending what it printed to `printed`;
+/// `what` names it in an error. Returns it, its address and its buffer
+/// depth.
+pub(crate) async fn start_printer(
     s: &Scenario,
-    depth: usize,
+    profile: &FramedProfile,
     seed: u64,
     jam_after: Option<u64>,
-) -> PrinterKnobs {
+    printed: UnboundedSender<(UnitId, String)>,
+    recorder: Recorder,
+    what: &str,
+) -> Result<(PrinterSim, SocketAddr, usize), HilError> {
     let p = &s.printer;
-    PrinterKnobs {
+    let depth = p.buffer_depth.unwrap_or(profile.buffer_depth);
+    let knobs = PrinterKnobs {
         print_time: Duration::from_millis(p.print_time_ms),
         buffer_depth: Some(depth),
         nak_rate: p.nak_rate,
@@ -171,7 +182,12 @@ pub(crate) fn printer_knobs(
         disconnect_after: p.disconnect_after,
         garbage_bytes: p.garbage_bytes,
         wire_bytes_per_sec: None,
-    }
+    };
+    let (sim, addr) =
+        PrinterSim::listen("127.0.0.1:0", profile, knobs, Some(printed), Some(recorder))
+            .await
+            .map_err(|e| HilError::Sim(format!("{what}: {e}")))?;
+    Ok((sim, addr, depth))
 }
 
 /// The camera simulator's knobs from the scenario's `[camera]`, without
@@ -304,4 +320,86 @@ pub(crate) fn outcome(
         lines: Vec::new(),
         laser_unserved: None,
     }
+}
+
+/// The daemon config's head (`[daemon]`, `[site]`, `[mqtt]`), the MQTT on
+/// `mqtt_port` (the proxy's); `about` ends its first comment line.
+pub(crate) fn config_head(s: &Scenario, about: &str, site: &str, mqtt_port: u16) -> String {
+    format!(
+        r#"# written by hil-tests for scenario {name} (seed {seed}){about}
+[daemon]
+state_dir = "state"
+log_level = "info"
+log_format = "json"
+watchdog = false
+
+[site]
+id = "{site}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+client_id = "hil-{{site}}"
+keep_alive_secs = 5
+{keys}
+"#,
+        name = s.name,
+        seed = s.seed,
+        keys = crate::attack::MQTT_KEYS,
+    )
+}
+
+/// A `[line.job]` table of `quantity` units of the scenario's product, or
+/// none when `quantity` is 0 (the line reconciles, syncs its outbox and
+/// waits).
+pub(crate) fn job_table(s: &Scenario, quantity: u64, gtin: &str, lot: &str) -> String {
+    if quantity == 0 {
+        return String::new();
+    }
+    format!(
+        "[line.job]\ngtin = \"{}\"\nlot = \"{}\"\nexpiry = \"{}\"\nquantity = {quantity}\ntemplate = {{ kind = \"gs1-data-matrix\" }}\n",
+        gtin, lot, s.job.expiry
+    )
+}
+
+/// One `[[line]]` section: `job` from [`job_table`], `devices` its
+/// `[line.printer]` and `[line.camera]` tables.
+pub(crate) fn line_section(
+    s: &Scenario,
+    id: &str,
+    secret_file: &str,
+    job: &str,
+    devices: &str,
+) -> String {
+    let l = &s.line;
+    format!(
+        r#"[[line]]
+id = "{id}"
+secret_file = "{secret_file}"
+
+[line.buffer]
+low_water_serials = {low}
+low_water_minutes = 0
+high_water_serials = {high}
+
+{job}
+{devices}
+[line.pipeline]
+camera_window = {window}
+read_deadline_ms = {deadline}
+starve_timeout_secs = {starve}
+"#,
+        low = l.low_water_serials,
+        high = l.high_water_serials,
+        window = l.camera_window,
+        deadline = l.read_deadline_ms,
+        starve = l.starve_timeout_secs,
+    )
+}
+
+/// Writes the daemon's config into `root`; returns its path.
+pub(crate) fn write_config(root: &Path, text: &str) -> Result<PathBuf, HilError> {
+    let path = root.join("serialine.toml");
+    fs::write(&path, text).map_err(io_err("writing the daemon config"))?;
+    Ok(path)
 }
