@@ -7,13 +7,13 @@
 
 use crate::checker::{self, CheckInput, DeviceLog, Report, Violation};
 use crate::run_parts::{
-    camera_knobs, config_head, exited_on_its_own, framed_section, job_table, kill9,
+    camera_knobs, camera_section, config_head, exited_on_its_own, framed_section, job_table, kill9,
     kill_point_missed, ledger_decided, ledger_path, line_section, load_profile, open_ledger,
-    outcome, read_logs, run_log, start_printer, write_config, write_secret, ScenarioDir, Site,
+    outcome, read_logs, run_failure, run_log, start_camera, start_printer, write_config,
+    write_secret, ScenarioDir, Site,
 };
 use crate::scenario::{PrinterKind, Scenario, StopWhen};
 use crate::{binary, replay, HilError, POLL};
-use serialine_devices::camera::CameraProfile;
 use serialine_devices::printer::FramedProfile;
 use serialine_sim::broker::EmbeddedBroker;
 use serialine_sim::camera::{CameraKnobs, CameraSim};
@@ -329,8 +329,9 @@ impl Ctx<'_> {
     fn write_config_for(&self, quantity: u64, gtin: &str, lot: &str) -> Result<PathBuf, HilError> {
         let s = self.s;
         let devices = format!(
-            "{}\n\n[line.camera]\ntransport = {{ kind = \"tcp\", addr = \"{}\" }}\n",
-            self.printer_section, self.camera_addr
+            "{}\n\n{}",
+            self.printer_section,
+            camera_section(&self.camera_addr)
         );
         let text = config_head(s, "", &self.site, self.mqtt_port)
             + &line_section(
@@ -350,11 +351,7 @@ fn secret_for(seed: u64) -> Vec<u8> {
 
 async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let started = Instant::now();
-    let fail = |message: String| HilError::Run {
-        scenario: s.name.clone(),
-        seed: s.seed,
-        message,
-    };
+    let fail = run_failure(&s);
     let mut dir = ScenarioDir::create(&s.name)?;
     let root = dir.root.clone();
     let site = site_id(&s.name);
@@ -461,15 +458,8 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                 other_line_codes: other_line_codes(&s, issuer)?,
                 ..camera_knobs(&s, s.seed.wrapping_add(1))
             };
-            let (camera, camera_addr) = CameraSim::listen(
-                "127.0.0.1:0",
-                &CameraProfile::default(),
-                cknobs,
-                printed_rx,
-                Some(rec("camera.rec")?),
-            )
-            .await
-            .map_err(|e| HilError::Sim(format!("camera: {e}")))?;
+            let (camera, camera_addr) =
+                start_camera(cknobs, printed_rx, rec("camera.rec")?, "camera").await?;
             (
                 marker,
                 printer_section,

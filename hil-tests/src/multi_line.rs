@@ -29,13 +29,13 @@
 use crate::checker::{self, CheckInput, DeviceLog, Report, Violation};
 use crate::harness::{self, Daemon, Marker, Outcome};
 use crate::run_parts::{
-    camera_knobs, config_head, exited_on_its_own, framed_section, job_table, kill9,
+    camera_knobs, camera_section, config_head, exited_on_its_own, framed_section, job_table, kill9,
     kill_point_missed, ledger_decided, ledger_path, line_section, load_profile, open_ledger,
-    outcome, read_logs, run_log, start_printer, write_config, write_secret, ScenarioDir, Site,
+    outcome, read_logs, run_failure, run_log, start_camera, start_printer, write_config,
+    write_secret, ScenarioDir, Site,
 };
 use crate::scenario::Scenario;
 use crate::{HilError, POLL};
-use serialine_devices::camera::CameraProfile;
 use serialine_devices::printer::FramedProfile;
 use serialine_sim::camera::CameraSim;
 use serialine_sim::recording::Recorder;
@@ -262,11 +262,7 @@ fn hangs_dir() -> Option<PathBuf> {
 
 pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let started = Instant::now();
-    let fail = |message: String| HilError::Run {
-        scenario: s.name.clone(),
-        seed: s.seed,
-        message,
-    };
+    let fail = run_failure(&s);
     let mut dir = ScenarioDir::create(&s.name)?;
     let root = dir.root.clone();
     let site = harness::site_id(&s.name);
@@ -308,20 +304,19 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
         )
         .await?;
         let cknobs = camera_knobs(&s, seed.wrapping_add(1));
-        let (camera, camera_addr) = CameraSim::listen(
-            "127.0.0.1:0",
-            &CameraProfile::default(),
+        let (camera, camera_addr) = start_camera(
             cknobs,
             printed_rx,
-            Some(rec("camera")?),
+            rec("camera")?,
+            &format!("camera of {id}"),
         )
-        .await
-        .map_err(|e| HilError::Sim(format!("camera of {id}: {e}")))?;
+        .await?;
         let secret = secret_for(s.seed, id);
         write_secret(&root.join(format!("{id}.secret")), &secret, "a line secret")?;
         let devices = format!(
-            "{}\n[line.camera]\ntransport = {{ kind = \"tcp\", addr = \"{camera_addr}\" }}\n",
-            framed_section(&profile_path, printer_addr)
+            "{}\n{}",
+            framed_section(&profile_path, printer_addr),
+            camera_section(camera_addr)
         );
         rigs.push(Rig {
             id: id.clone(),
@@ -565,45 +560,50 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
     })
 }
 
+/// `$sum.f += $part.f` for each field `f` named: the lines' figures summed
+/// field by field.
+macro_rules! add_fields {
+    ($sum:expr, $part:expr; $($f:ident),+ $(,)?) => {
+        $($sum.$f += $part.$f;)+
+    };
+}
+
+/// Adds `part`'s values into `sum`, key by key.
+fn add_map<K: Ord, V: std::ops::AddAssign + Default>(
+    sum: &mut std::collections::BTreeMap<K, V>,
+    part: impl IntoIterator<Item = (K, V)>,
+) {
+    for (k, v) in part {
+        *sum.entry(k).or_default() += v;
+    }
+}
+
 fn add_counts(sum: &mut Counts, c: &Counts) {
-    sum.issued += c.issued;
-    sum.sent += c.sent;
-    sum.printed += c.printed;
-    sum.committed += c.committed;
-    sum.synced += c.synced;
-    sum.rejected += c.rejected;
-    sum.voided += c.voided;
-    sum.reported += c.reported;
-    sum.blocks += c.blocks;
-    sum.fenced += c.fenced;
+    add_fields!(sum, c; issued, sent, printed, committed, synced, rejected, voided, reported, blocks, fenced);
 }
 
 /// Sums one line's report into the scenario's (each line's own figures are
 /// in [`Outcome::lines`]).
 fn merge(sum: &mut Report, mut r: Report) {
     sum.violations.append(&mut r.violations);
-    sum.printer_frames += r.printer_frames;
-    sum.duplicate_alarms += r.duplicate_alarms;
-    sum.foreign_alarms += r.foreign_alarms;
-    sum.camera_reports += r.camera_reports;
-    sum.upstream_unique += r.upstream_unique;
-    sum.alarms_excused += r.alarms_excused;
-    sum.device_fault_alarms += r.device_fault_alarms;
+    add_fields!(
+        sum, r;
+        printer_frames,
+        duplicate_alarms,
+        foreign_alarms,
+        camera_reports,
+        upstream_unique,
+        alarms_excused,
+        device_fault_alarms,
+    );
     for (k, v) in r.reject_signals {
         *sum.reject_signals.entry(k).or_default() += v;
     }
-    for (k, v) in r.printed_per_gtin {
-        *sum.printed_per_gtin.entry(k).or_default() += v;
-    }
+    add_map(&mut sum.printed_per_gtin, r.printed_per_gtin);
     // The accounting summed over the lines: a kill is one event per line.
     let (a, b) = (&mut sum.accounting, r.accounting);
-    for (k, v) in b.rejects {
-        *a.rejects.entry(k).or_default() += v;
-    }
-    a.voided += b.voided;
-    a.void_events += b.void_events;
-    a.fenced += b.fenced;
-    a.redeliveries += b.redeliveries;
+    add_map(&mut a.rejects, b.rejects);
+    add_fields!(a, b; voided, void_events, fenced, redeliveries);
     a.voided_per_kill
         .resize(a.voided_per_kill.len().max(b.voided_per_kill.len()), 0);
     for (x, y) in a.voided_per_kill.iter_mut().zip(b.voided_per_kill) {
@@ -611,8 +611,6 @@ fn merge(sum: &mut Report, mut r: Report) {
     }
     for (k, n) in b.unit_faults {
         let t = a.unit_faults.entry(k).or_default();
-        t.injected += n.injected;
-        t.rejected += n.rejected;
-        t.alarms += n.alarms;
+        add_fields!(t, n; injected, rejected, alarms);
     }
 }

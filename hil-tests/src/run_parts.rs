@@ -9,11 +9,12 @@ use crate::harness::{broker, io_err, Daemon, Outcome};
 use crate::monitor::Monitor;
 use crate::scenario::Scenario;
 use crate::HilError;
+use serialine_devices::camera::CameraProfile;
 use serialine_devices::printer::FramedProfile;
 use serialine_devices::UnitId;
 use serialine_sim::broker::{EmbeddedBroker, MqttTarget};
 use serialine_sim::cable::Cable as Proxy;
-use serialine_sim::camera::CameraKnobs;
+use serialine_sim::camera::{CameraKnobs, CameraSim};
 use serialine_sim::issuer::{Issuer, IssuerTask};
 use serialine_sim::printer::{PrinterKnobs, PrinterSim};
 use serialine_sim::recording::Recorder;
@@ -24,7 +25,17 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// The error for a run the harness could not carry on with (as opposed to
+/// a violation it found), naming the scenario and seed.
+pub(crate) fn run_failure(s: &Scenario) -> impl Fn(String) -> HilError + '_ {
+    move |message| HilError::Run {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        message,
+    }
+}
 
 /// The scenario's temporary directory (ledgers, logs, recordings).
 pub(crate) struct ScenarioDir {
@@ -211,6 +222,30 @@ pub(crate) fn camera_knobs(s: &Scenario, seed: u64) -> CameraKnobs {
         plain_symbol_at: c.plain_symbol_at.clone(),
         ..CameraKnobs::default()
     }
+}
+
+/// Starts a camera simulator on 127.0.0.1 that sees what the marker
+/// sends on `printed`; `what` names it in an error.
+pub(crate) async fn start_camera(
+    knobs: CameraKnobs,
+    printed: UnboundedReceiver<(UnitId, String)>,
+    recorder: Recorder,
+    what: &str,
+) -> Result<(CameraSim, SocketAddr), HilError> {
+    CameraSim::listen(
+        "127.0.0.1:0",
+        &CameraProfile::default(),
+        knobs,
+        printed,
+        Some(recorder),
+    )
+    .await
+    .map_err(|e| HilError::Sim(format!("{what}: {e}")))
+}
+
+/// The `[line.camera]` table of a camera at `addr`.
+pub(crate) fn camera_section(addr: impl std::fmt::Display) -> String {
+    format!("[line.camera]\ntransport = {{ kind = \"tcp\", addr = \"{addr}\" }}\n")
 }
 
 /// Writes a line's secret file, readable by its owner only (the daemon

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serialine_devices::label::{self, LabelSettings, LabelTemplate, Symbology, TextField};
 use serialine_devices::{PrintRequest, PrinterEvent, PrinterHandle, UnitId};
 use serialine_sim::label::{LabelSim, LabelSimConfig};
-use serialine_sim::unserved::{Unserved, UnservedPeriod};
+use serialine_sim::unserved::Unserved;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -183,33 +183,23 @@ async fn unprintable_code_is_refused_locally() {
 /// answered, so the driver backs off instead of reconnecting at the initial
 /// delay all along. Then the printer answers, the driver is Ready and prints.
 async fn accept_without_answer(how: Unserved) {
-    let period = Duration::from_secs(2);
-    let initial = Duration::from_millis(50);
-    let cap = Duration::from_secs(1);
-    let request_timeout = Duration::from_millis(100);
+    let u = Unanswered::new(how, Duration::from_millis(100));
     let cfg = LabelSimConfig {
-        unserved: Some(UnservedPeriod { how, period }),
+        unserved: Some(u.unserved()),
         ..LabelSimConfig::default()
     };
     let (tx, mut printed) = mpsc::unbounded_channel();
     let sim = LabelSim::start(cfg, tx).await.expect("sim starts");
     let mut settings = LabelSettings::new(sim.addr());
-    settings.request_timeout = request_timeout;
-    settings.reconnect_initial = initial;
-    settings.reconnect_max = cap;
+    settings.request_timeout = u.request_timeout;
+    settings.reconnect_initial = u.initial;
+    settings.reconnect_max = u.cap;
     settings.idle_poll = Duration::from_secs(30);
     let mut h = label::spawn_with("zebra-1", settings, dm_template()).expect("valid template");
 
     // One Fault per connection lost before the printer answered, then Ready.
     let faults = Unanswered::faults_until_ready(&mut h).await;
-    Unanswered {
-        how,
-        period,
-        initial,
-        cap,
-        request_timeout,
-    }
-    .assert_backed_off(sim.unserved_connections(), faults, sim.connections());
+    u.assert_backed_off(sim.unserved_connections(), faults, sim.connections());
     send(&h, 1, &code(1)).await;
     expect(&mut h, PrinterEvent::Accepted(1)).await;
     expect(&mut h, PrinterEvent::Printed(1)).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serialine_devices::laser::{self, LaserRegisterMap, LaserSettings, Trigger};
 use serialine_devices::{PrintRequest, PrinterEvent, PrinterHandle, UnitId};
 use serialine_sim::laser::{LaserSim, LaserSimConfig, LaserSimMap, RandomExceptions, SimTrigger};
-use serialine_sim::unserved::{Unserved, UnservedPeriod};
+use serialine_sim::unserved::Unserved;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -347,31 +347,22 @@ async fn no_marker_listening_is_a_fault() {
 /// it backs off instead of reconnecting at the initial delay all along.
 /// Then the marker answers, the driver is Ready and marks.
 async fn accept_without_answer(how: Unserved, request_timeout: Duration) {
-    let period = Duration::from_secs(2);
-    let initial = Duration::from_millis(50);
-    let cap = Duration::from_secs(1);
+    let u = Unanswered::new(how, request_timeout);
     let (d, s) = maps();
     let mut cfg = LaserSimConfig::new(s);
-    cfg.unserved = Some(UnservedPeriod { how, period });
+    cfg.unserved = Some(u.unserved());
     let (tx, marks) = mpsc::unbounded_channel();
     let sim = LaserSim::start(cfg, tx).await.expect("sim starts");
     let mut settings = LaserSettings::tcp(sim.addr());
-    settings.request_timeout = request_timeout;
-    settings.reconnect_initial = initial;
-    settings.reconnect_max = cap;
+    settings.request_timeout = u.request_timeout;
+    settings.reconnect_initial = u.initial;
+    settings.reconnect_max = u.cap;
     let h = laser::spawn("laser-1", settings, d).expect("valid map");
     let mut r = Rig { sim, marks, h };
 
     // One Fault per connection lost before the marker answered, then Ready.
     let faults = Unanswered::faults_until_ready(&mut r.h).await;
-    Unanswered {
-        how,
-        period,
-        initial,
-        cap,
-        request_timeout,
-    }
-    .assert_backed_off(r.sim.unserved_connections(), faults, r.sim.connections());
+    u.assert_backed_off(r.sim.unserved_connections(), faults, r.sim.connections());
     mark_ok(&mut r, 1).await;
     assert_eq!(next_mark(&mut r.marks).await, (1, code(1)));
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serialine_devices::{PrinterEvent, PrinterHandle};
-use serialine_sim::unserved::Unserved;
+use serialine_sim::unserved::{Unserved, UnservedPeriod};
 use tokio::time::timeout;
 
 /// How long a test waits for any one event.
@@ -51,6 +51,26 @@ pub struct Unanswered {
 }
 
 impl Unanswered {
+    /// Unanswered for 2 s; the driver reconnecting after 50 ms, doubling
+    /// up to 1 s, and waiting `request_timeout` for an answer.
+    pub fn new(how: Unserved, request_timeout: Duration) -> Unanswered {
+        Unanswered {
+            how,
+            period: Duration::from_secs(2),
+            initial: Duration::from_millis(50),
+            cap: Duration::from_secs(1),
+            request_timeout,
+        }
+    }
+
+    /// The simulator's unserved period.
+    pub fn unserved(&self) -> UnservedPeriod {
+        UnservedPeriod {
+            how: self.how,
+            period: self.period,
+        }
+    }
+
     /// Counts the driver's Faults (none with a unit: nothing was sent)
     /// until it is Ready.
     pub async fn faults_until_ready(h: &mut PrinterHandle) -> u64 {
