@@ -7,7 +7,9 @@
 //! before, at the peak of the backlog, and after the drain. Issue 16's goal:
 //! under 64 MB throughout for 300,000 queued outcomes.
 
-use serialine_core::{Block, BlockKey, Gtin, Serial, UnitState};
+mod common;
+
+use serialine_core::{BlockKey, Serial, UnitState};
 use serialine_store::{Store, StoreOptions, Transition};
 
 /// The daemon's allocator, so the figure is the daemon's.
@@ -17,30 +19,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const SECRET: &[u8] = b"backlog secret";
 const BLOCK: u32 = 20_000;
 const BATCH: usize = 500;
-
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// Bytes on disk under `dir` (the ledger's files).
-fn disk_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => disk_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -55,25 +33,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     opts.cache_bytes = cache_mb << 20;
     let (store, _) = Store::open(opts)?;
     let key = BlockKey::derive(SECRET);
-    let gtin = Gtin::parse("09506000134352")?;
+    let gtin = common::gtin();
     for id in 1..=u64::from(units.div_ceil(BLOCK)) {
         let serials = (0..BLOCK)
             .map(|n| Serial::new(format!("B{id:06}N{n:07}")))
             .collect::<Result<_, _>>()?;
-        let block = Block {
-            block_id: id,
-            line_id: "backlog".into(),
-            gtin,
-            serials,
-            issued_at: 0,
-        };
-        let mut nonce = [0u8; 24];
-        nonce[..8].copy_from_slice(&id.to_be_bytes());
-        store.add_block_blocking(&key.seal(&block, nonce)?)?;
+        store.add_block_blocking(&common::sealed_block(&key, "backlog", id, serials))?;
     }
     store.checkpoint_blocking()?;
-    let per_buffered = disk_bytes(dir.path()) as f64 / f64::from(units);
-    let before = rss_mb();
+    let per_buffered = common::walk_size(dir.path()) as f64 / f64::from(units);
+    let before = common::proc_status_mb("VmRSS");
     let mut peak = before;
     let mut done = 0usize;
     while done < units as usize {
@@ -88,18 +57,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         done += batch.len();
-        peak = peak.max(rss_mb());
+        peak = peak.max(common::proc_status_mb("VmRSS"));
     }
     let queued = store.outbox_depth();
-    let at_backlog = rss_mb();
+    let at_backlog = common::proc_status_mb("VmRSS");
     while store.outbox_depth() > 0 {
         let seqs: Vec<u64> = store.outbox_peek(1_000)?.iter().map(|e| e.seq).collect();
         store.outbox_ack_blocking(&seqs)?;
-        peak = peak.max(rss_mb());
+        peak = peak.max(common::proc_status_mb("VmRSS"));
     }
-    let after = rss_mb();
+    let after = common::proc_status_mb("VmRSS");
     store.checkpoint_blocking()?;
-    let per_kept = disk_bytes(dir.path()) as f64 / f64::from(units);
+    let per_kept = common::walk_size(dir.path()) as f64 / f64::from(units);
     println!(
         "outbox backlog of {queued} outcomes, ledger cache {cache_mb} MiB: RSS before {before:.1} MB, \
          with the backlog {at_backlog:.1} MB, peak {peak:.1} MB, after the drain {after:.1} MB\n\

@@ -15,7 +15,9 @@
 //! kill comes EVERY serials after the last one: the worst case. Without it, the open after the kill
 //! replays all the log written since the ledger was last opened.
 
-use serialine_core::{Block, BlockKey, Gtin, Serial, UnitState};
+mod common;
+
+use serialine_core::{BlockKey, Serial, UnitState};
 use serialine_store::{Store, StoreOptions, Transition};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,7 +37,6 @@ fn child(dir: &Path, target: u64, every: Option<u64>) {
     let mut checkpointed = store.counts().issued;
     let key = BlockKey::derive(SECRET);
     let mut next_block = store.counts().blocks + 1;
-    let gtin = Gtin::parse("09506000134352").expect("gtin");
     let mut announced = false;
     loop {
         let c = store.counts();
@@ -48,17 +49,8 @@ fn child(dir: &Path, target: u64, every: Option<u64>) {
         let serials = (0..BLOCK)
             .map(|n| Serial::new(format!("R{id:07}N{n:05}")).expect("serial"))
             .collect();
-        let block = Block {
-            block_id: id,
-            line_id: LINE.into(),
-            gtin,
-            serials,
-            issued_at: 0,
-        };
-        let mut nonce = [0u8; 24];
-        nonce[..8].copy_from_slice(&id.to_be_bytes());
         store
-            .add_block_blocking(&key.seal(&block, nonce).expect("seal"))
+            .add_block_blocking(&common::sealed_block(&key, LINE, id, serials))
             .expect("block");
         let reserved = store.reserve(BLOCK as usize).expect("reserve");
         for chunk in reserved.chunks(4096) {
@@ -137,7 +129,7 @@ fn main() {
     // Mid-write: the child is adding the next block when it dies.
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
-    let size: u64 = walk_size(&dir.join("ledger"));
+    let size: u64 = common::walk_size(&dir.join("ledger"));
     let start = Instant::now();
     let (store, recovery) = Store::open(options(&dir)).expect("reopen");
     let ready = start.elapsed();
@@ -160,38 +152,8 @@ fn main() {
     // `serialine-lab bench`.)
     println!(
         "resident memory with the ledger open: {} (peak {})",
-        proc_status("VmRSS"),
-        proc_status("VmHWM")
+        common::proc_status("VmRSS"),
+        common::proc_status("VmHWM")
     );
     drop(store);
-}
-
-fn proc_status(key: &str) -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix(key)?
-                    .strip_prefix(':')
-                    .map(|v| v.trim().to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn walk_size(p: &Path) -> u64 {
-    match std::fs::read_dir(p) {
-        Ok(rd) => rd
-            .flatten()
-            .map(|e| {
-                let path = e.path();
-                if path.is_dir() {
-                    walk_size(&path)
-                } else {
-                    e.metadata().map(|m| m.len()).unwrap_or(0)
-                }
-            })
-            .sum(),
-        Err(_) => 0,
-    }
 }

@@ -1,0 +1,69 @@
+//! What the store's examples share: a block sealed the way upstream does,
+//! and this process's memory and a directory's size, as they report them.
+//! (A directory without `main.rs`, so cargo does not take it for an example.)
+#![allow(dead_code)]
+
+use serialine_core::{Block, BlockKey, Gtin, SealedBlock, Serial};
+use std::path::Path;
+
+/// The GTIN every example block is sealed for.
+pub fn gtin() -> Gtin {
+    Gtin::parse("09506000134352").expect("valid GTIN")
+}
+
+/// Block `id` of `line` holding `serials`, sealed under `key`, with a nonce
+/// made from its id (each block's is distinct).
+pub fn sealed_block(key: &BlockKey, line: &str, id: u64, serials: Vec<Serial>) -> SealedBlock {
+    let block = Block {
+        block_id: id,
+        line_id: line.into(),
+        gtin: gtin(),
+        serials,
+        issued_at: 0,
+    };
+    let mut nonce = [0u8; 24];
+    nonce[..8].copy_from_slice(&id.to_be_bytes());
+    key.seal(&block, nonce).expect("block seals")
+}
+
+/// A field of this process's `/proc/self/status` (`VmRSS`, `VmHWM`), as
+/// the kernel writes it ("123456 kB"), or "unknown".
+pub fn proc_status(key: &str) -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix(key)?
+                    .strip_prefix(':')
+                    .map(|v| v.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The same field in MB (0 if unreadable).
+pub fn proc_status_mb(key: &str) -> f64 {
+    proc_status(key)
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<f64>()
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Bytes of the files under `p`.
+pub fn walk_size(p: &Path) -> u64 {
+    match std::fs::read_dir(p) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    walk_size(&path)
+                } else {
+                    e.metadata().map(|m| m.len()).unwrap_or(0)
+                }
+            })
+            .sum(),
+        Err(_) => 0,
+    }
+}
