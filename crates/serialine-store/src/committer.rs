@@ -73,7 +73,7 @@ impl Durable {
     }
 }
 
-pub(crate) type SharedCounts = Arc<Mutex<Durable>>;
+pub(crate) type SharedDurable = Arc<Mutex<Durable>>;
 
 /// The readers' handle on the ledger. Empty only while the committer reopens
 /// it (readers wait on the lock meanwhile) or after a reopen failed.
@@ -83,7 +83,7 @@ pub(crate) fn spawn(
     ledger: Ledger,
     mode: CommitMode,
     max_batch: usize,
-    counts: SharedCounts,
+    counts: SharedDurable,
     readers: ReaderSlot,
     line_id: &str,
 ) -> std::io::Result<(mpsc::UnboundedSender<Request>, std::thread::JoinHandle<()>)> {
@@ -112,7 +112,7 @@ fn run(
     mut rx: mpsc::UnboundedReceiver<Request>,
     mode: CommitMode,
     max_batch: usize,
-    counts: SharedCounts,
+    counts: SharedDurable,
     readers: ReaderSlot,
     batch_ops: metrics::Histogram,
 ) {
@@ -188,12 +188,12 @@ fn reopen(ledger: Ledger, readers: &ReaderSlot) -> Result<(Ledger, Duration), St
 
 /// Readers must see the counters of a batch by the time its callers hear it is
 /// durable, so this runs before any reply.
-fn publish(ledger: &Ledger, counts: &SharedCounts) {
+fn publish(ledger: &Ledger, counts: &SharedDurable) {
     let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
     *c = Durable::of(ledger);
 }
 
-fn commit_group(ledger: &mut Ledger, batch: &mut Vec<OpsRequest>, counts: &SharedCounts) {
+fn commit_group(ledger: &mut Ledger, batch: &mut Vec<OpsRequest>, counts: &SharedDurable) {
     let ops: Vec<Op> = batch.iter().flat_map(|r| r.ops.iter().cloned()).collect();
     let outcome = ledger.apply(&ops).and_then(|results| {
         ledger.flush()?;
@@ -212,7 +212,7 @@ fn commit_group(ledger: &mut Ledger, batch: &mut Vec<OpsRequest>, counts: &Share
     }
 }
 
-fn commit_each(ledger: &mut Ledger, batch: &mut Vec<OpsRequest>, counts: &SharedCounts) {
+fn commit_each(ledger: &mut Ledger, batch: &mut Vec<OpsRequest>, counts: &SharedDurable) {
     for req in batch.drain(..) {
         let mut out = Vec::with_capacity(req.ops.len());
         for op in &req.ops {

@@ -37,8 +37,10 @@ impl IssuedIndex {
             .map(|(id, _)| *id)
     }
 
-    pub fn insert(&mut self, block: BlockId, mut keys: Vec<SerialKey>) {
-        keys.sort_unstable();
+    /// `keys` sorted, as [`sorted_keys`] makes them and the stored chunks
+    /// hold them.
+    pub fn insert(&mut self, block: BlockId, keys: Vec<SerialKey>) {
+        debug_assert!(keys.is_sorted(), "block {block}: issued keys unsorted");
         self.blocks.insert(block, keys);
     }
 
@@ -50,6 +52,24 @@ impl IssuedIndex {
     pub fn len(&self) -> usize {
         self.blocks.values().map(Vec::len).sum()
     }
+}
+
+/// A block's serial hashes, sorted, as the index and the chunks hold them.
+pub(crate) fn sorted_keys(mut keys: Vec<SerialKey>) -> Vec<SerialKey> {
+    keys.sort_unstable();
+    keys
+}
+
+/// The `issued_blocks` entries of `block`: key and value of each chunk of
+/// its sorted hashes.
+pub(crate) fn chunks(
+    block: BlockId,
+    sorted: &[SerialKey],
+) -> impl Iterator<Item = ([u8; 12], Vec<u8>)> + '_ {
+    sorted
+        .chunks(CHUNK)
+        .enumerate()
+        .map(move |(i, chunk)| (chunk_key(block, i as u32), encode_chunk(chunk)))
 }
 
 /// `issued_blocks` key of chunk `i` of `block`.
@@ -99,7 +119,7 @@ mod tests {
     #[test]
     fn finds_the_block_of_a_key_and_forgets_removed_blocks() {
         let mut ix = IssuedIndex::default();
-        ix.insert(1, vec![[3; 16], [1; 16]]);
+        ix.insert(1, sorted_keys(vec![[3; 16], [1; 16]]));
         ix.insert(2, vec![[2; 16]]);
         assert_eq!(ix.block_of(&[1; 16]), Some(1));
         assert_eq!(ix.block_of(&[2; 16]), Some(2));

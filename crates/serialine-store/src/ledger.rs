@@ -358,16 +358,10 @@ impl Ledger {
                 continue;
             }
             let block = self.open_block(block_id)?;
-            let mut keys: Vec<SerialKey> =
-                block.serials.iter().map(|s| self.serial_key(s)).collect();
-            keys.sort_unstable();
-            for (i, chunk) in keys.chunks(issued::CHUNK).enumerate() {
-                self.issued_blocks
-                    .insert(
-                        issued::chunk_key(block_id, i as u32),
-                        issued::encode_chunk(chunk),
-                    )
-                    .map_err(self.io())?;
+            let keys =
+                issued::sorted_keys(block.serials.iter().map(|s| self.serial_key(s)).collect());
+            for (key, value) in issued::chunks(block_id, &keys) {
+                self.issued_blocks.insert(key, value).map_err(self.io())?;
             }
             blocks += 1;
         }
@@ -1094,13 +1088,9 @@ impl Tx<'_> {
                 what: format!("block {block_id} holds more than 2^32 serials"),
             }));
         };
-        let mut sorted = keys.to_vec();
-        sorted.sort_unstable();
-        for (i, chunk) in sorted.chunks(issued::CHUNK).enumerate() {
-            self.issued_blocks.insert(
-                issued::chunk_key(block_id, i as u32),
-                issued::encode_chunk(chunk),
-            );
+        let sorted = issued::sorted_keys(keys.to_vec());
+        for (key, value) in issued::chunks(block_id, &sorted) {
+            self.issued_blocks.insert(key, value);
         }
         self.added.push((block_id, sorted));
         self.blocks.insert(id, sealed);

@@ -1,6 +1,8 @@
 //! The public handle: reserve serials, make transitions durable, read state.
 
-use crate::committer::{self, CommitMode, OpResult, OpsRequest, ReaderSlot, Request, SharedCounts};
+use crate::committer::{
+    self, CommitMode, OpResult, OpsRequest, ReaderSlot, Request, SharedDurable,
+};
 use crate::error::StoreError;
 use crate::ledger::{Applied, Ledger, Op, SerialEntry};
 use crate::outbox::OutboxEvent;
@@ -88,7 +90,7 @@ struct Inner {
     /// reopens the ledger for a checkpoint.
     reader: ReaderSlot,
     line_id: String,
-    counts: SharedCounts,
+    counts: SharedDurable,
     pool: Mutex<Pool>,
     tx: mpsc::UnboundedSender<Request>,
     committer: Option<std::thread::JoinHandle<()>>,
@@ -644,7 +646,6 @@ impl Store {
         self.read(|r| r.in_flight())
     }
 
-    /// Oldest outbox events first, at most `max`.
     /// The oldest `max` outbox events whose batch is durable: only those
     /// may go upstream (see `committer::Durable`).
     pub fn outbox_peek(&self, max: usize) -> Result<Vec<OutboxEvent>, StoreError> {
