@@ -116,6 +116,9 @@ pub enum Rule {
     /// Issue 20: a reject, void, alarm or delivery no recorded event
     /// explains, or more of them than the events allow.
     Accounting,
+    /// The ledger's files: sled wrote a value as a blob file, which its
+    /// segment cleaner loses track of (`serialine-store` `MAX_VALUE_BYTES`).
+    Ledger,
 }
 
 impl fmt::Display for Rule {
@@ -128,6 +131,7 @@ impl fmt::Display for Rule {
             Rule::Product => f.write_str("product"),
             Rule::Replay => f.write_str("replay"),
             Rule::Accounting => f.write_str("accounting"),
+            Rule::Ledger => f.write_str("ledger files"),
         }
     }
 }
@@ -794,6 +798,29 @@ pub fn check(input: &CheckInput) -> Report {
             ),
         ),
         Err(e) => c.violate(Rule::Counters, None, format!("recount failed: {e}")),
+    }
+
+    // The ledger never has sled write a value as a file of its own: sled
+    // 0.34's segment cleaner fails on such files, its flush thread exits and
+    // the committer's next flush hangs.
+    let blobs = store.path().join("blobs");
+    if let Ok(entries) = std::fs::read_dir(&blobs) {
+        let files: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if !files.is_empty() {
+            c.violate(
+                Rule::Ledger,
+                None,
+                format!(
+                    "{} sled blob file(s) in {}: {:?}",
+                    files.len(),
+                    blobs.display(),
+                    &files[..files.len().min(5)]
+                ),
+            );
+        }
     }
 
     // The job and the scenario's expectations.

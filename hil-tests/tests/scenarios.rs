@@ -91,6 +91,7 @@ scenarios! {
     ledger_restored => "ledger-restored",
     state_dir_wiped => "state-dir-wiped",
     multi_line_kill9 => "multi-line-kill9",
+    big_blocks_kill9 => "big-blocks-kill9",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a

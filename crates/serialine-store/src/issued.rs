@@ -15,9 +15,9 @@
 use serialine_core::BlockId;
 use std::collections::BTreeMap;
 
-/// Hashes per stored chunk: 64 KiB values stay inline in sled's log (its
-/// limit is a quarter of a 512 KiB segment).
-pub(crate) const CHUNK: usize = 4096;
+/// Hashes per stored chunk: one chunk is the ledger's largest value
+/// (`ledger::MAX_VALUE_BYTES`, which says why).
+pub(crate) const CHUNK: usize = crate::ledger::MAX_VALUE_BYTES / 16;
 
 /// A serial's keyed hash (see `ledger::serial_index_key`).
 pub(crate) type SerialKey = [u8; 16];
@@ -135,8 +135,8 @@ mod tests {
         assert_eq!(decode_chunk(&encode_chunk(&keys)), Some(keys));
         assert_eq!(decode_chunk(&[0u8; 17]), None);
         assert_eq!(block_of_key(&chunk_key(42, 3)), Some(42));
-        assert_eq!(chunks_of(4096), 1);
-        assert_eq!(chunks_of(4097), 2);
+        assert_eq!(chunks_of(CHUNK as u32), 1);
+        assert_eq!(chunks_of(CHUNK as u32 + 1), 2);
         assert_eq!(chunks_of(0), 0);
     }
 }

@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 ///
 /// 3: the per-serial `issued` index is replaced by per-block arrays of
 /// serial hashes (`issued.rs`), migrated at the first open.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// sled's page cache per ledger unless configured: enough for the working
 /// set of a line (its open blocks, in-flight records, outbox head).
@@ -285,10 +285,10 @@ impl Ledger {
         if found == 0 {
             return Err(self.corrupt("schema version 0"));
         }
-        if found < 3 {
-            // Before the stamp: a crash in the middle leaves schema 2, and
-            // the next open migrates again (the same arrays, rewritten).
-            self.migrate_issued_index()?;
+        if found < SCHEMA_VERSION {
+            // Before the stamp: a crash in the middle leaves the old schema,
+            // and the next open migrates again (the same values, rewritten).
+            self.migrate_to_small_values(found)?;
         }
         if found < SCHEMA_VERSION {
             // Flushed with the first batch, before any record in the new layout.
@@ -346,12 +346,34 @@ impl Ledger {
         Ok(())
     }
 
-    /// Schema 2 -> 3: writes, for every block with serials left, the arrays
-    /// of its serials' hashes (from the stored block itself), flushes, then
-    /// empties the per-serial index. Loses nothing: the index was derived
-    /// from the blocks.
-    fn migrate_issued_index(&self) -> Result<(), StoreError> {
+    /// Schema 2 or 3 -> 4. Stored blocks, one value each until schema 3,
+    /// become chunks of at most [`MAX_VALUE_BYTES`]; the issued-serial
+    /// arrays are rewritten from the blocks in chunks of that size (schema 2
+    /// had none: its per-serial index is emptied once they are flushed).
+    /// Loses nothing: the arrays are derived from the blocks, and a block's
+    /// old value goes only after its chunks.
+    fn migrate_to_small_values(&self, found: u32) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
+        let mut rewritten = 0u64;
+        let whole: Vec<sled::IVec> = self
+            .blocks
+            .iter()
+            .keys()
+            .filter(|k| k.as_ref().map_or(true, |k| k.len() == 8))
+            .collect::<Result<_, _>>()
+            .map_err(self.io())?;
+        for key in whole {
+            let id = decode_u64(&key).ok_or_else(|| self.corrupt("stored block key"))?;
+            let Some(sealed) = self.blocks.get(&key).map_err(self.io())? else {
+                continue;
+            };
+            for (k, chunk) in block_chunks(id, &sealed) {
+                self.blocks.insert(k, chunk).map_err(self.io())?;
+            }
+            self.blocks.remove(&key).map_err(self.io())?;
+            rewritten += 1;
+        }
+        self.issued_blocks.clear().map_err(self.io())?;
         let mut blocks = 0u64;
         for (block_id, u) in self.cursors()? {
             if u.remaining() == 0 {
@@ -367,14 +389,18 @@ impl Ledger {
         }
         self.flush()?;
         let old = self.issued_v2.len();
-        self.issued_v2.clear().map_err(self.io())?;
-        self.flush()?;
+        if found < 3 {
+            self.issued_v2.clear().map_err(self.io())?;
+            self.flush()?;
+        }
         tracing::info!(
             path = %self.path.display(),
-            blocks,
+            from_schema = found,
+            stored_blocks_rewritten = rewritten,
+            blocks_with_serials_left = blocks,
             old_index_entries = old,
             took_ms = started.elapsed().as_millis() as u64,
-            "ledger migrated to schema 3: the per-serial issued index became per-block arrays"
+            "ledger migrated to schema {SCHEMA_VERSION}: no value above {MAX_VALUE_BYTES} bytes"
         );
         Ok(())
     }
@@ -588,17 +614,35 @@ impl Ledger {
     /// Decrypts a stored block (the working window).
     pub fn open_block(&self, block_id: BlockId) -> Result<Block, StoreError> {
         let batch = self.read_gate();
-        let bytes = self
-            .blocks
-            .get(block_id.to_be_bytes())
-            .map_err(self.io())?
-            .ok_or_else(|| self.corrupt(format!("block {block_id} has a cursor but no data")))?;
+        let bytes = self.stored_block(block_id)?;
         drop(batch);
+        if bytes.is_empty() {
+            return Err(self.corrupt(format!("block {block_id} has a cursor but no data")));
+        }
         let sealed = SealedBlock::from_bytes(&bytes)
             .map_err(|e| self.corrupt(format!("stored block {block_id}: {e}")))?;
         self.block_key
             .open(&sealed, &self.line_id)
             .map_err(|e| self.corrupt(format!("stored block {block_id}: {e}")))
+    }
+
+    /// A stored block's sealed bytes, from its chunks (`block_chunks`), or
+    /// from the one value a schema 3 ledger kept until its migration
+    /// rewrites it (that value goes only after the chunks are written, so
+    /// while it exists it is the whole block). Empty if there is none.
+    fn stored_block(&self, block_id: BlockId) -> Result<Vec<u8>, StoreError> {
+        let id = block_id.to_be_bytes();
+        if let Some(whole) = self.blocks.get(id).map_err(self.io())? {
+            return Ok(whole.to_vec());
+        }
+        let mut bytes = Vec::new();
+        for item in self.blocks.scan_prefix(id) {
+            let (k, v) = item.map_err(self.io())?;
+            if k.len() == 12 {
+                bytes.extend_from_slice(&v);
+            }
+        }
+        Ok(bytes)
     }
 
     pub fn has_record(&self, serial: &Serial) -> Result<bool, StoreError> {
@@ -900,10 +944,32 @@ struct JournalWrite {
     value: Option<Vec<u8>>,
 }
 
-/// Journal chunks stay well under sled's inline-value limit (a quarter of
-/// its 512 KiB segment), above which sled writes each value as a file.
-const JOURNAL_CHUNK_BYTES: usize = 64 * 1024;
+/// The largest value the ledger gives sled (journal chunks, stored blocks,
+/// issued-serial arrays are cut to it; every other value is far smaller).
+///
+/// Why: sled 0.34 writes any log item above a quarter of its 512 KiB
+/// segment as a file of its own (a "blob"), and a log item is one value or
+/// a whole leaf of up to 17 keys when sled consolidates one. Its segment
+/// cleaner then fails on blob files a later write already replaced (`No
+/// such file or directory`), its periodic flush thread exits on that error,
+/// and the committer's next flush waited forever (schema 3 ledgers, which
+/// stored 64 KiB values; seen as hung test processes in CI). At 4 KiB a
+/// full leaf stays under 80 KiB: the ledger never makes a blob, which
+/// `tests/no_blobs.rs` checks.
+pub(crate) const MAX_VALUE_BYTES: usize = 4096;
+
+/// Journal chunks: at most one value's size plus its key and framing.
+const JOURNAL_CHUNK_BYTES: usize = MAX_VALUE_BYTES;
 const JOURNAL_MARKER: &[u8] = b"\xffcomplete";
+
+/// The `blocks` entries of a stored block: chunk `i` of its sealed bytes
+/// under the block id and `i` (the key layout of `issued_blocks`).
+fn block_chunks(block_id: BlockId, sealed: &[u8]) -> impl Iterator<Item = ([u8; 12], &[u8])> {
+    sealed
+        .chunks(MAX_VALUE_BYTES)
+        .enumerate()
+        .map(move |(i, c)| (issued::chunk_key(block_id, i as u32), c))
+}
 
 fn journal_chunk_key(i: u32) -> [u8; 5] {
     let mut k = [0u8; 5];
@@ -1066,7 +1132,7 @@ impl Tx<'_> {
         keys: &[SerialKey],
     ) -> TxResult<Result<Applied, StoreError>> {
         let id = block_id.to_be_bytes();
-        if self.blocks.get(id)?.is_some() {
+        if self.blocks.get(issued::chunk_key(block_id, 0))?.is_some() {
             return Ok(Err(StoreError::DuplicateBlock { block_id }));
         }
         // A serial repeated from an earlier block is either still in that
@@ -1093,7 +1159,9 @@ impl Tx<'_> {
             self.issued_blocks.insert(key, value);
         }
         self.added.push((block_id, sorted));
-        self.blocks.insert(id, sealed);
+        for (key, chunk) in block_chunks(block_id, sealed) {
+            self.blocks.insert(key, chunk);
+        }
         self.cursors
             .insert(id, BlockUse { used: 0, count }.encode());
         self.counts.issued += u64::from(count);

@@ -1,6 +1,7 @@
 //! A ledger written by schema 2 (one sled key per issued serial in the
-//! `issued` index) opens under schema 3 (per-block arrays of serial hashes)
-//! with every record, outbox event and block position kept.
+//! `issued` index, each stored block one value) opens under schema 4
+//! (per-block arrays of serial hashes, stored blocks in chunks of at most
+//! 4 KiB) with every record, outbox event and block position kept.
 //!
 //! The fixture (`tests/fixtures/schema2-ledger`) was written by the schema 2
 //! build: line `line-1`, blocks 1 (A00000000..A00000099) and 2
@@ -30,11 +31,11 @@ fn serial(s: &str) -> Serial {
 
 #[test]
 fn a_schema_2_ledger_opens_migrated_with_nothing_lost() {
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = fixture_copy(dir.path());
     for round in 0..2 {
-        // The second open finds schema 3 and migrates nothing.
+        // The second open finds schema 4 and migrates nothing.
         let (store, recovery) = Store::open(options(dir.path())).expect("ledger opens");
         assert_eq!(store.path(), path);
         let c = recovery.counts;
