@@ -636,6 +636,13 @@ async fn a_retained_command_is_refused_and_never_executed() {
     // the uplink when it subscribes.
     let signed = sign_command(&key, &topic, json!({"request_id": "kept"}), "r-1");
     publish_raw(&watch.client, &topic, true, signed.to_string()).await;
+    // The publish above is only queued in the watcher's client. The broker
+    // has stored it once it comes back on the watcher's own subscription;
+    // an uplink subscribing before that would get it live (retain flag 0),
+    // as a new command (seen once against Mosquitto under load).
+    watch
+        .next_where("the retained command at the broker", |m| m.topic == topic)
+        .await;
 
     let mut cfg = config(&host, port, &site, &line);
     cfg.command_auth = Some(CommandAuth { key });
