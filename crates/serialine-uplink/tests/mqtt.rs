@@ -777,6 +777,11 @@ async fn a_command_queued_for_a_persistent_session_while_down_is_refused_late() 
     // Fresh when published; the line is down.
     let body = sign_command(&key, &topic, json!({"request_id": "queued"}), "q-1");
     publish_raw(&watch.client, &topic, false, body.to_string()).await;
+    // At the broker (back on the watcher's own subscription), so queued for
+    // the session before the clock below starts.
+    watch
+        .next_where("the command at the broker", |m| m.topic == topic)
+        .await;
     // Longer than the allowed age before the line is back.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let (uplink, mut cmds) = start(cfg, store.clone()).unwrap();
