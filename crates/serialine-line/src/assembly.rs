@@ -74,6 +74,14 @@ pub struct Line<D> {
     pipeline: PipelinePlan,
     default_job: Option<Job>,
     devices: D,
+    /// [`crate::health::watch_ledger`] for this line; aborted with it.
+    ledger_watch: tokio::task::JoinHandle<()>,
+}
+
+impl<D> Drop for Line<D> {
+    fn drop(&mut self) {
+        self.ledger_watch.abort();
+    }
 }
 
 /// Opens the line `plan` describes. `after_open` runs on the blocking thread
@@ -163,6 +171,13 @@ pub async fn open_line<D: DeviceFactory>(
         })?;
     let heartbeat = Heartbeat::new();
     heartbeat.beat();
+    let ledger_watch = tokio::spawn(crate::health::watch_ledger(
+        id.clone(),
+        store.committer_clock(),
+        heartbeat.clone(),
+        uplink.clone(),
+        crate::health::LEDGER_STALL,
+    ));
     Ok(Line {
         id,
         store,
@@ -173,6 +188,7 @@ pub async fn open_line<D: DeviceFactory>(
         pipeline,
         default_job,
         devices,
+        ledger_watch,
     })
 }
 

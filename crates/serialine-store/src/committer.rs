@@ -40,8 +40,62 @@ pub const BATCH_OPS_METRIC: &str = "serialine_committer_batch_ops";
 
 pub(crate) type OpResult = Result<Applied, StoreError>;
 
+/// How long the committer has been inside one batch (apply and flush).
+/// A batch takes milliseconds; one that does not return is a stalled disk
+/// or storage engine, which nothing else would report while a line is
+/// idle. Cheap to clone; holds no handle on the ledger.
+#[derive(Debug, Clone)]
+pub struct CommitterClock {
+    origin: Instant,
+    /// Milliseconds since `origin` at which the batch in progress started,
+    /// plus one; 0 while the committer waits for work.
+    busy_since: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CommitterClock {
+    fn new() -> Self {
+        CommitterClock {
+            origin: Instant::now(),
+            busy_since: Arc::default(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+
+    fn enter(&self) {
+        self.busy_since
+            .store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn leave(&self) {
+        self.busy_since
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the batch in progress has taken so far; `None` when the
+    /// committer is waiting for work (or reopening for a checkpoint, which
+    /// may take seconds on a large ledger and is logged on its own).
+    pub fn busy_for(&self) -> Option<Duration> {
+        match self.busy_since.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(self.now_ms().saturating_sub(since))),
+        }
+    }
+}
+
+/// What the committer reports about itself as it works.
+struct Gauges {
+    batch_ops: metrics::Histogram,
+    clock: CommitterClock,
+}
+
 pub(crate) enum Request {
     Ops(OpsRequest),
+    /// Fault injection for tests: the committer stays busy this long, as a
+    /// stalled flush would.
+    Stall(Duration),
     /// Close and reopen the ledger so sled snapshots it; see [`Ledger::reopen`].
     Checkpoint(oneshot::Sender<Result<Duration, StoreError>>),
     /// Check and record a command nonce; see [`crate::nonces`].
@@ -86,8 +140,14 @@ pub(crate) fn spawn(
     counts: SharedDurable,
     readers: ReaderSlot,
     line_id: &str,
-) -> std::io::Result<(mpsc::UnboundedSender<Request>, std::thread::JoinHandle<()>)> {
+) -> std::io::Result<(
+    mpsc::UnboundedSender<Request>,
+    std::thread::JoinHandle<()>,
+    CommitterClock,
+)> {
     let (tx, rx) = mpsc::unbounded_channel();
+    let clock = CommitterClock::new();
+    let busy = clock.clone();
     // A no-op handle unless a metrics recorder was installed before the
     // ledger opened (the service and the demo install it first).
     let batch_ops = metrics::histogram!(BATCH_OPS_METRIC, "line" => line_id.to_string());
@@ -101,10 +161,13 @@ pub(crate) fn spawn(
                 max_batch.max(1),
                 counts,
                 readers,
-                batch_ops,
+                Gauges {
+                    batch_ops,
+                    clock: busy,
+                },
             )
         })?;
-    Ok((tx, handle))
+    Ok((tx, handle, clock))
 }
 
 fn run(
@@ -114,8 +177,9 @@ fn run(
     max_batch: usize,
     counts: SharedDurable,
     readers: ReaderSlot,
-    batch_ops: metrics::Histogram,
+    gauges: Gauges,
 ) {
+    let Gauges { batch_ops, clock } = gauges;
     let mut batch: Vec<OpsRequest> = Vec::new();
     let mut nonces: Vec<NonceRequest> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
@@ -135,6 +199,11 @@ fn run(
                     break;
                 }
                 Request::Nonce(n) => nonces.push(n),
+                Request::Stall(d) => {
+                    clock.enter();
+                    std::thread::sleep(d);
+                    clock.leave();
+                }
             }
             if queued < max_batch {
                 next = rx.try_recv().ok();
@@ -144,6 +213,7 @@ fn run(
         if queued > 0 && mode == CommitMode::Group {
             batch_ops.record(queued as f64);
         }
+        clock.enter();
         match mode {
             _ if batch.is_empty() => {}
             CommitMode::Group => commit_group(&mut ledger, &mut batch, &counts),
@@ -152,6 +222,7 @@ fn run(
         if !nonces.is_empty() {
             commit_nonces(&ledger, &mut nonces);
         }
+        clock.leave();
         if let Some(reply) = checkpoint {
             match reopen(ledger, &readers) {
                 Ok((reopened, took)) => {

@@ -50,7 +50,7 @@ mod pool;
 mod record;
 mod store;
 
-pub use committer::{CommitMode, BATCH_OPS_METRIC};
+pub use committer::{CommitMode, CommitterClock, BATCH_OPS_METRIC};
 pub use error::StoreError;
 pub use fence::{FenceReport, CHUNK as FENCE_CHUNK};
 pub use ledger::{SerialEntry, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};

@@ -94,6 +94,7 @@ struct Inner {
     pool: Mutex<Pool>,
     tx: mpsc::UnboundedSender<Request>,
     committer: Option<std::thread::JoinHandle<()>>,
+    clock: crate::committer::CommitterClock,
     path: PathBuf,
     /// Lock order: `pool`, then `fence`.
     fence: Option<Mutex<crate::fence::FenceState>>,
@@ -154,7 +155,7 @@ impl Store {
         // Everything read back from disk is durable.
         let counts = Arc::new(Mutex::new(committer::Durable::of(&ledger)));
         let reader = Arc::new(RwLock::new(Some(ledger.clone())));
-        let (tx, thread) = committer::spawn(
+        let (tx, thread, clock) = committer::spawn(
             ledger,
             opts.commit,
             opts.max_batch,
@@ -182,6 +183,7 @@ impl Store {
                     pool: Mutex::new(Pool::default()),
                     tx,
                     committer: Some(thread),
+                    clock,
                     path: opts.path,
                     fence,
                 }),
@@ -192,6 +194,20 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// How long the committer has been in its current batch: watch it to
+    /// notice a stalled disk or storage engine (see `CommitterClock`). It
+    /// holds no handle on the ledger.
+    pub fn committer_clock(&self) -> crate::committer::CommitterClock {
+        self.inner.clock.clone()
+    }
+
+    /// Fault injection for tests: keeps the committer busy for `d`, as a
+    /// flush that does not return would. Later requests wait behind it.
+    #[doc(hidden)]
+    pub fn stall_committer(&self, d: Duration) {
+        let _ = self.inner.tx.send(Request::Stall(d));
     }
 
     pub fn line_id(&self) -> &str {

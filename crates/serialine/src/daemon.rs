@@ -395,7 +395,9 @@ impl Line {
         board.set(&self.inner.id, "stopped".into());
         self.inner.uplink.clone().shutdown(UPLINK_SHUTDOWN).await;
         tracing::info!(line = %self.inner.id, "line stopped; uplink offline");
-        self.inner.store
+        // The line (and its ledger watch) ends here; the caller closes the
+        // ledger with the last handle.
+        self.inner.store.clone()
     }
 
     async fn command(
