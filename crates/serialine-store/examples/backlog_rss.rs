@@ -9,8 +9,8 @@
 
 mod common;
 
-use serialine_core::{BlockKey, Serial, UnitState};
-use serialine_store::{Store, StoreOptions, Transition};
+use serialine_core::{BlockKey, Serial};
+use serialine_store::{Store, StoreOptions};
 
 /// The daemon's allocator, so the figure is the daemon's.
 #[global_allocator]
@@ -47,15 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut done = 0usize;
     while done < units as usize {
         let batch = store.reserve_for(BATCH.min(units as usize - done), &gtin)?;
-        for to in [UnitState::Sent, UnitState::Printed, UnitState::Committed] {
-            let ts: Vec<_> = batch
-                .iter()
-                .map(|s| Transition::new(s.clone(), to))
-                .collect();
-            for r in store.apply_blocking(&ts) {
-                r?;
-            }
-        }
+        common::commit_through(&store, &batch)?;
         done += batch.len();
         peak = peak.max(common::proc_status_mb("VmRSS"));
     }

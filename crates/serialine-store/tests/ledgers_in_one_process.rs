@@ -10,8 +10,7 @@
 mod common;
 
 use common::*;
-use serialine_core::UnitState;
-use serialine_store::{Store, StoreOptions, Transition};
+use serialine_store::{Store, StoreOptions};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -39,24 +38,10 @@ fn ledgers_flushing_at_once_in_one_process_never_deadlock() {
                 if batch.is_empty() {
                     break;
                 }
-                for to in [UnitState::Sent, UnitState::Printed, UnitState::Committed] {
-                    let ts: Vec<_> = batch
-                        .iter()
-                        .map(|s| Transition::new(s.clone(), to))
-                        .collect();
-                    for r in store.apply_blocking(&ts) {
-                        r.expect("transition applied");
-                    }
-                }
+                commit_through(&store, &batch).expect("transitions applied");
                 committed += batch.len() as u32;
                 // The uplink's acknowledgments write too.
-                let seqs: Vec<u64> = store
-                    .outbox_peek(16)
-                    .expect("outbox readable")
-                    .iter()
-                    .map(|e| e.seq)
-                    .collect();
-                store.outbox_ack_blocking(&seqs).expect("acks applied");
+                ack_outbox(&store).expect("acks applied");
             }
             let _ = done.send((n, committed, store.counts()));
         });

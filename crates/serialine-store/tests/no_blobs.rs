@@ -12,8 +12,7 @@
 mod common;
 
 use common::*;
-use serialine_core::UnitState;
-use serialine_store::{Store, StoreOptions, Transition};
+use serialine_store::{Store, StoreOptions};
 use std::path::Path;
 
 /// Files in sled's blob directory (none, or no directory, is the goal).
@@ -45,22 +44,8 @@ fn big_blocks_and_big_batches_never_make_a_blob() {
         while done < 24_000 {
             let batch = store.reserve_for(4_000, &gtin()).expect("reserve");
             assert!(!batch.is_empty(), "serials left");
-            for to in [UnitState::Sent, UnitState::Printed, UnitState::Committed] {
-                let ts: Vec<_> = batch
-                    .iter()
-                    .map(|s| Transition::new(s.clone(), to))
-                    .collect();
-                for r in store.apply_blocking(&ts) {
-                    r.expect("transition applied");
-                }
-            }
-            let seqs: Vec<u64> = store
-                .outbox_peek(usize::MAX)
-                .expect("outbox readable")
-                .iter()
-                .map(|e| e.seq)
-                .collect();
-            store.outbox_ack_blocking(&seqs).expect("acks applied");
+            commit_through(&store, &batch).expect("transitions applied");
+            ack_outbox(&store).expect("acks applied");
             done += batch.len();
         }
         assert_eq!(

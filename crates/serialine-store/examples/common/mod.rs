@@ -3,6 +3,11 @@
 //! (A directory without `main.rs`, so cargo does not take it for an example.)
 #![allow(dead_code)]
 
+#[path = "../../tests/common/drive.rs"]
+mod drive;
+#[allow(unused_imports)]
+pub use drive::*;
+
 use serialine_core::{Block, BlockKey, Gtin, SealedBlock, Serial};
 use std::path::Path;
 

@@ -1,6 +1,10 @@
 //! Shared fixtures: a line, its secret, and blocks sealed the way upstream does.
 #![allow(dead_code)]
 
+mod drive;
+#[allow(unused_imports)]
+pub use drive::*;
+
 use serialine_core::{Block, BlockKey, Gtin, SealedBlock, Serial};
 use serialine_store::{Recovery, Store, StoreOptions};
 use std::path::Path;
