@@ -487,6 +487,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let mut kill_marks: Vec<usize> = Vec::new();
     let mut outage: Option<Instant> = None;
     let mut outage_done = s.timeline.broker_outage.is_none();
+    let mut freeze_done = s.timeline.freeze.is_none();
     let deadline = started + Duration::from_secs(s.timeout_secs);
     let decided = || {
         let line = upstream.line(LINE);
@@ -595,6 +596,15 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                         outage_done = true;
                     }
                     _ => {}
+                }
+            }
+            // Freeze: the daemon stopped while the devices go on.
+            if let Some(f) = &s.timeline.freeze {
+                if !freeze_done && now_decided >= f.at_units {
+                    freeze_done = true;
+                    daemon.signal("-STOP")?;
+                    tokio::time::sleep(Duration::from_secs_f64(f.secs)).await;
+                    daemon.signal("-CONT")?;
                 }
             }
             // SIGKILL and restart. A point is taken once this run made

@@ -220,6 +220,7 @@ pub(crate) fn camera_knobs(s: &Scenario, seed: u64) -> CameraKnobs {
         symbology_id: c.symbology_id.clone(),
         plain_symbol_rate: c.plain_symbol_rate,
         plain_symbol_at: c.plain_symbol_at.clone(),
+        read_latency: Duration::from_millis(c.read_latency_ms),
         ..CameraKnobs::default()
     }
 }

@@ -208,6 +208,8 @@ pub struct CameraSpec {
     pub plain_symbol_rate: f64,
     /// ... and at exactly these units (the n-th reported, from 1).
     pub plain_symbol_at: Vec<u64>,
+    /// Time from a unit's print to its result line (belt and decode).
+    pub read_latency_ms: u64,
 }
 
 /// Faults the harness applies while the daemon runs. "Units" are units
@@ -222,6 +224,10 @@ pub struct Timeline {
     pub random_kills: u32,
     /// Cut the TCP link between daemon and broker, restore it `secs` later.
     pub broker_outage: Option<Outage>,
+    /// Stop the daemon (SIGSTOP) at `at_units` and let it go on (SIGCONT)
+    /// `secs` later: a starved or paused line controller (a VM paused, a
+    /// CPU hog). The devices go on meanwhile.
+    pub freeze: Option<Outage>,
     /// Issue 13 §2: at this many units decided, stop the daemon (SIGTERM),
     /// copy its ledger directory aside, restart.
     pub ledger_copy_at_units: Option<u64>,
@@ -529,6 +535,11 @@ impl Scenario {
                 return Err("timeline.broker_outage.secs: expected 0 < secs <= 600".into());
             }
         }
+        if let Some(f) = &self.timeline.freeze {
+            if !(f.secs > 0.0 && f.secs <= 60.0) {
+                return Err("timeline.freeze.secs: expected 0 < secs <= 60".into());
+            }
+        }
         self.validate_lines()
     }
 
@@ -560,6 +571,7 @@ impl Scenario {
             ),
             ("printer.jam_after", self.printer.jam_after.is_some()),
             ("timeline.broker_outage", t.broker_outage.is_some()),
+            ("timeline.freeze", t.freeze.is_some()),
             ("timeline state steps", !t.state_steps().is_empty()),
             ("timeline.changeover", t.changeover.is_some()),
             ("camera.other_line_rate", self.camera.other_line_rate > 0.0),

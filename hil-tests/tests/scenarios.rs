@@ -92,6 +92,7 @@ scenarios! {
     state_dir_wiped => "state-dir-wiped",
     multi_line_kill9 => "multi-line-kill9",
     big_blocks_kill9 => "big-blocks-kill9",
+    daemon_frozen => "daemon-frozen",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a

@@ -69,6 +69,10 @@ pub struct CameraKnobs {
     /// A plain symbol at exactly these units (the n-th unit reported, from
     /// 1), unless an earlier knob already applies to that unit.
     pub plain_symbol_at: Vec<u64>,
+    /// Time from a unit's print to its result line (the belt from marker
+    /// to camera, and the decode); 0: at once. Constant per unit, so it
+    /// delays results without slowing the line.
+    pub read_latency: std::time::Duration,
 }
 
 impl Default for CameraKnobs {
@@ -92,6 +96,7 @@ impl Default for CameraKnobs {
             symbology_id: None,
             plain_symbol_rate: 0.0,
             plain_symbol_at: Vec::new(),
+            read_latency: std::time::Duration::ZERO,
         }
     }
 }
@@ -264,7 +269,11 @@ impl Core {
     async fn serve<S: AsyncRead + AsyncWrite + Send>(&mut self, stream: S) {
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut sink = [0u8; 256];
+        // Units printed, each with the time its result is due (`read_latency`).
+        let mut due: std::collections::VecDeque<(tokio::time::Instant, UnitId, String)> =
+            std::collections::VecDeque::new();
         loop {
+            let next_due = due.front().map(|(t, _, _)| *t);
             tokio::select! {
                 // Cameras may get commands; this one ignores them, but reading
                 // is how a closed link is noticed.
@@ -278,26 +287,47 @@ impl Core {
                 },
                 item = self.printed.recv(), if !self.printed_closed => match item {
                     None => self.printed_closed = true,
+                    Some((unit, code)) if !self.knobs.read_latency.is_zero() => {
+                        due.push_back((tokio::time::Instant::now() + self.knobs.read_latency, unit, code));
+                    }
                     Some((unit, code)) => {
-                        let out = self.report(unit, code);
-                        if let Some(rec) = &self.recorder {
-                            rec.record(Direction::Tx, &out);
-                        }
-                        if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                        if !self.emit(&mut wr, unit, code).await {
                             return;
                         }
-                        self.lines += 1;
-                        if !self.disconnected_once
-                            && self.knobs.disconnect_after.is_some_and(|n| self.lines >= n)
-                        {
-                            self.disconnected_once = true;
-                            let _ = wr.shutdown().await;
+                    }
+                },
+                _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)), if next_due.is_some() => {
+                    if let Some((_, unit, code)) = due.pop_front() {
+                        if !self.emit(&mut wr, unit, code).await {
                             return;
                         }
                     }
                 },
             }
         }
+    }
+
+    /// Writes one unit's result; false once the link is closed or dropped.
+    async fn emit<W: AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        unit: UnitId,
+        code: String,
+    ) -> bool {
+        let out = self.report(unit, code);
+        if let Some(rec) = &self.recorder {
+            rec.record(Direction::Tx, &out);
+        }
+        if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+            return false;
+        }
+        self.lines += 1;
+        if !self.disconnected_once && self.knobs.disconnect_after.is_some_and(|n| self.lines >= n) {
+            self.disconnected_once = true;
+            let _ = wr.shutdown().await;
+            return false;
+        }
+        true
     }
 
     /// The bytes written for one unit (maybe a garbage line first).

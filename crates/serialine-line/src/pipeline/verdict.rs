@@ -91,8 +91,10 @@ pub(crate) async fn run(
         quantiles_at: Instant::now(),
         trigger_ids,
     };
-    let mut tick = tokio::time::interval((deadline / 4).max(Duration::from_millis(5)));
+    let period = (deadline / 4).max(Duration::from_millis(5));
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = Instant::now();
     // Once the feeder is done, units still undecided this long after the last
     // event are voided: nothing more will come for them.
     let mut quiet_since = Instant::now();
@@ -140,6 +142,24 @@ pub(crate) async fn run(
                 }
             },
             _ = tick.tick() => {
+                // A tick this late means the loop was not watching: the
+                // process was stopped or starved, or a flush held the loop.
+                // The devices went on, and their reads may still be on the
+                // way in: that time does not count against a read deadline.
+                let late = last_tick.elapsed().saturating_sub(period);
+                last_tick = Instant::now();
+                if late > period {
+                    tracing::warn!(line = %v.shared.spec.line_id, late_ms = late.as_millis() as u64, "the verdict loop did not run for a while (stopped or starved process, slow flush); read deadlines extended by that time");
+                    v.extend_deadlines(late);
+                    quiet_since += late;
+                }
+                // What the devices delivered before this tick is evidence:
+                // take it first, so a read that waited in the queue (behind
+                // a slow flush, on a busy runtime) is never judged no-read,
+                // nor its unit voided at job end. The queues are bounded.
+                if v.take_queued(&mut printer, &mut camera, &mut sent, usize::MAX) {
+                    quiet_since = Instant::now();
+                }
                 v.expire_reads(deadline);
                 if v.feeder_done && quiet_since.elapsed() >= deadline * 2 {
                     v.void_remaining();
@@ -147,19 +167,8 @@ pub(crate) async fn run(
             }
         }
         // Fold in everything already queued so one flush covers many units.
-        for _ in 0..MAX_VERDICT_BATCH {
-            let mut any = false;
-            if let Ok(ev) = printer.try_recv() {
-                v.on_printer(ev, &mut sent);
-                any = true;
-            }
-            if let Ok(ev) = camera.try_recv() {
-                v.on_camera(ev, &mut sent);
-                any = true;
-            }
-            if !any {
-                break;
-            }
+        if v.take_queued(&mut printer, &mut camera, &mut sent, MAX_VERDICT_BATCH) {
+            quiet_since = Instant::now();
         }
         v.flush().await?;
     }
@@ -167,6 +176,34 @@ pub(crate) async fn run(
 }
 
 impl Verdicts {
+    /// Handles printer and camera events already queued, alternately, at
+    /// most `rounds` of each; whether there was any.
+    fn take_queued(
+        &mut self,
+        printer: &mut mpsc::Receiver<PrinterEvent>,
+        camera: &mut mpsc::Receiver<CameraEvent>,
+        sent: &mut mpsc::UnboundedReceiver<SentUnit>,
+        rounds: usize,
+    ) -> bool {
+        let mut took = false;
+        for _ in 0..rounds {
+            let mut any = false;
+            if let Ok(ev) = printer.try_recv() {
+                self.on_printer(ev, sent);
+                any = true;
+            }
+            if let Ok(ev) = camera.try_recv() {
+                self.on_camera(ev, sent);
+                any = true;
+            }
+            if !any {
+                break;
+            }
+            took = true;
+        }
+        took
+    }
+
     fn on_sent(&mut self, u: SentUnit) {
         self.by_serial.insert(u.serial.clone(), u.unit);
         let tag = match self.trigger_ids {
@@ -464,6 +501,15 @@ impl Verdicts {
             .collect();
         for unit in expired {
             self.decide(unit, Verdict::Reject(RejectReason::NoRead));
+        }
+    }
+
+    /// Gives every printed unit `by` more time for its read.
+    fn extend_deadlines(&mut self, by: Duration) {
+        for u in self.units.values_mut() {
+            if let Some(t) = u.printed_at.as_mut() {
+                *t += by;
+            }
         }
     }
 
@@ -1359,5 +1405,83 @@ mod tests {
         let report = d.end().await;
         assert_eq!(report.committed, 3);
         assert_eq!(r.shared.slots.available_permits(), 3);
+    }
+
+    /// A read the camera delivered before its unit's read deadline is the
+    /// unit's evidence, however late the verdict loop gets to it. The loop
+    /// waits on each verdict batch's flush; a flush slower than the read
+    /// deadline (a disk hiccup) left the next read queued and the timer
+    /// due, and the loop picked between them at random: half the time it
+    /// judged a unit whose read was waiting a no-read.
+    #[tokio::test]
+    async fn a_read_queued_before_the_deadline_decides_its_unit_however_late_it_is_handled() {
+        const PAIRS: usize = 8;
+        let r = rig(2 * PAIRS).await;
+        let deadline = r.shared.spec.read_deadline;
+        let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        for (i, s) in r.serials.iter().enumerate() {
+            sent_tx
+                .send(SentUnit {
+                    unit: i as u64 + 1,
+                    serial: s.clone(),
+                    reserved_at: now,
+                    sent_at: now,
+                })
+                .expect("send");
+        }
+        drop(sent_tx);
+        r.shared.feeding_done.store(true, Ordering::Release);
+        let (ptx, prx) = mpsc::channel(1024);
+        let (ctx, crx) = mpsc::channel(1024);
+        let task = tokio::spawn(run(r.shared.clone(), prx, crx, sent_rx, FRAMED));
+        let decided = |i: usize| {
+            let serial = r.serials[i - 1].clone();
+            let store = r.store.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), async move {
+                    while store.state_of(&serial).ok() == Some(UnitState::Sent) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+                .await
+                .expect("unit decided");
+            }
+        };
+        for pair in 0..PAIRS {
+            let (a, b) = (2 * pair + 1, 2 * pair + 2);
+            for unit in [a, b] {
+                ptx.send(PrinterEvent::Printed(unit as u64))
+                    .await
+                    .expect("printed");
+            }
+            while ptx.capacity() < ptx.max_capacity() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // Unit a's verdict goes to a ledger whose flush takes longer
+            // than the read deadline...
+            r.store
+                .stall_committer(deadline + Duration::from_millis(200));
+            ctx.send(r.good(a)).await.expect("read a");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // ...while unit b's read arrives, well in time.
+            ctx.send(r.good(b)).await.expect("read b");
+            decided(a).await;
+            decided(b).await;
+            for unit in [a, b] {
+                assert_eq!(
+                    r.state(unit),
+                    UnitState::Committed,
+                    "pair {pair}, unit {unit}: its read was queued before its deadline"
+                );
+            }
+        }
+        drop((ptx, ctx));
+        let report = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("verdict task ends")
+            .expect("no panic")
+            .expect("no error");
+        assert_eq!(report.committed, 2 * PAIRS as u64);
     }
 }
