@@ -622,6 +622,10 @@ mod tests {
     const LINE: &str = "line-v";
     const SECRET: &[u8] = b"verdict unit test line secret, 32+ bytes";
 
+    type EventTx = mpsc::Sender<PrinterEvent>;
+    type CameraTx = mpsc::Sender<CameraEvent>;
+    type VerdictTask = tokio::task::JoinHandle<Result<LineReport, PipelineError>>;
+
     struct Rig {
         _dir: tempfile::TempDir,
         store: Store,
@@ -723,12 +727,9 @@ mod tests {
 
         /// Runs the verdict task over `printer` then `camera` events for
         /// every unit, with the feeder done; returns its report.
-        async fn run(
-            &self,
-            ids: TriggerIds,
-            printer: Vec<PrinterEvent>,
-            camera: Vec<CameraEvent>,
-        ) -> LineReport {
+        /// Starts the verdict task with every unit sent and the feeder
+        /// done; returns the printer and camera event senders and the task.
+        fn start(&self, ids: TriggerIds) -> (EventTx, CameraTx, VerdictTask) {
             let (sent_tx, sent_rx) = mpsc::unbounded_channel();
             let now = Instant::now();
             for (i, s) in self.serials.iter().enumerate() {
@@ -745,11 +746,20 @@ mod tests {
             self.shared.feeding_done.store(true, Ordering::Release);
             let (ptx, prx) = mpsc::channel(1024);
             let (ctx, crx) = mpsc::channel(1024);
+            let task = tokio::spawn(run(self.shared.clone(), prx, crx, sent_rx, ids));
+            (ptx, ctx, task)
+        }
+
+        async fn run(
+            &self,
+            ids: TriggerIds,
+            printer: Vec<PrinterEvent>,
+            camera: Vec<CameraEvent>,
+        ) -> LineReport {
+            let (ptx, ctx, task) = self.start(ids);
             for ev in printer {
                 ptx.send(ev).await.expect("printer event");
             }
-            let shared = self.shared.clone();
-            let task = tokio::spawn(run(shared, prx, crx, sent_rx, ids));
             // Camera results only once every printer event is taken (each is
             // handled as it is received): the order a real line has.
             while ptx.capacity() < ptx.max_capacity() {
@@ -1418,23 +1428,7 @@ mod tests {
         const PAIRS: usize = 8;
         let r = rig(2 * PAIRS).await;
         let deadline = r.shared.spec.read_deadline;
-        let (sent_tx, sent_rx) = mpsc::unbounded_channel();
-        let now = Instant::now();
-        for (i, s) in r.serials.iter().enumerate() {
-            sent_tx
-                .send(SentUnit {
-                    unit: i as u64 + 1,
-                    serial: s.clone(),
-                    reserved_at: now,
-                    sent_at: now,
-                })
-                .expect("send");
-        }
-        drop(sent_tx);
-        r.shared.feeding_done.store(true, Ordering::Release);
-        let (ptx, prx) = mpsc::channel(1024);
-        let (ctx, crx) = mpsc::channel(1024);
-        let task = tokio::spawn(run(r.shared.clone(), prx, crx, sent_rx, FRAMED));
+        let (ptx, ctx, task) = r.start(FRAMED);
         let decided = |i: usize| {
             let serial = r.serials[i - 1].clone();
             let store = r.store.clone();
