@@ -79,20 +79,60 @@ pub enum Sim {
     },
 }
 
+/// The camera's faults, each a probability per unit (0 to 1, checked in
+/// this order, at most one per unit), and its timing.
 #[derive(Debug, clap::Args)]
 pub struct CameraArgs {
-    #[arg(long, default_value_t = 0.0)]
+    /// Report no code for the unit.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
     no_read_rate: f64,
-    #[arg(long, default_value_t = 0.0)]
+    /// Report the code with one character changed.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
     misread_rate: f64,
-    #[arg(long, default_value_t = 0.0)]
-    low_grade_rate: f64,
-    #[arg(long, default_value_t = 0.0)]
-    duplicate_rate: f64,
-    #[arg(long, default_value_t = 0.0)]
+    /// Report a code never printed on this line.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
     foreign_rate: f64,
+    /// Report an earlier unit's code again, for this unit's trigger.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    duplicate_rate: f64,
+    /// Read the unit's code from a plain Data Matrix (`]d1`: the printer
+    /// lost GS1 mode for that pack).
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    plain_symbol_rate: f64,
+    /// Report the right code with grade D.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    low_grade_rate: f64,
+    /// An unparseable line before the unit's result.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    garbage_rate: f64,
+    /// The unit's result line sent twice (a double trigger).
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    double_trigger_rate: f64,
+    /// An extra result line, without trigger id, with a code read good
+    /// earlier (a pack back on the belt).
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    refed_rate: f64,
+    /// The AIM symbology identifier put before every read, e.g. `]d2`
+    /// (GS1 DataMatrix) or `]Q3` (GS1 QR Code); default none.
+    #[arg(long, value_name = "ID")]
+    symbology_id: Option<String>,
+    /// Milliseconds from a unit's print to its result line (the belt from
+    /// marker to camera, and the decode). It delays results without
+    /// slowing the line; keep it under the line's `read_deadline_ms`.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    read_latency_ms: u64,
+    /// Seed of the fault draws: the same seed, the same faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+/// A probability flag's value: a number from 0 to 1.
+fn probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        Ok(p) => Err(format!("{p} is not a probability: expected 0 to 1")),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
 }
 
 impl CameraArgs {
@@ -101,9 +141,15 @@ impl CameraArgs {
             seed: self.seed,
             no_read_rate: self.no_read_rate,
             misread_rate: self.misread_rate,
-            low_grade_rate: self.low_grade_rate,
-            duplicate_rate: self.duplicate_rate,
             foreign_rate: self.foreign_rate,
+            duplicate_rate: self.duplicate_rate,
+            plain_symbol_rate: self.plain_symbol_rate,
+            low_grade_rate: self.low_grade_rate,
+            garbage_rate: self.garbage_rate,
+            double_trigger_rate: self.double_trigger_rate,
+            refed_rate: self.refed_rate,
+            symbology_id: self.symbology_id.clone(),
+            read_latency: Duration::from_millis(self.read_latency_ms),
             ..CameraKnobs::default()
         }
     }
@@ -243,4 +289,55 @@ pub async fn run(sim: Sim) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Camera {
+        #[command(flatten)]
+        camera: CameraArgs,
+    }
+
+    #[test]
+    fn camera_flags_reach_the_simulator_knobs() {
+        let c = Camera::try_parse_from([
+            "sim",
+            "--double-trigger-rate",
+            "0.01",
+            "--refed-rate",
+            "0.02",
+            "--garbage-rate",
+            "0.03",
+            "--plain-symbol-rate",
+            "0.005",
+            "--symbology-id",
+            "]d2",
+            "--read-latency-ms",
+            "250",
+            "--seed",
+            "7",
+        ])
+        .expect("flags parse");
+        let k = c.camera.knobs();
+        assert_eq!(k.double_trigger_rate, 0.01);
+        assert_eq!(k.refed_rate, 0.02);
+        assert_eq!(k.garbage_rate, 0.03);
+        assert_eq!(k.plain_symbol_rate, 0.005);
+        assert_eq!(k.symbology_id.as_deref(), Some("]d2"));
+        assert_eq!(k.read_latency, Duration::from_millis(250));
+        assert_eq!(k.seed, 7);
+    }
+
+    #[test]
+    fn a_rate_outside_0_to_1_is_refused_naming_the_flag() {
+        let err = Camera::try_parse_from(["sim", "--no-read-rate", "1.5"])
+            .expect_err("1.5 is not a probability")
+            .to_string();
+        assert!(err.contains("--no-read-rate"), "{err}");
+        assert!(err.contains("expected 0 to 1"), "{err}");
+    }
 }
