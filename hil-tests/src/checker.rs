@@ -394,7 +394,12 @@ fn printer_codes(c: &mut Checker<'_>) -> Vec<String> {
             ),
         );
     }
+    // What the symbols hold: with an FNC1 escape in the message, not the
+    // message's text (the printer makes each escape an FNC1).
     codes
+        .into_iter()
+        .map(|code| serialine_sim::printer::symbol_content(profile, code))
+        .collect()
 }
 
 /// (kind, serial) of every alarm the pipeline logged.

@@ -93,6 +93,7 @@ scenarios! {
     multi_line_kill9 => "multi-line-kill9",
     big_blocks_kill9 => "big-blocks-kill9",
     daemon_frozen => "daemon-frozen",
+    printer_fnc1_escape => "printer-fnc1-escape",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a

@@ -466,7 +466,7 @@ impl Core {
         self.printed_total += 1;
         self.stat(|s| s.printed += 1);
         if let Some(tx) = &self.printed {
-            let _ = tx.send((id, code));
+            let _ = tx.send((id, symbol_content(&self.p.profile, code)));
         }
         if self
             .knobs
@@ -525,9 +525,39 @@ struct Conn {
     next_print: Option<Instant>,
 }
 
+/// What the printed symbol holds, as a reader reports it. A printer whose
+/// profile takes FNC1 as an escape in the message (`fnc1 = "escape"`)
+/// encodes each escape as FNC1: the first one makes the symbol GS1 (the
+/// reader says so in its symbology identifier, not in the data), the
+/// others separate fields and read as GS.
+pub fn symbol_content(profile: &serialine_devices::printer::FramedProfile, code: String) -> String {
+    match (profile.fnc1, profile.fnc1_escape.as_deref()) {
+        (Some(serialine_devices::printer::Fnc1::Escape), Some(esc)) if !esc.is_empty() => {
+            let body = code.strip_prefix(esc).unwrap_or(&code);
+            body.replace(esc, "\u{1d}")
+        }
+        _ => code,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::SplitMix64;
+    use super::{symbol_content, SplitMix64};
+    use serialine_devices::printer::FramedProfile;
+
+    #[test]
+    fn an_fnc1_escape_prints_as_a_gs1_symbol_whose_fields_read_as_gs() {
+        let stx = include_str!("../../../config/printer-cij-stx.toml");
+        let mut p: FramedProfile = toml::from_str(stx).expect("shipped profile");
+        let code = "0109506000134352\u{1d}10ABC\u{1d}21XYZ";
+        // The shipped profile asks the printer for GS1 mode: sent as is.
+        assert_eq!(symbol_content(&p, code.into()), code);
+        p.fnc1 = Some(serialine_devices::printer::Fnc1::Escape);
+        p.fnc1_escape = Some("~1".into());
+        let sent = p.printer_code(code).into_owned();
+        assert_eq!(sent, "~10109506000134352~110ABC~121XYZ");
+        assert_eq!(symbol_content(&p, sent), code);
+    }
 
     #[test]
     fn prng_is_deterministic_and_rates_hold_roughly() {
