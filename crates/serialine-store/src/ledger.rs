@@ -626,17 +626,13 @@ impl Ledger {
             .map_err(|e| self.corrupt(format!("stored block {block_id}: {e}")))
     }
 
-    /// A stored block's sealed bytes, from its chunks (`block_chunks`), or
-    /// from the one value a schema 3 ledger kept until its migration
-    /// rewrites it (that value goes only after the chunks are written, so
-    /// while it exists it is the whole block). Empty if there is none.
+    /// A stored block's sealed bytes, from its chunks (`block_chunks`);
+    /// empty if there are none. Only chunk keys are read: a schema 3
+    /// ledger's one value per block is rewritten into chunks at open, before
+    /// any block is read.
     fn stored_block(&self, block_id: BlockId) -> Result<Vec<u8>, StoreError> {
-        let id = block_id.to_be_bytes();
-        if let Some(whole) = self.blocks.get(id).map_err(self.io())? {
-            return Ok(whole.to_vec());
-        }
         let mut bytes = Vec::new();
-        for item in self.blocks.scan_prefix(id) {
+        for item in self.blocks.scan_prefix(block_id.to_be_bytes()) {
             let (k, v) = item.map_err(self.io())?;
             if k.len() == 12 {
                 bytes.extend_from_slice(&v);
