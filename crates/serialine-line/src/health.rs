@@ -80,12 +80,12 @@ pub async fn watch_ledger(
     let mut tick =
         tokio::time::interval((limit / 4).clamp(Duration::from_millis(5), Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stalled_since: Option<Duration> = None;
+    let mut stalled = false;
     loop {
         tick.tick().await;
-        match (clock.busy_for(), stalled_since) {
-            (Some(busy), None) if busy >= limit => {
-                stalled_since = Some(busy);
+        match (clock.busy_for(), stalled) {
+            (Some(busy), false) if busy >= limit => {
+                stalled = true;
                 heartbeat.held.store(true, Ordering::Relaxed);
                 let message = format!(
                     "line {line}: the ledger has not finished writing a batch for {:.0} s (disk or storage engine stalled); no unit can be committed, the watchdog is withheld so systemd restarts the service",
@@ -94,8 +94,8 @@ pub async fn watch_ledger(
                 tracing::error!(line = %line, busy_ms = busy.as_millis() as u64, "{message}");
                 uplink.raise_alarm(Alarm::new(AlarmKind::StoreError, message));
             }
-            (None, Some(_)) => {
-                stalled_since = None;
+            (None, true) => {
+                stalled = false;
                 heartbeat.held.store(false, Ordering::Relaxed);
                 tracing::warn!(line = %line, "the ledger writes again after a stall");
             }
