@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let serials = (0..BLOCK)
             .map(|n| Serial::new(format!("B{id:06}N{n:07}")))
             .collect::<Result<_, _>>()?;
-        store.add_block_blocking(&common::sealed_block(&key, "backlog", id, serials))?;
+        store.add_block_blocking(&common::seal_block(&key, "backlog", id, serials))?;
     }
     store.checkpoint_blocking()?;
     let per_buffered = common::walk_size(dir.path()) as f64 / f64::from(units);

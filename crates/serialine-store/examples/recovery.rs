@@ -50,7 +50,7 @@ fn child(dir: &Path, target: u64, every: Option<u64>) {
             .map(|n| Serial::new(format!("R{id:07}N{n:05}")).expect("serial"))
             .collect();
         store
-            .add_block_blocking(&common::sealed_block(&key, LINE, id, serials))
+            .add_block_blocking(&common::seal_block(&key, LINE, id, serials))
             .expect("block");
         let reserved = store.reserve(BLOCK as usize).expect("reserve");
         for chunk in reserved.chunks(4096) {

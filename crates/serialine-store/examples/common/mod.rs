@@ -1,35 +1,15 @@
-//! What the store's examples share: a block sealed the way upstream does,
-//! and this process's memory and a directory's size, as they report them.
+//! What the store's examples share: the tests' fixtures (a block sealed the
+//! way upstream does, serials driven through the ledger), and this process's
+//! memory and a directory's size, as they report them.
 //! (A directory without `main.rs`, so cargo does not take it for an example.)
 #![allow(dead_code)]
 
-#[path = "../../tests/common/drive.rs"]
-mod drive;
+#[path = "../../tests/common/fixtures.rs"]
+mod fixtures;
 #[allow(unused_imports)]
-pub use drive::*;
+pub use fixtures::*;
 
-use serialine_core::{Block, BlockKey, Gtin, SealedBlock, Serial};
 use std::path::Path;
-
-/// The GTIN every example block is sealed for.
-pub fn gtin() -> Gtin {
-    Gtin::parse("09506000134352").expect("valid GTIN")
-}
-
-/// Block `id` of `line` holding `serials`, sealed under `key`, with a nonce
-/// made from its id (each block's is distinct).
-pub fn sealed_block(key: &BlockKey, line: &str, id: u64, serials: Vec<Serial>) -> SealedBlock {
-    let block = Block {
-        block_id: id,
-        line_id: line.into(),
-        gtin: gtin(),
-        serials,
-        issued_at: 0,
-    };
-    let mut nonce = [0u8; 24];
-    nonce[..8].copy_from_slice(&id.to_be_bytes());
-    key.seal(&block, nonce).expect("block seals")
-}
 
 /// A field of this process's `/proc/self/status` (`VmRSS`, `VmHWM`), as
 /// the kernel writes it ("123456 kB"), or "unknown".
