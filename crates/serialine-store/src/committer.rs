@@ -5,7 +5,7 @@
 //! power cut could still take back.
 
 use crate::error::StoreError;
-use crate::ledger::{Applied, Ledger, Op};
+use crate::ledger::{Applied, Ledger, Op, RoundOutcome};
 use crate::nonces::{commit_nonces, NonceRequest};
 use crate::record::Counts;
 use std::sync::{Arc, Mutex, RwLock};
@@ -100,6 +100,16 @@ pub(crate) enum Request {
     Checkpoint(oneshot::Sender<Result<Duration, StoreError>>),
     /// Check and record a command nonce; see [`crate::nonces`].
     Nonce(NonceRequest),
+    /// One archiving round; see `ledger/retention.rs`.
+    Archive(ArchiveRequest),
+}
+
+pub(crate) struct ArchiveRequest {
+    pub before_ms: u64,
+    pub dir: std::path::PathBuf,
+    pub max_serials: u64,
+    pub stop_after_file: bool,
+    pub reply: oneshot::Sender<Result<Option<RoundOutcome>, StoreError>>,
 }
 
 pub(crate) struct OpsRequest {
@@ -186,6 +196,7 @@ fn run(
         // A checkpoint ends the batch: what was queued before it is applied
         // first, what comes after waits for the reopened ledger.
         let mut checkpoint = None;
+        let mut archive = None;
         let mut queued = 0;
         let mut next = Some(first);
         while let Some(req) = next.take() {
@@ -196,6 +207,12 @@ fn run(
                 }
                 Request::Checkpoint(reply) => {
                     checkpoint = Some(reply);
+                    break;
+                }
+                // Like a checkpoint, a round ends the batch: it writes
+                // the ledger outside `apply`.
+                Request::Archive(r) => {
+                    archive = Some(r);
                     break;
                 }
                 Request::Nonce(n) => nonces.push(n),
@@ -221,6 +238,12 @@ fn run(
         }
         if !nonces.is_empty() {
             commit_nonces(&ledger, &mut nonces);
+        }
+        if let Some(r) = archive {
+            let outcome =
+                ledger.archive_round(r.before_ms, &r.dir, r.max_serials, r.stop_after_file);
+            publish(&ledger, &counts);
+            let _ = r.reply.send(outcome);
         }
         clock.leave();
         if let Some(reply) = checkpoint {

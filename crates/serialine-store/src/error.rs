@@ -58,6 +58,8 @@ pub enum StoreError {
     NotDurable { path: PathBuf, why: String },
     #[error("the ledger's committer has stopped; no transition can be made durable")]
     Closed,
+    #[error("archive {path}: {why}")]
+    Archive { path: PathBuf, why: String },
     #[error("fence file {path}: {why}")]
     Fence { path: PathBuf, why: String },
 }

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod retention;
+pub(crate) use retention::RoundOutcome;
+
 /// Bumped whenever an on-disk layout changes. A ledger with a higher version
 /// is refused rather than misread.
 ///
@@ -32,6 +35,9 @@ const META_LINE: &[u8] = b"line_id";
 const META_KEY_CHECK: &[u8] = b"key_check";
 const META_COUNTS: &[u8] = b"counts";
 const META_OUTBOX_SEQ: &[u8] = b"outbox_seq";
+/// An archiving round decided and not yet removed from the ledger
+/// (`ledger/retention.rs`).
+const META_ARCHIVE_INTENT: &[u8] = b"archive_intent";
 /// Random identity of this ledger, made when it is created: a copy restored
 /// from a backup has the same, a ledger made anew has another (`fence.rs`).
 pub(crate) const META_LEDGER_ID: &[u8] = b"ledger_id";
@@ -112,6 +118,8 @@ pub(crate) struct Ledger {
     /// Per block with serials left, its serials' hashes (`issued.rs`).
     issued_blocks: sled::Tree,
     cursors: sled::Tree,
+    /// Blocks whose records left for an archive file (`ledger/retention.rs`).
+    archived: sled::Tree,
     /// The redo journal of the batch being applied (see [`Ledger::apply`]).
     journal: sled::Tree,
     /// Readers see a batch whole or not at all: `apply` holds it for writing
@@ -193,6 +201,7 @@ impl Ledger {
             issued_v2: tree("issued")?,
             issued_blocks: tree("issued_blocks")?,
             cursors: tree("cursors")?,
+            archived: tree("archived")?,
             journal: tree("journal")?,
             gate: Arc::new(RwLock::new(IssuedIndex::default())),
             cache_bytes,
@@ -489,6 +498,13 @@ impl Ledger {
             })?;
             c.issued += u64::from(u.count);
             c.blocks += 1;
+        }
+        for item in self.scan(&self.archived) {
+            let (k, v) = item.map_err(self.io())?;
+            let entry = retention::ArchivedEntry::decode(&v).ok_or_else(|| {
+                self.corrupt(format!("archived block {} unreadable", hex::encode(&k)))
+            })?;
+            c.archived += u64::from(entry.serials);
         }
         for item in self.scan(&self.serials) {
             let (k, v) = item.map_err(self.io())?;
@@ -797,6 +813,7 @@ impl Ledger {
             x if x == TreeId::IssuedV2 as u8 => &self.issued_v2,
             x if x == TreeId::IssuedBlocks as u8 => &self.issued_blocks,
             x if x == TreeId::Cursors as u8 => &self.cursors,
+            x if x == TreeId::Archived as u8 => &self.archived,
             _ => return None,
         })
     }
@@ -930,6 +947,7 @@ enum TreeId {
     IssuedV2 = 6,
     Cursors = 7,
     IssuedBlocks = 8,
+    Archived = 9,
 }
 
 /// One key's post-image in a batch: its new value, or `None` for removed.
@@ -1128,7 +1146,9 @@ impl Tx<'_> {
         keys: &[SerialKey],
     ) -> TxResult<Result<Applied, StoreError>> {
         let id = block_id.to_be_bytes();
-        if self.blocks.get(issued::chunk_key(block_id, 0))?.is_some() {
+        // The cursor, not the stored data: an archived block keeps its
+        // cursor (and may not come back) but not its data.
+        if self.cursors.get(id)?.is_some() {
             return Ok(Err(StoreError::DuplicateBlock { block_id }));
         }
         // A serial repeated from an earlier block is either still in that

@@ -30,15 +30,22 @@
 //! opening). [`Store::checkpoint`] closes and reopens the ledger in place to
 //! bound that; the daemon calls it between jobs.
 //!
+//! Retention ([`Store::archive`], rules in `ledger/retention.rs`): blocks
+//! whose serials all ended, were reported and are older than a cut-off
+//! leave the ledger for zstd JSON-lines files ([`archive`]), so the ledger
+//! holds the recent past rather than all of it.
+//!
 //! Trees: `blocks` (sealed), `cursors` (per-block use), `issued_blocks`
 //! (per block with serials left, its serials' keyed hashes, no clear text;
 //! see `issued.rs`), `serials` (state records),
 //! `inflight` (Sent/Printed index for reconciliation), `outbox`, `meta`
 //! (schema version, line id, key check, counters, outbox sequence, ledger id),
+//! `archived` (per archived block: when, how many serials),
 //! `journal` (the batch being written, see `Ledger::apply`), and,
 //! outside the lifecycle's batches, `nonces` (signed command nonces with
 //! their expiry, see [`Store::record_nonce`]).
 
+pub mod archive;
 mod committer;
 mod error;
 mod fence;
@@ -56,4 +63,7 @@ pub use fence::{FenceReport, CHUNK as FENCE_CHUNK};
 pub use ledger::{SerialEntry, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 pub use outbox::{event_id, OutboxEvent};
 pub use record::{BlockUse, Counts, SerialRecord};
-pub use store::{BlockPosition, FenceHello, Recovery, Store, StoreOptions, Transition};
+pub use store::{
+    ArchiveOptions, ArchiveReport, BlockPosition, FenceHello, Recovery, Store, StoreOptions,
+    Transition, DEFAULT_SERIALS_PER_FILE,
+};

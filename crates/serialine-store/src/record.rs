@@ -104,6 +104,11 @@ pub struct Counts {
     /// counters predate it fails to decode them and recounts.
     #[serde(default)]
     pub fenced: u64,
+    /// Serials whose records left the ledger for an archive file (retention,
+    /// `ledger/retention.rs`); they are out of every per-state counter above.
+    /// Last, for the reason `fenced` gives.
+    #[serde(default)]
+    pub archived: u64,
 }
 
 impl Counts {
@@ -114,7 +119,13 @@ impl Counts {
 
     /// Serials that reached (or may have reached) a device.
     pub fn left_pool(&self) -> u64 {
-        self.sent + self.printed + self.committed + self.synced + self.rejected + self.voided
+        self.sent
+            + self.printed
+            + self.committed
+            + self.synced
+            + self.rejected
+            + self.voided
+            + self.archived
     }
 
     pub fn in_flight(&self) -> u64 {

@@ -760,6 +760,10 @@ fn count_acks(results: Vec<OpResult>) -> Result<usize, StoreError> {
 
 // The fence's part of the public handle, kept in its own file; a child
 // module, so it reaches the handle's private state.
+#[path = "store_archive.rs"]
+mod store_archive;
+pub use store_archive::{ArchiveOptions, ArchiveReport, DEFAULT_SERIALS_PER_FILE};
+
 #[path = "store_fence.rs"]
 mod store_fence;
 pub use store_fence::{BlockPosition, FenceHello};
