@@ -24,6 +24,9 @@ pub struct ArchiveOptions {
     /// written, before the ledger changes, as a crash there would.
     #[doc(hidden)]
     pub stop_after_file: bool,
+    /// Stop after this many files (0: until nothing is left), so a pause
+    /// between jobs is bounded; the rest goes at the next call.
+    pub max_files: usize,
 }
 
 impl ArchiveOptions {
@@ -33,6 +36,7 @@ impl ArchiveOptions {
             before,
             serials_per_file: DEFAULT_SERIALS_PER_FILE,
             stop_after_file: false,
+            max_files: 0,
         }
     }
 }
@@ -63,7 +67,7 @@ impl Store {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let mut report = ArchiveReport::default();
-        loop {
+        while opts.max_files == 0 || report.files.len() < opts.max_files {
             let (reply, rx) = oneshot::channel();
             self.inner
                 .tx

@@ -15,7 +15,9 @@
 //! - each job spawns its devices afresh (a finished job's drivers end with
 //!   it) and logs its report when it ends;
 //! - between jobs the ledger is checkpointed (`Store::checkpoint`), so a
-//!   crash during the next job recovers without replaying this one's log.
+//!   crash during the next job recovers without replaying this one's log,
+//!   and what the retention rule allows is archived (`Store::archive`, at
+//!   most [`ARCHIVE_FILES_PER_PAUSE`] files per pause).
 //!
 //! With `[opcua] enabled = true` the OPC UA server (`serialine-opcua`)
 //! starts once the lines are open, before READY; its `StartJob` / `StopJob`
@@ -55,6 +57,10 @@ use tokio::sync::watch;
 pub const UPLINK_SHUTDOWN: Duration = Duration::from_secs(5);
 /// Longest the OPC UA server may take to close its sessions.
 const OPCUA_SHUTDOWN: Duration = Duration::from_secs(2);
+/// Archive files written in one pause between jobs (100,000 serials each,
+/// about a second apiece here): bounds how long a `cmd/job/start` can wait
+/// behind retention; what is left goes at the next pause.
+pub const ARCHIVE_FILES_PER_PAUSE: usize = 20;
 /// How often an idle line beats its heartbeat (the watchdog wants a beat
 /// every half `WatchdogSec`).
 const IDLE_BEAT: Duration = Duration::from_secs(1);
@@ -80,7 +86,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let line = serialine_line::open_line(plan, devices, crate::release_freed_memory)
             .await
             .with_context(|| format!("line {id}: cannot start"))?;
-        lines.push(Line { inner: line });
+        lines.push(Line {
+            inner: line,
+            archive_dir: (config.retention.keep_days > 0).then(|| config.line_archive_dir(&id)),
+            keep_days: config.retention.keep_days,
+        });
     }
 
     // After the lines (it shows them), before READY: a taken port or a bad
@@ -246,6 +256,9 @@ async fn show_uplink_fault(
 /// its configuration names; the service supervises it.
 struct Line {
     inner: serialine_line::Line<DeviceSpec>,
+    /// Where retention archives this line's records; `None` keeps them all.
+    archive_dir: Option<std::path::PathBuf>,
+    keep_days: u32,
 }
 
 /// What woke a line's supervisor.
@@ -327,6 +340,50 @@ impl Line {
             Err(e) => {
                 let message = format!(
                     "ledger checkpoint between jobs failed, the ledger is closed until serialine restarts: {e}"
+                );
+                tracing::error!(line = %self.inner.id, "{message}");
+                self.inner
+                    .uplink
+                    .raise_alarm(Alarm::new(AlarmKind::StoreError, message));
+                return;
+            }
+        }
+        self.archive_between_jobs().await;
+    }
+
+    /// Retention, where the line pauses: blocks whose serials all ended,
+    /// were acknowledged and last moved `keep_days` ago leave the ledger
+    /// for archive files. A failure leaves the ledger as it was (a round
+    /// cut short is finished next time) and is an alarm: the disk fills if
+    /// it keeps failing.
+    async fn archive_between_jobs(&self) {
+        let Some(dir) = &self.archive_dir else {
+            return;
+        };
+        let before = std::time::SystemTime::now()
+            .checked_sub(Duration::from_secs(u64::from(self.keep_days) * 86_400))
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let mut opts = serialine_store::ArchiveOptions::new(dir, before);
+        opts.max_files = ARCHIVE_FILES_PER_PAUSE;
+        match self.inner.store.archive(opts).await {
+            Ok(r) if r.serials == 0 => {}
+            Ok(r) => tracing::info!(
+                line = %self.inner.id,
+                files = r.files.len(),
+                blocks = r.blocks,
+                serials = r.serials,
+                bytes = r.bytes,
+                took_ms = r.took.as_millis() as u64,
+                "retention: {} serials older than {} days archived to {} in {:.1?}",
+                r.serials,
+                self.keep_days,
+                dir.display(),
+                r.took
+            ),
+            Err(e) => {
+                let message = format!(
+                    "retention: archiving to {} failed, the records stay in the ledger: {e}",
+                    dir.display()
                 );
                 tracing::error!(line = %self.inner.id, "{message}");
                 self.inner

@@ -126,6 +126,22 @@ enum Command {
     /// line, the serial, its state (committed, rejected with its reason,
     /// voided) and when. Like status, it reads the ledgers directly.
     Export(ExportArgs),
+    /// Move ended records out of the ledgers into archive files (retention).
+    ///
+    /// A block's records leave its line's ledger once the block is used up,
+    /// every serial in it has its final outcome (committed and acknowledged,
+    /// or rejected / voided and reported upstream), and none moved after the
+    /// cut-off: --before, or by default now minus retention.keep_days. They
+    /// go to zstd-compressed JSON lines under <retention.dir>/<line id>/
+    /// (default <state_dir>/archive/<line id>/; read one with `zstd -dc`).
+    /// The ledger keeps each archived block's position, so it is never
+    /// issued again; `serialine export` reads the archives too.
+    ///
+    /// The service does the same between jobs (at most 20 files per
+    /// pause). Like status, this reads the ledgers directly: stop the
+    /// service first. Safe to interrupt: a round cut short is finished by
+    /// the next run, into the same file.
+    Archive(ArchiveArgs),
     /// Render a job's codes (element string, Digital Link, HRI) or parse
     /// codes read back, with the line's own GS1 code; see `code render
     /// --help` and `code parse --help`.
@@ -164,6 +180,20 @@ struct ExportArgs {
 }
 
 #[derive(Debug, Args)]
+struct ArchiveArgs {
+    #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH, env = "SERIALINE_CONFIG")]
+    config: PathBuf,
+    /// Only this line.
+    #[arg(long)]
+    line: Option<String>,
+    /// Archive what last moved before this time: 2026-11-01T00:00:00Z, a
+    /// date (2026-11-01), or a duration back from now (30days, 12h).
+    /// Default: now minus retention.keep_days.
+    #[arg(long)]
+    before: Option<String>,
+}
+
+#[derive(Debug, Args)]
 struct CheckConfigArgs {
     /// Configuration file to check.
     #[arg(
@@ -198,6 +228,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::Status(args) => status_cmd(&args),
         Command::Export(args) => export_cmd(&args),
+        Command::Archive(args) => archive_cmd(&args),
         Command::Code(cmd) => code_cmd::run(cmd),
     };
     match result {
@@ -251,6 +282,26 @@ fn export_cmd(args: &ExportArgs) -> anyhow::Result<ExitCode> {
         args.format,
     )?;
     eprintln!("exported {n} serial(s)");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn archive_cmd(args: &ArchiveArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load_with_env(&args.config, true) {
+        Ok(c) => c,
+        Err(e) => return Ok(report_config_error(&e)),
+    };
+    let before = match (&args.before, config.retention_cutoff()) {
+        (Some(s), _) => tools::parse_since(s)?,
+        (None, Some(cutoff)) => cutoff,
+        (None, None) => {
+            eprintln!(
+                "{}: retention.keep_days is 0 (keep everything); pass --before to archive anyway",
+                config.origin_name()
+            );
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    tools::archive(&config, args.line.as_deref(), before)?;
     Ok(ExitCode::SUCCESS)
 }
 

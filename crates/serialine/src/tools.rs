@@ -1,4 +1,5 @@
-//! Operator tools that read a ledger directly: `status` and `export`.
+//! Operator tools that read a ledger directly: `status`, `export` and
+//! `archive`.
 //!
 //! A ledger is locked by the process that has it open, so these run while
 //! the service is stopped (or against a copy); while it runs, its live
@@ -7,7 +8,7 @@
 use anyhow::Context;
 use serialine::config::Config;
 use serialine_core::UnitState;
-use serialine_store::{Store, StoreError, StoreOptions};
+use serialine_store::{archive, ArchiveOptions, Store, StoreError, StoreOptions};
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,6 +80,7 @@ pub fn status(config: &Config, line: Option<&str>, json: bool) -> anyhow::Result
                 "rejected": c.rejected,
                 "voided": c.voided,
                 "reported": c.reported,
+                "archived": c.archived,
                 "in_flight": in_flight,
                 "outbox": outbox,
             }));
@@ -104,12 +106,59 @@ pub fn status(config: &Config, line: Option<&str>, json: bool) -> anyhow::Result
                 c.rejected, c.voided, c.reported
             );
             println!("  outbox      {outbox} event(s) waiting for upstream");
+            println!(
+                "  archived    {} serials, in {}",
+                c.archived,
+                config.line_archive_dir(id).display()
+            );
         }
     }
     if json {
         println!("{}", serde_json::Value::Array(out));
     }
     Ok(())
+}
+
+/// `serialine archive`: moves what the retention rule allows out of each
+/// ledger into archive files, printing each file as it is written.
+pub fn archive(config: &Config, line: Option<&str>, before: SystemTime) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for i in selected(config, line)? {
+        let store = open_line(config, i)?;
+        let id = &config.lines[i].id;
+        let dir = config.line_archive_dir(id);
+        let mut opts = ArchiveOptions::new(&dir, before);
+        opts.max_files = 1;
+        let (mut files, mut serials, mut bytes) = (0u64, 0u64, 0u64);
+        loop {
+            let report = store
+                .archive_blocking(&opts)
+                .with_context(|| format!("line {id}: archiving"))?;
+            let Some(path) = report.files.first() else {
+                break;
+            };
+            println!(
+                "line {id}: {} serials of {} blocks -> {} ({} KiB, {:.1?})",
+                report.serials,
+                report.blocks,
+                path.display(),
+                report.bytes.div_ceil(1024),
+                report.took
+            );
+            files += 1;
+            serials += report.serials;
+            bytes += report.bytes;
+        }
+        let c = store.counts();
+        println!(
+            "line {id}: {serials} serials archived in {files} file(s), {} KiB; the ledger keeps {} serial records, {} archived in all",
+            bytes.div_ceil(1024),
+            c.left_pool() - c.archived,
+            c.archived
+        );
+        total += serials;
+    }
+    Ok(total)
 }
 
 /// Parses `--since`: an RFC 3339 time (`2026-11-26T08:00:00Z`, or just the
@@ -159,7 +208,10 @@ pub fn export(
             matches!(s, UnitState::Committed | UnitState::Synced)
                 || (all_outcomes && matches!(s, UnitState::Rejected(_) | UnitState::Voided))
         };
-        for (serial, record) in store.records_since(since_ms, keep)? {
+        // Archived records first (they are the older), then the ledger's.
+        let archived = archive::records_since(&config.line_archive_dir(id), id, since_ms, keep)?;
+        let live = store.records_since(since_ms, keep)?;
+        for (serial, record) in archived.into_iter().chain(live) {
             let at =
                 humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(record.at_ms));
             let (state, reason) = match record.state {

@@ -7,7 +7,9 @@
 //! named as such ([`REMOVED_KEYS`]) instead of as unknown.
 
 use super::{Config, ConfigError, Issue, LabelSource, LineConfig};
-use super::{DaemonConfig, MetricsConfig, MqttConfig, OpcuaSection, SiteConfig, StoreConfig};
+use super::{
+    DaemonConfig, MetricsConfig, MqttConfig, OpcuaSection, RetentionConfig, SiteConfig, StoreConfig,
+};
 use figment::error::Kind;
 use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map, Value};
@@ -26,7 +28,14 @@ const ENV_IGNORED: &[&str] = &["config"];
 
 /// Top-level tables, in the order they are documented.
 const SECTIONS: &[&str] = &[
-    "daemon", "site", "store", "mqtt", "line", "metrics", "opcua",
+    "daemon",
+    "site",
+    "store",
+    "retention",
+    "mqtt",
+    "line",
+    "metrics",
+    "opcua",
 ];
 
 /// A key of a top-level table that the schema no longer has. A plant's
@@ -303,6 +312,9 @@ impl Config {
         if let Some(p) = &mut self.store.fence_dir {
             origin.resolve("store.fence_dir", p);
         }
+        if let Some(p) = &mut self.retention.dir {
+            origin.resolve("retention.dir", p);
+        }
         if let Some(p) = &mut self.mqtt.password_file {
             origin.resolve("mqtt.password_file", p);
         }
@@ -398,6 +410,7 @@ fn extract(figment: &Figment, origin: Origin) -> Result<Config, ConfigError> {
     // Optional: absent means no endpoint; malformed has recorded its issue.
     let metrics = section::<MetricsConfig>(figment, &root, "metrics", &origin, &mut issues);
     let opcua = section::<OpcuaSection>(figment, &root, "opcua", &origin, &mut issues);
+    let retention = section::<RetentionConfig>(figment, &root, "retention", &origin, &mut issues);
 
     let site = match site {
         Some(Some(site)) => Some(site),
@@ -408,21 +421,26 @@ fn extract(figment: &Figment, origin: Origin) -> Result<Config, ConfigError> {
         None => None,
     };
 
-    match (daemon, site, store, mqtt, lines, opcua) {
-        (Some(daemon), Some(site), Some(store), Some(mqtt), Some(lines), Some(opcua))
-            if issues.is_empty() =>
-        {
-            Ok(Config {
-                daemon: daemon.unwrap_or_default(),
-                site,
-                store: store.unwrap_or_default(),
-                mqtt: mqtt.unwrap_or_default(),
-                lines: lines.unwrap_or_default(),
-                metrics: metrics.flatten(),
-                opcua: opcua.unwrap_or_default(),
-                origin,
-            })
-        }
+    match (daemon, site, store, mqtt, lines, opcua, retention) {
+        (
+            Some(daemon),
+            Some(site),
+            Some(store),
+            Some(mqtt),
+            Some(lines),
+            Some(opcua),
+            Some(retention),
+        ) if issues.is_empty() => Ok(Config {
+            daemon: daemon.unwrap_or_default(),
+            site,
+            store: store.unwrap_or_default(),
+            retention: retention.unwrap_or_default(),
+            mqtt: mqtt.unwrap_or_default(),
+            lines: lines.unwrap_or_default(),
+            metrics: metrics.flatten(),
+            opcua: opcua.unwrap_or_default(),
+            origin,
+        }),
         _ => Err(ConfigError::Parse(issues)),
     }
 }

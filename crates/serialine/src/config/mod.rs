@@ -70,7 +70,7 @@ pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use plan::{SiteAuth, STOP_BOUND};
 pub use schema::{
     CommandKey, CommitMode, DaemonConfig, LogFormat, MetricsConfig, MqttConfig, OpcuaSection,
-    OpcuaUserConfig, SiteConfig, StoreConfig, TlsConfig,
+    OpcuaUserConfig, RetentionConfig, SiteConfig, StoreConfig, TlsConfig,
 };
 pub use validate::{
     is_valid_id, CAMERA_WINDOW_RANGE, KEEP_ALIVE_RANGE, MAX_BATCH_RANGE, MAX_CLIENT_ID_LEN,
@@ -99,6 +99,9 @@ pub struct Config {
     /// `[store]`: how the ledger commits transitions.
     #[serde(default)]
     pub store: StoreConfig,
+    /// `[retention]`: when ended records leave the ledger for archives.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// `[mqtt]`: the uplink broker.
     #[serde(default)]
     pub mqtt: MqttConfig,
@@ -135,6 +138,27 @@ impl Config {
     /// Where line `line_id`'s ledger lives: `<state_dir>/ledger/<line_id>`.
     pub fn line_ledger_path(&self, line_id: &str) -> PathBuf {
         self.ledger_path().join(line_id)
+    }
+
+    /// Line `line_id`'s archive directory: `<retention.dir>/<line_id>`, by
+    /// default `<state_dir>/archive/<line_id>`.
+    pub fn line_archive_dir(&self, line_id: &str) -> PathBuf {
+        let dir = match &self.retention.dir {
+            Some(d) if !d.as_os_str().is_empty() => d.clone(),
+            _ => self.daemon.state_dir.join("archive"),
+        };
+        dir.join(line_id)
+    }
+
+    /// The retention cut-off now: records last moved before it may be
+    /// archived. `None` when `retention.keep_days` is 0 (keep everything).
+    pub fn retention_cutoff(&self) -> Option<std::time::SystemTime> {
+        let days = u64::from(self.retention.keep_days);
+        (days > 0).then(|| {
+            std::time::SystemTime::now()
+                .checked_sub(std::time::Duration::from_secs(days * 86_400))
+                .unwrap_or(std::time::UNIX_EPOCH)
+        })
     }
 
     /// Line `line_id`'s fence file: `<store.fence_dir>/<line_id>.fence`,

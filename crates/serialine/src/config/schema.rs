@@ -101,6 +101,30 @@ impl Default for StoreConfig {
     }
 }
 
+/// `[retention]`: how long the ledger keeps what has ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days a serial's record stays in the ledger after its last transition,
+    /// once its block is used up and every outcome in it is acknowledged
+    /// upstream; then the block's records go to an archive file. 0 keeps
+    /// everything (the ledger grows without bound). 0..=3650, default 30.
+    pub keep_days: u32,
+    /// Directory of the archive files (`<dir>/<line id>/`). Default (empty):
+    /// `<state_dir>/archive`. Must not be inside `<state_dir>/ledger`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_days: 30,
+            dir: None,
+        }
+    }
+}
+
 /// `store.commit`: the ledger's own setting.
 pub use serialine_store::CommitMode;
 

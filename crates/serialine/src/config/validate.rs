@@ -220,6 +220,30 @@ impl Checker<'_> {
         }
     }
 
+    /// `[retention]`: a sane period; archives outside the ledger.
+    fn retention(&mut self, config: &Config) {
+        let r = &config.retention;
+        self.require(r.keep_days <= 3650, "retention.keep_days", || {
+            format!(
+                "{} is out of range; expected 0..=3650 (days; 0 keeps everything)",
+                r.keep_days
+            )
+        });
+        if let Some(d) = &r.dir {
+            self.require(
+                !d.starts_with(config.ledger_path()),
+                "retention.dir",
+                || {
+                    format!(
+                        "{} is inside the ledger directory {}; archives must be outside it",
+                        d.display(),
+                        config.ledger_path().display()
+                    )
+                },
+            );
+        }
+    }
+
     /// `[metrics]`: a fixed port, so the scrape config can name it.
     fn metrics(&mut self, config: &Config) {
         if let Some(m) = &config.metrics {
@@ -523,6 +547,7 @@ impl Config {
         c.daemon(self);
         c.id("site.id", &self.site.id);
         c.store(self);
+        c.retention(self);
         c.mqtt(self);
         c.lines(self);
         c.metrics(self);

@@ -117,7 +117,7 @@ fn parse_errors_name_file_key_and_expectation() {
         (
             minimal_with("[sotre]\nmax_batch = 1"),
             "sotre",
-            &["expected one of: daemon, site, store, mqtt, line"],
+            &["expected one of: daemon, site, store, retention, mqtt, line"],
         ),
         (
             minimal_with("[line.buffer]\nlow_water_serial = 5"),

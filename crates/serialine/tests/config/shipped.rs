@@ -44,6 +44,7 @@ const ALL_KEYS: &[(&str, &str)] = &[
     ("daemon", "state_dir log_format log_level watchdog"),
     ("site", "id"),
     ("store", "commit max_batch cache_mb"),
+    ("retention", "keep_days"),
     (
         "mqtt",
         "host port client_id keep_alive_secs clean_session username password_file",

@@ -1,0 +1,139 @@
+//! `serialine archive` on the real binary: a ledger whose blocks ended and
+//! were reported is archived, `export` and `status` read across the archive,
+//! and a second run has nothing to do.
+
+use serialine_core::{Block, BlockKey, Gtin, Serial, UnitState};
+use serialine_store::{Store, StoreOptions, Transition};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const LINE: &str = "line-1";
+const SECRET: &[u8] = b"archive-test line secret, 32 B!!";
+
+/// Two blocks of 50 serials, every one committed and acknowledged, and a
+/// third with serials left (it stays).
+fn fill_ledger(path: &Path) {
+    let (store, _) = Store::open(StoreOptions::new(path, LINE, SECRET)).expect("ledger opens");
+    let key = BlockKey::derive(SECRET);
+    let gtin = Gtin::parse("09506000134352").expect("GTIN");
+    for id in 1..=3u64 {
+        let serials = (0..50)
+            .map(|n| Serial::new(format!("A{id}X{n:04}")).expect("serial"))
+            .collect();
+        let block = Block {
+            block_id: id,
+            line_id: LINE.into(),
+            gtin,
+            serials,
+            issued_at: 1_790_000_000,
+        };
+        let mut nonce = [0u8; 24];
+        nonce[..8].copy_from_slice(&id.to_be_bytes());
+        store
+            .add_block_blocking(&key.seal(&block, nonce).expect("seals"))
+            .expect("block added");
+    }
+    let taken = store.reserve_for(120, &gtin).expect("reserve");
+    for to in [UnitState::Sent, UnitState::Printed, UnitState::Committed] {
+        let ts: Vec<_> = taken
+            .iter()
+            .map(|s| Transition::new(s.clone(), to))
+            .collect();
+        for r in store.apply_blocking(&ts) {
+            r.expect("transition");
+        }
+    }
+    let seqs: Vec<u64> = store
+        .outbox_peek(usize::MAX)
+        .expect("outbox")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    store.outbox_ack_blocking(&seqs).expect("acks");
+}
+
+fn serialine(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_serialine"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("SERIALINE_CONFIG")
+        .output()
+        .expect("serialine runs")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+#[test]
+fn archive_moves_ended_blocks_out_and_export_still_sees_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("line-1.secret");
+    std::fs::write(&secret, SECRET).expect("secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("mode");
+    fill_ledger(&dir.path().join("ledger").join(LINE));
+    let profile = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/printer-cij-stx.toml"
+    );
+    let write_config = |retention: &str| {
+        let config = dir.path().join("serialine.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[daemon]\nstate_dir = \".\"\n[site]\nid = \"t\"\n{retention}\n[[line]]\nid = \"{LINE}\"\nsecret_file = \"line-1.secret\"\n\
+                 printer = {{ kind = \"framed\", profile = \"{profile}\", transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n\
+                 camera = {{ transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n"
+            ),
+        )
+        .expect("config");
+        config
+    };
+
+    // keep_days = 0 keeps everything: without --before there is nothing to do.
+    let config = write_config("[retention]\nkeep_days = 0");
+    let refused = serialine(&config, &["archive"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("retention.keep_days is 0"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // The default 30 days: these records are minutes old, nothing moves.
+    let config = write_config("");
+    let out = ok(serialine(&config, &["archive"]));
+    assert!(out.contains("0 serials archived in 0 file(s)"), "{out}");
+
+    let out = ok(serialine(&config, &["archive", "--before", "2100-01-01"]));
+    assert!(out.contains("100 serials archived in 1 file(s)"), "{out}");
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("archive").join(LINE))
+        .expect("archive dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].starts_with("line-1-") && files[0].ends_with("-1.jsonl.zst"));
+
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(serialine(&config, &["status", "--json"]))).expect("JSON");
+    assert_eq!(status[0]["archived"], 100, "{status}");
+    assert_eq!(status[0]["synced"], 20, "{status}");
+    let rows = ok(serialine(&config, &["export", "--format", "jsonl"]));
+    assert_eq!(
+        rows.lines().count(),
+        120,
+        "archived and live records: {rows}"
+    );
+    assert!(rows.contains("\"A1X0000\"") && rows.contains("\"A3X0019\""));
+
+    let again = ok(serialine(&config, &["archive", "--before", "2100-01-01"]));
+    assert!(again.contains("0 serials archived"), "{again}");
+}
