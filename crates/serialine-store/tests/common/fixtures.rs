@@ -48,3 +48,34 @@ pub fn ack_outbox(store: &Store) -> Result<(), StoreError> {
         .collect();
     store.outbox_ack_blocking(&seqs).map(|_| ())
 }
+
+/// One simulated production day: `units` serials sent, printed, committed
+/// and acknowledged upstream, in batches of 1,000, with a block of
+/// `block_size` serials (ids from `next_block` on) added whenever the
+/// buffer runs dry.
+pub fn run_day(
+    store: &Store,
+    key: &BlockKey,
+    units: u64,
+    block_size: u32,
+    next_block: &mut u64,
+) -> Result<(), StoreError> {
+    let mut done = 0u64;
+    while done < units {
+        let want = (units - done).min(1_000) as usize;
+        let mut batch = store.reserve_for(want, &gtin())?;
+        if batch.len() < want {
+            let id = *next_block;
+            *next_block += 1;
+            let serials = (0..block_size)
+                .map(|n| Serial::new(format!("D{id:07}N{n:06}")).expect("valid serial"))
+                .collect();
+            store.add_block_blocking(&seal_block(key, store.line_id(), id, serials))?;
+            batch.extend(store.reserve_for(want - batch.len(), &gtin())?);
+        }
+        commit_through(store, &batch)?;
+        ack_outbox(store)?;
+        done += batch.len() as u64;
+    }
+    Ok(())
+}
