@@ -700,8 +700,7 @@ impl Ledger {
             .map(|op| tx.apply(op))
             .collect::<Result<_, sled::Error>>()
             .map_err(self.io())?;
-        let counts = postcard::to_stdvec(&tx.counts)
-            .map_err(|e| self.corrupt(format!("counters do not encode: {e}")))?;
+        let counts = self.counts_write(&tx.counts)?;
         let (new_counts, new_seq) = (tx.counts, tx.next_seq);
         let mut writes = Vec::new();
         tx.serials.drain_into(TreeId::Serials, &mut writes);
@@ -711,11 +710,7 @@ impl Ledger {
         tx.issued_blocks
             .drain_into(TreeId::IssuedBlocks, &mut writes);
         tx.cursors.drain_into(TreeId::Cursors, &mut writes);
-        writes.push(JournalWrite {
-            tree: TreeId::Meta as u8,
-            key: META_COUNTS.to_vec(),
-            value: Some(counts),
-        });
+        writes.push(counts);
         writes.push(JournalWrite {
             tree: TreeId::Meta as u8,
             key: META_OUTBOX_SEQ.to_vec(),
@@ -734,6 +729,17 @@ impl Ledger {
         self.counts = new_counts;
         self.next_seq = new_seq;
         Ok(results)
+    }
+
+    /// The journal write of `counts`, which every batch carries.
+    fn counts_write(&self, counts: &Counts) -> Result<JournalWrite, StoreError> {
+        let value = postcard::to_stdvec(counts)
+            .map_err(|e| self.corrupt(format!("counters do not encode: {e}")))?;
+        Ok(JournalWrite {
+            tree: TreeId::Meta as u8,
+            key: META_COUNTS.to_vec(),
+            value: Some(value),
+        })
     }
 
     /// Writes a batch so that it survives a crash whole or not at all,

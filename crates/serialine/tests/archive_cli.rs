@@ -2,8 +2,14 @@
 //! were reported is archived, `export` and `status` read across the archive,
 //! and a second run has nothing to do.
 
-use serialine_core::{Block, BlockKey, Gtin, Serial, UnitState};
-use serialine_store::{Store, StoreOptions, Transition};
+// The store's own fixtures: blocks sealed, and serials driven, one way.
+#[path = "../../serialine-store/tests/common/fixtures.rs"]
+#[allow(dead_code)]
+mod fixtures;
+
+use fixtures::{ack_outbox, commit_through, gtin, seal_block};
+use serialine_core::{BlockKey, Serial};
+use serialine_store::{Store, StoreOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -16,41 +22,17 @@ const SECRET: &[u8] = b"archive-test line secret, 32 B!!";
 fn fill_ledger(path: &Path) {
     let (store, _) = Store::open(StoreOptions::new(path, LINE, SECRET)).expect("ledger opens");
     let key = BlockKey::derive(SECRET);
-    let gtin = Gtin::parse("09506000134352").expect("GTIN");
     for id in 1..=3u64 {
         let serials = (0..50)
             .map(|n| Serial::new(format!("A{id}X{n:04}")).expect("serial"))
             .collect();
-        let block = Block {
-            block_id: id,
-            line_id: LINE.into(),
-            gtin,
-            serials,
-            issued_at: 1_790_000_000,
-        };
-        let mut nonce = [0u8; 24];
-        nonce[..8].copy_from_slice(&id.to_be_bytes());
         store
-            .add_block_blocking(&key.seal(&block, nonce).expect("seals"))
+            .add_block_blocking(&seal_block(&key, LINE, id, serials))
             .expect("block added");
     }
-    let taken = store.reserve_for(120, &gtin).expect("reserve");
-    for to in [UnitState::Sent, UnitState::Printed, UnitState::Committed] {
-        let ts: Vec<_> = taken
-            .iter()
-            .map(|s| Transition::new(s.clone(), to))
-            .collect();
-        for r in store.apply_blocking(&ts) {
-            r.expect("transition");
-        }
-    }
-    let seqs: Vec<u64> = store
-        .outbox_peek(usize::MAX)
-        .expect("outbox")
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    store.outbox_ack_blocking(&seqs).expect("acks");
+    let taken = store.reserve_for(120, &gtin()).expect("reserve");
+    commit_through(&store, &taken).expect("committed");
+    ack_outbox(&store).expect("acknowledged");
 }
 
 fn serialine(config: &Path, args: &[&str]) -> Output {

@@ -22,7 +22,7 @@
 //! again (same blocks, same records: nothing can move an ended, reported
 //! serial) and finishes. A crash during 3 is finished by the journal.
 
-use super::{JournalWrite, Ledger, TreeId, META_ARCHIVE_INTENT, META_COUNTS};
+use super::{JournalWrite, Ledger, TreeId, META_ARCHIVE_INTENT};
 use crate::archive::{self, ArchiveHeader, ArchivedBlock, ArchivedRecord};
 use crate::error::StoreError;
 use crate::record::{BlockUse, SerialRecord};
@@ -214,13 +214,7 @@ impl Ledger {
                 ),
             });
         }
-        let encoded = postcard::to_stdvec(&counts)
-            .map_err(|e| self.corrupt(format!("counters do not encode: {e}")))?;
-        writes.push(JournalWrite {
-            tree: TreeId::Meta as u8,
-            key: META_COUNTS.to_vec(),
-            value: Some(encoded),
-        });
+        writes.push(self.counts_write(&counts)?);
         writes.push(JournalWrite {
             tree: TreeId::Meta as u8,
             key: META_ARCHIVE_INTENT.to_vec(),
