@@ -1,12 +1,17 @@
-//! A ledger written by schema 2 (one sled key per issued serial in the
+//! A ledger written by schema 1 or 2 (one sled key per issued serial in the
 //! `issued` index, each stored block one value) opens under schema 4
 //! (per-block arrays of serial hashes, stored blocks in chunks of at most
 //! 4 KiB) with every record, outbox event and block position kept.
 //!
-//! The fixture (`tests/fixtures/schema2-ledger`) was written by the schema 2
-//! build: line `line-1`, blocks 1 (A00000000..A00000099) and 2
-//! (B00000000..B00000099); A0..A29 sent, printed and committed, the first
-//! ten of those acknowledged upstream (synced); A30..A34 sent, no verdict.
+//! The fixtures hold one history: line `line-1`, blocks 1
+//! (A00000000..A00000099) and 2 (B00000000..B00000099); A0..A29 sent,
+//! printed and committed, the first ten of those acknowledged upstream
+//! (synced); A30..A34 sent, no verdict. `tests/fixtures/schema2-ledger` was
+//! written by the schema 2 build; `tests/fixtures/schema1-ledger` by the
+//! schema 1 build (`3ead0b1^`, the layout issue 16 measured), with an
+//! example that opened the ledger with `tests/common`'s options and made
+//! those moves through `Store::reserve`, `apply_blocking` and
+//! `outbox_ack_blocking`.
 
 mod common;
 
@@ -15,8 +20,13 @@ use serialine_core::{Serial, UnitState};
 use serialine_store::{SerialEntry, Store, StoreError, Transition, SCHEMA_VERSION};
 use std::path::Path;
 
-fn fixture_copy(dir: &Path) -> std::path::PathBuf {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema2-ledger");
+/// The fixtures, oldest schema first.
+const FIXTURES: [&str; 2] = ["schema1-ledger", "schema2-ledger"];
+
+fn fixture_copy(dir: &Path, fixture: &str) -> std::path::PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
     let to = dir.join("ledger");
     std::fs::create_dir_all(&to).expect("ledger dir");
     for name in ["conf", "db"] {
@@ -30,10 +40,16 @@ fn serial(s: &str) -> Serial {
 }
 
 #[test]
-fn a_schema_2_ledger_opens_migrated_with_nothing_lost() {
+fn schema_1_and_2_ledgers_open_migrated_with_nothing_lost() {
+    for fixture in FIXTURES {
+        opens_migrated_with_nothing_lost(fixture);
+    }
+}
+
+fn opens_migrated_with_nothing_lost(fixture: &str) {
     assert_eq!(SCHEMA_VERSION, 4);
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = fixture_copy(dir.path());
+    let path = fixture_copy(dir.path(), fixture);
     for round in 0..2 {
         // The second open finds schema 4 and migrates nothing.
         let (store, recovery) = Store::open(options(dir.path())).expect("ledger opens");
@@ -42,7 +58,7 @@ fn a_schema_2_ledger_opens_migrated_with_nothing_lost() {
         assert_eq!(
             (c.issued, c.blocks, c.sent, c.committed, c.synced),
             (200, 2, 5, 20, 10),
-            "round {round}: {c:?}"
+            "{fixture}, round {round}: {c:?}"
         );
         assert_eq!(recovery.outbox_depth, 20);
         let mut in_flight: Vec<_> = recovery.in_flight.iter().map(|(s, _)| s.clone()).collect();
@@ -84,8 +100,14 @@ fn a_schema_2_ledger_opens_migrated_with_nothing_lost() {
 
 #[test]
 fn a_block_repeating_an_issued_serial_is_refused_after_migration() {
+    for fixture in FIXTURES {
+        repeating_block_refused(fixture);
+    }
+}
+
+fn repeating_block_refused(fixture: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
-    fixture_copy(dir.path());
+    fixture_copy(dir.path(), fixture);
     let (store, _) = Store::open(options(dir.path())).expect("ledger opens");
     // B00000007 is still in block 2; A00000003 left block 1 long ago.
     for (id, repeated) in [(3, "B00000007"), (4, "A00000003")] {
