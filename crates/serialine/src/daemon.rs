@@ -112,6 +112,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
+    // After the lines (it serves their ledgers), before READY: `serialine
+    // status` works from the moment systemd says the service runs.
+    let control = crate::control::serve(
+        &config.control_socket_path(),
+        lines
+            .iter()
+            .map(|l| crate::control::ControlLine {
+                id: l.inner.id.clone(),
+                store: l.inner.store.clone(),
+                archive_dir: config.line_archive_dir(&l.inner.id),
+            })
+            .collect(),
+        {
+            let board = board.clone();
+            Arc::new(move |line: &str| board.get(line))
+        },
+    )?;
+
     let heartbeats: Vec<Heartbeat> = lines.iter().map(|l| l.inner.heartbeat.clone()).collect();
     if config.daemon.watchdog {
         tokio::spawn(serialine::systemd::watchdog(heartbeats));
@@ -166,6 +184,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(server) = opcua {
         server.shutdown(OPCUA_SHUTDOWN).await;
     }
+    // Its handles on the ledgers go before the ledgers close.
+    control.shutdown().await;
     shutdown_tx.send_replace(true);
 
     let mut stores = Vec::new();
@@ -203,6 +223,15 @@ impl StatusBoard {
             Self::render(&m)
         };
         serialine::systemd::status(&text);
+    }
+
+    /// What `set` last said of `line`.
+    fn get(&self, line: &str) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(line)
+            .cloned()
     }
 
     fn text(&self) -> String {

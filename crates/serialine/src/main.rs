@@ -28,6 +28,7 @@ pub(crate) fn release_freed_memory() {
 }
 
 mod code_cmd;
+mod control;
 mod daemon;
 mod tools;
 
@@ -113,11 +114,13 @@ enum Command {
     /// example its ledger cannot be opened).
     Run(RunArgs),
 
-    /// Show each line's ledger: buffer, in flight, outcomes, outbox.
+    /// Show each line's ledger: buffer, in flight, outcomes, outbox, archive.
     ///
-    /// Reads the ledgers directly, so it runs while the service is stopped;
-    /// while it runs, the live status is the retained MQTT topic
-    /// serialine/<site>/<line>/status.
+    /// While the service runs, asks it over its local control socket
+    /// (<state_dir>/control.sock, mode 0660: run as the service's user or a
+    /// member of its group), and shows each line's state too. While it is
+    /// stopped, reads the ledgers directly. The live status for plant
+    /// systems is the retained MQTT topic serialine/<site>/<line>/status.
     Status(StatusArgs),
 
     /// Export committed serials (or every outcome) as CSV or JSON lines.

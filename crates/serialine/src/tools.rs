@@ -58,63 +58,108 @@ fn selected(config: &Config, line: Option<&str>) -> anyhow::Result<Vec<usize>> {
     }
 }
 
-/// `serialine status`: counts per state, buffer, in flight, outbox.
+/// One line's status as `serialine status --json` prints it: from a ledger
+/// opened here, or from the running service (`control.rs`), which adds
+/// `service` and `state`.
+pub fn line_status(
+    id: &str,
+    store: &Store,
+    archive_dir: &std::path::Path,
+) -> anyhow::Result<serde_json::Value> {
+    let c = store.counts();
+    Ok(serde_json::json!({
+        "line": id,
+        "ledger": store.path().display().to_string(),
+        "issued": c.issued,
+        "blocks": c.blocks,
+        "buffer": store.buffer_depth(),
+        "sent": c.sent,
+        "printed": c.printed,
+        "committed": c.committed,
+        "synced": c.synced,
+        "rejected": c.rejected,
+        "voided": c.voided,
+        "reported": c.reported,
+        "archived": c.archived,
+        "archive_dir": archive_dir.display().to_string(),
+        "in_flight": store.in_flight()?.len(),
+        "outbox": store.outbox_depth(),
+    }))
+}
+
+/// `serialine status`: counts per state, buffer, in flight, outbox. Asks
+/// the running service over its control socket; without one, reads the
+/// ledgers directly.
 pub fn status(config: &Config, line: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let mut out = Vec::new();
-    for i in selected(config, line)? {
-        let store = open_line(config, i)?;
-        let c = store.counts();
-        let in_flight = store.in_flight()?.len();
-        let outbox = store.outbox_depth();
-        let id = &config.lines[i].id;
-        if json {
-            out.push(serde_json::json!({
-                "line": id,
-                "issued": c.issued,
-                "blocks": c.blocks,
-                "buffer": store.buffer_depth(),
-                "sent": c.sent,
-                "printed": c.printed,
-                "committed": c.committed,
-                "synced": c.synced,
-                "rejected": c.rejected,
-                "voided": c.voided,
-                "reported": c.reported,
-                "archived": c.archived,
-                "in_flight": in_flight,
-                "outbox": outbox,
-            }));
-        } else {
-            println!("line {id} ({})", store.path().display());
-            println!(
-                "  buffer      {} serials available ({} issued in {} blocks)",
-                store.buffer_depth(),
-                c.issued,
-                c.blocks
-            );
-            println!(
-                "  in flight   {in_flight} (sent {}, printed {}): reconciled at next start",
-                c.sent, c.printed
-            );
-            println!(
-                "  committed   {} ({} acknowledged upstream)",
-                c.committed + c.synced,
-                c.synced
-            );
-            println!(
-                "  rejected    {}, voided {} ({} of them reported upstream)",
-                c.rejected, c.voided, c.reported
-            );
-            println!("  outbox      {outbox} event(s) waiting for upstream");
-            println!(
-                "  archived    {} serials, in {}",
-                c.archived,
-                config.line_archive_dir(id).display()
-            );
-        }
-    }
+    let socket = config.control_socket_path();
+    let request = serde_json::json!({"cmd": "status", "line": line});
+    let lines: Vec<serde_json::Value> = match crate::control::ask(&socket, &request)? {
+        Some(answer) => answer["status"].as_array().cloned().unwrap_or_default(),
+        None => selected(config, line)?
+            .into_iter()
+            .map(|i| {
+                let id = &config.lines[i].id;
+                line_status(id, &open_line(config, i)?, &config.line_archive_dir(id))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
     if json {
-        println!("{}", serde_json::Value::Array(out));
+        println!("{}", serde_json::Value::Array(lines));
+        return Ok(());
+    }
+    for v in &lines {
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        match v["service"].as_str() {
+            Some(_) => println!(
+                "line {} ({}): the service is running it: {}",
+                s("line"),
+                s("ledger"),
+                v["state"].as_str().unwrap_or("state unknown")
+            ),
+            None => println!(
+                "line {} ({}): the service is not running",
+                s("line"),
+                s("ledger")
+            ),
+        }
+        println!(
+            "  buffer      {} serials available ({} issued in {} blocks)",
+            n("buffer"),
+            n("issued"),
+            n("blocks")
+        );
+        println!(
+            "  in flight   {} (sent {}, printed {}){}",
+            n("in_flight"),
+            n("sent"),
+            n("printed"),
+            if v["service"].is_null() {
+                ": reconciled at next start"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "  committed   {} ({} acknowledged upstream)",
+            n("committed") + n("synced"),
+            n("synced")
+        );
+        println!(
+            "  rejected    {}, voided {} ({} of them reported upstream)",
+            n("rejected"),
+            n("voided"),
+            n("reported")
+        );
+        println!(
+            "  outbox      {} event(s) waiting for upstream",
+            n("outbox")
+        );
+        println!(
+            "  archived    {} serials, in {}",
+            n("archived"),
+            s("archive_dir")
+        );
     }
     Ok(())
 }

@@ -259,6 +259,49 @@ starve_timeout_secs = 60
         assert!(scrape.contains(&want), "{want} not in:\n{scrape}");
     }
 
+    // `serialine status` while the service runs: over its control socket
+    // (the ledger is locked), with the line's state; garbage on the socket
+    // gets an error line and changes nothing.
+    let status_json = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_serialine"))
+            .args(["status", "--json", "--config"])
+            .arg(&config)
+            .env_remove("SERIALINE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0].clone()
+    };
+    let socket = root.join("state/control.sock");
+    let mode = fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "control socket mode");
+    {
+        use std::io::{BufRead, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.write_all(b"{\"cmd\":\"format-disk\"}\n").unwrap();
+        let mut answer = String::new();
+        std::io::BufReader::new(&s).read_line(&mut answer).unwrap();
+        assert!(
+            answer.contains("\"ok\":false") && answer.contains("unknown variant"),
+            "{answer}"
+        );
+    }
+    let live = status_json();
+    assert_eq!(live["service"], "running", "{live}");
+    assert!(
+        live["state"].as_str().unwrap_or("").contains("idle"),
+        "{live}"
+    );
+    let decided =
+        |v: &serde_json::Value| v["committed"].as_u64().unwrap() + v["synced"].as_u64().unwrap();
+    assert_eq!(decided(&live), QUANTITY as u64, "{live}");
+    assert_eq!(live["in_flight"], 0, "{live}");
+
     // SIGTERM: a clean stop, exit 0.
     daemon.signal("-TERM");
     let status = daemon.wait(Duration::from_secs(30)).await;
@@ -273,6 +316,11 @@ starve_timeout_secs = 60
     assert!(text.contains("SIGTERM received"), "{text}");
     assert!(text.contains("serialine stopped"), "{text}");
     assert!(root.join("state/ledger").join(LINE).is_dir());
+    // Stopped: the socket is gone and status reads the ledger itself.
+    assert!(!socket.exists(), "control socket left behind");
+    let stopped = status_json();
+    assert!(stopped["service"].is_null(), "{stopped}");
+    assert_eq!(decided(&stopped), QUANTITY as u64, "{stopped}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

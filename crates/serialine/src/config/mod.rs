@@ -140,6 +140,12 @@ impl Config {
         self.ledger_path().join(line_id)
     }
 
+    /// The service's local control socket (`serialine status` while it
+    /// runs): `<state_dir>/control.sock`.
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.daemon.state_dir.join("control.sock")
+    }
+
     /// Line `line_id`'s archive directory: `<retention.dir>/<line_id>`, by
     /// default `<state_dir>/archive/<line_id>`.
     pub fn line_archive_dir(&self, line_id: &str) -> PathBuf {
