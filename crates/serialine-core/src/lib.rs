@@ -28,4 +28,4 @@ pub use gtin::{Gtin, GtinError};
 pub use job::{Expiry, Job, JobError, Lot};
 pub use serial::{Serial, SerialError};
 pub use serialgen::{SerialGenError, SerialGenerator};
-pub use state::{IllegalTransition, RejectReason, UnitState};
+pub use state::{DecommissionReason, IllegalTransition, RejectReason, SamplePurpose, UnitState};

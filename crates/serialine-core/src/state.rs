@@ -5,7 +5,10 @@
 //! Printed --camera match, grade >= min--> Committed --upstream ack--> Synced
 //! Printed|Sent --mismatch / no-read / low grade / duplicate--> Rejected
 //! Sent (unconfirmed at crash or job end) --reconcile--> Committed | Rejected | Voided
+//! Synced --QA pull--> Sampled;  Synced | Sampled --destroyed, damaged, stolen--> Decommissioned
 //! ```
+//! Sampling and decommissioning follow the upstream ack of the commit, so
+//! upstream always hears of a unit's commissioning before its end.
 //! Reserved may also fall back to Available: a reservation is in memory only and
 //! nothing reached a device, so handing the serial out later is safe.
 
@@ -25,6 +28,67 @@ pub enum RejectReason {
     Duplicate,
     /// The device refused or lost the code (NAK, jam, fault) after it was sent.
     DeviceFault,
+}
+
+/// Why a committed unit was pulled from the line for QA (Open-SCS
+/// `Sampled`; GS1 CBV bizStep `sampling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SamplePurpose {
+    /// In-process or release testing by QA.
+    Qa,
+    /// A retention sample kept for the batch's shelf life.
+    Retention,
+    /// Taken by, or for, an authority.
+    Regulatory,
+}
+
+impl SamplePurpose {
+    pub const ALL: [SamplePurpose; 3] = [
+        SamplePurpose::Qa,
+        SamplePurpose::Retention,
+        SamplePurpose::Regulatory,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SamplePurpose::Qa => "qa",
+            SamplePurpose::Retention => "retention",
+            SamplePurpose::Regulatory => "regulatory",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// Why a committed unit was taken out of the supply chain (EU FMD
+/// decommissioning; GS1 CBV bizStep `decommissioning` / `destroying`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DecommissionReason {
+    Destroyed,
+    Damaged,
+    Stolen,
+}
+
+impl DecommissionReason {
+    pub const ALL: [DecommissionReason; 3] = [
+        DecommissionReason::Destroyed,
+        DecommissionReason::Damaged,
+        DecommissionReason::Stolen,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DecommissionReason::Destroyed => "destroyed",
+            DecommissionReason::Damaged => "damaged",
+            DecommissionReason::Stolen => "stolen",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
 }
 
 impl RejectReason {
@@ -58,6 +122,10 @@ pub enum UnitState {
     Synced,
     Rejected(RejectReason),
     Voided,
+    /// A committed unit pulled for QA; see [`SamplePurpose`].
+    Sampled(SamplePurpose),
+    /// A committed (or sampled) unit taken out of the supply chain.
+    Decommissioned(DecommissionReason),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -69,7 +137,7 @@ pub struct IllegalTransition {
 
 impl UnitState {
     /// Every state, one reject reason standing for all, in lifecycle order.
-    pub const KINDS: [UnitState; 8] = [
+    pub const KINDS: [UnitState; 10] = [
         UnitState::Available,
         UnitState::Reserved,
         UnitState::Sent,
@@ -78,14 +146,27 @@ impl UnitState {
         UnitState::Synced,
         UnitState::Rejected(RejectReason::Mismatch),
         UnitState::Voided,
+        UnitState::Sampled(SamplePurpose::Qa),
+        UnitState::Decommissioned(DecommissionReason::Destroyed),
     ];
 
-    /// Terminal states: the serial is never handed to a device again.
+    /// Terminal states: the serial is never handed to a device again and
+    /// its verdict is final (only the after-commit moves, sampling and
+    /// decommissioning, may follow Synced).
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            UnitState::Synced | UnitState::Rejected(_) | UnitState::Voided
+            UnitState::Synced
+                | UnitState::Rejected(_)
+                | UnitState::Voided
+                | UnitState::Sampled(_)
+                | UnitState::Decommissioned(_)
         )
+    }
+
+    /// Sampled or Decommissioned: what became of a unit after its commit.
+    pub fn is_after_commit(&self) -> bool {
+        matches!(self, UnitState::Sampled(_) | UnitState::Decommissioned(_))
     }
 
     /// The serial has reached (or may have reached) a device and so can never be
@@ -98,7 +179,11 @@ impl UnitState {
     pub fn is_reportable(&self) -> bool {
         matches!(
             self,
-            UnitState::Committed | UnitState::Rejected(_) | UnitState::Voided
+            UnitState::Committed
+                | UnitState::Rejected(_)
+                | UnitState::Voided
+                | UnitState::Sampled(_)
+                | UnitState::Decommissioned(_)
         )
     }
 
@@ -120,6 +205,8 @@ impl UnitState {
                 | (Sent | Printed, Rejected(_))
                 | (Sent | Printed, Voided)
                 | (Committed, Synced)
+                | (Synced, Sampled(_))
+                | (Synced | Sampled(_), Decommissioned(_))
         )
     }
 
@@ -142,6 +229,8 @@ impl UnitState {
             UnitState::Synced => "synced",
             UnitState::Rejected(_) => "rejected",
             UnitState::Voided => "voided",
+            UnitState::Sampled(_) => "sampled",
+            UnitState::Decommissioned(_) => "decommissioned",
         }
     }
 
@@ -160,6 +249,12 @@ impl UnitState {
             UnitState::Rejected(RejectReason::Duplicate) => 19,
             UnitState::Rejected(RejectReason::DeviceFault) => 20,
             UnitState::Voided => 32,
+            UnitState::Sampled(SamplePurpose::Qa) => 48,
+            UnitState::Sampled(SamplePurpose::Retention) => 49,
+            UnitState::Sampled(SamplePurpose::Regulatory) => 50,
+            UnitState::Decommissioned(DecommissionReason::Destroyed) => 64,
+            UnitState::Decommissioned(DecommissionReason::Damaged) => 65,
+            UnitState::Decommissioned(DecommissionReason::Stolen) => 66,
         }
     }
 
@@ -177,6 +272,42 @@ impl UnitState {
             19 => UnitState::Rejected(RejectReason::Duplicate),
             20 => UnitState::Rejected(RejectReason::DeviceFault),
             32 => UnitState::Voided,
+            48 => UnitState::Sampled(SamplePurpose::Qa),
+            49 => UnitState::Sampled(SamplePurpose::Retention),
+            50 => UnitState::Sampled(SamplePurpose::Regulatory),
+            64 => UnitState::Decommissioned(DecommissionReason::Destroyed),
+            65 => UnitState::Decommissioned(DecommissionReason::Damaged),
+            66 => UnitState::Decommissioned(DecommissionReason::Stolen),
+            _ => return None,
+        })
+    }
+}
+
+impl UnitState {
+    /// The qualifier of a state that has one: a reject reason, a sample
+    /// purpose, a decommissioning reason (what upstream payloads and
+    /// exports call `reason`).
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            UnitState::Rejected(r) => Some(r.as_str()),
+            UnitState::Sampled(p) => Some(p.as_str()),
+            UnitState::Decommissioned(r) => Some(r.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The state [`UnitState::name`] and [`UnitState::reason`] describe.
+    pub fn from_name(name: &str, reason: Option<&str>) -> Option<UnitState> {
+        use UnitState::*;
+        Some(match (name, reason) {
+            ("rejected", Some(r)) => Rejected(*RejectReason::ALL.iter().find(|x| x.as_str() == r)?),
+            ("sampled", Some(p)) => Sampled(SamplePurpose::parse(p)?),
+            ("decommissioned", Some(r)) => Decommissioned(DecommissionReason::parse(r)?),
+            (name, None) => [
+                Available, Reserved, Sent, Printed, Committed, Synced, Voided,
+            ]
+            .into_iter()
+            .find(|s| s.name() == name)?,
             _ => return None,
         })
     }
@@ -186,6 +317,8 @@ impl fmt::Display for UnitState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UnitState::Rejected(r) => write!(f, "rejected({})", r.as_str()),
+            UnitState::Sampled(p) => write!(f, "sampled({})", p.as_str()),
+            UnitState::Decommissioned(r) => write!(f, "decommissioned({})", r.as_str()),
             other => f.write_str(other.name()),
         }
     }
@@ -201,6 +334,8 @@ mod tests {
             Available, Reserved, Sent, Printed, Committed, Synced, Voided,
         ];
         v.extend(RejectReason::ALL.iter().map(|r| Rejected(*r)));
+        v.extend(SamplePurpose::ALL.iter().map(|p| Sampled(*p)));
+        v.extend(DecommissionReason::ALL.iter().map(|r| Decommissioned(*r)));
         v
     }
 
@@ -214,9 +349,33 @@ mod tests {
     }
 
     #[test]
-    fn terminal_states_go_nowhere() {
+    fn after_commit_moves_follow_the_upstream_ack_only() {
+        let sample = Sampled(SamplePurpose::Qa);
+        let destroy = Decommissioned(DecommissionReason::Destroyed);
+        assert!(Synced.can_move_to(sample));
+        assert!(Synced.can_move_to(destroy));
+        assert!(sample.can_move_to(destroy));
+        for from in [
+            Sent,
+            Printed,
+            Committed,
+            Voided,
+            Rejected(RejectReason::NoRead),
+        ] {
+            assert!(!from.can_move_to(sample), "{from} -> sampled");
+            assert!(!from.can_move_to(destroy), "{from} -> decommissioned");
+        }
+        assert!(!destroy.can_move_to(sample));
+        assert!(!sample.can_move_to(Sampled(SamplePurpose::Retention)));
+    }
+
+    #[test]
+    fn terminal_states_go_nowhere_but_after_commit() {
         for from in all_states().into_iter().filter(|s| s.is_terminal()) {
-            for to in all_states() {
+            for to in all_states()
+                .into_iter()
+                .filter(|to| !(to.is_after_commit() && matches!(from, Synced | Sampled(_))))
+            {
                 assert_eq!(
                     from.transition(to),
                     Err(IllegalTransition { from, to }),
@@ -246,6 +405,15 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), states.len());
         assert_eq!(UnitState::from_code(99), None);
+    }
+
+    #[test]
+    fn names_and_reasons_round_trip() {
+        for s in all_states() {
+            assert_eq!(UnitState::from_name(s.name(), s.reason()), Some(s), "{s}");
+        }
+        assert_eq!(UnitState::from_name("rejected", None), None);
+        assert_eq!(UnitState::from_name("sampled", Some("lunch")), None);
     }
 
     #[test]

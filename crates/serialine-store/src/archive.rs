@@ -11,7 +11,7 @@
 use crate::error::StoreError;
 use crate::record::SerialRecord;
 use serde::{Deserialize, Serialize};
-use serialine_core::{BlockId, RejectReason, Serial, UnitState};
+use serialine_core::{BlockId, Serial, UnitState};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -65,10 +65,7 @@ impl ArchivedRecord {
             serial: serial.as_str().to_string(),
             block: r.block_id,
             state: r.state.name().to_string(),
-            reason: match r.state {
-                UnitState::Rejected(reason) => Some(reason.as_str().to_string()),
-                _ => None,
-            },
+            reason: r.state.reason().map(str::to_string),
             at_ms: r.at_ms,
             reported: r.reported,
             fenced: r.fenced,
@@ -78,15 +75,9 @@ impl ArchivedRecord {
     /// The serial and record it was made from; `None` for a line that names
     /// no state this build knows.
     pub fn record(&self) -> Option<(Serial, SerialRecord)> {
-        let state = match (self.state.as_str(), self.reason.as_deref()) {
-            ("rejected", Some(reason)) => {
-                UnitState::Rejected(*RejectReason::ALL.iter().find(|r| r.as_str() == reason)?)
-            }
-            (name, None) => [UnitState::Committed, UnitState::Synced, UnitState::Voided]
-                .into_iter()
-                .find(|s| s.name() == name)?,
-            _ => return None,
-        };
+        // Only states a record can end in; an archive never holds others.
+        let state = UnitState::from_name(&self.state, self.reason.as_deref())
+            .filter(|s| s.is_terminal() || *s == UnitState::Committed)?;
         let serial = Serial::new(&self.serial).ok()?;
         Some((
             serial,
@@ -262,6 +253,7 @@ pub fn records_since(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serialine_core::RejectReason;
 
     #[test]
     fn a_written_archive_reads_back_and_a_truncated_one_is_refused() {

@@ -512,7 +512,7 @@ impl Ledger {
             if let Some(slot) = c.slot(r.state) {
                 *slot += 1;
             }
-            if r.reported {
+            if Counts::counts_as_reported(&r) {
                 c.reported += 1;
             }
             if r.fenced {
@@ -1356,6 +1356,10 @@ impl Tx<'_> {
             {
                 record.reported = true;
                 self.counts.reported += 1;
+            }
+            // Upstream has the unit's end; the counters keep it by state.
+            (UnitState::Sampled(_) | UnitState::Decommissioned(_), s) if s == event.state => {
+                record.reported = true;
             }
             _ => {}
         }

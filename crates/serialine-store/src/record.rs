@@ -109,6 +109,12 @@ pub struct Counts {
     /// Last, for the reason `fenced` gives.
     #[serde(default)]
     pub archived: u64,
+    /// Committed units pulled for QA, and taken out of the supply chain
+    /// (the after-commit states). Last, for the reason `fenced` gives.
+    #[serde(default)]
+    pub sampled: u64,
+    #[serde(default)]
+    pub decommissioned: u64,
 }
 
 impl Counts {
@@ -125,6 +131,8 @@ impl Counts {
             + self.synced
             + self.rejected
             + self.voided
+            + self.sampled
+            + self.decommissioned
             + self.archived
     }
 
@@ -141,7 +149,16 @@ impl Counts {
             UnitState::Synced => Some(&mut self.synced),
             UnitState::Rejected(_) => Some(&mut self.rejected),
             UnitState::Voided => Some(&mut self.voided),
+            UnitState::Sampled(_) => Some(&mut self.sampled),
+            UnitState::Decommissioned(_) => Some(&mut self.decommissioned),
         }
+    }
+
+    /// Does `r` count in [`Counts::reported`]? A Rejected or Voided outcome
+    /// upstream acknowledged (a Committed one becomes Synced instead; an
+    /// after-commit state keeps its flag but is counted by its own state).
+    pub(crate) fn counts_as_reported(r: &SerialRecord) -> bool {
+        r.reported && matches!(r.state, UnitState::Rejected(_) | UnitState::Voided)
     }
 
     /// Moves one serial from `from` to `to` in the per-state counters.

@@ -179,7 +179,11 @@ fn invariant_4_terminal_states_are_final_and_reported_once() {
     assert_eq!((c.synced, c.rejected, c.voided, c.reported), (1, 1, 1, 2));
     assert_eq!(store.recount().unwrap(), c);
     for s in &sent {
-        for to in UnitState::KINDS {
+        // Only the after-commit moves (a later test) may follow Synced.
+        for to in UnitState::KINDS
+            .into_iter()
+            .filter(|t| !t.is_after_commit())
+        {
             assert!(
                 store.transition_blocking(s, to).is_err(),
                 "{s} moved to {to}"
@@ -473,5 +477,58 @@ fn a_truncated_database_file_is_refused() {
         // sled may recover a truncated log to an earlier durable state; then
         // the block it held must still be there, never an empty ledger.
         Ok((store, _)) => assert_eq!(store.counts().issued, 3),
+    }
+}
+
+#[test]
+fn after_commit_samples_and_decommissioning_are_durable_reported_once_and_refused_early() {
+    use serialine_core::{DecommissionReason, SamplePurpose};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_block(dir.path(), 10);
+    let s = send(&store, 3);
+    let sample = UnitState::Sampled(SamplePurpose::Qa);
+    let destroy = UnitState::Decommissioned(DecommissionReason::Damaged);
+    commit_through_from_sent(&store, &s);
+    // Committed but not acknowledged: upstream must hear of the commit first.
+    let e = store.transition_blocking(&s[0], sample).unwrap_err();
+    assert!(matches!(e, StoreError::Transition { .. }), "{e}");
+    ack_outbox(&store).unwrap();
+    store.transition_blocking(&s[0], sample).unwrap();
+    store.transition_blocking(&s[1], destroy).unwrap();
+    // Sampled, then destroyed after testing.
+    store.transition_blocking(&s[0], destroy).unwrap();
+    // Each is an outcome upstream hears once, with its own id.
+    let events = store.outbox_peek(10).unwrap();
+    let states: Vec<UnitState> = events.iter().map(|e| e.state).collect();
+    assert_eq!(states, vec![sample, destroy, destroy]);
+    assert_eq!(events[0].id, event_id(LINE, &s[0], sample));
+    assert_ne!(events[0].id, events[2].id);
+    ack_outbox(&store).unwrap();
+    assert!(matches!(
+        store.entry(&s[0]).unwrap(),
+        SerialEntry::Recorded(r) if r.state == destroy && r.reported
+    ));
+    // Final: a decommissioned unit is never sampled, nothing goes back.
+    for to in [sample, UnitState::Synced, UnitState::Committed, destroy] {
+        assert!(store.transition_blocking(&s[1], to).is_err(), "{to}");
+    }
+    let c = store.counts();
+    assert_eq!(
+        (c.synced, c.sampled, c.decommissioned, c.reported),
+        (1, 0, 2, 0),
+        "{c:?}"
+    );
+    assert_eq!(c.left_pool(), 3);
+    assert_eq!(store.recount().unwrap(), c);
+    drop(store);
+    let (store, _) = open(dir.path());
+    assert_eq!(store.counts(), c, "durable");
+}
+
+fn commit_through_from_sent(store: &Store, serials: &[serialine_core::Serial]) {
+    for to in [UnitState::Printed, UnitState::Committed] {
+        for s in serials {
+            store.transition_blocking(s, to).unwrap();
+        }
     }
 }

@@ -9,7 +9,9 @@ use crate::wire::{now_ms, CommandReply};
 use rumqttc::{AsyncClient, Publish, QoS};
 use serde_json::{Map, Value};
 use serialine_core::AlarmKind;
-use serialine_core::{Expiry, Gtin, Job, Lot, Template};
+use serialine_core::{
+    DecommissionReason, Expiry, Gtin, Job, Lot, SamplePurpose, Template, UnitState,
+};
 use serialine_store::Store;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -23,6 +25,12 @@ pub enum Command {
     StartJob(Job),
     StopJob,
     Drain,
+    /// `unit/sample` (`purpose`) or `unit/decommission` (`reason`): what
+    /// became of committed units, `to` being the after-commit state.
+    Unit {
+        to: UnitState,
+        serials: Vec<String>,
+    },
 }
 
 impl Command {
@@ -31,6 +39,11 @@ impl Command {
             Command::StartJob(_) => "job/start",
             Command::StopJob => "job/stop",
             Command::Drain => "drain",
+            Command::Unit {
+                to: UnitState::Sampled(_),
+                ..
+            } => "unit/sample",
+            Command::Unit { .. } => "unit/decommission",
         }
     }
 }
@@ -214,6 +227,9 @@ fn field<'a>(m: &'a Map<String, Value>, name: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("\"{name}\" is missing or not a string"))
 }
 
+/// Most serials one `unit/*` command names.
+pub const MAX_UNIT_SERIALS: usize = 1_000;
+
 /// Parses and validates a command; errors are what the operator is told.
 pub fn parse_command(name: &str, m: &Map<String, Value>) -> Result<Command, String> {
     match name {
@@ -240,8 +256,30 @@ pub fn parse_command(name: &str, m: &Map<String, Value>) -> Result<Command, Stri
         }
         "job/stop" => Ok(Command::StopJob),
         "drain" => Ok(Command::Drain),
+        "unit/sample" | "unit/decommission" => {
+            let to = if name == "unit/sample" {
+                let p = field(m, "purpose")?;
+                UnitState::Sampled(SamplePurpose::parse(p).ok_or_else(|| {
+                    format!("purpose {p:?}: expected qa, retention or regulatory")
+                })?)
+            } else {
+                let r = field(m, "reason")?;
+                UnitState::Decommissioned(DecommissionReason::parse(r).ok_or_else(|| {
+                    format!("reason {r:?}: expected destroyed, damaged or stolen")
+                })?)
+            };
+            let serials: Vec<String> = m
+                .get("serials")
+                .and_then(Value::as_array)
+                .filter(|a| !a.is_empty() && a.len() <= MAX_UNIT_SERIALS)
+                .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect())
+                .ok_or_else(|| {
+                    format!("\"serials\" must be an array of 1 to {MAX_UNIT_SERIALS} strings")
+                })?;
+            Ok(Command::Unit { to, serials })
+        }
         other => Err(format!(
-            "unknown command {other:?} (known: job/start, job/stop, drain)"
+            "unknown command {other:?} (known: job/start, job/stop, drain, unit/sample, unit/decommission)"
         )),
     }
 }
@@ -466,6 +504,49 @@ mod tests {
         bad["quantity"] = json!(0);
         assert!(parse_command("job/start", &obj(bad)).is_err());
         assert!(parse_command("job/explode", &Map::new()).is_err());
+    }
+
+    #[test]
+    fn unit_commands_are_validated() {
+        let ok = parse_command(
+            "unit/sample",
+            &obj(json!({"serials": ["A1", "B2"], "purpose": "retention"})),
+        );
+        assert_eq!(
+            ok,
+            Ok(Command::Unit {
+                to: UnitState::Sampled(SamplePurpose::Retention),
+                serials: vec!["A1".into(), "B2".into()]
+            })
+        );
+        assert_eq!(ok.unwrap().name(), "unit/sample");
+        let d = parse_command(
+            "unit/decommission",
+            &obj(json!({"serials": ["A1"], "reason": "stolen"})),
+        )
+        .unwrap();
+        assert_eq!(d.name(), "unit/decommission");
+        for (name, bad) in [
+            (
+                "unit/sample",
+                json!({"serials": ["A1"], "purpose": "lunch"}),
+            ),
+            ("unit/sample", json!({"serials": [], "purpose": "qa"})),
+            ("unit/sample", json!({"serials": [1], "purpose": "qa"})),
+            ("unit/decommission", json!({"serials": ["A1"]})),
+            (
+                "unit/decommission",
+                json!({"serials": "A1", "reason": "damaged"}),
+            ),
+        ] {
+            assert!(parse_command(name, &obj(bad.clone())).is_err(), "{bad}");
+        }
+        let many: Vec<String> = (0..=MAX_UNIT_SERIALS).map(|i| format!("S{i}")).collect();
+        assert!(parse_command(
+            "unit/sample",
+            &obj(json!({"serials": many, "purpose": "qa"}))
+        )
+        .is_err());
     }
 
     #[test]

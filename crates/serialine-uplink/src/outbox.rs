@@ -59,10 +59,7 @@ pub(crate) struct OutboxSync {
 }
 
 pub(crate) fn wire_event(e: &OutboxEvent) -> WireEvent {
-    let reason = match e.state {
-        UnitState::Rejected(r) => Some(r.as_str().to_string()),
-        _ => None,
-    };
+    let reason = e.state.reason().map(str::to_string);
     WireEvent {
         id: e.id_hex(),
         serial: e.serial.as_str().to_string(),

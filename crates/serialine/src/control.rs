@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 /// Longest request line accepted, in bytes.
-pub const MAX_REQUEST: usize = 4096;
+pub const MAX_REQUEST: usize = 64 * 1024;
 /// Longest a client may take to send its request, or to read the answer.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -31,6 +31,12 @@ enum Request {
     Status {
         #[serde(default)]
         line: Option<String>,
+    },
+    /// `serialine unit sample|decommission`; see `unit_cmd.rs`.
+    Unit {
+        action: String,
+        serials: Vec<String>,
+        reason: String,
     },
 }
 
@@ -141,6 +147,41 @@ async fn answer(
 
 async fn run(req: Request, lines: &[ControlLine], state_of: &StateOf) -> Value {
     match req {
+        Request::Unit {
+            action,
+            serials,
+            reason,
+        } => {
+            let to = match crate::unit_cmd::target(&action, &reason) {
+                Ok(to) => to,
+                Err(e) => return json!({"ok": false, "error": e}),
+            };
+            if serials.len() > crate::unit_cmd::MAX_SERIALS {
+                return json!({"ok": false, "error": format!("{} serials; at most {} per request", serials.len(), crate::unit_cmd::MAX_SERIALS)});
+            }
+            let stores: Vec<(String, Store)> = lines
+                .iter()
+                .map(|l| (l.id.clone(), l.store.clone()))
+                .collect();
+            // Ledger reads and durable writes block: off the runtime.
+            match tokio::task::spawn_blocking(move || crate::unit_cmd::apply(&stores, &serials, to))
+                .await
+            {
+                Ok(results) => {
+                    for r in results.iter().filter(|r| r["ok"] == json!(true)) {
+                        tracing::info!(
+                            serial = r["serial"].as_str().unwrap_or(""),
+                            line = r["line"].as_str().unwrap_or(""),
+                            "unit {}: {} (serialine unit)",
+                            r["serial"].as_str().unwrap_or(""),
+                            r["state"].as_str().unwrap_or("")
+                        );
+                    }
+                    json!({"ok": true, "results": results})
+                }
+                Err(e) => json!({"ok": false, "error": format!("applying: {e}")}),
+            }
+        }
         Request::Status { line } => {
             if let Some(id) = &line {
                 if !lines.iter().any(|l| &l.id == id) {

@@ -512,6 +512,42 @@ impl Line {
                     }
                 }
             }
+            Command::Unit { to, serials } => {
+                let lines = vec![(self.inner.id.clone(), self.inner.store.clone())];
+                let (to, serials) = (*to, serials.clone());
+                let results = tokio::task::spawn_blocking(move || {
+                    crate::unit_cmd::apply(&lines, &serials, to)
+                })
+                .await
+                .unwrap_or_default();
+                let refused: Vec<String> = results
+                    .iter()
+                    .filter(|r| r["ok"] != serde_json::json!(true))
+                    .map(|r| {
+                        format!(
+                            "{}: {}",
+                            r["serial"].as_str().unwrap_or("?"),
+                            r["error"].as_str().unwrap_or("refused")
+                        )
+                    })
+                    .collect();
+                tracing::info!(
+                    line = %self.inner.id,
+                    "cmd/{name}: {} of {} units {to}",
+                    results.len() - refused.len(),
+                    results.len()
+                );
+                req.respond(if refused.is_empty() && !results.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} of {} refused: {}",
+                        refused.len(),
+                        results.len(),
+                        refused.join("; ")
+                    ))
+                });
+            }
             Command::StopJob | Command::Drain => {
                 let Some(active) = job.take() else {
                     tracing::info!(line = %self.inner.id, "cmd/{name}: no job is running");

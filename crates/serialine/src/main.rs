@@ -31,6 +31,7 @@ mod code_cmd;
 mod control;
 mod daemon;
 mod tools;
+mod unit_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use serialine::config::{self, Config, ConfigError, LogFormat, DEFAULT_CONFIG_PATH};
@@ -145,6 +146,10 @@ enum Command {
     /// service first. Safe to interrupt: a round cut short is finished by
     /// the next run, into the same file.
     Archive(ArchiveArgs),
+    /// Record what became of committed units: QA samples, destroyed or
+    /// damaged packs; see `unit sample --help` and `unit decommission --help`.
+    #[command(subcommand)]
+    Unit(unit_cmd::UnitCommand),
     /// Render a job's codes (element string, Digital Link, HRI) or parse
     /// codes read back, with the line's own GS1 code; see `code render
     /// --help` and `code parse --help`.
@@ -233,6 +238,7 @@ fn main() -> ExitCode {
         Command::Export(args) => export_cmd(&args),
         Command::Archive(args) => archive_cmd(&args),
         Command::Code(cmd) => code_cmd::run(cmd),
+        Command::Unit(cmd) => unit_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -38,6 +38,13 @@ fn open_line(config: &Config, index: usize) -> anyhow::Result<Store> {
     }
 }
 
+/// Every configured line's ledger, opened here (the service is stopped).
+pub fn open_all(config: &Config) -> anyhow::Result<Vec<(String, Store)>> {
+    (0..config.lines.len())
+        .map(|i| Ok((config.lines[i].id.clone(), open_line(config, i)?)))
+        .collect()
+}
+
 fn selected(config: &Config, line: Option<&str>) -> anyhow::Result<Vec<usize>> {
     let all: Vec<usize> = (0..config.lines.len()).collect();
     match line {
@@ -80,6 +87,8 @@ pub fn line_status(
         "rejected": c.rejected,
         "voided": c.voided,
         "reported": c.reported,
+        "sampled": c.sampled,
+        "decommissioned": c.decommissioned,
         "archived": c.archived,
         "archive_dir": archive_dir.display().to_string(),
         "in_flight": store.in_flight()?.len(),
@@ -251,7 +260,7 @@ pub fn export(
         let id = &config.lines[i].id;
         let keep = |s: UnitState| {
             matches!(s, UnitState::Committed | UnitState::Synced)
-                || (all_outcomes && matches!(s, UnitState::Rejected(_) | UnitState::Voided))
+                || (all_outcomes && !s.is_in_flight())
         };
         // Archived records first (they are the older), then the ledger's.
         let archived = archive::records_since(&config.line_archive_dir(id), id, since_ms, keep)?;
@@ -260,10 +269,9 @@ pub fn export(
             let at =
                 humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(record.at_ms));
             let (state, reason) = match record.state {
-                UnitState::Rejected(r) => ("rejected", r.as_str()),
                 // Synced is committed and acknowledged upstream.
                 UnitState::Synced => ("committed", ""),
-                other => (other.name(), ""),
+                other => (other.name(), other.reason().unwrap_or("")),
             };
             match format {
                 ExportFormat::Csv => writeln!(w, "{id},{serial},{state},{reason},{at}")?,

@@ -302,6 +302,75 @@ starve_timeout_secs = 60
     assert_eq!(decided(&live), QUANTITY as u64, "{live}");
     assert_eq!(live["in_flight"], 0, "{live}");
 
+    // Upstream acknowledges every outcome; then units can be sampled and
+    // decommissioned through the running service, each reported upstream.
+    wait_until(Duration::from_secs(30), "the outbox to drain", log, || {
+        status_json()["outbox"] == 0
+    })
+    .await;
+    let unit = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_serialine"))
+            .arg("unit")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("SERIALINE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let mut committed: Vec<String> = events.events.values().map(|(s, _)| s.clone()).collect();
+    committed.sort();
+    let out = unit(&["sample", &committed[0], "--purpose", "qa"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("sampled(qa) on line line-1"), "{text}");
+    let out = unit(&[
+        "decommission",
+        &committed[1],
+        &committed[0],
+        "NEVER1SSUED",
+        "--reason",
+        "damaged",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "one refused: {text}");
+    assert!(
+        text.contains(&format!("{}: decommissioned(damaged)", committed[1])),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}: decommissioned(damaged)", committed[0])),
+        "sampled, then destroyed: {text}"
+    );
+    assert!(
+        text.contains("NEVER1SSUED: refused: never issued"),
+        "{text}"
+    );
+    let out = unit(&["sample", &committed[1], "--purpose", "qa"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("refused: already decommissioned"));
+    wait_until(
+        Duration::from_secs(30),
+        "upstream to hear of the samples",
+        log,
+        || {
+            let ev = upstream.line(LINE);
+            let states: Vec<String> = ev.events.values().map(|(_, st)| st.clone()).collect();
+            states.iter().filter(|s| *s == "decommissioned").count() == 2
+                && states.iter().any(|s| s == "sampled")
+        },
+    )
+    .await;
+    let live = status_json();
+    assert_eq!(
+        (live["sampled"].as_u64(), live["decommissioned"].as_u64()),
+        (Some(0), Some(2)),
+        "{live}"
+    );
+
     // SIGTERM: a clean stop, exit 0.
     daemon.signal("-TERM");
     let status = daemon.wait(Duration::from_secs(30)).await;
@@ -320,7 +389,7 @@ starve_timeout_secs = 60
     assert!(!socket.exists(), "control socket left behind");
     let stopped = status_json();
     assert!(stopped["service"].is_null(), "{stopped}");
-    assert_eq!(decided(&stopped), QUANTITY as u64, "{stopped}");
+    assert_eq!(decided(&stopped) + 2, QUANTITY as u64, "{stopped}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

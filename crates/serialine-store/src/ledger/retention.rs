@@ -75,7 +75,10 @@ impl ArchivedEntry {
 fn ended_and_reported(r: &SerialRecord) -> bool {
     match r.state {
         UnitState::Synced => true,
-        UnitState::Rejected(_) | UnitState::Voided => r.reported,
+        UnitState::Rejected(_)
+        | UnitState::Voided
+        | UnitState::Sampled(_)
+        | UnitState::Decommissioned(_) => r.reported,
         _ => false,
     }
 }
@@ -184,7 +187,7 @@ impl Ledger {
             if let Some(c) = counts.slot(r.state) {
                 *c = c.saturating_sub(1);
             }
-            counts.reported -= u64::from(r.reported && r.state != UnitState::Synced);
+            counts.reported -= u64::from(crate::record::Counts::counts_as_reported(r));
             counts.fenced -= u64::from(r.fenced);
             counts.archived += 1;
             writes.push(JournalWrite {
