@@ -515,11 +515,18 @@ impl Line {
             Command::Unit { to, serials } => {
                 let lines = vec![(self.inner.id.clone(), self.inner.store.clone())];
                 let (to, serials) = (*to, serials.clone());
-                let results = tokio::task::spawn_blocking(move || {
+                let results = match tokio::task::spawn_blocking(move || {
                     crate::unit_cmd::apply(&lines, &serials, to)
                 })
                 .await
-                .unwrap_or_default();
+                {
+                    Ok(results) => results,
+                    Err(e) => {
+                        tracing::error!(line = %self.inner.id, "cmd/{name}: applying failed: {e}");
+                        req.respond(Err(format!("applying failed: {e}")));
+                        return;
+                    }
+                };
                 let refused: Vec<String> = results
                     .iter()
                     .filter(|r| r["ok"] != serde_json::json!(true))

@@ -364,10 +364,43 @@ starve_timeout_secs = 60
         },
     )
     .await;
+    // The same over MQTT: a signed cmd/unit/decommission.
+    {
+        use rumqttc::{Event, Packet, QoS};
+        let mut o = rumqttc::MqttOptions::new("run-test-cmd", "127.0.0.1", plant.broker.port);
+        o.set_keep_alive(Duration::from_secs(10));
+        let (client, mut el) = rumqttc::AsyncClient::new(o, 8);
+        let topic = format!("serialine/{SITE}/{LINE}/cmd/unit/decommission");
+        client
+            .subscribe(format!("{topic}/reply"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let body = serialine_uplink::sign_command(
+            &[0xa5; 32],
+            &topic,
+            serde_json::json!({"request_id": "r-unit", "serials": [committed[2]], "reason": "stolen"}),
+            "run-test-unit",
+        );
+        client
+            .publish(&topic, QoS::AtLeastOnce, false, body.to_string())
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let Ok(Event::Incoming(Packet::Publish(p))) = el.poll().await {
+                    return serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap();
+                }
+            }
+        })
+        .await
+        .expect("a reply to cmd/unit/decommission");
+        assert_eq!(reply["ok"], true, "{reply}");
+        let _ = client.disconnect().await;
+    }
     let live = status_json();
     assert_eq!(
         (live["sampled"].as_u64(), live["decommissioned"].as_u64()),
-        (Some(0), Some(2)),
+        (Some(0), Some(3)),
         "{live}"
     );
 
@@ -389,7 +422,7 @@ starve_timeout_secs = 60
     assert!(!socket.exists(), "control socket left behind");
     let stopped = status_json();
     assert!(stopped["service"].is_null(), "{stopped}");
-    assert_eq!(decided(&stopped) + 2, QUANTITY as u64, "{stopped}");
+    assert_eq!(decided(&stopped) + 3, QUANTITY as u64, "{stopped}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
