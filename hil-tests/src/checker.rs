@@ -83,6 +83,22 @@ pub struct RunEvents {
     /// Unix milliseconds of each SIGKILL: a unit voided after kill k (and
     /// before kill k + 1) is charged to kill k.
     pub kill_times_ms: Vec<u64>,
+    /// Issue 15: the after-commit moves the daemon accepted, in order.
+    pub after_commit: Vec<(Serial, UnitState)>,
+}
+
+/// The after-commit moves, by serial.
+trait AfterCommitLog {
+    fn last_by(&self, serial: &Serial) -> Option<UnitState>;
+}
+
+impl AfterCommitLog for Vec<(Serial, UnitState)> {
+    fn last_by(&self, serial: &Serial) -> Option<UnitState> {
+        self.iter()
+            .rev()
+            .find(|(s, _)| s == serial)
+            .map(|(_, to)| *to)
+    }
 }
 
 /// What the marking device received.
@@ -119,6 +135,9 @@ pub enum Rule {
     /// The ledger's files: sled wrote a value as a blob file, which its
     /// segment cleaner loses track of (`serialine-store` `MAX_VALUE_BYTES`).
     Ledger,
+    /// Issue 15: a unit sampled or decommissioned that nobody asked for, or
+    /// before upstream heard of its commit.
+    AfterCommit,
 }
 
 impl fmt::Display for Rule {
@@ -132,6 +151,7 @@ impl fmt::Display for Rule {
             Rule::Replay => f.write_str("replay"),
             Rule::Accounting => f.write_str("accounting"),
             Rule::Ledger => f.write_str("ledger files"),
+            Rule::AfterCommit => f.write_str("after commit"),
         }
     }
 }
@@ -551,8 +571,23 @@ pub fn check(input: &CheckInput) -> Report {
                 ),
             );
         }
+        if rec.state.is_after_commit()
+            && input.events.after_commit.last_by(serial) != Some(rec.state)
+        {
+            c.violate(
+                Rule::AfterCommit,
+                Some(s),
+                format!(
+                    "{} in the ledger, but that is not what was last asked of it",
+                    rec.state
+                ),
+            );
+        }
         match rec.state {
-            UnitState::Committed | UnitState::Synced => {
+            UnitState::Committed
+            | UnitState::Synced
+            | UnitState::Sampled(_)
+            | UnitState::Decommissioned(_) => {
                 // Invariant 2: committed means printed and read back.
                 if !sent_count.contains_key(serial) {
                     c.violate(
@@ -579,13 +614,35 @@ pub fn check(input: &CheckInput) -> Report {
         }
         if rec.state.is_reportable() || rec.state == UnitState::Synced {
             reportable += 1;
-            let as_event = if rec.state == UnitState::Synced {
+            let as_event = if rec.state == UnitState::Synced || rec.state.is_after_commit() {
                 UnitState::Committed
             } else {
                 rec.state
             };
             let id = hex::encode(event_id(&input.line, serial, as_event));
             expected_ids.insert(id, (serial.clone(), as_event.name()));
+        }
+    }
+    // Issue 15: each accepted after-commit move is an outcome upstream
+    // holds once, heard after the unit's commit.
+    for (serial, to) in &input.events.after_commit {
+        let id = hex::encode(event_id(&input.line, serial, *to));
+        if expected_ids
+            .insert(id.clone(), (serial.clone(), to.name()))
+            .is_none()
+        {
+            reportable += 1;
+        }
+        let committed = hex::encode(event_id(&input.line, serial, UnitState::Committed));
+        let at = |id: &str| input.upstream.order.iter().position(|x| x == id);
+        match (at(&committed), at(&id)) {
+            (Some(c_at), Some(a_at)) if c_at < a_at => {}
+            (_, None) => {} // reported missing below
+            _ => c.violate(
+                Rule::AfterCommit,
+                Some(serial.as_str()),
+                format!("upstream heard {to} before the unit's commit"),
+            ),
         }
     }
     // Issue 13 §2: the lost histories' outcomes are expected upstream too,
@@ -713,6 +770,15 @@ pub fn check(input: &CheckInput) -> Report {
     }
     for (serial, n) in per_serial {
         let lost_history = n == 2 && Serial::new(serial).is_ok_and(|s| fenced.contains(&s));
+        // Issue 15: a unit's after-commit outcomes follow its commit.
+        let n = n.saturating_sub(
+            input
+                .events
+                .after_commit
+                .iter()
+                .filter(|(s, _)| s.as_str() == serial)
+                .count(),
+        );
         if n > 1 && !lost_history {
             c.violate(
                 Rule::Invariant(4),
@@ -830,7 +896,8 @@ pub fn check(input: &CheckInput) -> Report {
 
     // The job and the scenario's expectations.
     let counts = store.counts();
-    let committed = counts.committed + counts.synced;
+    // Sampled and decommissioned units were committed first (issue 15).
+    let committed = counts.committed + counts.synced + counts.sampled + counts.decommissioned;
     let decided = if input.earlier.is_empty() {
         committed + counts.rejected + counts.voided
     } else {

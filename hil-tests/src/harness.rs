@@ -520,6 +520,9 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let mut changeover_sent = false;
     // When the printer simulator first ignored a message while jammed.
     let mut jammed_at: Option<Instant> = None;
+    // Issue 15: the after-commit moves the daemon accepted.
+    let mut after_commit: Vec<(serialine_core::Serial, serialine_core::UnitState)> = Vec::new();
+    let mut after_commit_done = !s.after_commit.any();
 
     'runs: loop {
         let base = decided().max(ledger_base);
@@ -704,6 +707,16 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                             job_ended = false;
                             continue;
                         }
+                        // Issue 15: samples and decommissioning through
+                        // the running daemon, once everything is reported.
+                        if !after_commit_done {
+                            after_commit_done = true;
+                            match after_commit_step(&bin, &config, &s.after_commit, upstream).await
+                            {
+                                Ok(moves) => after_commit = moves,
+                                Err(what) => violations.push(harness(what)),
+                            }
+                        }
                         break;
                     }
                 }
@@ -796,6 +809,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         earlier,
         events: checker::RunEvents {
             kill_times_ms,
+            after_commit,
             ..run_events(&s, &marker, kills, mid_job, clean_stop, tolerance, &root)
         },
     };
@@ -1025,6 +1039,163 @@ fn check_changeover(
             "changeover: none of the first product's serials stayed buffered, so the second job was never offered them"
                 .into(),
         ));
+    }
+}
+
+/// Issue 15, `[after_commit]`: samples and decommissions committed units
+/// with `serialine unit` (the real binary, over the running daemon's
+/// control socket), asks for never-issued serials and for a decommissioned
+/// one to be sampled (each must be refused), then waits (at most 30 s)
+/// until upstream holds every accepted move. Returns the accepted moves.
+async fn after_commit_step(
+    bin: &Path,
+    config: &Path,
+    ac: &crate::scenario::AfterCommit,
+    upstream: &serialine_sim::upstream::Upstream,
+) -> Result<Vec<(serialine_core::Serial, serialine_core::UnitState)>, String> {
+    use serialine_core::{Serial, UnitState};
+    let mut committed: Vec<String> = upstream
+        .line(LINE)
+        .events
+        .values()
+        .filter(|(_, st)| st == "committed")
+        .map(|(s, _)| s.clone())
+        .collect();
+    committed.sort();
+    if committed.len() < ac.sample + ac.decommission {
+        return Err(format!(
+            "after_commit: {} committed units, {} needed",
+            committed.len(),
+            ac.sample + ac.decommission
+        ));
+    }
+    let sampled = committed[..ac.sample].to_vec();
+    let decommissioned = committed[ac.sample..ac.sample + ac.decommission].to_vec();
+    let unit = |args: Vec<String>| {
+        let (bin, config) = (bin.to_path_buf(), config.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(&bin)
+                .arg("unit")
+                .args(&args)
+                .args(["--json", "--config"])
+                .arg(&config)
+                .env_remove("SERIALINE_CONFIG")
+                .output()
+                .map_err(|e| format!("serialine unit: {e}"))?;
+            let results: Vec<serde_json::Value> =
+                serde_json::from_slice(&out.stdout).map_err(|e| {
+                    format!(
+                        "serialine unit {args:?}: {e}; stderr: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })?;
+            Ok::<_, String>(results)
+        })
+    };
+    let accepted = |results: &[serde_json::Value], to: UnitState| -> Vec<(Serial, UnitState)> {
+        results
+            .iter()
+            .filter(|r| r["ok"] == true)
+            .filter_map(|r| r["serial"].as_str().and_then(|s| Serial::new(s).ok()))
+            .map(|s| (s, to))
+            .collect()
+    };
+    let mut moves = Vec::new();
+    let mut problems = Vec::new();
+    let sample = UnitState::Sampled(serialine_core::SamplePurpose::Qa);
+    let destroy = UnitState::Decommissioned(serialine_core::DecommissionReason::Damaged);
+    let join = |e: tokio::task::JoinError| e.to_string();
+    if !sampled.is_empty() {
+        let mut args = vec!["sample".to_string()];
+        args.extend(sampled.iter().cloned());
+        args.extend(["--purpose".to_string(), "qa".to_string()]);
+        let r = unit(args).await.map_err(join)??;
+        moves.extend(accepted(&r, sample));
+    }
+    let mut to_destroy = decommissioned.clone();
+    to_destroy.extend(sampled.iter().take(ac.sample_then_decommission).cloned());
+    if !to_destroy.is_empty() {
+        let mut args = vec!["decommission".to_string()];
+        args.extend(to_destroy.iter().cloned());
+        args.extend(["--reason".to_string(), "damaged".to_string()]);
+        let r = unit(args).await.map_err(join)??;
+        moves.extend(accepted(&r, destroy));
+    }
+    let expected = sampled.len() + to_destroy.len();
+    if moves.len() != expected {
+        problems.push(format!(
+            "after_commit: {} of {expected} moves accepted",
+            moves.len()
+        ));
+    }
+    if ac.refused > 0 {
+        let mut args = vec!["sample".to_string()];
+        args.extend((0..ac.refused).map(|i| format!("NOTISSUED{i}")));
+        args.extend(decommissioned.first().cloned());
+        args.extend(["--purpose".to_string(), "qa".to_string()]);
+        let r = unit(args).await.map_err(join)??;
+        for x in r.iter().filter(|x| x["ok"] == true) {
+            problems.push(format!(
+                "after_commit: {} accepted, must be refused",
+                x["serial"]
+            ));
+        }
+    }
+    // Every accepted move reaches upstream.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = upstream.line(LINE);
+        let held = moves
+            .iter()
+            .filter(|(serial, to)| {
+                line.events
+                    .values()
+                    .any(|(s, st)| s == serial.as_str() && st == to.name())
+            })
+            .count();
+        if held == moves.len() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            problems.push(format!(
+                "after_commit: upstream holds {held} of {} moves after 30 s",
+                moves.len()
+            ));
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    // ... and upstream's acks reach the ledger (`serialine status` over
+    // the control socket), so a clean stop leaves no outbox entry.
+    let status = || {
+        let (bin, config) = (bin.to_path_buf(), config.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(&bin)
+                .args(["status", "--json", "--config"])
+                .arg(&config)
+                .env_remove("SERIALINE_CONFIG")
+                .output()
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            v[0]["outbox"].as_u64()
+        })
+    };
+    loop {
+        let outbox = status().await.ok().flatten();
+        if outbox == Some(0) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            problems.push(format!(
+                "after_commit: outbox at {outbox:?} after 30 s (status over the control socket)"
+            ));
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    match problems.is_empty() {
+        true => Ok(moves),
+        false => Err(problems.join("; ")),
     }
 }
 

@@ -129,7 +129,16 @@ fn decided(json: &Value) -> Option<u64> {
     let c = json.get("counts")?;
     let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
     // Serials voided by the fence are not units of the job (issue 13 §2).
-    Some((n("committed") + n("synced") + n("rejected") + n("voided")).saturating_sub(n("fenced")))
+    // Sampled and decommissioned units were committed first (issue 15).
+    Some(
+        (n("committed")
+            + n("synced")
+            + n("rejected")
+            + n("voided")
+            + n("sampled")
+            + n("decommissioned"))
+        .saturating_sub(n("fenced")),
+    )
 }
 
 impl Monitor {

@@ -60,6 +60,30 @@ pub struct Scenario {
     /// Attacks on the command and ack topics (issue 13).
     #[serde(default)]
     pub attack: crate::attack::AttackSpec,
+    /// Issue 15: once the job is over and reported, units are sampled and
+    /// decommissioned through `serialine unit` on the running daemon.
+    #[serde(default)]
+    pub after_commit: AfterCommit,
+}
+
+/// `[after_commit]`: the first committed serials (in serial order) are
+/// sampled (`sample`), the next decommissioned (`decommission`), and the
+/// first `sample_then_decommission` of the sampled ones decommissioned
+/// after; `refused` serials never issued are asked too, each must be
+/// refused.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AfterCommit {
+    pub sample: usize,
+    pub decommission: usize,
+    pub sample_then_decommission: usize,
+    pub refused: usize,
+}
+
+impl AfterCommit {
+    pub fn any(&self) -> bool {
+        self.sample + self.decommission + self.refused > 0
+    }
 }
 
 fn default_seed() -> u64 {

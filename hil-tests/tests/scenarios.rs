@@ -94,6 +94,7 @@ scenarios! {
     big_blocks_kill9 => "big-blocks-kill9",
     daemon_frozen => "daemon-frozen",
     printer_fnc1_escape => "printer-fnc1-escape",
+    after_commit_samples_and_decommissioning => "after-commit",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a
