@@ -32,6 +32,13 @@ enum Request {
         #[serde(default)]
         line: Option<String>,
     },
+    /// `serialine archive`: one archive file per line at most, so a
+    /// request stays short; the CLI asks again until nothing is left.
+    Archive {
+        before_ms: u64,
+        #[serde(default)]
+        line: Option<String>,
+    },
     /// `serialine unit sample|decommission`; see `unit_cmd.rs`.
     Unit {
         action: String,
@@ -147,6 +154,40 @@ async fn answer(
 
 async fn run(req: Request, lines: &[ControlLine], state_of: &StateOf) -> Value {
     match req {
+        Request::Archive { before_ms, line } => {
+            let mut out = Vec::new();
+            for l in lines
+                .iter()
+                .filter(|l| line.as_ref().is_none_or(|id| *id == l.id))
+            {
+                let mut opts = serialine_store::ArchiveOptions::new(
+                    &l.archive_dir,
+                    std::time::UNIX_EPOCH + Duration::from_millis(before_ms),
+                );
+                opts.max_files = 1;
+                match l.store.archive(opts).await {
+                    Ok(r) => {
+                        let c = l.store.counts();
+                        let files: Vec<String> =
+                            r.files.iter().map(|f| f.display().to_string()).collect();
+                        out.push(json!({
+                            "line": l.id,
+                            "files": files,
+                            "blocks": r.blocks,
+                            "serials": r.serials,
+                            "bytes": r.bytes,
+                            "took_ms": r.took.as_millis() as u64,
+                            "kept": c.left_pool() - c.archived,
+                            "archived": c.archived,
+                        }))
+                    }
+                    Err(e) => {
+                        return json!({"ok": false, "error": format!("line {}: archiving: {e}", l.id)})
+                    }
+                }
+            }
+            json!({"ok": true, "lines": out})
+        }
         Request::Unit {
             action,
             serials,

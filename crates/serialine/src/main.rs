@@ -142,9 +142,9 @@ enum Command {
     /// issued again; `serialine export` reads the archives too.
     ///
     /// The service does the same between jobs (at most 20 files per
-    /// pause). Like status, this reads the ledgers directly: stop the
-    /// service first. Safe to interrupt: a round cut short is finished by
-    /// the next run, into the same file.
+    /// pause). While it runs, this asks it to (control socket), one file at
+    /// a time; otherwise it opens the ledgers. Safe to interrupt: a round
+    /// cut short is finished by the next run, into the same file.
     Archive(ArchiveArgs),
     /// Record what became of committed units: QA samples, destroyed or
     /// damaged packs; see `unit sample --help` and `unit decommission --help`.

@@ -173,42 +173,83 @@ pub fn status(config: &Config, line: Option<&str>, json: bool) -> anyhow::Result
     Ok(())
 }
 
+/// One archiving round of one line, done here or by the running service.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ArchiveRound {
+    files: Vec<String>,
+    blocks: u64,
+    serials: u64,
+    bytes: u64,
+    took_ms: u64,
+    /// Serial records the ledger keeps, and archived in all, after it.
+    kept: u64,
+    archived: u64,
+}
+
 /// `serialine archive`: moves what the retention rule allows out of each
-/// ledger into archive files, printing each file as it is written.
+/// ledger into archive files, printing each file as it is written. While
+/// the service runs, it asks the service (control socket), one file at a
+/// time; otherwise it opens the ledgers.
 pub fn archive(config: &Config, line: Option<&str>, before: SystemTime) -> anyhow::Result<u64> {
+    let socket = config.control_socket_path();
+    let before_ms = before
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let running = crate::control::ask(&socket, &serde_json::json!({"cmd": "status"}))?.is_some();
     let mut total = 0;
     for i in selected(config, line)? {
-        let store = open_line(config, i)?;
         let id = &config.lines[i].id;
-        let dir = config.line_archive_dir(id);
-        let mut opts = ArchiveOptions::new(&dir, before);
-        opts.max_files = 1;
+        let store = if running {
+            None
+        } else {
+            Some(open_line(config, i)?)
+        };
+        let round = || -> anyhow::Result<ArchiveRound> {
+            let Some(store) = &store else {
+                let request =
+                    serde_json::json!({"cmd": "archive", "before_ms": before_ms, "line": id});
+                let answer = crate::control::ask(&socket, &request)?
+                    .ok_or_else(|| anyhow::anyhow!("the service stopped while archiving"))?;
+                return Ok(serde_json::from_value(answer["lines"][0].clone())?);
+            };
+            let mut opts = ArchiveOptions::new(config.line_archive_dir(id), before);
+            opts.max_files = 1;
+            let r = store.archive_blocking(&opts)?;
+            let c = store.counts();
+            Ok(ArchiveRound {
+                files: r.files.iter().map(|f| f.display().to_string()).collect(),
+                blocks: r.blocks,
+                serials: r.serials,
+                bytes: r.bytes,
+                took_ms: r.took.as_millis() as u64,
+                kept: c.left_pool() - c.archived,
+                archived: c.archived,
+            })
+        };
         let (mut files, mut serials, mut bytes) = (0u64, 0u64, 0u64);
-        loop {
-            let report = store
-                .archive_blocking(&opts)
-                .with_context(|| format!("line {id}: archiving"))?;
-            let Some(path) = report.files.first() else {
-                break;
+        let last = loop {
+            let r = round().with_context(|| format!("line {id}: archiving"))?;
+            let Some(path) = r.files.first() else {
+                break r;
             };
             println!(
-                "line {id}: {} serials of {} blocks -> {} ({} KiB, {:.1?})",
-                report.serials,
-                report.blocks,
-                path.display(),
-                report.bytes.div_ceil(1024),
-                report.took
+                "line {id}: {} serials of {} blocks -> {path} ({} KiB, {} ms)",
+                r.serials,
+                r.blocks,
+                r.bytes.div_ceil(1024),
+                r.took_ms
             );
             files += 1;
-            serials += report.serials;
-            bytes += report.bytes;
-        }
-        let c = store.counts();
+            serials += r.serials;
+            bytes += r.bytes;
+        };
         println!(
-            "line {id}: {serials} serials archived in {files} file(s), {} KiB; the ledger keeps {} serial records, {} archived in all",
+            "line {id}: {serials} serials archived in {files} file(s), {} KiB{}; the ledger keeps {} serial records, {} archived in all",
             bytes.div_ceil(1024),
-            c.left_pool() - c.archived,
-            c.archived
+            if running { ", by the running service" } else { "" },
+            last.kept,
+            last.archived
         );
         total += serials;
     }
