@@ -1071,17 +1071,23 @@ async fn after_commit_step(
     }
     let sampled = committed[..ac.sample].to_vec();
     let decommissioned = committed[ac.sample..ac.sample + ac.decommission].to_vec();
-    let unit = |args: Vec<String>| {
+    // The service binary as an operator runs it, on the run's config.
+    let cli = |args: Vec<String>| {
         let (bin, config) = (bin.to_path_buf(), config.to_path_buf());
         tokio::task::spawn_blocking(move || {
-            let out = Command::new(&bin)
-                .arg("unit")
+            Command::new(&bin)
                 .args(&args)
                 .args(["--json", "--config"])
                 .arg(&config)
                 .env_remove("SERIALINE_CONFIG")
                 .output()
-                .map_err(|e| format!("serialine unit: {e}"))?;
+                .map_err(|e| format!("serialine {args:?}: {e}"))
+        })
+    };
+    let unit = |args: Vec<String>| {
+        let run = cli([vec!["unit".to_string()], args.clone()].concat());
+        async move {
+            let out = run.await.map_err(|e| e.to_string())??;
             let results: Vec<serde_json::Value> =
                 serde_json::from_slice(&out.stdout).map_err(|e| {
                     format!(
@@ -1090,7 +1096,7 @@ async fn after_commit_step(
                     )
                 })?;
             Ok::<_, String>(results)
-        })
+        }
     };
     let accepted = |results: &[serde_json::Value], to: UnitState| -> Vec<(Serial, UnitState)> {
         results
@@ -1104,12 +1110,11 @@ async fn after_commit_step(
     let mut problems = Vec::new();
     let sample = UnitState::Sampled(serialine_core::SamplePurpose::Qa);
     let destroy = UnitState::Decommissioned(serialine_core::DecommissionReason::Damaged);
-    let join = |e: tokio::task::JoinError| e.to_string();
     if !sampled.is_empty() {
         let mut args = vec!["sample".to_string()];
         args.extend(sampled.iter().cloned());
         args.extend(["--purpose".to_string(), "qa".to_string()]);
-        let r = unit(args).await.map_err(join)??;
+        let r = unit(args).await?;
         moves.extend(accepted(&r, sample));
     }
     let mut to_destroy = decommissioned.clone();
@@ -1118,7 +1123,7 @@ async fn after_commit_step(
         let mut args = vec!["decommission".to_string()];
         args.extend(to_destroy.iter().cloned());
         args.extend(["--reason".to_string(), "damaged".to_string()]);
-        let r = unit(args).await.map_err(join)??;
+        let r = unit(args).await?;
         moves.extend(accepted(&r, destroy));
     }
     let expected = sampled.len() + to_destroy.len();
@@ -1133,7 +1138,7 @@ async fn after_commit_step(
         args.extend((0..ac.refused).map(|i| format!("NOTISSUED{i}")));
         args.extend(decommissioned.first().cloned());
         args.extend(["--purpose".to_string(), "qa".to_string()]);
-        let r = unit(args).await.map_err(join)??;
+        let r = unit(args).await?;
         for x in r.iter().filter(|x| x["ok"] == true) {
             problems.push(format!(
                 "after_commit: {} accepted, must be refused",
@@ -1167,21 +1172,13 @@ async fn after_commit_step(
     }
     // ... and upstream's acks reach the ledger (`serialine status` over
     // the control socket), so a clean stop leaves no outbox entry.
-    let status = || {
-        let (bin, config) = (bin.to_path_buf(), config.to_path_buf());
-        tokio::task::spawn_blocking(move || {
-            let out = Command::new(&bin)
-                .args(["status", "--json", "--config"])
-                .arg(&config)
-                .env_remove("SERIALINE_CONFIG")
-                .output()
-                .ok()?;
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            v[0]["outbox"].as_u64()
-        })
-    };
     loop {
-        let outbox = status().await.ok().flatten();
+        let outbox = match cli(vec!["status".into()]).await {
+            Ok(Ok(out)) => serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v[0]["outbox"].as_u64()),
+            _ => None,
+        };
         if outbox == Some(0) {
             break;
         }

@@ -262,13 +262,18 @@ starve_timeout_secs = 60
     // `serialine status` while the service runs: over its control socket
     // (the ledger is locked), with the line's state; garbage on the socket
     // gets an error line and changes nothing.
-    let status_json = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_serialine"))
-            .args(["status", "--json", "--config"])
+    // The service binary as an operator runs it, on this config.
+    let serialine = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_serialine"))
+            .args(args)
+            .arg("--config")
             .arg(&config)
             .env_remove("SERIALINE_CONFIG")
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let status_json = || {
+        let out = serialine(&["status", "--json"]);
         assert!(
             out.status.success(),
             "{}",
@@ -308,16 +313,7 @@ starve_timeout_secs = 60
         status_json()["outbox"] == 0
     })
     .await;
-    let unit = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_serialine"))
-            .arg("unit")
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .env_remove("SERIALINE_CONFIG")
-            .output()
-            .unwrap()
-    };
+    let unit = |args: &[&str]| serialine(&[&["unit"], args].concat());
     let mut committed: Vec<String> = events.events.values().map(|(s, _)| s.clone()).collect();
     committed.sort();
     let out = unit(&["sample", &committed[0], "--purpose", "qa"]);
@@ -413,12 +409,7 @@ starve_timeout_secs = 60
         || status_json()["outbox"] == 0,
     )
     .await;
-    let out = Command::new(env!("CARGO_BIN_EXE_serialine"))
-        .args(["archive", "--before", "2100-01-01", "--config"])
-        .arg(&config)
-        .env_remove("SERIALINE_CONFIG")
-        .output()
-        .unwrap();
+    let out = serialine(&["archive", "--before", "2100-01-01"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
