@@ -57,6 +57,13 @@ pub struct ArchivedRecord {
     pub reported: bool,
     #[serde(default)]
     pub fenced: bool,
+    /// The ledger's number of the job that sent it; absent for 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub job: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ArchivedRecord {
@@ -69,6 +76,7 @@ impl ArchivedRecord {
             at_ms: r.at_ms,
             reported: r.reported,
             fenced: r.fenced,
+            job: r.job,
         }
     }
 
@@ -87,6 +95,7 @@ impl ArchivedRecord {
                 fenced: self.fenced,
                 block_id: self.block,
                 at_ms: self.at_ms,
+                job: self.job,
             },
         ))
     }
@@ -286,6 +295,7 @@ mod tests {
                         fenced: false,
                         block_id: 7,
                         at_ms: 1_789_500_000_000,
+                        job: 3,
                     },
                 )
             })

@@ -24,7 +24,14 @@ pub(crate) use retention::RoundOutcome;
 ///
 /// 3: the per-serial `issued` index is replaced by per-block arrays of
 /// serial hashes (`issued.rs`), migrated at the first open.
-pub const SCHEMA_VERSION: u32 = 4;
+///
+/// 4: no value above `MAX_VALUE_BYTES` (stored blocks, issued arrays and
+/// journal chunks in chunks).
+///
+/// 5: jobs (`jobs` tree, `jobs.rs`) and each serial record's job number;
+/// a schema 4 record reads as job 0, so nothing is rewritten, but an older
+/// build must refuse the longer records rather than call them damaged.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// sled's page cache per ledger unless configured: enough for the working
 /// set of a line (its open blocks, in-flight records, outbox head).
@@ -35,6 +42,8 @@ const META_LINE: &[u8] = b"line_id";
 const META_KEY_CHECK: &[u8] = b"key_check";
 const META_COUNTS: &[u8] = b"counts";
 const META_OUTBOX_SEQ: &[u8] = b"outbox_seq";
+/// The number of the last job begun (`jobs.rs`).
+const META_JOB_SEQ: &[u8] = b"job_seq";
 /// An archiving round decided and not yet removed from the ledger
 /// (`ledger/retention.rs`).
 const META_ARCHIVE_INTENT: &[u8] = b"archive_intent";
@@ -62,6 +71,15 @@ pub(crate) enum Op {
         /// The serial's block when the pool handed it out (a Sent): saves the
         /// issued-index lookup, the pool having read it from the block itself.
         block: Option<BlockId>,
+        /// The job sending it (a Sent); later moves keep the record's.
+        job: Option<u32>,
+    },
+    /// A job starts: its number is the next after the last one recorded.
+    BeginJob { entry: crate::jobs::JobEntry },
+    /// Job `number` ended at `entry.ended_ms` (its entry rewritten whole).
+    EndJob {
+        number: u32,
+        entry: crate::jobs::JobEntry,
     },
     /// Upstream acknowledged outbox entry `seq`.
     AckOutbox { seq: u64 },
@@ -85,6 +103,10 @@ pub enum Applied {
     /// repeated acknowledgment is harmless).
     Acked {
         event: Option<(Serial, UnitState)>,
+    },
+    /// A job's entry was written under this number.
+    Job {
+        number: u32,
     },
 }
 
@@ -120,6 +142,8 @@ pub(crate) struct Ledger {
     cursors: sled::Tree,
     /// Blocks whose records left for an archive file (`ledger/retention.rs`).
     archived: sled::Tree,
+    /// Jobs by number (`jobs.rs`).
+    jobs: sled::Tree,
     /// The redo journal of the batch being applied (see [`Ledger::apply`]).
     journal: sled::Tree,
     /// Readers see a batch whole or not at all: `apply` holds it for writing
@@ -139,6 +163,8 @@ pub(crate) struct Ledger {
     /// Owned by the committer; published to readers after each batch.
     pub counts: Counts,
     next_seq: u64,
+    /// The number of the last job begun (0: none yet).
+    job_seq: u32,
 }
 
 impl Ledger {
@@ -202,6 +228,7 @@ impl Ledger {
             issued_blocks: tree("issued_blocks")?,
             cursors: tree("cursors")?,
             archived: tree("archived")?,
+            jobs: tree("jobs")?,
             journal: tree("journal")?,
             gate: Arc::new(RwLock::new(IssuedIndex::default())),
             cache_bytes,
@@ -211,6 +238,7 @@ impl Ledger {
             key_check,
             counts: Counts::default(),
             next_seq: 0,
+            job_seq: 0,
         };
         ledger.finish_journal()?;
         ledger.check_or_init()?;
@@ -294,7 +322,7 @@ impl Ledger {
         if found == 0 {
             return Err(self.corrupt("schema version 0"));
         }
-        if found < SCHEMA_VERSION {
+        if found < 4 {
             // Before the stamp: a crash in the middle leaves the old schema,
             // and the next open migrates again (the same values, rewritten).
             self.migrate_to_small_values(found)?;
@@ -331,6 +359,14 @@ impl Ledger {
         if !marker.exists() {
             self.write_marker(&marker)?;
         }
+        self.job_seq = match self.meta.get(META_JOB_SEQ).map_err(self.io())? {
+            Some(v) => u32::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| self.corrupt("job sequence is not 4 bytes"))?,
+            ),
+            None => 0,
+        };
         self.next_seq = match self.meta.get(META_OUTBOX_SEQ).map_err(self.io())? {
             Some(v) => u64::from_be_bytes(
                 v.as_ref()
@@ -574,6 +610,34 @@ impl Ledger {
         })
     }
 
+    /// Job `number`'s entry, if it was begun.
+    pub fn job(&self, number: u32) -> Result<Option<crate::jobs::JobEntry>, StoreError> {
+        let _batch = self.read_gate();
+        match self.jobs.get(number.to_be_bytes()).map_err(self.io())? {
+            Some(v) => postcard::from_bytes(&v)
+                .map(Some)
+                .map_err(|e| self.corrupt(format!("job {number} unreadable: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every job's number and entry, in order.
+    pub fn jobs(&self) -> Result<Vec<(u32, crate::jobs::JobEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.scan(&self.jobs) {
+            let (k, v) = item.map_err(self.io())?;
+            let number = k
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| self.corrupt("job key is not 4 bytes"))?;
+            let entry = postcard::from_bytes(&v)
+                .map_err(|e| self.corrupt(format!("job {number} unreadable: {e}")))?;
+            out.push((number, entry));
+        }
+        Ok(out)
+    }
+
     /// Every serial whose last transition, at or after `since_ms`, left it
     /// in a state `keep` accepts, in serial order. A full scan: for exports.
     pub fn records_since(
@@ -690,9 +754,11 @@ impl Ledger {
             blocks: Overlay::new(&self.blocks),
             issued_blocks: Overlay::new(&self.issued_blocks),
             cursors: Overlay::new(&self.cursors),
+            jobs: Overlay::new(&self.jobs),
             index_key: &self.index_key,
             counts: self.counts,
             next_seq: self.next_seq,
+            job_seq: self.job_seq,
             now_ms,
         };
         let results: Vec<_> = ops
@@ -701,7 +767,7 @@ impl Ledger {
             .collect::<Result<_, sled::Error>>()
             .map_err(self.io())?;
         let counts = self.counts_write(&tx.counts)?;
-        let (new_counts, new_seq) = (tx.counts, tx.next_seq);
+        let (new_counts, new_seq, new_job_seq) = (tx.counts, tx.next_seq, tx.job_seq);
         let mut writes = Vec::new();
         tx.serials.drain_into(TreeId::Serials, &mut writes);
         tx.inflight.drain_into(TreeId::Inflight, &mut writes);
@@ -710,6 +776,14 @@ impl Ledger {
         tx.issued_blocks
             .drain_into(TreeId::IssuedBlocks, &mut writes);
         tx.cursors.drain_into(TreeId::Cursors, &mut writes);
+        tx.jobs.drain_into(TreeId::Jobs, &mut writes);
+        if new_job_seq != self.job_seq {
+            writes.push(JournalWrite {
+                tree: TreeId::Meta as u8,
+                key: META_JOB_SEQ.to_vec(),
+                value: Some(new_job_seq.to_be_bytes().to_vec()),
+            });
+        }
         writes.push(counts);
         writes.push(JournalWrite {
             tree: TreeId::Meta as u8,
@@ -728,6 +802,7 @@ impl Ledger {
         })?;
         self.counts = new_counts;
         self.next_seq = new_seq;
+        self.job_seq = new_job_seq;
         Ok(results)
     }
 
@@ -820,6 +895,7 @@ impl Ledger {
             x if x == TreeId::IssuedBlocks as u8 => &self.issued_blocks,
             x if x == TreeId::Cursors as u8 => &self.cursors,
             x if x == TreeId::Archived as u8 => &self.archived,
+            x if x == TreeId::Jobs as u8 => &self.jobs,
             _ => return None,
         })
     }
@@ -954,6 +1030,7 @@ enum TreeId {
     Cursors = 7,
     IssuedBlocks = 8,
     Archived = 9,
+    Jobs = 10,
 }
 
 /// One key's post-image in a batch: its new value, or `None` for removed.
@@ -1066,6 +1143,7 @@ struct Tx<'a> {
     blocks: Overlay<'a>,
     issued_blocks: Overlay<'a>,
     cursors: Overlay<'a>,
+    jobs: Overlay<'a>,
     index_key: &'a [u8; 32],
     /// The index as of the last batch; `added` and `exhausted` are this
     /// batch's changes to it, applied with its writes.
@@ -1074,6 +1152,7 @@ struct Tx<'a> {
     exhausted: Vec<BlockId>,
     counts: Counts,
     next_seq: u64,
+    job_seq: u32,
     now_ms: u64,
 }
 
@@ -1095,7 +1174,14 @@ impl Tx<'_> {
                 serials,
                 serial_keys,
             } => self.add_block(sealed, *block_id, serials, serial_keys),
-            Op::Transition { serial, to, block } => self.transition(serial, *to, *block),
+            Op::Transition {
+                serial,
+                to,
+                block,
+                job,
+            } => self.transition(serial, *to, *block, *job),
+            Op::BeginJob { entry } => self.begin_job(entry),
+            Op::EndJob { number, entry } => self.end_job(*number, entry),
             Op::AckOutbox { seq } => self.ack(*seq),
             Op::Fence { serial, block } => self.fence(serial, *block),
         }
@@ -1131,6 +1217,8 @@ impl Tx<'_> {
             fenced: true,
             block_id,
             at_ms: self.now_ms,
+            // Never sent by any job of this history.
+            job: 0,
         };
         self.serials.insert(key, record.encode());
         if let Err(e) = self.enqueue_event(serial, to) {
@@ -1199,11 +1287,16 @@ impl Tx<'_> {
         serial: &Serial,
         to: UnitState,
         block: Option<BlockId>,
+        job: Option<u32>,
     ) -> TxResult<Result<Applied, StoreError>> {
         let key = serial.as_bytes();
+        let mut job = job.unwrap_or(0);
         let (from, block_id, fresh) = match (self.serials.get(key)?, block) {
             (Some(v), _) => match SerialRecord::decode(&v) {
-                Some(r) => (r.state, r.block_id, false),
+                Some(r) => {
+                    job = r.job;
+                    (r.state, r.block_id, false)
+                }
                 None => {
                     return Ok(Err(
                         self.corrupt(format!("record of serial {serial} unreadable"))
@@ -1246,6 +1339,7 @@ impl Tx<'_> {
             fenced: false,
             block_id,
             at_ms: self.now_ms,
+            job,
         };
         self.serials.insert(key, record.encode());
         match (from.is_in_flight(), to.is_in_flight()) {
@@ -1305,6 +1399,38 @@ impl Tx<'_> {
                     .block_of(key)
                     .filter(|id| !self.exhausted.contains(id))
             })
+    }
+
+    fn begin_job(
+        &mut self,
+        entry: &crate::jobs::JobEntry,
+    ) -> TxResult<Result<Applied, StoreError>> {
+        let Some(number) = self.job_seq.checked_add(1) else {
+            return Ok(Err(self.corrupt("job numbers exhausted (2^32 jobs)".into())));
+        };
+        let Ok(bytes) = postcard::to_stdvec(entry) else {
+            return Ok(Err(self.corrupt(format!("job {number} does not encode"))));
+        };
+        self.jobs.insert(number.to_be_bytes(), bytes);
+        self.job_seq = number;
+        Ok(Ok(Applied::Job { number }))
+    }
+
+    fn end_job(
+        &mut self,
+        number: u32,
+        entry: &crate::jobs::JobEntry,
+    ) -> TxResult<Result<Applied, StoreError>> {
+        if self.jobs.get(number.to_be_bytes())?.is_none() {
+            return Ok(Err(
+                self.corrupt(format!("job {number} ended but never begun"))
+            ));
+        }
+        let Ok(bytes) = postcard::to_stdvec(entry) else {
+            return Ok(Err(self.corrupt(format!("job {number} does not encode"))));
+        };
+        self.jobs.insert(number.to_be_bytes(), bytes);
+        Ok(Ok(Applied::Job { number }))
     }
 
     /// Puts the outcome `to` of `serial` in the outbox, in this batch,

@@ -40,7 +40,8 @@
 //! see `issued.rs`), `serials` (state records),
 //! `inflight` (Sent/Printed index for reconciliation), `outbox`, `meta`
 //! (schema version, line id, key check, counters, outbox sequence, ledger id),
-//! `archived` (per archived block: when, how many serials),
+//! `archived` (per archived block: when, how many serials), `jobs` (per
+//! job: product, lot, expiry, start, end; see [`Store::begin_job`]),
 //! `journal` (the batch being written, see `Ledger::apply`), and,
 //! outside the lifecycle's batches, `nonces` (signed command nonces with
 //! their expiry, see [`Store::record_nonce`]).
@@ -50,6 +51,7 @@ mod committer;
 mod error;
 mod fence;
 mod issued;
+mod jobs;
 mod ledger;
 mod nonces;
 mod outbox;
@@ -60,6 +62,7 @@ mod store;
 pub use committer::{CommitMode, CommitterClock, BATCH_OPS_METRIC};
 pub use error::StoreError;
 pub use fence::{FenceReport, CHUNK as FENCE_CHUNK};
+pub use jobs::{JobEntry, JobReport};
 pub use ledger::{SerialEntry, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 pub use outbox::{event_id, OutboxEvent};
 pub use record::{BlockUse, Counts, SerialRecord};

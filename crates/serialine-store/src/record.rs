@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use serialine_core::{BlockId, UnitState};
 
 /// Value of the `serials` tree:
-/// `state u8 | flags u8 | block_id u64 BE | at_ms u64 BE`.
+/// `state u8 | flags u8 | block_id u64 BE | at_ms u64 BE | job u32 BE`
+/// (schema 5; a schema 4 record, without `job`, reads as job 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SerialRecord {
     pub state: UnitState,
@@ -19,11 +20,16 @@ pub struct SerialRecord {
     pub block_id: BlockId,
     /// Unix milliseconds of the last transition (for exports by time).
     pub at_ms: u64,
+    /// The ledger's number of the job that sent it (`Store::begin_job`);
+    /// 0: sent outside a job, or before jobs were recorded.
+    pub job: u32,
 }
 
 const FLAG_REPORTED: u8 = 1;
 const FLAG_FENCED: u8 = 2;
-const RECORD_LEN: usize = 18;
+const RECORD_LEN: usize = 22;
+/// A schema 4 record: no job.
+const RECORD_LEN_V4: usize = 18;
 
 impl SerialRecord {
     pub fn encode(&self) -> [u8; RECORD_LEN] {
@@ -32,12 +38,13 @@ impl SerialRecord {
         out[1] = if self.reported { FLAG_REPORTED } else { 0 }
             | if self.fenced { FLAG_FENCED } else { 0 };
         out[2..10].copy_from_slice(&self.block_id.to_be_bytes());
-        out[10..].copy_from_slice(&self.at_ms.to_be_bytes());
+        out[10..18].copy_from_slice(&self.at_ms.to_be_bytes());
+        out[18..].copy_from_slice(&self.job.to_be_bytes());
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != RECORD_LEN {
+        if bytes.len() != RECORD_LEN && bytes.len() != RECORD_LEN_V4 {
             return None;
         }
         let state = UnitState::from_code(bytes[0])?;
@@ -49,7 +56,11 @@ impl SerialRecord {
             reported: bytes[1] & FLAG_REPORTED != 0,
             fenced: bytes[1] & FLAG_FENCED != 0,
             block_id: u64::from_be_bytes(bytes[2..10].try_into().ok()?),
-            at_ms: u64::from_be_bytes(bytes[10..].try_into().ok()?),
+            at_ms: u64::from_be_bytes(bytes[10..18].try_into().ok()?),
+            job: match bytes.get(18..22) {
+                Some(j) => u32::from_be_bytes(j.try_into().ok()?),
+                None => 0,
+            },
         })
     }
 }
@@ -185,8 +196,14 @@ mod tests {
             fenced: false,
             block_id: 42,
             at_ms: 1_790_000_000_000,
+            job: 7,
         };
         assert_eq!(SerialRecord::decode(&r.encode()), Some(r));
+        // A schema 4 record (no job) reads as job 0.
+        assert_eq!(
+            SerialRecord::decode(&r.encode()[..18]),
+            Some(SerialRecord { job: 0, ..r })
+        );
         assert_eq!(SerialRecord::decode(&[2, 0, 0]), None);
         let mut bad = r.encode();
         bad[0] = 200;

@@ -77,11 +77,22 @@ pub struct Recovery {
 pub struct Transition {
     pub serial: Serial,
     pub to: UnitState,
+    /// The job sending the serial (a Sent); see [`Store::begin_job`].
+    pub job: Option<u32>,
 }
 
 impl Transition {
     pub fn new(serial: Serial, to: UnitState) -> Self {
-        Transition { serial, to }
+        Transition {
+            serial,
+            to,
+            job: None,
+        }
+    }
+
+    /// A move made by job `job` (its Sent records the job's number).
+    pub fn in_job(serial: Serial, to: UnitState, job: Option<u32>) -> Self {
+        Transition { serial, to, job }
     }
 }
 
@@ -561,6 +572,7 @@ impl Store {
                 serial: t.serial.clone(),
                 to: t.to,
                 block,
+                job: t.job,
             });
             slots.push(Ok(()));
         }
@@ -742,6 +754,7 @@ fn taken_reservations(ops: &[Op]) -> std::collections::HashMap<Serial, BlockId> 
                 serial,
                 to: UnitState::Sent,
                 block: Some(b),
+                ..
             } => Some((serial.clone(), *b)),
             _ => None,
         })
@@ -763,6 +776,9 @@ fn count_acks(results: Vec<OpResult>) -> Result<usize, StoreError> {
 #[path = "store_archive.rs"]
 mod store_archive;
 pub use store_archive::{ArchiveOptions, ArchiveReport, DEFAULT_SERIALS_PER_FILE};
+
+#[path = "store_jobs.rs"]
+mod store_jobs;
 
 #[path = "store_fence.rs"]
 mod store_fence;
