@@ -67,6 +67,12 @@ pub enum AlarmKind {
     /// unreadable, a checkpoint failing and the ledger closed). Operator:
     /// check the disk; after a failed checkpoint restart serialine.
     StoreError,
+    /// `job-unbalanced`: a job ended with units whose outcome the ledger
+    /// does not have (still in flight: sent, no verdict), so its
+    /// reconciliation does not balance; the message names them. They are
+    /// voided at the next start. Operator: find those packs before the batch
+    /// is released; `serialine report` shows the job.
+    JobUnbalanced,
 
     // --- raised by the uplink: blocks of serials from upstream ---
     /// `forged-block`: a block whose seal does not authenticate under the
@@ -142,7 +148,7 @@ pub enum AlarmKind {
 
 impl AlarmKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AlarmKind; 23] = [
+    pub const ALL: [AlarmKind; 24] = [
         AlarmKind::DeviceFault,
         AlarmKind::DuplicateRead,
         AlarmKind::ForeignCode,
@@ -166,6 +172,7 @@ impl AlarmKind {
         AlarmKind::UplinkConnectFailed,
         AlarmKind::FenceHold,
         AlarmKind::FenceInvalidated,
+        AlarmKind::JobUnbalanced,
     ];
 
     /// The name on the wire (`alarms` topic `kind`) and in the logs.
@@ -194,6 +201,7 @@ impl AlarmKind {
             AlarmKind::UplinkConnectFailed => "uplink-connect-failed",
             AlarmKind::FenceHold => "fence-hold",
             AlarmKind::FenceInvalidated => "fence-invalidated",
+            AlarmKind::JobUnbalanced => "job-unbalanced",
         }
     }
 }
@@ -270,6 +278,7 @@ mod tests {
                 "uplink-connect-failed",
                 "fence-hold",
                 "fence-invalidated",
+                "job-unbalanced",
             ]
         );
     }
@@ -322,7 +331,8 @@ mod tests {
                 | AlarmKind::AckRefused
                 | AlarmKind::UplinkConnectFailed
                 | AlarmKind::FenceHold
-                | AlarmKind::FenceInvalidated => {}
+                | AlarmKind::FenceInvalidated
+                | AlarmKind::JobUnbalanced => {}
             }
         }
         let unique: std::collections::HashSet<_> = AlarmKind::ALL.into_iter().collect();

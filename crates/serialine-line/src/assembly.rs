@@ -51,6 +51,12 @@ pub enum LineError {
         key: &'static str,
         message: String,
     },
+    #[error("line {line}: cannot record the job's start in the ledger: {source}")]
+    BeginJob {
+        line: String,
+        #[source]
+        source: StoreError,
+    },
     #[error("line {line}: cannot spawn its devices: {source}")]
     Devices {
         line: String,
@@ -229,6 +235,15 @@ impl<D: DeviceFactory> Line<D> {
                 line: self.id.clone(),
                 source,
             })?;
+        // Durable before the first code: every serial it sends carries it.
+        let number = self
+            .store
+            .begin_job(&job)
+            .await
+            .map_err(|source| LineError::BeginJob {
+                line: self.id.clone(),
+                source,
+            })?;
         self.uplink.set_product(Some(job.gtin));
         let p = &self.pipeline;
         let spec = LineSpec {
@@ -239,9 +254,11 @@ impl<D: DeviceFactory> Line<D> {
             read_deadline: p.read_deadline,
             starve_timeout: p.starve_timeout,
             heartbeat: self.heartbeat.clone(),
+            job_number: Some(number),
         };
         tracing::info!(
             line = %self.id,
+            job = number,
             gtin = %job.gtin.as_string(),
             lot = %job.lot,
             expiry = %job.expiry,

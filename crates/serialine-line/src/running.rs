@@ -20,6 +20,10 @@ pub struct RunningLine {
     progress: watch::Receiver<Progress>,
     /// Turns true when the pipeline task has returned: the job is over.
     ended: watch::Receiver<bool>,
+    /// The ledger's number of the job (`Store::begin_job`).
+    job_number: Option<u32>,
+    /// `stop` came while the job still ran (not after it ended on its own).
+    stopped_early: std::sync::atomic::AtomicBool,
 }
 
 /// What stays of a line once its job is over.
@@ -44,6 +48,7 @@ pub fn start_line(
     let (stop_tx, stop_rx) = watch::channel(false);
     let job = JobInfo::from(&spec.job);
     let quantity = spec.job.quantity;
+    let job_number = spec.job_number;
     let (ended_tx, ended_rx) = watch::channel(false);
     let pipeline = pipeline::run_line(
         spec,
@@ -80,6 +85,8 @@ pub fn start_line(
         side,
         progress: progress_rx,
         ended: ended_rx,
+        job_number,
+        stopped_early: Default::default(),
     }
 }
 
@@ -87,6 +94,10 @@ impl RunningLine {
     /// Asks the job to stop: no new code is sent, the units in flight get
     /// their verdicts (or are voided at the read deadline).
     pub fn stop(&self) {
+        if !*self.ended.borrow() {
+            self.stopped_early
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.run.stop.send_replace(true);
     }
 
@@ -119,7 +130,27 @@ impl RunningLine {
         for t in self.side {
             t.abort();
         }
+        // The job's end in the ledger, so its report says how it ended. A
+        // failure here loses no unit: it is logged, the report says "running".
+        if let Some(number) = self.job_number {
+            let end = if self
+                .stopped_early
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                "stopped"
+            } else {
+                "complete"
+            };
+            if let Err(e) = self.run.store.end_job(number, end).await {
+                tracing::error!(line = %self.run.store.line_id(), job = number, "recording the job's end: {e}");
+            }
+        }
         Ok((self.run, report))
+    }
+
+    /// The ledger's number of this job, if it recorded one.
+    pub fn job_number(&self) -> Option<u32> {
+        self.job_number
     }
 }
 

@@ -39,6 +39,13 @@ enum Request {
         #[serde(default)]
         line: Option<String>,
     },
+    /// `serialine report`: a job's reconciliation (default: the last).
+    Report {
+        #[serde(default)]
+        line: Option<String>,
+        #[serde(default)]
+        job: Option<u32>,
+    },
     /// `serialine unit sample|decommission`; see `unit_cmd.rs`.
     Unit {
         action: String,
@@ -154,6 +161,25 @@ async fn answer(
 
 async fn run(req: Request, lines: &[ControlLine], state_of: &StateOf) -> Value {
     match req {
+        Request::Report { line, job } => {
+            let mut out = Vec::new();
+            for l in lines
+                .iter()
+                .filter(|l| line.as_ref().is_none_or(|id| *id == l.id))
+            {
+                let (id, store, dir) = (l.id.clone(), l.store.clone(), l.archive_dir.clone());
+                let got = tokio::task::spawn_blocking(move || {
+                    crate::tools::line_job_reports(&id, &store, &dir, job)
+                })
+                .await;
+                match got {
+                    Ok(Ok(reports)) => out.extend(reports),
+                    Ok(Err(e)) => return json!({"ok": false, "error": format!("{e:#}")}),
+                    Err(e) => return json!({"ok": false, "error": e.to_string()}),
+                }
+            }
+            json!({"ok": true, "reports": out})
+        }
         Request::Archive { before_ms, line } => {
             let mut out = Vec::new();
             for l in lines

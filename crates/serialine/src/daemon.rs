@@ -90,6 +90,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             inner: line,
             archive_dir: (config.retention.keep_days > 0).then(|| config.line_archive_dir(&id)),
             keep_days: config.retention.keep_days,
+            archive_dir_for_reports: config.line_archive_dir(&id),
+            reports_dir: config.line_reports_dir(&id),
         });
     }
 
@@ -288,6 +290,10 @@ struct Line {
     /// Where retention archives this line's records; `None` keeps them all.
     archive_dir: Option<std::path::PathBuf>,
     keep_days: u32,
+    /// The line's archive directory whatever the retention (job reports
+    /// read it), and where its job reports are written.
+    archive_dir_for_reports: std::path::PathBuf,
+    reports_dir: std::path::PathBuf,
 }
 
 /// What woke a line's supervisor.
@@ -327,7 +333,9 @@ impl Line {
             job,
             started,
         } = active;
+        let number = running.job_number();
         running.stop();
+        let mut drained = true;
         let outcome = match tokio::time::timeout(STOP_BOUND, running.finish()).await {
             Ok(Ok((_, report))) => {
                 log_report(&report, &job, why);
@@ -338,6 +346,7 @@ impl Line {
                 Err(format!("the job failed: {e:#}"))
             }
             Err(_) => {
+                drained = false;
                 tracing::error!(
                     line = %self.inner.id,
                     "the job did not drain within {STOP_BOUND:?}; units still in flight are voided at the next start"
@@ -345,12 +354,61 @@ impl Line {
                 Err(format!("the line did not drain within {STOP_BOUND:?}"))
             }
         };
+        if let Some(number) = number {
+            if !drained {
+                if let Err(e) = self.inner.store.end_job(number, "did not drain").await {
+                    tracing::error!(line = %self.inner.id, job = number, "recording the job's end: {e}");
+                }
+            }
+            self.reconcile(number).await;
+        }
         self.publish_idle(if outcome.is_ok() {
             LineState::Stopped
         } else {
             LineState::Faulted
         });
         outcome
+    }
+
+    /// The job's reconciliation from the ledger: logged, written as JSON
+    /// under `<state_dir>/reports/<line>/job-<n>.json`, and an alarm
+    /// naming the units that keep it from balancing.
+    async fn reconcile(&self, number: u32) {
+        let (store, archive_dir) = (
+            self.inner.store.clone(),
+            self.archive_dir_for_reports.clone(),
+        );
+        let dir = self.reports_dir.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let report = store.job_report(number, Some(&archive_dir))?;
+            let path = crate::tools::write_job_report(&dir, &report)?;
+            anyhow::Ok((report, path))
+        })
+        .await;
+        match result {
+            Ok(Ok((r, path))) => {
+                let line = &self.inner.id;
+                let summary = crate::tools::job_summary(&r);
+                if r.balanced() {
+                    tracing::info!(line = %line, job = number, report = %path.display(), "job {number} reconciliation: {summary}");
+                } else {
+                    let message = format!(
+                        "job {number} does not balance: {summary}; in flight: {}",
+                        r.unbalanced.join(", ")
+                    );
+                    tracing::error!(line = %line, job = number, report = %path.display(), "{message}");
+                    self.inner
+                        .uplink
+                        .raise_alarm(Alarm::new(AlarmKind::JobUnbalanced, message));
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(line = %self.inner.id, job = number, "job {number} reconciliation failed: {e:#}")
+            }
+            Err(e) => {
+                tracing::error!(line = %self.inner.id, job = number, "job {number} reconciliation failed: {e}")
+            }
+        }
     }
 
     /// Between jobs the line is stopped anyway, so the ledger is closed and

@@ -130,6 +130,19 @@ enum Command {
     /// line, the serial, its state (committed, rejected with its reason,
     /// voided) and when. Like status, it reads the ledgers directly.
     Export(ExportArgs),
+    /// A job's reconciliation: its units by outcome, and whether it balances.
+    ///
+    /// For each line (or --line), the job --job (its number in the line's
+    /// ledger; default: the last job): product, lot, expiry, quantity, start
+    /// and end, then sent = committed (of which sampled, decommissioned) +
+    /// rejected (by reason) + voided + in flight. A job that ended with units
+    /// in flight does not balance, and they are named. Counts the line's
+    /// archives too. The service writes the same report for every job it
+    /// ends under <state_dir>/reports/<line>/job-<n>.json. Asks the running
+    /// service, or reads the ledgers when it is stopped. Exit status 1 when
+    /// a report does not balance.
+    Report(ReportArgs),
+
     /// Move ended records out of the ledgers into archive files (retention).
     ///
     /// A block's records leave its line's ledger once the block is used up,
@@ -188,6 +201,22 @@ struct ExportArgs {
 }
 
 #[derive(Debug, Args)]
+struct ReportArgs {
+    #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH, env = "SERIALINE_CONFIG")]
+    config: PathBuf,
+    /// Only this line.
+    #[arg(long)]
+    line: Option<String>,
+    /// The job's number in the line's ledger (the service logs it when the
+    /// job starts). Default: the last job.
+    #[arg(long)]
+    job: Option<u32>,
+    /// One JSON array instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct ArchiveArgs {
     #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH, env = "SERIALINE_CONFIG")]
     config: PathBuf,
@@ -237,6 +266,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status_cmd(&args),
         Command::Export(args) => export_cmd(&args),
         Command::Archive(args) => archive_cmd(&args),
+        Command::Report(args) => report_cmd(&args),
         Command::Code(cmd) => code_cmd::run(cmd),
         Command::Unit(cmd) => unit_cmd::run(cmd),
     };
@@ -292,6 +322,19 @@ fn export_cmd(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     )?;
     eprintln!("exported {n} serial(s)");
     Ok(ExitCode::SUCCESS)
+}
+
+fn report_cmd(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load_with_env(&args.config, true) {
+        Ok(c) => c,
+        Err(e) => return Ok(report_config_error(&e)),
+    };
+    let balanced = tools::report(&config, args.line.as_deref(), args.job, args.json)?;
+    Ok(if balanced {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn archive_cmd(args: &ArchiveArgs) -> anyhow::Result<ExitCode> {

@@ -256,6 +256,170 @@ pub fn archive(config: &Config, line: Option<&str>, before: SystemTime) -> anyho
     Ok(total)
 }
 
+/// A job's report as JSON: its entry, its units by outcome, whether it
+/// balances and what keeps it from balancing.
+pub fn job_report_json(line: &str, r: &serialine_store::JobReport) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["line"] = serde_json::json!(line);
+    v["committed_total"] = serde_json::json!(r.committed_total());
+    v["rejected_total"] = serde_json::json!(r.rejected_total());
+    v["balanced"] = serde_json::json!(r.balanced());
+    v
+}
+
+/// The report of `line`'s job `job` (default: its last; none before its
+/// first job), from `store` and the line's archives in `archive_dir`.
+pub fn line_job_reports(
+    line: &str,
+    store: &Store,
+    archive_dir: &std::path::Path,
+    job: Option<u32>,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let numbers: Vec<u32> = match job {
+        Some(n) => vec![n],
+        None => store.jobs()?.last().map(|(n, _)| *n).into_iter().collect(),
+    };
+    numbers
+        .into_iter()
+        .map(|n| {
+            let r = store.job_report(n, Some(archive_dir))?;
+            if r.entry.is_none() {
+                anyhow::bail!("line {line}: no job {n} in its ledger");
+            }
+            Ok(job_report_json(line, &r))
+        })
+        .collect()
+}
+
+/// `serialine report`: a job's reconciliation per line, from the running
+/// service (control socket) or the ledgers.
+pub fn report(
+    config: &Config,
+    line: Option<&str>,
+    job: Option<u32>,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let socket = config.control_socket_path();
+    let request = serde_json::json!({"cmd": "report", "line": line, "job": job});
+    let reports: Vec<serde_json::Value> = match crate::control::ask(&socket, &request)? {
+        Some(answer) => answer["reports"].as_array().cloned().unwrap_or_default(),
+        None => {
+            let mut out = Vec::new();
+            for i in selected(config, line)? {
+                let id = &config.lines[i].id;
+                let dir = config.line_archive_dir(id);
+                out.extend(line_job_reports(id, &open_line(config, i)?, &dir, job)?);
+            }
+            out
+        }
+    };
+    let balanced = reports.iter().all(|r| r["balanced"] == true);
+    if json {
+        println!("{}", serde_json::Value::Array(reports));
+        return Ok(balanced);
+    }
+    if reports.is_empty() {
+        println!("no job recorded yet");
+    }
+    for r in &reports {
+        let e = &r["entry"];
+        let n = |k: &str| r[k].as_u64().unwrap_or(0);
+        let at = |k: &str| {
+            e[k].as_u64().map_or("-".to_string(), |ms| {
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms))
+                    .to_string()
+            })
+        };
+        println!(
+            "line {}, job {}: GTIN {}, lot {}, expiry {}, quantity {}",
+            r["line"].as_str().unwrap_or("?"),
+            n("number"),
+            e["gtin"].as_str().unwrap_or("?"),
+            e["lot"].as_str().unwrap_or("?"),
+            e["expiry"].as_str().unwrap_or("?"),
+            e["quantity"]
+        );
+        println!(
+            "  started {}, ended {} ({})",
+            at("started_ms"),
+            at("ended_ms"),
+            e["end"].as_str().unwrap_or("still running")
+        );
+        let rejected: Vec<String> = r["rejected"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect())
+            .unwrap_or_default();
+        println!("  sent          {}", n("sent"));
+        println!(
+            "  committed     {} (not yet acknowledged {}, sampled {}, decommissioned {})",
+            n("committed_total"),
+            n("committed"),
+            n("sampled"),
+            n("decommissioned")
+        );
+        println!(
+            "  rejected      {}{}",
+            n("rejected_total"),
+            if rejected.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", rejected.join(", "))
+            }
+        );
+        println!("  voided        {}", n("voided"));
+        println!("  in flight     {}", n("in_flight"));
+        match r["balanced"].as_bool() {
+            Some(true) => println!("  balanced: sent = committed + rejected + voided + in flight"),
+            _ => println!(
+                "  NOT balanced: in flight after the job ended: {}",
+                r["unbalanced"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    Ok(balanced)
+}
+
+/// One line of words for a job's reconciliation.
+pub fn job_summary(r: &serialine_store::JobReport) -> String {
+    format!(
+        "sent {} = committed {} (of which sampled {}, decommissioned {}) + rejected {} + voided {} + in flight {}: {}",
+        r.sent,
+        r.committed_total(),
+        r.sampled,
+        r.decommissioned,
+        r.rejected_total(),
+        r.voided,
+        r.in_flight,
+        if r.balanced() { "balanced" } else { "NOT balanced" }
+    )
+}
+
+/// Writes a job's report to `<dir>/job-<n>.json` (a temporary file,
+/// renamed): what the batch record takes from the line.
+pub fn write_job_report(
+    dir: &std::path::Path,
+    r: &serialine_store::JobReport,
+) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("job-{}.json", r.number));
+    let tmp = dir.join(format!(".job-{}.json.part", r.number));
+    let line = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let body = serde_json::to_vec_pretty(&job_report_json(&line, r))?;
+    std::fs::write(&tmp, body).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(path)
+}
+
 /// Parses `--since`: an RFC 3339 time (`2026-11-26T08:00:00Z`, or just the
 /// date), or a duration back from now (`8h`, `30min`, `2days`).
 pub fn parse_since(s: &str) -> anyhow::Result<SystemTime> {

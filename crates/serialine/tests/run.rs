@@ -296,6 +296,24 @@ starve_timeout_secs = 60
             "{answer}"
         );
     }
+    // The job's reconciliation, written when it ended: balanced.
+    let job_file = root.join("state/reports").join(LINE).join("job-1.json");
+    wait_until(Duration::from_secs(30), "the job report", log, || {
+        job_file.exists()
+    })
+    .await;
+    let job: serde_json::Value = serde_json::from_slice(&fs::read(&job_file).unwrap()).unwrap();
+    assert_eq!(job["balanced"], true, "{job}");
+    assert_eq!(job["sent"], QUANTITY as u64, "{job}");
+    assert_eq!(job["committed_total"], QUANTITY as u64, "{job}");
+    assert_eq!(job["entry"]["lot"], "RUN-TEST-1", "{job}");
+    assert_eq!(job["entry"]["end"], "complete", "{job}");
+    assert!(
+        log().contains("job 1 reconciliation: sent 300"),
+        "{}",
+        log()
+    );
+
     let live = status_json();
     assert_eq!(live["service"], "running", "{live}");
     assert!(
@@ -437,6 +455,36 @@ starve_timeout_secs = 60
     assert!(text.contains("SIGTERM received"), "{text}");
     assert!(text.contains("serialine stopped"), "{text}");
     assert!(root.join("state/ledger").join(LINE).is_dir());
+    // The report after the fact, from the ledger and its archives: the
+    // same job, with what became of its units since.
+    let out = serialine(&["report", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &reports[0];
+    assert_eq!(
+        (
+            r["number"].as_u64(),
+            r["sent"].as_u64(),
+            r["committed_total"].as_u64()
+        ),
+        (Some(1), Some(QUANTITY as u64), Some(QUANTITY as u64)),
+        "{r}"
+    );
+    assert_eq!(
+        (r["sampled"].as_u64(), r["decommissioned"].as_u64()),
+        (Some(0), Some(3)),
+        "{r}"
+    );
+    let text = String::from_utf8_lossy(&serialine(&["report"]).stdout).to_string();
+    assert!(
+        text.contains("lot RUN-TEST-1") && text.contains("balanced"),
+        "{text}"
+    );
+
     // Stopped: the socket is gone and status reads the ledger itself.
     assert!(!socket.exists(), "control socket left behind");
     let stopped = status_json();

@@ -130,7 +130,7 @@ pub(crate) async fn run(
 
         let ts: Vec<Transition> = batch
             .iter()
-            .map(|(s, _)| Transition::new(s.clone(), UnitState::Sent))
+            .map(|(s, _)| Transition::in_job(s.clone(), UnitState::Sent, shared.spec.job_number))
             .collect();
         let results = shared.store.apply(&ts).await;
         // Waiting for room in the printer's queue below is backpressure, not

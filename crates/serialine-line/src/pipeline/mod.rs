@@ -50,6 +50,9 @@ pub struct LineSpec {
     pub starve_timeout: Duration,
     /// Beaten on every turn of the verdict loop, for the watchdog.
     pub heartbeat: crate::health::Heartbeat,
+    /// The ledger's number of this job (`Store::begin_job`): every serial
+    /// it sends carries it. `None` in tools and tests that record no job.
+    pub job_number: Option<u32>,
 }
 
 /// Something an operator should know about, as it happens.

@@ -683,6 +683,7 @@ mod tests {
                 read_deadline: Duration::from_millis(300),
                 starve_timeout: Duration::from_secs(5),
                 heartbeat: Default::default(),
+                job_number: None,
             },
             store: store.clone(),
             alarms: alarm_tx,

@@ -146,6 +146,11 @@ impl Config {
         self.daemon.state_dir.join("control.sock")
     }
 
+    /// Line `line_id`'s job reports: `<state_dir>/reports/<line_id>`.
+    pub fn line_reports_dir(&self, line_id: &str) -> PathBuf {
+        self.daemon.state_dir.join("reports").join(line_id)
+    }
+
     /// Line `line_id`'s archive directory: `<retention.dir>/<line_id>`, by
     /// default `<state_dir>/archive/<line_id>`.
     pub fn line_archive_dir(&self, line_id: &str) -> PathBuf {
