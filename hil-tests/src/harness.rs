@@ -826,6 +826,14 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         .map_err(|e| fail(format!("checker task: {e}")))?;
     let counts = store.counts();
     check_changeover(&s, &store, issuer, &report, &mut violations);
+    if !has_state_steps {
+        for m in check_job_reports(&root, &store, &read_logs(&root, runs)) {
+            violations.push(Violation {
+                rule: crate::checker::Rule::Accounting,
+                ..harness(m)
+            });
+        }
+    }
     drop(store);
     let invalidated = issuer.invalidated(LINE).len() as u64;
     if invalidated < s.expect.min_upstream_invalidated {
@@ -1040,6 +1048,70 @@ fn check_changeover(
                 .into(),
         ));
     }
+}
+
+/// Issue 15: every job in the final ledger was ended (a killed run's at the
+/// next start, as interrupted) and reconciled: its report file exists and
+/// counts what the ledger counts for it, and it balances or a
+/// `job-unbalanced` alarm was logged; and every serial that left the pool,
+/// but the fence's voids, was sent by one of the jobs. Not after a state
+/// step: a restored ledger numbers its jobs again, the report files stay.
+fn check_job_reports(root: &Path, store: &Store, logs: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let jobs = match store.jobs() {
+        Ok(j) => j,
+        Err(e) => return vec![format!("jobs: reading the ledger's jobs: {e}")],
+    };
+    let dir = root.join("state").join("reports").join(LINE);
+    let mut sent_by_jobs = 0;
+    for (n, entry) in &jobs {
+        if entry.ended_ms.is_none() {
+            problems.push(format!("jobs: job {n} was never ended"));
+        }
+        let ledger =
+            match store.job_report(*n, Some(&root.join("state").join("archive").join(LINE))) {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(format!("jobs: job {n}: {e}"));
+                    continue;
+                }
+            };
+        sent_by_jobs += ledger.sent;
+        let path = dir.join(format!("job-{n}.json"));
+        let file: serde_json::Value = match fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            Some(v) => v,
+            None => {
+                problems.push(format!(
+                    "jobs: job {n} has no readable report at {}",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        if file["sent"].as_u64() != Some(ledger.sent) {
+            problems.push(format!(
+                "jobs: job {n}'s report says {} sent, its ledger records {}",
+                file["sent"], ledger.sent
+            ));
+        }
+        if file["balanced"] != true && !logs.iter().any(|l| l.contains("job-unbalanced")) {
+            problems.push(format!(
+                "jobs: job {n} does not balance and no job-unbalanced alarm was logged"
+            ));
+        }
+    }
+    let c = store.counts();
+    let left = c.left_pool() - c.fenced;
+    if sent_by_jobs != left {
+        problems.push(format!(
+            "jobs: {} jobs sent {sent_by_jobs} serials, {left} left the pool (fence voids apart)",
+            jobs.len()
+        ));
+    }
+    problems
 }
 
 /// Issue 15, `[after_commit]`: samples and decommissions committed units

@@ -127,3 +127,16 @@ async fn a_jobs_units_are_counted_by_outcome_and_balance_once_ended() {
         .unwrap();
     assert_eq!(store.job_report(first, Some(&archive)).unwrap().sent, 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_numbers_go_on_after_a_reopen_and_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    assert_eq!(store.begin_job(&job("A")).await.unwrap(), 1);
+    store.checkpoint().await.unwrap();
+    assert_eq!(store.begin_job(&job("B")).await.unwrap(), 2);
+    drop(store);
+    let (store, _) = open(dir.path());
+    assert_eq!(store.begin_job(&job("C")).await.unwrap(), 3);
+    assert_eq!(store.jobs().unwrap().len(), 3);
+}

@@ -94,6 +94,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             reports_dir: config.line_reports_dir(&id),
         });
     }
+    // Jobs a crash or a kill left open: their units in flight were voided
+    // as the ledgers opened, so each can be ended and reconciled now.
+    for line in &lines {
+        line.close_interrupted_jobs().await;
+    }
 
     // After the lines (it shows them), before READY: a taken port or a bad
     // certificate stops the start, naming the address or the file.
@@ -368,6 +373,30 @@ impl Line {
             LineState::Faulted
         });
         outcome
+    }
+
+    /// Ends and reconciles every job the ledger holds as still running: at
+    /// start, that is a job the previous run never ended.
+    async fn close_interrupted_jobs(&self) {
+        let open: Vec<u32> = match self.inner.store.jobs() {
+            Ok(jobs) => jobs
+                .into_iter()
+                .filter(|(_, e)| e.ended_ms.is_none())
+                .map(|(n, _)| n)
+                .collect(),
+            Err(e) => {
+                tracing::error!(line = %self.inner.id, "reading the ledger's jobs: {e}");
+                return;
+            }
+        };
+        for number in open {
+            tracing::warn!(line = %self.inner.id, job = number, "job {number} was never ended (the service stopped without ending it): ending it as interrupted");
+            if let Err(e) = self.inner.store.end_job(number, "interrupted").await {
+                tracing::error!(line = %self.inner.id, job = number, "recording the job's end: {e}");
+                continue;
+            }
+            self.reconcile(number).await;
+        }
     }
 
     /// The job's reconciliation from the ledger: logged, written as JSON
