@@ -53,6 +53,9 @@ pub struct DemoOptions {
 struct DemoLine {
     run: LineRun,
     report: LineReport,
+    /// The job's reconciliation from the ledger, once every outcome is
+    /// reported (what the service writes at a job's end).
+    job: Option<serialine_store::JobReport>,
 }
 
 /// The simulated plant around the lines: an embedded MQTT broker, the
@@ -250,14 +253,25 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     let started = Instant::now();
     let mut done = Vec::new();
     for run in runs {
+        let number = run.job_number();
         let (run, report) = run.finish().await?;
-        done.push(DemoLine { run, report });
+        done.push(DemoLine {
+            run,
+            report,
+            job: number.map(|n| serialine_store::JobReport {
+                number: n,
+                ..Default::default()
+            }),
+        });
     }
     let wall = started.elapsed();
 
     // Every outcome must reach upstream exactly once before we judge.
-    for d in &done {
+    for d in &mut done {
         wait_outbox_drained(&d.run.store, &d.report.line).await?;
+        if let Some(n) = d.job.as_ref().map(|j| j.number) {
+            d.job = Some(d.run.store.job_report(n, None)?);
+        }
     }
     let mut all_agree = true;
     let mut out = Vec::new();
@@ -662,6 +676,26 @@ fn print_table(out: &[(&DemoLine, Agreement)], wall: Duration) {
             }
         );
     }
+    println!();
+    println!("reconciliation (from each line's ledger, as `serialine report` shows it)");
+    for (d, _) in out {
+        match &d.job {
+            Some(j) => {
+                println!(
+                "  {} job {}: sent {} = committed {} + rejected {} + voided {} + in flight {}: {}",
+                d.report.line,
+                j.number,
+                j.sent,
+                j.committed_total(),
+                j.rejected_total(),
+                j.voided,
+                j.in_flight,
+                if j.balanced() { "balanced" } else { "NOT balanced" }
+            )
+            }
+            None => println!("  {}: no job recorded", d.report.line),
+        }
+    }
 }
 
 fn print_json(out: &[(&DemoLine, Agreement)], wall: Duration) {
@@ -686,6 +720,15 @@ fn print_json(out: &[(&DemoLine, Agreement)], wall: Duration) {
                 "upstream_voided": a.upstream_voided,
                 "upstream_serial_mismatches": a.serial_mismatches,
                 "upstream_agrees": a.agrees(),
+                "job": d.job.as_ref().map(|j| serde_json::json!({
+                    "number": j.number,
+                    "sent": j.sent,
+                    "committed": j.committed_total(),
+                    "rejected": j.rejected_total(),
+                    "voided": j.voided,
+                    "in_flight": j.in_flight,
+                    "balanced": j.balanced(),
+                })),
             })
         })
         .collect();

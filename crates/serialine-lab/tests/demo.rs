@@ -41,6 +41,16 @@ fn demo_line_runs_end_to_end_and_upstream_agrees_with_the_ledger() {
             "{id}: {line}"
         );
         assert!(line["upstream_agrees"].as_bool().unwrap(), "{id}: {line}");
+        // The job's reconciliation from the ledger balances and counts the
+        // units the pipeline reported.
+        let job = &line["job"];
+        assert_eq!(job["balanced"], true, "{id}: {line}");
+        assert_eq!(job["sent"].as_u64(), Some(n("sent")), "{id}: {line}");
+        assert_eq!(
+            job["committed"].as_u64(),
+            Some(n("committed")),
+            "{id}: {line}"
+        );
         assert_eq!(n("upstream_serial_mismatches"), 0, "{id}");
         assert_eq!(n("upstream_committed"), n("committed"), "{id}");
         assert_eq!(n("upstream_rejected"), n("rejected"), "{id}");

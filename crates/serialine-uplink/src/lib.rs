@@ -398,6 +398,21 @@ impl UplinkHandle {
         }
     }
 
+    /// Publishes a job's reconciliation, retained, on `jobs/<number>/report`
+    /// (QoS 1): the report's last word for upstream and dashboards. Queued
+    /// in the client while the broker is away; the file the service writes
+    /// beside the ledger is the record that survives.
+    pub fn publish_job_report(&self, number: u32, report: &serde_json::Value) {
+        let topic = self.inner.cfg.topic(&format!("jobs/{number}/report"));
+        if let Err(e) =
+            self.inner
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, report.to_string())
+        {
+            tracing::warn!(line = %self.inner.cfg.line, job = number, "job report not queued for MQTT: {e}");
+        }
+    }
+
     /// Stops every task at once, publishing nothing: what a killed process
     /// looks like to the broker (the last will is published).
     pub fn abort(&self) {

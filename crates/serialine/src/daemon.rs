@@ -418,6 +418,9 @@ impl Line {
             Ok(Ok((r, path))) => {
                 let line = &self.inner.id;
                 let summary = crate::tools::job_summary(&r);
+                self.inner
+                    .uplink
+                    .publish_job_report(number, &crate::tools::job_report_json(line, &r));
                 if r.balanced() {
                     tracing::info!(line = %line, job = number, report = %path.display(), "job {number} reconciliation: {summary}");
                 } else {

@@ -399,15 +399,32 @@ starve_timeout_secs = 60
             .publish(&topic, QoS::AtLeastOnce, false, body.to_string())
             .await
             .unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
+        // The job's retained report is on the broker too.
+        client
+            .subscribe(
+                format!("serialine/{SITE}/{LINE}/jobs/1/report"),
+                QoS::AtLeastOnce,
+            )
+            .await
+            .unwrap();
+        let (mut reply, mut report) = (None, None);
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while reply.is_none() || report.is_none() {
                 if let Ok(Event::Incoming(Packet::Publish(p))) = el.poll().await {
-                    return serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap();
+                    let v = serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap();
+                    if p.topic.ends_with("/reply") {
+                        reply = Some(v);
+                    } else {
+                        report = Some(v);
+                    }
                 }
             }
         })
         .await
-        .expect("a reply to cmd/unit/decommission");
+        .expect("the reply to cmd/unit/decommission and the retained job report");
+        let (reply, report) = (reply.unwrap(), report.unwrap());
+        assert_eq!(report["balanced"], true, "{report}");
+        assert_eq!(report["sent"], QUANTITY as u64, "{report}");
         assert_eq!(reply["ok"], true, "{reply}");
         let _ = client.disconnect().await;
     }
