@@ -723,6 +723,16 @@ fn render_digital_link(resolver: &str, data: &CodeData) -> Result<String, CodeEr
     Ok(out)
 }
 
+/// A unit's EPC as EPCIS 2.0 writes it: the canonical GS1 Digital Link
+/// URI of its SGTIN, `https://id.gs1.org/01/{gtin}/21/{serial}`.
+pub fn sgtin_uri(gtin: &crate::Gtin, serial: &crate::Serial) -> String {
+    format!(
+        "https://id.gs1.org/01/{}/21/{}",
+        gtin.as_string(),
+        utf8_percent_encode(serial.as_str(), DL_COMPONENT)
+    )
+}
+
 fn check_resolver(resolver: &str) -> Result<(), CodeError> {
     check_host(resolver).map_err(|why| CodeError::Resolver {
         resolver: resolver.to_string(),

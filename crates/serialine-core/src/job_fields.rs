@@ -106,6 +106,17 @@ impl Expiry {
     pub fn as_string(&self) -> String {
         format!("{:02}{:02}{:02}", self.yy, self.mm, self.dd)
     }
+
+    /// The date as ISO 8601 (`2027-12-31`), as EPCIS `ilmd` carries it:
+    /// YY in 2000-2099 (the years a line prints now), DD 00 as the month's
+    /// last day.
+    pub fn iso_date(&self) -> String {
+        let dd = match self.dd {
+            0 => days_in_month(self.yy, self.mm),
+            d => d,
+        };
+        format!("20{:02}-{:02}-{:02}", self.yy, self.mm, dd)
+    }
 }
 
 /// GS1 reads YY within a sliding window around today; for the leap-year rule

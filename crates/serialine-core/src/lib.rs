@@ -12,6 +12,7 @@
 pub mod alarm;
 pub mod block;
 pub mod code;
+pub mod epcis;
 pub mod grade;
 pub mod gtin;
 pub mod job;

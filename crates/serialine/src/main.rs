@@ -124,11 +124,22 @@ enum Command {
     /// systems is the retained MQTT topic serialine/<site>/<line>/status.
     Status(StatusArgs),
 
-    /// Export committed serials (or every outcome) as CSV or JSON lines.
+    /// Export committed serials (or every outcome) as CSV or JSON lines, or
+    /// the jobs as a GS1 EPCIS 2.0 document.
     ///
-    /// One row per serial whose last transition is at or after --since: the
-    /// line, the serial, its state (committed, rejected with its reason,
-    /// voided) and when. Like status, it reads the ledgers directly.
+    /// CSV and JSON lines: one row per serial whose last transition is at or
+    /// after --since: the line, the serial, its state (committed, rejected
+    /// with its reason, voided, sampled, decommissioned) and when.
+    ///
+    /// --format epcis: one EPCIS 2.0 JSON-LD document with, for every job
+    /// that ended at or after --since, its commissioning ObjectEvents
+    /// (action ADD, bizStep commissioning, disposition active, the job's lot
+    /// and expiry in ilmd, eventTime the job's end) and its decommissioning
+    /// ones (destroying/destroyed, decommissioning/inactive or /stolen). Each
+    /// eventID is the event's CBV 2.0 hash, so exporting again gives the same
+    /// ids. EPCs are GS1 Digital Link URIs (https://id.gs1.org/01/.../21/...).
+    ///
+    /// Reads the ledgers and the line's archives directly (stop the service).
     Export(ExportArgs),
     /// A job's reconciliation: its units by outcome, and whether it balances.
     ///
@@ -198,6 +209,14 @@ struct ExportArgs {
     all_outcomes: bool,
     #[arg(long, value_enum, default_value = "csv")]
     format: tools::ExportFormat,
+    /// With --format epcis: the events' readPoint, a GS1 Digital Link URI
+    /// of the line's SGLN, e.g. https://id.gs1.org/414/9506000134352/254/line-1.
+    #[arg(long, value_name = "URI")]
+    read_point: Option<String>,
+    /// With --format epcis: the events' bizLocation (the site's SGLN), e.g.
+    /// https://id.gs1.org/414/9506000134352.
+    #[arg(long, value_name = "URI")]
+    biz_location: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -319,6 +338,10 @@ fn export_cmd(args: &ExportArgs) -> anyhow::Result<ExitCode> {
         since,
         args.all_outcomes,
         args.format,
+        &tools::EpcisPlaces {
+            read_point: args.read_point.clone(),
+            biz_location: args.biz_location.clone(),
+        },
     )?;
     eprintln!("exported {n} serial(s)");
     Ok(ExitCode::SUCCESS)

@@ -440,6 +440,121 @@ pub fn parse_since(s: &str) -> anyhow::Result<SystemTime> {
 pub enum ExportFormat {
     Csv,
     Jsonl,
+    /// A GS1 EPCIS 2.0 JSON-LD document: per ended job, commissioning
+    /// `ObjectEvent`s (lot and expiry in `ilmd`) and the decommissioning
+    /// ones, each `eventID` its CBV 2.0 event hash.
+    Epcis,
+}
+
+/// Where the line's events happen, for EPCIS (GS1 Digital Link URIs).
+#[derive(Debug, Default, Clone)]
+pub struct EpcisPlaces {
+    pub read_point: Option<String>,
+    pub biz_location: Option<String>,
+}
+
+/// Most EPCs in one EPCIS event: repositories take events of this size.
+const EPCS_PER_EVENT: usize = 10_000;
+
+/// `serialine export --format epcis`: the events of every job that ended
+/// at or after `since_ms`, from the ledgers and their archives, as one
+/// EPCIS 2.0 document. A job still running has no events yet: its
+/// commissioning event's time is its end, so ids stay the same on every
+/// export.
+fn export_epcis(
+    config: &Config,
+    line: Option<&str>,
+    since_ms: u64,
+    places: &EpcisPlaces,
+    w: &mut impl Write,
+) -> anyhow::Result<u64> {
+    use serialine_core::epcis::ObjectEvent;
+    use serialine_core::{code::sgtin_uri, DecommissionReason, Gtin, Serial};
+    let mut events = Vec::new();
+    let mut units = 0;
+    for i in selected(config, line)? {
+        let store = open_line(config, i)?;
+        let id = &config.lines[i].id;
+        let mut records = archive::records_since(&config.line_archive_dir(id), id, 0, |_| true)?;
+        records.extend(store.records_since(0, |_| true)?);
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        for (number, job) in store.jobs()? {
+            let Some(ended_ms) = job.ended_ms.filter(|t| *t >= since_ms) else {
+                continue;
+            };
+            let gtin = Gtin::parse(&job.gtin)
+                .with_context(|| format!("line {id}, job {number}: GTIN {}", job.gtin))?;
+            let expiry = serialine_core::Expiry::parse(&job.expiry)
+                .with_context(|| format!("line {id}, job {number}: expiry {}", job.expiry))?;
+            let epc = |s: &Serial| sgtin_uri(&gtin, s);
+            let mine = || records.iter().filter(|(_, r)| r.job == number);
+            let commissioned: Vec<String> = mine()
+                .filter(|(_, r)| {
+                    matches!(
+                        r.state,
+                        UnitState::Committed
+                            | UnitState::Synced
+                            | UnitState::Sampled(_)
+                            | UnitState::Decommissioned(_)
+                    )
+                })
+                .map(|(s, _)| epc(s))
+                .collect();
+            units += commissioned.len() as u64;
+            for chunk in commissioned.chunks(EPCS_PER_EVENT) {
+                events.push(
+                    ObjectEvent {
+                        event_time_ms: ended_ms,
+                        epcs: chunk.to_vec(),
+                        action: "ADD",
+                        biz_step: "commissioning",
+                        disposition: "active",
+                        read_point: places.read_point.clone(),
+                        biz_location: places.biz_location.clone(),
+                        lot_and_expiry: Some((job.lot.clone(), expiry.iso_date())),
+                    }
+                    .to_json(),
+                );
+            }
+            for reason in DecommissionReason::ALL {
+                let (biz_step, disposition) = match reason {
+                    DecommissionReason::Destroyed => ("destroying", "destroyed"),
+                    DecommissionReason::Damaged => ("decommissioning", "inactive"),
+                    DecommissionReason::Stolen => ("decommissioning", "stolen"),
+                };
+                let gone: Vec<_> = mine()
+                    .filter(|(_, r)| r.state == UnitState::Decommissioned(reason))
+                    .collect();
+                // When the last of them was decommissioned: stable on re-export.
+                let Some(at) = gone.iter().map(|(_, r)| r.at_ms).max() else {
+                    continue;
+                };
+                let epcs: Vec<String> = gone.iter().map(|(s, _)| epc(s)).collect();
+                for chunk in epcs.chunks(EPCS_PER_EVENT) {
+                    events.push(
+                        ObjectEvent {
+                            event_time_ms: at,
+                            epcs: chunk.to_vec(),
+                            action: "DELETE",
+                            biz_step,
+                            disposition,
+                            read_point: places.read_point.clone(),
+                            biz_location: places.biz_location.clone(),
+                            lot_and_expiry: None,
+                        }
+                        .to_json(),
+                    );
+                }
+            }
+        }
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    serde_json::to_writer_pretty(&mut *w, &serialine_core::epcis::document(events, now_ms))?;
+    writeln!(w)?;
+    Ok(units)
 }
 
 /// `serialine export`: committed serials (or every outcome) since a time.
@@ -449,6 +564,7 @@ pub fn export(
     since: SystemTime,
     all_outcomes: bool,
     format: ExportFormat,
+    places: &EpcisPlaces,
 ) -> anyhow::Result<u64> {
     let since_ms = since
         .duration_since(UNIX_EPOCH)
@@ -456,6 +572,11 @@ pub fn export(
         .as_millis() as u64;
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());
+    if format == ExportFormat::Epcis {
+        let n = export_epcis(config, line, since_ms, places, &mut w)?;
+        w.flush()?;
+        return Ok(n);
+    }
     if format == ExportFormat::Csv {
         writeln!(w, "line,serial,state,reason,at")?;
     }
@@ -480,7 +601,8 @@ pub fn export(
             };
             match format {
                 ExportFormat::Csv => writeln!(w, "{id},{serial},{state},{reason},{at}")?,
-                ExportFormat::Jsonl => writeln!(
+                // Epcis returned above.
+                ExportFormat::Jsonl | ExportFormat::Epcis => writeln!(
                     w,
                     "{}",
                     serde_json::json!({
