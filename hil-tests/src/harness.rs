@@ -1052,7 +1052,8 @@ fn check_changeover(
 
 /// Issue 15: every job in the final ledger was ended (a killed run's at the
 /// next start, as interrupted) and reconciled: its report file exists and
-/// counts what the ledger counts for it, and it balances or a
+/// counts what the ledger counts for it (its tally, which must equal a
+/// count of its records), and it balances or a
 /// `job-unbalanced` alarm was logged; and every serial that left the pool,
 /// but the fence's voids, was sent by one of the jobs. Not after a state
 /// step: a restored ledger numbers its jobs again, the report files stay.
@@ -1068,14 +1069,32 @@ fn check_job_reports(root: &Path, store: &Store, logs: &[String]) -> Vec<String>
         if entry.ended_ms.is_none() {
             problems.push(format!("jobs: job {n} was never ended"));
         }
-        let ledger =
-            match store.job_report(*n, Some(&root.join("state").join("archive").join(LINE))) {
-                Ok(r) => r,
-                Err(e) => {
-                    problems.push(format!("jobs: job {n}: {e}"));
-                    continue;
-                }
-            };
+        let archive = root.join("state").join("archive").join(LINE);
+        let (ledger, scanned) = match (
+            store.job_report(*n),
+            store.job_report_by_scan(*n, Some(&archive)),
+        ) {
+            (Ok(r), Ok(s)) => (r, s),
+            (Err(e), _) | (_, Err(e)) => {
+                problems.push(format!("jobs: job {n}: {e}"));
+                continue;
+            }
+        };
+        // The tally the ledger keeps with every transition is exact.
+        let counts = |r: &serialine_store::JobReport| {
+            (
+                (r.sent, r.in_flight, r.committed, r.synced),
+                (r.sampled, r.decommissioned, r.voided),
+                r.rejected.clone(),
+            )
+        };
+        if counts(&ledger) != counts(&scanned) {
+            problems.push(format!(
+                "jobs: job {n}'s tally {:?} differs from a count of its records {:?}",
+                counts(&ledger),
+                counts(&scanned)
+            ));
+        }
         sent_by_jobs += ledger.sent;
         let path = dir.join(format!("job-{n}.json"));
         let file: serde_json::Value = match fs::read(&path)

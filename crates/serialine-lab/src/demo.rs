@@ -270,7 +270,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     for d in &mut done {
         wait_outbox_drained(&d.run.store, &d.report.line).await?;
         if let Some(n) = d.job.as_ref().map(|j| j.number) {
-            d.job = Some(d.run.store.job_report(n, None)?);
+            d.job = Some(d.run.store.job_report(n)?);
         }
     }
     let mut all_agree = true;

@@ -37,6 +37,52 @@ impl JobEntry {
     }
 }
 
+/// A job's units by state, kept by the ledger in the same batch as every
+/// transition of one of its serials (`job_counts` tree, postcard, under the
+/// job's number), so a report never scans the records and survives
+/// retention.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTally {
+    pub sent: u64,
+    pub in_flight: u64,
+    pub committed: u64,
+    pub synced: u64,
+    pub sampled: u64,
+    pub decommissioned: u64,
+    pub voided: u64,
+    pub rejected: BTreeMap<String, u64>,
+}
+
+impl JobTally {
+    fn slot(&mut self, state: UnitState) -> Option<&mut u64> {
+        Some(match state {
+            UnitState::Sent | UnitState::Printed => &mut self.in_flight,
+            UnitState::Committed => &mut self.committed,
+            UnitState::Synced => &mut self.synced,
+            UnitState::Sampled(_) => &mut self.sampled,
+            UnitState::Decommissioned(_) => &mut self.decommissioned,
+            UnitState::Voided => &mut self.voided,
+            UnitState::Rejected(r) => self.rejected.entry(reason_key(r)).or_default(),
+            UnitState::Available | UnitState::Reserved => return None,
+        })
+    }
+
+    /// One of the job's serials moved `from` -> `to` (Reserved -> Sent
+    /// counts it as sent).
+    pub(crate) fn shift(&mut self, from: UnitState, to: UnitState) {
+        if from == UnitState::Reserved {
+            self.sent += 1;
+        }
+        if let Some(c) = self.slot(from) {
+            *c = c.saturating_sub(1);
+        }
+        if let Some(c) = self.slot(to) {
+            *c += 1;
+        }
+        self.rejected.retain(|_, n| *n > 0);
+    }
+}
+
 /// A job's units by where they ended, from its serials' records.
 ///
 /// Balances by construction: `sent = committed_total + rejected + voided +
@@ -76,6 +122,24 @@ impl JobReport {
     pub fn balanced(&self) -> bool {
         self.sent == self.committed_total() + self.rejected_total() + self.voided + self.in_flight
             && (self.in_flight == 0 || self.entry.as_ref().is_some_and(|e| e.ended_ms.is_none()))
+    }
+
+    /// The report of job `number` from its tally; `unbalanced` is filled
+    /// by the caller from the in-flight index.
+    pub(crate) fn from_tally(number: u32, entry: Option<JobEntry>, t: JobTally) -> Self {
+        JobReport {
+            number,
+            entry,
+            sent: t.sent,
+            committed: t.committed,
+            synced: t.synced,
+            sampled: t.sampled,
+            decommissioned: t.decommissioned,
+            rejected: t.rejected,
+            voided: t.voided,
+            in_flight: t.in_flight,
+            unbalanced: Vec::new(),
+        }
     }
 
     /// Counts one of the job's records.

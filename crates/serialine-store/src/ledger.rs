@@ -144,6 +144,8 @@ pub(crate) struct Ledger {
     archived: sled::Tree,
     /// Jobs by number (`jobs.rs`).
     jobs: sled::Tree,
+    /// Per job, its units by state (`jobs::JobTally`).
+    job_counts: sled::Tree,
     /// The redo journal of the batch being applied (see [`Ledger::apply`]).
     journal: sled::Tree,
     /// Readers see a batch whole or not at all: `apply` holds it for writing
@@ -229,6 +231,7 @@ impl Ledger {
             cursors: tree("cursors")?,
             archived: tree("archived")?,
             jobs: tree("jobs")?,
+            job_counts: tree("job_counts")?,
             journal: tree("journal")?,
             gate: Arc::new(RwLock::new(IssuedIndex::default())),
             cache_bytes,
@@ -621,6 +624,33 @@ impl Ledger {
         }
     }
 
+    /// Job `number`'s tally (zeros before its first serial).
+    pub fn job_tally(&self, number: u32) -> Result<crate::jobs::JobTally, StoreError> {
+        let _batch = self.read_gate();
+        match self
+            .job_counts
+            .get(number.to_be_bytes())
+            .map_err(self.io())?
+        {
+            Some(v) => postcard::from_bytes(&v)
+                .map_err(|e| self.corrupt(format!("job {number}'s tally unreadable: {e}"))),
+            None => Ok(Default::default()),
+        }
+    }
+
+    /// Job `number`'s serials in flight, from the in-flight index.
+    pub fn job_in_flight(&self, number: u32) -> Result<Vec<Serial>, StoreError> {
+        let mut out = Vec::new();
+        for (serial, _) in self.in_flight()? {
+            if let SerialEntry::Recorded(r) = self.entry(&serial)? {
+                if r.job == number {
+                    out.push(serial);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every job's number and entry, in order.
     pub fn jobs(&self) -> Result<Vec<(u32, crate::jobs::JobEntry)>, StoreError> {
         let mut out = Vec::new();
@@ -755,6 +785,8 @@ impl Ledger {
             issued_blocks: Overlay::new(&self.issued_blocks),
             cursors: Overlay::new(&self.cursors),
             jobs: Overlay::new(&self.jobs),
+            job_counts: Overlay::new(&self.job_counts),
+            tallies: HashMap::new(),
             index_key: &self.index_key,
             counts: self.counts,
             next_seq: self.next_seq,
@@ -776,7 +808,14 @@ impl Ledger {
         tx.issued_blocks
             .drain_into(TreeId::IssuedBlocks, &mut writes);
         tx.cursors.drain_into(TreeId::Cursors, &mut writes);
+        let tallies = std::mem::take(&mut tx.tallies);
+        for (job, tally) in tallies {
+            let bytes = postcard::to_stdvec(&tally)
+                .map_err(|e| self.corrupt(format!("job {job}'s tally does not encode: {e}")))?;
+            tx.job_counts.insert(job.to_be_bytes(), bytes);
+        }
         tx.jobs.drain_into(TreeId::Jobs, &mut writes);
+        tx.job_counts.drain_into(TreeId::JobCounts, &mut writes);
         if new_job_seq != self.job_seq {
             writes.push(JournalWrite {
                 tree: TreeId::Meta as u8,
@@ -896,6 +935,7 @@ impl Ledger {
             x if x == TreeId::Cursors as u8 => &self.cursors,
             x if x == TreeId::Archived as u8 => &self.archived,
             x if x == TreeId::Jobs as u8 => &self.jobs,
+            x if x == TreeId::JobCounts as u8 => &self.job_counts,
             _ => return None,
         })
     }
@@ -1031,6 +1071,7 @@ enum TreeId {
     IssuedBlocks = 8,
     Archived = 9,
     Jobs = 10,
+    JobCounts = 11,
 }
 
 /// One key's post-image in a batch: its new value, or `None` for removed.
@@ -1144,6 +1185,9 @@ struct Tx<'a> {
     issued_blocks: Overlay<'a>,
     cursors: Overlay<'a>,
     jobs: Overlay<'a>,
+    job_counts: Overlay<'a>,
+    /// This batch's job tallies, loaded on first use, written at its end.
+    tallies: HashMap<u32, crate::jobs::JobTally>,
     index_key: &'a [u8; 32],
     /// The index as of the last batch; `added` and `exhausted` are this
     /// batch's changes to it, applied with its writes.
@@ -1357,6 +1401,9 @@ impl Tx<'_> {
             }
         }
         self.counts.shift(from, to);
+        if let Err(e) = self.tally(job, from, to)? {
+            return Ok(Err(e));
+        }
         Ok(Ok(Applied::Moved { from, to }))
     }
 
@@ -1399,6 +1446,36 @@ impl Tx<'_> {
                     .block_of(key)
                     .filter(|id| !self.exhausted.contains(id))
             })
+    }
+
+    /// Moves one serial of job `job` (0: none) in its tally.
+    fn tally(
+        &mut self,
+        job: u32,
+        from: UnitState,
+        to: UnitState,
+    ) -> TxResult<Result<(), StoreError>> {
+        if job == 0 {
+            return Ok(Ok(()));
+        }
+        if !self.tallies.contains_key(&job) {
+            let loaded = match self.job_counts.get(job.to_be_bytes())? {
+                Some(v) => match postcard::from_bytes(&v) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return Ok(Err(
+                            self.corrupt(format!("job {job}'s tally unreadable: {e}"))
+                        ))
+                    }
+                },
+                None => crate::jobs::JobTally::default(),
+            };
+            self.tallies.insert(job, loaded);
+        }
+        if let Some(t) = self.tallies.get_mut(&job) {
+            t.shift(from, to);
+        }
+        Ok(Ok(()))
     }
 
     fn begin_job(
@@ -1476,6 +1553,9 @@ impl Tx<'_> {
                 record.state = UnitState::Synced;
                 record.at_ms = self.now_ms;
                 self.counts.shift(UnitState::Committed, UnitState::Synced);
+                if let Err(e) = self.tally(record.job, UnitState::Committed, UnitState::Synced)? {
+                    return Ok(Err(e));
+                }
             }
             (UnitState::Rejected(_) | UnitState::Voided, s)
                 if s == event.state && !record.reported =>

@@ -48,9 +48,27 @@ impl Store {
         self.read(|r| r.jobs())
     }
 
-    /// Job `number`'s units by outcome, from the ledger's records and, with
-    /// `archive_dir`, the line's archive files. A full scan: for reports.
-    pub fn job_report(
+    /// Job `number`'s units by outcome, from the tally the ledger keeps
+    /// with every transition (no scan; archived units still count), and
+    /// the serials it has in flight (the in-flight index).
+    pub fn job_report(&self, number: u32) -> Result<JobReport, StoreError> {
+        let (entry, tally) = self.read(|r| Ok((r.job(number)?, r.job_tally(number)?)))?;
+        let mut report = JobReport::from_tally(number, entry, tally);
+        if report.in_flight > 0 {
+            report.unbalanced = self
+                .read(|r| r.job_in_flight(number))?
+                .into_iter()
+                .take(100)
+                .map(|s| s.as_str().to_string())
+                .collect();
+        }
+        Ok(report)
+    }
+
+    /// The same report counted from the serials' records (and, with
+    /// `archive_dir`, the line's archive files): a full scan, for audits of
+    /// the tally (tests, the hil checker).
+    pub fn job_report_by_scan(
         &self,
         number: u32,
         archive_dir: Option<&Path>,

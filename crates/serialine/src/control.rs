@@ -167,9 +167,9 @@ async fn run(req: Request, lines: &[ControlLine], state_of: &StateOf) -> Value {
                 .iter()
                 .filter(|l| line.as_ref().is_none_or(|id| *id == l.id))
             {
-                let (id, store, dir) = (l.id.clone(), l.store.clone(), l.archive_dir.clone());
+                let (id, store) = (l.id.clone(), l.store.clone());
                 let got = tokio::task::spawn_blocking(move || {
-                    crate::tools::line_job_reports(&id, &store, &dir, job)
+                    crate::tools::line_job_reports(&id, &store, job)
                 })
                 .await;
                 match got {

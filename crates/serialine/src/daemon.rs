@@ -90,7 +90,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             inner: line,
             archive_dir: (config.retention.keep_days > 0).then(|| config.line_archive_dir(&id)),
             keep_days: config.retention.keep_days,
-            archive_dir_for_reports: config.line_archive_dir(&id),
             reports_dir: config.line_reports_dir(&id),
         });
     }
@@ -295,9 +294,7 @@ struct Line {
     /// Where retention archives this line's records; `None` keeps them all.
     archive_dir: Option<std::path::PathBuf>,
     keep_days: u32,
-    /// The line's archive directory whatever the retention (job reports
-    /// read it), and where its job reports are written.
-    archive_dir_for_reports: std::path::PathBuf,
+    /// Where its job reports are written.
     reports_dir: std::path::PathBuf,
 }
 
@@ -403,13 +400,10 @@ impl Line {
     /// under `<state_dir>/reports/<line>/job-<n>.json`, and an alarm
     /// naming the units that keep it from balancing.
     async fn reconcile(&self, number: u32) {
-        let (store, archive_dir) = (
-            self.inner.store.clone(),
-            self.archive_dir_for_reports.clone(),
-        );
+        let store = self.inner.store.clone();
         let dir = self.reports_dir.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let report = store.job_report(number, Some(&archive_dir))?;
+            let report = store.job_report(number)?;
             let path = crate::tools::write_job_report(&dir, &report)?;
             anyhow::Ok((report, path))
         })

@@ -268,11 +268,10 @@ pub fn job_report_json(line: &str, r: &serialine_store::JobReport) -> serde_json
 }
 
 /// The report of `line`'s job `job` (default: its last; none before its
-/// first job), from `store` and the line's archives in `archive_dir`.
+/// first job), from `store`'s tally of it (archived units included).
 pub fn line_job_reports(
     line: &str,
     store: &Store,
-    archive_dir: &std::path::Path,
     job: Option<u32>,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
     let numbers: Vec<u32> = match job {
@@ -282,7 +281,7 @@ pub fn line_job_reports(
     numbers
         .into_iter()
         .map(|n| {
-            let r = store.job_report(n, Some(archive_dir))?;
+            let r = store.job_report(n)?;
             if r.entry.is_none() {
                 anyhow::bail!("line {line}: no job {n} in its ledger");
             }
@@ -307,8 +306,7 @@ pub fn report(
             let mut out = Vec::new();
             for i in selected(config, line)? {
                 let id = &config.lines[i].id;
-                let dir = config.line_archive_dir(id);
-                out.extend(line_job_reports(id, &open_line(config, i)?, &dir, job)?);
+                out.extend(line_job_reports(id, &open_line(config, i)?, job)?);
             }
             out
         }
