@@ -296,6 +296,27 @@ impl UnitState {
         }
     }
 
+    /// The after-commit state an operator asks for: `sample` with a
+    /// [`SamplePurpose`], or `decommission` with a [`DecommissionReason`];
+    /// otherwise why not, in words for that operator.
+    pub fn after_commit(action: &str, word: &str) -> Result<UnitState, String> {
+        match action {
+            "sample" => SamplePurpose::parse(word).map(UnitState::Sampled).ok_or_else(|| {
+                format!("unknown sample purpose {word:?}; expected qa, retention or regulatory")
+            }),
+            "decommission" => DecommissionReason::parse(word)
+                .map(UnitState::Decommissioned)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown decommissioning reason {word:?}; expected destroyed, damaged or stolen"
+                    )
+                }),
+            other => Err(format!(
+                "unknown unit action {other:?}; expected sample or decommission"
+            )),
+        }
+    }
+
     /// The state [`UnitState::name`] and [`UnitState::reason`] describe.
     pub fn from_name(name: &str, reason: Option<&str>) -> Option<UnitState> {
         use UnitState::*;

@@ -9,9 +9,7 @@ use crate::wire::{now_ms, CommandReply};
 use rumqttc::{AsyncClient, Publish, QoS};
 use serde_json::{Map, Value};
 use serialine_core::AlarmKind;
-use serialine_core::{
-    DecommissionReason, Expiry, Gtin, Job, Lot, SamplePurpose, Template, UnitState,
-};
+use serialine_core::{Expiry, Gtin, Job, Lot, Template, UnitState};
 use serialine_store::Store;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -258,15 +256,9 @@ pub fn parse_command(name: &str, m: &Map<String, Value>) -> Result<Command, Stri
         "drain" => Ok(Command::Drain),
         "unit/sample" | "unit/decommission" => {
             let to = if name == "unit/sample" {
-                let p = field(m, "purpose")?;
-                UnitState::Sampled(SamplePurpose::parse(p).ok_or_else(|| {
-                    format!("purpose {p:?}: expected qa, retention or regulatory")
-                })?)
+                UnitState::after_commit("sample", field(m, "purpose")?)?
             } else {
-                let r = field(m, "reason")?;
-                UnitState::Decommissioned(DecommissionReason::parse(r).ok_or_else(|| {
-                    format!("reason {r:?}: expected destroyed, damaged or stolen")
-                })?)
+                UnitState::after_commit("decommission", field(m, "reason")?)?
             };
             let serials: Vec<String> = m
                 .get("serials")
@@ -450,6 +442,7 @@ async fn handle(
 mod tests {
     use super::*;
     use serde_json::json;
+    use serialine_core::SamplePurpose;
 
     fn obj(v: Value) -> Map<String, Value> {
         match v {

@@ -89,7 +89,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         lines.push(Line {
             inner: line,
             archive_dir: (config.retention.keep_days > 0).then(|| config.line_archive_dir(&id)),
-            keep_days: config.retention.keep_days,
+            retention: config.retention.clone(),
             reports_dir: config.line_reports_dir(&id),
         });
     }
@@ -293,7 +293,7 @@ struct Line {
     inner: serialine_line::Line<DeviceSpec>,
     /// Where retention archives this line's records; `None` keeps them all.
     archive_dir: Option<std::path::PathBuf>,
-    keep_days: u32,
+    retention: serialine::config::RetentionConfig,
     /// Where its job reports are written.
     reports_dir: std::path::PathBuf,
 }
@@ -470,12 +470,9 @@ impl Line {
     /// cut short is finished next time) and is an alarm: the disk fills if
     /// it keeps failing.
     async fn archive_between_jobs(&self) {
-        let Some(dir) = &self.archive_dir else {
+        let (Some(dir), Some(before)) = (&self.archive_dir, self.retention.cutoff()) else {
             return;
         };
-        let before = std::time::SystemTime::now()
-            .checked_sub(Duration::from_secs(u64::from(self.keep_days) * 86_400))
-            .unwrap_or(std::time::UNIX_EPOCH);
         let mut opts = serialine_store::ArchiveOptions::new(dir, before);
         opts.max_files = ARCHIVE_FILES_PER_PAUSE;
         match self.inner.store.archive(opts).await {
@@ -489,7 +486,7 @@ impl Line {
                 took_ms = r.took.as_millis() as u64,
                 "retention: {} serials older than {} days archived to {} in {:.1?}",
                 r.serials,
-                self.keep_days,
+                self.retention.keep_days,
                 dir.display(),
                 r.took
             ),

@@ -95,21 +95,7 @@ pub fn request(action: &str, serials: &[String], reason: &str) -> Value {
 
 /// The state a request asks for, or why it cannot be one.
 pub fn target(action: &str, reason: &str) -> Result<UnitState, String> {
-    match action {
-        "sample" => SamplePurpose::parse(reason).map(UnitState::Sampled).ok_or_else(|| {
-            format!("unknown sample purpose {reason:?}; expected qa, retention or regulatory")
-        }),
-        "decommission" => DecommissionReason::parse(reason)
-            .map(UnitState::Decommissioned)
-            .ok_or_else(|| {
-                format!(
-                    "unknown decommissioning reason {reason:?}; expected destroyed, damaged or stolen"
-                )
-            }),
-        other => Err(format!(
-            "unknown unit action {other:?}; expected sample or decommission"
-        )),
-    }
+    UnitState::after_commit(action, reason)
 }
 
 /// Why `from` cannot move to `to`, in words an operator acts on.

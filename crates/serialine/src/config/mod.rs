@@ -164,12 +164,7 @@ impl Config {
     /// The retention cut-off now: records last moved before it may be
     /// archived. `None` when `retention.keep_days` is 0 (keep everything).
     pub fn retention_cutoff(&self) -> Option<std::time::SystemTime> {
-        let days = u64::from(self.retention.keep_days);
-        (days > 0).then(|| {
-            std::time::SystemTime::now()
-                .checked_sub(std::time::Duration::from_secs(days * 86_400))
-                .unwrap_or(std::time::UNIX_EPOCH)
-        })
+        self.retention.cutoff()
     }
 
     /// Line `line_id`'s fence file: `<store.fence_dir>/<line_id>.fence`,

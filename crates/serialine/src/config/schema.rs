@@ -116,6 +116,19 @@ pub struct RetentionConfig {
     pub dir: Option<PathBuf>,
 }
 
+impl RetentionConfig {
+    /// The cut-off now: records last moved before it may be archived.
+    /// `None` when `keep_days` is 0 (keep everything).
+    pub fn cutoff(&self) -> Option<std::time::SystemTime> {
+        let days = u64::from(self.keep_days);
+        (days > 0).then(|| {
+            std::time::SystemTime::now()
+                .checked_sub(std::time::Duration::from_secs(days * 86_400))
+                .unwrap_or(std::time::UNIX_EPOCH)
+        })
+    }
+}
+
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
