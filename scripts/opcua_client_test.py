@@ -136,7 +136,14 @@ async def demo(url, line):
             if now > first:
                 break
             if time.monotonic() > end:
-                fail(f"counters: Committed stayed at {first} for 60 s (state {state})")
+                # Every counter and the state now: a line that stalled shows
+                # Sent/InFlight frozen too; values that stopped being sampled
+                # show a state and counters that disagree with the demo log.
+                seen = {n: await read(node, ns, "Counters", n) for n in COUNTERS}
+                seen["State"] = await read(node, ns, "State")
+                seen["BufferDepth"] = await read(node, ns, "BufferDepth")
+                seen["OutboxDepth"] = await read(node, ns, "OutboxDepth")
+                fail(f"counters: Committed stayed at {first} for 60 s (state {state}); now {seen}")
         gtin = await read(node, ns, "Job", "GTIN")
         ok(f"read while running: Committed {first} -> {now}, state {state!r}, job GTIN {gtin}")
         for name in COUNTERS:

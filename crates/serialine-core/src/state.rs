@@ -6,6 +6,7 @@
 //! Printed|Sent --mismatch / no-read / low grade / duplicate--> Rejected
 //! Sent (unconfirmed at crash or job end) --reconcile--> Committed | Rejected | Voided
 //! Synced --QA pull--> Sampled;  Synced | Sampled --destroyed, damaged, stolen--> Decommissioned
+//! Available (never reached a device) --returned upstream unused--> Returned
 //! ```
 //! Sampling and decommissioning follow the upstream ack of the commit, so
 //! upstream always hears of a unit's commissioning before its end.
@@ -126,6 +127,10 @@ pub enum UnitState {
     Sampled(SamplePurpose),
     /// A committed (or sampled) unit taken out of the supply chain.
     Decommissioned(DecommissionReason),
+    /// Never handed to a device, given back upstream unused (Open-SCS
+    /// `SNReturnUnallocated`): upstream may issue it again elsewhere, this
+    /// line never sends it. Only the ledger's return makes it.
+    Returned,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -137,7 +142,7 @@ pub struct IllegalTransition {
 
 impl UnitState {
     /// Every state, one reject reason standing for all, in lifecycle order.
-    pub const KINDS: [UnitState; 10] = [
+    pub const KINDS: [UnitState; 11] = [
         UnitState::Available,
         UnitState::Reserved,
         UnitState::Sent,
@@ -148,6 +153,7 @@ impl UnitState {
         UnitState::Voided,
         UnitState::Sampled(SamplePurpose::Qa),
         UnitState::Decommissioned(DecommissionReason::Destroyed),
+        UnitState::Returned,
     ];
 
     /// Terminal states: the serial is never handed to a device again and
@@ -161,6 +167,7 @@ impl UnitState {
                 | UnitState::Voided
                 | UnitState::Sampled(_)
                 | UnitState::Decommissioned(_)
+                | UnitState::Returned
         )
     }
 
@@ -184,6 +191,7 @@ impl UnitState {
                 | UnitState::Voided
                 | UnitState::Sampled(_)
                 | UnitState::Decommissioned(_)
+                | UnitState::Returned
         )
     }
 
@@ -231,6 +239,7 @@ impl UnitState {
             UnitState::Voided => "voided",
             UnitState::Sampled(_) => "sampled",
             UnitState::Decommissioned(_) => "decommissioned",
+            UnitState::Returned => "returned",
         }
     }
 
@@ -255,6 +264,7 @@ impl UnitState {
             UnitState::Decommissioned(DecommissionReason::Destroyed) => 64,
             UnitState::Decommissioned(DecommissionReason::Damaged) => 65,
             UnitState::Decommissioned(DecommissionReason::Stolen) => 66,
+            UnitState::Returned => 80,
         }
     }
 
@@ -278,6 +288,7 @@ impl UnitState {
             64 => UnitState::Decommissioned(DecommissionReason::Destroyed),
             65 => UnitState::Decommissioned(DecommissionReason::Damaged),
             66 => UnitState::Decommissioned(DecommissionReason::Stolen),
+            80 => UnitState::Returned,
             _ => return None,
         })
     }
@@ -325,7 +336,7 @@ impl UnitState {
             ("sampled", Some(p)) => Sampled(SamplePurpose::parse(p)?),
             ("decommissioned", Some(r)) => Decommissioned(DecommissionReason::parse(r)?),
             (name, None) => [
-                Available, Reserved, Sent, Printed, Committed, Synced, Voided,
+                Available, Reserved, Sent, Printed, Committed, Synced, Voided, Returned,
             ]
             .into_iter()
             .find(|s| s.name() == name)?,
@@ -352,7 +363,7 @@ mod tests {
 
     fn all_states() -> Vec<UnitState> {
         let mut v = vec![
-            Available, Reserved, Sent, Printed, Committed, Synced, Voided,
+            Available, Reserved, Sent, Printed, Committed, Synced, Voided, Returned,
         ];
         v.extend(RejectReason::ALL.iter().map(|r| Rejected(*r)));
         v.extend(SamplePurpose::ALL.iter().map(|p| Sampled(*p)));

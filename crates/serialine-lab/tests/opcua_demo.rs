@@ -33,6 +33,9 @@ fn demo_serves_opcua_to_an_asyncua_client() {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--state-dir")
         .arg(dir.path())
+        // Warnings and the line's own account in the log shown on failure:
+        // a line that stalls says why there.
+        .env("SERIALINE_LOG", "warn,rumqttd=off,serialine_line=info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("demo.log")).unwrap())

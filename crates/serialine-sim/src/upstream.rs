@@ -24,6 +24,11 @@ pub struct WireEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub at_ms: u64,
+    /// A `returned` event: the block and the serials it gives back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serials: Vec<String>,
 }
 
 /// `events` payload.
@@ -77,9 +82,17 @@ pub struct LineEvents {
     /// of them (a restored ledger); not units, and any outcome held for
     /// them before stays.
     pub fenced: std::collections::HashSet<String>,
+    /// `returned` events by id: the serials each gives back, upstream's
+    /// to issue again.
+    pub returns: HashMap<String, Vec<String>>,
 }
 
 impl LineEvents {
+    /// Every serial given back by a return event.
+    pub fn returned_serials(&self) -> impl Iterator<Item = &String> {
+        self.returns.values().flatten()
+    }
+
     pub fn unique(&self) -> usize {
         self.events.len()
     }
@@ -223,6 +236,11 @@ impl Upstream {
             le.raw_deliveries += 1;
             if ev.state == "voided" && ev.reason.as_deref() == Some("fenced") {
                 le.fenced.insert(ev.serial.clone());
+            }
+            if ev.state == "returned" {
+                le.returns
+                    .entry(ev.id.clone())
+                    .or_insert_with(|| ev.serials.clone());
             }
             let value = (ev.serial, ev.state);
             match le.events.get(&ev.id) {

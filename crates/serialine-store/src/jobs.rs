@@ -51,9 +51,44 @@ pub struct JobTally {
     pub decommissioned: u64,
     pub voided: u64,
     pub rejected: BTreeMap<String, u64>,
+    /// Serials the line gave back upstream unused at this job's end (or
+    /// on command while it was the last job): never sent. Last, so a
+    /// schema 5 tally without it still decodes (`JobTally::decode`).
+    pub returned: u64,
+}
+
+/// A tally as schema 5 wrote it, before returns.
+#[derive(Deserialize)]
+struct JobTallyV5 {
+    sent: u64,
+    in_flight: u64,
+    committed: u64,
+    synced: u64,
+    sampled: u64,
+    decommissioned: u64,
+    voided: u64,
+    rejected: BTreeMap<String, u64>,
 }
 
 impl JobTally {
+    /// A `job_counts` value, written by this build or before returns.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes).or_else(|e| {
+            let old: JobTallyV5 = postcard::from_bytes(bytes).map_err(|_| e)?;
+            Ok(JobTally {
+                sent: old.sent,
+                in_flight: old.in_flight,
+                committed: old.committed,
+                synced: old.synced,
+                sampled: old.sampled,
+                decommissioned: old.decommissioned,
+                voided: old.voided,
+                rejected: old.rejected,
+                returned: 0,
+            })
+        })
+    }
+
     fn slot(&mut self, state: UnitState) -> Option<&mut u64> {
         Some(match state {
             UnitState::Sent | UnitState::Printed => &mut self.in_flight,
@@ -63,14 +98,15 @@ impl JobTally {
             UnitState::Decommissioned(_) => &mut self.decommissioned,
             UnitState::Voided => &mut self.voided,
             UnitState::Rejected(r) => self.rejected.entry(reason_key(r)).or_default(),
+            UnitState::Returned => &mut self.returned,
             UnitState::Available | UnitState::Reserved => return None,
         })
     }
 
     /// One of the job's serials moved `from` -> `to` (Reserved -> Sent
-    /// counts it as sent).
+    /// counts it as sent; Reserved -> Returned does not).
     pub(crate) fn shift(&mut self, from: UnitState, to: UnitState) {
-        if from == UnitState::Reserved {
+        if from == UnitState::Reserved && to != UnitState::Returned {
             self.sent += 1;
         }
         if let Some(c) = self.slot(from) {
@@ -104,6 +140,9 @@ pub struct JobReport {
     pub rejected: BTreeMap<String, u64>,
     pub voided: u64,
     pub in_flight: u64,
+    /// Serials given back upstream unused at the job's end: never sent, so
+    /// outside `sent`.
+    pub returned: u64,
     /// Serials still in flight after the job ended: what keeps the report
     /// from balancing (at most 100 named).
     pub unbalanced: Vec<String>,
@@ -138,12 +177,17 @@ impl JobReport {
             rejected: t.rejected,
             voided: t.voided,
             in_flight: t.in_flight,
+            returned: t.returned,
             unbalanced: Vec::new(),
         }
     }
 
     /// Counts one of the job's records.
     pub(crate) fn add(&mut self, serial: &str, r: &SerialRecord) {
+        if r.state == UnitState::Returned {
+            self.returned += 1;
+            return;
+        }
         self.sent += 1;
         match r.state {
             UnitState::Committed => self.committed += 1,
@@ -160,8 +204,8 @@ impl JobReport {
                     self.unbalanced.push(serial.to_string());
                 }
             }
-            // A record never holds a pool state.
-            UnitState::Available | UnitState::Reserved => {}
+            // A record never holds a pool state; Returned is counted above.
+            UnitState::Available | UnitState::Reserved | UnitState::Returned => {}
         }
     }
 }

@@ -31,7 +31,12 @@ pub(crate) use retention::RoundOutcome;
 /// 5: jobs (`jobs` tree, `jobs.rs`) and each serial record's job number;
 /// a schema 4 record reads as job 0, so nothing is rewritten, but an older
 /// build must refuse the longer records rather than call them damaged.
-pub const SCHEMA_VERSION: u32 = 5;
+///
+/// 6: returns of unused serials (`store_return.rs`): Returned records
+/// (state code 80), return events in the outbox naming their serials, job
+/// tallies counting them. Schema 5 values decode as they are; an older
+/// build must refuse what it cannot read.
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// sled's page cache per ledger unless configured: enough for the working
 /// set of a line (its open blocks, in-flight records, outbox head).
@@ -47,6 +52,8 @@ const META_JOB_SEQ: &[u8] = b"job_seq";
 /// An archiving round decided and not yet removed from the ledger
 /// (`ledger/retention.rs`).
 const META_ARCHIVE_INTENT: &[u8] = b"archive_intent";
+/// A return of unused serials begun and not finished (`store_return.rs`).
+pub(crate) const META_RETURN_INTENT: &[u8] = b"return_intent";
 /// Random identity of this ledger, made when it is created: a copy restored
 /// from a backup has the same, a ledger made anew has another (`fence.rs`).
 pub(crate) const META_LEDGER_ID: &[u8] = b"ledger_id";
@@ -86,6 +93,18 @@ pub(crate) enum Op {
     /// The fence says this serial, still in its block here, may have been
     /// sent in a history this ledger lost: void it for good (see `fence.rs`).
     Fence { serial: Serial, block: BlockId },
+    /// Give these serials of `block`, never sent, back upstream: each gets
+    /// a Returned record, the block's cursor passes them, and one outbox
+    /// event per [`crate::outbox::RETURN_EVENT_SERIALS`] names them
+    /// (`store_return.rs`). One op, so a block's return is whole or absent.
+    Return {
+        block: BlockId,
+        serials: Vec<Serial>,
+        job: u32,
+    },
+    /// Records (`Some`) or clears (`None`) the return in progress
+    /// (`META_RETURN_INTENT`, `store_return.rs`).
+    ReturnIntent { intent: Option<Vec<u8>> },
 }
 
 /// What an applied op did, for the caller.
@@ -108,6 +127,13 @@ pub enum Applied {
     Job {
         number: u32,
     },
+    /// Serials given back upstream, and the outbox events naming them.
+    Returned {
+        serials: u32,
+        events: u32,
+    },
+    /// The return intent was written or cleared.
+    Intent,
 }
 
 /// What the ledger holds for a serial: nothing (not issued to this line),
@@ -632,7 +658,7 @@ impl Ledger {
             .get(number.to_be_bytes())
             .map_err(self.io())?
         {
-            Some(v) => postcard::from_bytes(&v)
+            Some(v) => crate::jobs::JobTally::decode(&v)
                 .map_err(|e| self.corrupt(format!("job {number}'s tally unreadable: {e}"))),
             None => Ok(Default::default()),
         }
@@ -696,7 +722,7 @@ impl Ledger {
             .take(max)
             .map(|item| {
                 let (_, v) = item.map_err(self.io())?;
-                postcard::from_bytes(&v).map_err(|e| self.corrupt(format!("outbox entry: {e}")))
+                OutboxEvent::decode(&v).map_err(|e| self.corrupt(format!("outbox entry: {e}")))
             })
             .collect()
     }
@@ -751,6 +777,12 @@ impl Ledger {
         Ok(bytes)
     }
 
+    /// The return of unused serials in progress, as recorded.
+    pub fn return_intent(&self) -> Result<Option<sled::IVec>, StoreError> {
+        let _batch = self.read_gate();
+        self.meta.get(META_RETURN_INTENT).map_err(self.io())
+    }
+
     pub fn has_record(&self, serial: &Serial) -> Result<bool, StoreError> {
         let _batch = self.read_gate();
         self.serials
@@ -787,6 +819,7 @@ impl Ledger {
             jobs: Overlay::new(&self.jobs),
             job_counts: Overlay::new(&self.job_counts),
             tallies: HashMap::new(),
+            meta: Vec::new(),
             index_key: &self.index_key,
             counts: self.counts,
             next_seq: self.next_seq,
@@ -815,6 +848,13 @@ impl Ledger {
             tx.job_counts.insert(job.to_be_bytes(), bytes);
         }
         tx.jobs.drain_into(TreeId::Jobs, &mut writes);
+        for (key, value) in std::mem::take(&mut tx.meta) {
+            writes.push(JournalWrite {
+                tree: TreeId::Meta as u8,
+                key,
+                value,
+            });
+        }
         tx.job_counts.drain_into(TreeId::JobCounts, &mut writes);
         if new_job_seq != self.job_seq {
             writes.push(JournalWrite {
@@ -1188,6 +1228,8 @@ struct Tx<'a> {
     job_counts: Overlay<'a>,
     /// This batch's job tallies, loaded on first use, written at its end.
     tallies: HashMap<u32, crate::jobs::JobTally>,
+    /// This batch's writes to `meta` other than the counters and sequences.
+    meta: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     index_key: &'a [u8; 32],
     /// The index as of the last batch; `added` and `exhausted` are this
     /// batch's changes to it, applied with its writes.
@@ -1228,6 +1270,16 @@ impl Tx<'_> {
             Op::EndJob { number, entry } => self.end_job(*number, entry),
             Op::AckOutbox { seq } => self.ack(*seq),
             Op::Fence { serial, block } => self.fence(serial, *block),
+            Op::Return {
+                block,
+                serials,
+                job,
+            } => self.return_unused(*block, serials, *job),
+            Op::ReturnIntent { intent } => {
+                self.meta
+                    .push((META_RETURN_INTENT.to_vec(), intent.clone()));
+                Ok(Ok(Applied::Intent))
+            }
         }
     }
 
@@ -1273,6 +1325,85 @@ impl Tx<'_> {
         Ok(Ok(Applied::Moved {
             from: UnitState::Reserved,
             to,
+        }))
+    }
+
+    /// Gives `serials` of `block_id`, none sent, back upstream: each gets
+    /// a Returned record for job `job` and passes the block's cursor, and
+    /// events of at most [`crate::outbox::RETURN_EVENT_SERIALS`] serials
+    /// name them. A serial with a record already, or not of this block, is
+    /// refused, and with it the whole op: the caller (the store, holding
+    /// the pool) chose them unrecorded and unreserved.
+    fn return_unused(
+        &mut self,
+        block_id: BlockId,
+        serials: &[Serial],
+        job: u32,
+    ) -> TxResult<Result<Applied, StoreError>> {
+        // Every check before the first write: a refused op writes nothing.
+        let left = self
+            .cursors
+            .get(block_id.to_be_bytes())?
+            .and_then(|v| BlockUse::decode(&v))
+            .map_or(0, |u| u.remaining() as usize);
+        let distinct: std::collections::HashSet<&Serial> = serials.iter().collect();
+        if serials.is_empty() || distinct.len() != serials.len() || serials.len() > left {
+            return Ok(Err(self.corrupt(format!(
+                "return of block {block_id}: {} serials ({} distinct) asked, {left} left in the block",
+                serials.len(),
+                distinct.len()
+            ))));
+        }
+        for serial in serials {
+            if self.serials.get(serial.as_bytes())?.is_some() {
+                return Ok(Err(self.corrupt(format!(
+                    "return of block {block_id}: {serial} has left the pool already"
+                ))));
+            }
+            if self.issued_block_of(&self.index_key_of(serial)) != Some(block_id) {
+                return Ok(Err(StoreError::NotIssued {
+                    serial: serial.clone(),
+                }));
+            }
+        }
+        for serial in serials {
+            if let Err(e) = self.advance_cursor(block_id, serial, "returning")? {
+                return Ok(Err(e));
+            }
+            let record = SerialRecord {
+                state: UnitState::Returned,
+                reported: false,
+                fenced: false,
+                block_id,
+                at_ms: self.now_ms,
+                job,
+            };
+            self.serials.insert(serial.as_bytes(), record.encode());
+            self.counts.shift(UnitState::Reserved, UnitState::Returned);
+            if let Err(e) = self.tally(job, UnitState::Reserved, UnitState::Returned)? {
+                return Ok(Err(e));
+            }
+        }
+        let mut events = 0u32;
+        for range in serials.chunks(crate::outbox::RETURN_EVENT_SERIALS) {
+            let first = &range[0];
+            let event = OutboxEvent {
+                seq: self.next_seq,
+                id: event_id(self.line, first, UnitState::Returned),
+                serial: first.clone(),
+                state: UnitState::Returned,
+                at_ms: self.now_ms,
+                returned: range.to_vec(),
+                block: block_id,
+            };
+            if let Err(e) = self.enqueue(event) {
+                return Ok(Err(e));
+            }
+            events += 1;
+        }
+        Ok(Ok(Applied::Returned {
+            serials: serials.len() as u32,
+            events,
         }))
     }
 
@@ -1460,7 +1591,7 @@ impl Tx<'_> {
         }
         if !self.tallies.contains_key(&job) {
             let loaded = match self.job_counts.get(job.to_be_bytes())? {
-                Some(v) => match postcard::from_bytes(&v) {
+                Some(v) => match crate::jobs::JobTally::decode(&v) {
                     Ok(t) => t,
                     Err(e) => {
                         return Ok(Err(
@@ -1519,7 +1650,14 @@ impl Tx<'_> {
             serial: serial.clone(),
             state: to,
             at_ms: self.now_ms,
+            returned: Vec::new(),
+            block: 0,
         };
+        self.enqueue(event)
+    }
+
+    fn enqueue(&mut self, event: OutboxEvent) -> Result<(), StoreError> {
+        let serial = &event.serial;
         let Ok(bytes) = postcard::to_stdvec(&event) else {
             return Err(self.corrupt(format!("outbox event of {serial} does not encode")));
         };
@@ -1533,10 +1671,33 @@ impl Tx<'_> {
         let Some(v) = self.outbox.get(key)? else {
             return Ok(Ok(Applied::Acked { event: None }));
         };
-        let event: OutboxEvent = match postcard::from_bytes(&v) {
+        let event = match OutboxEvent::decode(&v) {
             Ok(e) => e,
             Err(e) => return Ok(Err(self.corrupt(format!("outbox entry {seq}: {e}")))),
         };
+        if event.state == UnitState::Returned {
+            // Upstream has the range back: each of its records is reported.
+            for s in &event.returned {
+                let skey = s.as_bytes();
+                let Some(mut record) = self
+                    .serials
+                    .get(skey)?
+                    .and_then(|v| SerialRecord::decode(&v))
+                else {
+                    return Ok(Err(self.corrupt(format!(
+                        "outbox entry {seq} returns {s}, which has no readable record"
+                    ))));
+                };
+                if record.state == UnitState::Returned && !record.reported {
+                    record.reported = true;
+                    self.serials.insert(skey, record.encode());
+                }
+            }
+            self.outbox.remove(key);
+            return Ok(Ok(Applied::Acked {
+                event: Some((event.serial, event.state)),
+            }));
+        }
         let skey = event.serial.as_bytes();
         let Some(mut record) = self
             .serials

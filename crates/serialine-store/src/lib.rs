@@ -67,6 +67,6 @@ pub use ledger::{SerialEntry, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 pub use outbox::{event_id, OutboxEvent};
 pub use record::{BlockUse, Counts, SerialRecord};
 pub use store::{
-    ArchiveOptions, ArchiveReport, BlockPosition, FenceHello, Recovery, Store, StoreOptions,
-    Transition, DEFAULT_SERIALS_PER_FILE,
+    ArchiveOptions, ArchiveReport, BlockPosition, FenceHello, Recovery, ReturnReport,
+    ReturnRequest, Store, StoreOptions, Transition, DEFAULT_SERIALS_PER_FILE,
 };

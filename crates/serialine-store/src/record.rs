@@ -126,6 +126,11 @@ pub struct Counts {
     pub sampled: u64,
     #[serde(default)]
     pub decommissioned: u64,
+    /// Serials given back upstream unused (`UnitState::Returned`): out of
+    /// the pool for good, never on a device. Last, for the reason `fenced`
+    /// gives.
+    #[serde(default)]
+    pub returned: u64,
 }
 
 impl Counts {
@@ -134,7 +139,8 @@ impl Counts {
         self.issued - self.left_pool()
     }
 
-    /// Serials that reached (or may have reached) a device.
+    /// Serials out of the pool for good: on (or maybe on) a device, or
+    /// returned upstream unused (`returned`, never on a device).
     pub fn left_pool(&self) -> u64 {
         self.sent
             + self.printed
@@ -145,6 +151,7 @@ impl Counts {
             + self.sampled
             + self.decommissioned
             + self.archived
+            + self.returned
     }
 
     pub fn in_flight(&self) -> u64 {
@@ -162,6 +169,7 @@ impl Counts {
             UnitState::Voided => Some(&mut self.voided),
             UnitState::Sampled(_) => Some(&mut self.sampled),
             UnitState::Decommissioned(_) => Some(&mut self.decommissioned),
+            UnitState::Returned => Some(&mut self.returned),
         }
     }
 

@@ -782,7 +782,11 @@ mod store_jobs;
 
 #[path = "store_fence.rs"]
 mod store_fence;
+
+#[path = "store_return.rs"]
+mod store_return;
 pub use store_fence::{BlockPosition, FenceHello};
+pub use store_return::{ReturnReport, ReturnRequest};
 
 #[cfg(test)]
 mod tests {

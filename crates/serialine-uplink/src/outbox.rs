@@ -60,12 +60,15 @@ pub(crate) struct OutboxSync {
 
 pub(crate) fn wire_event(e: &OutboxEvent) -> WireEvent {
     let reason = e.state.reason().map(str::to_string);
+    let returned = e.state == UnitState::Returned;
     WireEvent {
         id: e.id_hex(),
         serial: e.serial.as_str().to_string(),
         state: e.state.name().to_string(),
         reason,
         at_ms: e.at_ms,
+        block: returned.then_some(e.block),
+        serials: e.returned.iter().map(|s| s.as_str().to_string()).collect(),
     }
 }
 

@@ -44,6 +44,14 @@ pub struct WireEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub at_ms: u64,
+    /// A return (`state` "returned", Open-SCS `SNReturnUnallocated`): the
+    /// block the serials were issued in, and every serial of the range it
+    /// gives back (`serial`, the one the id is made from, first). Upstream
+    /// may issue them again; the line never sends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serials: Vec<String>,
 }
 
 /// `events`

@@ -78,7 +78,8 @@ fn ended_and_reported(r: &SerialRecord) -> bool {
         UnitState::Rejected(_)
         | UnitState::Voided
         | UnitState::Sampled(_)
-        | UnitState::Decommissioned(_) => r.reported,
+        | UnitState::Decommissioned(_)
+        | UnitState::Returned => r.reported,
         _ => false,
     }
 }
