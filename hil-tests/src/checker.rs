@@ -138,6 +138,9 @@ pub enum Rule {
     /// Issue 15: a unit sampled or decommissioned that nobody asked for, or
     /// before upstream heard of its commit.
     AfterCommit,
+    /// Issue 15: a serial returned upstream unused that reached the
+    /// marking device, or a return upstream does not hold exactly once.
+    Returned,
 }
 
 impl fmt::Display for Rule {
@@ -152,6 +155,7 @@ impl fmt::Display for Rule {
             Rule::Accounting => f.write_str("accounting"),
             Rule::Ledger => f.write_str("ledger files"),
             Rule::AfterCommit => f.write_str("after commit"),
+            Rule::Returned => f.write_str("returned"),
         }
     }
 }
@@ -202,6 +206,8 @@ pub struct Report {
     pub foreign_alarms: usize,
     pub camera_reports: usize,
     pub upstream_unique: usize,
+    /// Serials the ledger returned upstream unused (issue 15).
+    pub returned: u64,
     /// Duplicate/foreign reports excused from the alarm check (near a kill).
     pub alarms_excused: usize,
     /// Reject signals for the pack in front of the camera the daemon
@@ -605,6 +611,17 @@ pub fn check(input: &CheckInput) -> Report {
                 }
             }
             UnitState::Rejected(_) | UnitState::Voided => {}
+            // Given back upstream unused: it must never have reached the
+            // printer, in this run or any before.
+            UnitState::Returned => {
+                if sent_count.contains_key(serial) {
+                    c.violate(
+                        Rule::Returned,
+                        Some(s),
+                        "returned upstream as unused, but it was sent to the printer",
+                    );
+                }
+            }
             UnitState::Sent | UnitState::Printed if input.mid_job => {}
             other => c.violate(
                 Rule::Invariant(4),
@@ -612,7 +629,10 @@ pub fn check(input: &CheckInput) -> Report {
                 format!("left in state {other} after the run ended"),
             ),
         }
-        if rec.state.is_reportable() || rec.state == UnitState::Synced {
+        // A return is reported per block range, not per serial: below.
+        if (rec.state.is_reportable() || rec.state == UnitState::Synced)
+            && rec.state != UnitState::Returned
+        {
             reportable += 1;
             let as_event = if rec.state == UnitState::Synced || rec.state.is_after_commit() {
                 UnitState::Committed
@@ -685,7 +705,9 @@ pub fn check(input: &CheckInput) -> Report {
                     "committed in a set-aside ledger but never sent to the printer",
                 );
             }
-            if rec.state.is_reportable() || rec.state == UnitState::Synced {
+            if (rec.state.is_reportable() || rec.state == UnitState::Synced)
+                && rec.state != UnitState::Returned
+            {
                 let as_event = if rec.state == UnitState::Synced {
                     UnitState::Committed
                 } else {
@@ -699,6 +721,66 @@ pub fn check(input: &CheckInput) -> Report {
             }
         }
     }
+    // Issue 15: every return upstream holds names its first serial's id
+    // and only serials the ledger returned; every returned serial is in
+    // exactly one of them.
+    let returned: HashSet<&Serial> = records
+        .iter()
+        .filter(|(_, r)| r.state == UnitState::Returned)
+        .map(|(s, _)| s)
+        .collect();
+    let mut named: HashMap<String, usize> = HashMap::new();
+    for (id, serials) in &input.upstream.returns {
+        let Some(first) = serials.first().and_then(|s| Serial::new(s.as_str()).ok()) else {
+            c.violate(
+                Rule::Returned,
+                None,
+                format!("return event {id} names no serial"),
+            );
+            continue;
+        };
+        if *id != hex::encode(event_id(&input.line, &first, UnitState::Returned)) {
+            c.violate(
+                Rule::Returned,
+                Some(first.as_str()),
+                format!("return event {id} is not its first serial's id"),
+            );
+        }
+        for s in serials {
+            *named.entry(s.clone()).or_default() += 1;
+            if !Serial::new(s.as_str()).is_ok_and(|x| returned.contains(&x)) {
+                c.violate(
+                    Rule::Returned,
+                    Some(s),
+                    "upstream was told it is returned; the ledger has no such return",
+                );
+            }
+        }
+        if expected_ids
+            .insert(id.clone(), (first, UnitState::Returned.name()))
+            .is_none()
+        {
+            reportable += 1;
+        }
+    }
+    for s in &returned {
+        match named.get(s.as_str()) {
+            Some(1) => {}
+            Some(n) => c.violate(
+                Rule::Returned,
+                Some(s.as_str()),
+                format!("named by {n} return events upstream"),
+            ),
+            None if input.mid_job => {}
+            None => c.violate(
+                Rule::Returned,
+                Some(s.as_str()),
+                "returned in the ledger, but no return upstream names it",
+            ),
+        }
+    }
+    c.report.returned = returned.len() as u64;
+
     // Invariant 5: upstream holds each outcome exactly once, by id.
     let up = &input.upstream;
     c.report.upstream_unique = up.unique();
@@ -899,7 +981,8 @@ pub fn check(input: &CheckInput) -> Report {
     // Sampled and decommissioned units were committed first (issue 15).
     let committed = counts.committed + counts.synced + counts.sampled + counts.decommissioned;
     let decided = if input.earlier.is_empty() {
-        committed + counts.rejected + counts.voided
+        // The fence's voids are not units (issue 13 §2).
+        committed + counts.rejected + counts.voided - counts.fenced
     } else {
         decided_all.len() as u64
     };
@@ -939,7 +1022,22 @@ pub fn check(input: &CheckInput) -> Report {
             records.iter().filter(|(_, r)| r.fenced).count() as u64,
             e.min_fenced,
         ),
+        (
+            "serials returned upstream",
+            counts.returned,
+            u64::from(e.all_returned),
+        ),
     ];
+    if e.all_returned && counts.available() > 0 {
+        c.violate(
+            Rule::Expectation,
+            None,
+            format!(
+                "{} serials still buffered after the job's end; all were to be returned",
+                counts.available()
+            ),
+        );
+    }
     for (what, got, min) in mins {
         if got < min {
             c.violate(

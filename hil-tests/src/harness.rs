@@ -523,6 +523,8 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     // Issue 15: the after-commit moves the daemon accepted.
     let mut after_commit: Vec<(serialine_core::Serial, serialine_core::UnitState)> = Vec::new();
     let mut after_commit_done = !s.after_commit.any();
+    // Issue 15: the kill in the middle of a return was delivered.
+    let mut return_killed = false;
 
     'runs: loop {
         let base = decided().max(ledger_base);
@@ -634,6 +636,22 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                     continue 'runs;
                 }
             }
+            // Issue 15: SIGKILL in the middle of the return of unused
+            // serials, at its first block; the next run finishes it.
+            if s.timeline.kill9_at_return
+                && !return_killed
+                && daemon.log_has("unused serials of block")
+            {
+                return_killed = true;
+                let at = kill9(&mut daemon, &fail).await?;
+                kills += 1;
+                kill_marks.push(camera.log(MIN_GRADE).len());
+                kill_times_ms.push(at);
+                if let Some(d) = ledger_decided(ledger_path(&root, LINE), LINE, &secret).await {
+                    ledger_base = d;
+                }
+                continue 'runs;
+            }
             // Done?
             let fresh = monitor
                 .status()
@@ -666,8 +684,10 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                     let synced = fresh.as_ref().is_some_and(|st| {
                         // Every outcome, the fence's voids included (the
                         // status' `decided` leaves them out: not units).
+                        // Returns are one event per block range, not per unit.
                         st.decided + st.json["counts"]["fenced"].as_u64().unwrap_or(0)
                             == upstream.line(LINE).unique() as u64
+                                - upstream.line(LINE).returns.len() as u64
                             // After a restore or wipe upstream also holds the
                             // lost history's outcomes: an empty outbox is the
                             // line's "everything reported".
@@ -743,6 +763,18 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     }
     if let Some(what) = kill_point_missed(kill_points.peek(), kills) {
         violations.push(harness(what));
+    }
+    if s.timeline.kill9_at_return {
+        // The kill must have cut the return short: the next run says so.
+        let finished = (2..=runs).any(|r| {
+            fs::read_to_string(run_log(&root, r))
+                .is_ok_and(|t| t.contains("return of unused serials was cut short"))
+        });
+        if !return_killed || !finished {
+            violations.push(harness(format!(
+                "kill9_at_return: killed in a return: {return_killed}; a later run finished a return cut short: {finished}"
+            )));
+        }
     }
 
     if let Some(task) = replay_task {
@@ -1123,7 +1155,8 @@ fn check_job_reports(root: &Path, store: &Store, logs: &[String]) -> Vec<String>
         }
     }
     let c = store.counts();
-    let left = c.left_pool() - c.fenced;
+    // Fence voids and returned serials never reached a device: no job sent them.
+    let left = c.left_pool() - c.fenced - c.returned;
     if sent_by_jobs != left {
         problems.push(format!(
             "jobs: {} jobs sent {sent_by_jobs} serials, {left} left the pool (fence voids apart)",

@@ -417,6 +417,7 @@ secret_file = "{secret_file}"
 low_water_serials = {low}
 low_water_minutes = 0
 high_water_serials = {high}
+return_at_job_end = {give_back}
 
 {job}
 {devices}
@@ -427,6 +428,7 @@ starve_timeout_secs = {starve}
 "#,
         low = l.low_water_serials,
         high = l.high_water_serials,
+        give_back = l.return_at_job_end,
         window = l.camera_window,
         deadline = l.read_deadline_ms,
         starve = l.starve_timeout_secs,

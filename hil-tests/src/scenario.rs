@@ -152,6 +152,9 @@ pub struct LineSpec {
     pub block_size: u32,
     pub low_water_serials: u64,
     pub high_water_serials: u64,
+    /// `[line.buffer] return_at_job_end`: the unused serials go back
+    /// upstream when the job ends (issue 15).
+    pub return_at_job_end: bool,
 }
 
 impl Default for LineSpec {
@@ -165,6 +168,7 @@ impl Default for LineSpec {
             block_size: 500,
             low_water_serials: 300,
             high_water_serials: 1500,
+            return_at_job_end: false,
         }
     }
 }
@@ -266,6 +270,10 @@ pub struct Timeline {
     /// another GTIN for the rest of `units`, the first product's blocks still
     /// buffered.
     pub changeover: Option<Changeover>,
+    /// Issue 15: SIGKILL the daemon as soon as it logs the first block of
+    /// its return of unused serials (a job's end with `return_at_job_end`),
+    /// then restart it: the return must be finished, none sent.
+    pub kill9_at_return: bool,
 }
 
 /// A step on the daemon's durable state (see [`Timeline`]).
@@ -424,6 +432,9 @@ pub struct Expect {
     /// accepted and turned away in that period (the driver backs off; one
     /// retry every initial delay would be many more).
     pub max_unserved_connections: Option<u64>,
+    /// Issue 15: at the end no serial is left buffered (all sent or
+    /// returned), and at least one was returned.
+    pub all_returned: bool,
 }
 
 impl Scenario {

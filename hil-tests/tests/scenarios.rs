@@ -95,6 +95,7 @@ scenarios! {
     daemon_frozen => "daemon-frozen",
     printer_fnc1_escape => "printer-fnc1-escape",
     after_commit_samples_and_decommissioning => "after-commit",
+    return_unused_killed_midway => "return-kill9",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a

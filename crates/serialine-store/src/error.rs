@@ -60,6 +60,8 @@ pub enum StoreError {
     Closed,
     #[error("archive {path}: {why}")]
     Archive { path: PathBuf, why: String },
+    #[error("ledger at {path}: no serial can be returned while the fence waits for upstream's answer (a restored or rolled-back ledger may not know every serial it sent); start the service so upstream answers, then return")]
+    ReturnWhileFenced { path: PathBuf },
     #[error("fence file {path}: {why}")]
     Fence { path: PathBuf, why: String },
 }

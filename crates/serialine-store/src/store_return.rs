@@ -58,6 +58,13 @@ impl Store {
         stop_after: Option<u32>,
     ) -> Result<ReturnReport, StoreError> {
         let started = Instant::now();
+        // A serial without a record may still have been sent in a history
+        // a restored ledger lost: only upstream's answer tells.
+        if self.fence_holding() {
+            return Err(StoreError::ReturnWhileFenced {
+                path: self.path().to_path_buf(),
+            });
+        }
         let gtin = match &req.gtin {
             Some(g) => Some(Gtin::parse(g).map_err(|e| StoreError::Corrupt {
                 path: self.path().to_path_buf(),

@@ -91,6 +91,8 @@ pub fn start(
     let (metrics_tx, metrics_rx) = watch::channel(Metrics::default());
     let (rate_tx, rate_rx) = watch::channel(0.0f64);
     let (product_tx, product_rx) = watch::channel(cfg.product);
+    let prefetch_held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prefetch_asking = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_QUEUE);
     let (tap_tx, _) = broadcast::channel(ALARM_TAP);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -125,6 +127,8 @@ pub fn start(
                 link: link_rx.clone(),
                 rate: rate_rx,
                 product: product_rx,
+                held: prefetch_held.clone(),
+                asking: prefetch_asking.clone(),
                 responses: blocks_rx,
                 alarms: alarm_tx.clone(),
             }
@@ -199,6 +203,8 @@ pub fn start(
             metrics: metrics_tx,
             rate: rate_tx,
             product: product_tx,
+            prefetch_held,
+            prefetch_asking,
             alarms: alarm_tx,
             tap: tap_tx,
             // Weak: the supervisor sees the command channel close when the
@@ -221,6 +227,11 @@ struct Inner {
     rate: watch::Sender<f64>,
     /// The running (or last) job's product: prefetch keeps its buffer.
     product: watch::Sender<Option<serialine_core::Gtin>>,
+    /// Set while the line's unused serials are (being) returned: no block
+    /// is requested until the next job sets its product.
+    prefetch_held: Arc<std::sync::atomic::AtomicBool>,
+    /// A block request is out, unanswered.
+    prefetch_asking: Arc<std::sync::atomic::AtomicBool>,
     alarms: mpsc::Sender<Alarm>,
     /// Every alarm the operator task takes, for local observers (OPC UA).
     tap: broadcast::Sender<Alarm>,
@@ -346,11 +357,45 @@ impl UplinkHandle {
         self.inner.metrics.send_replace(metrics);
     }
 
+    /// Requests no more blocks until the next job starts
+    /// ([`UplinkHandle::set_product`]): the line is giving its unused
+    /// serials back upstream, and refilling the buffer would undo it. A
+    /// request already sent may still be answered, and its block stored.
+    pub fn hold_prefetch(&self) {
+        self.inner
+            .prefetch_held
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits, at most `bound`, until no block request is out: after
+    /// [`UplinkHandle::hold_prefetch`], so a block answered late is stored
+    /// before the line gives its unused serials back, not after. `false`
+    /// if one was still out at the bound (its block may come later).
+    pub async fn prefetch_settled(&self, bound: std::time::Duration) -> bool {
+        let end = tokio::time::Instant::now() + bound;
+        loop {
+            if !self
+                .inner
+                .prefetch_asking
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return true;
+            }
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The product the line makes now (a job's GTIN, set when the job
     /// starts): prefetch keeps the buffer of serials for this product between
     /// the watermarks and asks upstream for blocks sealed for it. Blocks of
     /// other products stay stored for their own jobs.
     pub fn set_product(&self, gtin: Option<serialine_core::Gtin>) {
+        self.inner
+            .prefetch_held
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         self.inner.product.send_if_modified(|p| {
             let changed = *p != gtin;
             *p = gtin;

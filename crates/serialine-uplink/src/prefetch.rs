@@ -51,6 +51,10 @@ pub(crate) struct Prefetch {
     pub rate: watch::Receiver<f64>,
     /// The product blocks are requested for (see `UplinkHandle::set_product`).
     pub product: watch::Receiver<Option<Gtin>>,
+    /// Set by `UplinkHandle::hold_prefetch`: request nothing.
+    pub held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// A request is out, unanswered (`UplinkHandle::prefetch_settled`).
+    pub asking: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub responses: mpsc::UnboundedReceiver<Publish>,
     pub alarms: mpsc::Sender<Alarm>,
 }
@@ -82,6 +86,8 @@ impl Prefetch {
         let mut counter = 0u64;
         let run_id = crate::wire::now_ms();
         loop {
+            self.asking
+                .store(outstanding.is_some(), std::sync::atomic::Ordering::SeqCst);
             tokio::select! {
                 r = self.link.changed() => {
                     if r.is_err() { return; }
@@ -113,6 +119,9 @@ impl Prefetch {
             }
             // The fence handshake first (an empty ledger, or no fence to trust).
             if self.store.fence_holding() {
+                continue;
+            }
+            if self.held.load(std::sync::atomic::Ordering::SeqCst) {
                 continue;
             }
             if let Some(o) = &outstanding {

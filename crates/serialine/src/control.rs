@@ -46,6 +46,14 @@ enum Request {
         #[serde(default)]
         job: Option<u32>,
     },
+    /// `serialine return`: the line's unused serials back upstream; see
+    /// `return_cmd.rs`.
+    Return {
+        #[serde(default)]
+        line: Option<String>,
+        #[serde(default)]
+        gtin: Option<String>,
+    },
     /// `serialine unit sample|decommission`; see `unit_cmd.rs`.
     Unit {
         action: String,
@@ -59,6 +67,8 @@ pub struct ControlLine {
     pub id: String,
     pub store: Store,
     pub archive_dir: PathBuf,
+    /// Its uplink: a return holds its prefetch until the next job.
+    pub uplink: serialine_uplink::UplinkHandle,
 }
 
 /// The line's state as the supervisor last set it ("running job ...").
@@ -161,6 +171,32 @@ async fn answer(
 
 async fn run(req: Request, lines: &[ControlLine], state_of: &StateOf) -> Value {
     match req {
+        Request::Return { line, gtin } => {
+            let mut out = Vec::new();
+            for l in lines
+                .iter()
+                .filter(|l| line.as_ref().is_none_or(|id| *id == l.id))
+            {
+                let req = match crate::return_cmd::plan(&l.store, gtin.as_deref()) {
+                    Ok(r) => r,
+                    Err(e) => return json!({"ok": false, "error": format!("line {}: {e:#}", l.id)}),
+                };
+                // No refill behind the return, and a block already asked
+                // for is stored first (returned with the rest).
+                l.uplink.hold_prefetch();
+                l.uplink.prefetch_settled(Duration::from_secs(10)).await;
+                let (id, store) = (l.id.clone(), l.store.clone());
+                let got =
+                    tokio::task::spawn_blocking(move || crate::return_cmd::run(&id, &store, &req))
+                        .await;
+                match got {
+                    Ok(Ok(v)) => out.push(v),
+                    Ok(Err(e)) => return json!({"ok": false, "error": format!("{e:#}")}),
+                    Err(e) => return json!({"ok": false, "error": e.to_string()}),
+                }
+            }
+            json!({"ok": true, "lines": out})
+        }
         Request::Report { line, job } => {
             let mut out = Vec::new();
             for l in lines

@@ -91,12 +91,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             archive_dir: (config.retention.keep_days > 0).then(|| config.line_archive_dir(&id)),
             retention: config.retention.clone(),
             reports_dir: config.line_reports_dir(&id),
+            return_at_job_end: config.lines[index].buffer.return_at_job_end,
         });
     }
     // Jobs a crash or a kill left open: their units in flight were voided
-    // as the ledgers opened, so each can be ended and reconciled now.
+    // as the ledgers opened, so each can be ended and reconciled now. A
+    // return of unused serials a crash cut short is finished before any
+    // job can reserve what it was giving back.
     for line in &lines {
         line.close_interrupted_jobs().await;
+        line.finish_interrupted_return().await;
     }
 
     // After the lines (it shows them), before READY: a taken port or a bad
@@ -128,6 +132,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 id: l.inner.id.clone(),
                 store: l.inner.store.clone(),
                 archive_dir: config.line_archive_dir(&l.inner.id),
+                uplink: l.inner.uplink.clone(),
             })
             .collect(),
         {
@@ -287,6 +292,14 @@ async fn show_uplink_fault(
     }
 }
 
+/// How long a return of unused serials waits for a block request already
+/// out to be answered.
+const RETURN_SETTLE: Duration = Duration::from_secs(10);
+
+/// How a job ends when the service stops: interrupted, so its unused
+/// serials are not returned.
+const SHUTDOWN_WHY: &str = "stopped for shutdown";
+
 /// One line, opened (ledger, uplink, commands, heartbeat), on the devices
 /// its configuration names; the service supervises it.
 struct Line {
@@ -296,6 +309,8 @@ struct Line {
     retention: serialine::config::RetentionConfig,
     /// Where its job reports are written.
     reports_dir: std::path::PathBuf,
+    /// `[line.buffer] return_at_job_end`.
+    return_at_job_end: bool,
 }
 
 /// What woke a line's supervisor.
@@ -362,6 +377,14 @@ impl Line {
                     tracing::error!(line = %self.inner.id, job = number, "recording the job's end: {e}");
                 }
             }
+            // Not at shutdown: the job was interrupted, not ended.
+            if self.return_at_job_end && why != SHUTDOWN_WHY {
+                let req = serialine_store::ReturnRequest {
+                    gtin: Some(job.gtin.as_string()),
+                    job: number,
+                };
+                self.give_back(req).await;
+            }
             self.reconcile(number).await;
         }
         self.publish_idle(if outcome.is_ok() {
@@ -370,6 +393,73 @@ impl Line {
             LineState::Faulted
         });
         outcome
+    }
+
+    /// Gives the serials `req` names back upstream (`return_cmd.rs`), with
+    /// the prefetch held so the buffer is not filled again before the next
+    /// job. A failure is an alarm; what was returned stays returned, the
+    /// rest buffered, and the intent finishes it at the next start.
+    async fn give_back(&self, req: serialine_store::ReturnRequest) {
+        self.inner.uplink.hold_prefetch();
+        // A block asked for before the hold is stored first, and returned
+        // with the rest.
+        if !self.inner.uplink.prefetch_settled(RETURN_SETTLE).await {
+            tracing::warn!(line = %self.inner.id, "a block request is still unanswered after {RETURN_SETTLE:?}; a block it brings later stays buffered (serialine return gives it back)");
+        }
+        let (id, store) = (self.inner.id.clone(), self.inner.store.clone());
+        let done =
+            tokio::task::spawn_blocking(move || crate::return_cmd::run(&id, &store, &req)).await;
+        let failed = match done {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(e) => e.to_string(),
+        };
+        let message = format!("returning unused serials failed: {failed}");
+        tracing::error!(line = %self.inner.id, "{message}");
+        self.inner
+            .uplink
+            .raise_alarm(Alarm::new(AlarmKind::StoreError, message));
+    }
+
+    /// A return of unused serials a crash cut short (its intent is in the
+    /// ledger): finished now, at start.
+    async fn finish_interrupted_return(&self) {
+        // Returning at each job's end: between jobs (the last one ended) no
+        // block is requested, in this process as in the one before; the
+        // next job's start requests again.
+        if self.return_at_job_end
+            && self
+                .inner
+                .store
+                .jobs()
+                .is_ok_and(|j| j.last().is_some_and(|(_, e)| e.ended_ms.is_some()))
+        {
+            self.inner.uplink.hold_prefetch();
+        }
+        match self.inner.store.unfinished_return() {
+            Ok(Some(req)) => {
+                tracing::warn!(
+                    line = %self.inner.id,
+                    job = req.job,
+                    gtin = req.gtin.as_deref().unwrap_or("any"),
+                    "a return of unused serials was cut short (the service stopped in the middle): finishing it"
+                );
+                let job = req.job;
+                self.give_back(req).await;
+                // The job's end did not get to its reconciliation either.
+                if job != 0 {
+                    self.reconcile(job).await;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let message = format!("reading the ledger's return in progress: {e}");
+                tracing::error!(line = %self.inner.id, "{message}");
+                self.inner
+                    .uplink
+                    .raise_alarm(Alarm::new(AlarmKind::StoreError, message));
+            }
+        }
     }
 
     /// Ends and reconciles every job the ledger holds as still running: at
@@ -557,7 +647,7 @@ impl Line {
         }
         if let Some(active) = job.take() {
             board.set(&self.inner.id, "stopping".into());
-            let _ = self.end_job(active, "stopped for shutdown").await;
+            let _ = self.end_job(active, SHUTDOWN_WHY).await;
         }
         board.set(&self.inner.id, "stopped".into());
         self.inner.uplink.clone().shutdown(UPLINK_SHUTDOWN).await;

@@ -30,6 +30,7 @@ pub(crate) fn release_freed_memory() {
 mod code_cmd;
 mod control;
 mod daemon;
+mod return_cmd;
 mod tools;
 mod unit_cmd;
 
@@ -170,6 +171,22 @@ enum Command {
     /// a time; otherwise it opens the ledgers. Safe to interrupt: a round
     /// cut short is finished by the next run, into the same file.
     Archive(ArchiveArgs),
+    /// Give a line's unused serials back upstream (SNReturnUnallocated).
+    ///
+    /// The serials still buffered for a product (--gtin; default: the last
+    /// job's) are returned block by block: each gets a Returned record in
+    /// the ledger and is never printed by this line again; upstream gets
+    /// one event per block range of at most 100 serials, exactly once
+    /// (outbox), and may issue them elsewhere. Counted in the last job's
+    /// report when it made that product. Refused while a job runs, and
+    /// while the fence waits for upstream (a restored ledger).
+    ///
+    /// Safe to interrupt: a return cut short is finished when the service
+    /// next starts. While the service runs this asks it (control socket),
+    /// which also stops its prefetch until the next job; otherwise it
+    /// opens the ledgers. With `[line.buffer] return_at_job_end = true` the
+    /// service does this at every job's end.
+    Return(ReturnArgs),
     /// Record what became of committed units: QA samples, destroyed or
     /// damaged packs; see `unit sample --help` and `unit decommission --help`.
     #[command(subcommand)]
@@ -236,6 +253,22 @@ struct ReportArgs {
 }
 
 #[derive(Debug, Args)]
+struct ReturnArgs {
+    #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH, env = "SERIALINE_CONFIG")]
+    config: PathBuf,
+    /// Only this line.
+    #[arg(long)]
+    line: Option<String>,
+    /// The product whose serials go back (GTIN-8/12/13/14). Default: the
+    /// last job's product.
+    #[arg(long)]
+    gtin: Option<String>,
+    /// One JSON array instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct ArchiveArgs {
     #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH, env = "SERIALINE_CONFIG")]
     config: PathBuf,
@@ -285,6 +318,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status_cmd(&args),
         Command::Export(args) => export_cmd(&args),
         Command::Archive(args) => archive_cmd(&args),
+        Command::Return(args) => return_cmd_main(&args),
         Command::Report(args) => report_cmd(&args),
         Command::Code(cmd) => code_cmd::run(cmd),
         Command::Unit(cmd) => unit_cmd::run(cmd),
@@ -377,6 +411,20 @@ fn archive_cmd(args: &ArchiveArgs) -> anyhow::Result<ExitCode> {
         }
     };
     tools::archive(&config, args.line.as_deref(), before)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn return_cmd_main(args: &ReturnArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load_with_env(&args.config, true) {
+        Ok(c) => c,
+        Err(e) => return Ok(report_config_error(&e)),
+    };
+    return_cmd::cli(
+        &config,
+        args.line.as_deref(),
+        args.gtin.as_deref(),
+        args.json,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -14,6 +14,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Opens one configured line's ledger, turning "in use" into advice.
 fn open_line(config: &Config, index: usize) -> anyhow::Result<Store> {
+    open_line_with(config, index, false)
+}
+
+/// [`open_line`] through the line's fence, as the service opens it: for
+/// tools that take serials out of the pool (`serialine return`).
+pub(crate) fn open_line_fenced(config: &Config, index: usize) -> anyhow::Result<Store> {
+    open_line_with(config, index, true)
+}
+
+fn open_line_with(config: &Config, index: usize, fenced: bool) -> anyhow::Result<Store> {
     let line = &config.lines[index];
     let (secret, _) = config.line_secret(index)?;
     let path = config.line_ledger_path(&line.id);
@@ -26,6 +36,9 @@ fn open_line(config: &Config, index: usize) -> anyhow::Result<Store> {
     }
     let mut opts = StoreOptions::new(&path, line.id.as_str(), secret.expose());
     opts.max_batch = config.store.max_batch as usize;
+    if fenced {
+        opts.fence = Some(config.line_fence_path(&line.id));
+    }
     match Store::open(opts) {
         Ok((store, _)) => Ok(store),
         Err(e @ StoreError::Locked { .. }) => Err(anyhow::anyhow!(
@@ -45,7 +58,7 @@ pub fn open_all(config: &Config) -> anyhow::Result<Vec<(String, Store)>> {
         .collect()
 }
 
-fn selected(config: &Config, line: Option<&str>) -> anyhow::Result<Vec<usize>> {
+pub(crate) fn selected(config: &Config, line: Option<&str>) -> anyhow::Result<Vec<usize>> {
     let all: Vec<usize> = (0..config.lines.len()).collect();
     match line {
         None => Ok(all),
@@ -366,6 +379,10 @@ pub fn report(
         );
         println!("  voided        {}", n("voided"));
         println!("  in flight     {}", n("in_flight"));
+        println!(
+            "  returned      {} (unused, given back upstream; never sent)",
+            n("returned")
+        );
         match r["balanced"].as_bool() {
             Some(true) => println!("  balanced: sent = committed + rejected + voided + in flight"),
             _ => println!(
@@ -387,7 +404,7 @@ pub fn report(
 /// One line of words for a job's reconciliation.
 pub fn job_summary(r: &serialine_store::JobReport) -> String {
     format!(
-        "sent {} = committed {} (of which sampled {}, decommissioned {}) + rejected {} + voided {} + in flight {}: {}",
+        "sent {} = committed {} (of which sampled {}, decommissioned {}) + rejected {} + voided {} + in flight {}: {}; {} unused serials returned",
         r.sent,
         r.committed_total(),
         r.sampled,
@@ -395,7 +412,8 @@ pub fn job_summary(r: &serialine_store::JobReport) -> String {
         r.rejected_total(),
         r.voided,
         r.in_flight,
-        if r.balanced() { "balanced" } else { "NOT balanced" }
+        if r.balanced() { "balanced" } else { "NOT balanced" },
+        r.returned
     )
 }
 

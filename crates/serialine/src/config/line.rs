@@ -220,6 +220,9 @@ pub struct BufferConfig {
     pub low_water_minutes: u32,
     /// Never hold more than this many serials; > `low_water_serials`. Default 200000.
     pub high_water_serials: u64,
+    /// Give the serials still buffered for a job's product back upstream
+    /// at the job's end, and request none until the next job. Default false.
+    pub return_at_job_end: bool,
 }
 
 impl Default for BufferConfig {
@@ -228,6 +231,7 @@ impl Default for BufferConfig {
             low_water_serials: 20_000,
             low_water_minutes: 60,
             high_water_serials: 200_000,
+            return_at_job_end: false,
         }
     }
 }
