@@ -102,6 +102,7 @@ pub fn line_status(
         "reported": c.reported,
         "sampled": c.sampled,
         "decommissioned": c.decommissioned,
+        "returned": c.returned,
         "archived": c.archived,
         "archive_dir": archive_dir.display().to_string(),
         "in_flight": store.in_flight()?.len(),
@@ -181,6 +182,10 @@ pub fn status(config: &Config, line: Option<&str>, json: bool) -> anyhow::Result
             "  archived    {} serials, in {}",
             n("archived"),
             s("archive_dir")
+        );
+        println!(
+            "  returned    {} unused serials given back upstream",
+            n("returned")
         );
     }
     Ok(())

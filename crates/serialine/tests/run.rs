@@ -458,6 +458,40 @@ starve_timeout_secs = 60
         "every used-up block: {text}\n{live}"
     );
 
+    // Issue 15: the unused serials back upstream, on command, through the
+    // running service; counted in the job that made the product.
+    let buffered = status_json()["buffer"].as_u64().unwrap();
+    assert!(buffered > 0, "the prefetch left serials buffered");
+    let out = serialine(&["return", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let returned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        returned[0]["serials"].as_u64(),
+        Some(buffered),
+        "{returned}"
+    );
+    assert_eq!(returned[0]["job"].as_u64(), Some(1), "{returned}");
+    let live = status_json();
+    assert_eq!(
+        (live["buffer"].as_u64(), live["returned"].as_u64()),
+        (Some(0), Some(buffered)),
+        "nothing refilled behind the return: {live}"
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "upstream to hold every returned serial",
+        log,
+        || upstream.line(LINE).returned_serials().count() as u64 == buffered,
+    )
+    .await;
+    let again = serialine(&["return", "--json"]);
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again[0]["serials"].as_u64(), Some(0), "{again}");
+
     // SIGTERM: a clean stop, exit 0.
     daemon.signal("-TERM");
     let status = daemon.wait(Duration::from_secs(30)).await;
@@ -496,6 +530,7 @@ starve_timeout_secs = 60
         (Some(0), Some(3)),
         "{r}"
     );
+    assert_eq!(r["returned"].as_u64(), Some(buffered), "{r}");
     let text = String::from_utf8_lossy(&serialine(&["report"]).stdout).to_string();
     assert!(
         text.contains("lot RUN-TEST-1") && text.contains("balanced"),
