@@ -45,6 +45,9 @@ enum Request {
         line: Option<String>,
         #[serde(default)]
         job: Option<u32>,
+        /// Each report's units over time too (`serialine report --html`).
+        #[serde(default)]
+        series: bool,
     },
     /// `serialine return`: the line's unused serials back upstream; see
     /// `return_cmd.rs`.
@@ -197,15 +200,20 @@ async fn run(req: Request, lines: &[ControlLine], state_of: &StateOf) -> Value {
             }
             json!({"ok": true, "lines": out})
         }
-        Request::Report { line, job } => {
+        Request::Report { line, job, series } => {
             let mut out = Vec::new();
             for l in lines
                 .iter()
                 .filter(|l| line.as_ref().is_none_or(|id| *id == l.id))
             {
-                let (id, store) = (l.id.clone(), l.store.clone());
+                let (id, store, dir) = (l.id.clone(), l.store.clone(), l.archive_dir.clone());
                 let got = tokio::task::spawn_blocking(move || {
-                    crate::tools::line_job_reports(&id, &store, job)
+                    crate::tools::line_job_reports(
+                        &id,
+                        &store,
+                        job,
+                        series.then_some(dir.as_path()),
+                    )
                 })
                 .await;
                 match got {

@@ -30,6 +30,7 @@ pub(crate) fn release_freed_memory() {
 mod code_cmd;
 mod control;
 mod daemon;
+mod report_html;
 mod return_cmd;
 mod tools;
 mod unit_cmd;
@@ -250,6 +251,11 @@ struct ReportArgs {
     /// One JSON array instead of text.
     #[arg(long)]
     json: bool,
+    /// Also write the report as one self-contained HTML page for the batch
+    /// record: the reconciliation, and charts of units committed and
+    /// rejects by reason over the job (a scan of the job's records).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -386,7 +392,13 @@ fn report_cmd(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(e) => return Ok(report_config_error(&e)),
     };
-    let balanced = tools::report(&config, args.line.as_deref(), args.job, args.json)?;
+    let balanced = tools::report(
+        &config,
+        args.line.as_deref(),
+        args.job,
+        args.json,
+        args.html.as_deref(),
+    )?;
     Ok(if balanced {
         ExitCode::SUCCESS
     } else {

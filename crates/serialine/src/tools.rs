@@ -286,11 +286,14 @@ pub fn job_report_json(line: &str, r: &serialine_store::JobReport) -> serde_json
 }
 
 /// The report of `line`'s job `job` (default: its last; none before its
-/// first job), from `store`'s tally of it (archived units included).
+/// first job), from `store`'s tally of it (archived units included). With
+/// `series_from` (the line's archive directory), each report also gets its
+/// units over time (`report_html::job_series`, a scan) for `--html`.
 pub fn line_job_reports(
     line: &str,
     store: &Store,
     job: Option<u32>,
+    series_from: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
     let numbers: Vec<u32> = match job {
         Some(n) => vec![n],
@@ -300,10 +303,21 @@ pub fn line_job_reports(
         .into_iter()
         .map(|n| {
             let r = store.job_report(n)?;
-            if r.entry.is_none() {
+            let Some(entry) = &r.entry else {
                 anyhow::bail!("line {line}: no job {n} in its ledger");
+            };
+            let mut v = job_report_json(line, &r);
+            if let Some(dir) = series_from {
+                v["series"] = crate::report_html::job_series(
+                    line,
+                    store,
+                    dir,
+                    n,
+                    entry.started_ms,
+                    entry.ended_ms,
+                )?;
             }
-            Ok(job_report_json(line, &r))
+            Ok(v)
         })
         .collect()
 }
@@ -315,21 +329,37 @@ pub fn report(
     line: Option<&str>,
     job: Option<u32>,
     json: bool,
+    html: Option<&std::path::Path>,
 ) -> anyhow::Result<bool> {
     let socket = config.control_socket_path();
-    let request = serde_json::json!({"cmd": "report", "line": line, "job": job});
+    let series = html.is_some();
+    let request = serde_json::json!({"cmd": "report", "line": line, "job": job, "series": series});
     let reports: Vec<serde_json::Value> = match crate::control::ask(&socket, &request)? {
         Some(answer) => answer["reports"].as_array().cloned().unwrap_or_default(),
         None => {
             let mut out = Vec::new();
             for i in selected(config, line)? {
                 let id = &config.lines[i].id;
-                out.extend(line_job_reports(id, &open_line(config, i)?, job)?);
+                let dir = config.line_archive_dir(id);
+                out.extend(line_job_reports(
+                    id,
+                    &open_line(config, i)?,
+                    job,
+                    series.then_some(dir.as_path()),
+                )?);
             }
             out
         }
     };
     let balanced = reports.iter().all(|r| r["balanced"] == true);
+    if let Some(path) = html {
+        let page = crate::report_html::render(&reports);
+        let tmp = path.with_extension("html.part");
+        std::fs::write(&tmp, page).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
     if json {
         println!("{}", serde_json::Value::Array(reports));
         return Ok(balanced);
