@@ -136,8 +136,10 @@ enum Command {
     /// --format epcis: one EPCIS 2.0 JSON-LD document with, for every job
     /// that ended at or after --since, its commissioning ObjectEvents
     /// (action ADD, bizStep commissioning, disposition active, the job's lot
-    /// and expiry in ilmd, eventTime the job's end) and its decommissioning
-    /// ones (destroying/destroyed, decommissioning/inactive or /stolen). Each
+    /// and expiry in ilmd, eventTime the job's end), its samples (OBSERVE,
+    /// sampling/non_sellable_other, one event per purpose) and its
+    /// decommissioning ones (destroying/destroyed, decommissioning/inactive
+    /// or /stolen). Each
     /// eventID is the event's CBV 2.0 hash, so exporting again gives the same
     /// ids. EPCs are GS1 Digital Link URIs (https://id.gs1.org/01/.../21/...).
     ///

@@ -520,7 +520,7 @@ fn export_epcis(
     w: &mut impl Write,
 ) -> anyhow::Result<u64> {
     use serialine_core::epcis::ObjectEvent;
-    use serialine_core::{code::sgtin_uri, DecommissionReason, Gtin, Serial};
+    use serialine_core::{code::sgtin_uri, DecommissionReason, Gtin, SamplePurpose, Serial};
     let mut events = Vec::new();
     let mut units = 0;
     for i in selected(config, line)? {
@@ -566,6 +566,34 @@ fn export_epcis(
                     }
                     .to_json(),
                 );
+            }
+            // Samples still held as such (a sample destroyed later is in
+            // the destroying event): OBSERVE, bizStep sampling, and
+            // non_sellable_other (CBV 2.0: not for sale, for a reason CBV
+            // has no word of its own for). One event per purpose.
+            for purpose in SamplePurpose::ALL {
+                let pulled: Vec<_> = mine()
+                    .filter(|(_, r)| r.state == UnitState::Sampled(purpose))
+                    .collect();
+                let Some(at) = pulled.iter().map(|(_, r)| r.at_ms).max() else {
+                    continue;
+                };
+                let epcs: Vec<String> = pulled.iter().map(|(s, _)| epc(s)).collect();
+                for chunk in epcs.chunks(EPCS_PER_EVENT) {
+                    events.push(
+                        ObjectEvent {
+                            event_time_ms: at,
+                            epcs: chunk.to_vec(),
+                            action: "OBSERVE",
+                            biz_step: "sampling",
+                            disposition: "non_sellable_other",
+                            read_point: places.read_point.clone(),
+                            biz_location: places.biz_location.clone(),
+                            lot_and_expiry: None,
+                        }
+                        .to_json(),
+                    );
+                }
             }
             for reason in DecommissionReason::ALL {
                 let (biz_step, disposition) = match reason {

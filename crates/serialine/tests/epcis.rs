@@ -69,6 +69,13 @@ async fn fill_ledger(path: &Path) {
         .map(|s| Transition::new(s.clone(), damaged))
         .collect();
     moves.push(Transition::new(taken[3].clone(), destroyed));
+    // Two retention samples, still held.
+    let sampled = UnitState::Sampled(serialine_core::SamplePurpose::Retention);
+    moves.extend(
+        taken[4..6]
+            .iter()
+            .map(|s| Transition::new(s.clone(), sampled)),
+    );
     for r in store.apply(&moves).await {
         r.expect("decommissioned");
     }
@@ -127,8 +134,8 @@ async fn a_jobs_events_have_stable_ids_equal_to_the_reference_event_hash() {
     let events = doc["epcisBody"]["eventList"].as_array().expect("events");
     assert_eq!(
         events.len(),
-        3,
-        "commissioning, destroying, decommissioning: {doc:#}"
+        4,
+        "commissioning, sampling, destroying, decommissioning: {doc:#}"
     );
     let commissioning = &events[0];
     assert_eq!(commissioning["action"], "ADD");
@@ -144,10 +151,11 @@ async fn a_jobs_events_have_stable_ids_equal_to_the_reference_event_hash() {
         .as_str()
         .unwrap()
         .starts_with("https://id.gs1.org/01/09506000134352/21/EP"));
-    let steps: Vec<(&str, &str, usize)> = events[1..]
+    let steps: Vec<(&str, &str, &str, usize)> = events[1..]
         .iter()
         .map(|e| {
             (
+                e["action"].as_str().unwrap(),
                 e["bizStep"].as_str().unwrap(),
                 e["disposition"].as_str().unwrap(),
                 e["epcList"].as_array().unwrap().len(),
@@ -157,8 +165,9 @@ async fn a_jobs_events_have_stable_ids_equal_to_the_reference_event_hash() {
     assert_eq!(
         steps,
         vec![
-            ("destroying", "destroyed", 1),
-            ("decommissioning", "inactive", 3)
+            ("OBSERVE", "sampling", "non_sellable_other", 2),
+            ("DELETE", "destroying", "destroyed", 1),
+            ("DELETE", "decommissioning", "inactive", 3)
         ]
     );
     let ids: Vec<String> = events
