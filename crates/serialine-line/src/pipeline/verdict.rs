@@ -446,6 +446,12 @@ impl Verdicts {
             Ok(UnitState::Committed | UnitState::Synced) => {
                 (AlarmKind::DuplicateRead, "a code already committed")
             }
+            // Given back upstream unused, never printed here: if a pack
+            // carries it, another line printed it.
+            Ok(UnitState::Returned) => (
+                AlarmKind::ForeignCode,
+                "a code this line returned upstream unused (never printed here)",
+            ),
             _ => (AlarmKind::DuplicateRead, "a code already decided"),
         };
         match kind {
@@ -879,6 +885,32 @@ mod tests {
         let kinds = r.alarm_kinds();
         assert!(kinds.contains(&AlarmKind::ForeignCode), "{kinds:?}");
         assert!(kinds.contains(&AlarmKind::DuplicateRead), "{kinds:?}");
+    }
+
+    #[tokio::test]
+    async fn a_code_returned_upstream_is_foreign_and_decides_nothing() {
+        let mut r = rig(3).await;
+        let req = serialine_store::ReturnRequest { gtin: None, job: 0 };
+        let store = r.store.clone();
+        let done = tokio::task::spawn_blocking(move || store.return_unused_blocking(&req))
+            .await
+            .expect("joined")
+            .expect("returned");
+        assert_eq!(done.serials, 50 - 3);
+        let returned = r
+            .store
+            .records_since(0, |s| s == UnitState::Returned)
+            .expect("records")
+            .into_iter()
+            .next()
+            .expect("a returned serial")
+            .0;
+        let code = r.code(&returned);
+        let reads = vec![r.good(1), r.read(Some(2), Some(code)), r.good(3)];
+        let report = r.run(FRAMED, printed(3), reads).await;
+        assert_eq!(r.state(2), UnitState::Rejected(RejectReason::NoRead));
+        assert_eq!((report.foreign, report.duplicates), (1, 0));
+        assert!(r.alarm_kinds().contains(&AlarmKind::ForeignCode));
     }
 
     #[tokio::test]
