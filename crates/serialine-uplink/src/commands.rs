@@ -29,6 +29,11 @@ pub enum Command {
         to: UnitState,
         serials: Vec<String>,
     },
+    /// `serials/return` (`gtin` optional: default the last job's product):
+    /// the serials buffered for that product back upstream, unused.
+    ReturnUnused {
+        gtin: Option<Gtin>,
+    },
 }
 
 impl Command {
@@ -42,6 +47,7 @@ impl Command {
                 ..
             } => "unit/sample",
             Command::Unit { .. } => "unit/decommission",
+            Command::ReturnUnused { .. } => "serials/return",
         }
     }
 }
@@ -270,8 +276,18 @@ pub fn parse_command(name: &str, m: &Map<String, Value>) -> Result<Command, Stri
                 })?;
             Ok(Command::Unit { to, serials })
         }
+        "serials/return" => {
+            let gtin = match m.get("gtin") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(g)) => {
+                    Some(Gtin::parse(g).map_err(|e| format!("gtin: {e}"))?)
+                }
+                Some(_) => return Err("\"gtin\" must be a string".into()),
+            };
+            Ok(Command::ReturnUnused { gtin })
+        }
         other => Err(format!(
-            "unknown command {other:?} (known: job/start, job/stop, drain, unit/sample, unit/decommission)"
+            "unknown command {other:?} (known: job/start, job/stop, drain, unit/sample, unit/decommission, serials/return)"
         )),
     }
 }
@@ -513,6 +529,14 @@ mod tests {
             })
         );
         assert_eq!(ok.unwrap().name(), "unit/sample");
+        let r = parse_command("serials/return", &obj(json!({"gtin": "09506000134352"}))).unwrap();
+        assert_eq!(r.name(), "serials/return");
+        assert_eq!(
+            parse_command("serials/return", &obj(json!({}))),
+            Ok(Command::ReturnUnused { gtin: None })
+        );
+        assert!(parse_command("serials/return", &obj(json!({"gtin": "09506000134353"}))).is_err());
+        assert!(parse_command("serials/return", &obj(json!({"gtin": 7}))).is_err());
         let d = parse_command(
             "unit/decommission",
             &obj(json!({"serials": ["A1"], "reason": "stolen"})),

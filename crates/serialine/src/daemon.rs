@@ -383,7 +383,8 @@ impl Line {
                     gtin: Some(job.gtin.as_string()),
                     job: number,
                 };
-                self.give_back(req).await;
+                // A failure is an alarm already; the reconciliation goes on.
+                let _ = self.give_back(req).await;
             }
             self.reconcile(number).await;
         }
@@ -399,7 +400,7 @@ impl Line {
     /// the prefetch held so the buffer is not filled again before the next
     /// job. A failure is an alarm; what was returned stays returned, the
     /// rest buffered, and the intent finishes it at the next start.
-    async fn give_back(&self, req: serialine_store::ReturnRequest) {
+    async fn give_back(&self, req: serialine_store::ReturnRequest) -> Result<(), String> {
         self.inner.uplink.hold_prefetch();
         // A block asked for before the hold is stored first, and returned
         // with the rest.
@@ -410,7 +411,7 @@ impl Line {
         let done =
             tokio::task::spawn_blocking(move || crate::return_cmd::run(&id, &store, &req)).await;
         let failed = match done {
-            Ok(Ok(_)) => return,
+            Ok(Ok(_)) => return Ok(()),
             Ok(Err(e)) => format!("{e:#}"),
             Err(e) => e.to_string(),
         };
@@ -418,7 +419,8 @@ impl Line {
         tracing::error!(line = %self.inner.id, "{message}");
         self.inner
             .uplink
-            .raise_alarm(Alarm::new(AlarmKind::StoreError, message));
+            .raise_alarm(Alarm::new(AlarmKind::StoreError, message.clone()));
+        Err(message)
     }
 
     /// A return of unused serials a crash cut short (its intent is in the
@@ -445,7 +447,7 @@ impl Line {
                     "a return of unused serials was cut short (the service stopped in the middle): finishing it"
                 );
                 let job = req.job;
-                self.give_back(req).await;
+                let _ = self.give_back(req).await;
                 // The job's end did not get to its reconciliation either.
                 if job != 0 {
                     self.reconcile(job).await;
@@ -680,6 +682,26 @@ impl Line {
                     Err(e) => {
                         tracing::error!(line = %self.inner.id, "cmd/{name}: cannot start the job: {e:#}");
                         req.respond(Err(format!("cannot start the job: {e:#}")));
+                    }
+                }
+            }
+            Command::ReturnUnused { gtin } => {
+                if let Some(active) = job.as_ref() {
+                    let why = format!(
+                        "job {} is running; stop it first: a return gives back the serials it would print",
+                        active.running.job_number().unwrap_or(0)
+                    );
+                    tracing::warn!(line = %self.inner.id, "cmd/{name} refused: {why}");
+                    req.respond(Err(why));
+                    return;
+                }
+                let gtin = gtin.map(|g| g.as_string());
+                let planned = crate::return_cmd::plan(&self.inner.store, gtin.as_deref());
+                match planned {
+                    Ok(plan) => req.respond(self.give_back(plan).await),
+                    Err(e) => {
+                        tracing::warn!(line = %self.inner.id, "cmd/{name} refused: {e:#}");
+                        req.respond(Err(format!("{e:#}")));
                     }
                 }
             }
