@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use serialine_core::{RejectReason, Serial, UnitState};
-use serialine_store::{Store, StoreError};
+use serialine_store::{ReturnRequest, Store, StoreError};
 use std::collections::{HashMap, HashSet};
 
 const SERIALS: u32 = 6;
@@ -22,6 +22,9 @@ enum Step {
     Reopen,
     /// `Store::checkpoint`: the ledger is closed and reopened under the handle.
     Checkpoint,
+    /// `Store::return_unused`: every serial neither recorded nor reserved
+    /// goes back upstream (issue 15).
+    Return,
 }
 
 fn any_state() -> impl Strategy<Value = UnitState> {
@@ -33,6 +36,7 @@ fn any_state() -> impl Strategy<Value = UnitState> {
         Just(UnitState::Committed),
         Just(UnitState::Synced),
         Just(UnitState::Voided),
+        Just(UnitState::Returned),
         proptest::sample::select(RejectReason::ALL.to_vec()).prop_map(UnitState::Rejected),
     ]
 }
@@ -47,6 +51,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..4usize).prop_map(Step::Ack),
         1 => Just(Step::Reopen),
         1 => Just(Step::Checkpoint),
+        1 => Just(Step::Return),
     ]
 }
 
@@ -129,6 +134,23 @@ proptest! {
                         if st == UnitState::Committed && m.state.get(&x) == Some(&UnitState::Committed) {
                             m.state.insert(x, UnitState::Synced);
                         }
+                    }
+                }
+                Step::Return => {
+                    let req = ReturnRequest { gtin: None, job: 0 };
+                    let got = s.return_unused_blocking(&req).unwrap();
+                    let back: Vec<Serial> = issued.iter()
+                        .filter(|x| !m.state.contains_key(*x) && !m.reserved.contains(*x))
+                        .cloned()
+                        .collect();
+                    prop_assert_eq!(got.serials, back.len() as u64);
+                    prop_assert_eq!(got.kept_reserved, m.reserved.len() as u64);
+                    if let Some(first) = back.first() {
+                        // One block of 6: one event, named by its first serial.
+                        m.outbox.push((first.clone(), UnitState::Returned));
+                    }
+                    for x in back {
+                        m.state.insert(x, UnitState::Returned);
                     }
                 }
                 // Unlike a reopen, the handle (and its reservations) lives on.
