@@ -71,7 +71,7 @@ const ALL_KEYS: &[(&str, &str)] = &[
     ("line[]", "id secret_file min_grade"),
     (
         "line[].buffer",
-        "low_water_serials low_water_minutes high_water_serials",
+        "low_water_serials low_water_minutes high_water_serials return_at_job_end",
     ),
     ("line[].job", "gtin lot expiry quantity"),
     ("line[].job.template", "kind resolver"),
