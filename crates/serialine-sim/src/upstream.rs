@@ -29,6 +29,10 @@ pub struct WireEvent {
     pub block: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub serials: Vec<String>,
+    /// A `packed` / `unpacked` event: the children moved into or out of
+    /// the parent `serial`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
 }
 
 /// `events` payload.
@@ -85,6 +89,9 @@ pub struct LineEvents {
     /// `returned` events by id: the serials each gives back, upstream's
     /// to issue again.
     pub returns: HashMap<String, Vec<String>>,
+    /// The hierarchy as upstream heard it: child -> parent, from `packed`
+    /// and `unpacked` events in order (a repeated id changes nothing).
+    pub parent_of: HashMap<String, String>,
 }
 
 impl LineEvents {
@@ -236,6 +243,21 @@ impl Upstream {
             le.raw_deliveries += 1;
             if ev.state == "voided" && ev.reason.as_deref() == Some("fenced") {
                 le.fenced.insert(ev.serial.clone());
+            }
+            if !le.events.contains_key(&ev.id) {
+                match ev.state.as_str() {
+                    "packed" => {
+                        for c in &ev.children {
+                            le.parent_of.insert(c.clone(), ev.serial.clone());
+                        }
+                    }
+                    "unpacked" => {
+                        for c in &ev.children {
+                            le.parent_of.remove(c);
+                        }
+                    }
+                    _ => {}
+                }
             }
             if ev.state == "returned" {
                 le.returns

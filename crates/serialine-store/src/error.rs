@@ -62,8 +62,26 @@ pub enum StoreError {
     Archive { path: PathBuf, why: String },
     #[error("ledger at {path}: no serial can be returned while the fence waits for upstream's answer (a restored or rolled-back ledger may not know every serial it sent); start the service so upstream answers, then return")]
     ReturnWhileFenced { path: PathBuf },
+    #[error("parent {parent}: {why}{}", offending_text(offending))]
+    HierarchyRefused {
+        parent: Serial,
+        why: String,
+        /// Each offending serial, with why (at most 100 named).
+        offending: Vec<(Serial, String)>,
+    },
     #[error("fence file {path}: {why}")]
     Fence { path: PathBuf, why: String },
+}
+
+fn offending_text(offending: &[(Serial, String)]) -> String {
+    if offending.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = offending
+        .iter()
+        .map(|(s, why)| format!("{s} ({why})"))
+        .collect();
+    format!("; offending: {}", named.join(", "))
 }
 
 impl StoreError {

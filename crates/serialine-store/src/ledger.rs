@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod hierarchy;
 mod retention;
 pub(crate) use retention::RoundOutcome;
 
@@ -105,6 +106,18 @@ pub(crate) enum Op {
     /// Records (`Some`) or clears (`None`) the return in progress
     /// (`META_RETURN_INTENT`, `store_return.rs`).
     ReturnIntent { intent: Option<Vec<u8>> },
+    /// Packs `children` into `parent` (`hierarchy.rs`).
+    Pack {
+        parent: Serial,
+        children: Vec<Serial>,
+    },
+    /// Takes `children` out of `parent`, or empties it for good (`None`).
+    Unpack {
+        parent: Serial,
+        children: Option<Vec<Serial>>,
+    },
+    /// Decommissions `root` and everything packed below it, together.
+    DecommissionTree { root: Serial, to: UnitState },
 }
 
 /// What an applied op did, for the caller.
@@ -134,6 +147,8 @@ pub enum Applied {
     },
     /// The return intent was written or cleared.
     Intent,
+    /// A pack or unpack.
+    Hierarchy(crate::hierarchy::HierarchyMove),
 }
 
 /// What the ledger holds for a serial: nothing (not issued to this line),
@@ -172,6 +187,10 @@ pub(crate) struct Ledger {
     jobs: sled::Tree,
     /// Per job, its units by state (`jobs::JobTally`).
     job_counts: sled::Tree,
+    /// The packaging hierarchy (`hierarchy.rs`).
+    parents: sled::Tree,
+    parent_of: sled::Tree,
+    children: sled::Tree,
     /// The redo journal of the batch being applied (see [`Ledger::apply`]).
     journal: sled::Tree,
     /// Readers see a batch whole or not at all: `apply` holds it for writing
@@ -258,6 +277,9 @@ impl Ledger {
             archived: tree("archived")?,
             jobs: tree("jobs")?,
             job_counts: tree("job_counts")?,
+            parents: tree("parents")?,
+            parent_of: tree("parent_of")?,
+            children: tree("children")?,
             journal: tree("journal")?,
             gate: Arc::new(RwLock::new(IssuedIndex::default())),
             cache_bytes,
@@ -818,8 +840,12 @@ impl Ledger {
             cursors: Overlay::new(&self.cursors),
             jobs: Overlay::new(&self.jobs),
             job_counts: Overlay::new(&self.job_counts),
+            parents: Overlay::new(&self.parents),
+            parent_of: Overlay::new(&self.parent_of),
+            children: Overlay::new(&self.children),
             tallies: HashMap::new(),
             meta: Vec::new(),
+            whole_tree: false,
             index_key: &self.index_key,
             counts: self.counts,
             next_seq: self.next_seq,
@@ -848,6 +874,9 @@ impl Ledger {
             tx.job_counts.insert(job.to_be_bytes(), bytes);
         }
         tx.jobs.drain_into(TreeId::Jobs, &mut writes);
+        tx.parents.drain_into(TreeId::Parents, &mut writes);
+        tx.parent_of.drain_into(TreeId::ParentOf, &mut writes);
+        tx.children.drain_into(TreeId::Children, &mut writes);
         for (key, value) in std::mem::take(&mut tx.meta) {
             writes.push(JournalWrite {
                 tree: TreeId::Meta as u8,
@@ -976,6 +1005,9 @@ impl Ledger {
             x if x == TreeId::Archived as u8 => &self.archived,
             x if x == TreeId::Jobs as u8 => &self.jobs,
             x if x == TreeId::JobCounts as u8 => &self.job_counts,
+            x if x == TreeId::Parents as u8 => &self.parents,
+            x if x == TreeId::ParentOf as u8 => &self.parent_of,
+            x if x == TreeId::Children as u8 => &self.children,
             _ => return None,
         })
     }
@@ -1112,6 +1144,9 @@ enum TreeId {
     Archived = 9,
     Jobs = 10,
     JobCounts = 11,
+    Parents = 12,
+    ParentOf = 13,
+    Children = 14,
 }
 
 /// One key's post-image in a batch: its new value, or `None` for removed.
@@ -1201,6 +1236,24 @@ impl<'a> Overlay<'a> {
         self.pending.insert(key.as_ref().to_vec(), None);
     }
 
+    /// Keys under `prefix`, committed and this batch's, in key order.
+    fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, sled::Error> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
+        for item in self.tree.scan_prefix(prefix) {
+            let (k, _) = item?;
+            keys.insert(k.to_vec());
+        }
+        for (k, v) in &self.pending {
+            if k.starts_with(prefix) {
+                match v {
+                    Some(_) => keys.insert(k.clone()),
+                    None => keys.remove(k),
+                };
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
     /// The batch's writes to this tree, in key order (so the outbox is
     /// written in sequence order).
     fn drain_into(self, tree: TreeId, out: &mut Vec<JournalWrite>) {
@@ -1226,10 +1279,16 @@ struct Tx<'a> {
     cursors: Overlay<'a>,
     jobs: Overlay<'a>,
     job_counts: Overlay<'a>,
+    parents: Overlay<'a>,
+    parent_of: Overlay<'a>,
+    children: Overlay<'a>,
     /// This batch's job tallies, loaded on first use, written at its end.
     tallies: HashMap<u32, crate::jobs::JobTally>,
     /// This batch's writes to `meta` other than the counters and sequences.
     meta: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// A decommissioning of a whole tree is under way (`hierarchy.rs`):
+    /// its serials move though packed.
+    whole_tree: bool,
     index_key: &'a [u8; 32],
     /// The index as of the last batch; `added` and `exhausted` are this
     /// batch's changes to it, applied with its writes.
@@ -1275,6 +1334,9 @@ impl Tx<'_> {
                 serials,
                 job,
             } => self.return_unused(*block, serials, *job),
+            Op::Pack { parent, children } => self.pack(parent, children),
+            Op::Unpack { parent, children } => self.unpack(parent, children.as_deref()),
+            Op::DecommissionTree { root, to } => self.decommission_tree(root, *to),
             Op::ReturnIntent { intent } => {
                 self.meta
                     .push((META_RETURN_INTENT.to_vec(), intent.clone()));
@@ -1393,8 +1455,10 @@ impl Tx<'_> {
                 serial: first.clone(),
                 state: UnitState::Returned,
                 at_ms: self.now_ms,
-                returned: range.to_vec(),
-                block: block_id,
+                detail: crate::outbox::EventDetail::Return {
+                    block: block_id,
+                    serials: range.to_vec(),
+                },
             };
             if let Err(e) = self.enqueue(event) {
                 return Ok(Err(e));
@@ -1502,6 +1566,10 @@ impl Tx<'_> {
                 serial: serial.clone(),
                 source,
             }));
+        }
+        match self.held_by_hierarchy(serial, to)? {
+            Ok(None) => {}
+            Ok(Some(refused)) | Err(refused) => return Ok(Err(refused)),
         }
         if fresh {
             if let Err(e) = self.advance_cursor(block_id, serial, "sending")? {
@@ -1650,8 +1718,7 @@ impl Tx<'_> {
             serial: serial.clone(),
             state: to,
             at_ms: self.now_ms,
-            returned: Vec::new(),
-            block: 0,
+            detail: crate::outbox::EventDetail::Unit,
         };
         self.enqueue(event)
     }
@@ -1675,9 +1742,20 @@ impl Tx<'_> {
             Ok(e) => e,
             Err(e) => return Ok(Err(self.corrupt(format!("outbox entry {seq}: {e}")))),
         };
+        if matches!(
+            event.detail,
+            crate::outbox::EventDetail::Pack { .. } | crate::outbox::EventDetail::Unpack { .. }
+        ) {
+            // Upstream has the move; no record changes (the parent's own
+            // outcome is its commissioning event's).
+            self.outbox.remove(key);
+            return Ok(Ok(Applied::Acked {
+                event: Some((event.serial, event.state)),
+            }));
+        }
         if event.state == UnitState::Returned {
             // Upstream has the range back: each of its records is reported.
-            for s in &event.returned {
+            for s in event.returned() {
                 let skey = s.as_bytes();
                 let Some(mut record) = self
                     .serials

@@ -50,6 +50,7 @@ pub mod archive;
 mod committer;
 mod error;
 mod fence;
+pub mod hierarchy;
 mod issued;
 mod jobs;
 mod ledger;
@@ -64,7 +65,7 @@ pub use error::StoreError;
 pub use fence::{FenceReport, CHUNK as FENCE_CHUNK};
 pub use jobs::{JobEntry, JobReport};
 pub use ledger::{SerialEntry, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
-pub use outbox::{event_id, OutboxEvent};
+pub use outbox::{aggregation_event_id, event_id, EventDetail, OutboxEvent};
 pub use record::{BlockUse, Counts, SerialRecord};
 pub use store::{
     ArchiveOptions, ArchiveReport, BlockPosition, FenceHello, Recovery, ReturnReport,

@@ -28,18 +28,58 @@ pub struct OutboxEvent {
     pub state: UnitState,
     /// Unix milliseconds when the outcome became durable.
     pub at_ms: u64,
-    /// A return (`state` Returned): every serial of the block range it
-    /// gives back, `serial` (the id's) first; at most
-    /// [`RETURN_EVENT_SERIALS`]. Empty for any other event. Last, so a
-    /// schema 5 entry without it still decodes ([`OutboxEvent::decode`]).
-    pub returned: Vec<Serial>,
-    /// The block the returned serials were issued in (0 otherwise).
-    pub block: u64,
+    /// What the event is beyond a unit's outcome. Last, so a schema 5
+    /// entry without it still decodes ([`OutboxEvent::decode`]).
+    pub detail: EventDetail,
 }
 
-/// Most serials one return event names: its outbox entry stays under the
-/// ledger's value bound (serials of up to 32 characters).
+/// The kinds of outbox events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventDetail {
+    /// `serial`'s outcome `state`.
+    #[default]
+    Unit,
+    /// A return (`state` Returned): the block the serials were issued in,
+    /// and every serial of the range it gives back, `serial` (the id's)
+    /// first; at most [`RETURN_EVENT_SERIALS`].
+    Return { block: u64, serials: Vec<Serial> },
+    /// `children` packed into the parent `serial` (EPCIS
+    /// `AggregationEvent` ADD, bizStep packing); at most
+    /// [`RETURN_EVENT_SERIALS`] per event.
+    Pack { children: Vec<Serial> },
+    /// `children` taken out of the parent `serial` (DELETE, unpacking);
+    /// `all`: the parent was emptied, and its code is never used again.
+    Unpack { children: Vec<Serial>, all: bool },
+}
+
+/// Most serials one return or aggregation event names: its outbox entry
+/// stays under the ledger's value bound (serials of up to 32 characters).
 pub const RETURN_EVENT_SERIALS: usize = 100;
+
+/// The stable id of an aggregation event: the same move of the same
+/// children into (or out of) the same parent on the same line always has
+/// the same id, so upstream deduplicates a redelivery.
+pub fn aggregation_event_id(
+    line_id: &str,
+    action: &str,
+    parent: &Serial,
+    children: &[Serial],
+) -> [u8; 32] {
+    let mut sorted: Vec<&Serial> = children.iter().collect();
+    sorted.sort();
+    let mut h = blake3::Hasher::new();
+    h.update(b"serialine aggregation event v1\0");
+    h.update(line_id.as_bytes());
+    h.update(&[0]);
+    h.update(action.as_bytes());
+    h.update(&[0]);
+    h.update(parent.as_bytes());
+    for c in sorted {
+        h.update(&[0]);
+        h.update(c.as_bytes());
+    }
+    *h.finalize().as_bytes()
+}
 
 /// An outbox entry as schema 5 wrote it, before returns.
 #[derive(Deserialize)]
@@ -62,10 +102,17 @@ impl OutboxEvent {
                 serial: old.serial,
                 state: old.state,
                 at_ms: old.at_ms,
-                returned: Vec::new(),
-                block: 0,
+                detail: EventDetail::Unit,
             })
         })
+    }
+
+    /// The serials a return event gives back (none for other events).
+    pub fn returned(&self) -> &[Serial] {
+        match &self.detail {
+            EventDetail::Return { serials, .. } => serials,
+            _ => &[],
+        }
     }
 
     pub fn id_hex(&self) -> String {

@@ -785,6 +785,9 @@ mod store_fence;
 
 #[path = "store_return.rs"]
 mod store_return;
+
+#[path = "store_hierarchy.rs"]
+mod store_hierarchy;
 pub use store_fence::{BlockPosition, FenceHello};
 pub use store_return::{ReturnReport, ReturnRequest};
 

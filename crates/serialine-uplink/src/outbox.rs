@@ -59,17 +59,38 @@ pub(crate) struct OutboxSync {
 }
 
 pub(crate) fn wire_event(e: &OutboxEvent) -> WireEvent {
-    let reason = e.state.reason().map(str::to_string);
-    let returned = e.state == UnitState::Returned;
-    WireEvent {
+    use serialine_store::EventDetail;
+    let names = |v: &[serialine_core::Serial]| -> Vec<String> {
+        v.iter().map(|s| s.as_str().to_string()).collect()
+    };
+    let mut w = WireEvent {
         id: e.id_hex(),
         serial: e.serial.as_str().to_string(),
         state: e.state.name().to_string(),
-        reason,
+        reason: e.state.reason().map(str::to_string),
         at_ms: e.at_ms,
-        block: returned.then_some(e.block),
-        serials: e.returned.iter().map(|s| s.as_str().to_string()).collect(),
+        block: None,
+        serials: Vec::new(),
+        children: Vec::new(),
+    };
+    match &e.detail {
+        EventDetail::Unit => {}
+        EventDetail::Return { block, serials } => {
+            w.block = Some(*block);
+            w.serials = names(serials);
+        }
+        EventDetail::Pack { children } => {
+            w.state = "packed".into();
+            w.reason = None;
+            w.children = names(children);
+        }
+        EventDetail::Unpack { children, all } => {
+            w.state = "unpacked".into();
+            w.reason = all.then(|| "emptied".to_string());
+            w.children = names(children);
+        }
     }
+    w
 }
 
 /// A serial voided by the fence carries `reason: "fenced"`: the line lost

@@ -52,6 +52,11 @@ pub struct WireEvent {
     pub block: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub serials: Vec<String>,
+    /// `packed` / `unpacked` (EPCIS AggregationEvent ADD / DELETE): the
+    /// children moved into or out of the parent `serial`; `reason`
+    /// `emptied` when an unpack emptied the parent for good.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
 }
 
 /// `events`

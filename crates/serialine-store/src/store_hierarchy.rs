@@ -1,0 +1,105 @@
+//! The packaging hierarchy's part of [`Store`]: packing committed units
+//! into parents, taking them out, reading it back. Rules in
+//! `hierarchy.rs`, enforced by the ledger.
+
+use super::{Store, StoreError};
+use crate::hierarchy::{HierarchyMove, ParentEntry};
+use crate::ledger::{Applied, Op};
+use serialine_core::Serial;
+
+impl Store {
+    /// Packs `children` (committed units, or parents) into `parent`, whose
+    /// label was verified (committed): all of them or, with the reason for
+    /// each offending child, none. Durable on return; the pack goes
+    /// upstream through the outbox.
+    pub async fn pack(
+        &self,
+        parent: &Serial,
+        children: &[Serial],
+    ) -> Result<HierarchyMove, StoreError> {
+        let op = Op::Pack {
+            parent: parent.clone(),
+            children: children.to_vec(),
+        };
+        self.expect_move(self.submit_one(op).await?)
+    }
+
+    pub fn pack_blocking(
+        &self,
+        parent: &Serial,
+        children: &[Serial],
+    ) -> Result<HierarchyMove, StoreError> {
+        let op = Op::Pack {
+            parent: parent.clone(),
+            children: children.to_vec(),
+        };
+        self.expect_move(self.submit_one_blocking(op)?)
+    }
+
+    /// Takes `children` out of `parent` (rework), or with `None` empties it
+    /// for good: its code is never packed again.
+    pub async fn unpack(
+        &self,
+        parent: &Serial,
+        children: Option<&[Serial]>,
+    ) -> Result<HierarchyMove, StoreError> {
+        let op = Op::Unpack {
+            parent: parent.clone(),
+            children: children.map(<[Serial]>::to_vec),
+        };
+        self.expect_move(self.submit_one(op).await?)
+    }
+
+    pub fn unpack_blocking(
+        &self,
+        parent: &Serial,
+        children: Option<&[Serial]>,
+    ) -> Result<HierarchyMove, StoreError> {
+        let op = Op::Unpack {
+            parent: parent.clone(),
+            children: children.map(<[Serial]>::to_vec),
+        };
+        self.expect_move(self.submit_one_blocking(op)?)
+    }
+
+    /// Decommissions `root` (`to`, a decommissioning) with everything
+    /// packed below it, in one batch, all or none (`--with-children`).
+    /// Returns how many serials moved, the root included.
+    pub fn decommission_tree_blocking(
+        &self,
+        root: &Serial,
+        to: serialine_core::UnitState,
+    ) -> Result<u32, StoreError> {
+        let op = Op::DecommissionTree {
+            root: root.clone(),
+            to,
+        };
+        self.expect_move(self.submit_one_blocking(op)?)
+            .map(|m| m.children + 1)
+    }
+
+    /// The parent `child` is packed in, if any.
+    pub fn parent_of(&self, child: &Serial) -> Result<Option<Serial>, StoreError> {
+        self.read(|r| r.parent_of(child))
+    }
+
+    /// `parent`'s entry and what it holds now (none: never a parent).
+    pub fn contents(
+        &self,
+        parent: &Serial,
+    ) -> Result<Option<(ParentEntry, Vec<Serial>)>, StoreError> {
+        self.read(|r| r.contents(parent))
+    }
+
+    /// Every parent, in serial order.
+    pub fn parents(&self) -> Result<Vec<(Serial, ParentEntry)>, StoreError> {
+        self.read(|r| r.parents())
+    }
+
+    fn expect_move(&self, a: Applied) -> Result<HierarchyMove, StoreError> {
+        match a {
+            Applied::Hierarchy(m) => Ok(m),
+            other => Err(self.unexpected(other)),
+        }
+    }
+}

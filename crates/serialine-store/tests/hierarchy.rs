@@ -1,0 +1,297 @@
+//! Issue 14, the packaging hierarchy in the ledger: committed units packed
+//! into verified parents (cases from their own blocks, AI 01 + 21), cases
+//! onto pallets, rework, and every refusal naming its offending codes and
+//! changing nothing.
+
+mod common;
+
+use common::*;
+use serialine_core::{
+    Block, BlockKey, DecommissionReason, Expiry, Gtin, Job, Lot, SamplePurpose, Serial, Template,
+    UnitState,
+};
+use serialine_store::hierarchy::ParentState;
+use serialine_store::{EventDetail, Store, StoreError, Transition};
+
+fn case_gtin() -> Gtin {
+    Gtin::parse("19506000134359").unwrap()
+}
+
+/// A job whose 30 units and 4 case labels are committed, 5 units more
+/// only sent, and a block of unit serials never sent.
+struct Line {
+    store: Store,
+    _dir: tempfile::TempDir,
+    job: u32,
+    units: Vec<Serial>,
+    sent_only: Vec<Serial>,
+    cases: Vec<Serial>,
+    never_sent: Serial,
+}
+
+fn line() -> Line {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    store
+        .add_block_blocking(&sealed_block(1, LINE, SECRET, serials("U", 0..100)))
+        .unwrap();
+    let cases = Block {
+        block_id: 2,
+        line_id: LINE.into(),
+        gtin: case_gtin(),
+        serials: serials("C", 0..10),
+        issued_at: 1_790_000_000,
+    };
+    let mut nonce = [0u8; 24];
+    nonce[0] = 2;
+    store
+        .add_block_blocking(&BlockKey::derive(SECRET).seal(&cases, nonce).unwrap())
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let job = Job::new(
+        gtin(),
+        Lot::new("AGG-1").unwrap(),
+        Expiry::parse("271231").unwrap(),
+        Template::Gs1DataMatrix,
+        35,
+    )
+    .unwrap();
+    let job = runtime.block_on(store.begin_job(&job)).unwrap();
+    let units = store.reserve_for(35, &gtin()).unwrap();
+    let cases = store.reserve_for(4, &case_gtin()).unwrap();
+    let apply = |serials: &[Serial], to: UnitState| {
+        let ts: Vec<_> = serials
+            .iter()
+            .map(|s| Transition::in_job(s.clone(), to, Some(job)))
+            .collect();
+        for r in store.apply_blocking(&ts) {
+            r.unwrap();
+        }
+    };
+    apply(&units, UnitState::Sent);
+    apply(&cases, UnitState::Sent);
+    apply(&units[..30], UnitState::Committed);
+    apply(&cases, UnitState::Committed);
+    let never_sent = store.reserve_for(1, &gtin()).unwrap().remove(0);
+    store.release(std::slice::from_ref(&never_sent));
+    Line {
+        store,
+        _dir: dir,
+        job,
+        sent_only: units[30..].to_vec(),
+        units: units[..30].to_vec(),
+        cases,
+        never_sent,
+    }
+}
+
+fn refused(
+    r: Result<serialine_store::hierarchy::HierarchyMove, StoreError>,
+) -> Vec<(Serial, String)> {
+    match r {
+        Err(StoreError::HierarchyRefused { offending, .. }) => offending,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn units_pack_into_a_case_once_and_a_bad_read_changes_nothing() {
+    let l = line();
+    let (s, u, c) = (&l.store, &l.units, &l.cases);
+    let m = s.pack_blocking(&c[0], &u[..12]).unwrap();
+    assert_eq!((m.children, m.holds, m.events), (12, 12, 1));
+    assert_eq!(s.parent_of(&u[0]).unwrap(), Some(c[0].clone()));
+    let (entry, inside) = s.contents(&c[0]).unwrap().unwrap();
+    assert_eq!(
+        (entry.state, entry.children, entry.job),
+        (ParentState::Packed, 12, l.job)
+    );
+    assert_eq!(inside.len(), 12);
+
+    // A multi-code read with a unit of another case, one only sent, one
+    // never sent, a foreign one and a repeat: the case is rejected, each
+    // named with why, and nothing is packed.
+    let foreign = Serial::new("NOT-OURS-1").unwrap();
+    let read = vec![
+        u[12].clone(),
+        u[11].clone(),
+        l.sent_only[0].clone(),
+        l.never_sent.clone(),
+        foreign.clone(),
+        u[12].clone(),
+    ];
+    let offending = refused(s.pack_blocking(&c[1], &read));
+    let why = |x: &Serial| {
+        offending
+            .iter()
+            .find(|(s, _)| s == x)
+            .map(|(_, w)| w.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        why(&u[11]).contains(&format!("already in {}", c[0])),
+        "{offending:?}"
+    );
+    assert!(
+        why(&l.sent_only[0]).contains("not committed"),
+        "{offending:?}"
+    );
+    assert_eq!(why(&l.never_sent), "never sent");
+    assert!(why(&foreign).starts_with("foreign"), "{offending:?}");
+    assert_eq!(why(&u[12]), "named twice");
+    assert_eq!(offending.len(), 5, "{offending:?}");
+    assert_eq!(s.parent_of(&u[12]).unwrap(), None, "nothing packed");
+    assert!(s.contents(&c[1]).unwrap().is_none(), "no parent made");
+
+    // A parent whose label is not verified, or a unit as parent of itself.
+    let mut unverified = s.reserve_for(1, &case_gtin()).unwrap();
+    s.release(&unverified);
+    refused(s.pack_blocking(&unverified.remove(0), &u[20..22]));
+    let offending = refused(s.pack_blocking(&u[25], &u[25..27]));
+    assert_eq!(offending.len(), 1, "{offending:?}");
+}
+
+#[test]
+fn rework_pallets_and_an_emptied_case_is_never_used_again() {
+    let l = line();
+    let (s, u, c) = (&l.store, &l.units, &l.cases);
+    s.pack_blocking(&c[0], &u[..12]).unwrap();
+    s.pack_blocking(&c[1], &u[12..24]).unwrap();
+
+    // Samples and decommissioning respect the hierarchy.
+    let sample = UnitState::Sampled(SamplePurpose::Qa);
+    let destroy = UnitState::Decommissioned(DecommissionReason::Damaged);
+    ack_outbox(s).unwrap(); // commits acknowledged: Synced
+    for (x, to) in [(&u[0], sample), (&c[0], destroy)] {
+        match s.transition_blocking(x, to) {
+            Err(StoreError::HierarchyRefused { why, .. }) => {
+                assert!(why.contains("first"), "{why}")
+            }
+            other => panic!("{x} -> {to}: {other:?}"),
+        }
+    }
+
+    // Rework: one unit out, another in.
+    let m = s.unpack_blocking(&c[0], Some(&u[..1])).unwrap();
+    assert_eq!((m.children, m.holds), (1, 11));
+    assert_eq!(s.parent_of(&u[0]).unwrap(), None);
+    s.transition_blocking(&u[0], sample).unwrap();
+    let m = s.pack_blocking(&c[0], &u[24..25]).unwrap();
+    assert_eq!(m.holds, 12);
+    // A sampled unit cannot go back into a case.
+    let offending = refused(s.pack_blocking(&c[0], &u[..1]));
+    assert!(offending[0].1.starts_with("sampled"), "{offending:?}");
+    // Taking out what is not inside changes nothing.
+    let offending = refused(s.unpack_blocking(&c[0], Some(&u[12..13])));
+    assert_eq!(offending[0].1, "not in this parent");
+    assert_eq!(s.contents(&c[0]).unwrap().unwrap().1.len(), 12);
+
+    // Cases onto a pallet (c[3] stands for the pallet's code); no loops.
+    s.pack_blocking(&c[3], &c[..2]).unwrap();
+    assert_eq!(s.parent_of(&c[0]).unwrap(), Some(c[3].clone()));
+    let offending = refused(s.pack_blocking(&c[0], &c[3..4]));
+    assert!(offending[0].1.contains("holds it"), "{offending:?}");
+
+    // Emptied whole: its units are loose, its code is used up.
+    let m = s.unpack_blocking(&c[1], None).unwrap();
+    assert_eq!((m.children, m.holds), (12, 0));
+    assert_eq!(s.parent_of(&u[12]).unwrap(), None);
+    assert_eq!(
+        s.contents(&c[1]).unwrap().unwrap().0.state,
+        ParentState::Emptied
+    );
+    match s.pack_blocking(&c[1], &u[12..13]) {
+        Err(StoreError::HierarchyRefused { why, .. }) => {
+            assert!(why.contains("used once"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Upstream hears each move once, in order, with stable ids.
+    let events = s.outbox_peek(usize::MAX).unwrap();
+    let moves: Vec<(&str, usize)> = events
+        .iter()
+        .filter_map(|e| match &e.detail {
+            EventDetail::Pack { children } => Some(("pack", children.len())),
+            EventDetail::Unpack { children, all } => {
+                Some((if *all { "empty" } else { "unpack" }, children.len()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        vec![("unpack", 1), ("pack", 1), ("pack", 2), ("empty", 12)],
+        "the first two packs were acknowledged with the commits"
+    );
+    let pack = events
+        .iter()
+        .find(|e| matches!(&e.detail, EventDetail::Pack { children } if children.len() == 2))
+        .unwrap();
+    assert_eq!(
+        pack.id,
+        serialine_store::aggregation_event_id(LINE, "pack", &c[3], &[c[1].clone(), c[0].clone()])
+    );
+    // Acknowledged: the parents' own records do not move.
+    ack_outbox(s).unwrap();
+    assert_eq!(s.state_of(&c[3]).unwrap(), UnitState::Synced);
+    assert_eq!(s.recount().unwrap(), s.counts());
+}
+
+#[test]
+fn the_hierarchy_survives_a_restart() {
+    let l = line();
+    l.store.pack_blocking(&l.cases[0], &l.units[..12]).unwrap();
+    let path = l.store.path().to_path_buf();
+    let Line {
+        store,
+        _dir,
+        units,
+        cases,
+        ..
+    } = l;
+    drop(store);
+    let (store, _) = Store::open(serialine_store::StoreOptions::new(&path, LINE, SECRET)).unwrap();
+    assert_eq!(store.parent_of(&units[5]).unwrap(), Some(cases[0].clone()));
+    assert_eq!(store.contents(&cases[0]).unwrap().unwrap().1.len(), 12);
+    assert_eq!(store.parents().unwrap().len(), 1);
+}
+
+/// Issue 15, `--with-children`: a pallet decommissioned with everything
+/// on it, all or none.
+#[test]
+fn a_parent_is_decommissioned_with_its_children_all_or_none() {
+    let l = line();
+    let (s, u, c) = (&l.store, &l.units, &l.cases);
+    s.pack_blocking(&c[0], &u[..12]).unwrap();
+    s.pack_blocking(&c[1], &u[12..24]).unwrap();
+    s.pack_blocking(&c[3], &c[..2]).unwrap();
+    let destroyed = UnitState::Decommissioned(DecommissionReason::Destroyed);
+    // Not yet acknowledged upstream: every serial of the tree is named.
+    match s.decommission_tree_blocking(&c[3], destroyed) {
+        Err(StoreError::HierarchyRefused { offending, .. }) => assert_eq!(offending.len(), 27),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.state_of(&u[0]).unwrap(),
+        UnitState::Committed,
+        "nothing moved"
+    );
+    // A case on the pallet alone is refused: it is packed.
+    ack_outbox(s).unwrap();
+    assert!(matches!(
+        s.decommission_tree_blocking(&c[0], destroyed),
+        Err(StoreError::HierarchyRefused { .. })
+    ));
+    assert_eq!(s.decommission_tree_blocking(&c[3], destroyed).unwrap(), 27);
+    for x in u[..24].iter().chain(&c[..2]).chain(&c[3..4]) {
+        assert_eq!(s.state_of(x).unwrap(), destroyed, "{x}");
+    }
+    assert_eq!(
+        s.state_of(&u[24]).unwrap(),
+        UnitState::Synced,
+        "loose units stay"
+    );
+    assert_eq!(s.counts().decommissioned, 27);
+    assert_eq!(s.recount().unwrap(), s.counts());
+}
