@@ -28,11 +28,25 @@ pub enum Command {
     Unit {
         to: UnitState,
         serials: Vec<String>,
+        /// `unit/decommission` only: a parent goes with everything packed
+        /// below it (`with_children: true`).
+        with_children: bool,
     },
     /// `serials/return` (`gtin` optional: default the last job's product):
     /// the serials buffered for that product back upstream, unused.
     ReturnUnused {
         gtin: Option<Gtin>,
+    },
+    /// `hierarchy/pack`: `children` into `parent`.
+    Pack {
+        parent: String,
+        children: Vec<String>,
+    },
+    /// `hierarchy/unpack`: `children` out of `parent`, or (none) empty it
+    /// for good.
+    Unpack {
+        parent: String,
+        children: Option<Vec<String>>,
     },
 }
 
@@ -48,6 +62,8 @@ impl Command {
             } => "unit/sample",
             Command::Unit { .. } => "unit/decommission",
             Command::ReturnUnused { .. } => "serials/return",
+            Command::Pack { .. } => "hierarchy/pack",
+            Command::Unpack { .. } => "hierarchy/unpack",
         }
     }
 }
@@ -274,7 +290,44 @@ pub fn parse_command(name: &str, m: &Map<String, Value>) -> Result<Command, Stri
                 .ok_or_else(|| {
                     format!("\"serials\" must be an array of 1 to {MAX_UNIT_SERIALS} strings")
                 })?;
-            Ok(Command::Unit { to, serials })
+            let with_children = match m.get("with_children") {
+                None | Some(Value::Bool(false)) => false,
+                Some(Value::Bool(true)) if name == "unit/decommission" => true,
+                Some(_) => {
+                    return Err(
+                        "\"with_children\" is a boolean, and only for unit/decommission".into(),
+                    )
+                }
+            };
+            Ok(Command::Unit {
+                to,
+                serials,
+                with_children,
+            })
+        }
+        "hierarchy/pack" | "hierarchy/unpack" => {
+            let parent = field(m, "parent")?.to_string();
+            let children: Option<Vec<String>> = match m.get("children") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_array()
+                        .filter(|a| !a.is_empty() && a.len() <= MAX_UNIT_SERIALS)
+                        .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect())
+                        .ok_or_else(|| {
+                            format!("\"children\" must be an array of 1 to {MAX_UNIT_SERIALS} strings")
+                        })?,
+                ),
+            };
+            if name == "hierarchy/pack" {
+                let children = children.ok_or("\"children\" is missing")?;
+                Ok(Command::Pack { parent, children })
+            } else {
+                // Emptying a parent for good is said, not implied.
+                if children.is_none() && m.get("all") != Some(&Value::Bool(true)) {
+                    return Err("name \"children\", or \"all\": true to empty the parent for good".into());
+                }
+                Ok(Command::Unpack { parent, children })
+            }
         }
         "serials/return" => {
             let gtin = match m.get("gtin") {
@@ -287,7 +340,7 @@ pub fn parse_command(name: &str, m: &Map<String, Value>) -> Result<Command, Stri
             Ok(Command::ReturnUnused { gtin })
         }
         other => Err(format!(
-            "unknown command {other:?} (known: job/start, job/stop, drain, unit/sample, unit/decommission, serials/return)"
+            "unknown command {other:?} (known: job/start, job/stop, drain, unit/sample, unit/decommission, serials/return, hierarchy/pack, hierarchy/unpack)"
         )),
     }
 }
@@ -525,7 +578,8 @@ mod tests {
             ok,
             Ok(Command::Unit {
                 to: UnitState::Sampled(SamplePurpose::Retention),
-                serials: vec!["A1".into(), "B2".into()]
+                serials: vec!["A1".into(), "B2".into()],
+                with_children: false,
             })
         );
         assert_eq!(ok.unwrap().name(), "unit/sample");
@@ -537,6 +591,28 @@ mod tests {
         );
         assert!(parse_command("serials/return", &obj(json!({"gtin": "09506000134353"}))).is_err());
         assert!(parse_command("serials/return", &obj(json!({"gtin": 7}))).is_err());
+        assert_eq!(
+            parse_command(
+                "hierarchy/pack",
+                &obj(json!({"parent": "C1", "children": ["A", "B"]}))
+            ),
+            Ok(Command::Pack {
+                parent: "C1".into(),
+                children: vec!["A".into(), "B".into()]
+            })
+        );
+        assert!(parse_command("hierarchy/pack", &obj(json!({"parent": "C1"}))).is_err());
+        assert!(parse_command("hierarchy/unpack", &obj(json!({"parent": "C1"}))).is_err());
+        assert_eq!(
+            parse_command(
+                "hierarchy/unpack",
+                &obj(json!({"parent": "C1", "all": true}))
+            ),
+            Ok(Command::Unpack {
+                parent: "C1".into(),
+                children: None
+            })
+        );
         let d = parse_command(
             "unit/decommission",
             &obj(json!({"serials": ["A1"], "reason": "stolen"})),

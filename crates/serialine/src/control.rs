@@ -57,13 +57,32 @@ enum Request {
         #[serde(default)]
         gtin: Option<String>,
     },
+    /// `serialine pack`, `unpack`, `contents`: the packaging hierarchy;
+    /// see `pack_cmd.rs`. The answer's `result` is the move's own answer.
+    Pack {
+        parent: String,
+        children: Vec<String>,
+    },
+    Unpack {
+        parent: String,
+        #[serde(default)]
+        children: Option<Vec<String>>,
+    },
+    Contents {
+        serial: String,
+    },
     /// `serialine unit sample|decommission`; see `unit_cmd.rs`.
     Unit {
         action: String,
         serials: Vec<String>,
         reason: String,
+        #[serde(default)]
+        with_children: bool,
     },
 }
+
+/// A hierarchy request, run on the lines' ledgers off the runtime.
+type HierarchyFn = Box<dyn FnOnce(&[(String, Store)]) -> Value + Send>;
 
 /// What the socket serves about one line.
 pub struct ControlLine {
@@ -173,7 +192,37 @@ async fn answer(
 }
 
 async fn run(req: Request, lines: &[ControlLine], state_of: &StateOf) -> Value {
+    let stores = || -> Vec<(String, Store)> {
+        lines
+            .iter()
+            .map(|l| (l.id.clone(), l.store.clone()))
+            .collect()
+    };
+    let hierarchy = |f: HierarchyFn| {
+        let stores = stores();
+        async move {
+            match tokio::task::spawn_blocking(move || f(&stores)).await {
+                Ok(v) => json!({"ok": true, "result": v}),
+                Err(e) => json!({"ok": false, "error": e.to_string()}),
+            }
+        }
+    };
     match req {
+        Request::Pack { parent, children } => {
+            hierarchy(Box::new(move |l| {
+                crate::pack_cmd::pack(l, &parent, &children)
+            }))
+            .await
+        }
+        Request::Unpack { parent, children } => {
+            hierarchy(Box::new(move |l| {
+                crate::pack_cmd::unpack(l, &parent, children.as_deref())
+            }))
+            .await
+        }
+        Request::Contents { serial } => {
+            hierarchy(Box::new(move |l| crate::pack_cmd::contents(l, &serial))).await
+        }
         Request::Return { line, gtin } => {
             let mut out = Vec::new();
             for l in lines
@@ -262,6 +311,7 @@ async fn run(req: Request, lines: &[ControlLine], state_of: &StateOf) -> Value {
             action,
             serials,
             reason,
+            with_children,
         } => {
             let to = match crate::unit_cmd::target(&action, &reason) {
                 Ok(to) => to,
@@ -275,8 +325,10 @@ async fn run(req: Request, lines: &[ControlLine], state_of: &StateOf) -> Value {
                 .map(|l| (l.id.clone(), l.store.clone()))
                 .collect();
             // Ledger reads and durable writes block: off the runtime.
-            match tokio::task::spawn_blocking(move || crate::unit_cmd::apply(&stores, &serials, to))
-                .await
+            match tokio::task::spawn_blocking(move || {
+                crate::unit_cmd::apply(&stores, &serials, to, with_children)
+            })
+            .await
             {
                 Ok(results) => {
                     for r in results.iter().filter(|r| r["ok"] == json!(true)) {

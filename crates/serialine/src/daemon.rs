@@ -685,6 +685,48 @@ impl Line {
                     }
                 }
             }
+            Command::Pack { .. } | Command::Unpack { .. } => {
+                let stores = vec![(self.inner.id.clone(), self.inner.store.clone())];
+                let command = req.command.clone();
+                let answer = tokio::task::spawn_blocking(move || match &command {
+                    Command::Pack { parent, children } => {
+                        crate::pack_cmd::pack(&stores, parent, children)
+                    }
+                    Command::Unpack { parent, children } => {
+                        crate::pack_cmd::unpack(&stores, parent, children.as_deref())
+                    }
+                    _ => serde_json::json!({"ok": false, "error": "not a hierarchy command"}),
+                })
+                .await;
+                let result = match answer {
+                    Ok(v) if v["ok"] == true => Ok(()),
+                    Ok(v) => {
+                        let offending: Vec<String> = v["offending"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|o| {
+                                format!(
+                                    "{} ({})",
+                                    o["serial"].as_str().unwrap_or("?"),
+                                    o["why"].as_str().unwrap_or("?")
+                                )
+                            })
+                            .collect();
+                        let why = v["error"].as_str().unwrap_or("refused").to_string();
+                        Err(if offending.is_empty() {
+                            why
+                        } else {
+                            format!("{why}; offending: {}", offending.join(", "))
+                        })
+                    }
+                    Err(e) => Err(format!("applying failed: {e}")),
+                };
+                if let Err(why) = &result {
+                    tracing::warn!(line = %self.inner.id, "cmd/{name} refused: {why}");
+                }
+                req.respond(result);
+            }
             Command::ReturnUnused { gtin } => {
                 if let Some(active) = job.as_ref() {
                     let why = format!(
@@ -705,11 +747,15 @@ impl Line {
                     }
                 }
             }
-            Command::Unit { to, serials } => {
+            Command::Unit {
+                to,
+                serials,
+                with_children,
+            } => {
                 let lines = vec![(self.inner.id.clone(), self.inner.store.clone())];
-                let (to, serials) = (*to, serials.clone());
+                let (to, serials, with_children) = (*to, serials.clone(), *with_children);
                 let results = match tokio::task::spawn_blocking(move || {
-                    crate::unit_cmd::apply(&lines, &serials, to)
+                    crate::unit_cmd::apply(&lines, &serials, to, with_children)
                 })
                 .await
                 {

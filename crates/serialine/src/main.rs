@@ -30,6 +30,7 @@ pub(crate) fn release_freed_memory() {
 mod code_cmd;
 mod control;
 mod daemon;
+mod pack_cmd;
 mod report_html;
 mod return_cmd;
 mod tools;
@@ -190,6 +191,25 @@ enum Command {
     /// opens the ledgers. With `[line.buffer] return_at_job_end = true` the
     /// service does this at every job's end.
     Return(ReturnArgs),
+    /// Pack units into a case (or cases onto a pallet) by hand: a packing
+    /// station's scan, or rework.
+    ///
+    /// PARENT is the serial of the parent's label, printed and verified on
+    /// a line of this service; each CHILD must be committed, of the same
+    /// job, and in no parent (nor sampled, nor decommissioned). All are
+    /// packed or none: a refusal names every offending code and why. The
+    /// move goes upstream once, as an aggregation event. Asks the running
+    /// service, or opens the ledgers when it is stopped.
+    Pack(pack_cmd::PackArgs),
+    /// Take children out of a parent (rework), or empty it for good.
+    ///
+    /// With CHILD serials, those come out and the parent keeps the rest
+    /// (pack others in with `serialine pack`). With --all the parent is
+    /// emptied and its code is never packed again. Upstream hears it once.
+    Unpack(pack_cmd::UnpackArgs),
+    /// Where a serial sits in the packaging hierarchy: its state, its
+    /// parents up to the pallet, and what it holds.
+    Contents(pack_cmd::ContentsArgs),
     /// Record what became of committed units: QA samples, destroyed or
     /// damaged packs; see `unit sample --help` and `unit decommission --help`.
     #[command(subcommand)]
@@ -330,6 +350,9 @@ fn main() -> ExitCode {
         Command::Report(args) => report_cmd(&args),
         Command::Code(cmd) => code_cmd::run(cmd),
         Command::Unit(cmd) => unit_cmd::run(cmd),
+        Command::Pack(args) => pack_cmd::run_pack(args),
+        Command::Unpack(args) => pack_cmd::run_unpack(args),
+        Command::Contents(args) => pack_cmd::run_contents(args),
     };
     match result {
         Ok(code) => code,

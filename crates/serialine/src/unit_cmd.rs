@@ -58,6 +58,11 @@ pub struct DecommissionArgs {
     /// What happened to the packs.
     #[arg(long, value_enum)]
     reason: Reason,
+    /// A SERIAL that is a parent (a case, a pallet) is decommissioned with
+    /// everything packed below it, all or none. Without it, a parent
+    /// holding units is refused (unpack it first).
+    #[arg(long)]
+    with_children: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -89,8 +94,8 @@ enum Reason {
 }
 
 /// The request as the control socket carries it.
-pub fn request(action: &str, serials: &[String], reason: &str) -> Value {
-    json!({"cmd": "unit", "action": action, "serials": serials, "reason": reason})
+pub fn request(action: &str, serials: &[String], reason: &str, with_children: bool) -> Value {
+    json!({"cmd": "unit", "action": action, "serials": serials, "reason": reason, "with_children": with_children})
 }
 
 /// The state a request asks for, or why it cannot be one.
@@ -119,8 +124,15 @@ fn refusal(from: UnitState, to: UnitState) -> String {
 
 /// Applies `to` to each serial in the ledger that recorded it, blocking.
 /// One JSON object per serial: `{"serial", "ok", "line", "state"}` or
-/// `{"serial", "ok": false, "error"}`.
-pub fn apply(lines: &[(String, Store)], serials: &[String], to: UnitState) -> Vec<Value> {
+/// `{"serial", "ok": false, "error"}`. With `with_children`, a serial that
+/// is a parent holding units is decommissioned with all of them
+/// (`"with_children": n`).
+pub fn apply(
+    lines: &[(String, Store)],
+    serials: &[String],
+    to: UnitState,
+    with_children: bool,
+) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::with_capacity(serials.len());
     // Per line, the transitions to apply and where their answers go.
     let mut per_line: Vec<(Vec<Transition>, Vec<usize>)> =
@@ -150,6 +162,22 @@ pub fn apply(lines: &[(String, Store)], serials: &[String], to: UnitState) -> Ve
                 out.push(refused("never sent to a device: no unit carries it".into()))
             }
             Some((l, Ok(SerialEntry::Recorded(r)))) => {
+                let store = &lines[l].1;
+                let holds = store
+                    .contents(&serial)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|(e, _)| e.children > 0);
+                if with_children && holds && matches!(to, UnitState::Decommissioned(_)) {
+                    out.push(match store.decommission_tree_blocking(&serial, to) {
+                        Ok(n) => json!({
+                            "serial": text, "ok": true, "line": lines[l].0,
+                            "state": to.to_string(), "with_children": n - 1,
+                        }),
+                        Err(e) => refused(e.to_string()),
+                    });
+                    continue;
+                }
                 if !r.state.can_move_to(to) {
                     out.push(refused(refusal(r.state, to)));
                     continue;
@@ -179,6 +207,7 @@ pub fn apply(lines: &[(String, Store)], serials: &[String], to: UnitState) -> Ve
 }
 
 pub fn run(cmd: UnitCommand) -> anyhow::Result<ExitCode> {
+    let with_children = matches!(&cmd, UnitCommand::Decommission(a) if a.with_children);
     let (action, serials, reason, common) = match &cmd {
         UnitCommand::Sample(a) => (
             "sample",
@@ -220,11 +249,12 @@ pub fn run(cmd: UnitCommand) -> anyhow::Result<ExitCode> {
     };
     let to = target(action, reason).map_err(anyhow::Error::msg)?;
     let socket = config.control_socket_path();
-    let results = match crate::control::ask(&socket, &request(action, serials, reason))? {
+    let ask = request(action, serials, reason, with_children);
+    let results = match crate::control::ask(&socket, &ask)? {
         Some(answer) => answer["results"].as_array().cloned().unwrap_or_default(),
         None => {
             let lines = crate::tools::open_all(&config)?;
-            apply(&lines, serials, to)
+            apply(&lines, serials, to, with_children)
         }
     };
     let refused = results.iter().filter(|r| r["ok"] != json!(true)).count();
@@ -236,9 +266,13 @@ pub fn run(cmd: UnitCommand) -> anyhow::Result<ExitCode> {
             let serial = r["serial"].as_str().unwrap_or("?");
             match r["ok"].as_bool() {
                 Some(true) => println!(
-                    "{serial}: {} on line {}",
+                    "{serial}: {} on line {}{}",
                     r["state"].as_str().unwrap_or("?"),
-                    r["line"].as_str().unwrap_or("?")
+                    r["line"].as_str().unwrap_or("?"),
+                    match r["with_children"].as_u64() {
+                        Some(n) => format!(", with the {n} serials packed below it"),
+                        None => String::new(),
+                    }
                 ),
                 _ => println!(
                     "{serial}: refused: {}",

@@ -1,0 +1,182 @@
+//! `serialine pack | unpack | contents` and `unit decommission
+//! --with-children` on the real binary, on a ledger whose units and case
+//! labels are committed (the service stopped: the CLI opens the ledger).
+
+#[path = "../../serialine-store/tests/common/fixtures.rs"]
+#[allow(dead_code)]
+mod fixtures;
+
+use fixtures::{ack_outbox, gtin, seal_block};
+use serialine_core::{Block, BlockKey, Expiry, Gtin, Job, Lot, Serial, Template, UnitState};
+use serialine_store::{Store, StoreOptions, Transition};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const LINE: &str = "line-1";
+const SECRET: &[u8] = b"hierarchy-test line secret, 32 B";
+
+/// 24 units and 3 case labels of one job, committed and acknowledged.
+fn fill_ledger(path: &Path) -> (Vec<Serial>, Vec<Serial>) {
+    let (store, _) = Store::open(StoreOptions::new(path, LINE, SECRET)).expect("ledger opens");
+    let key = BlockKey::derive(SECRET);
+    let units: Vec<Serial> = (0..24)
+        .map(|n| Serial::new(format!("U{n:04}")).unwrap())
+        .collect();
+    store
+        .add_block_blocking(&seal_block(&key, LINE, 1, units))
+        .unwrap();
+    let case_gtin = Gtin::parse("19506000134359").unwrap();
+    let cases = Block {
+        block_id: 2,
+        line_id: LINE.into(),
+        gtin: case_gtin,
+        serials: (0..3)
+            .map(|n| Serial::new(format!("CASE{n}")).unwrap())
+            .collect(),
+        issued_at: 1_790_000_000,
+    };
+    let mut nonce = [0u8; 24];
+    nonce[0] = 2;
+    store
+        .add_block_blocking(&key.seal(&cases, nonce).unwrap())
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let job = Job::new(
+        gtin(),
+        Lot::new("CLI-1").unwrap(),
+        Expiry::parse("271231").unwrap(),
+        Template::Gs1DataMatrix,
+        24,
+    )
+    .unwrap();
+    let job = runtime.block_on(store.begin_job(&job)).unwrap();
+    let units = store.reserve_for(24, &gtin()).unwrap();
+    let cases = store.reserve_for(3, &case_gtin).unwrap();
+    for to in [UnitState::Sent, UnitState::Committed] {
+        let ts: Vec<_> = units
+            .iter()
+            .chain(&cases)
+            .map(|s| Transition::in_job(s.clone(), to, Some(job)))
+            .collect();
+        for r in store.apply_blocking(&ts) {
+            r.unwrap();
+        }
+    }
+    ack_outbox(&store).unwrap();
+    (units, cases)
+}
+
+fn serialine(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_serialine"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("SERIALINE_CONFIG")
+        .output()
+        .expect("serialine runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn pack_contents_rework_and_decommission_with_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("line-1.secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (units, cases) = fill_ledger(&dir.path().join("ledger").join(LINE));
+    let profile = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/printer-cij-stx.toml"
+    );
+    let config = dir.path().join("serialine.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = \".\"\n[site]\nid = \"t\"\n[[line]]\nid = \"{LINE}\"\nsecret_file = \"line-1.secret\"\n\
+             printer = {{ kind = \"framed\", profile = \"{profile}\", transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n\
+             camera = {{ transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n"
+        ),
+    )
+    .unwrap();
+    let u: Vec<&str> = units.iter().map(|s| s.as_str()).collect();
+    let c: Vec<&str> = cases.iter().map(|s| s.as_str()).collect();
+
+    let mut args = vec!["pack", c[0]];
+    args.extend(&u[..12]);
+    let out = serialine(&config, &args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "12 packed into {} on line {LINE}; it holds 12",
+            c[0]
+        )),
+        "{}",
+        text(&out)
+    );
+
+    // A second case with a unit of the first and a foreign code: refused,
+    // each named, exit 1, nothing packed.
+    let out = serialine(&config, &["pack", c[1], u[12], u[0], "NOT-OURS"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains(&format!("{}: already in {}", u[0], c[0])), "{t}");
+    assert!(t.contains("NOT-OURS: foreign"), "{t}");
+    let out = serialine(&config, &["contents", u[12], "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["parents"], serde_json::json!([]), "{v}");
+
+    // Rework: one out, another in; then the case onto a pallet.
+    assert!(serialine(&config, &["unpack", c[0], u[0]]).status.success());
+    assert!(serialine(&config, &["pack", c[0], u[12]]).status.success());
+    assert!(serialine(&config, &["pack", c[2], c[0]]).status.success());
+    let out = serialine(&config, &["contents", u[12]]);
+    assert!(
+        text(&out).contains(&format!("in {}, {}", c[0], c[2])),
+        "{}",
+        text(&out)
+    );
+    let out = serialine(&config, &["contents", c[0], "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["children"].as_array().unwrap().len(), 12, "{v}");
+
+    // The pallet alone may not be decommissioned; with its children it is.
+    let out = serialine(
+        &config,
+        &["unit", "decommission", c[2], "--reason", "destroyed"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("unpack it first"), "{}", text(&out));
+    let out = serialine(
+        &config,
+        &[
+            "unit",
+            "decommission",
+            c[2],
+            "--reason",
+            "destroyed",
+            "--with-children",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("with the 13 serials packed below it"),
+        "{}",
+        text(&out)
+    );
+    let out = serialine(&config, &["contents", u[12], "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "decommissioned(destroyed)", "{v}");
+
+    // Emptying needs saying so.
+    let out = serialine(&config, &["unpack", c[1]]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--all"), "{}", text(&out));
+}
