@@ -17,14 +17,19 @@ use sha2::{Digest, Sha256};
 
 pub const CONTEXT: &str = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld";
 
-/// An `ObjectEvent` as Serialine writes them.
+/// An `ObjectEvent`, or with `parent_id` an `AggregationEvent`, as
+/// Serialine writes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectEvent {
+pub struct Event {
     /// Unix milliseconds; written in UTC with offset `+00:00`.
     pub event_time_ms: u64,
-    /// EPC URIs (`code::sgtin_uri`).
+    /// An `AggregationEvent`'s `parentID` (the case's or pallet's EPC
+    /// URI); `epcs` are then its `childEPCs`.
+    pub parent_id: Option<String>,
+    /// EPC URIs (`code::sgtin_uri`): `epcList`, or `childEPCs`.
     pub epcs: Vec<String>,
-    /// `ADD` (commissioning) or `DELETE` (decommissioning).
+    /// `ADD` (commissioning, packing), `DELETE` (decommissioning,
+    /// unpacking) or `OBSERVE` (sampling).
     pub action: &'static str,
     /// CBV bizStep, short form: `commissioning`, `decommissioning`, ...
     pub biz_step: &'static str,
@@ -66,16 +71,35 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-impl ObjectEvent {
+impl Event {
+    fn event_type(&self) -> &'static str {
+        if self.parent_id.is_some() {
+            "AggregationEvent"
+        } else {
+            "ObjectEvent"
+        }
+    }
+
+    fn list_name(&self) -> &'static str {
+        if self.parent_id.is_some() {
+            "childEPCs"
+        } else {
+            "epcList"
+        }
+    }
+
     /// The CBV 2.0 pre-hash string.
     pub fn pre_hash(&self) -> String {
         let mut s = String::new();
-        s.push_str("eventType=ObjectEvent");
+        s.push_str(&format!("eventType={}", self.event_type()));
         s.push_str(&format!("eventTime={}", utc_millis(self.event_time_ms)));
         s.push_str("eventTimeZoneOffset=+00:00");
+        if let Some(p) = &self.parent_id {
+            s.push_str(&format!("parentID={p}"));
+        }
         let mut epcs = self.epcs.clone();
         epcs.sort();
-        s.push_str("epcList");
+        s.push_str(self.list_name());
         for e in &epcs {
             s.push_str(&format!("epc={e}"));
         }
@@ -112,15 +136,18 @@ impl ObjectEvent {
     /// The event as JSON-LD, `eventID` included.
     pub fn to_json(&self) -> Value {
         let mut v = json!({
-            "type": "ObjectEvent",
+            "type": self.event_type(),
             "eventID": self.event_id(),
             "eventTime": utc_millis(self.event_time_ms),
             "eventTimeZoneOffset": "+00:00",
-            "epcList": self.epcs,
             "action": self.action,
             "bizStep": self.biz_step,
             "disposition": self.disposition,
         });
+        if let Some(p) = &self.parent_id {
+            v["parentID"] = json!(p);
+        }
+        v[self.list_name()] = json!(self.epcs);
         if let Some(r) = &self.read_point {
             v["readPoint"] = json!({ "id": r });
         }
@@ -163,8 +190,9 @@ mod tests {
     /// 1.9.3) computed for this event, read from its `-p` output.
     #[test]
     fn the_event_hash_matches_the_reference_implementation() {
-        let e = ObjectEvent {
+        let e = Event {
             event_time_ms: 1_796_544_000_123,
+            parent_id: None,
             epcs: vec![
                 "https://id.gs1.org/01/09506000134352/21/ABC124".into(),
                 "https://id.gs1.org/01/09506000134352/21/ABC123".into(),

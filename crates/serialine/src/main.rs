@@ -138,9 +138,11 @@ enum Command {
     /// that ended at or after --since, its commissioning ObjectEvents
     /// (action ADD, bizStep commissioning, disposition active, the job's lot
     /// and expiry in ilmd, eventTime the job's end), its samples (OBSERVE,
-    /// sampling/non_sellable_other, one event per purpose) and its
+    /// sampling/non_sellable_other, one event per purpose), its
     /// decommissioning ones (destroying/destroyed, decommissioning/inactive
-    /// or /stolen). Each
+    /// or /stolen) and its packaging hierarchy as it stands
+    /// (AggregationEvent ADD, packing/in_progress, parentID the case's EPC).
+    /// Case labels are commissioned under their own GTIN. Each
     /// eventID is the event's CBV 2.0 hash, so exporting again gives the same
     /// ids. EPCs are GS1 Digital Link URIs (https://id.gs1.org/01/.../21/...).
     ///

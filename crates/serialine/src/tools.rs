@@ -519,7 +519,7 @@ fn export_epcis(
     places: &EpcisPlaces,
     w: &mut impl Write,
 ) -> anyhow::Result<u64> {
-    use serialine_core::epcis::ObjectEvent;
+    use serialine_core::epcis::Event;
     use serialine_core::{code::sgtin_uri, DecommissionReason, Gtin, SamplePurpose, Serial};
     let mut events = Vec::new();
     let mut units = 0;
@@ -529,6 +529,18 @@ fn export_epcis(
         let mut records = archive::records_since(&config.line_archive_dir(id), id, 0, |_| true)?;
         records.extend(store.records_since(0, |_| true)?);
         records.sort_by(|a, b| a.0.cmp(&b.0));
+        // Each serial's product is its block's (units and case labels come
+        // from blocks of their own GTIN); an archived block's data is gone,
+        // and its serials take their job's product.
+        let mut block_gtins: std::collections::HashMap<u64, Gtin> = Default::default();
+        for (_, r) in &records {
+            if let std::collections::hash_map::Entry::Vacant(v) = block_gtins.entry(r.block_id) {
+                if let Ok(g) = store.block_gtin(r.block_id) {
+                    v.insert(g);
+                }
+            }
+        }
+        let parents = store.parents()?;
         for (number, job) in store.jobs()? {
             let Some(ended_ms) = job.ended_ms.filter(|t| *t >= since_ms) else {
                 continue;
@@ -537,25 +549,41 @@ fn export_epcis(
                 .with_context(|| format!("line {id}, job {number}: GTIN {}", job.gtin))?;
             let expiry = serialine_core::Expiry::parse(&job.expiry)
                 .with_context(|| format!("line {id}, job {number}: expiry {}", job.expiry))?;
-            let epc = |s: &Serial| sgtin_uri(&gtin, s);
+            let gtin_of = |r: &serialine_store::SerialRecord| {
+                block_gtins.get(&r.block_id).copied().unwrap_or(gtin)
+            };
+            let epc_of = |s: &Serial, r: &serialine_store::SerialRecord| sgtin_uri(&gtin_of(r), s);
+            let epc = |s: &Serial| {
+                records
+                    .binary_search_by(|(x, _)| x.cmp(s))
+                    .map(|i| epc_of(s, &records[i].1))
+                    .unwrap_or_else(|_| sgtin_uri(&gtin, s))
+            };
             let mine = || records.iter().filter(|(_, r)| r.job == number);
-            let commissioned: Vec<String> = mine()
-                .filter(|(_, r)| {
-                    matches!(
-                        r.state,
-                        UnitState::Committed
-                            | UnitState::Synced
-                            | UnitState::Sampled(_)
-                            | UnitState::Decommissioned(_)
-                    )
-                })
-                .map(|(s, _)| epc(s))
-                .collect();
+            // One commissioning per product: the units, and their cases.
+            let mut by_product: std::collections::BTreeMap<String, Vec<String>> =
+                Default::default();
+            for (s, r) in mine().filter(|(_, r)| {
+                matches!(
+                    r.state,
+                    UnitState::Committed
+                        | UnitState::Synced
+                        | UnitState::Sampled(_)
+                        | UnitState::Decommissioned(_)
+                )
+            }) {
+                by_product
+                    .entry(gtin_of(r).as_string())
+                    .or_default()
+                    .push(epc_of(s, r));
+            }
+            let commissioned: Vec<String> = by_product.values().flatten().cloned().collect();
             units += commissioned.len() as u64;
-            for chunk in commissioned.chunks(EPCS_PER_EVENT) {
+            for chunk in by_product.values().flat_map(|v| v.chunks(EPCS_PER_EVENT)) {
                 events.push(
-                    ObjectEvent {
+                    Event {
                         event_time_ms: ended_ms,
+                        parent_id: None,
                         epcs: chunk.to_vec(),
                         action: "ADD",
                         biz_step: "commissioning",
@@ -581,8 +609,9 @@ fn export_epcis(
                 let epcs: Vec<String> = pulled.iter().map(|(s, _)| epc(s)).collect();
                 for chunk in epcs.chunks(EPCS_PER_EVENT) {
                     events.push(
-                        ObjectEvent {
+                        Event {
                             event_time_ms: at,
+                            parent_id: None,
                             epcs: chunk.to_vec(),
                             action: "OBSERVE",
                             biz_step: "sampling",
@@ -611,12 +640,41 @@ fn export_epcis(
                 let epcs: Vec<String> = gone.iter().map(|(s, _)| epc(s)).collect();
                 for chunk in epcs.chunks(EPCS_PER_EVENT) {
                     events.push(
-                        ObjectEvent {
+                        Event {
                             event_time_ms: at,
+                            parent_id: None,
                             epcs: chunk.to_vec(),
                             action: "DELETE",
                             biz_step,
                             disposition,
+                            read_point: places.read_point.clone(),
+                            biz_location: places.biz_location.clone(),
+                            lot_and_expiry: None,
+                        }
+                        .to_json(),
+                    );
+                }
+            }
+            // The hierarchy as it stands: each parent of this job holding
+            // children, packed at its first pack (ADD, packing).
+            for (parent, entry) in parents.iter().filter(|(_, e)| {
+                e.job == number
+                    && e.children > 0
+                    && e.state == serialine_store::hierarchy::ParentState::Packed
+            }) {
+                let children: Vec<String> = store
+                    .contents(parent)?
+                    .map(|(_, c)| c.iter().map(|s| epc(s)).collect())
+                    .unwrap_or_default();
+                for chunk in children.chunks(EPCS_PER_EVENT) {
+                    events.push(
+                        Event {
+                            event_time_ms: entry.packed_ms,
+                            parent_id: Some(epc(parent)),
+                            epcs: chunk.to_vec(),
+                            action: "ADD",
+                            biz_step: "packing",
+                            disposition: "in_progress",
                             read_point: places.read_point.clone(),
                             biz_location: places.biz_location.clone(),
                             lot_and_expiry: None,

@@ -23,6 +23,10 @@ use std::path::Path;
 use std::process::Command;
 
 const LINE: &str = "line-1";
+
+fn case_gtin() -> serialine_core::Gtin {
+    serialine_core::Gtin::parse("19506000134359").unwrap()
+}
 const SECRET: &[u8] = b"epcis-test line secret, 32 B!!!!";
 const PYTHON_VAR: &str = "EPCIS_HASH_PYTHON";
 const SCHEMA_VAR: &str = "EPCIS_SCHEMA";
@@ -46,11 +50,27 @@ async fn fill_ledger(path: &Path) {
         30,
     )
     .unwrap();
+    // A case label, from a block of the case's own GTIN.
+    let case_block = serialine_core::Block {
+        block_id: 2,
+        line_id: LINE.into(),
+        gtin: case_gtin(),
+        serials: vec![Serial::new("EPCASE1").unwrap()],
+        issued_at: 1_790_000_000,
+    };
+    let mut nonce = [0u8; 24];
+    nonce[0] = 2;
+    store
+        .add_block(&BlockKey::derive(SECRET).seal(&case_block, nonce).unwrap())
+        .await
+        .expect("case block");
     let number = store.begin_job(&job).await.expect("job begins");
     let taken = store.reserve_for(30, &gtin()).expect("reserve");
+    let case = store.reserve_for(1, &case_gtin()).expect("case label");
     for to in [UnitState::Sent, UnitState::Printed, UnitState::Committed] {
         let ts: Vec<_> = taken
             .iter()
+            .chain(&case)
             .map(|s| Transition::in_job(s.clone(), to, Some(number)))
             .collect();
         for r in store.apply(&ts).await {
@@ -76,6 +96,8 @@ async fn fill_ledger(path: &Path) {
             .iter()
             .map(|s| Transition::new(s.clone(), sampled)),
     );
+    // Ten units packed into the case (the aggregation event).
+    store.pack(&case[0], &taken[10..20]).await.expect("packed");
     for r in store.apply(&moves).await {
         r.expect("decommissioned");
     }
@@ -134,9 +156,34 @@ async fn a_jobs_events_have_stable_ids_equal_to_the_reference_event_hash() {
     let events = doc["epcisBody"]["eventList"].as_array().expect("events");
     assert_eq!(
         events.len(),
-        4,
-        "commissioning, sampling, destroying, decommissioning: {doc:#}"
+        6,
+        "commissioning (units, then the case), sampling, destroying, decommissioning, packing: {doc:#}"
     );
+    let case = &events[1];
+    assert_eq!(
+        (case["type"].as_str(), case["bizStep"].as_str()),
+        (Some("ObjectEvent"), Some("commissioning"))
+    );
+    assert_eq!(
+        case["epcList"],
+        serde_json::json!(["https://id.gs1.org/01/19506000134359/21/EPCASE1"]),
+        "the case label under its own GTIN"
+    );
+    let packing = &events[5];
+    assert_eq!(packing["type"], "AggregationEvent", "{packing:#}");
+    assert_eq!(
+        (
+            packing["action"].as_str(),
+            packing["bizStep"].as_str(),
+            packing["disposition"].as_str()
+        ),
+        (Some("ADD"), Some("packing"), Some("in_progress"))
+    );
+    assert_eq!(
+        packing["parentID"],
+        "https://id.gs1.org/01/19506000134359/21/EPCASE1"
+    );
+    assert_eq!(packing["childEPCs"].as_array().unwrap().len(), 10);
     let commissioning = &events[0];
     assert_eq!(commissioning["action"], "ADD");
     assert_eq!(commissioning["bizStep"], "commissioning");
@@ -151,7 +198,7 @@ async fn a_jobs_events_have_stable_ids_equal_to_the_reference_event_hash() {
         .as_str()
         .unwrap()
         .starts_with("https://id.gs1.org/01/09506000134352/21/EP"));
-    let steps: Vec<(&str, &str, &str, usize)> = events[1..]
+    let steps: Vec<(&str, &str, &str, usize)> = events[2..5]
         .iter()
         .map(|e| {
             (
