@@ -35,8 +35,10 @@ pub(crate) use retention::RoundOutcome;
 ///
 /// 6: returns of unused serials (`store_return.rs`): Returned records
 /// (state code 80), return events in the outbox naming their serials, job
-/// tallies counting them. Schema 5 values decode as they are; an older
-/// build must refuse what it cannot read.
+/// tallies counting them; the packaging hierarchy (`parents`, `parent_of`,
+/// `children`, `hierarchy.rs`) and its pack / unpack events in the outbox.
+/// Schema 5 values decode as they are; an older build must refuse what it
+/// cannot read.
 pub const SCHEMA_VERSION: u32 = 6;
 
 /// sled's page cache per ledger unless configured: enough for the working
