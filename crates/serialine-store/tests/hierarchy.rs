@@ -7,15 +7,10 @@ mod common;
 
 use common::*;
 use serialine_core::{
-    Block, BlockKey, DecommissionReason, Expiry, Gtin, Job, Lot, SamplePurpose, Serial, Template,
-    UnitState,
+    BlockKey, DecommissionReason, Expiry, Job, Lot, SamplePurpose, Serial, Template, UnitState,
 };
 use serialine_store::hierarchy::ParentState;
 use serialine_store::{EventDetail, Store, StoreError, Transition};
-
-fn case_gtin() -> Gtin {
-    Gtin::parse("19506000134359").unwrap()
-}
 
 /// A job whose 30 units and 4 case labels are committed, 5 units more
 /// only sent, and a block of unit serials never sent.
@@ -35,17 +30,14 @@ fn line() -> Line {
     store
         .add_block_blocking(&sealed_block(1, LINE, SECRET, serials("U", 0..100)))
         .unwrap();
-    let cases = Block {
-        block_id: 2,
-        line_id: LINE.into(),
-        gtin: case_gtin(),
-        serials: serials("C", 0..10),
-        issued_at: 1_790_000_000,
-    };
-    let mut nonce = [0u8; 24];
-    nonce[0] = 2;
     store
-        .add_block_blocking(&BlockKey::derive(SECRET).seal(&cases, nonce).unwrap())
+        .add_block_blocking(&seal_block_for(
+            &BlockKey::derive(SECRET),
+            LINE,
+            2,
+            case_gtin(),
+            serials("C", 0..10),
+        ))
         .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let job = Job::new(

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use serialine_core::{Block, BlockKey, Gtin, SealedBlock, Serial, UnitState};
+use serialine_core::{BlockKey, Gtin, SealedBlock, Serial, UnitState};
 use serialine_store::{SerialEntry, Store, Transition};
 use std::collections::HashSet;
 
@@ -19,16 +19,7 @@ fn gtin_b() -> Gtin {
 }
 
 fn block_for(block_id: u64, gtin: Gtin, serials: Vec<Serial>) -> SealedBlock {
-    let block = Block {
-        block_id,
-        line_id: LINE.into(),
-        gtin,
-        serials,
-        issued_at: 1_790_000_000,
-    };
-    let mut nonce = [0u8; 24];
-    nonce[..8].copy_from_slice(&block_id.to_be_bytes());
-    BlockKey::derive(SECRET).seal(&block, nonce).unwrap()
+    seal_block_for(&BlockKey::derive(SECRET), LINE, block_id, gtin, serials)
 }
 
 /// Blocks 1 and 3 sealed for A (serials A…), block 2 for B (serials B…).

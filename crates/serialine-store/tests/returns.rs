@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use serialine_core::{Block, BlockKey, Gtin, Serial, UnitState};
+use serialine_core::{BlockKey, Gtin, Serial, UnitState};
 use serialine_store::{ReturnRequest, SerialEntry, Store, StoreOptions};
 use std::collections::HashSet;
 use std::path::Path;
@@ -38,17 +38,14 @@ fn stocked(store: &Store) {
     store
         .add_block_blocking(&sealed_block(2, LINE, SECRET, serials("R", 250..500)))
         .unwrap();
-    let other = Block {
-        block_id: 3,
-        line_id: LINE.into(),
-        gtin: other_gtin(),
-        serials: serials("O", 0..100),
-        issued_at: 1_790_000_000,
-    };
-    let mut nonce = [0u8; 24];
-    nonce[0] = 3;
     store
-        .add_block_blocking(&key.seal(&other, nonce).unwrap())
+        .add_block_blocking(&seal_block_for(
+            &key,
+            LINE,
+            3,
+            other_gtin(),
+            serials("O", 0..100),
+        ))
         .unwrap();
 }
 

@@ -664,7 +664,7 @@ fn export_epcis(
             }) {
                 let children: Vec<String> = store
                     .contents(parent)?
-                    .map(|(_, c)| c.iter().map(|s| epc(s)).collect())
+                    .map(|(_, c)| c.iter().map(&epc).collect())
                     .unwrap_or_default();
                 for chunk in children.chunks(EPCS_PER_EVENT) {
                     events.push(

@@ -3,18 +3,20 @@
 //! and a second run has nothing to do.
 
 // The store's own fixtures: blocks sealed, and serials driven, one way.
+#[path = "offline/mod.rs"]
+mod offline;
+
 #[path = "../../serialine-store/tests/common/fixtures.rs"]
 #[allow(dead_code)]
 mod fixtures;
 
 use fixtures::{ack_outbox, commit_through, gtin, seal_block};
+use offline::{serialine, LINE};
 use serialine_core::{BlockKey, Serial};
 use serialine_store::{Store, StoreOptions};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-const LINE: &str = "line-1";
 const SECRET: &[u8] = b"archive-test line secret, 32 B!!";
 
 /// Two blocks of 50 serials, every one committed and acknowledged, and a
@@ -35,16 +37,6 @@ fn fill_ledger(path: &Path) {
     ack_outbox(&store).expect("acknowledged");
 }
 
-fn serialine(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_serialine"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("SERIALINE_CONFIG")
-        .output()
-        .expect("serialine runs")
-}
-
 fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
@@ -58,27 +50,8 @@ fn ok(out: Output) -> String {
 #[test]
 fn archive_moves_ended_blocks_out_and_export_still_sees_them() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let secret = dir.path().join("line-1.secret");
-    std::fs::write(&secret, SECRET).expect("secret");
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("mode");
     fill_ledger(&dir.path().join("ledger").join(LINE));
-    let profile = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../config/printer-cij-stx.toml"
-    );
-    let write_config = |retention: &str| {
-        let config = dir.path().join("serialine.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[daemon]\nstate_dir = \".\"\n[site]\nid = \"t\"\n{retention}\n[[line]]\nid = \"{LINE}\"\nsecret_file = \"line-1.secret\"\n\
-                 printer = {{ kind = \"framed\", profile = \"{profile}\", transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n\
-                 camera = {{ transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n"
-            ),
-        )
-        .expect("config");
-        config
-    };
+    let write_config = |extra: &str| offline::write_config(dir.path(), SECRET, extra);
 
     // keep_days = 0 keeps everything: without --before there is nothing to do.
     let config = write_config("[retention]\nkeep_days = 0");

@@ -11,22 +11,20 @@
 //! were skipped and why; the rest still runs.
 
 // The store's own fixtures: blocks sealed, and serials driven, one way.
+#[path = "offline/mod.rs"]
+mod offline;
+
 #[path = "../../serialine-store/tests/common/fixtures.rs"]
 #[allow(dead_code)]
 mod fixtures;
 
-use fixtures::{ack_outbox, gtin, seal_block};
+use fixtures::{ack_outbox, case_gtin, gtin, seal_block, seal_block_for};
+use offline::{serialine, text, LINE};
 use serialine_core::{BlockKey, DecommissionReason, Expiry, Job, Lot, Serial, Template, UnitState};
 use serialine_store::{Store, StoreOptions, Transition};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-const LINE: &str = "line-1";
-
-fn case_gtin() -> serialine_core::Gtin {
-    serialine_core::Gtin::parse("19506000134359").unwrap()
-}
 const SECRET: &[u8] = b"epcis-test line secret, 32 B!!!!";
 const PYTHON_VAR: &str = "EPCIS_HASH_PYTHON";
 const SCHEMA_VAR: &str = "EPCIS_SCHEMA";
@@ -51,17 +49,15 @@ async fn fill_ledger(path: &Path) {
     )
     .unwrap();
     // A case label, from a block of the case's own GTIN.
-    let case_block = serialine_core::Block {
-        block_id: 2,
-        line_id: LINE.into(),
-        gtin: case_gtin(),
-        serials: vec![Serial::new("EPCASE1").unwrap()],
-        issued_at: 1_790_000_000,
-    };
-    let mut nonce = [0u8; 24];
-    nonce[0] = 2;
+    let case_label = vec![Serial::new("EPCASE1").unwrap()];
     store
-        .add_block(&BlockKey::derive(SECRET).seal(&case_block, nonce).unwrap())
+        .add_block(&seal_block_for(
+            &BlockKey::derive(SECRET),
+            LINE,
+            2,
+            case_gtin(),
+            case_label,
+        ))
         .await
         .expect("case block");
     let number = store.begin_job(&job).await.expect("job begins");
@@ -105,8 +101,9 @@ async fn fill_ledger(path: &Path) {
 }
 
 fn export(config: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_serialine"))
-        .args([
+    let out = serialine(
+        config,
+        &[
             "export",
             "--format",
             "epcis",
@@ -114,41 +111,17 @@ fn export(config: &Path) -> serde_json::Value {
             "https://id.gs1.org/414/9506000134352/254/line-1",
             "--biz-location",
             "https://id.gs1.org/414/9506000134352",
-            "--config",
-        ])
-        .arg(config)
-        .env_remove("SERIALINE_CONFIG")
-        .output()
-        .expect("serialine runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
+    assert!(out.status.success(), "{}", text(&out));
     serde_json::from_slice(&out.stdout).expect("a JSON document")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jobs_events_have_stable_ids_equal_to_the_reference_event_hash() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("line-1.secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     fill_ledger(&dir.path().join("ledger").join(LINE)).await;
-    let profile = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../config/printer-cij-stx.toml"
-    );
-    let config = dir.path().join("serialine.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[daemon]\nstate_dir = \".\"\n[site]\nid = \"t\"\n[[line]]\nid = \"{LINE}\"\nsecret_file = \"line-1.secret\"\n\
-             printer = {{ kind = \"framed\", profile = \"{profile}\", transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n\
-             camera = {{ transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n"
-        ),
-    )
-    .unwrap();
+    let config = offline::write_config(dir.path(), SECRET, "");
 
     let doc = export(&config);
     assert_eq!(doc["type"], "EPCISDocument");

@@ -2,18 +2,19 @@
 //! --with-children` on the real binary, on a ledger whose units and case
 //! labels are committed (the service stopped: the CLI opens the ledger).
 
+#[path = "offline/mod.rs"]
+mod offline;
+
 #[path = "../../serialine-store/tests/common/fixtures.rs"]
 #[allow(dead_code)]
 mod fixtures;
 
-use fixtures::{ack_outbox, gtin, seal_block};
-use serialine_core::{Block, BlockKey, Expiry, Gtin, Job, Lot, Serial, Template, UnitState};
+use fixtures::{ack_outbox, case_gtin, gtin, seal_block, seal_block_for};
+use offline::{serialine, text, LINE};
+use serialine_core::{BlockKey, Expiry, Job, Lot, Serial, Template, UnitState};
 use serialine_store::{Store, StoreOptions, Transition};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
 
-const LINE: &str = "line-1";
 const SECRET: &[u8] = b"hierarchy-test line secret, 32 B";
 
 /// 24 units and 3 case labels of one job, committed and acknowledged.
@@ -26,20 +27,11 @@ fn fill_ledger(path: &Path) -> (Vec<Serial>, Vec<Serial>) {
     store
         .add_block_blocking(&seal_block(&key, LINE, 1, units))
         .unwrap();
-    let case_gtin = Gtin::parse("19506000134359").unwrap();
-    let cases = Block {
-        block_id: 2,
-        line_id: LINE.into(),
-        gtin: case_gtin,
-        serials: (0..3)
-            .map(|n| Serial::new(format!("CASE{n}")).unwrap())
-            .collect(),
-        issued_at: 1_790_000_000,
-    };
-    let mut nonce = [0u8; 24];
-    nonce[0] = 2;
+    let cases = (0..3)
+        .map(|n| Serial::new(format!("CASE{n}")).unwrap())
+        .collect();
     store
-        .add_block_blocking(&key.seal(&cases, nonce).unwrap())
+        .add_block_blocking(&seal_block_for(&key, LINE, 2, case_gtin(), cases))
         .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let job = Job::new(
@@ -52,7 +44,7 @@ fn fill_ledger(path: &Path) -> (Vec<Serial>, Vec<Serial>) {
     .unwrap();
     let job = runtime.block_on(store.begin_job(&job)).unwrap();
     let units = store.reserve_for(24, &gtin()).unwrap();
-    let cases = store.reserve_for(3, &case_gtin).unwrap();
+    let cases = store.reserve_for(3, &case_gtin()).unwrap();
     for to in [UnitState::Sent, UnitState::Committed] {
         let ts: Vec<_> = units
             .iter()
@@ -67,45 +59,11 @@ fn fill_ledger(path: &Path) -> (Vec<Serial>, Vec<Serial>) {
     (units, cases)
 }
 
-fn serialine(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_serialine"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("SERIALINE_CONFIG")
-        .output()
-        .expect("serialine runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn pack_contents_rework_and_decommission_with_children() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("line-1.secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (units, cases) = fill_ledger(&dir.path().join("ledger").join(LINE));
-    let profile = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../config/printer-cij-stx.toml"
-    );
-    let config = dir.path().join("serialine.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[daemon]\nstate_dir = \".\"\n[site]\nid = \"t\"\n[[line]]\nid = \"{LINE}\"\nsecret_file = \"line-1.secret\"\n\
-             printer = {{ kind = \"framed\", profile = \"{profile}\", transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n\
-             camera = {{ transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n"
-        ),
-    )
-    .unwrap();
+    let config = offline::write_config(dir.path(), SECRET, "");
     let u: Vec<&str> = units.iter().map(|s| s.as_str()).collect();
     let c: Vec<&str> = cases.iter().map(|s| s.as_str()).collect();
 

@@ -5,18 +5,20 @@
 //! their colours. Without it the browser part says it was skipped.
 
 // The store's own fixtures: blocks sealed one way.
+#[path = "offline/mod.rs"]
+mod offline;
+
 #[path = "../../serialine-store/tests/common/fixtures.rs"]
 #[allow(dead_code)]
 mod fixtures;
 
 use fixtures::{gtin, seal_block};
+use offline::{serialine, LINE};
 use serialine_core::{BlockKey, Expiry, Job, Lot, RejectReason, Serial, Template, UnitState};
 use serialine_store::{Store, StoreOptions, Transition};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-const LINE: &str = "line-1";
 const SECRET: &[u8] = b"report-test line secret, 32 B!!!";
 const BROWSER_VAR: &str = "REPORT_BROWSER";
 
@@ -61,38 +63,12 @@ fn fill_ledger(path: &Path) {
         .expect("job ended");
 }
 
-fn serialine(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_serialine"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("SERIALINE_CONFIG")
-        .output()
-        .expect("serialine runs")
-}
-
 #[test]
 fn the_html_report_balances_and_a_browser_draws_its_charts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = std::fs::canonicalize(dir.path()).expect("path");
-    let secret = root.join("line-1.secret");
-    std::fs::write(&secret, SECRET).expect("secret");
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("mode");
     fill_ledger(&root.join("ledger").join(LINE));
-    let profile = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../config/printer-cij-stx.toml"
-    );
-    let config = root.join("serialine.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[daemon]\nstate_dir = \".\"\n[site]\nid = \"t\"\n[[line]]\nid = \"{LINE}\"\nsecret_file = \"line-1.secret\"\n\
-             printer = {{ kind = \"framed\", profile = \"{profile}\", transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n\
-             camera = {{ transport = {{ kind = \"tcp\", addr = \"127.0.0.1:9\" }} }}\n"
-        ),
-    )
-    .expect("config");
+    let config = offline::write_config(&root, SECRET, "");
     let page = root.join("job-1.html");
     let out = serialine(
         &config,

@@ -10,13 +10,30 @@ pub fn gtin() -> Gtin {
     Gtin::parse("09506000134352").expect("valid GTIN")
 }
 
+/// The GTIN of a case of [`gtin`]'s units (packaging indicator 1): case
+/// labels come from blocks sealed for it.
+pub fn case_gtin() -> Gtin {
+    Gtin::parse("19506000134359").expect("valid GTIN")
+}
+
 /// Block `id` of `line` holding `serials`, sealed under `key`, with a nonce
 /// made from its id (each block's is distinct).
 pub fn seal_block(key: &BlockKey, line: &str, id: u64, serials: Vec<Serial>) -> SealedBlock {
+    seal_block_for(key, line, id, gtin(), serials)
+}
+
+/// [`seal_block`] for another product.
+pub fn seal_block_for(
+    key: &BlockKey,
+    line: &str,
+    id: u64,
+    gtin: Gtin,
+    serials: Vec<Serial>,
+) -> SealedBlock {
     let block = Block {
         block_id: id,
         line_id: line.into(),
-        gtin: gtin(),
+        gtin,
         serials,
         issued_at: 1_790_000_000,
     };
