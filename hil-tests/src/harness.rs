@@ -614,39 +614,32 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
             }
             // SIGKILL and restart. A point is taken once this run made
             // progress (or, without a job, once it published a status), so
-            // every point is its own kill.
-            if let Some(&point) = kill_points.peek() {
+            // every point is its own kill. Issue 15: also in the middle of
+            // the return of unused serials, at its first block; the next
+            // run finishes it.
+            let point_due = kill_points.peek().is_some_and(|&point| {
                 let progressed = if quantity == 0 {
                     monitor.status().is_some_and(|st| st.seq > run_seq)
                 } else {
                     now_decided > base
                 };
-                if now_decided >= point && progressed && !reconcile_run {
-                    kill_points.next();
-                    let at = kill9(&mut daemon, &fail).await?;
-                    kills += 1;
-                    kill_marks.push(camera.log(MIN_GRADE).len());
-                    kill_times_ms.push(at);
-                    // Issue 20, quantity: upstream lags the ledger, so the
-                    // next run's job is what the killed run's ledger left
-                    // undecided.
-                    if let Some(d) = ledger_decided(ledger_path(&root, LINE), LINE, &secret).await {
-                        ledger_base = d;
-                    }
-                    continue 'runs;
-                }
+                now_decided >= point && progressed && !reconcile_run
+            });
+            if point_due {
+                kill_points.next();
             }
-            // Issue 15: SIGKILL in the middle of the return of unused
-            // serials, at its first block; the next run finishes it.
-            if s.timeline.kill9_at_return
+            let return_due = s.timeline.kill9_at_return
                 && !return_killed
-                && daemon.log_has("unused serials of block")
-            {
-                return_killed = true;
+                && daemon.log_has("unused serials of block");
+            return_killed |= return_due;
+            if point_due || return_due {
                 let at = kill9(&mut daemon, &fail).await?;
                 kills += 1;
                 kill_marks.push(camera.log(MIN_GRADE).len());
                 kill_times_ms.push(at);
+                // Issue 20, quantity: upstream lags the ledger, so the
+                // next run's job is what the killed run's ledger left
+                // undecided.
                 if let Some(d) = ledger_decided(ledger_path(&root, LINE), LINE, &secret).await {
                     ledger_base = d;
                 }

@@ -1744,73 +1744,55 @@ impl Tx<'_> {
             Ok(e) => e,
             Err(e) => return Ok(Err(self.corrupt(format!("outbox entry {seq}: {e}")))),
         };
-        if matches!(
-            event.detail,
-            crate::outbox::EventDetail::Pack { .. } | crate::outbox::EventDetail::Unpack { .. }
-        ) {
-            // Upstream has the move; no record changes (the parent's own
-            // outcome is its commissioning event's).
-            self.outbox.remove(key);
-            return Ok(Ok(Applied::Acked {
-                event: Some((event.serial, event.state)),
-            }));
-        }
-        if event.state == UnitState::Returned {
-            // Upstream has the range back: each of its records is reported.
-            for s in event.returned() {
-                let skey = s.as_bytes();
-                let Some(mut record) = self
-                    .serials
-                    .get(skey)?
-                    .and_then(|v| SerialRecord::decode(&v))
-                else {
-                    return Ok(Err(self.corrupt(format!(
-                        "outbox entry {seq} returns {s}, which has no readable record"
-                    ))));
-                };
-                if record.state == UnitState::Returned && !record.reported {
-                    record.reported = true;
-                    self.serials.insert(skey, record.encode());
-                }
+        // The records upstream now has the outcome of: the unit's, each
+        // serial of a returned range, none for a pack or unpack (the
+        // parent's own outcome is its commissioning event's).
+        let named: Vec<Serial> = match &event.detail {
+            crate::outbox::EventDetail::Unit => vec![event.serial.clone()],
+            crate::outbox::EventDetail::Return { serials, .. } => serials.clone(),
+            crate::outbox::EventDetail::Pack { .. } | crate::outbox::EventDetail::Unpack { .. } => {
+                Vec::new()
             }
-            self.outbox.remove(key);
-            return Ok(Ok(Applied::Acked {
-                event: Some((event.serial, event.state)),
-            }));
-        }
-        let skey = event.serial.as_bytes();
-        let Some(mut record) = self
-            .serials
-            .get(skey)?
-            .and_then(|v| SerialRecord::decode(&v))
-        else {
-            return Ok(Err(self.corrupt(format!(
-                "outbox entry {seq} names {}, which has no readable record",
-                event.serial
-            ))));
         };
-        match (event.state, record.state) {
-            (UnitState::Committed, UnitState::Committed) => {
-                record.state = UnitState::Synced;
-                record.at_ms = self.now_ms;
-                self.counts.shift(UnitState::Committed, UnitState::Synced);
-                if let Err(e) = self.tally(record.job, UnitState::Committed, UnitState::Synced)? {
-                    return Ok(Err(e));
+        for serial in &named {
+            let skey = serial.as_bytes();
+            let Some(mut record) = self
+                .serials
+                .get(skey)?
+                .and_then(|v| SerialRecord::decode(&v))
+            else {
+                return Ok(Err(self.corrupt(format!(
+                    "outbox entry {seq} names {serial}, which has no readable record"
+                ))));
+            };
+            match (event.state, record.state) {
+                (UnitState::Committed, UnitState::Committed) => {
+                    record.state = UnitState::Synced;
+                    record.at_ms = self.now_ms;
+                    self.counts.shift(UnitState::Committed, UnitState::Synced);
+                    if let Err(e) =
+                        self.tally(record.job, UnitState::Committed, UnitState::Synced)?
+                    {
+                        return Ok(Err(e));
+                    }
                 }
+                (UnitState::Rejected(_) | UnitState::Voided, s)
+                    if s == event.state && !record.reported =>
+                {
+                    record.reported = true;
+                    self.counts.reported += 1;
+                }
+                // Upstream has the unit's end, or the serial back; the
+                // counters keep it by state.
+                (UnitState::Sampled(_) | UnitState::Decommissioned(_) | UnitState::Returned, s)
+                    if s == event.state =>
+                {
+                    record.reported = true;
+                }
+                _ => {}
             }
-            (UnitState::Rejected(_) | UnitState::Voided, s)
-                if s == event.state && !record.reported =>
-            {
-                record.reported = true;
-                self.counts.reported += 1;
-            }
-            // Upstream has the unit's end; the counters keep it by state.
-            (UnitState::Sampled(_) | UnitState::Decommissioned(_), s) if s == event.state => {
-                record.reported = true;
-            }
-            _ => {}
+            self.serials.insert(skey, record.encode());
         }
-        self.serials.insert(skey, record.encode());
         self.outbox.remove(key);
         Ok(Ok(Applied::Acked {
             event: Some((event.serial, event.state)),

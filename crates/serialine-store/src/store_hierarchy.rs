@@ -7,6 +7,20 @@ use crate::hierarchy::{HierarchyMove, ParentEntry};
 use crate::ledger::{Applied, Op};
 use serialine_core::Serial;
 
+fn pack_op(parent: &Serial, children: &[Serial]) -> Op {
+    Op::Pack {
+        parent: parent.clone(),
+        children: children.to_vec(),
+    }
+}
+
+fn unpack_op(parent: &Serial, children: Option<&[Serial]>) -> Op {
+    Op::Unpack {
+        parent: parent.clone(),
+        children: children.map(<[Serial]>::to_vec),
+    }
+}
+
 impl Store {
     /// Packs `children` (committed units, or parents) into `parent`, whose
     /// label was verified (committed): all of them or, with the reason for
@@ -17,11 +31,7 @@ impl Store {
         parent: &Serial,
         children: &[Serial],
     ) -> Result<HierarchyMove, StoreError> {
-        let op = Op::Pack {
-            parent: parent.clone(),
-            children: children.to_vec(),
-        };
-        self.expect_move(self.submit_one(op).await?)
+        self.expect_move(self.submit_one(pack_op(parent, children)).await?)
     }
 
     pub fn pack_blocking(
@@ -29,11 +39,7 @@ impl Store {
         parent: &Serial,
         children: &[Serial],
     ) -> Result<HierarchyMove, StoreError> {
-        let op = Op::Pack {
-            parent: parent.clone(),
-            children: children.to_vec(),
-        };
-        self.expect_move(self.submit_one_blocking(op)?)
+        self.expect_move(self.submit_one_blocking(pack_op(parent, children))?)
     }
 
     /// Takes `children` out of `parent` (rework), or with `None` empties it
@@ -43,11 +49,7 @@ impl Store {
         parent: &Serial,
         children: Option<&[Serial]>,
     ) -> Result<HierarchyMove, StoreError> {
-        let op = Op::Unpack {
-            parent: parent.clone(),
-            children: children.map(<[Serial]>::to_vec),
-        };
-        self.expect_move(self.submit_one(op).await?)
+        self.expect_move(self.submit_one(unpack_op(parent, children)).await?)
     }
 
     pub fn unpack_blocking(
@@ -55,11 +57,7 @@ impl Store {
         parent: &Serial,
         children: Option<&[Serial]>,
     ) -> Result<HierarchyMove, StoreError> {
-        let op = Op::Unpack {
-            parent: parent.clone(),
-            children: children.map(<[Serial]>::to_vec),
-        };
-        self.expect_move(self.submit_one_blocking(op)?)
+        self.expect_move(self.submit_one_blocking(unpack_op(parent, children))?)
     }
 
     /// Decommissions `root` (`to`, a decommissioning) with everything

@@ -5,12 +5,12 @@
 //! ledger's (`serialine_store::hierarchy`); this finds the line whose
 //! ledger holds the parent and words the answer.
 
+use crate::unit_cmd::Common;
 use clap::Args;
 use serde_json::{json, Value};
-use serialine::config::{Config, DEFAULT_CONFIG_PATH};
+use serialine::config::Config;
 use serialine_core::Serial;
 use serialine_store::{SerialEntry, Store, StoreError};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
@@ -43,15 +43,6 @@ pub struct ContentsArgs {
     serial: String,
     #[command(flatten)]
     common: Common,
-}
-
-#[derive(Debug, Args)]
-struct Common {
-    #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH, env = "SERIALINE_CONFIG")]
-    config: PathBuf,
-    /// The answer as JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 /// The line whose ledger recorded `serial`.

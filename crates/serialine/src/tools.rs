@@ -595,56 +595,47 @@ fn export_epcis(
                     .to_json(),
                 );
             }
-            // Samples still held as such (a sample destroyed later is in
-            // the destroying event): OBSERVE, bizStep sampling, and
+            // What became of units after their commit, one event per kind,
+            // at the last such move's time (stable on re-export). Samples
+            // still held as such (a sample destroyed later is in the
+            // destroying event): OBSERVE, bizStep sampling, disposition
             // non_sellable_other (CBV 2.0: not for sale, for a reason CBV
-            // has no word of its own for). One event per purpose.
-            for purpose in SamplePurpose::ALL {
-                let pulled: Vec<_> = mine()
-                    .filter(|(_, r)| r.state == UnitState::Sampled(purpose))
-                    .collect();
-                let Some(at) = pulled.iter().map(|(_, r)| r.at_ms).max() else {
-                    continue;
-                };
-                let epcs: Vec<String> = pulled.iter().map(|(s, _)| epc(s)).collect();
-                for chunk in epcs.chunks(EPCS_PER_EVENT) {
-                    events.push(
-                        Event {
-                            event_time_ms: at,
-                            parent_id: None,
-                            epcs: chunk.to_vec(),
-                            action: "OBSERVE",
-                            biz_step: "sampling",
-                            disposition: "non_sellable_other",
-                            read_point: places.read_point.clone(),
-                            biz_location: places.biz_location.clone(),
-                            lot_and_expiry: None,
-                        }
-                        .to_json(),
-                    );
-                }
-            }
-            for reason in DecommissionReason::ALL {
-                let (biz_step, disposition) = match reason {
+            // has no word of its own for). Decommissioned: DELETE, with
+            // destroying / destroyed or decommissioning / inactive, stolen.
+            let samples = SamplePurpose::ALL.map(|p| {
+                (
+                    UnitState::Sampled(p),
+                    "OBSERVE",
+                    "sampling",
+                    "non_sellable_other",
+                )
+            });
+            let ends = DecommissionReason::ALL.map(|r| {
+                let (biz_step, disposition) = match r {
                     DecommissionReason::Destroyed => ("destroying", "destroyed"),
                     DecommissionReason::Damaged => ("decommissioning", "inactive"),
                     DecommissionReason::Stolen => ("decommissioning", "stolen"),
                 };
-                let gone: Vec<_> = mine()
-                    .filter(|(_, r)| r.state == UnitState::Decommissioned(reason))
-                    .collect();
-                // When the last of them was decommissioned: stable on re-export.
-                let Some(at) = gone.iter().map(|(_, r)| r.at_ms).max() else {
+                (
+                    UnitState::Decommissioned(r),
+                    "DELETE",
+                    biz_step,
+                    disposition,
+                )
+            });
+            for (state, action, biz_step, disposition) in samples.into_iter().chain(ends) {
+                let moved: Vec<_> = mine().filter(|(_, r)| r.state == state).collect();
+                let Some(at) = moved.iter().map(|(_, r)| r.at_ms).max() else {
                     continue;
                 };
-                let epcs: Vec<String> = gone.iter().map(|(s, _)| epc(s)).collect();
+                let epcs: Vec<String> = moved.iter().map(|(s, _)| epc(s)).collect();
                 for chunk in epcs.chunks(EPCS_PER_EVENT) {
                     events.push(
                         Event {
                             event_time_ms: at,
                             parent_id: None,
                             epcs: chunk.to_vec(),
-                            action: "DELETE",
+                            action,
                             biz_step,
                             disposition,
                             read_point: places.read_point.clone(),

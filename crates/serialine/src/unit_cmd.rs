@@ -67,13 +67,14 @@ pub struct DecommissionArgs {
     common: Common,
 }
 
+/// The options every command on units and packs takes.
 #[derive(Debug, Args)]
-struct Common {
+pub struct Common {
     #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH, env = "SERIALINE_CONFIG")]
-    config: PathBuf,
-    /// One JSON array of per-serial results instead of text.
+    pub config: PathBuf,
+    /// The answer as JSON instead of text (per serial, where there are several).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

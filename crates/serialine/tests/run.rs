@@ -119,6 +119,51 @@ async fn wait_until(
     }
 }
 
+/// Sends the signed command `cmd/<command>` to the line and waits for its
+/// reply and, with `also`, for a message on that topic (a retained one).
+async fn signed_command(
+    port: u16,
+    command: &str,
+    payload: serde_json::Value,
+    also: Option<String>,
+) -> (serde_json::Value, Option<serde_json::Value>) {
+    use rumqttc::{Event, Packet, QoS};
+    let id = format!("run-test-{}", command.replace('/', "-"));
+    let mut o = rumqttc::MqttOptions::new(id.clone(), "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(10));
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 8);
+    let topic = format!("serialine/{SITE}/{LINE}/cmd/{command}");
+    client
+        .subscribe(format!("{topic}/reply"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let body = serialine_uplink::sign_command(&[0xa5; 32], &topic, payload, &id);
+    client
+        .publish(&topic, QoS::AtLeastOnce, false, body.to_string())
+        .await
+        .unwrap();
+    if let Some(t) = &also {
+        client.subscribe(t.clone(), QoS::AtLeastOnce).await.unwrap();
+    }
+    let (mut reply, mut other) = (None, None);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while reply.is_none() || (also.is_some() && other.is_none()) {
+            if let Ok(Event::Incoming(Packet::Publish(p))) = el.poll().await {
+                let v = serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap();
+                if p.topic.ends_with("/reply") {
+                    reply = Some(v);
+                } else {
+                    other = Some(v);
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no reply to cmd/{command} (or no message on {also:?})"));
+    let _ = client.disconnect().await;
+    (reply.unwrap(), other)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_produces_a_default_job_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -378,56 +423,19 @@ starve_timeout_secs = 60
         },
     )
     .await;
-    // The same over MQTT: a signed cmd/unit/decommission.
-    {
-        use rumqttc::{Event, Packet, QoS};
-        let mut o = rumqttc::MqttOptions::new("run-test-cmd", "127.0.0.1", plant.broker.port);
-        o.set_keep_alive(Duration::from_secs(10));
-        let (client, mut el) = rumqttc::AsyncClient::new(o, 8);
-        let topic = format!("serialine/{SITE}/{LINE}/cmd/unit/decommission");
-        client
-            .subscribe(format!("{topic}/reply"), QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        let body = serialine_uplink::sign_command(
-            &[0xa5; 32],
-            &topic,
-            serde_json::json!({"request_id": "r-unit", "serials": [committed[2]], "reason": "stolen"}),
-            "run-test-unit",
-        );
-        client
-            .publish(&topic, QoS::AtLeastOnce, false, body.to_string())
-            .await
-            .unwrap();
-        // The job's retained report is on the broker too.
-        client
-            .subscribe(
-                format!("serialine/{SITE}/{LINE}/jobs/1/report"),
-                QoS::AtLeastOnce,
-            )
-            .await
-            .unwrap();
-        let (mut reply, mut report) = (None, None);
-        tokio::time::timeout(Duration::from_secs(20), async {
-            while reply.is_none() || report.is_none() {
-                if let Ok(Event::Incoming(Packet::Publish(p))) = el.poll().await {
-                    let v = serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap();
-                    if p.topic.ends_with("/reply") {
-                        reply = Some(v);
-                    } else {
-                        report = Some(v);
-                    }
-                }
-            }
-        })
-        .await
-        .expect("the reply to cmd/unit/decommission and the retained job report");
-        let (reply, report) = (reply.unwrap(), report.unwrap());
-        assert_eq!(report["balanced"], true, "{report}");
-        assert_eq!(report["sent"], QUANTITY as u64, "{report}");
-        assert_eq!(reply["ok"], true, "{reply}");
-        let _ = client.disconnect().await;
-    }
+    // The same over MQTT: a signed cmd/unit/decommission; the job's
+    // retained report is on the broker too.
+    let (reply, report) = signed_command(
+        plant.broker.port,
+        "unit/decommission",
+        serde_json::json!({"request_id": "r-unit", "serials": [committed[2]], "reason": "stolen"}),
+        Some(format!("serialine/{SITE}/{LINE}/jobs/1/report")),
+    )
+    .await;
+    let report = report.expect("the retained job report");
+    assert_eq!(report["balanced"], true, "{report}");
+    assert_eq!(report["sent"], QUANTITY as u64, "{report}");
+    assert_eq!(reply["ok"], true, "{reply}");
     let live = status_json();
     assert_eq!(
         (live["sampled"].as_u64(), live["decommissioned"].as_u64()),
@@ -463,40 +471,14 @@ starve_timeout_secs = 60
     // product; then `serialine return` through the socket finds none left.
     let buffered = status_json()["buffer"].as_u64().unwrap();
     assert!(buffered > 0, "the prefetch left serials buffered");
-    {
-        use rumqttc::{Event, Packet, QoS};
-        let mut o = rumqttc::MqttOptions::new("run-test-return", "127.0.0.1", plant.broker.port);
-        o.set_keep_alive(Duration::from_secs(10));
-        let (client, mut el) = rumqttc::AsyncClient::new(o, 8);
-        let topic = format!("serialine/{SITE}/{LINE}/cmd/serials/return");
-        client
-            .subscribe(format!("{topic}/reply"), QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        let body = serialine_uplink::sign_command(
-            &[0xa5; 32],
-            &topic,
-            serde_json::json!({"request_id": "r-return", "gtin": "09506000134352"}),
-            "run-test-return",
-        );
-        client
-            .publish(&topic, QoS::AtLeastOnce, false, body.to_string())
-            .await
-            .unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                if let Ok(Event::Incoming(Packet::Publish(p))) = el.poll().await {
-                    if p.topic.ends_with("/reply") {
-                        break serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap();
-                    }
-                }
-            }
-        })
-        .await
-        .expect("the reply to cmd/serials/return");
-        assert_eq!(reply["ok"], true, "{reply}");
-        let _ = client.disconnect().await;
-    }
+    let (reply, _) = signed_command(
+        plant.broker.port,
+        "serials/return",
+        serde_json::json!({"request_id": "r-return", "gtin": "09506000134352"}),
+        None,
+    )
+    .await;
+    assert_eq!(reply["ok"], true, "{reply}");
     let out = serialine(&["return", "--json"]);
     assert!(
         out.status.success(),
