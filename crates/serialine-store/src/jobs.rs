@@ -143,6 +143,12 @@ pub struct JobReport {
     /// Serials given back upstream unused at the job's end: never sent, so
     /// outside `sent`.
     pub returned: u64,
+    /// The job's product's serials still buffered when the report was made
+    /// (`issued = sent + returned + buffered`, the serials the job was given
+    /// by the buffer it ran on).
+    pub buffered: u64,
+    /// Its packaging hierarchy, when it has one.
+    pub hierarchy: Option<HierarchyCounts>,
     /// Serials still in flight after the job ended: what keeps the report
     /// from balancing (at most 100 named).
     pub unbalanced: Vec<String>,
@@ -178,6 +184,8 @@ impl JobReport {
             voided: t.voided,
             in_flight: t.in_flight,
             returned: t.returned,
+            buffered: 0,
+            hierarchy: None,
             unbalanced: Vec::new(),
         }
     }
@@ -212,4 +220,28 @@ impl JobReport {
 
 fn reason_key(r: RejectReason) -> String {
     r.as_str().to_string()
+}
+
+/// A job's packaging hierarchy at report time, from its parents (the
+/// `parents` tree: one entry per parent, never a scan of the units).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HierarchyCounts {
+    /// Per level, from the parents holding units (1: cases) up: how many
+    /// parents hold children now, and how many children they hold.
+    pub levels: Vec<LevelCount>,
+    /// The job's units in a parent, committed (or acknowledged).
+    pub units_in_parents: u64,
+    /// The job's parent codes (case and pallet labels) committed or
+    /// acknowledged: counted in `committed` like units.
+    pub labels: u64,
+    /// Committed (or acknowledged) units in no parent:
+    /// `committed + synced = units_in_parents + labels + loose`.
+    pub loose: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LevelCount {
+    pub level: u32,
+    pub parents: u64,
+    pub children: u64,
 }

@@ -54,6 +54,7 @@ impl Store {
     pub fn job_report(&self, number: u32) -> Result<JobReport, StoreError> {
         let (entry, tally) = self.read(|r| Ok((r.job(number)?, r.job_tally(number)?)))?;
         let mut report = JobReport::from_tally(number, entry, tally);
+        self.beside_the_tally(&mut report)?;
         if report.in_flight > 0 {
             report.unbalanced = self
                 .read(|r| r.job_in_flight(number))?
@@ -63,6 +64,98 @@ impl Store {
                 .collect();
         }
         Ok(report)
+    }
+
+    /// What a report shows beside the units' outcomes: the product's
+    /// serials still buffered, and the job's hierarchy.
+    fn beside_the_tally(&self, report: &mut JobReport) -> Result<(), StoreError> {
+        let product = report
+            .entry
+            .as_ref()
+            .and_then(|e| serialine_core::Gtin::parse(&e.gtin).ok());
+        if let Some(g) = product {
+            report.buffered = self.buffer_depth_for(&g)?;
+        }
+        report.hierarchy = self.job_hierarchy(report.number, report.committed + report.synced)?;
+        Ok(())
+    }
+
+    /// Job `number`'s hierarchy (`HierarchyCounts`) from its parents, or
+    /// none without any; `active` is its committed and acknowledged
+    /// serials (units and labels).
+    fn job_hierarchy(
+        &self,
+        number: u32,
+        active: u64,
+    ) -> Result<Option<crate::jobs::HierarchyCounts>, StoreError> {
+        use crate::hierarchy::ParentState;
+        use serialine_core::UnitState;
+        let parents: Vec<_> = self
+            .parents()?
+            .into_iter()
+            .filter(|(_, e)| e.job == number)
+            .collect();
+        if parents.is_empty() {
+            return Ok(None);
+        }
+        let alive = |s: &serialine_core::Serial| -> Result<bool, StoreError> {
+            Ok(matches!(
+                self.state_of(s)?,
+                UnitState::Committed | UnitState::Synced
+            ))
+        };
+        let codes: std::collections::HashSet<&serialine_core::Serial> =
+            parents.iter().map(|(p, _)| p).collect();
+        // A parent's level: 1 above units, one more above each level.
+        let mut level_of: std::collections::HashMap<serialine_core::Serial, u32> =
+            Default::default();
+        let mut contents = Vec::new();
+        for (p, e) in &parents {
+            let children = if e.state == ParentState::Packed {
+                self.contents(p)?.map(|(_, c)| c).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            contents.push((p.clone(), children));
+        }
+        for _ in 0..crate::hierarchy::MAX_DEPTH {
+            for (p, children) in &contents {
+                let below = children
+                    .iter()
+                    .filter_map(|c| level_of.get(c).copied())
+                    .max()
+                    .unwrap_or(0);
+                level_of.insert(p.clone(), below + 1);
+            }
+        }
+        let mut counts = crate::jobs::HierarchyCounts::default();
+        let mut levels: std::collections::BTreeMap<u32, (u64, u64)> = Default::default();
+        for (p, children) in &contents {
+            if alive(p)? {
+                counts.labels += 1;
+            }
+            if children.is_empty() {
+                continue;
+            }
+            let l = levels.entry(level_of[p]).or_default();
+            l.0 += 1;
+            l.1 += children.len() as u64;
+            for c in children.iter().filter(|c| !codes.contains(c)) {
+                if alive(c)? {
+                    counts.units_in_parents += 1;
+                }
+            }
+        }
+        counts.levels = levels
+            .into_iter()
+            .map(|(level, (parents, children))| crate::jobs::LevelCount {
+                level,
+                parents,
+                children,
+            })
+            .collect();
+        counts.loose = active.saturating_sub(counts.units_in_parents + counts.labels);
+        Ok(Some(counts))
     }
 
     /// The same report counted from the serials' records (and, with
@@ -91,6 +184,7 @@ impl Store {
                 report.add(serial.as_str(), &r);
             }
         }
+        self.beside_the_tally(&mut report)?;
         Ok(report)
     }
 }

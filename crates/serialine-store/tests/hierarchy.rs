@@ -287,3 +287,29 @@ fn a_parent_is_decommissioned_with_its_children_all_or_none() {
     assert_eq!(s.counts().decommissioned, 27);
     assert_eq!(s.recount().unwrap(), s.counts());
 }
+
+/// Issue 15's reconciliation per level: committed = in parents + labels +
+/// loose, with the parents and children of each level.
+#[test]
+fn the_job_report_counts_the_hierarchy_per_level() {
+    let l = line();
+    let (s, u, c) = (&l.store, &l.units, &l.cases);
+    s.pack_blocking(&c[0], &u[..12]).unwrap();
+    s.pack_blocking(&c[1], &u[12..24]).unwrap();
+    s.pack_blocking(&c[3], &c[..2]).unwrap();
+    let r = s.job_report(l.job).unwrap();
+    let h = r.hierarchy.expect("the job has a hierarchy");
+    let levels: Vec<(u32, u64, u64)> = h
+        .levels
+        .iter()
+        .map(|l| (l.level, l.parents, l.children))
+        .collect();
+    assert_eq!(levels, vec![(1, 2, 24), (2, 1, 2)]);
+    assert_eq!((h.units_in_parents, h.labels), (24, 3));
+    // 30 units and 4 labels committed: 6 loose units and the unused label.
+    assert_eq!(h.loose, 7);
+    assert_eq!(
+        r.committed + r.synced,
+        h.units_in_parents + h.labels + h.loose
+    );
+}

@@ -203,6 +203,27 @@ fn chart(title: &str, class: &str, series: &Value, layers: &[(String, &str, Vec<
     svg
 }
 
+/// The reconciliation's rows for the packaging hierarchy (none without).
+fn hierarchy_rows(h: &Value) -> String {
+    if !h.is_object() {
+        return String::new();
+    }
+    let mut rows = String::new();
+    for l in h["levels"].as_array().into_iter().flatten() {
+        let _ = write!(
+            rows,
+            r#"<tr><th>level {}</th><td>{} parent(s) holding {}</td></tr>"#,
+            l["level"], l["parents"], l["children"]
+        );
+    }
+    let _ = write!(
+        rows,
+        r#"<tr><th>committed now</th><td id="hierarchy">in parents {} + labels {} + loose {}</td></tr>"#,
+        h["units_in_parents"], h["labels"], h["loose"]
+    );
+    rows
+}
+
 /// The page for `reports` (as `serialine report --json` prints them, each
 /// with its `series`).
 pub fn render(reports: &[Value]) -> String {
@@ -231,7 +252,7 @@ pub fn render(reports: &[Value]) -> String {
             .unwrap_or_default();
         let _ = write!(
             body,
-            r#"<table class="reconciliation"><tr><th>sent</th><td id="sent">{}</td></tr><tr><th>committed</th><td id="committed">{} (not yet acknowledged {}, sampled {}, decommissioned {})</td></tr><tr><th>rejected</th><td id="rejected">{}{}</td></tr><tr><th>voided</th><td id="voided">{}</td></tr><tr><th>in flight</th><td id="in-flight">{}</td></tr><tr><th>returned unused</th><td id="returned">{}</td></tr></table>"#,
+            r#"<table class="reconciliation"><tr><th>sent</th><td id="sent">{}</td></tr><tr><th>committed</th><td id="committed">{} (not yet acknowledged {}, sampled {}, decommissioned {})</td></tr><tr><th>rejected</th><td id="rejected">{}{}</td></tr><tr><th>voided</th><td id="voided">{}</td></tr><tr><th>in flight</th><td id="in-flight">{}</td></tr><tr><th>returned unused</th><td id="returned">{}</td></tr><tr><th>issued</th><td id="issued">{} (sent + returned + still buffered {})</td></tr>{}</table>"#,
             n("sent"),
             n("committed_total"),
             n("committed"),
@@ -246,6 +267,9 @@ pub fn render(reports: &[Value]) -> String {
             n("voided"),
             n("in_flight"),
             n("returned"),
+            n("sent") + n("returned") + n("buffered"),
+            n("buffered"),
+            hierarchy_rows(&r["hierarchy"]),
         );
         if balanced {
             body.push_str(r#"<p class="balanced ok">Balanced: sent = committed + rejected + voided + in flight.</p>"#);

@@ -418,6 +418,27 @@ pub fn report(
             "  returned      {} (unused, given back upstream; never sent)",
             n("returned")
         );
+        println!(
+            "  issued        {} = sent + returned + still buffered {}",
+            n("sent") + n("returned") + n("buffered"),
+            n("buffered")
+        );
+        let h = &r["hierarchy"];
+        if h.is_object() {
+            for l in h["levels"].as_array().into_iter().flatten() {
+                println!(
+                    "  level {}       {} parent(s) holding {}",
+                    l["level"], l["parents"], l["children"]
+                );
+            }
+            println!(
+                "  committed now {} = in parents {} + labels {} + loose {}",
+                n("committed") + n("synced"),
+                h["units_in_parents"],
+                h["labels"],
+                h["loose"]
+            );
+        }
         match r["balanced"].as_bool() {
             Some(true) => println!("  balanced: sent = committed + rejected + voided + in flight"),
             _ => println!(

@@ -105,6 +105,29 @@ fn pack_contents_rework_and_decommission_with_children() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["children"].as_array().unwrap().len(), 12, "{v}");
 
+    // The job's report counts the hierarchy per level.
+    let out = serialine(&config, &["report", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = &r[0]["hierarchy"];
+    assert_eq!(
+        h["levels"],
+        serde_json::json!([{"level": 1, "parents": 1, "children": 12}, {"level": 2, "parents": 1, "children": 1}]),
+        "{r}"
+    );
+    // 24 units and 3 labels committed: 12 packed, 2 labels in use.
+    assert_eq!(
+        (
+            h["units_in_parents"].as_u64(),
+            h["labels"].as_u64(),
+            h["loose"].as_u64()
+        ),
+        (Some(12), Some(2), Some(13)),
+        "{r}"
+    );
+    assert!(
+        text(&serialine(&config, &["report"])).contains("= in parents 12 + labels 2 + loose 13")
+    );
+
     // The pallet alone may not be decommissioned; with its children it is.
     let out = serialine(
         &config,
