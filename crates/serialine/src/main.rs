@@ -253,10 +253,12 @@ struct ExportArgs {
     format: tools::ExportFormat,
     /// With --format epcis: the events' readPoint, a GS1 Digital Link URI
     /// of the line's SGLN, e.g. https://id.gs1.org/414/9506000134352/254/line-1.
+    /// Default: the line's `[line.epcis] read_point`.
     #[arg(long, value_name = "URI")]
     read_point: Option<String>,
     /// With --format epcis: the events' bizLocation (the site's SGLN), e.g.
-    /// https://id.gs1.org/414/9506000134352.
+    /// https://id.gs1.org/414/9506000134352. Default: the line's
+    /// `[line.epcis] biz_location`.
     #[arg(long, value_name = "URI")]
     biz_location: Option<String>,
 }

@@ -547,6 +547,18 @@ fn export_epcis(
     for i in selected(config, line)? {
         let store = open_line(config, i)?;
         let id = &config.lines[i].id;
+        // The command's flags, else the line's `[line.epcis]`.
+        let configured = &config.lines[i].epcis;
+        let places = &EpcisPlaces {
+            read_point: places
+                .read_point
+                .clone()
+                .or_else(|| configured.read_point.clone()),
+            biz_location: places
+                .biz_location
+                .clone()
+                .or_else(|| configured.biz_location.clone()),
+        };
         let mut records = archive::records_since(&config.line_archive_dir(id), id, 0, |_| true)?;
         records.extend(store.records_since(0, |_| true)?);
         records.sort_by(|a, b| a.0.cmp(&b.0));

@@ -100,19 +100,19 @@ async fn fill_ledger(path: &Path) {
     store.end_job(number, "complete").await.expect("job ends");
 }
 
-fn export(config: &Path) -> serde_json::Value {
-    let out = serialine(
-        config,
-        &[
-            "export",
-            "--format",
-            "epcis",
+/// The EPCIS export; `flags`: readPoint and bizLocation from the
+/// command's flags rather than the line's configuration.
+fn export(config: &Path, flags: bool) -> serde_json::Value {
+    let mut args = vec!["export", "--format", "epcis"];
+    if flags {
+        args.extend([
             "--read-point",
             "https://id.gs1.org/414/9506000134352/254/line-1",
             "--biz-location",
             "https://id.gs1.org/414/9506000134352",
-        ],
-    );
+        ]);
+    }
+    let out = serialine(config, &args);
     assert!(out.status.success(), "{}", text(&out));
     serde_json::from_slice(&out.stdout).expect("a JSON document")
 }
@@ -122,8 +122,16 @@ async fn a_jobs_events_have_stable_ids_equal_to_the_reference_event_hash() {
     let dir = tempfile::tempdir().unwrap();
     fill_ledger(&dir.path().join("ledger").join(LINE)).await;
     let config = offline::write_config(dir.path(), SECRET, "");
+    // The line's place from its configuration; the second export names
+    // the same with the command's flags.
+    let mut text_config = std::fs::read_to_string(&config).unwrap();
+    text_config.push_str(
+        "[line.epcis]\nread_point = \"https://id.gs1.org/414/9506000134352/254/line-1\"\n\
+         biz_location = \"https://id.gs1.org/414/9506000134352\"\n",
+    );
+    std::fs::write(&config, text_config).unwrap();
 
-    let doc = export(&config);
+    let doc = export(&config, false);
     assert_eq!(doc["type"], "EPCISDocument");
     assert_eq!(doc["schemaVersion"], "2.0");
     let events = doc["epcisBody"]["eventList"].as_array().expect("events");
@@ -160,6 +168,10 @@ async fn a_jobs_events_have_stable_ids_equal_to_the_reference_event_hash() {
     let commissioning = &events[0];
     assert_eq!(commissioning["action"], "ADD");
     assert_eq!(commissioning["bizStep"], "commissioning");
+    assert_eq!(
+        commissioning["readPoint"]["id"], "https://id.gs1.org/414/9506000134352/254/line-1",
+        "the line's place from [line.epcis]"
+    );
     assert_eq!(commissioning["epcList"].as_array().unwrap().len(), 30);
     assert_eq!(commissioning["ilmd"]["cbvmda:lotNumber"], "EPCIS-1");
     // YYMMDD with DD 00: the month's last day.
@@ -195,7 +207,7 @@ async fn a_jobs_events_have_stable_ids_equal_to_the_reference_event_hash() {
         .map(|e| e["eventID"].as_str().unwrap().to_string())
         .collect();
     // Exported again: the same ids (a repository deduplicates).
-    let again: Vec<String> = export(&config)["epcisBody"]["eventList"]
+    let again: Vec<String> = export(&config, true)["epcisBody"]["eventList"]
         .as_array()
         .unwrap()
         .iter()

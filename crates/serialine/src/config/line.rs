@@ -44,6 +44,51 @@ pub struct LineConfig {
     /// `[line.pipeline]`: in-flight window and timeouts.
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// `[line.epcis]`: where the line is, for its EPCIS events.
+    #[serde(default)]
+    pub epcis: EpcisConfig,
+}
+
+/// `[line.epcis]`: the line's place in EPCIS events (`serialine export
+/// --format epcis`; the command's flags override them). GS1 Digital Link
+/// URIs of SGLNs: `https://id.gs1.org/414/{GLN}[/254/{extension}]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EpcisConfig {
+    /// `readPoint`: the line itself (an SGLN with the line's extension).
+    pub read_point: Option<String>,
+    /// `bizLocation`: the site (its GLN).
+    pub biz_location: Option<String>,
+}
+
+/// Why `uri` is not a GS1 Digital Link URI of an SGLN, if it is not.
+pub fn sgln_uri_problem(uri: &str) -> Option<String> {
+    let Some(rest) = uri.strip_prefix("https://id.gs1.org/414/") else {
+        return Some("expected https://id.gs1.org/414/{13-digit GLN}[/254/{extension}]".into());
+    };
+    let (gln, ext) = match rest.split_once("/254/") {
+        Some((g, e)) => (g, Some(e)),
+        None => (rest, None),
+    };
+    let digits = gln.as_bytes();
+    if digits.len() != 13 || !digits.iter().all(u8::is_ascii_digit) {
+        return Some(format!("GLN {gln:?} is not 13 digits"));
+    }
+    let body: Vec<u8> = digits[..12].iter().map(|d| d - b'0').collect();
+    if serialine_core::gtin::check_digit(&body) != digits[12] - b'0' {
+        return Some(format!("GLN {gln} has a wrong check digit"));
+    }
+    if let Some(e) = ext {
+        let ok = (1..=20).contains(&e.len())
+            && e.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!%-._*".contains(&b));
+        if !ok {
+            return Some(format!(
+                "extension {e:?} is not 1 to 20 letters, digits or ! % - . _ *"
+            ));
+        }
+    }
+    None
 }
 
 /// `line[].printer.kind`

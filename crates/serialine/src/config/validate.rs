@@ -475,6 +475,14 @@ impl Checker<'_> {
             },
         );
 
+        for (k, v) in [
+            ("epcis.read_point", &line.epcis.read_point),
+            ("epcis.biz_location", &line.epcis.biz_location),
+        ] {
+            if let Some(problem) = v.as_deref().and_then(super::line::sgln_uri_problem) {
+                self.require(false, &key(k), || problem.clone());
+            }
+        }
         self.printer(i, &line.printer);
         self.camera(i, &line.camera);
         let pl = &line.pipeline;

@@ -74,6 +74,7 @@ const ALL_KEYS: &[(&str, &str)] = &[
         "low_water_serials low_water_minutes high_water_serials return_at_job_end",
     ),
     ("line[].job", "gtin lot expiry quantity"),
+    ("line[].epcis", "read_point biz_location"),
     ("line[].job.template", "kind resolver"),
     ("line[].printer", "kind profile addr map"),
     (

@@ -24,6 +24,16 @@ fn invalid_values_name_file_key_and_expectation() {
             &["expected high_water_serials > low_water_serials"],
         ),
         (
+            minimal_with("[line.epcis]\nread_point = \"https://id.gs1.org/414/9506000134353/254/line-1\""),
+            "line[0].epcis.read_point",
+            &["GLN 9506000134353 has a wrong check digit"],
+        ),
+        (
+            minimal_with("[line.epcis]\nbiz_location = \"urn:epc:id:sgln:950600.013435.0\""),
+            "line[0].epcis.biz_location",
+            &["expected https://id.gs1.org/414/"],
+        ),
+        (
             minimal_with("[line.buffer]\nlow_water_serials = 20000\nhigh_water_serials = 20000"),
             "line[0].buffer.high_water_serials",
             &["expected high_water_serials > low_water_serials"],
