@@ -98,11 +98,13 @@ impl Store {
         if parents.is_empty() {
             return Ok(None);
         }
+        // An archived serial (retention) no longer reads here: not counted.
         let alive = |s: &serialine_core::Serial| -> Result<bool, StoreError> {
-            Ok(matches!(
-                self.state_of(s)?,
-                UnitState::Committed | UnitState::Synced
-            ))
+            match self.state_of(s) {
+                Ok(state) => Ok(matches!(state, UnitState::Committed | UnitState::Synced)),
+                Err(StoreError::NotIssued { .. }) => Ok(false),
+                Err(e) => Err(e),
+            }
         };
         let codes: std::collections::HashSet<&serialine_core::Serial> =
             parents.iter().map(|(p, _)| p).collect();
