@@ -30,6 +30,7 @@ NAMESPACE = "urn:serialine:opcua"
 COUNTERS = [
     "Issued", "Available", "Sent", "Printed", "Committed", "Synced",
     "Rejected", "Voided", "Fenced", "Reported", "InFlight",
+    "Sampled", "Decommissioned", "Returned",
 ]
 GOOD_GTIN = "09506000134352"
 BAD_GTIN = "09506000134353"  # wrong check digit

@@ -66,6 +66,15 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "rejected or voided outcomes acknowledged upstream",
     ),
     ("InFlight", "sent or printed, verdict pending"),
+    ("Sampled", "committed units pulled for QA"),
+    (
+        "Decommissioned",
+        "committed units taken out of the supply chain",
+    ),
+    (
+        "Returned",
+        "unused serials given back upstream, never printed here",
+    ),
 ];
 
 pub struct SerialineNodes {

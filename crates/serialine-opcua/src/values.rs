@@ -38,6 +38,9 @@ fn counter(c: &Counts, name: &str) -> u64 {
         "Fenced" => c.fenced,
         "Reported" => c.reported,
         "InFlight" => c.in_flight(),
+        "Sampled" => c.sampled,
+        "Decommissioned" => c.decommissioned,
+        "Returned" => c.returned,
         _ => 0,
     }
 }
