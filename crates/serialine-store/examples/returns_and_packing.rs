@@ -12,7 +12,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{case_gtin, gtin, seal_block, seal_block_for};
+use common::{case_gtin, gtin, pallet_gtin, seal_block, seal_block_for};
 use serialine_core::{BlockKey, DecommissionReason, Serial, UnitState};
 use serialine_store::{ReturnRequest, Store, StoreOptions, Transition};
 use std::time::{Duration, Instant};
@@ -89,10 +89,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "line-1",
         1_001,
         case_gtin(),
-        serials("C", 0, cases + pallets),
+        serials("C", 0, cases),
+    ))?;
+    store.add_block_blocking(&seal_block_for(
+        &key,
+        "line-1",
+        1_002,
+        pallet_gtin(),
+        serials("P", 0, pallets),
     ))?;
     let u = store.reserve_for(units as usize, &gtin())?;
-    let c = store.reserve_for((cases + pallets) as usize, &case_gtin())?;
+    // Case labels, then the pallets' (of their own GTIN).
+    let mut c = store.reserve_for(cases as usize, &case_gtin())?;
+    c.extend(store.reserve_for(pallets as usize, &pallet_gtin())?);
     commit(&store, &u)?;
     commit(&store, &c)?;
     let mut times: Vec<Duration> = Vec::with_capacity(cases as usize);

@@ -31,6 +31,7 @@ impl Store {
         parent: &Serial,
         children: &[Serial],
     ) -> Result<HierarchyMove, StoreError> {
+        self.parent_of_another_product(parent, children)?;
         self.expect_move(self.submit_one(pack_op(parent, children)).await?)
     }
 
@@ -39,7 +40,46 @@ impl Store {
         parent: &Serial,
         children: &[Serial],
     ) -> Result<HierarchyMove, StoreError> {
+        self.parent_of_another_product(parent, children)?;
         self.expect_move(self.submit_one_blocking(pack_op(parent, children))?)
+    }
+
+    /// A parent is a case (or pallet) label, issued for its own product:
+    /// never a unit of the product it would hold. Read from the blocks'
+    /// authenticated content (a serial's product never changes, so the
+    /// check needs no batch); serials without a record are left to the
+    /// ledger's refusal.
+    fn parent_of_another_product(
+        &self,
+        parent: &Serial,
+        children: &[Serial],
+    ) -> Result<(), StoreError> {
+        let product = |s: &Serial| -> Result<Option<serialine_core::Gtin>, StoreError> {
+            match self.entry(s)? {
+                crate::SerialEntry::Recorded(r) => Ok(self.block_gtin(r.block_id).ok()),
+                _ => Ok(None),
+            }
+        };
+        let Some(own) = product(parent)? else {
+            return Ok(());
+        };
+        let mut same = Vec::new();
+        for c in children {
+            if product(c)? == Some(own) {
+                same.push((c.clone(), format!("of the parent's own product {own}")));
+            }
+        }
+        if same.is_empty() {
+            return Ok(());
+        }
+        same.truncate(100);
+        Err(StoreError::HierarchyRefused {
+            parent: parent.clone(),
+            why: format!(
+                "it is a serial of GTIN {own}, not a case or pallet label of another product; nothing packed"
+            ),
+            offending: same,
+        })
     }
 
     /// Takes `children` out of `parent` (rework), or with `None` empties it

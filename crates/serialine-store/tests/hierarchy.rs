@@ -39,6 +39,15 @@ fn line() -> Line {
             serials("C", 0..10),
         ))
         .unwrap();
+    store
+        .add_block_blocking(&seal_block_for(
+            &BlockKey::derive(SECRET),
+            LINE,
+            3,
+            pallet_gtin(),
+            serials("P", 0..5),
+        ))
+        .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let job = Job::new(
         gtin(),
@@ -50,7 +59,9 @@ fn line() -> Line {
     .unwrap();
     let job = runtime.block_on(store.begin_job(&job)).unwrap();
     let units = store.reserve_for(35, &gtin()).unwrap();
-    let cases = store.reserve_for(4, &case_gtin()).unwrap();
+    // Three case labels, and a pallet's (cases[3]).
+    let mut cases = store.reserve_for(3, &case_gtin()).unwrap();
+    cases.extend(store.reserve_for(1, &pallet_gtin()).unwrap());
     let apply = |serials: &[Serial], to: UnitState| {
         let ts: Vec<_> = serials
             .iter()
@@ -139,8 +150,14 @@ fn units_pack_into_a_case_once_and_a_bad_read_changes_nothing() {
     let mut unverified = s.reserve_for(1, &case_gtin()).unwrap();
     s.release(&unverified);
     refused(s.pack_blocking(&unverified.remove(0), &u[20..22]));
-    let offending = refused(s.pack_blocking(&u[25], &u[25..27]));
-    assert_eq!(offending.len(), 1, "{offending:?}");
+    // A unit is no parent of units of its own product.
+    match s.pack_blocking(&u[25], &u[26..27]) {
+        Err(StoreError::HierarchyRefused { why, offending, .. }) => {
+            assert!(why.contains("not a case or pallet label"), "{why}");
+            assert_eq!(offending.len(), 1, "{offending:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -178,7 +195,7 @@ fn rework_pallets_and_an_emptied_case_is_never_used_again() {
     assert_eq!(offending[0].1, "not in this parent");
     assert_eq!(s.contents(&c[0]).unwrap().unwrap().1.len(), 12);
 
-    // Cases onto a pallet (c[3] stands for the pallet's code); no loops.
+    // Cases onto a pallet; no loops.
     s.pack_blocking(&c[3], &c[..2]).unwrap();
     assert_eq!(s.parent_of(&c[0]).unwrap(), Some(c[3].clone()));
     let offending = refused(s.pack_blocking(&c[0], &c[3..4]));

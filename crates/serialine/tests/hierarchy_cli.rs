@@ -9,7 +9,7 @@ mod offline;
 #[allow(dead_code)]
 mod fixtures;
 
-use fixtures::{ack_outbox, case_gtin, gtin, seal_block, seal_block_for};
+use fixtures::{ack_outbox, case_gtin, gtin, pallet_gtin, seal_block, seal_block_for};
 use offline::{serialine, text, LINE};
 use serialine_core::{BlockKey, Expiry, Job, Lot, Serial, Template, UnitState};
 use serialine_store::{Store, StoreOptions, Transition};
@@ -33,6 +33,10 @@ fn fill_ledger(path: &Path) -> (Vec<Serial>, Vec<Serial>) {
     store
         .add_block_blocking(&seal_block_for(&key, LINE, 2, case_gtin(), cases))
         .unwrap();
+    let pallets = vec![Serial::new("PAL0").unwrap()];
+    store
+        .add_block_blocking(&seal_block_for(&key, LINE, 3, pallet_gtin(), pallets))
+        .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let job = Job::new(
         gtin(),
@@ -44,7 +48,9 @@ fn fill_ledger(path: &Path) -> (Vec<Serial>, Vec<Serial>) {
     .unwrap();
     let job = runtime.block_on(store.begin_job(&job)).unwrap();
     let units = store.reserve_for(24, &gtin()).unwrap();
-    let cases = store.reserve_for(3, &case_gtin()).unwrap();
+    // Two case labels, and a pallet's (cases[2]).
+    let mut cases = store.reserve_for(2, &case_gtin()).unwrap();
+    cases.extend(store.reserve_for(1, &pallet_gtin()).unwrap());
     for to in [UnitState::Sent, UnitState::Committed] {
         let ts: Vec<_> = units
             .iter()

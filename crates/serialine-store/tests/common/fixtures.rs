@@ -22,6 +22,12 @@ pub fn seal_block(key: &BlockKey, line: &str, id: u64, serials: Vec<Serial>) -> 
     seal_block_for(key, line, id, gtin(), serials)
 }
 
+/// The GTIN of a pallet of [`case_gtin`]'s cases (indicator 2): a pallet's
+/// label is never of the product it holds.
+pub fn pallet_gtin() -> Gtin {
+    Gtin::parse("29506000134356").expect("valid GTIN")
+}
+
 /// [`seal_block`] for another product.
 pub fn seal_block_for(
     key: &BlockKey,
