@@ -411,6 +411,24 @@ starve_timeout_secs = 60
     );
     let out = unit(&["sample", &committed[1], "--purpose", "qa"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("refused: already decommissioned"));
+    // Issue 14, through the running service's socket: a unit is no case
+    // of its own product (refused, exit 1, naming why), and where a serial
+    // sits is read back.
+    let out = serialine(&["pack", &committed[5], &committed[6], &committed[7]]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("not a case or pallet label"), "{text}");
+    assert!(
+        text.contains(&format!("{}: of the parent's own product", committed[6])),
+        "{text}"
+    );
+    let out = serialine(&["contents", &committed[6], "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["line"].as_str(), v["parents"].as_array().map(Vec::len)),
+        (Some(LINE), Some(0)),
+        "{v}"
+    );
     wait_until(
         Duration::from_secs(30),
         "upstream to hear of the samples",
