@@ -132,7 +132,8 @@ enum Command {
     ///
     /// CSV and JSON lines: one row per serial whose last transition is at or
     /// after --since: the line, the serial, its state (committed, rejected
-    /// with its reason, voided, sampled, decommissioned) and when.
+    /// with its reason, voided, sampled, decommissioned, returned), when,
+    /// and its parent (the case a unit is in, the pallet a case is on).
     ///
     /// --format epcis: one EPCIS 2.0 JSON-LD document with, for every job
     /// that ended at or after --since, its commissioning ObjectEvents

@@ -739,7 +739,7 @@ pub fn export(
         return Ok(n);
     }
     if format == ExportFormat::Csv {
-        writeln!(w, "line,serial,state,reason,at")?;
+        writeln!(w, "line,serial,state,reason,at,parent")?;
     }
     let mut n = 0;
     for i in selected(config, line)? {
@@ -760,8 +760,16 @@ pub fn export(
                 UnitState::Synced => ("committed", ""),
                 other => (other.name(), other.reason().unwrap_or("")),
             };
+            // The packaging hierarchy: the case a unit is in, the pallet a
+            // case is on (archived serials are in none).
+            let parent = store.parent_of(&serial)?;
+            let parent = parent.as_ref().map(|p| p.as_str());
             match format {
-                ExportFormat::Csv => writeln!(w, "{id},{serial},{state},{reason},{at}")?,
+                ExportFormat::Csv => writeln!(
+                    w,
+                    "{id},{serial},{state},{reason},{at},{}",
+                    parent.unwrap_or("")
+                )?,
                 // Epcis returned above.
                 ExportFormat::Jsonl | ExportFormat::Epcis => writeln!(
                     w,
@@ -770,6 +778,7 @@ pub fn export(
                         "line": id, "serial": serial.as_str(), "state": state,
                         "reason": if reason.is_empty() { None } else { Some(reason) },
                         "at": at.to_string(),
+                        "parent": parent,
                     })
                 )?,
             }

@@ -111,6 +111,33 @@ fn pack_contents_rework_and_decommission_with_children() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["children"].as_array().unwrap().len(), 12, "{v}");
 
+    // The export names each serial's parent: unit -> case -> pallet.
+    let out = serialine(&config, &["export", "--format", "jsonl"]);
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let parent_of = |s: &str| {
+        rows.iter()
+            .find(|r| r["serial"] == s)
+            .map(|r| r["parent"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(parent_of(u[12]), serde_json::json!(c[0]));
+    assert_eq!(parent_of(c[0]), serde_json::json!(c[2]));
+    assert_eq!(parent_of(u[0]), serde_json::Value::Null);
+    let csv = text(&serialine(&config, &["export"]));
+    assert!(
+        csv.starts_with("line,serial,state,reason,at,parent\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with(&format!("{LINE},{},", u[12]))
+                && l.ends_with(&format!(",{}", c[0]))),
+        "{csv}"
+    );
+
     // The job's report counts the hierarchy per level.
     let out = serialine(&config, &["report", "--json"]);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
