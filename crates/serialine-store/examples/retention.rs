@@ -14,16 +14,10 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use common::arg;
 use serialine_core::BlockKey;
 use serialine_store::{ArchiveOptions, Store, StoreOptions};
 use std::time::{Instant, SystemTime};
-
-fn arg(n: usize, default: u64) -> u64 {
-    std::env::args()
-        .nth(n)
-        .and_then(|a| a.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let per_day = arg(1, 28_512);

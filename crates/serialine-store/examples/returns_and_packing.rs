@@ -12,17 +12,10 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{case_gtin, gtin, pallet_gtin, seal_block, seal_block_for};
+use common::{arg, case_gtin, gtin, pallet_gtin, seal_block, seal_block_for};
 use serialine_core::{BlockKey, DecommissionReason, Serial, UnitState};
 use serialine_store::{ReturnRequest, Store, StoreOptions, Transition};
 use std::time::{Duration, Instant};
-
-fn arg(n: usize, default: u64) -> u64 {
-    std::env::args()
-        .nth(n)
-        .and_then(|a| a.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
 
 fn serials(prefix: &str, from: u64, n: u64) -> Vec<Serial> {
     (from..from + n)

@@ -208,7 +208,9 @@ enum Command {
     ///
     /// With CHILD serials, those come out and the parent keeps the rest
     /// (pack others in with `serialine pack`). With --all the parent is
-    /// emptied and its code is never packed again. Upstream hears it once.
+    /// emptied and its code is never packed again. Upstream hears it once. A label
+    /// printed but never used is scrapped with `serialine unit decommission
+    /// LABEL --reason destroyed`.
     Unpack(pack_cmd::UnpackArgs),
     /// Where a serial sits in the packaging hierarchy: its state, its
     /// parents up to the pallet, and what it holds.

@@ -11,6 +11,15 @@ pub use fixtures::*;
 
 use std::path::Path;
 
+/// The example's `n`th argument as a number (`_` allowed as a thousands
+/// separator), or `default`.
+pub fn arg(n: usize, default: u64) -> u64 {
+    std::env::args()
+        .nth(n)
+        .and_then(|a| a.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
 /// A field of this process's `/proc/self/status` (`VmRSS`, `VmHWM`), as
 /// the kernel writes it ("123456 kB"), or "unknown".
 pub fn proc_status(key: &str) -> String {
