@@ -506,12 +506,20 @@ starve_timeout_secs = 60
     let returned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(returned[0]["serials"].as_u64(), Some(0), "{returned}");
     assert_eq!(returned[0]["job"].as_u64(), Some(1), "{returned}");
+    // A block the prefetch had asked for before the return is stored first
+    // and returned with the rest: at least what was buffered went back.
     let live = status_json();
     assert_eq!(
-        (live["buffer"].as_u64(), live["returned"].as_u64()),
-        (Some(0), Some(buffered)),
+        live["buffer"].as_u64(),
+        Some(0),
         "nothing refilled behind the return: {live}"
     );
+    let returned_n = live["returned"].as_u64().unwrap_or(0);
+    assert!(
+        returned_n >= buffered,
+        "{returned_n} returned, {buffered} buffered before: {live}"
+    );
+    let buffered = returned_n;
     wait_until(
         Duration::from_secs(30),
         "upstream to hold every returned serial",
