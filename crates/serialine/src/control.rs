@@ -233,18 +233,9 @@ async fn run(req: Request, lines: &[ControlLine], state_of: &StateOf) -> Value {
                     Ok(r) => r,
                     Err(e) => return json!({"ok": false, "error": format!("line {}: {e:#}", l.id)}),
                 };
-                // No refill behind the return, and a block already asked
-                // for is stored first (returned with the rest).
-                l.uplink.hold_prefetch();
-                l.uplink.prefetch_settled(Duration::from_secs(10)).await;
-                let (id, store) = (l.id.clone(), l.store.clone());
-                let got =
-                    tokio::task::spawn_blocking(move || crate::return_cmd::run(&id, &store, &req))
-                        .await;
-                match got {
-                    Ok(Ok(v)) => out.push(v),
-                    Ok(Err(e)) => return json!({"ok": false, "error": format!("{e:#}")}),
-                    Err(e) => return json!({"ok": false, "error": e.to_string()}),
+                match crate::return_cmd::give_back(&l.id, &l.store, &l.uplink, req).await {
+                    Ok(v) => out.push(v),
+                    Err(e) => return json!({"ok": false, "error": format!("{e:#}")}),
                 }
             }
             json!({"ok": true, "lines": out})

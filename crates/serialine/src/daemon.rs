@@ -292,10 +292,6 @@ async fn show_uplink_fault(
     }
 }
 
-/// How long a return of unused serials waits for a block request already
-/// out to be answered.
-const RETURN_SETTLE: Duration = Duration::from_secs(10);
-
 /// How a job ends when the service stops: interrupted, so its unused
 /// serials are not returned.
 const SHUTDOWN_WHY: &str = "stopped for shutdown";
@@ -401,21 +397,11 @@ impl Line {
     /// job. A failure is an alarm; what was returned stays returned, the
     /// rest buffered, and the intent finishes it at the next start.
     async fn give_back(&self, req: serialine_store::ReturnRequest) -> Result<(), String> {
-        self.inner.uplink.hold_prefetch();
-        // A block asked for before the hold is stored first, and returned
-        // with the rest.
-        if !self.inner.uplink.prefetch_settled(RETURN_SETTLE).await {
-            tracing::warn!(line = %self.inner.id, "a block request is still unanswered after {RETURN_SETTLE:?}; a block it brings later stays buffered (serialine return gives it back)");
-        }
-        let (id, store) = (self.inner.id.clone(), self.inner.store.clone());
-        let done =
-            tokio::task::spawn_blocking(move || crate::return_cmd::run(&id, &store, &req)).await;
-        let failed = match done {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => format!("{e:#}"),
-            Err(e) => e.to_string(),
+        let i = &self.inner;
+        let Err(e) = crate::return_cmd::give_back(&i.id, &i.store, &i.uplink, req).await else {
+            return Ok(());
         };
-        let message = format!("returning unused serials failed: {failed}");
+        let message = format!("returning unused serials failed: {e:#}");
         tracing::error!(line = %self.inner.id, "{message}");
         self.inner
             .uplink

@@ -79,6 +79,27 @@ pub fn run(line: &str, store: &Store, req: &ReturnRequest) -> anyhow::Result<Val
     }))
 }
 
+/// How long a return waits for a block request already out to be answered.
+pub const RETURN_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A return by the running service (at a job's end, at start, on the
+/// socket's or an MQTT command): its prefetch held, so the buffer is not
+/// filled again before the next job, and a block asked for before the hold
+/// stored first, to be returned with the rest; then [`run`] off the runtime.
+pub async fn give_back(
+    line: &str,
+    store: &Store,
+    uplink: &serialine_uplink::UplinkHandle,
+    req: ReturnRequest,
+) -> anyhow::Result<Value> {
+    uplink.hold_prefetch();
+    if !uplink.prefetch_settled(RETURN_SETTLE).await {
+        tracing::warn!(line, "a block request is still unanswered after {RETURN_SETTLE:?}; a block it brings later stays buffered (serialine return gives it back)");
+    }
+    let (id, store) = (line.to_string(), store.clone());
+    tokio::task::spawn_blocking(move || run(&id, &store, &req)).await?
+}
+
 /// One line of the CLI's output for an answer of [`run`].
 pub fn summary(v: &Value) -> String {
     let job = match v["job"].as_u64() {
