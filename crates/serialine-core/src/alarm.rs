@@ -144,11 +144,19 @@ pub enum AlarmKind {
     /// invalidated upstream. Operator: the ledger lost recent history
     /// (restored backup, lost disk); investigate before trusting counts.
     FenceInvalidated,
+    /// `aggregation-refused`: a case (or pallet) was not closed: its
+    /// multi-code read had a code not read, foreign, or unfit (not
+    /// committed, of another job, already in a parent, sampled or
+    /// decommissioned), it was short while the line still ran, or its
+    /// label was not verified. Each offending code is named with why;
+    /// nothing was packed. Operator: rework the case (take out what does
+    /// not belong, `serialine pack` by hand or re-scan).
+    AggregationRefused,
 }
 
 impl AlarmKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AlarmKind; 24] = [
+    pub const ALL: [AlarmKind; 25] = [
         AlarmKind::DeviceFault,
         AlarmKind::DuplicateRead,
         AlarmKind::ForeignCode,
@@ -173,6 +181,7 @@ impl AlarmKind {
         AlarmKind::FenceHold,
         AlarmKind::FenceInvalidated,
         AlarmKind::JobUnbalanced,
+        AlarmKind::AggregationRefused,
     ];
 
     /// The name on the wire (`alarms` topic `kind`) and in the logs.
@@ -202,6 +211,7 @@ impl AlarmKind {
             AlarmKind::FenceHold => "fence-hold",
             AlarmKind::FenceInvalidated => "fence-invalidated",
             AlarmKind::JobUnbalanced => "job-unbalanced",
+            AlarmKind::AggregationRefused => "aggregation-refused",
         }
     }
 }
@@ -279,6 +289,7 @@ mod tests {
                 "fence-hold",
                 "fence-invalidated",
                 "job-unbalanced",
+                "aggregation-refused",
             ]
         );
     }
@@ -332,7 +343,8 @@ mod tests {
                 | AlarmKind::UplinkConnectFailed
                 | AlarmKind::FenceHold
                 | AlarmKind::FenceInvalidated
-                | AlarmKind::JobUnbalanced => {}
+                | AlarmKind::JobUnbalanced
+                | AlarmKind::AggregationRefused => {}
             }
         }
         let unique: std::collections::HashSet<_> = AlarmKind::ALL.into_iter().collect();

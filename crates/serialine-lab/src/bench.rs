@@ -278,6 +278,7 @@ async fn pipeline(
         // phase, so every phase starts with its buffer full.
         ready_when_full: true,
         spare_serials: demo::SPARE_SERIALS,
+        aggregate: false,
     };
     let running = demo::start_line(plant, &opts, None, &|s| eprintln!("{s}")).await?;
     // Counted from READY: the buffer fill before it is not the line's work.
@@ -375,6 +376,7 @@ async fn multi_line(plant: &Plant, opts: &BenchOptions) -> anyhow::Result<LinesR
             clean: true,
             ready_when_full: true,
             spare_serials: opts.lines_spare,
+            aggregate: false,
         };
         open.push(demo::open_line(plant, &line, &say).await?);
     }

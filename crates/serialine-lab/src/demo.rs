@@ -161,6 +161,61 @@ pub struct LineOptions {
     /// this; the low-water mark half of it, so that a run started with its
     /// buffer full ends above it and asks for no block while it runs).
     pub spare_serials: u64,
+    /// Aggregate: units into cases of [`UNITS_PER_CASE`] read by a case
+    /// packer's camera, cases onto pallets of [`CASES_PER_PALLET`] read by
+    /// a pallet station, each parent labelled and its label verified.
+    pub aggregate: bool,
+}
+
+/// The demo's packaging: cases of 12 units, pallets of 10 cases.
+pub const UNITS_PER_CASE: u32 = 12;
+pub const CASES_PER_PALLET: u32 = 10;
+/// The demo product's case and pallet GTINs (indicator digits 1 and 2).
+pub const CASE_GTIN: &str = "19506000134359";
+pub const PALLET_GTIN: &str = "29506000134356";
+
+/// The demo's two packaging levels, both scanned.
+pub fn demo_levels() -> anyhow::Result<Vec<serialine_line::aggregation::LevelPlan>> {
+    use serialine_line::aggregation::{AggregationMode, LevelPlan};
+    let level = |name: &str, gtin: &str, per_parent| -> anyhow::Result<LevelPlan> {
+        Ok(LevelPlan {
+            name: name.into(),
+            gtin: Gtin::parse(gtin)?,
+            per_parent,
+            mode: AggregationMode::Scan,
+            label_deadline: Duration::from_secs(10),
+            close_wait: Duration::from_secs(3),
+            label_wait: Duration::from_secs(30),
+        })
+    };
+    Ok(vec![
+        level("case", CASE_GTIN, UNITS_PER_CASE)?,
+        level("pallet", PALLET_GTIN, CASES_PER_PALLET)?,
+    ])
+}
+
+/// The simulators of [`demo_levels`]: a case packer and a pallet station
+/// that read a case as it is (a partial one once the line has been quiet
+/// for a second), and clean label scanners.
+pub fn demo_sim_levels(seed: u64) -> Vec<crate::sim_devices::SimLevel> {
+    use serialine_sim::aggregation::AggregationKnobs;
+    [UNITS_PER_CASE, CASES_PER_PALLET]
+        .into_iter()
+        .enumerate()
+        .map(|(i, per)| crate::sim_devices::SimLevel {
+            packer: AggregationKnobs {
+                seed: seed ^ (0x10 + i as u64),
+                per_case: per as usize,
+                flush_after: Some(Duration::from_millis(1_000)),
+                ..AggregationKnobs::default()
+            },
+            scans: true,
+            scanner: CameraKnobs {
+                seed: seed ^ (0x20 + i as u64),
+                ..CameraKnobs::default()
+            },
+        })
+        .collect()
 }
 
 /// The spare serials the demo and the bench's single lines buffer: two
@@ -222,6 +277,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             clean: opts.clean,
             ready_when_full: false,
             spare_serials: SPARE_SERIALS,
+            // line-1 packs its units into cases and its cases onto pallets.
+            aggregate: line == "line-1",
         };
         runs.push(start_line(&plant, &line, Some(&multi), &say).await?);
     }
@@ -420,6 +477,11 @@ pub async fn open_line(
             camera_window: 64,
             read_deadline: Duration::from_millis(500),
             starve_timeout: Duration::from_secs(30),
+            aggregation: if opts.aggregate {
+                demo_levels()?
+            } else {
+                Vec::new()
+            },
         },
         default_job: Some(job.clone()),
     };
@@ -433,6 +495,12 @@ pub async fn open_line(
         seed: plant.seed,
         print_time: opts.print_time,
         camera: camera_knobs(opts.clean, camera_seed),
+        levels: if opts.aggregate {
+            demo_sim_levels(plant.seed)
+        } else {
+            Vec::new()
+        },
+        passed: Default::default(),
     };
     // The service's own assembly: ledger recovery, in-flight voiding, uplink.
     let opened = serialine_line::open_line(plan, devices, crate::release_freed_memory)
@@ -574,8 +642,11 @@ pub struct Agreement {
     upstream_redeliveries: u64,
     conflicts: u64,
     outbox_left: usize,
-    /// Upstream events whose serial the ledger holds in another state.
+    /// Upstream events whose serial the ledger holds in another state, and
+    /// children upstream places in another parent than the ledger does.
     serial_mismatches: u64,
+    /// Children in a parent, as upstream rebuilt it from the pack events.
+    upstream_packed: u64,
 }
 
 impl Agreement {
@@ -612,16 +683,29 @@ pub fn check_agreement(store: &Store, upstream: &Upstream, line: &str) -> Agreem
         let ledger = serialine_core::Serial::new(serial.as_str())
             .ok()
             .and_then(|s| store.state_of(&s).ok());
+        // A pack or unpack names its parent, a committed label.
         let same = matches!(
             (state.as_str(), ledger),
-            ("committed", Some(UnitState::Committed | UnitState::Synced))
-                | ("rejected", Some(UnitState::Rejected(_)))
+            (
+                "committed" | "packed" | "unpacked",
+                Some(UnitState::Committed | UnitState::Synced)
+            ) | ("rejected", Some(UnitState::Rejected(_)))
                 | ("voided", Some(UnitState::Voided))
         );
         if !same {
             a.serial_mismatches += 1;
         }
     }
+    // The hierarchy upstream rebuilt from the pack events is the ledger's.
+    for (child, parent) in &events.parent_of {
+        let ledger = serialine_core::Serial::new(child.as_str())
+            .ok()
+            .and_then(|c| store.parent_of(&c).ok().flatten());
+        if ledger.as_ref().map(|p| p.as_str()) != Some(parent.as_str()) {
+            a.serial_mismatches += 1;
+        }
+    }
+    a.upstream_packed = events.parent_of.len() as u64;
     a
 }
 
@@ -675,6 +759,22 @@ fn print_table(out: &[(&DemoLine, Agreement)], wall: Duration) {
                 "DISAGREES with the ledger"
             }
         );
+        for l in &r.levels {
+            println!(
+                "  {:<12} {} sealed ({} partial), {} refused, {} label(s) rejected",
+                format!("{}s", l.name),
+                l.sealed,
+                l.partial,
+                l.refused,
+                l.labels_rejected,
+            );
+        }
+        if !r.levels.is_empty() {
+            println!(
+                "  upstream     holds {} children in parents, each where the ledger has it",
+                a.upstream_packed
+            );
+        }
     }
     println!();
     println!("reconciliation (from each line's ledger, as `serialine report` shows it)");
@@ -694,6 +794,25 @@ fn print_table(out: &[(&DemoLine, Agreement)], wall: Duration) {
             )
             }
             None => println!("  {}: no job recorded", d.report.line),
+        }
+        if let Some(h) = d.job.as_ref().and_then(|j| j.hierarchy.as_ref()) {
+            let levels: Vec<String> = h
+                .levels
+                .iter()
+                .map(|l| {
+                    format!(
+                        "level {}: {} parents ({} partial) holding {}",
+                        l.level, l.parents, l.partial, l.children
+                    )
+                })
+                .collect();
+            println!(
+                "    packed: {}; committed = {} units in parents + {} labels + {} loose",
+                levels.join("; "),
+                h.units_in_parents,
+                h.labels,
+                h.loose
+            );
         }
     }
 }
@@ -720,6 +839,14 @@ fn print_json(out: &[(&DemoLine, Agreement)], wall: Duration) {
                 "upstream_voided": a.upstream_voided,
                 "upstream_serial_mismatches": a.serial_mismatches,
                 "upstream_agrees": a.agrees(),
+                "upstream_packed": a.upstream_packed,
+                "levels": r.levels.iter().map(|l| serde_json::json!({
+                    "name": l.name,
+                    "sealed": l.sealed,
+                    "partial": l.partial,
+                    "refused": l.refused,
+                    "labels_rejected": l.labels_rejected,
+                })).collect::<Vec<_>>(),
                 "job": d.job.as_ref().map(|j| serde_json::json!({
                     "number": j.number,
                     "sent": j.sent,
@@ -728,6 +855,7 @@ fn print_json(out: &[(&DemoLine, Agreement)], wall: Duration) {
                     "voided": j.voided,
                     "in_flight": j.in_flight,
                     "balanced": j.balanced(),
+                    "hierarchy": j.hierarchy,
                 })),
             })
         })

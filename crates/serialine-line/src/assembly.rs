@@ -3,6 +3,7 @@
 //! uplink; [`Line::start_job`] spawns the devices and runs the pipeline. The
 //! service, the demo, the bench and the tests all go through here.
 
+use crate::aggregation::{AggregationMode, LevelPlan};
 use crate::devices::{DeviceError, DeviceFactory, Devices, Gs1ModeIssue};
 use crate::health::Heartbeat;
 use crate::pipeline::{self, LineSpec};
@@ -10,7 +11,7 @@ use crate::plan::{LinePlan, PipelinePlan};
 use crate::running::{self, RunningLine};
 use serialine_core::Job;
 use serialine_store::{Store, StoreError};
-use serialine_uplink::{CommandRequest, UplinkError, UplinkHandle};
+use serialine_uplink::{CommandRequest, ParentStock, UplinkError, UplinkHandle};
 use std::path::PathBuf;
 use tokio::sync::mpsc;
 
@@ -235,6 +236,38 @@ impl<D: DeviceFactory> Line<D> {
                 line: self.id.clone(),
                 source,
             })?;
+        let p = &self.pipeline;
+        let mut levels = self
+            .devices
+            .spawn_levels(&self.id, &p.aggregation)
+            .await
+            .map_err(|source| LineError::Devices {
+                line: self.id.clone(),
+                source,
+            })?;
+        if levels.len() != p.aggregation.len() {
+            return Err(LineError::Devices {
+                line: self.id.clone(),
+                source: format!(
+                    "{} packaging levels, devices for {}",
+                    p.aggregation.len(),
+                    levels.len()
+                )
+                .into(),
+            });
+        }
+        for (plan, devices) in p.aggregation.iter().zip(&levels) {
+            if plan.mode == AggregationMode::Scan && devices.camera.is_none() {
+                return Err(LineError::Devices {
+                    line: self.id.clone(),
+                    source: format!(
+                        "the {} level scans, but has no aggregation camera",
+                        plan.name
+                    )
+                    .into(),
+                });
+            }
+        }
         // Durable before the first code: every serial it sends carries it.
         let number = self
             .store
@@ -245,7 +278,8 @@ impl<D: DeviceFactory> Line<D> {
                 source,
             })?;
         self.uplink.set_product(Some(job.gtin));
-        let p = &self.pipeline;
+        self.uplink
+            .set_parent_products(parent_stock(&job, &p.aggregation));
         let spec = LineSpec {
             line_id: self.id.clone(),
             job: job.clone(),
@@ -255,6 +289,7 @@ impl<D: DeviceFactory> Line<D> {
             starve_timeout: p.starve_timeout,
             heartbeat: self.heartbeat.clone(),
             job_number: Some(number),
+            committed_to: None,
         };
         tracing::info!(
             line = %self.id,
@@ -274,6 +309,30 @@ impl<D: DeviceFactory> Line<D> {
             printer,
             camera,
             names,
+            p.aggregation
+                .iter()
+                .cloned()
+                .zip(levels.drain(..))
+                .collect(),
         ))
     }
+}
+
+/// The label serials a job's levels need in stock: a level's parents for
+/// the whole job (children per parent multiplied up from the units) and
+/// some spare for labels rejected, asked for again at half of it.
+fn parent_stock(job: &Job, levels: &[LevelPlan]) -> Vec<ParentStock> {
+    let mut per = 1u64;
+    levels
+        .iter()
+        .map(|l| {
+            per = per.saturating_mul(u64::from(l.per_parent.max(1)));
+            let high = job.quantity.div_ceil(per).saturating_add(10).min(100_000);
+            ParentStock {
+                gtin: l.gtin,
+                low: (high / 2).max(1),
+                high,
+            }
+        })
+        .collect()
 }

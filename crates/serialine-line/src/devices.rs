@@ -7,6 +7,7 @@
 //! the bench and tests pass a factory that starts simulators and connects the
 //! same drivers to them.
 
+use crate::aggregation::{LevelDevices, LevelPlan};
 use serialine_core::Template;
 use serialine_devices::camera::{self, CameraProfile};
 use serialine_devices::label::{self, LabelTemplate};
@@ -35,6 +36,28 @@ pub type DeviceError = Box<dyn std::error::Error + Send + Sync>;
 pub trait DeviceFactory: Send + Sync + 'static {
     fn spawn(&self, line: &str) -> impl Future<Output = Result<Devices, DeviceError>> + Send;
 
+    /// The devices of the line's packaging levels (`levels`, from cases
+    /// up), in the same order: each level's label printer and scanner, and
+    /// its aggregation camera when it scans. A factory that has none
+    /// refuses a line that aggregates.
+    fn spawn_levels(
+        &self,
+        line: &str,
+        levels: &[LevelPlan],
+    ) -> impl Future<Output = Result<Vec<LevelDevices>, DeviceError>> + Send {
+        let wanted = levels.len();
+        let line = line.to_string();
+        async move {
+            match wanted {
+                0 => Ok(Vec::new()),
+                n => Err(failed(
+                    &format!("line {line}"),
+                    format!("{n} packaging levels configured, but no devices for them (label printer, scanner)"),
+                )),
+            }
+        }
+    }
+
     /// Whether the marking device makes the symbol a job with `template`
     /// needs (its GS1 mode, FNC1), as far as the factory knows; `None`
     /// when it fits or cannot say. Checked before every job starts.
@@ -47,6 +70,14 @@ pub trait DeviceFactory: Send + Sync + 'static {
 impl<D: DeviceFactory> DeviceFactory for std::sync::Arc<D> {
     fn spawn(&self, line: &str) -> impl Future<Output = Result<Devices, DeviceError>> + Send {
         D::spawn(self, line)
+    }
+
+    fn spawn_levels(
+        &self,
+        line: &str,
+        levels: &[LevelPlan],
+    ) -> impl Future<Output = Result<Vec<LevelDevices>, DeviceError>> + Send {
+        D::spawn_levels(self, line, levels)
     }
 
     fn gs1_mode_issue(&self, template: &Template) -> Option<(&'static str, Gs1ModeIssue)> {
@@ -159,6 +190,22 @@ pub struct DeviceSpec {
     pub marker: MarkerSpec,
     pub camera_transport: TransportSettings,
     pub camera: CameraProfile,
+    /// The packaging levels' devices, from cases up.
+    pub levels: Vec<LevelDeviceSpec>,
+}
+
+/// One packaging level's devices as the configuration names them.
+#[derive(Debug, Clone)]
+pub struct LevelDeviceSpec {
+    /// The level's name ("case"), in the devices' names.
+    pub name: String,
+    /// `host:port` of its ZPL label printer.
+    pub label_addr: String,
+    pub label: LabelTemplate,
+    pub scanner_transport: TransportSettings,
+    pub scanner: CameraProfile,
+    /// The aggregation camera, when the level scans.
+    pub camera: Option<(TransportSettings, CameraProfile)>,
 }
 
 async fn resolve(what: &str, addr: &str) -> Result<SocketAddr, DeviceError> {
@@ -174,6 +221,65 @@ impl DeviceFactory for DeviceSpec {
         self.marker
             .gs1_mode_issue(template, "the job")
             .map(|issue| (self.marker.file_key(), issue))
+    }
+
+    async fn spawn_levels(
+        &self,
+        line: &str,
+        levels: &[LevelPlan],
+    ) -> Result<Vec<LevelDevices>, DeviceError> {
+        if levels.len() != self.levels.len() {
+            return Err(failed(
+                &format!("line {line}"),
+                format!(
+                    "{} packaging levels, devices configured for {}",
+                    levels.len(),
+                    self.levels.len()
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(self.levels.len());
+        for l in &self.levels {
+            let what = format!("{} label printer address", l.name);
+            let sock = resolve(&what, &l.label_addr).await?;
+            let label = label::spawn(format!("{line}/{}-label", l.name), sock, l.label.clone())
+                .map_err(|e| failed(&format!("{} label template", l.name), e))?;
+            let scanner = camera::spawn(
+                format!("{line}/{}-scanner", l.name),
+                Link::from(l.scanner_transport.clone()),
+                &l.scanner,
+            )
+            .map_err(|e| failed(&format!("{} scanner profile", l.name), e))?;
+            let mut names = vec![
+                format!("{} label printer (tcp {sock})", l.name),
+                format!("{} scanner ({})", l.name, l.scanner_transport.describe()),
+            ];
+            let camera = match &l.camera {
+                Some((transport, profile)) => {
+                    names.push(format!(
+                        "{} aggregation camera ({})",
+                        l.name,
+                        transport.describe()
+                    ));
+                    Some(
+                        camera::spawn(
+                            format!("{line}/{}-camera", l.name),
+                            Link::from(transport.clone()),
+                            profile,
+                        )
+                        .map_err(|e| failed(&format!("{} camera profile", l.name), e))?,
+                    )
+                }
+                None => None,
+            };
+            out.push(LevelDevices {
+                label,
+                scanner,
+                camera,
+                names,
+            });
+        }
+        Ok(out)
     }
 
     async fn spawn(&self, line: &str) -> Result<Devices, DeviceError> {

@@ -37,6 +37,7 @@
 //! assemble a line through [`open_line`]; only the [`DeviceFactory`] differs
 //! (real drivers from the configuration, or simulators).
 
+pub mod aggregation;
 mod assembly;
 pub mod devices;
 pub mod health;
@@ -46,7 +47,9 @@ pub mod prometheus;
 pub mod running;
 
 pub use assembly::{open_line, Line, LineError};
-pub use devices::{DeviceError, DeviceFactory, DeviceSpec, Devices, Gs1ModeIssue, MarkerSpec};
+pub use devices::{
+    DeviceError, DeviceFactory, DeviceSpec, Devices, Gs1ModeIssue, LevelDeviceSpec, MarkerSpec,
+};
 pub use health::Heartbeat;
 pub use plan::{LinePlan, PipelinePlan};
 pub use running::{LineRun, RunningLine};

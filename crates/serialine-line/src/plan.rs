@@ -41,4 +41,7 @@ pub struct PipelinePlan {
     pub read_deadline: Duration,
     /// Longest a job waits for the buffer to refill before it stops.
     pub starve_timeout: Duration,
+    /// The packaging levels the line closes, from cases up (none: the
+    /// line stops at the unit).
+    pub aggregation: Vec<crate::aggregation::LevelPlan>,
 }

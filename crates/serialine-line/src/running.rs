@@ -4,7 +4,11 @@
 //! demo draws a bar from it), wait for its end ([`RunningLine::ended`]), stop
 //! it, and collect its report ([`RunningLine::finish`]).
 
+use crate::aggregation::{
+    self, AggregationMode, Children, LevelContext, LevelDevices, LevelPlan, LevelReport,
+};
 use crate::pipeline::{self, Alarm, DeviceHealth, LineReport, LineSpec, Progress};
+use serialine_core::{Serial, Template};
 use serialine_devices::{CameraHandle, PrinterHandle};
 use serialine_store::Store;
 use serialine_uplink::{DeviceStatus, JobInfo, LineState, StatusSnapshot, UplinkHandle};
@@ -35,13 +39,18 @@ pub struct LineRun {
     pub stop: watch::Sender<bool>,
 }
 
+/// Starts the job's pipeline and, with `levels`, its packaging levels
+/// (cases, then pallets; see [`crate::aggregation`]). The job ends once
+/// the units are decided and every level has closed its last parent.
+#[allow(clippy::too_many_arguments)]
 pub fn start_line(
-    spec: LineSpec,
+    mut spec: LineSpec,
     store: Store,
     uplink: UplinkHandle,
     printer: PrinterHandle,
     camera: CameraHandle,
     devices: Vec<String>,
+    levels: Vec<(LevelPlan, LevelDevices)>,
 ) -> RunningLine {
     let (alarm_tx, alarm_rx) = mpsc::unbounded_channel();
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
@@ -50,6 +59,15 @@ pub fn start_line(
     let quantity = spec.job.quantity;
     let job_number = spec.job_number;
     let (ended_tx, ended_rx) = watch::channel(false);
+    let (units_done_tx, units_done_rx) = watch::channel(false);
+    let level_tasks = spawn_levels(
+        &mut spec,
+        &store,
+        &alarm_tx,
+        &progress_rx,
+        units_done_rx,
+        levels,
+    );
     let pipeline = pipeline::run_line(
         spec,
         store.clone(),
@@ -61,8 +79,19 @@ pub fn start_line(
     );
     let task = tokio::spawn(async move {
         let report = pipeline.await;
+        units_done_tx.send_replace(true);
+        let mut reports = Vec::with_capacity(level_tasks.len());
+        for t in level_tasks {
+            match t.await {
+                Ok(r) => reports.push(r),
+                Err(e) => tracing::error!("an aggregation level's task failed: {e}"),
+            }
+        }
         ended_tx.send_replace(true);
-        report
+        report.map(|mut r| {
+            r.levels = reports;
+            r
+        })
     });
     let side = vec![
         tokio::spawn(forward_alarms(alarm_rx, uplink.clone())),
@@ -88,6 +117,79 @@ pub fn start_line(
         job_number,
         stopped_early: Default::default(),
     }
+}
+
+/// Spawns each level's task, joined to the one below: a counting level
+/// takes what the level below committed (the units, for cases), a scanning
+/// one reads its own camera; each is told when the level below is done.
+fn spawn_levels(
+    spec: &mut LineSpec,
+    store: &Store,
+    alarms: &mpsc::UnboundedSender<Alarm>,
+    progress: &watch::Receiver<Progress>,
+    units_done: watch::Receiver<bool>,
+    levels: Vec<(LevelPlan, LevelDevices)>,
+) -> Vec<JoinHandle<LevelReport>> {
+    let mut tasks = Vec::new();
+    let mut below_done = units_done;
+    let mut child_gtin = spec.job.gtin;
+    let mut child_template = spec.job.template.clone();
+    // The count channel of the next level, filled by this one.
+    let mut next_rx: Option<mpsc::UnboundedReceiver<Serial>> = None;
+    let modes: Vec<AggregationMode> = levels.iter().map(|(p, _)| p.mode).collect();
+    if modes.first() == Some(&AggregationMode::Count) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        spec.committed_to = Some(tx);
+        next_rx = Some(rx);
+    }
+    for (i, (plan, mut devices)) in levels.into_iter().enumerate() {
+        let children = match (plan.mode, next_rx.take(), devices.camera.take()) {
+            (AggregationMode::Count, Some(rx), _) => Children::Committed {
+                rx,
+                below_done: below_done.clone(),
+            },
+            (_, _, Some(camera)) => Children::Scanned {
+                camera,
+                below_done: below_done.clone(),
+            },
+            // A scanning level without a camera (the assembly refuses
+            // that): nothing to close.
+            (_, _, None) => {
+                tracing::error!(level = %plan.name, "aggregation level without its camera; not run");
+                continue;
+            }
+        };
+        let sealed_to = match modes.get(i + 1) {
+            Some(AggregationMode::Count) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                next_rx = Some(rx);
+                Some(tx)
+            }
+            _ => None,
+        };
+        let (done_tx, done_rx) = watch::channel(false);
+        let ctx = LevelContext {
+            line: spec.line_id.clone(),
+            job: spec.job.clone(),
+            job_number: spec.job_number.unwrap_or(0),
+            store: store.clone(),
+            min_grade: spec.min_grade,
+            alarms: alarms.clone(),
+            progress: progress.clone(),
+        };
+        let (gtin, template) = (child_gtin, child_template.clone());
+        child_gtin = plan.gtin;
+        child_template = Template::Gs1DataMatrix;
+        tasks.push(tokio::spawn(async move {
+            let report =
+                aggregation::run_level(ctx, plan, devices, children, gtin, template, sealed_to)
+                    .await;
+            done_tx.send_replace(true);
+            report
+        }));
+        below_done = done_rx;
+    }
+    tasks
 }
 
 impl RunningLine {

@@ -114,6 +114,7 @@ fn plan(ledger: std::path::PathBuf, line: &str, secret: &[u8], port: u16) -> Lin
             camera_window: 8,
             read_deadline: Duration::from_millis(2_000),
             starve_timeout: Duration::from_secs(10),
+            aggregation: Vec::new(),
         },
         default_job: Some(job(20)),
     }

@@ -82,6 +82,7 @@ async fn run_job(store: &Store, job: Job) -> (LineReport, Vec<Alarm>) {
         starve_timeout: Duration::from_millis(500),
         heartbeat: Default::default(),
         job_number: None,
+        committed_to: None,
     };
     let (alarm_tx, mut alarm_rx) = mpsc::unbounded_channel();
     let (progress_tx, _progress_rx) = watch::channel(Progress::default());

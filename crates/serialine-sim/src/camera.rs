@@ -8,7 +8,9 @@
 //! (`]d2`, ...) can be put before every decoded content, and a unit's read
 //! can come as `]d1` instead (a plain Data Matrix: the printer lost GS1 mode
 //! for that pack). Every report is logged with its [`Verdict`] so a test can
-//! check what the pipeline made of it.
+//! check what the pipeline made of it. Units read good can go on down the
+//! line ([`CameraKnobs::pass_to`]), e.g. into a case packer
+//! ([`crate::aggregation`]).
 
 use crate::printer::SplitMix64;
 use crate::recording::{Direction, Recorder};
@@ -19,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
 /// Fault knobs, each a probability per unit (checked in the order of the
@@ -73,6 +75,11 @@ pub struct CameraKnobs {
     /// to camera, and the decode); 0: at once. Constant per unit, so it
     /// delays results without slowing the line.
     pub read_latency: std::time::Duration,
+    /// Units the camera read good pass the reject gate and go on down the
+    /// line, e.g. into a case packer ([`crate::aggregation`]); each is sent
+    /// here after its result line is written, as (unit, printed code).
+    /// `None`: nothing downstream.
+    pub pass_to: Option<UnboundedSender<(UnitId, String)>>,
 }
 
 impl Default for CameraKnobs {
@@ -97,6 +104,7 @@ impl Default for CameraKnobs {
             plain_symbol_rate: 0.0,
             plain_symbol_at: Vec::new(),
             read_latency: std::time::Duration::ZERO,
+            pass_to: None,
         }
     }
 }
@@ -142,6 +150,10 @@ pub struct Reported {
 
 /// The identifier of a plain (non-GS1) Data Matrix: ECC 200 without FNC1.
 pub const PLAIN_SYMBOL_ID: &str = "]d1";
+
+/// The GTIN of foreign codes (valid check digit, so they parse as GS1 and
+/// the daemon can tell "foreign" from "garbled"); no line is issued it.
+pub(crate) const FOREIGN_GTIN: &str = "09999999999994";
 
 /// A line that never parses with a template that has separators.
 pub const GARBAGE_LINE: &str = "\u{7f}~~ camera buffer overrun ~~";
@@ -314,12 +326,21 @@ impl Core {
         unit: UnitId,
         code: String,
     ) -> bool {
-        let out = self.report(unit, code);
+        let (out, verdict) = self.report(unit, code.clone());
         if let Some(rec) = &self.recorder {
             rec.record(Direction::Tx, &out);
         }
         if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
             return false;
+        }
+        // Only a unit whose own result said good gets past the reject gate;
+        // it goes on once that result is on the wire, as the daemon saw it.
+        // A send fails only once nothing downstream listens: not the
+        // camera's concern.
+        if verdict == Verdict::Good {
+            if let Some(pass) = &self.knobs.pass_to {
+                let _ = pass.send((unit, code));
+            }
         }
         self.lines += 1;
         if !self.disconnected_once && self.knobs.disconnect_after.is_some_and(|n| self.lines >= n) {
@@ -330,8 +351,9 @@ impl Core {
         true
     }
 
-    /// The bytes written for one unit (maybe a garbage line first).
-    fn report(&mut self, unit: UnitId, code: String) -> Vec<u8> {
+    /// The bytes written for one unit (maybe a garbage line first), and the
+    /// verdict on the unit's own result (not on any extra line).
+    fn report(&mut self, unit: UnitId, code: String) -> (Vec<u8>, Verdict) {
         let k = self.knobs.clone();
         let mut out = Vec::new();
         if self.rng.chance(k.garbage_rate) {
@@ -347,7 +369,7 @@ impl Core {
             // A well-formed GS1 element string (valid GTIN check digit) for a
             // serial this line was never issued: what another line's product
             // would carry. It must parse, so the daemon can tell "foreign".
-            let foreign = format!("010999999999999421FOREIGN{}", self.foreign_seq);
+            let foreign = format!("01{FOREIGN_GTIN}21FOREIGN{}", self.foreign_seq);
             (Verdict::Foreign, Some(foreign), k.grade)
         } else if !self.history.is_empty() && self.rng.chance(k.duplicate_rate) {
             let i = self.rng.below(self.history.len());
@@ -416,7 +438,7 @@ impl Core {
             }
         }
         self.history.push(code);
-        out
+        (out, verdict)
     }
 
     /// One result line for a pack that is not `unit` (no trigger id: the
@@ -512,7 +534,7 @@ mod tests {
         });
         for unit in 1..=5u64 {
             let printed = code(&format!("S{unit}"));
-            let sent = contents(&c.report(unit, printed.clone()));
+            let sent = contents(&c.report(unit, printed.clone()).0);
             let id = if [2, 4].contains(&unit) { "]d1" } else { "]d2" };
             assert_eq!(sent, vec![format!("{id}{printed}")]);
             // What the daemon's code parser makes of it for a GS1 job.
@@ -566,7 +588,7 @@ mod tests {
         });
         for u in 1..=20u64 {
             let printed = code(&format!("S{u}"));
-            let sent = contents(&c.report(u, printed.clone()));
+            let sent = contents(&c.report(u, printed.clone()).0);
             assert!(
                 sent == vec![printed] || sent == vec![String::new()],
                 "{sent:?}"

@@ -2,6 +2,7 @@
 //! protocol as the real thing on a real pty, TCP socket, Modbus server or
 //! MQTT broker, with knobs for faults, and recording every byte for replay.
 
+pub mod aggregation;
 pub mod broker;
 pub mod cable;
 pub mod camera;

@@ -49,6 +49,42 @@ pub struct ParentEntry {
     pub job: u32,
     /// When it was first packed (Unix milliseconds).
     pub packed_ms: u64,
+    /// How many children a full parent of its level holds, as the line
+    /// that sealed it said (0: not said, a parent packed by hand). A parent
+    /// sealed with fewer is a partial case (the end of a job).
+    pub expected: u32,
+}
+
+/// A parent entry as schema 6 wrote it, before `expected`.
+#[derive(Deserialize)]
+struct ParentEntryV6 {
+    state: ParentState,
+    children: u32,
+    job: u32,
+    packed_ms: u64,
+}
+
+impl ParentEntry {
+    /// Reads an entry of either layout (postcard is not self-describing:
+    /// a schema 6 entry ends before `expected`, and reads as 0).
+    pub fn decode(bytes: &[u8]) -> Option<ParentEntry> {
+        postcard::from_bytes::<ParentEntry>(bytes).ok().or_else(|| {
+            postcard::from_bytes::<ParentEntryV6>(bytes)
+                .ok()
+                .map(|e| ParentEntry {
+                    state: e.state,
+                    children: e.children,
+                    job: e.job,
+                    packed_ms: e.packed_ms,
+                    expected: 0,
+                })
+        })
+    }
+
+    /// Sealed by the line with fewer children than a full parent holds.
+    pub fn partial(&self) -> bool {
+        self.expected > 0 && self.children < self.expected
+    }
 }
 
 /// What a pack or unpack did.

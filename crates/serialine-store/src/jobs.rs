@@ -244,4 +244,7 @@ pub struct LevelCount {
     pub level: u32,
     pub parents: u64,
     pub children: u64,
+    /// Of `parents`, those sealed by the line with fewer children than a
+    /// full one holds (partial cases, at the end of a job).
+    pub partial: u64,
 }

@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 mod hierarchy;
 mod retention;
+pub(crate) use hierarchy::unfit_reason;
 pub(crate) use retention::RoundOutcome;
 
 /// Bumped whenever an on-disk layout changes. A ledger with a higher version
@@ -112,6 +113,13 @@ pub(crate) enum Op {
     Pack {
         parent: Serial,
         children: Vec<Serial>,
+    },
+    /// Commits `parent`'s verified label and packs `children` into it,
+    /// together (`hierarchy.rs`): the line's aggregation.
+    SealParent {
+        parent: Serial,
+        children: Vec<Serial>,
+        expected: u32,
     },
     /// Takes `children` out of `parent`, or empties it for good (`None`).
     Unpack {
@@ -1337,6 +1345,11 @@ impl Tx<'_> {
                 job,
             } => self.return_unused(*block, serials, *job),
             Op::Pack { parent, children } => self.pack(parent, children),
+            Op::SealParent {
+                parent,
+                children,
+                expected,
+            } => self.seal_parent(parent, children, *expected),
             Op::Unpack { parent, children } => self.unpack(parent, children.as_deref()),
             Op::DecommissionTree { root, to } => self.decommission_tree(root, *to),
             Op::ReturnIntent { intent } => {

@@ -82,6 +82,60 @@ impl Store {
         })
     }
 
+    /// The line's aggregation: commits `parent`'s label, which its scanner
+    /// verified (it was `Sent` to the label printer), and packs `children`
+    /// into it, in one batch: all of it, or (a child refused, the label not
+    /// in flight) nothing. `expected`: how many a full parent of its level
+    /// holds; sealed with fewer, it is a partial case.
+    pub async fn seal_parent(
+        &self,
+        parent: &Serial,
+        children: &[Serial],
+        expected: u32,
+    ) -> Result<HierarchyMove, StoreError> {
+        self.parent_of_another_product(parent, children)?;
+        let op = Op::SealParent {
+            parent: parent.clone(),
+            children: children.to_vec(),
+            expected,
+        };
+        self.expect_move(self.submit_one(op).await?)
+    }
+
+    /// Why each of `children` could not go into a parent of job `job` now
+    /// (empty: all could): the check the line makes before it prints a
+    /// parent's label, by the same rule the ledger applies when it packs.
+    /// Named twice is a reason too.
+    pub fn unfit_children(
+        &self,
+        job: u32,
+        children: &[Serial],
+    ) -> Result<Vec<(Serial, String)>, StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for c in children {
+            if !seen.insert(c) {
+                out.push((c.clone(), "named twice".to_string()));
+                continue;
+            }
+            let (record, issued) = match self.entry(c)? {
+                crate::SerialEntry::NotIssued => (None, false),
+                crate::SerialEntry::Available { .. } => (None, true),
+                crate::SerialEntry::Recorded(r) => (Some(r), true),
+            };
+            let parent = match &record {
+                Some(_) => self.parent_of(c)?,
+                None => None,
+            };
+            if let Some(why) =
+                crate::ledger::unfit_reason(record.as_ref(), issued, parent.as_ref(), job)
+            {
+                out.push((c.clone(), why));
+            }
+        }
+        Ok(out)
+    }
+
     /// Takes `children` out of `parent` (rework), or with `None` empties it
     /// for good: its code is never packed again.
     pub async fn unpack(

@@ -118,10 +118,10 @@ impl Store {
             } else {
                 Vec::new()
             };
-            contents.push((p.clone(), children));
+            contents.push((p.clone(), children, e.partial()));
         }
         for _ in 0..crate::hierarchy::MAX_DEPTH {
-            for (p, children) in &contents {
+            for (p, children, _) in &contents {
                 let below = children
                     .iter()
                     .filter_map(|c| level_of.get(c).copied())
@@ -131,8 +131,8 @@ impl Store {
             }
         }
         let mut counts = crate::jobs::HierarchyCounts::default();
-        let mut levels: std::collections::BTreeMap<u32, (u64, u64)> = Default::default();
-        for (p, children) in &contents {
+        let mut levels: std::collections::BTreeMap<u32, (u64, u64, u64)> = Default::default();
+        for (p, children, partial) in &contents {
             if alive(p)? {
                 counts.labels += 1;
             }
@@ -142,6 +142,7 @@ impl Store {
             let l = levels.entry(level_of[p]).or_default();
             l.0 += 1;
             l.1 += children.len() as u64;
+            l.2 += u64::from(*partial);
             for c in children.iter().filter(|c| !codes.contains(c)) {
                 if alive(c)? {
                     counts.units_in_parents += 1;
@@ -150,11 +151,14 @@ impl Store {
         }
         counts.levels = levels
             .into_iter()
-            .map(|(level, (parents, children))| crate::jobs::LevelCount {
-                level,
-                parents,
-                children,
-            })
+            .map(
+                |(level, (parents, children, partial))| crate::jobs::LevelCount {
+                    level,
+                    parents,
+                    children,
+                    partial,
+                },
+            )
             .collect();
         counts.loose = active.saturating_sub(counts.units_in_parents + counts.labels);
         Ok(Some(counts))

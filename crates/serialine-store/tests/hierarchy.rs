@@ -330,3 +330,74 @@ fn the_job_report_counts_the_hierarchy_per_level() {
         h.units_in_parents + h.labels + h.loose
     );
 }
+
+/// The line's aggregation: a case label sent to the label printer and
+/// verified is committed and packed with its units in one batch; a read
+/// with one unfit unit leaves the label in flight and packs nothing; a
+/// sealed label is never sealed again; a case sealed short is partial.
+#[test]
+fn a_verified_label_is_sealed_with_its_case_in_one_batch() {
+    let l = line();
+    let (s, u) = (&l.store, &l.units);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let labels = s.reserve_for(3, &case_gtin()).unwrap();
+    let ts: Vec<_> = labels
+        .iter()
+        .map(|x| Transition::in_job(x.clone(), UnitState::Sent, Some(l.job)))
+        .collect();
+    for r in s.apply_blocking(&ts) {
+        r.unwrap();
+    }
+    let before = s.counts().committed;
+    // The check the line makes before printing names the same reasons.
+    let read = vec![u[0].clone(), l.sent_only[0].clone(), u[0].clone()];
+    let unfit = s.unfit_children(l.job, &read).unwrap();
+    assert_eq!(unfit.len(), 2, "{unfit:?}");
+    assert!(unfit[0].1.contains("not committed"), "{unfit:?}");
+    assert_eq!(unfit[1].1, "named twice");
+    // Refused at the seal: the label stays in flight, nothing is packed.
+    let offending = refused(rt.block_on(s.seal_parent(&labels[0], &read, 12)));
+    assert_eq!(offending.len(), 2, "{offending:?}");
+    assert_eq!(s.state_of(&labels[0]).unwrap(), UnitState::Sent);
+    assert_eq!(s.parent_of(&u[0]).unwrap(), None);
+    assert_eq!(s.counts().committed, before);
+    // A full case: the label committed and the units packed together.
+    assert!(s.unfit_children(l.job, &u[..12]).unwrap().is_empty());
+    let m = rt
+        .block_on(s.seal_parent(&labels[0], &u[..12], 12))
+        .unwrap();
+    assert_eq!((m.children, m.holds), (12, 12));
+    assert_eq!(s.state_of(&labels[0]).unwrap(), UnitState::Committed);
+    assert_eq!(s.counts().committed, before + 1);
+    let (entry, _) = s.contents(&labels[0]).unwrap().unwrap();
+    assert_eq!((entry.expected, entry.partial()), (12, false));
+    // Sealed once: the same label again is refused.
+    refused(rt.block_on(s.seal_parent(&labels[0], &u[12..14], 12)));
+    // The check now names the packed units.
+    let unfit = s.unfit_children(l.job, &u[..1]).unwrap();
+    assert!(unfit[0].1.starts_with("already in"), "{unfit:?}");
+    // A short case at the job's end: partial, and counted as such.
+    rt.block_on(s.seal_parent(&labels[1], &u[12..17], 12))
+        .unwrap();
+    let (entry, _) = s.contents(&labels[1]).unwrap().unwrap();
+    assert!(entry.partial());
+    let h = s.job_report(l.job).unwrap().hierarchy.unwrap();
+    assert_eq!(
+        h.levels
+            .iter()
+            .map(|x| (x.level, x.parents, x.children, x.partial))
+            .collect::<Vec<_>>(),
+        vec![(1, 2, 17, 1)]
+    );
+    // Each seal told upstream of the label's commit and of the pack.
+    let events = s.outbox_peek(10_000).unwrap();
+    let of_label: Vec<_> = events
+        .iter()
+        .filter(|e| e.serial == labels[0])
+        .map(|e| (e.state, matches!(e.detail, EventDetail::Pack { .. })))
+        .collect();
+    assert_eq!(
+        of_label,
+        vec![(UnitState::Committed, false), (UnitState::Committed, true)]
+    );
+}

@@ -42,7 +42,7 @@ pub use operator::{
     Alarm, BufferDepth, DeviceStatus, JobInfo, LineState, Metrics, MetricsPayload, StatusPayload,
     StatusSnapshot, ALARM_QUEUE,
 };
-pub use prefetch::watermarks;
+pub use prefetch::{watermarks, ParentStock};
 /// The kinds of [`Alarm`], defined in the core so the line raises the same.
 pub use serialine_core::AlarmKind;
 pub use tlscheck::{check_tls_files, TlsFile, TlsFileProblem};
@@ -91,6 +91,7 @@ pub fn start(
     let (metrics_tx, metrics_rx) = watch::channel(Metrics::default());
     let (rate_tx, rate_rx) = watch::channel(0.0f64);
     let (product_tx, product_rx) = watch::channel(cfg.product);
+    let (parents_tx, parents_rx) = watch::channel(Vec::new());
     let prefetch_held = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let prefetch_asking = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_QUEUE);
@@ -127,6 +128,7 @@ pub fn start(
                 link: link_rx.clone(),
                 rate: rate_rx,
                 product: product_rx,
+                parents: parents_rx,
                 held: prefetch_held.clone(),
                 asking: prefetch_asking.clone(),
                 responses: blocks_rx,
@@ -203,6 +205,7 @@ pub fn start(
             metrics: metrics_tx,
             rate: rate_tx,
             product: product_tx,
+            parent_products: parents_tx,
             prefetch_held,
             prefetch_asking,
             alarms: alarm_tx,
@@ -227,6 +230,8 @@ struct Inner {
     rate: watch::Sender<f64>,
     /// The running (or last) job's product: prefetch keeps its buffer.
     product: watch::Sender<Option<serialine_core::Gtin>>,
+    /// The parent products (case, pallet labels) kept in stock beside it.
+    parent_products: watch::Sender<Vec<ParentStock>>,
     /// Set while the line's unused serials are (being) returned: no block
     /// is requested until the next job sets its product.
     prefetch_held: Arc<std::sync::atomic::AtomicBool>,
@@ -392,6 +397,13 @@ impl UplinkHandle {
     /// starts): prefetch keeps the buffer of serials for this product between
     /// the watermarks and asks upstream for blocks sealed for it. Blocks of
     /// other products stay stored for their own jobs.
+    /// The parent products the running job labels (its cases, its
+    /// pallets), whose serials prefetch keeps in stock too once the job's
+    /// own buffer is full enough; empty: none (a job without aggregation).
+    pub fn set_parent_products(&self, stock: Vec<ParentStock>) {
+        self.inner.parent_products.send_replace(stock);
+    }
+
     pub fn set_product(&self, gtin: Option<serialine_core::Gtin>) {
         self.inner
             .prefetch_held

@@ -43,6 +43,17 @@ pub fn watermarks(p: &PrefetchConfig, units_per_minute: f64) -> (u64, u64) {
     (low, high)
 }
 
+/// A parent product the line labels (its cases', its pallets' GTIN),
+/// whose serials are kept in stock beside the job's product: between `low`
+/// and `high` serials, requested only while the job's own buffer is full
+/// enough. See `UplinkHandle::set_parent_products`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParentStock {
+    pub gtin: Gtin,
+    pub low: u64,
+    pub high: u64,
+}
+
 pub(crate) struct Prefetch {
     pub cfg: UplinkConfig,
     pub store: Store,
@@ -51,6 +62,8 @@ pub(crate) struct Prefetch {
     pub rate: watch::Receiver<f64>,
     /// The product blocks are requested for (see `UplinkHandle::set_product`).
     pub product: watch::Receiver<Option<Gtin>>,
+    /// Parent products kept in stock too (`UplinkHandle::set_parent_products`).
+    pub parents: watch::Receiver<Vec<ParentStock>>,
     /// Set by `UplinkHandle::hold_prefetch`: request nothing.
     pub held: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// A request is out, unanswered (`UplinkHandle::prefetch_settled`).
@@ -168,15 +181,23 @@ impl Prefetch {
             if depth >= high {
                 filling = false;
             }
-            // Nothing to ask for while what is asked already reaches high.
-            if !filling || counted >= high || Instant::now() < not_before {
+            if Instant::now() < not_before {
                 continue;
             }
+            // Nothing to ask for while what is asked already reaches high;
+            // then the parent products' stock, if one runs low.
+            let (product, serials_wanted) = if filling && counted < high {
+                // Exactly the room left under high water: an issuer that
+                // honours it never makes the buffer exceed the mark.
+                (product, high - counted)
+            } else {
+                match self.parent_short(&recent, outstanding.as_ref(), p.request_timeout) {
+                    Some(ask) => ask,
+                    None => continue,
+                }
+            };
             counter += 1;
             let correlation_id = format!("{}-{run_id}-{counter}", self.cfg.client_id);
-            // Exactly the room left under high water: an issuer that honours
-            // it never makes the buffer exceed the mark.
-            let serials_wanted = high - counted;
             let body = serde_json::to_vec(&BlockRequest {
                 correlation_id: correlation_id.clone(),
                 serials_wanted,
@@ -201,6 +222,36 @@ impl Prefetch {
                 });
             }
         }
+    }
+
+    /// The first parent product below its low mark, with what to ask for
+    /// it (up to its high mark), counting what is asked and unanswered.
+    fn parent_short(
+        &self,
+        recent: &VecDeque<Outstanding>,
+        outstanding: Option<&Outstanding>,
+        timeout: Duration,
+    ) -> Option<(Option<Gtin>, u64)> {
+        let parents = self.parents.borrow().clone();
+        for stock in parents {
+            let product = Some(stock.gtin);
+            let depth = match self.store.buffer_depth_for(&stock.gtin) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, gtin = %stock.gtin, "cannot read a parent product's stock");
+                    continue;
+                }
+            };
+            let pending = outstanding
+                .filter(|o| o.gtin == product)
+                .map_or(0, |o| o.serials_wanted)
+                + in_flight_elsewhere(recent, &product, timeout);
+            let counted = depth + pending;
+            if counted < stock.low.max(1) {
+                return Some((product, stock.high.max(stock.low.max(1)) - counted));
+            }
+        }
+        None
     }
 
     /// Handles one `blocks/response`. Returns a pause before the next request

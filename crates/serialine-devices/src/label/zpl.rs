@@ -37,7 +37,7 @@ pub struct LabelTemplate {
     /// inside the code are already GS characters.
     #[serde(default)]
     pub gs1: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextField>,
     /// Host status poll period while a label prints (ms).
     #[serde(default = "default_poll_ms")]

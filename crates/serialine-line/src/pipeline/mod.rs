@@ -53,6 +53,9 @@ pub struct LineSpec {
     /// The ledger's number of this job (`Store::begin_job`): every serial
     /// it sends carries it. `None` in tools and tests that record no job.
     pub job_number: Option<u32>,
+    /// Each unit once its commit is durable, in commit order: the case
+    /// level's children when it counts (`crate::aggregation`).
+    pub committed_to: Option<mpsc::UnboundedSender<Serial>>,
 }
 
 /// Something an operator should know about, as it happens.

@@ -18,6 +18,10 @@ pub struct Progress {
     /// not in flight (duplicate or foreign), which decide no unit.
     pub pack_rejects: u64,
     pub paused: bool,
+    /// The line has sent its last unit (quantity reached, stopped or
+    /// starved): what is still on the line gets its verdict, nothing more
+    /// comes. The last case of the job may then be short.
+    pub feeding_done: bool,
     /// Added latency per unit so far, p50 and p99, in microseconds.
     pub latency_p50_us: u64,
     pub latency_p99_us: u64,
@@ -91,6 +95,8 @@ pub struct LineReport {
     /// camera read.
     pub added_latency_us: Histogram<u64>,
     pub elapsed: Duration,
+    /// What each packaging level did, from cases up (none: no aggregation).
+    pub levels: Vec<crate::aggregation::LevelReport>,
 }
 
 impl LineReport {
@@ -108,6 +114,7 @@ impl LineReport {
             added_latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("constant histogram bounds are valid"),
             elapsed: Duration::ZERO,
+            levels: Vec::new(),
         }
     }
 

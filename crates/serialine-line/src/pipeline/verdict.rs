@@ -561,6 +561,9 @@ impl Verdicts {
                 Verdict::Commit => {
                     self.report.committed += 1;
                     m.committed.increment(1);
+                    if let Some(tx) = &self.shared.spec.committed_to {
+                        let _ = tx.send(u.serial.clone());
+                    }
                 }
                 Verdict::Reject(r) => {
                     self.report.count_reject(*r);
@@ -690,6 +693,7 @@ mod tests {
                 starve_timeout: Duration::from_secs(5),
                 heartbeat: Default::default(),
                 job_number: None,
+                committed_to: None,
             },
             store: store.clone(),
             alarms: alarm_tx,

@@ -37,6 +37,29 @@ fn packable(state: UnitState) -> bool {
     matches!(state, UnitState::Committed | UnitState::Synced)
 }
 
+/// Why a serial with record `r` (none: never sent; `issued`: in a block
+/// this line holds), packed in `parent`, may not be a child of a parent of
+/// `job` (none: it may). The one statement of a child's fitness, for the
+/// ledger's pack and the line's check before it prints a label.
+pub(crate) fn unfit_reason(
+    r: Option<&SerialRecord>,
+    issued: bool,
+    parent: Option<&Serial>,
+    job: u32,
+) -> Option<String> {
+    match r {
+        None if issued => Some("never sent".to_string()),
+        None => Some("foreign: never issued to this line".to_string()),
+        Some(r) if !packable(r.state) => Some(match r.state {
+            UnitState::Sampled(p) => format!("sampled ({})", p.as_str()),
+            UnitState::Decommissioned(d) => format!("decommissioned ({})", d.as_str()),
+            other => format!("{other}, not committed"),
+        }),
+        Some(r) if r.job != job => Some(format!("of job {}, the parent of job {job}", r.job)),
+        Some(_) => parent.map(|p| format!("already in {p}")),
+    }
+}
+
 impl Tx<'_> {
     fn refuse(
         parent: &Serial,
@@ -63,9 +86,9 @@ impl Tx<'_> {
     fn parent_entry(&self, parent: &Serial) -> TxResult<Result<Option<ParentEntry>, StoreError>> {
         Ok(match self.parents.get(parent.as_bytes())? {
             None => Ok(None),
-            Some(v) => postcard::from_bytes(&v)
+            Some(v) => ParentEntry::decode(&v)
                 .map(Some)
-                .map_err(|e| self.corrupt(format!("parent entry of {parent} unreadable: {e}"))),
+                .ok_or_else(|| self.corrupt(format!("parent entry of {parent} unreadable"))),
         })
     }
 
@@ -86,22 +109,12 @@ impl Tx<'_> {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        let why = match r {
-            None if self.issued_block_of(&self.index_key_of(serial)).is_some() => {
-                Some("never sent".to_string())
-            }
-            None => Some("foreign: never issued to this line".to_string()),
-            Some(r) if !packable(r.state) => Some(match r.state {
-                UnitState::Sampled(p) => format!("sampled ({})", p.as_str()),
-                UnitState::Decommissioned(d) => format!("decommissioned ({})", d.as_str()),
-                other => format!("{other}, not committed"),
-            }),
-            Some(r) if r.job != job => Some(format!("of job {}, the parent of job {job}", r.job)),
-            Some(_) => self
-                .parent_of_serial(serial)?
-                .map(|p| format!("already in {p}")),
+        let issued = r.is_some() || self.issued_block_of(&self.index_key_of(serial)).is_some();
+        let parent = match &r {
+            Some(r) if packable(r.state) && r.job == job => self.parent_of_serial(serial)?,
+            _ => None,
         };
-        Ok(Ok(why))
+        Ok(Ok(unfit_reason(r.as_ref(), issued, parent.as_ref(), job)))
     }
 
     /// Packs `children` into `parent` (see `crate::hierarchy`).
@@ -109,6 +122,31 @@ impl Tx<'_> {
         &mut self,
         parent: &Serial,
         children: &[Serial],
+    ) -> TxResult<Result<Applied, StoreError>> {
+        self.pack_with(parent, children, None)
+    }
+
+    /// The line's aggregation: `parent`'s label, sent to the label printer
+    /// (`Sent`), was verified by its scanner; it is committed and packed
+    /// with `children` in one batch, or (any child refused, or the label
+    /// not in flight) nothing changes. `expected`: children of a full
+    /// parent of its level.
+    pub(super) fn seal_parent(
+        &mut self,
+        parent: &Serial,
+        children: &[Serial],
+        expected: u32,
+    ) -> TxResult<Result<Applied, StoreError>> {
+        self.pack_with(parent, children, Some(expected))
+    }
+
+    /// A pack (`seal` none) or a seal (the label committed first, `seal`
+    /// its level's full count): everything checked before the first write.
+    fn pack_with(
+        &mut self,
+        parent: &Serial,
+        children: &[Serial],
+        seal: Option<u32>,
     ) -> TxResult<Result<Applied, StoreError>> {
         if children.is_empty() || children.len() > MAX_CHILDREN {
             return Self::refuse(
@@ -131,7 +169,17 @@ impl Tx<'_> {
             }
             Err(e) => return Ok(Err(e)),
         };
-        if !packable(prec.state) {
+        if seal.is_some() && !prec.state.is_in_flight() {
+            return Self::refuse(
+                parent,
+                format!(
+                    "the parent's label is {}, not in flight to its scanner: a label is sealed once",
+                    prec.state
+                ),
+                Vec::new(),
+            );
+        }
+        if seal.is_none() && !packable(prec.state) {
             return Self::refuse(
                 parent,
                 format!(
@@ -145,6 +193,11 @@ impl Tx<'_> {
             Ok(e) => e,
             Err(e) => return Ok(Err(e)),
         };
+        if seal.is_some() && entry.is_some() {
+            return Ok(Err(self.corrupt(format!(
+                "label {parent} is in flight but already holds children"
+            ))));
+        }
         if entry.is_some_and(|e| e.state == ParentState::Emptied) {
             return Self::refuse(
                 parent,
@@ -198,13 +251,22 @@ impl Tx<'_> {
                 offending,
             );
         }
-        // Checked: now the writes.
+        // Checked: now the writes. A sealed label is committed first (its
+        // own outbox event), so the pack below finds it committed.
+        let mut parent_state = prec.state;
+        if seal.is_some() {
+            match self.transition(parent, UnitState::Committed, None, None)? {
+                Ok(_) => parent_state = UnitState::Committed,
+                Err(e) => return Ok(Err(e)),
+            }
+        }
         let held = entry.map_or(0, |e| e.children);
         let next = ParentEntry {
             state: ParentState::Packed,
             children: held + children.len() as u32,
             job: prec.job,
             packed_ms: entry.map_or(self.now_ms, |e| e.packed_ms),
+            expected: seal.or(entry.map(|e| e.expected)).unwrap_or(0),
         };
         let Ok(bytes) = postcard::to_stdvec(&next) else {
             return Ok(Err(
@@ -216,7 +278,7 @@ impl Tx<'_> {
             self.parent_of.insert(c.as_bytes(), parent.as_bytes());
             self.children.insert(child_key(parent, c), []);
         }
-        let events = match self.aggregation_events(parent, prec.state, children, None) {
+        let events = match self.aggregation_events(parent, parent_state, children, None) {
             Ok(n) => n,
             Err(e) => return Ok(Err(e)),
         };
@@ -392,8 +454,8 @@ impl Ledger {
         let Some(v) = self.parents.get(parent.as_bytes()).map_err(self.io())? else {
             return Ok(None);
         };
-        let entry: ParentEntry = postcard::from_bytes(&v)
-            .map_err(|e| self.corrupt(format!("parent entry of {parent} unreadable: {e}")))?;
+        let entry = ParentEntry::decode(&v)
+            .ok_or_else(|| self.corrupt(format!("parent entry of {parent} unreadable")))?;
         let mut children = Vec::new();
         for item in self.children.scan_prefix(prefix_of(parent)) {
             let (k, _) = item.map_err(self.io())?;
@@ -411,8 +473,8 @@ impl Ledger {
             let (k, v) = item.map_err(self.io())?;
             let parent =
                 serial_from(&k).ok_or_else(|| self.corrupt("a parent key is not a serial"))?;
-            let entry = postcard::from_bytes(&v)
-                .map_err(|e| self.corrupt(format!("parent entry of {parent} unreadable: {e}")))?;
+            let entry = ParentEntry::decode(&v)
+                .ok_or_else(|| self.corrupt(format!("parent entry of {parent} unreadable")))?;
             out.push((parent, entry));
         }
         Ok(out)

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serialine_devices::label::LabelTemplate;
 use serialine_devices::laser::LaserRegisterMap;
 use serialine_devices::printer::FramedProfile;
+use serialine_line::LevelDeviceSpec;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -169,10 +170,36 @@ impl Config {
                 }
             }
         };
+        let mut levels = Vec::with_capacity(line.aggregation.len());
+        for (j, a) in line.aggregation.iter().enumerate() {
+            let k = format!("line[{index}].aggregation[{j}].label");
+            let label = match &a.label {
+                LabelSource::Inline(t) => t.clone(),
+                LabelSource::File(path) => {
+                    let fail = |m: String| ConfigError::Files(vec![self.origin.issue(&k, m)]);
+                    let t: LabelTemplate = parse("label template", path).map_err(fail)?;
+                    t.validate()
+                        .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+                    t
+                }
+            };
+            levels.push(LevelDeviceSpec {
+                name: a.level.clone(),
+                label_addr: a.label_printer.clone(),
+                label,
+                scanner_transport: a.scanner.transport.clone(),
+                scanner: a.scanner.profile(),
+                camera: a
+                    .camera
+                    .as_ref()
+                    .map(|c| (c.transport.clone(), c.profile())),
+            });
+        }
         Ok(DeviceSpec {
             marker: printer,
             camera_transport: line.camera.transport.clone(),
             camera: line.camera.profile(),
+            levels,
         })
     }
 

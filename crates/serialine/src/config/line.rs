@@ -47,6 +47,88 @@ pub struct LineConfig {
     /// `[line.epcis]`: where the line is, for its EPCIS events.
     #[serde(default)]
     pub epcis: EpcisConfig,
+    /// `[[line.aggregation]]`: the packaging levels the line closes, from
+    /// cases up (none: the line stops at the unit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregation: Vec<AggregationConfig>,
+}
+
+/// `[[line.aggregation]]`: one packaging level (cases, then pallets). Its
+/// parents are serials of blocks upstream seals for `gtin` (the case's or
+/// pallet's own GTIN, AI 01 + 21); each gets a label from `label_printer`,
+/// read back by `scanner`, before it is committed with its children.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationConfig {
+    /// What its parents are called in logs and alarms, e.g. `"case"`,
+    /// `"pallet"` (`[A-Za-z0-9_-]{1,32}`).
+    pub level: String,
+    /// The parents' GTIN (not the job's product, nor another level's).
+    pub gtin: Gtin,
+    /// Children in a full parent, 1..=1000: units per case, cases per pallet.
+    pub per_parent: u32,
+    /// `"scan"` (default): an aggregation camera reads all codes of an
+    /// open case at once (`camera`); `"count"`: a case is the next
+    /// `per_parent` children committed below, in order.
+    #[serde(default)]
+    pub mode: AggregationModeConfig,
+    /// `host:port` of the level's ZPL label printer (raw TCP, usually 9100).
+    pub label_printer: String,
+    /// The label layout (`LabelTemplate` keys inline, or a TOML file's path);
+    /// the parent code is a GS1 element string: `gs1 = true`.
+    pub label: LabelSource,
+    /// The scanner that reads each label back: `[line.camera]`'s keys.
+    pub scanner: CameraConfig,
+    /// scan: the aggregation camera, `[line.camera]`'s keys; one result per
+    /// case, `{content}` the codes separated by TAB, `NOREAD` for one not
+    /// read (e.g. `template = "{trigger};{content}"`, `max_line = 65536`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera: Option<CameraConfig>,
+    /// Longest from a label's code to its scan, printing included, in
+    /// milliseconds, 1..=600000. Default 10000.
+    #[serde(default = "default_label_deadline_ms")]
+    pub label_deadline_ms: u64,
+    /// scan: once the level below is done, how long the last (partial)
+    /// case's read may take to come, in milliseconds, 0..=600000.
+    /// Default 5000.
+    #[serde(default = "default_close_wait_ms")]
+    pub close_wait_ms: u64,
+}
+
+fn default_label_deadline_ms() -> u64 {
+    10_000
+}
+fn default_close_wait_ms() -> u64 {
+    5_000
+}
+
+/// `line[].aggregation[].mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregationModeConfig {
+    #[default]
+    Scan,
+    Count,
+}
+
+impl AggregationConfig {
+    /// The level as the line runs it; `label_wait`: how long a parent may
+    /// wait for a label serial (the line's starve timeout).
+    pub fn plan(&self, label_wait: Duration) -> serialine_line::aggregation::LevelPlan {
+        use serialine_line::aggregation::{AggregationMode, LevelPlan};
+        LevelPlan {
+            name: self.level.clone(),
+            gtin: self.gtin,
+            per_parent: self.per_parent,
+            mode: match self.mode {
+                AggregationModeConfig::Scan => AggregationMode::Scan,
+                AggregationModeConfig::Count => AggregationMode::Count,
+            },
+            label_deadline: Duration::from_millis(self.label_deadline_ms),
+            close_wait: Duration::from_millis(self.close_wait_ms),
+            label_wait,
+        }
+    }
 }
 
 /// `[line.epcis]`: the line's place in EPCIS events (`serialine export
@@ -376,6 +458,11 @@ impl PipelineConfig {
                 line.camera.deadline_ms.unwrap_or(self.read_deadline_ms),
             ),
             starve_timeout: Duration::from_secs(self.starve_timeout_secs),
+            aggregation: line
+                .aggregation
+                .iter()
+                .map(|a| a.plan(Duration::from_secs(self.starve_timeout_secs)))
+                .collect(),
         }
     }
 }

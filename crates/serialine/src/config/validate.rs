@@ -5,6 +5,7 @@
 //! `check-config` and at start, not by every load, so that tools reading a
 //! config do not need the keys).
 
+use super::line::AggregationModeConfig;
 use super::{CameraConfig, Config, ConfigError, Issue, LabelSource, Origin};
 use super::{LineConfig, PrinterConfig, PrinterKind};
 use serialine_core::Template;
@@ -157,7 +158,12 @@ impl Checker<'_> {
 
     /// `[line.camera]`: its transport and result-line format.
     fn camera(&mut self, i: usize, cam: &CameraConfig) {
-        let key = |k: &str| format!("line[{i}].camera.{k}");
+        self.camera_at(&format!("line[{i}].camera"), cam);
+    }
+
+    /// A camera's keys under `at` (`line[0].camera`, a level's scanner).
+    fn camera_at(&mut self, at: &str, cam: &CameraConfig) {
+        let key = |k: &str| format!("{at}.{k}");
         self.transport(&key("transport"), &cam.transport);
         if let Err(e) = cam.profile().compile() {
             let k = match e {
@@ -512,6 +518,8 @@ impl Checker<'_> {
             },
         );
 
+        self.aggregation(i, line);
+
         if let Some(job) = &line.job {
             self.require(job.quantity >= 1, &key("job.quantity"), || {
                 "0 is out of range; expected at least 1".into()
@@ -527,6 +535,79 @@ impl Checker<'_> {
                     },
                 );
             }
+        }
+    }
+}
+
+impl Checker<'_> {
+    /// `[[line.aggregation]]`: each level's name, GTIN, count, devices and
+    /// times; a scanning level has its camera, a counting one none.
+    fn aggregation(&mut self, i: usize, line: &LineConfig) {
+        let mut gtins = vec![];
+        if let Some(job) = &line.job {
+            gtins.push((job.gtin, format!("line[{i}].job.gtin")));
+        }
+        for (j, a) in line.aggregation.iter().enumerate() {
+            let key = |k: &str| format!("line[{i}].aggregation[{j}].{k}");
+            self.require(is_valid_id(&a.level), &key("level"), || {
+                format!(
+                    "{:?} is not a level name; expected [A-Za-z0-9_-]{{1,32}}, such as \"case\"",
+                    a.level
+                )
+            });
+            if let Some((_, other)) = gtins.iter().find(|(g, _)| *g == a.gtin) {
+                self.fail(
+                    &key("gtin"),
+                    format!(
+                        "{} is also {other}; a level's parents have their own GTIN",
+                        a.gtin
+                    ),
+                );
+            }
+            gtins.push((a.gtin, key("gtin")));
+            self.require(
+                (1..=1000).contains(&a.per_parent),
+                &key("per_parent"),
+                || format!("{} is out of range; expected 1..=1000", a.per_parent),
+            );
+            self.host_port(&key("label_printer"), &a.label_printer);
+            if let LabelSource::Inline(t) = &a.label {
+                if let Err(e) = t.validate() {
+                    self.fail(&key("label"), e.to_string());
+                }
+                self.require(t.gs1, &key("label.gs1"), || {
+                    "false; a parent's code is a GS1 element string: expected gs1 = true".into()
+                });
+            }
+            self.camera_at(&key("scanner"), &a.scanner);
+            match (a.mode, &a.camera) {
+                (AggregationModeConfig::Scan, None) => self.fail(
+                    &key("camera"),
+                    "missing; required when mode = \"scan\" (the aggregation camera); or mode = \"count\"",
+                ),
+                (AggregationModeConfig::Count, Some(_)) => self.fail(
+                    &key("camera"),
+                    "not used when mode = \"count\"; a counting level has no aggregation camera",
+                ),
+                (_, Some(cam)) => self.camera_at(&key("camera"), cam),
+                _ => {}
+            }
+            self.require(
+                (1..=600_000).contains(&a.label_deadline_ms),
+                &key("label_deadline_ms"),
+                || {
+                    format!(
+                        "{} is out of range; expected 1..=600000 milliseconds",
+                        a.label_deadline_ms
+                    )
+                },
+            );
+            self.require(a.close_wait_ms <= 600_000, &key("close_wait_ms"), || {
+                format!(
+                    "{} is out of range; expected 0..=600000 milliseconds",
+                    a.close_wait_ms
+                )
+            });
         }
     }
 }

@@ -75,6 +75,31 @@ const ALL_KEYS: &[(&str, &str)] = &[
     ),
     ("line[].job", "gtin lot expiry quantity"),
     ("line[].epcis", "read_point biz_location"),
+    (
+        "line[].aggregation[]",
+        "level gtin per_parent mode label_printer label_deadline_ms close_wait_ms",
+    ),
+    (
+        "line[].aggregation[].label",
+        "symbology module_size x y gs1 poll_interval_ms",
+    ),
+    ("line[].aggregation[].label.text", "x y height"),
+    (
+        "line[].aggregation[].scanner",
+        "template no_read deadline_ms max_line",
+    ),
+    (
+        "line[].aggregation[].scanner.transport",
+        "kind addr connect_timeout_ms nodelay keepalive",
+    ),
+    (
+        "line[].aggregation[].camera",
+        "template no_read deadline_ms max_line",
+    ),
+    (
+        "line[].aggregation[].camera.transport",
+        "kind addr connect_timeout_ms nodelay keepalive",
+    ),
     ("line[].job.template", "kind resolver"),
     ("line[].printer", "kind profile addr map"),
     (

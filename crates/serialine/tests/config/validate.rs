@@ -90,6 +90,22 @@ fn invalid_values_name_file_key_and_expectation() {
             "store.cache_mb",
             &["2 is out of range; expected 4..=4096 (MiB)"],
         ),
+        // Issue 14: a packaging level names what it lacks, with its key.
+        (
+            minimal_with(&aggregation_level("mode = \"scan\"", "gs1 = true", 12)),
+            "line[0].aggregation[0].camera",
+            &["missing; required when mode = \"scan\""],
+        ),
+        (
+            minimal_with(&aggregation_level("mode = \"count\"", "gs1 = false", 12)),
+            "line[0].aggregation[0].label.gs1",
+            &["expected gs1 = true"],
+        ),
+        (
+            minimal_with(&aggregation_level("mode = \"count\"", "gs1 = true", 0)),
+            "line[0].aggregation[0].per_parent",
+            &["0 is out of range; expected 1..=1000"],
+        ),
     ];
     for (text, key, says) in cases {
         let err = refused(&text, key, says);
@@ -243,5 +259,34 @@ fn fence_dir_defaults_outside_the_ledger_and_resolves_against_the_file() {
     assert_eq!(
         c.line_fence_path("line-1"),
         path.parent().unwrap().join("fences/line-1.fence")
+    );
+}
+
+/// One `[[line.aggregation]]` of cases, with `mode`, the label's `gs1` and
+/// its count; its devices on loopback.
+fn aggregation_level(mode: &str, gs1: &str, per_parent: u32) -> String {
+    format!(
+        "[[line.aggregation]]\nlevel = \"case\"\ngtin = \"19506000134359\"\n\
+         per_parent = {per_parent}\n{mode}\nlabel_printer = \"127.0.0.1:9100\"\n\
+         label = {{ symbology = \"data_matrix\", module_size = 6, x = 0, y = 0, {gs1} }}\n\
+         [line.aggregation.scanner.transport]\nkind = \"tcp\"\naddr = \"127.0.0.1:2002\"\n"
+    )
+}
+
+/// A counting level of cases loads and plans as written.
+#[test]
+fn a_packaging_level_loads_into_the_line_plan() {
+    let c = load(&minimal_with(&aggregation_level(
+        "mode = \"count\"",
+        "gs1 = true",
+        12,
+    )))
+    .unwrap();
+    let plan = c.lines[0].pipeline.plan(&c.lines[0]);
+    assert_eq!(plan.aggregation.len(), 1);
+    let level = &plan.aggregation[0];
+    assert_eq!(
+        (level.name.as_str(), level.per_parent, level.gtin.as_string()),
+        ("case", 12, "19506000134359".to_string())
     );
 }

@@ -1,0 +1,711 @@
+//! The packaging hierarchy on the line (issue 14): each level (cases, then
+//! pallets) closes parents around the children the level below made.
+//!
+//! ```text
+//! children ──► candidate parent ──► checked ──► label reserved, Sent durable
+//!   (scan: the aggregation camera's multi-code read of an open case;
+//!    count: the next N children committed below)
+//!          ──► label printed ──► label scanned and graded
+//!          ──► one batch: label Committed + children packed (`seal_parent`)
+//! ```
+//!
+//! What it decides on, and never on position or assumption:
+//! - a scan names the children by their codes; every code must be read,
+//!   parse as the level's child product, and be a child the ledger accepts
+//!   (committed, of this job, in no parent, not sampled or decommissioned)
+//!   before a label is spent on it. Otherwise the case is refused, with each
+//!   offending code and why, an `aggregation-refused` alarm, and nothing
+//!   changes: the case goes to rework, its units stay loose;
+//! - a case read short of its count is refused while the line still feeds,
+//!   and closed as partial once it has sent its last unit (the last case of
+//!   a job);
+//! - the parent code comes from a block sealed for the level's own product,
+//!   is durable (`Sent`) before its label is printed, and is committed only
+//!   with its children, in one batch, once its scanner read it back at the
+//!   minimum grade. A label not printed, not read or read low is rejected
+//!   (its serial is never used again) and the case refused. A crash
+//!   anywhere leaves the label in flight: voided at the next start, never
+//!   printed again; its children stay loose.
+//!
+//! A level handles one parent at a time, so a label's scan can only be that
+//! label's.
+
+use crate::pipeline::{Alarm, AlarmKind};
+use serialine_core::code::{self, CodeData};
+use serialine_core::{Grade, Gtin, Job, RejectReason, Serial, Template, UnitState};
+use serialine_devices::{CameraEvent, CameraHandle, PrintRequest, PrinterEvent, PrinterHandle};
+use serialine_store::{Store, StoreError, Transition};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// How a level finds the children of its next parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregationMode {
+    /// An aggregation camera reads every code in the open case at once.
+    Scan,
+    /// The next `per_parent` children committed below, in order.
+    Count,
+}
+
+impl AggregationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggregationMode::Scan => "scan",
+            AggregationMode::Count => "count",
+        }
+    }
+}
+
+/// One level of the hierarchy a line builds (cases, then pallets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelPlan {
+    /// What its parents are called in logs and alarms ("case", "pallet").
+    pub name: String,
+    /// The parents' product: labels are serials of blocks sealed for it.
+    pub gtin: Gtin,
+    /// Children in a full parent.
+    pub per_parent: u32,
+    pub mode: AggregationMode,
+    /// Longest a label may take from its code to its scan (printing
+    /// included); later, the label is a no-read.
+    pub label_deadline: Duration,
+    /// Once the level below is done: how long a last (partial) read may
+    /// still take to come (scan mode).
+    pub close_wait: Duration,
+    /// Longest a parent waits for a label serial (its product's blocks)
+    /// before it is refused.
+    pub label_wait: Duration,
+}
+
+/// The devices of one level.
+pub struct LevelDevices {
+    /// Prints the parents' labels (the ZPL label printer).
+    pub label: PrinterHandle,
+    /// Reads each label back and grades it.
+    pub scanner: CameraHandle,
+    /// The aggregation camera (scan mode): one result per case, its
+    /// content the codes read, separated by TAB ([`CODE_SEPARATOR`]), a
+    /// code not read as `NOREAD`.
+    pub camera: Option<CameraHandle>,
+    /// How the daemon describes them (label printer, scanner, camera).
+    pub names: Vec<String>,
+}
+
+/// Between the codes of one multi-code read.
+pub const CODE_SEPARATOR: char = '\t';
+
+/// What one level did in a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LevelReport {
+    pub name: String,
+    /// Parents committed with their children.
+    pub sealed: u64,
+    /// Of them, closed with fewer than a full count (the job's end).
+    pub partial: u64,
+    /// Parents refused (a code not read, foreign, unfit, short; a label
+    /// not verified): their children stay loose, for rework.
+    pub refused: u64,
+    /// Labels printed (or sent) but not verified: rejected, never reused.
+    pub labels_rejected: u64,
+}
+
+/// What a level's task shares with the line.
+pub(crate) struct LevelContext {
+    pub line: String,
+    pub job: Job,
+    pub job_number: u32,
+    pub store: Store,
+    pub min_grade: Grade,
+    pub alarms: mpsc::UnboundedSender<Alarm>,
+    /// The line's progress: once it has sent its last unit
+    /// (`feeding_done`), a short case is the job's last, closed as partial.
+    pub progress: watch::Receiver<crate::pipeline::Progress>,
+}
+
+/// Where a level's children come from.
+pub(crate) enum Children {
+    /// Count mode: each child once committed below (a unit once its
+    /// verdict is durable, a case once sealed), and when the level below
+    /// is done.
+    Committed {
+        rx: mpsc::UnboundedReceiver<Serial>,
+        below_done: watch::Receiver<bool>,
+    },
+    /// Scan mode: the aggregation camera, and when the level below is done.
+    Scanned {
+        camera: CameraHandle,
+        below_done: watch::Receiver<bool>,
+    },
+}
+
+/// Why a parent was refused.
+struct Refusal {
+    why: String,
+    offending: Vec<(String, String)>,
+}
+
+impl Refusal {
+    fn plain(why: impl Into<String>) -> Self {
+        Refusal {
+            why: why.into(),
+            offending: Vec::new(),
+        }
+    }
+}
+
+struct Level {
+    ctx: LevelContext,
+    plan: LevelPlan,
+    /// The children's product and code template.
+    child_gtin: Gtin,
+    child_template: Template,
+    label: PrinterHandle,
+    scanner: CameraHandle,
+    sealed_to: Option<mpsc::UnboundedSender<Serial>>,
+    report: LevelReport,
+    /// Label printer request ids.
+    next_label: u64,
+    /// A low-label-stock alarm was raised and not yet cleared.
+    starving: bool,
+}
+
+/// Runs one level until the level below is done and its last parent is
+/// closed. Each sealed parent goes to `sealed_to` (the next level's count).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_level(
+    ctx: LevelContext,
+    plan: LevelPlan,
+    devices: LevelDevices,
+    children: Children,
+    child_gtin: Gtin,
+    child_template: Template,
+    sealed_to: Option<mpsc::UnboundedSender<Serial>>,
+) -> LevelReport {
+    let report = LevelReport {
+        name: plan.name.clone(),
+        ..LevelReport::default()
+    };
+    let mut level = Level {
+        ctx,
+        plan,
+        child_gtin,
+        child_template,
+        label: devices.label,
+        scanner: devices.scanner,
+        sealed_to,
+        report,
+        next_label: 1,
+        starving: false,
+    };
+    match children {
+        Children::Committed { rx, below_done } => level.count(rx, below_done).await,
+        Children::Scanned { camera, below_done } => level.scan(camera, below_done).await,
+    }
+    tracing::info!(
+        line = %level.ctx.line,
+        level = %level.plan.name,
+        sealed = level.report.sealed,
+        partial = level.report.partial,
+        refused = level.report.refused,
+        labels_rejected = level.report.labels_rejected,
+        "aggregation level done"
+    );
+    level.report
+}
+
+impl Level {
+    fn alarm(&self, kind: AlarmKind, message: String, serial: Option<Serial>) {
+        tracing::warn!(line = %self.ctx.line, level = %self.plan.name, kind = kind.as_str(), "{message}");
+        let _ = self.ctx.alarms.send(Alarm {
+            line: self.ctx.line.clone(),
+            kind,
+            message,
+            serial,
+        });
+    }
+
+    /// Count mode: every `per_parent` children committed below make a
+    /// parent; what is left when the level below is done, a partial one.
+    async fn count(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<Serial>,
+        mut below_done: watch::Receiver<bool>,
+    ) {
+        let full = self.plan.per_parent.max(1) as usize;
+        let mut open: Vec<Serial> = Vec::with_capacity(full);
+        let mut counted = 0u64;
+        let mut done = *below_done.borrow();
+        loop {
+            let child = if done {
+                // Below is done: what it sent before is all there is.
+                match rx.try_recv() {
+                    Ok(c) => c,
+                    Err(_) => break,
+                }
+            } else {
+                tokio::select! {
+                    c = rx.recv() => match c {
+                        Some(c) => c,
+                        None => break,
+                    },
+                    r = below_done.changed() => {
+                        done = r.is_err() || *below_done.borrow();
+                        continue;
+                    }
+                }
+            };
+            open.push(child);
+            if open.len() >= full {
+                counted += 1;
+                let what = format!("{} {counted} (count)", self.plan.name);
+                let children = std::mem::take(&mut open);
+                self.close(what, children, false).await;
+            }
+        }
+        if !open.is_empty() {
+            counted += 1;
+            let what = format!("{} {counted} (count, the job's last)", self.plan.name);
+            self.close(what, open, false).await;
+        }
+    }
+
+    /// Scan mode: one parent per multi-code read, until the level below
+    /// is done and no read came for `close_wait`.
+    async fn scan(&mut self, mut camera: CameraHandle, mut below_done: watch::Receiver<bool>) {
+        let mut quiet_until: Option<Instant> = below_done
+            .borrow()
+            .then(|| Instant::now() + self.plan.close_wait);
+        loop {
+            let wait = quiet_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                ev = camera.events.recv() => match ev {
+                    None => break,
+                    Some(CameraEvent::Read(read)) => {
+                        let codes = split_codes(read.content.as_deref());
+                        self.scanned(read.unit, codes).await;
+                        if quiet_until.is_some() {
+                            quiet_until = Some(Instant::now() + self.plan.close_wait);
+                        }
+                    }
+                    Some(CameraEvent::Garbage { line, reason }) => {
+                        self.report.refused += 1;
+                        self.alarm(
+                            AlarmKind::AggregationRefused,
+                            format!(
+                                "{} read not understood ({reason}): {line:?}; nothing packed, the {} goes to rework",
+                                self.plan.name, self.plan.name
+                            ),
+                            None,
+                        );
+                    }
+                    Some(CameraEvent::Fault { reason }) => {
+                        self.alarm(
+                            AlarmKind::DeviceFault,
+                            format!("{} aggregation camera: {reason}", self.plan.name),
+                            None,
+                        );
+                    }
+                    Some(CameraEvent::Ready) => {}
+                },
+                r = below_done.changed(), if quiet_until.is_none() => {
+                    if r.is_err() || *below_done.borrow() {
+                        quiet_until = Some(Instant::now() + self.plan.close_wait);
+                    }
+                }
+                _ = tokio::time::sleep_until(wait), if quiet_until.is_some() => break,
+            }
+        }
+    }
+
+    /// A multi-code read: every code must be read and be a code of the
+    /// level's child product before the ledger is even asked.
+    async fn scanned(&mut self, trigger: Option<u64>, codes: Vec<Option<String>>) {
+        let what = match trigger {
+            Some(t) => format!("{} read {t}", self.plan.name),
+            None => format!("{} read", self.plan.name),
+        };
+        let mut children = Vec::with_capacity(codes.len());
+        let mut offending = Vec::new();
+        for (i, c) in codes.iter().enumerate() {
+            match c {
+                None => offending.push((format!("code {}", i + 1), "not read".to_string())),
+                Some(text) => match code::parse(&self.child_template, text) {
+                    Ok(d) if d.gtin == self.child_gtin => children.push(d.serial),
+                    Ok(d) => offending.push((
+                        text.clone(),
+                        format!(
+                            "foreign: a code of GTIN {}, not {}",
+                            d.gtin, self.child_gtin
+                        ),
+                    )),
+                    Err(e) => offending.push((text.clone(), format!("not a code: {e}"))),
+                },
+            }
+        }
+        if codes.is_empty() {
+            return self.refuse(&what, Refusal::plain("no code read"));
+        }
+        if !offending.is_empty() {
+            let why = format!("{} of {} codes unusable", offending.len(), codes.len());
+            return self.refuse(&what, Refusal { why, offending });
+        }
+        self.close(what, children, true).await;
+    }
+
+    /// Closes one parent around `children`, or refuses it.
+    async fn close(&mut self, what: String, children: Vec<Serial>, scanned: bool) {
+        match self.try_close(&children, scanned).await {
+            Ok((label, partial)) => {
+                self.report.sealed += 1;
+                self.report.partial += u64::from(partial);
+                tracing::info!(
+                    line = %self.ctx.line,
+                    level = %self.plan.name,
+                    parent = %label,
+                    children = children.len(),
+                    partial,
+                    "{what}: sealed"
+                );
+                if let Some(tx) = &self.sealed_to {
+                    let _ = tx.send(label);
+                }
+            }
+            Err(r) => self.refuse(&what, r),
+        }
+    }
+
+    fn refuse(&mut self, what: &str, r: Refusal) {
+        self.report.refused += 1;
+        let named: Vec<String> = r
+            .offending
+            .iter()
+            .take(20)
+            .map(|(code, why)| format!("{code} ({why})"))
+            .collect();
+        let more = r.offending.len().saturating_sub(named.len());
+        let mut message = format!("{what} refused: {}", r.why);
+        if !named.is_empty() {
+            message.push_str(": ");
+            message.push_str(&named.join(", "));
+            if more > 0 {
+                message.push_str(&format!(" and {more} more"));
+            }
+        }
+        message.push_str(&format!(
+            "; nothing packed, the {} goes to rework",
+            self.plan.name
+        ));
+        self.alarm(AlarmKind::AggregationRefused, message, None);
+    }
+
+    /// Everything checked, then the label: returns it and whether the
+    /// parent is partial.
+    async fn try_close(
+        &mut self,
+        children: &[Serial],
+        scanned: bool,
+    ) -> Result<(Serial, bool), Refusal> {
+        let full = self.plan.per_parent.max(1) as usize;
+        let closing = self.ctx.progress.borrow().feeding_done;
+        if children.len() > full {
+            return Err(Refusal::plain(format!(
+                "{} codes, a full {} holds {full}",
+                children.len(),
+                self.plan.name
+            )));
+        }
+        // Short while the line still feeds: a unit is missing. Once the
+        // line has sent its last unit, the short one is the job's last.
+        if scanned && children.len() < full && !closing {
+            return Err(Refusal::plain(format!(
+                "{} codes of {full}: a unit is missing while the line still runs",
+                children.len()
+            )));
+        }
+        self.await_verdicts(children).await;
+        let unfit = self
+            .ctx
+            .store
+            .unfit_children(self.ctx.job_number, children)
+            .map_err(|e| Refusal::plain(format!("ledger: {e}")))?;
+        if !unfit.is_empty() {
+            return Err(Refusal {
+                why: format!("{} of {} children unfit", unfit.len(), children.len()),
+                offending: unfit
+                    .into_iter()
+                    .map(|(s, why)| (s.to_string(), why))
+                    .collect(),
+            });
+        }
+        let label = self.reserve_label().await?;
+        let data = CodeData {
+            gtin: self.plan.gtin,
+            expiry: Some(self.ctx.job.expiry),
+            lot: Some(self.ctx.job.lot.clone()),
+            serial: label.clone(),
+        };
+        let text = match code::render(&Template::Gs1DataMatrix, &data) {
+            Ok(t) => t,
+            Err(e) => {
+                // Never sent: back to the pool's end, alarmed.
+                self.ctx.store.release_to_back(std::slice::from_ref(&label));
+                return Err(Refusal::plain(format!(
+                    "label serial {label} cannot be rendered: {e}"
+                )));
+            }
+        };
+        // Durable before the label is printed: a crash from here on voids
+        // it at the next start, and it is never printed again.
+        let sent = Transition::in_job(label.clone(), UnitState::Sent, Some(self.ctx.job_number));
+        if let Some(Err(e)) = self.ctx.store.apply(&[sent]).await.into_iter().next() {
+            return Err(Refusal::plain(format!("label {label} not recorded: {e}")));
+        }
+        if let Err(reason) = self.print_and_verify(&label, &text).await {
+            self.report.labels_rejected += 1;
+            let to = UnitState::Rejected(reason.0);
+            if let Some(Err(e)) = self
+                .ctx
+                .store
+                .apply(&[Transition::new(label.clone(), to)])
+                .await
+                .into_iter()
+                .next()
+            {
+                tracing::error!(line = %self.ctx.line, %label, "recording the label's rejection: {e}; it is voided at the next start");
+            }
+            return Err(Refusal::plain(format!("label {label}: {}", reason.1)));
+        }
+        let expected = self.plan.per_parent;
+        match self.ctx.store.seal_parent(&label, children, expected).await {
+            Ok(_) => Ok((label, children.len() < full)),
+            Err(e) => {
+                // Something changed between the check and the seal (a unit
+                // sampled meanwhile): the label is used up, the case reworked.
+                self.report.labels_rejected += 1;
+                let voided = Transition::new(label.clone(), UnitState::Voided);
+                let _ = self.ctx.store.apply(&[voided]).await;
+                Err(match e {
+                    StoreError::HierarchyRefused { why, offending, .. } => Refusal {
+                        why,
+                        offending: offending
+                            .into_iter()
+                            .map(|(s, w)| (s.to_string(), w))
+                            .collect(),
+                    },
+                    other => Refusal::plain(format!("ledger: {other}")),
+                })
+            }
+        }
+    }
+
+    /// Children read before their own verdict is durable (the aggregation
+    /// camera can be quicker than the ledger): wait for their verdicts, at
+    /// most a label deadline; the ledger's check then says what they are.
+    async fn await_verdicts(&self, children: &[Serial]) {
+        let end = Instant::now() + self.plan.label_deadline;
+        loop {
+            let in_flight = children
+                .iter()
+                .any(|c| self.ctx.store.state_of(c).is_ok_and(|s| s.is_in_flight()));
+            if !in_flight || Instant::now() >= end {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The next label serial of the level's product, waiting for blocks at
+    /// most `label_wait`.
+    async fn reserve_label(&mut self) -> Result<Serial, Refusal> {
+        let end = Instant::now() + self.plan.label_wait;
+        loop {
+            match self.ctx.store.reserve_for(1, &self.plan.gtin) {
+                Ok(mut v) if !v.is_empty() => {
+                    if self.starving {
+                        self.starving = false;
+                        tracing::info!(line = %self.ctx.line, level = %self.plan.name, "label serials available again");
+                    }
+                    return Ok(v.remove(0));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(Refusal::plain(format!("ledger: {e}"))),
+            }
+            if !self.starving {
+                self.starving = true;
+                self.alarm(
+                    AlarmKind::LowBuffer,
+                    format!(
+                        "no {} label serials (GTIN {}) in the buffer; the {} waits for blocks from upstream",
+                        self.plan.name, self.plan.gtin, self.plan.name
+                    ),
+                    None,
+                );
+            }
+            if Instant::now() >= end {
+                return Err(Refusal::plain(format!(
+                    "no label serial of GTIN {} within {:?}",
+                    self.plan.gtin, self.plan.label_wait
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Prints `text` and waits for the scanner to read it back at the
+    /// minimum grade; otherwise why not.
+    async fn print_and_verify(
+        &mut self,
+        label: &Serial,
+        text: &str,
+    ) -> Result<(), (RejectReason, String)> {
+        let id = self.next_label;
+        self.next_label += 1;
+        let end = Instant::now() + self.plan.label_deadline;
+        let request = PrintRequest {
+            unit: id,
+            code: text.to_string(),
+        };
+        if self.label.requests.send(request).await.is_err() {
+            return Err((
+                RejectReason::DeviceFault,
+                "the label printer's driver ended".into(),
+            ));
+        }
+        // The label printer: printed, or why not.
+        loop {
+            let ev = tokio::select! {
+                ev = self.label.events.recv() => ev,
+                _ = tokio::time::sleep_until(end) => {
+                    return Err((RejectReason::NoRead, format!("not printed within {:?}", self.plan.label_deadline)));
+                }
+            };
+            match ev {
+                None => {
+                    return Err((
+                        RejectReason::DeviceFault,
+                        "the label printer's driver ended".into(),
+                    ))
+                }
+                Some(PrinterEvent::Printed(u)) | Some(PrinterEvent::Marked { unit: u, .. })
+                    if u == id =>
+                {
+                    break
+                }
+                Some(PrinterEvent::Refused { unit, reason }) if unit == id => {
+                    return Err((
+                        RejectReason::DeviceFault,
+                        format!("refused by the label printer: {reason}"),
+                    ))
+                }
+                Some(PrinterEvent::Fault { reason, unknown }) => {
+                    self.alarm(
+                        AlarmKind::DeviceFault,
+                        format!("{} label printer: {reason}", self.plan.name),
+                        Some(label.clone()),
+                    );
+                    if unknown.contains(&id) {
+                        return Err((
+                            RejectReason::DeviceFault,
+                            format!("label printer fault: {reason}"),
+                        ));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        // The scanner: this label's code, graded.
+        loop {
+            let ev = tokio::select! {
+                ev = self.scanner.events.recv() => ev,
+                _ = tokio::time::sleep_until(end) => {
+                    return Err((RejectReason::NoRead, format!("not read by the scanner within {:?}", self.plan.label_deadline)));
+                }
+            };
+            let read = match ev {
+                None => {
+                    return Err((
+                        RejectReason::DeviceFault,
+                        "the label scanner's driver ended".into(),
+                    ))
+                }
+                Some(CameraEvent::Read(r)) => r,
+                Some(CameraEvent::Fault { reason }) => {
+                    self.alarm(
+                        AlarmKind::DeviceFault,
+                        format!("{} label scanner: {reason}", self.plan.name),
+                        None,
+                    );
+                    continue;
+                }
+                Some(CameraEvent::Garbage { line, reason }) => {
+                    tracing::warn!(line = %self.ctx.line, level = %self.plan.name, "label scanner line not understood ({reason}): {line:?}");
+                    continue;
+                }
+                Some(CameraEvent::Ready) => continue,
+            };
+            let Some(content) = read.content else {
+                return Err((RejectReason::NoRead, "the scanner read nothing".into()));
+            };
+            match code::parse(&Template::Gs1DataMatrix, &content) {
+                Ok(d) if d.serial == *label && d.gtin == self.plan.gtin => {}
+                // Another code: a stray read (a label from before), not
+                // this label's verdict.
+                Ok(d) => {
+                    self.alarm(
+                        AlarmKind::ForeignCode,
+                        format!(
+                            "{} label scanner read {} of GTIN {}, not the label in flight {label}",
+                            self.plan.name, d.serial, d.gtin
+                        ),
+                        Some(d.serial),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    return Err((
+                        RejectReason::Mismatch,
+                        format!("read {content:?}, not a label code: {e}"),
+                    ))
+                }
+            }
+            return match read.grade {
+                Some(g) if g < self.ctx.min_grade => Err((
+                    RejectReason::LowGrade,
+                    format!("read at grade {g}, below {}", self.ctx.min_grade),
+                )),
+                _ => Ok(()),
+            };
+        }
+    }
+}
+
+/// The codes of one multi-code read, in order; `None` for a code not read.
+pub fn split_codes(content: Option<&str>) -> Vec<Option<String>> {
+    let Some(content) = content else {
+        return Vec::new();
+    };
+    content
+        .split(CODE_SEPARATOR)
+        .map(|c| c.trim_matches(['\r', ' ']))
+        .map(|c| {
+            let no_read =
+                c.is_empty() || c.eq_ignore_ascii_case("NOREAD") || c.eq_ignore_ascii_case("ERROR");
+            (!no_read).then(|| c.to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_code_read_splits_at_tabs_and_keeps_no_reads_in_place() {
+        assert_eq!(
+            split_codes(Some("A\tNOREAD\tB\r")),
+            vec![Some("A".into()), None, Some("B".into())]
+        );
+        assert!(split_codes(None).is_empty());
+    }
+}
