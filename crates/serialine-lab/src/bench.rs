@@ -12,9 +12,13 @@
 //!    simulators, none of which a line controller runs;
 //! 3. the pipeline with group commit: units/s, added latency, then the size
 //!    of its ledger on disk per million serials;
-//! 4. the same pipeline with the ledger flushing per transition ("naive"),
+//! 4. the same pipeline with the packaging hierarchy on (issue 14): units
+//!    scanned into cases of 12 by a case packer's camera, cases onto
+//!    pallets of 10, each parent's label printed and verified; its units/s
+//!    printed beside the pipeline's without, and the cases sealed per second;
+//! 5. the same pipeline with the ledger flushing per transition ("naive"),
 //!    and the ratio;
-//! 5. the outbox drain to the broker (`serialine_uplink::bench`, as the
+//! 6. the outbox drain to the broker (`serialine_uplink::bench`, as the
 //!    uplink's `drain_rate` example measures it).
 //!
 //! Between 1 and 2, unless `--lines 0`: N lines in one process, each with
@@ -148,7 +152,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<bool> {
         }
         return Ok(agrees);
     }
-    let phases = if opts.lines > 0 { 6 } else { 5 };
+    let phases = if opts.lines > 0 { 7 } else { 6 };
     let mut phase = 0;
     let mut next = || {
         phase += 1;
@@ -177,6 +181,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<bool> {
         realistic_units,
         CommitMode::Group,
         pitch,
+        false,
     )
     .await?;
 
@@ -209,6 +214,25 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<bool> {
         opts.units,
         CommitMode::Group,
         Duration::ZERO,
+        false,
+    )
+    .await?;
+
+    // 3b. The same with aggregation on: must not slow the unit loop.
+    say(format!(
+        "{} pipeline with aggregation: {} units into cases of {}, pallets of {}, each label printed and verified",
+        next(),
+        thousands(opts.units),
+        demo::UNITS_PER_CASE,
+        demo::CASES_PER_PALLET
+    ));
+    let aggregated = pipeline(
+        &plant,
+        "bench-aggregated",
+        opts.units,
+        CommitMode::Group,
+        Duration::ZERO,
+        true,
     )
     .await?;
 
@@ -224,6 +248,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<bool> {
         opts.naive_units,
         CommitMode::PerTransition,
         Duration::ZERO,
+        false,
     )
     .await?;
 
@@ -238,6 +263,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<bool> {
     let results = Results {
         opts: &opts,
         group,
+        aggregated,
         naive,
         realistic,
         realistic_pitch: pitch,
@@ -256,7 +282,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<bool> {
 }
 
 /// Runs one inkjet line with a perfect camera to the end (starting once its
-/// buffer is full), waits until
+/// buffer is full; with `aggregate`, packing its units into cases and its
+/// cases onto pallets as the demo's line-1 does), waits until
 /// upstream has every outcome, checks it against the ledger, then shuts the
 /// line's uplink down and closes its ledger.
 async fn pipeline(
@@ -265,6 +292,7 @@ async fn pipeline(
     units: u64,
     commit: CommitMode,
     print_time: Duration,
+    aggregate: bool,
 ) -> anyhow::Result<PipelineRun> {
     let opts = LineOptions {
         line: line.to_string(),
@@ -278,7 +306,7 @@ async fn pipeline(
         // phase, so every phase starts with its buffer full.
         ready_when_full: true,
         spare_serials: demo::SPARE_SERIALS,
-        aggregate: false,
+        aggregate,
     };
     let running = demo::start_line(plant, &opts, None, &|s| eprintln!("{s}")).await?;
     // Counted from READY: the buffer fill before it is not the line's work.
@@ -901,6 +929,8 @@ impl Row {
 struct Results<'a> {
     opts: &'a BenchOptions,
     group: PipelineRun,
+    /// The group pipeline with aggregation on.
+    aggregated: PipelineRun,
     naive: PipelineRun,
     realistic: PipelineRun,
     realistic_pitch: Duration,
@@ -916,6 +946,7 @@ struct Results<'a> {
 impl Results<'_> {
     fn agrees(&self) -> bool {
         self.group.agrees
+            && self.aggregated.agrees
             && self.naive.agrees
             && self.realistic.agrees
             && self.lines.as_ref().is_none_or(LinesRun::agrees)
@@ -963,6 +994,9 @@ impl Results<'_> {
                 "  added latency p99.9",
                 format!("{:.1} ms", ms(g.latency_us(0.999))),
             ),
+        ];
+        rows.extend(self.aggregation_rows());
+        rows.extend([
             Row::plain(
                 format!(
                     "pipeline, naive: a flush per transition ({} units)",
@@ -979,7 +1013,7 @@ impl Results<'_> {
                     ms(n.latency_us(0.999))
                 ),
             ),
-        ];
+        ]);
         let ratio = self.ratio();
         rows.push(Row {
             figure: "group commit / naive, units/s".into(),
@@ -1059,6 +1093,53 @@ impl Results<'_> {
         rows
     }
 
+    /// The pipeline with aggregation beside the one without (issue 14:
+    /// aggregation must not slow the unit loop), and what it packed.
+    fn aggregation_rows(&self) -> Vec<Row> {
+        let (g, a) = (&self.group.report, &self.aggregated.report);
+        let level = |name: &str| a.levels.iter().find(|l| l.name == name);
+        let sealed = |name: &str| level(name).map_or(0, |l| l.sealed);
+        let refused: u64 = a.levels.iter().map(|l| l.refused).sum();
+        let cases = sealed("case");
+        let secs = self.aggregated.wall.as_secs_f64().max(1e-9);
+        vec![
+            Row::plain(
+                format!(
+                    "pipeline with aggregation, cases of {} / pallets of {} ({} units)",
+                    demo::UNITS_PER_CASE,
+                    demo::CASES_PER_PALLET,
+                    thousands(a.sent)
+                ),
+                format!(
+                    "{} units/s ({} without: {:.2}×)",
+                    thousands(a.units_per_sec().round() as u64),
+                    thousands(g.units_per_sec().round() as u64),
+                    a.units_per_sec() / g.units_per_sec().max(1e-9)
+                ),
+            ),
+            Row::plain(
+                "  added latency p50 / p99 (without: p50 / p99)",
+                format!(
+                    "{:.2} / {:.1} ms ({:.2} / {:.1} ms)",
+                    ms(a.latency_us(0.5)),
+                    ms(a.latency_us(0.99)),
+                    ms(g.latency_us(0.5)),
+                    ms(g.latency_us(0.99))
+                ),
+            ),
+            Row::plain(
+                "  cases / pallets sealed, refused; until the last pallet",
+                format!(
+                    "{} / {} sealed, {refused} refused; {:.1} s ({:.0} cases/s)",
+                    thousands(cases),
+                    thousands(sealed("pallet")),
+                    secs,
+                    cases as f64 / secs
+                ),
+            ),
+        ]
+    }
+
     fn print_table(&self) {
         print_rows(&self.rows(), self.wall);
         println!("{ADDED_LATENCY}");
@@ -1096,10 +1177,29 @@ impl Results<'_> {
         realistic["print_time_ms"] = (self.opts.print_time.as_secs_f64() * 1000.0).into();
         realistic["printer_pitch_ms"] = (self.realistic_pitch.as_secs_f64() * 1000.0).into();
         realistic["cpu_percent_of_one_core"] = self.cpu_percent().into();
+        let mut aggregated = pipeline(&self.aggregated);
+        aggregated["wall_secs"] = self.aggregated.wall.as_secs_f64().into();
+        aggregated["levels"] = self
+            .aggregated
+            .report
+            .levels
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "name": l.name,
+                    "sealed": l.sealed,
+                    "partial": l.partial,
+                    "refused": l.refused,
+                    "labels_rejected": l.labels_rejected,
+                })
+            })
+            .collect::<Vec<_>>()
+            .into();
         let mut out = serde_json::json!({
                 "wall_secs": self.wall.as_secs_f64(),
                 "pipeline_group": pipeline(&self.group),
                 "pipeline_naive": pipeline(&self.naive),
+                "pipeline_aggregated": aggregated,
                 "group_over_naive": self.ratio(),
                 "outbox_drain": {
                     "events": self.opts.drain_events,

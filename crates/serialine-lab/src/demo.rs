@@ -840,6 +840,10 @@ fn print_json(out: &[(&DemoLine, Agreement)], wall: Duration) {
                 "upstream_serial_mismatches": a.serial_mismatches,
                 "upstream_agrees": a.agrees(),
                 "upstream_packed": a.upstream_packed,
+                // Case and pallet labels: serials too, outside `committed`
+                // (the units) and `rejected`, inside the ledger's counts.
+                "labels_committed": r.levels.iter().map(|l| l.sealed).sum::<u64>(),
+                "labels_rejected": r.levels.iter().map(|l| l.labels_rejected).sum::<u64>(),
                 "levels": r.levels.iter().map(|l| serde_json::json!({
                     "name": l.name,
                     "sealed": l.sealed,

@@ -120,11 +120,19 @@ enum Command {
     ///    read to durable verdict) at p50, p99 (goal: < 1 ms) and p99.9. Then
     ///    the ledger's size on disk per million serials it holds.
     ///
-    /// 5. Pipeline, naive: the same with the ledger flushing once per
+    /// 5. Pipeline with aggregation: the same units packed as the demo's
+    ///    line-1 packs them (a case packer's camera reads each case of 12,
+    ///    a pallet station each pallet of 10 cases; every case and pallet
+    ///    label printed on a simulated ZPL printer and read back before it
+    ///    is committed with its contents). Prints its units/s beside phase
+    ///    4's (aggregation must not slow the unit loop), the added latency
+    ///    of both, and the cases sealed per second until the last pallet.
+    ///
+    /// 6. Pipeline, naive: the same with the ledger flushing once per
     ///    transition, --naive-units units (a quarter of --units); prints
     ///    units/s and the ratio group/naive (goal: >= 100x).
     ///
-    /// 6. Outbox drain: --drain-events outcomes (20,000) published to the
+    /// 7. Outbox drain: --drain-events outcomes (20,000) published to the
     ///    broker and acknowledged by upstream; events/s.
     ///
     /// Every goal is printed next to its figure as "met" or "missed by N×".

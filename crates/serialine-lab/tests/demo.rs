@@ -34,6 +34,9 @@ fn demo_line_runs_end_to_end_and_upstream_agrees_with_the_ledger() {
     for line in lines {
         let id = line["line"].as_str().unwrap();
         let n = |k: &str| line[k].as_u64().unwrap_or_else(|| panic!("{id}.{k}"));
+        // Units, and the serials of line-1's case and pallet labels.
+        let (labels, labels_rejected) = (n("labels_committed"), n("labels_rejected"));
+        let committed_all = n("committed") + labels;
         assert_eq!(n("sent"), 600, "{id}");
         assert_eq!(
             n("committed") + n("rejected") + n("voided"),
@@ -45,15 +48,62 @@ fn demo_line_runs_end_to_end_and_upstream_agrees_with_the_ledger() {
         // units the pipeline reported.
         let job = &line["job"];
         assert_eq!(job["balanced"], true, "{id}: {line}");
-        assert_eq!(job["sent"].as_u64(), Some(n("sent")), "{id}: {line}");
+        assert_eq!(job["sent"].as_u64(), Some(n("sent") + labels + labels_rejected), "{id}: {line}");
         assert_eq!(
             job["committed"].as_u64(),
-            Some(n("committed")),
+            Some(committed_all),
             "{id}: {line}"
         );
         assert_eq!(n("upstream_serial_mismatches"), 0, "{id}");
-        assert_eq!(n("upstream_committed"), n("committed"), "{id}");
-        assert_eq!(n("upstream_rejected"), n("rejected"), "{id}");
+        assert_eq!(n("upstream_committed"), committed_all, "{id}");
+        assert_eq!(
+            n("upstream_rejected"),
+            n("rejected") + labels_rejected,
+            "{id}"
+        );
+        // Issue 14: line-1 packs its units into cases of 12 and its cases
+        // onto pallets of 10, each parent labelled and verified; upstream
+        // rebuilt the same hierarchy from the pack events.
+        let levels = line["levels"].as_array().unwrap();
+        if id == "line-1" {
+            let level = |name: &str, k: &str| {
+                levels
+                    .iter()
+                    .find(|l| l["name"] == name)
+                    .and_then(|l| l[k].as_u64())
+                    .unwrap_or_else(|| panic!("{id}: level {name}.{k}: {line}"))
+            };
+            let cases = level("case", "sealed");
+            let refused = level("case", "refused") + level("pallet", "refused");
+            assert!(
+                cases >= n("committed").div_ceil(12) - level("case", "refused"),
+                "{line}"
+            );
+            assert!(level("pallet", "sealed") >= 1, "{line}");
+            assert_eq!(labels, cases + level("pallet", "sealed"), "{line}");
+            let h = &job["hierarchy"];
+            let hn = |k: &str| {
+                h[k].as_u64()
+                    .unwrap_or_else(|| panic!("{id}: hierarchy.{k}: {line}"))
+            };
+            assert_eq!(hn("labels"), labels, "{line}");
+            assert_eq!(
+                hn("units_in_parents") + hn("labels") + hn("loose"),
+                committed_all,
+                "{line}"
+            );
+            if refused == 0 {
+                assert_eq!(
+                    hn("loose"),
+                    0,
+                    "every unit in a case, every case on a pallet: {line}"
+                );
+                assert_eq!(hn("units_in_parents"), n("committed"), "{line}");
+                assert_eq!(n("upstream_packed"), n("committed") + cases, "{line}");
+            }
+        } else {
+            assert!(levels.is_empty(), "{id} does not aggregate: {line}");
+        }
 
         // The ledger on disk says the same, read by a fresh process-local open.
         let secret = std::fs::read(dir.path().join(format!("{id}.secret"))).unwrap();
@@ -67,15 +117,14 @@ fn demo_line_runs_end_to_end_and_upstream_agrees_with_the_ledger() {
         let c = store.counts();
         assert_eq!(c, store.recount().unwrap(), "{id}: counters vs records");
         assert_eq!(
-            c.synced,
-            n("committed"),
+            c.synced, committed_all,
             "{id}: every commit acknowledged upstream"
         );
         assert_eq!(c.committed, 0, "{id}: commits still waiting for upstream");
-        assert_eq!(c.rejected, n("rejected"), "{id}");
+        assert_eq!(c.rejected, n("rejected") + labels_rejected, "{id}");
         assert_eq!(
             c.reported,
-            n("rejected") + n("voided"),
+            n("rejected") + labels_rejected + n("voided"),
             "{id}: decommissioned and reported"
         );
         assert_eq!(store.outbox_depth(), 0, "{id}");
@@ -120,20 +169,36 @@ fn demo_line_runs_end_to_end_and_upstream_agrees_with_the_ledger() {
         String::from_utf8(out.stdout).unwrap()
     };
     let status: serde_json::Value = serde_json::from_str(&tool(&["status", "--json"])).unwrap();
+    let all_committed = |line: &serde_json::Value| {
+        line["committed"].as_u64().unwrap() + line["labels_committed"].as_u64().unwrap()
+    };
+    let outcomes: u64 = lines
+        .iter()
+        .map(|l| {
+            all_committed(l)
+                + l["rejected"].as_u64().unwrap()
+                + l["voided"].as_u64().unwrap()
+                + l["labels_rejected"].as_u64().unwrap()
+        })
+        .sum();
     for (line, s) in lines.iter().zip(status.as_array().unwrap()) {
         assert_eq!(s["line"], line["line"]);
-        assert_eq!(s["synced"], line["committed"], "{s}");
+        assert_eq!(s["synced"].as_u64(), Some(all_committed(line)), "{s}");
         assert_eq!(s["in_flight"], 0, "{s}");
         assert_eq!(s["outbox"], 0, "{s}");
     }
     let csv = tool(&["export", "--since", "1h", "--line", "line-1"]);
     let rows: Vec<&str> = csv.lines().skip(1).collect();
-    assert_eq!(rows.len() as u64, lines[0]["committed"].as_u64().unwrap());
+    assert_eq!(rows.len() as u64, all_committed(&lines[0]));
     assert!(rows
         .iter()
         .all(|r| r.starts_with("line-1,") && r.contains(",committed,")));
     let all = tool(&["export", "--format", "jsonl", "--all-outcomes"]);
-    assert_eq!(all.lines().count(), 1200, "every outcome of both lines");
+    assert_eq!(
+        all.lines().count() as u64,
+        outcomes,
+        "every outcome of both lines, labels included"
+    );
     let nothing = tool(&["export", "--since", "2100-01-01"]);
     assert_eq!(nothing.lines().count(), 1, "header only");
 }

@@ -837,4 +837,20 @@ fn log_report(r: &LineReport, job: &Job, why: &str) {
         r.units_per_sec(),
         r.latency_us(0.99) as f64 / 1000.0,
     );
+    for l in &r.levels {
+        tracing::info!(
+            line = %r.line,
+            level = %l.name,
+            sealed = l.sealed,
+            partial = l.partial,
+            refused = l.refused,
+            labels_rejected = l.labels_rejected,
+            "job ended ({why}): {} {}(s) sealed with their contents ({} partial), {} refused for rework, {} label(s) rejected",
+            l.sealed,
+            l.name,
+            l.partial,
+            l.refused,
+            l.labels_rejected,
+        );
+    }
 }

@@ -210,9 +210,13 @@ fn hierarchy_rows(h: &Value) -> String {
     }
     let mut rows = String::new();
     for l in h["levels"].as_array().into_iter().flatten() {
+        let partial = match l["partial"].as_u64() {
+            Some(p) if p > 0 => format!(", {p} partial"),
+            _ => String::new(),
+        };
         let _ = write!(
             rows,
-            r#"<tr><th>level {}</th><td>{} parent(s) holding {}</td></tr>"#,
+            r#"<tr><th>level {}</th><td>{} parent(s) holding {}{partial}</td></tr>"#,
             l["level"], l["parents"], l["children"]
         );
     }

@@ -427,8 +427,15 @@ pub fn report(
         if h.is_object() {
             for l in h["levels"].as_array().into_iter().flatten() {
                 println!(
-                    "  level {}       {} parent(s) holding {}",
-                    l["level"], l["parents"], l["children"]
+                    "  level {}       {} parent(s) holding {}{}",
+                    l["level"],
+                    l["parents"],
+                    l["children"],
+                    match l["partial"].as_u64() {
+                        Some(p) if p > 0 =>
+                            format!(" ({p} partial: closed short at the job's end)"),
+                        _ => String::new(),
+                    }
                 );
             }
             println!(

@@ -286,7 +286,11 @@ fn a_packaging_level_loads_into_the_line_plan() {
     assert_eq!(plan.aggregation.len(), 1);
     let level = &plan.aggregation[0];
     assert_eq!(
-        (level.name.as_str(), level.per_parent, level.gtin.as_string()),
+        (
+            level.name.as_str(),
+            level.per_parent,
+            level.gtin.as_string()
+        ),
         ("case", 12, "19506000134359".to_string())
     );
 }
