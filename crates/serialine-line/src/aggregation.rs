@@ -698,7 +698,235 @@ pub fn split_codes(content: Option<&str>) -> Vec<Option<String>> {
 
 #[cfg(test)]
 mod tests {
+    //! A level on a real ledger, its devices driven through the driver
+    //! contract: a label printer that prints what it is sent and hands it
+    //! to a scanner that grades it as the test says, and an aggregation
+    //! camera whose reads the test writes.
     use super::*;
+    use crate::pipeline::Progress;
+    use serialine_core::{Expiry, Lot};
+    use serialine_devices::{CameraRead, TriggerIds};
+    use serialine_sim::issuer::Issuer;
+    use serialine_store::StoreOptions;
+
+    const LINE: &str = "line-agg";
+    const SECRET: &[u8] = b"aggregation level tests, 32+ bytes";
+
+    fn unit_gtin() -> Gtin {
+        Gtin::parse("09506000134352").expect("gtin")
+    }
+    fn case_gtin() -> Gtin {
+        Gtin::parse("19506000134359").expect("gtin")
+    }
+
+    /// A label printer that prints at once and shows each label to the
+    /// scanner, which reads it at the next of `grades` (then A).
+    fn label_devices(grades: Vec<Grade>) -> (PrinterHandle, CameraHandle) {
+        let (req_tx, mut req_rx) = mpsc::channel::<PrintRequest>(8);
+        let (ev_tx, ev_rx) = mpsc::channel(8);
+        let (scan_tx, scan_rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut grades = grades.into_iter();
+            while let Some(r) = req_rx.recv().await {
+                let _ = ev_tx.send(PrinterEvent::Accepted(r.unit)).await;
+                let _ = ev_tx.send(PrinterEvent::Printed(r.unit)).await;
+                let read = CameraRead {
+                    unit: None,
+                    content: Some(r.code),
+                    grade: Some(grades.next().unwrap_or(Grade::A)),
+                };
+                let _ = scan_tx.send(CameraEvent::Read(read)).await;
+            }
+        });
+        let label = PrinterHandle {
+            name: "label".into(),
+            requests: req_tx,
+            events: ev_rx,
+            capacity: 1,
+            trigger_ids: TriggerIds::Unknown,
+        };
+        (
+            label,
+            CameraHandle {
+                name: "scanner".into(),
+                events: scan_rx,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_scanning_level_seals_good_cases_and_refuses_each_bad_one_by_its_codes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let issuer = Issuer::new(b"aggregation level tests", 100);
+        issuer.add_line(LINE, SECRET);
+        let (store, _) = Store::open(StoreOptions::new(dir.path().join("ledger"), LINE, SECRET))
+            .expect("ledger opens");
+        for (gtin, n) in [(unit_gtin(), 100), (case_gtin(), 10)] {
+            let block = issuer.issue_for(LINE, Some(gtin), Some(n)).expect("block");
+            store.add_block(&block).await.expect("block stored");
+        }
+        let job = Job::new(
+            unit_gtin(),
+            Lot::new("AGG-T").expect("lot"),
+            Expiry::parse("271231").expect("expiry"),
+            Template::Gs1DataMatrix,
+            40,
+        )
+        .expect("job");
+        let number = store.begin_job(&job).await.expect("job begins");
+        // 40 units sent, 38 committed, 2 left in flight.
+        let units = store.reserve_for(40, &unit_gtin()).expect("units");
+        for (to, range) in [(UnitState::Sent, 0..40), (UnitState::Committed, 0..38)] {
+            let ts: Vec<_> = units[range]
+                .iter()
+                .map(|s| Transition::in_job(s.clone(), to, Some(number)))
+                .collect();
+            for r in store.apply(&ts).await {
+                r.expect("durable");
+            }
+        }
+        let code = |s: &Serial| {
+            code::render(&job.template, &CodeData::for_job(&job, s.clone())).expect("code")
+        };
+        let read = |codes: Vec<String>| {
+            CameraEvent::Read(CameraRead {
+                unit: None,
+                content: Some(codes.join("\t")),
+                grade: None,
+            })
+        };
+        let codes = |r: std::ops::Range<usize>| units[r].iter().map(code).collect::<Vec<_>>();
+        let (cam_tx, cam_rx) = mpsc::channel(16);
+        let (alarm_tx, mut alarms) = mpsc::unbounded_channel();
+        let (progress, progress_rx) = watch::channel(Progress::default());
+        let (done_tx, below_done) = watch::channel(false);
+        // The third label the scanner reads at grade D: rejected.
+        let (label, scanner) = label_devices(vec![Grade::A, Grade::A, Grade::D]);
+        let plan = LevelPlan {
+            name: "case".into(),
+            gtin: case_gtin(),
+            per_parent: 4,
+            mode: AggregationMode::Scan,
+            // Also how long a case waits for its in-flight units' verdicts.
+            label_deadline: Duration::from_secs(1),
+            close_wait: Duration::from_millis(200),
+            label_wait: Duration::from_secs(1),
+        };
+        let ctx = LevelContext {
+            line: LINE.into(),
+            job: job.clone(),
+            job_number: number,
+            store: store.clone(),
+            min_grade: Grade::C,
+            alarms: alarm_tx,
+            progress: progress_rx,
+        };
+        let devices = LevelDevices {
+            label,
+            scanner,
+            camera: None,
+            names: Vec::new(),
+        };
+        let children = Children::Scanned {
+            camera: CameraHandle {
+                name: "aggregation camera".into(),
+                events: cam_rx,
+            },
+            below_done,
+        };
+        let level = tokio::spawn(run_level(
+            ctx,
+            plan,
+            devices,
+            children,
+            unit_gtin(),
+            job.template.clone(),
+            None,
+        ));
+        let mut foreign = codes(8..11);
+        foreign.push("010400638133393121NOT-OURS".into());
+        let mut no_read = codes(12..15);
+        no_read.push("NOREAD".into());
+        let reads = vec![
+            codes(0..4), // sealed
+            codes(4..7), // short while feeding
+            foreign,     // a foreign code
+            no_read,     // one code not read
+            vec![
+                code(&units[0]),
+                code(&units[16]),
+                code(&units[17]),
+                code(&units[18]),
+            ], // one already packed
+            codes(36..40), // two still in flight (never decided)
+            codes(20..24), // sealed
+            codes(24..28), // its label read at grade D
+        ];
+        for r in reads {
+            cam_tx.send(read(r)).await.expect("read sent");
+        }
+        // The line has sent its last unit: a short case is the job's last.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        progress.send_modify(|p| p.feeding_done = true);
+        cam_tx.send(read(codes(28..31))).await.expect("read sent");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        done_tx.send_replace(true);
+        let report = tokio::time::timeout(Duration::from_secs(30), level)
+            .await
+            .expect("the level ends once below is done and quiet")
+            .expect("level task");
+        assert_eq!(
+            (
+                report.sealed,
+                report.partial,
+                report.refused,
+                report.labels_rejected
+            ),
+            (3, 1, 6, 1),
+            "{report:?}"
+        );
+        let mut refusals = Vec::new();
+        while let Ok(a) = alarms.try_recv() {
+            if a.kind == AlarmKind::AggregationRefused {
+                refusals.push(a.message);
+            }
+        }
+        let said = |i: usize, what: &str| {
+            assert!(
+                refusals.get(i).is_some_and(|m| m.contains(what)),
+                "refusal {i} should say {what:?}: {refusals:#?}"
+            )
+        };
+        said(0, "a unit is missing while the line still runs");
+        said(1, "foreign: a code of GTIN 04006381333931");
+        said(2, "code 4 (not read)");
+        said(3, &format!("{} (already in", units[0]));
+        said(4, &format!("{} (sent, not committed)", units[38]));
+        said(5, "read at grade D");
+        assert_eq!(refusals.len(), 6, "{refusals:#?}");
+        // In the ledger: three cases, the last partial; the refused cases'
+        // units in none; the rejected label never used again.
+        let parents = store.parents().expect("parents");
+        assert_eq!(parents.len(), 3, "{parents:?}");
+        assert_eq!(
+            parents.iter().filter(|(_, e)| e.partial()).count(),
+            1,
+            "{parents:?}"
+        );
+        for (p, _) in &parents {
+            assert_eq!(store.state_of(p).expect("label"), UnitState::Committed);
+        }
+        for u in units[4..16]
+            .iter()
+            .chain(&units[16..19])
+            .chain(&units[24..28])
+        {
+            assert_eq!(store.parent_of(u).expect("read"), None, "{u}");
+        }
+        assert!(store.parent_of(&units[0]).expect("read").is_some());
+        let c = store.counts();
+        assert_eq!(c.rejected, 1, "the label read at grade D");
+    }
 
     #[test]
     fn a_multi_code_read_splits_at_tabs_and_keeps_no_reads_in_place() {
