@@ -156,7 +156,8 @@ async fn sim_level(
         y: 50,
         gs1: true,
         text: None,
-        poll_interval_ms: 5,
+        // The simulated printer answers at once: poll as fast as it can.
+        poll_interval_ms: 1,
     };
     let label = label::spawn(format!("{line}/{name}-label"), label_addr, template)?;
     let mut scanner_knobs = sim.scanner.clone();

@@ -48,7 +48,11 @@ fn demo_line_runs_end_to_end_and_upstream_agrees_with_the_ledger() {
         // units the pipeline reported.
         let job = &line["job"];
         assert_eq!(job["balanced"], true, "{id}: {line}");
-        assert_eq!(job["sent"].as_u64(), Some(n("sent") + labels + labels_rejected), "{id}: {line}");
+        assert_eq!(
+            job["sent"].as_u64(),
+            Some(n("sent") + labels + labels_rejected),
+            "{id}: {line}"
+        );
         assert_eq!(
             job["committed"].as_u64(),
             Some(committed_all),

@@ -511,7 +511,8 @@ impl Level {
             if !in_flight || Instant::now() >= end {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // A verdict batch takes a flush: a few milliseconds.
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

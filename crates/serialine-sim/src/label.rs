@@ -160,6 +160,8 @@ impl LabelSim {
         let s = Arc::clone(&shared);
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // The host status goes out in three frames: at once.
+                let _ = stream.set_nodelay(true);
                 let (conn, unserved) = {
                     let mut st = s.lock();
                     st.connections += 1;
