@@ -145,16 +145,27 @@ pub fn render(template: &LabelTemplate, code: &str) -> Result<String, RenderErro
     if let Some(t) = template.text {
         let h = t.height;
         out.push_str(&format!("^FO{},{}^A0N,{h},{h}^FH_^FD", t.x, t.y));
-        // Separators are invisible on paper; a space keeps fields apart.
-        let hri: Vec<u8> = code
-            .bytes()
-            .map(|b| if b.is_ascii_control() { b' ' } else { b })
-            .collect();
-        push_hex_escaped(&mut out, &hri);
+        push_hex_escaped(&mut out, human_readable(template, code).as_bytes());
         out.push_str("^FS\n");
     }
     out.push_str("^XZ\n");
     Ok(out)
+}
+
+/// The line of text under the symbol: for a GS1 label whose code parses
+/// as an element string, its AIs in parentheses as GS1 prints them
+/// (`(01)19506000134359(17)271231(10)LOT(21)SERIAL`); otherwise the code,
+/// its separators (invisible on paper) as spaces.
+fn human_readable(template: &LabelTemplate, code: &str) -> String {
+    use serialine_core::code::{self, Template};
+    if template.gs1 {
+        if let Ok(data) = code::parse(&Template::Gs1DataMatrix, code) {
+            return code::render_hri(&data);
+        }
+    }
+    code.chars()
+        .map(|c| if c.is_ascii_control() { ' ' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -192,6 +203,21 @@ mod tests {
             }),
             poll_interval_ms: 50,
         }
+    }
+
+    #[test]
+    fn a_gs1_label_prints_its_ais_in_parentheses_under_the_symbol() {
+        let zpl = render(&dm(), "01195060001343591727123110LOT7\u{1d}21CASE7").unwrap();
+        let text = zpl.lines().find(|l| l.contains("^A0N")).unwrap();
+        assert!(
+            text.ends_with("^FD(01)19506000134359(17)271231(10)LOT7(21)CASE7^FS"),
+            "{text}"
+        );
+        // Not GS1: the code as it is, separators as spaces.
+        let mut plain = dm();
+        plain.gs1 = false;
+        let zpl = render(&plain, "AB\u{1d}CD").unwrap();
+        assert!(zpl.contains("^FDAB CD^FS"), "{zpl}");
     }
 
     #[test]
