@@ -201,6 +201,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("serialine_committer_batch_ops", "histogram"),
     ("serialine_device_state", "gauge"),
     ("serialine_device_reconnects_total", "counter"),
+    ("serialine_parents_total", "counter"),
     ("serialine_alarms_total", "counter"),
     ("serialine_mqtt_connects_total", "counter"),
     ("serialine_mqtt_connected", "gauge"),

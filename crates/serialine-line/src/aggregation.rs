@@ -164,6 +164,9 @@ struct Level {
     scanner: CameraHandle,
     sealed_to: Option<mpsc::UnboundedSender<Serial>>,
     report: LevelReport,
+    /// `serialine_parents_total` by outcome: sealed, partial, refused,
+    /// label-rejected.
+    counters: [metrics::Counter; 4],
     /// Label printer request ids.
     next_label: u64,
     /// A low-label-stock alarm was raised and not yet cleared.
@@ -186,7 +189,16 @@ pub(crate) async fn run_level(
         name: plan.name.clone(),
         ..LevelReport::default()
     };
+    let counters = ["sealed", "partial", "refused", "label-rejected"].map(|outcome| {
+        metrics::counter!(
+            crate::prometheus::names::PARENTS,
+            "line" => ctx.line.clone(),
+            "level" => plan.name.clone(),
+            "outcome" => outcome
+        )
+    });
     let mut level = Level {
+        counters,
         ctx,
         plan,
         child_gtin,
@@ -289,15 +301,8 @@ impl Level {
                         }
                     }
                     Some(CameraEvent::Garbage { line, reason }) => {
-                        self.report.refused += 1;
-                        self.alarm(
-                            AlarmKind::AggregationRefused,
-                            format!(
-                                "{} read not understood ({reason}): {line:?}; nothing packed, the {} goes to rework",
-                                self.plan.name, self.plan.name
-                            ),
-                            None,
-                        );
+                        let what = format!("{} read", self.plan.name);
+                        self.refuse(&what, Refusal::plain(format!("not understood ({reason}): {line:?}")));
                     }
                     Some(CameraEvent::Fault { reason }) => {
                         self.alarm(
@@ -359,6 +364,10 @@ impl Level {
             Ok((label, partial)) => {
                 self.report.sealed += 1;
                 self.report.partial += u64::from(partial);
+                self.counters[0].increment(1);
+                if partial {
+                    self.counters[1].increment(1);
+                }
                 tracing::info!(
                     line = %self.ctx.line,
                     level = %self.plan.name,
@@ -377,6 +386,7 @@ impl Level {
 
     fn refuse(&mut self, what: &str, r: Refusal) {
         self.report.refused += 1;
+        self.counters[2].increment(1);
         let named: Vec<String> = r
             .offending
             .iter()
@@ -463,6 +473,7 @@ impl Level {
         }
         if let Err(reason) = self.print_and_verify(&label, &text).await {
             self.report.labels_rejected += 1;
+            self.counters[3].increment(1);
             let to = UnitState::Rejected(reason.0);
             if let Some(Err(e)) = self
                 .ctx
@@ -483,6 +494,7 @@ impl Level {
                 // Something changed between the check and the seal (a unit
                 // sampled meanwhile): the label is used up, the case reworked.
                 self.report.labels_rejected += 1;
+                self.counters[3].increment(1);
                 let voided = Transition::new(label.clone(), UnitState::Voided);
                 let _ = self.ctx.store.apply(&[voided]).await;
                 Err(match e {

@@ -29,6 +29,10 @@ pub mod names {
     pub const DEVICE_STATE: &str = "serialine_device_state";
     /// A device back to `ok` after a fault (its driver reconnected).
     pub const DEVICE_RECONNECTS: &str = "serialine_device_reconnects_total";
+    /// Parents per packaging `level` (`case`, `pallet`) by `outcome`:
+    /// `sealed` (committed with its contents), `partial` (of those, closed
+    /// short at a job's end), `refused` (for rework), `label-rejected`.
+    pub const PARENTS: &str = "serialine_parents_total";
     pub use serialine_store::BATCH_OPS_METRIC as COMMITTER_BATCH_OPS;
     pub use serialine_uplink::prom_metrics::{
         ALARMS, BUFFER_SERIALS, MQTT_CONNECTED, MQTT_CONNECTS, OUTBOX_EVENTS, OUTBOX_OLDEST_AGE,
@@ -88,6 +92,10 @@ fn describe() {
     describe_counter!(
         names::UNITS,
         "Units by outcome: sent (after its durable Sent), committed, rejected, voided"
+    );
+    describe_counter!(
+        names::PARENTS,
+        "Parents per packaging level by outcome: sealed with their contents, partial (of those, closed short at a job end), refused for rework, label-rejected"
     );
     describe_counter!(
         names::REJECTS,
