@@ -171,6 +171,9 @@ struct Level {
     next_label: u64,
     /// A low-label-stock alarm was raised and not yet cleared.
     starving: bool,
+    /// The label printer's last word: `Ready` (or connected at spawn), or
+    /// a `Fault` not yet cleared. No label serial is spent while it is down.
+    label_ready: bool,
 }
 
 /// Runs one level until the level below is done and its last parent is
@@ -209,6 +212,7 @@ pub(crate) async fn run_level(
         report,
         next_label: 1,
         starving: false,
+        label_ready: true,
     };
     match children {
         Children::Committed { rx, below_done } => level.count(rx, below_done).await,
@@ -448,6 +452,7 @@ impl Level {
                     .collect(),
             });
         }
+        self.label_printer_ready().await?;
         let label = self.reserve_label().await?;
         let data = CodeData {
             gtin: self.plan.gtin,
@@ -528,6 +533,50 @@ impl Level {
         }
     }
 
+    /// Waits, at most `label_wait`, until the label printer is ready: a
+    /// label sent to a printer that is down would wait in its driver and
+    /// print after the case was given up.
+    async fn label_printer_ready(&mut self) -> Result<(), Refusal> {
+        // What the printer said since the last label.
+        while let Ok(ev) = self.label.events.try_recv() {
+            self.note_label_event(&ev);
+        }
+        let end = Instant::now() + self.plan.label_wait;
+        while !self.label_ready {
+            let ev = tokio::select! {
+                ev = self.label.events.recv() => ev,
+                _ = tokio::time::sleep_until(end) => None,
+            };
+            match ev {
+                Some(ev) => self.note_label_event(&ev),
+                None => {
+                    return Err(Refusal::plain(format!(
+                        "the {} label printer is not ready (within {:?}); no label spent",
+                        self.plan.name, self.plan.label_wait
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn note_label_event(&mut self, ev: &PrinterEvent) {
+        match ev {
+            PrinterEvent::Ready => self.label_ready = true,
+            PrinterEvent::Fault { reason, .. } => {
+                if self.label_ready {
+                    self.alarm(
+                        AlarmKind::DeviceFault,
+                        format!("{} label printer: {reason}", self.plan.name),
+                        None,
+                    );
+                }
+                self.label_ready = false;
+            }
+            _ => {}
+        }
+    }
+
     /// The next label serial of the level's product, waiting for blocks at
     /// most `label_wait`.
     async fn reserve_label(&mut self) -> Result<Serial, Refusal> {
@@ -605,6 +654,7 @@ impl Level {
                 {
                     break
                 }
+                Some(PrinterEvent::Ready) => self.label_ready = true,
                 Some(PrinterEvent::Refused { unit, reason }) if unit == id => {
                     return Err((
                         RejectReason::DeviceFault,
@@ -612,6 +662,7 @@ impl Level {
                     ))
                 }
                 Some(PrinterEvent::Fault { reason, unknown }) => {
+                    self.label_ready = false;
                     self.alarm(
                         AlarmKind::DeviceFault,
                         format!("{} label printer: {reason}", self.plan.name),
@@ -767,8 +818,9 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_scanning_level_seals_good_cases_and_refuses_each_bad_one_by_its_codes() {
+    /// A ledger with a job of 40 units (38 committed, 2 still in flight)
+    /// and ten case label serials.
+    async fn rig() -> (tempfile::TempDir, Store, Job, u32, Vec<Serial>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let issuer = Issuer::new(b"aggregation level tests", 100);
         issuer.add_line(LINE, SECRET);
@@ -787,7 +839,6 @@ mod tests {
         )
         .expect("job");
         let number = store.begin_job(&job).await.expect("job begins");
-        // 40 units sent, 38 committed, 2 left in flight.
         let units = store.reserve_for(40, &unit_gtin()).expect("units");
         for (to, range) in [(UnitState::Sent, 0..40), (UnitState::Committed, 0..38)] {
             let ts: Vec<_> = units[range]
@@ -798,6 +849,25 @@ mod tests {
                 r.expect("durable");
             }
         }
+        (dir, store, job, number, units)
+    }
+
+    fn plan(label_wait: Duration) -> LevelPlan {
+        LevelPlan {
+            name: "case".into(),
+            gtin: case_gtin(),
+            per_parent: 4,
+            mode: AggregationMode::Scan,
+            // Also how long a case waits for its in-flight units' verdicts.
+            label_deadline: Duration::from_secs(1),
+            close_wait: Duration::from_millis(200),
+            label_wait,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scanning_level_seals_good_cases_and_refuses_each_bad_one_by_its_codes() {
+        let (_dir, store, job, number, units) = rig().await;
         let code = |s: &Serial| {
             code::render(&job.template, &CodeData::for_job(&job, s.clone())).expect("code")
         };
@@ -815,16 +885,7 @@ mod tests {
         let (done_tx, below_done) = watch::channel(false);
         // The third label the scanner reads at grade D: rejected.
         let (label, scanner) = label_devices(vec![Grade::A, Grade::A, Grade::D]);
-        let plan = LevelPlan {
-            name: "case".into(),
-            gtin: case_gtin(),
-            per_parent: 4,
-            mode: AggregationMode::Scan,
-            // Also how long a case waits for its in-flight units' verdicts.
-            label_deadline: Duration::from_secs(1),
-            close_wait: Duration::from_millis(200),
-            label_wait: Duration::from_secs(1),
-        };
+        let plan = plan(Duration::from_secs(1));
         let ctx = LevelContext {
             line: LINE.into(),
             job: job.clone(),
@@ -948,5 +1009,96 @@ mod tests {
             vec![Some("A".into()), None, Some("B".into())]
         );
         assert!(split_codes(None).is_empty());
+    }
+
+    /// A label printer that is down: no label serial is spent on a case
+    /// until it says it is ready again.
+    #[tokio::test]
+    async fn no_label_is_spent_while_the_label_printer_is_down() {
+        let (_dir, store, job, number, units) = rig().await;
+        let (mut label, scanner) = label_devices(Vec::new());
+        // Put a fault in front of the printer's own events.
+        let (ev_tx, ev_rx) = mpsc::channel(8);
+        let mut printer_events = std::mem::replace(&mut label.events, ev_rx);
+        ev_tx
+            .send(PrinterEvent::Fault {
+                reason: "paper out".into(),
+                unknown: Vec::new(),
+            })
+            .await
+            .expect("fault");
+        let (alarm_tx, mut alarms) = mpsc::unbounded_channel();
+        let (_progress, progress_rx) = watch::channel(Progress::default());
+        let (children_tx, children_rx) = mpsc::unbounded_channel();
+        let (done_tx, below_done) = watch::channel(false);
+        let ctx = LevelContext {
+            line: LINE.into(),
+            job: job.clone(),
+            job_number: number,
+            store: store.clone(),
+            min_grade: Grade::C,
+            alarms: alarm_tx,
+            progress: progress_rx,
+        };
+        let mut plan = plan(Duration::from_millis(300));
+        plan.mode = AggregationMode::Count;
+        let devices = LevelDevices {
+            label,
+            scanner,
+            camera: None,
+            names: Vec::new(),
+        };
+        let level = tokio::spawn(run_level(
+            ctx,
+            plan,
+            devices,
+            Children::Committed {
+                rx: children_rx,
+                below_done,
+            },
+            unit_gtin(),
+            job.template.clone(),
+            None,
+        ));
+        for u in &units[0..4] {
+            children_tx.send(u.clone()).expect("child");
+        }
+        // Refused after label_wait, without a label serial leaving the pool.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            store.counts().issued - store.buffer_depth(),
+            40,
+            "no label sent"
+        );
+        // Back: the printer says Ready, then its own events follow.
+        ev_tx.send(PrinterEvent::Ready).await.expect("ready");
+        tokio::spawn(async move {
+            while let Some(e) = printer_events.recv().await {
+                if ev_tx.send(e).await.is_err() {
+                    return;
+                }
+            }
+        });
+        for u in &units[4..8] {
+            children_tx.send(u.clone()).expect("child");
+        }
+        drop(children_tx);
+        done_tx.send_replace(true);
+        let report = tokio::time::timeout(Duration::from_secs(10), level)
+            .await
+            .expect("level ends")
+            .expect("level task");
+        assert_eq!((report.sealed, report.refused), (1, 1), "{report:?}");
+        let mut said = Vec::new();
+        while let Ok(a) = alarms.try_recv() {
+            said.push(a.message);
+        }
+        assert!(
+            said.iter()
+                .any(|m| m.contains("label printer is not ready")),
+            "{said:#?}"
+        );
+        assert_eq!(store.parent_of(&units[0]).expect("read"), None);
+        assert!(store.parent_of(&units[4]).expect("read").is_some());
     }
 }
