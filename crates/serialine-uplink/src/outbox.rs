@@ -72,6 +72,8 @@ pub(crate) fn wire_event(e: &OutboxEvent) -> WireEvent {
         block: None,
         serials: Vec::new(),
         children: Vec::new(),
+        action: None,
+        biz_step: None,
     };
     match &e.detail {
         EventDetail::Unit => {}
@@ -83,11 +85,15 @@ pub(crate) fn wire_event(e: &OutboxEvent) -> WireEvent {
             w.state = "packed".into();
             w.reason = None;
             w.children = names(children);
+            w.action = Some("ADD".into());
+            w.biz_step = Some("packing".into());
         }
         EventDetail::Unpack { children, all } => {
             w.state = "unpacked".into();
             w.reason = all.then(|| "emptied".to_string());
             w.children = names(children);
+            w.action = Some("DELETE".into());
+            w.biz_step = Some("unpacking".into());
         }
     }
     w
@@ -352,5 +358,60 @@ impl OutboxSync {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serialine_core::Serial;
+    use serialine_store::EventDetail;
+
+    /// A pack and an unpack say so in EPCIS words on the wire.
+    #[test]
+    fn hierarchy_events_carry_their_epcis_action_and_biz_step() {
+        let s = |x: &str| Serial::new(x).expect("serial");
+        let event = |detail| OutboxEvent {
+            seq: 1,
+            id: [7; 32],
+            serial: s("CASE1"),
+            state: UnitState::Committed,
+            at_ms: 5,
+            detail,
+        };
+        let packed = wire_event(&event(EventDetail::Pack {
+            children: vec![s("U1"), s("U2")],
+        }));
+        assert_eq!(
+            (
+                packed.state.as_str(),
+                packed.action.as_deref(),
+                packed.biz_step.as_deref()
+            ),
+            ("packed", Some("ADD"), Some("packing"))
+        );
+        assert_eq!(packed.children, ["U1", "U2"]);
+        let emptied = wire_event(&event(EventDetail::Unpack {
+            children: vec![s("U1")],
+            all: true,
+        }));
+        assert_eq!(
+            (
+                emptied.state.as_str(),
+                emptied.reason.as_deref(),
+                emptied.action.as_deref(),
+                emptied.biz_step.as_deref()
+            ),
+            (
+                "unpacked",
+                Some("emptied"),
+                Some("DELETE"),
+                Some("unpacking")
+            )
+        );
+        let unit = wire_event(&event(EventDetail::Unit));
+        assert_eq!((&unit.action, &unit.biz_step), (&None, &None));
+        let json = serde_json::to_string(&unit).expect("json");
+        assert!(!json.contains("action"), "{json}");
     }
 }

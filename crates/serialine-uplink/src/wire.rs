@@ -57,6 +57,14 @@ pub struct WireEvent {
     /// `emptied` when an unpack emptied the parent for good.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,
+    /// `packed` / `unpacked`: the event in EPCIS vocabulary, for an
+    /// upstream that files it as an `AggregationEvent` as it comes: its
+    /// `action` (`ADD` / `DELETE`) and `bizStep` (`packing` / `unpacking`);
+    /// the parent (`serial`) is its `parentID`, `children` its `childEPCs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub biz_step: Option<String>,
 }
 
 /// `events`
