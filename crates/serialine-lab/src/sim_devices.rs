@@ -97,14 +97,7 @@ impl DeviceFactory for SimulatedDevices {
         line: &str,
         levels: &[LevelPlan],
     ) -> Result<Vec<LevelDevices>, DeviceError> {
-        if levels.len() != self.levels.len() {
-            return Err(format!(
-                "{line}: {} packaging levels, simulators for {}",
-                levels.len(),
-                self.levels.len()
-            )
-            .into());
-        }
+        serialine_line::devices::levels_match(line, levels.len(), self.levels.len())?;
         let mut passed = self.passed.lock().ok().and_then(|mut p| p.take());
         let mut out = Vec::new();
         for (i, (plan, sim)) in levels.iter().zip(&self.levels).enumerate() {

@@ -852,6 +852,24 @@ mod tests {
         (dir, store, job, number, units)
     }
 
+    fn context(
+        store: &Store,
+        job: &Job,
+        number: u32,
+        alarms: mpsc::UnboundedSender<Alarm>,
+        progress: watch::Receiver<Progress>,
+    ) -> LevelContext {
+        LevelContext {
+            line: LINE.into(),
+            job: job.clone(),
+            job_number: number,
+            store: store.clone(),
+            min_grade: Grade::C,
+            alarms,
+            progress,
+        }
+    }
+
     fn plan(label_wait: Duration) -> LevelPlan {
         LevelPlan {
             name: "case".into(),
@@ -886,15 +904,7 @@ mod tests {
         // The third label the scanner reads at grade D: rejected.
         let (label, scanner) = label_devices(vec![Grade::A, Grade::A, Grade::D]);
         let plan = plan(Duration::from_secs(1));
-        let ctx = LevelContext {
-            line: LINE.into(),
-            job: job.clone(),
-            job_number: number,
-            store: store.clone(),
-            min_grade: Grade::C,
-            alarms: alarm_tx,
-            progress: progress_rx,
-        };
+        let ctx = context(&store, &job, number, alarm_tx, progress_rx);
         let devices = LevelDevices {
             label,
             scanner,
@@ -1031,15 +1041,7 @@ mod tests {
         let (_progress, progress_rx) = watch::channel(Progress::default());
         let (children_tx, children_rx) = mpsc::unbounded_channel();
         let (done_tx, below_done) = watch::channel(false);
-        let ctx = LevelContext {
-            line: LINE.into(),
-            job: job.clone(),
-            job_number: number,
-            store: store.clone(),
-            min_grade: Grade::C,
-            alarms: alarm_tx,
-            progress: progress_rx,
-        };
+        let ctx = context(&store, &job, number, alarm_tx, progress_rx);
         let mut plan = plan(Duration::from_millis(300));
         plan.mode = AggregationMode::Count;
         let devices = LevelDevices {

@@ -245,17 +245,12 @@ impl<D: DeviceFactory> Line<D> {
                 line: self.id.clone(),
                 source,
             })?;
-        if levels.len() != p.aggregation.len() {
-            return Err(LineError::Devices {
+        crate::devices::levels_match(&self.id, p.aggregation.len(), levels.len()).map_err(
+            |source| LineError::Devices {
                 line: self.id.clone(),
-                source: format!(
-                    "{} packaging levels, devices for {}",
-                    p.aggregation.len(),
-                    levels.len()
-                )
-                .into(),
-            });
-        }
+                source,
+            },
+        )?;
         for (plan, devices) in p.aggregation.iter().zip(&levels) {
             if plan.mode == AggregationMode::Scan && devices.camera.is_none() {
                 return Err(LineError::Devices {

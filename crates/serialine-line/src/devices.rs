@@ -85,6 +85,17 @@ impl<D: DeviceFactory> DeviceFactory for std::sync::Arc<D> {
     }
 }
 
+/// A factory with devices for `have` packaging levels, asked for `wanted`.
+pub fn levels_match(line: &str, wanted: usize, have: usize) -> Result<(), DeviceError> {
+    if wanted == have {
+        return Ok(());
+    }
+    Err(failed(
+        &format!("line {line}"),
+        format!("{wanted} packaging levels, devices for {have}"),
+    ))
+}
+
 /// `what: cause`, as a [`DeviceError`].
 fn failed(what: &str, cause: impl std::fmt::Display) -> DeviceError {
     format!("{what}: {cause}").into()
@@ -228,16 +239,7 @@ impl DeviceFactory for DeviceSpec {
         line: &str,
         levels: &[LevelPlan],
     ) -> Result<Vec<LevelDevices>, DeviceError> {
-        if levels.len() != self.levels.len() {
-            return Err(failed(
-                &format!("line {line}"),
-                format!(
-                    "{} packaging levels, devices configured for {}",
-                    levels.len(),
-                    self.levels.len()
-                ),
-            ));
-        }
+        levels_match(line, levels.len(), self.levels.len())?;
         let mut out = Vec::with_capacity(self.levels.len());
         for l in &self.levels {
             let what = format!("{} label printer address", l.name);
