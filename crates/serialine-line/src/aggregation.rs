@@ -16,9 +16,9 @@
 //!   before a label is spent on it. Otherwise the case is refused, with each
 //!   offending code and why, an `aggregation-refused` alarm, and nothing
 //!   changes: the case goes to rework, its units stay loose;
-//! - a case read short of its count is refused while the line still feeds,
-//!   and closed as partial once it has sent its last unit (the last case of
-//!   a job);
+//! - a case read short of its count is refused while the line still feeds;
+//!   once it has sent its last unit, a short read is the job's last case
+//!   (closed as partial) only if no other read follows it;
 //! - the parent code comes from a block sealed for the level's own product,
 //!   is durable (`Sent`) before its label is printed, and is committed only
 //!   with its children, in one batch, once its scanner read it back at the
@@ -292,19 +292,33 @@ impl Level {
         let mut quiet_until: Option<Instant> = below_done
             .borrow()
             .then(|| Instant::now() + self.plan.close_wait);
+        let full = self.plan.per_parent.max(1) as usize;
+        // A short read once the line has sent its last unit: the job's last
+        // case, unless another read follows it. Reads queue while a label
+        // prints, so the line's progress when a read is taken says nothing
+        // of when it was made; only a read after it does.
+        let mut held: Option<(String, Vec<Serial>)> = None;
         loop {
             let wait = quiet_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 ev = camera.events.recv() => match ev {
                     None => break,
                     Some(CameraEvent::Read(read)) => {
+                        self.refuse_held(held.take());
                         let codes = split_codes(read.content.as_deref());
-                        self.scanned(read.unit, codes).await;
+                        if let Some((what, children)) = self.scanned(read.unit, codes) {
+                            if children.len() < full && self.ctx.progress.borrow().feeding_done {
+                                held = Some((what, children));
+                            } else {
+                                self.close(what, children, true).await;
+                            }
+                        }
                         if quiet_until.is_some() {
                             quiet_until = Some(Instant::now() + self.plan.close_wait);
                         }
                     }
                     Some(CameraEvent::Garbage { line, reason }) => {
+                        self.refuse_held(held.take());
                         let what = format!("{} read", self.plan.name);
                         self.refuse(&what, Refusal::plain(format!("not understood ({reason}): {line:?}")));
                     }
@@ -325,11 +339,32 @@ impl Level {
                 _ = tokio::time::sleep_until(wait), if quiet_until.is_some() => break,
             }
         }
+        // No read came after it: the job's last case, partial.
+        if let Some((what, children)) = held {
+            self.close(what, children, true).await;
+        }
+    }
+
+    /// A short read another read followed: not the job's last case.
+    fn refuse_held(&mut self, held: Option<(String, Vec<Serial>)>) {
+        if let Some((what, children)) = held {
+            let why = format!(
+                "{} codes of {}: a unit is missing (another case was read after it)",
+                children.len(),
+                self.plan.per_parent
+            );
+            self.refuse(&what, Refusal::plain(why));
+        }
     }
 
     /// A multi-code read: every code must be read and be a code of the
-    /// level's child product before the ledger is even asked.
-    async fn scanned(&mut self, trigger: Option<u64>, codes: Vec<Option<String>>) {
+    /// level's child product before the ledger is even asked. Returns what
+    /// the read is called and its children, or refuses it.
+    fn scanned(
+        &mut self,
+        trigger: Option<u64>,
+        codes: Vec<Option<String>>,
+    ) -> Option<(String, Vec<Serial>)> {
         let what = match trigger {
             Some(t) => format!("{} read {t}", self.plan.name),
             None => format!("{} read", self.plan.name),
@@ -353,13 +388,15 @@ impl Level {
             }
         }
         if codes.is_empty() {
-            return self.refuse(&what, Refusal::plain("no code read"));
+            self.refuse(&what, Refusal::plain("no code read"));
+            return None;
         }
         if !offending.is_empty() {
             let why = format!("{} of {} codes unusable", offending.len(), codes.len());
-            return self.refuse(&what, Refusal { why, offending });
+            self.refuse(&what, Refusal { why, offending });
+            return None;
         }
-        self.close(what, children, true).await;
+        Some((what, children))
     }
 
     /// Closes one parent around `children`, or refuses it.
@@ -952,7 +989,12 @@ mod tests {
         // The line has sent its last unit: a short case is the job's last.
         tokio::time::sleep(Duration::from_millis(500)).await;
         progress.send_modify(|p| p.feeding_done = true);
-        cam_tx.send(read(codes(28..31))).await.expect("read sent");
+        // A short read, then another: the short one was not the job's last
+        // (reads queue while labels print): a unit is missing.
+        cam_tx.send(read(codes(32..35))).await.expect("read sent");
+        cam_tx.send(read(codes(28..32))).await.expect("read sent");
+        // The last read, short: the job's last case, partial.
+        cam_tx.send(read(codes(35..36))).await.expect("read sent");
         tokio::time::sleep(Duration::from_millis(200)).await;
         done_tx.send_replace(true);
         let report = tokio::time::timeout(Duration::from_secs(30), level)
@@ -966,7 +1008,7 @@ mod tests {
                 report.refused,
                 report.labels_rejected
             ),
-            (3, 1, 6, 1),
+            (4, 1, 7, 1),
             "{report:?}"
         );
         let mut refusals = Vec::new();
@@ -987,11 +1029,15 @@ mod tests {
         said(3, &format!("{} (already in", units[0]));
         said(4, &format!("{} (sent, not committed)", units[38]));
         said(5, "read at grade D");
-        assert_eq!(refusals.len(), 6, "{refusals:#?}");
+        said(
+            6,
+            "3 codes of 4: a unit is missing (another case was read after it)",
+        );
+        assert_eq!(refusals.len(), 7, "{refusals:#?}");
         // In the ledger: three cases, the last partial; the refused cases'
         // units in none; the rejected label never used again.
         let parents = store.parents().expect("parents");
-        assert_eq!(parents.len(), 3, "{parents:?}");
+        assert_eq!(parents.len(), 4, "{parents:?}");
         assert_eq!(
             parents.iter().filter(|(_, e)| e.partial()).count(),
             1,
@@ -1004,6 +1050,7 @@ mod tests {
             .iter()
             .chain(&units[16..19])
             .chain(&units[24..28])
+            .chain(&units[32..35])
         {
             assert_eq!(store.parent_of(u).expect("read"), None, "{u}");
         }
