@@ -7,7 +7,11 @@
 //! - the issuer's record of the serials it issued to the line,
 //! - the daemon's JSON logs (every alarm the pipeline raises is logged with
 //!   its kind and serial, also while the broker is unreachable, so the logs
-//!   are the alarm record; the MQTT alarm count is only reported).
+//!   are the alarm record; the MQTT alarm count is only reported),
+//! - issue 14, with packaging levels: each level's label printer, label
+//!   scanner and packer logs ([`HierarchyInput`]). Labels (serials of a
+//!   level's GTIN) are not units: the unit rules leave them to
+//!   [`Rule::Hierarchy`], which checks them against their own devices.
 //!
 //! Each violation names the scenario, the seed, the invariant and the serial.
 
@@ -16,6 +20,7 @@ use serde_json::Value;
 use serialine_core::code::{self, Template};
 use serialine_core::{AlarmKind, RejectReason, Serial, UnitState};
 use serialine_devices::printer::{FrameDecoder, FramedProfile, Token};
+use serialine_sim::aggregation::{CaseFault, CaseRead};
 use serialine_sim::camera::{Reported, Verdict};
 use serialine_sim::recording::{Direction, Recording};
 use serialine_sim::upstream::LineEvents;
@@ -55,6 +60,42 @@ pub struct CheckInput {
     /// Issue 20: the faults the harness and the simulators recorded, which
     /// every reject and void must be explained by.
     pub events: RunEvents,
+    /// Issue 14: the packaging levels' devices, when the line aggregates.
+    pub hierarchy: Option<HierarchyInput>,
+}
+
+/// Issue 14: what the packaging levels' simulators recorded, for
+/// [`Rule::Hierarchy`].
+#[derive(Debug, Clone)]
+pub struct HierarchyInput {
+    /// The job's product: the children of the first level (cases).
+    pub unit_gtin: serialine_core::Gtin,
+    /// From cases up; each level's children are the level below's labels.
+    pub levels: Vec<LevelLog>,
+    /// Label codes in flight at the harness's label kills (received but not
+    /// printed, or printed but not read): each must end voided, holding
+    /// nothing, printed at most once.
+    pub killed_labels: Vec<String>,
+}
+
+/// One packaging level's devices, as their simulators logged them.
+#[derive(Debug, Clone)]
+pub struct LevelLog {
+    pub name: String,
+    /// Its labels' product.
+    pub gtin: serialine_core::Gtin,
+    /// Children in a full parent.
+    pub per_parent: u32,
+    /// The level scans (a packer reads each parent) rather than counts.
+    pub scans: bool,
+    /// Codes of every label format the label printer received, in order.
+    pub formats: Vec<String>,
+    /// Codes of every label it printed, in order.
+    pub printed: Vec<String>,
+    /// What the label scanner reported.
+    pub scanner: Vec<Reported>,
+    /// The packer's reads (scan mode).
+    pub packer: Option<Vec<CaseRead>>,
 }
 
 /// Issue 20: what the harness and the simulators recorded during the run:
@@ -141,6 +182,10 @@ pub enum Rule {
     /// Issue 15: a serial returned upstream unused that reached the
     /// marking device, or a return upstream does not hold exactly once.
     Returned,
+    /// Issue 14: the packaging hierarchy: a parent, child or label the
+    /// ledger, the label printers, scanners, packers and upstream disagree
+    /// on.
+    Hierarchy,
 }
 
 impl fmt::Display for Rule {
@@ -156,6 +201,7 @@ impl fmt::Display for Rule {
             Rule::Ledger => f.write_str("ledger files"),
             Rule::AfterCommit => f.write_str("after commit"),
             Rule::Returned => f.write_str("returned"),
+            Rule::Hierarchy => f.write_str("hierarchy"),
         }
     }
 }
@@ -218,6 +264,52 @@ pub struct Report {
     pub printed_per_gtin: std::collections::BTreeMap<String, usize>,
     /// Issue 20: the run's accounting, printed in the summary.
     pub accounting: Accounting,
+    /// Issue 14: the hierarchy's figures, with packaging levels.
+    pub hierarchy: Option<HierarchyFigures>,
+}
+
+/// Issue 14: what the packaging levels made, as the checker counted it.
+#[derive(Debug, Default, Clone)]
+pub struct HierarchyFigures {
+    /// Per level, from cases up.
+    pub levels: Vec<LevelFigures>,
+    /// `aggregation-refused` alarms in the daemon's logs.
+    pub refused: u64,
+    /// Label scanner reads of a label not in flight (a label printed from
+    /// the printer's buffer after a kill), each alarmed as a foreign code.
+    pub stray_label_reads: u64,
+    /// Committed units in no case.
+    pub loose_units: u64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct LevelFigures {
+    pub name: String,
+    /// Parents holding children in the final ledger.
+    pub sealed: u64,
+    pub partial: u64,
+    /// Labels the label printer printed.
+    pub printed: u64,
+    /// Label serials voided (a kill) and rejected (not verified).
+    pub voided: u64,
+    pub rejected: u64,
+}
+
+impl fmt::Display for HierarchyFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for l in &self.levels {
+            write!(
+                f,
+                "{}: {} sealed ({} partial), {} labels printed, {} voided, {} rejected; ",
+                l.name, l.sealed, l.partial, l.printed, l.voided, l.rejected
+            )?;
+        }
+        write!(
+            f,
+            "{} refused, {} stray label reads, {} loose units",
+            self.refused, self.stray_label_reads, self.loose_units
+        )
+    }
 }
 
 /// Issue 20: rejects by cause and voids per event, as the checker counted.
@@ -313,6 +405,9 @@ impl fmt::Display for Accounting {
 struct Checker<'a> {
     input: &'a CheckInput,
     report: Report,
+    /// Issue 14: the ledger's label serials (of a level's GTIN), by level
+    /// index; empty without packaging levels.
+    labels: HashMap<Serial, usize>,
 }
 
 impl Checker<'_> {
@@ -438,13 +533,19 @@ fn logged_alarms(logs: &[String]) -> Vec<(String, Option<String>)> {
             };
             // Issue 20: the uplink's operator task echoes every alarm it
             // publishes ("alarm: ..."); one alarm is counted once.
-            if v.get("target").and_then(Value::as_str) == Some("serialine_uplink::operator") {
+            let target = v.get("target").and_then(Value::as_str);
+            if target == Some("serialine_uplink::operator") {
                 continue;
             }
             let fields = v.get("fields").unwrap_or(&v);
             let Some(kind) = fields.get("kind").and_then(Value::as_str) else {
                 continue;
             };
+            // Issue 14: a label scanner's read of a label not in flight is
+            // not a unit's foreign code ([`stray_label_reads`]).
+            if target == Some(AGGREGATION_TARGET) && kind == "foreign-code" {
+                continue;
+            }
             // `serial = ?Option<String>`: `Some("X")` or `None`.
             let serial = fields.get("serial").and_then(Value::as_str).and_then(|s| {
                 s.strip_prefix("Some(\"")
@@ -452,6 +553,39 @@ fn logged_alarms(logs: &[String]) -> Vec<(String, Option<String>)> {
                     .map(str::to_string)
             });
             out.push((kind.to_string(), serial));
+        }
+    }
+    out
+}
+
+/// Where the line's packaging levels log (issue 14).
+const AGGREGATION_TARGET: &str = "serialine_line::aggregation";
+
+/// Issue 14: the label scanners' reads of a label not in flight (a label
+/// printed after a kill from the printer's buffer), which the levels alarm
+/// as foreign codes: the serial each names. The level logs the alarm
+/// without a `serial` field, so it is taken from the message ("… label
+/// scanner read {serial} of GTIN …"); `None` if the message says otherwise.
+fn stray_label_reads(logs: &[String]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for log in logs {
+        for line in log.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if v.get("target").and_then(Value::as_str) != Some(AGGREGATION_TARGET) {
+                continue;
+            }
+            let fields = v.get("fields").unwrap_or(&v);
+            if fields.get("kind").and_then(Value::as_str) != Some("foreign-code") {
+                continue;
+            }
+            let message = fields.get("message").and_then(Value::as_str).unwrap_or("");
+            let serial = message
+                .split_once("label scanner read ")
+                .and_then(|(_, rest)| rest.split_once(" of GTIN "))
+                .map(|(serial, _)| serial.to_string());
+            out.push(serial);
         }
     }
     out
@@ -480,6 +614,7 @@ pub fn check(input: &CheckInput) -> Report {
     let mut c = Checker {
         input,
         report: Report::default(),
+        labels: HashMap::new(),
     };
     let store = &input.store;
 
@@ -537,6 +672,7 @@ pub fn check(input: &CheckInput) -> Report {
             Vec::new()
         }
     };
+    c.labels = label_serials(&mut c, &records);
     // A unit's own read, and (issue 13) a later read of its code shown on
     // another trigger (a duplicate, a repeat, a re-fed pack) while its own
     // read decided nothing: that read names the unit, so it may commit it.
@@ -590,6 +726,13 @@ pub fn check(input: &CheckInput) -> Report {
             );
         }
         match rec.state {
+            // A label is printed by its level's label printer and read by
+            // its scanner: the hierarchy rule checks it there.
+            UnitState::Committed
+            | UnitState::Synced
+            | UnitState::Sampled(_)
+            | UnitState::Decommissioned(_)
+                if c.labels.contains_key(serial) => {}
             UnitState::Committed
             | UnitState::Synced
             | UnitState::Sampled(_)
@@ -665,6 +808,8 @@ pub fn check(input: &CheckInput) -> Report {
             ),
         }
     }
+    // Issue 14: every pack is an event upstream holds once.
+    reportable += expect_pack_events(&mut c, &mut expected_ids);
     // Issue 13 §2: the lost histories' outcomes are expected upstream too,
     // and a serial the fence voided may also hold the lost history's outcome.
     let mut fenced: HashSet<Serial> = records
@@ -829,7 +974,10 @@ pub fn check(input: &CheckInput) -> Report {
     }
     let mut per_serial: HashMap<&str, usize> = HashMap::new();
     for (id, (serial, state)) in &up.events {
-        *per_serial.entry(serial.as_str()).or_default() += 1;
+        // A parent's packs are events beside its label's outcome (issue 14).
+        if !matches!(state.as_str(), "packed" | "unpacked") {
+            *per_serial.entry(serial.as_str()).or_default() += 1;
+        }
         match expected_ids.get(id) {
             Some((s, st)) if s.as_str() == serial && st == state => {}
             Some((s, st)) => c.violate(
@@ -978,11 +1126,17 @@ pub fn check(input: &CheckInput) -> Report {
 
     // The job and the scenario's expectations.
     let counts = store.counts();
+    // Issue 14: labels are not units.
+    let labels = LabelCounts::of(&c, &records);
     // Sampled and decommissioned units were committed first (issue 15).
-    let committed = counts.committed + counts.synced + counts.sampled + counts.decommissioned;
+    let committed = counts.committed + counts.synced + counts.sampled + counts.decommissioned
+        - labels.committed;
     let decided = if input.earlier.is_empty() {
         // The fence's voids are not units (issue 13 §2).
-        committed + counts.rejected + counts.voided - counts.fenced
+        committed + counts.rejected + counts.voided
+            - counts.fenced
+            - labels.rejected
+            - labels.voided
     } else {
         decided_all.len() as u64
     };
@@ -1000,13 +1154,19 @@ pub fn check(input: &CheckInput) -> Report {
             None,
             format!(
                 "expected all {} units committed: {committed} committed, {} rejected, {} voided",
-                input.units, counts.rejected, counts.voided
+                input.units,
+                counts.rejected - labels.rejected,
+                counts.voided - labels.voided
             ),
         );
     }
     let mins = [
         ("committed units", committed, e.min_committed),
-        ("rejected units", counts.rejected, e.min_rejected),
+        (
+            "rejected units",
+            counts.rejected - labels.rejected,
+            e.min_rejected,
+        ),
         (
             "duplicate-read alarms",
             c.report.duplicate_alarms as u64,
@@ -1050,6 +1210,7 @@ pub fn check(input: &CheckInput) -> Report {
     check_camera_extras(&mut c, &records);
     check_accounting(&mut c, &records);
     check_unit_faults(&mut c, &records);
+    check_hierarchy(&mut c, &records);
     c.report
 }
 
@@ -1327,6 +1488,10 @@ fn check_accounting(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Se
             acc.fenced += 1;
             continue;
         }
+        // Issue 14: a label's void or reject is the hierarchy rule's.
+        if c.labels.contains_key(serial) {
+            continue;
+        }
         let reason = match rec.state {
             UnitState::Voided => {
                 acc.voided += 1;
@@ -1468,9 +1633,11 @@ fn check_accounting(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Se
     // event could leave in flight (decided again by the next run).
     if input.earlier.is_empty() {
         let counts = input.store.counts();
-        // `voided` includes the fence's voids: not units.
+        let labels = LabelCounts::of(c, records);
+        // `voided` includes the fence's voids: not units; nor are labels.
         let decided = (counts.committed + counts.synced + counts.rejected + counts.voided)
-            .saturating_sub(counts.fenced);
+            .saturating_sub(counts.fenced)
+            .saturating_sub(labels.committed + labels.rejected + labels.voided);
         let bound = input.units + link_events * ev.in_flight_bound;
         if decided > bound {
             c.violate(
@@ -1544,7 +1711,7 @@ fn check_accounting(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Se
 
     let voided: HashSet<&Serial> = records
         .iter()
-        .filter(|(_, r)| r.state == UnitState::Voided)
+        .filter(|(s, r)| r.state == UnitState::Voided && !c.labels.contains_key(s))
         .map(|(s, _)| s)
         .collect();
     check_alarm_kinds(c, &voided);
@@ -1697,4 +1864,979 @@ fn excused_report(
             .and_then(|c| own_read.get(c))
             .is_some_and(|v| !matches!(v, Verdict::Good | Verdict::LowGrade));
     near_kill || own_undecided
+}
+
+/// Issue 14: the ledger's label serials (serials of blocks sealed for a
+/// level's GTIN), by level index; empty without packaging levels.
+fn label_serials(
+    c: &mut Checker<'_>,
+    records: &[(Serial, serialine_store::SerialRecord)],
+) -> HashMap<Serial, usize> {
+    let Some(h) = &c.input.hierarchy else {
+        return HashMap::new();
+    };
+    let store = &c.input.store;
+    let mut level_of_block: HashMap<serialine_core::BlockId, Option<usize>> = HashMap::new();
+    let mut labels = HashMap::new();
+    let mut unreadable = Vec::new();
+    for (serial, rec) in records {
+        let level = *level_of_block.entry(rec.block_id).or_insert_with(|| {
+            match store.block_gtin(rec.block_id) {
+                Ok(g) => h.levels.iter().position(|l| l.gtin == g),
+                Err(e) => {
+                    unreadable.push((rec.block_id, e.to_string()));
+                    None
+                }
+            }
+        });
+        if let Some(level) = level {
+            labels.insert(serial.clone(), level);
+        }
+    }
+    for (block, e) in unreadable {
+        c.violate(
+            Rule::Hierarchy,
+            None,
+            format!("block {block} cannot be reopened to tell labels from units: {e}"),
+        );
+    }
+    labels
+}
+
+/// Issue 14: labels by outcome, to keep them out of the units' figures.
+#[derive(Debug, Default, Clone, Copy)]
+struct LabelCounts {
+    /// Committed, acknowledged (or moved after commit).
+    committed: u64,
+    rejected: u64,
+    /// Voided, not by the fence (the fence's voids are counted apart).
+    voided: u64,
+}
+
+impl LabelCounts {
+    fn of(c: &Checker<'_>, records: &[(Serial, serialine_store::SerialRecord)]) -> LabelCounts {
+        let mut n = LabelCounts::default();
+        for (serial, rec) in records {
+            if !c.labels.contains_key(serial) {
+                continue;
+            }
+            match rec.state {
+                UnitState::Committed
+                | UnitState::Synced
+                | UnitState::Sampled(_)
+                | UnitState::Decommissioned(_) => n.committed += 1,
+                UnitState::Rejected(_) => n.rejected += 1,
+                UnitState::Voided if !rec.fenced => n.voided += 1,
+                _ => {}
+            }
+        }
+        n
+    }
+}
+
+/// Issue 14: each parent's pack is an event upstream must hold once: its
+/// id is `aggregation_event_id(line, "pack", parent, children)` for a
+/// parent of at most [`PACK_EVENT_CHILDREN`] children (one event). A
+/// bigger one is packed in several events, split in the order the line
+/// named its children, which the ledger does not keep: the events upstream
+/// holds for it count, and must name exactly its children. Returns how
+/// many events it expects.
+fn expect_pack_events(
+    c: &mut Checker<'_>,
+    expected_ids: &mut HashMap<String, (Serial, &'static str)>,
+) -> usize {
+    if c.input.hierarchy.is_none() {
+        return 0;
+    }
+    let input = c.input;
+    let parents = match input.store.parents() {
+        Ok(p) => p,
+        Err(e) => {
+            c.violate(Rule::Harness, None, format!("reading the parents: {e}"));
+            return 0;
+        }
+    };
+    let mut n = 0;
+    for (parent, _) in parents {
+        let children = match input.store.contents(&parent) {
+            Ok(Some((_, children))) if !children.is_empty() => children,
+            Ok(_) => continue,
+            Err(e) => {
+                c.violate(
+                    Rule::Harness,
+                    Some(parent.as_str()),
+                    format!("reading its contents: {e}"),
+                );
+                continue;
+            }
+        };
+        if children.len() <= PACK_EVENT_CHILDREN {
+            let id = hex::encode(serialine_store::aggregation_event_id(
+                &input.line,
+                "pack",
+                &parent,
+                &children,
+            ));
+            expected_ids.insert(id, (parent, "packed"));
+            n += 1;
+            continue;
+        }
+        let held: Vec<&String> = input
+            .upstream
+            .events
+            .iter()
+            .filter(|(_, (s, st))| s == parent.as_str() && st == "packed")
+            .map(|(id, _)| id)
+            .collect();
+        let want = children.len().div_ceil(PACK_EVENT_CHILDREN);
+        if held.len() != want {
+            c.violate(
+                Rule::Hierarchy,
+                Some(parent.as_str()),
+                format!(
+                    "holds {} children: {want} pack events expected upstream, it holds {}",
+                    children.len(),
+                    held.len()
+                ),
+            );
+        }
+        for id in held {
+            expected_ids.insert(id.clone(), (parent.clone(), "packed"));
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Most children one pack event names (`serialine_store`'s
+/// `RETURN_EVENT_SERIALS`).
+const PACK_EVENT_CHILDREN: usize = 100;
+
+/// One level's label devices, as the checker reads them.
+#[derive(Default)]
+struct LabelDevices {
+    /// Times each label serial was received by its label printer.
+    received: HashMap<Serial, usize>,
+    /// Times each label serial was printed.
+    printed: HashMap<Serial, usize>,
+    /// Label serials the scanner read good (its own code, in grade).
+    read_good: HashSet<Serial>,
+    /// Every verdict the scanner gave each label serial.
+    verdicts: HashMap<Serial, Vec<Verdict>>,
+    /// Serials any read of the scanner named (strays included).
+    read_any: HashSet<Serial>,
+}
+
+/// Issue 14, [`Rule::Hierarchy`]: the packaging hierarchy in the final
+/// ledger against the label printers, the label scanners, the packers and
+/// upstream.
+///
+/// - (a) every parent holding children is a label of its level's GTIN,
+///   committed (or synced), received and printed by its level's label
+///   printer exactly once and read back good by its scanner; a committed
+///   label holds children;
+/// - (b) every child is committed (or synced), of its parent's job, of the
+///   level below's product (units for cases, case labels for pallets);
+///   a full parent holds exactly its level's count, a partial one fewer;
+///   in scan mode its children are exactly one packer read's codes;
+/// - (c) no label code is received or printed twice, ever (across kills);
+///   every label received left the pool durably and was issued;
+/// - (d) upstream's child -> parent equals the ledger's, both ways;
+/// - (e) the units of every case a packer read with a fault are in no
+///   parent, nor is any unit a fault took out of the line (an earlier
+///   case's unit put into a faulted case stays in its earlier parent);
+///   a unit missing from a case the daemon could only take for the job's
+///   last (read short after the line's last unit) is excused;
+/// - (f) a voided or rejected label holds nothing and is in nothing; at
+///   most one label per level is voided per kill; a rejected label's
+///   scanner verdict explains it; a label in flight at a harness kill ends
+///   voided and printed at most once;
+/// - (g) per level and job at most one partial parent, the job's last.
+///
+/// Without kills, `aggregation-refused` alarms equal the packer reads that
+/// could not be sealed (a fault, or a short read not sealed as partial)
+/// plus the labels rejected. The `[expect]` counts close it.
+fn check_hierarchy(c: &mut Checker<'_>, records: &[(Serial, serialine_store::SerialRecord)]) {
+    let input = c.input;
+    let Some(h) = &input.hierarchy else {
+        return;
+    };
+    let store = &input.store;
+    let min_grade = crate::harness::MIN_GRADE;
+    let kills = input.camera_kill_marks.len() as u64;
+    let rec: HashMap<&Serial, &serialine_store::SerialRecord> =
+        records.iter().map(|(s, r)| (s, r)).collect();
+    let mut figures = HierarchyFigures::default();
+
+    // (c) and the label devices' logs.
+    let mut devices: Vec<LabelDevices> = Vec::new();
+    for (li, level) in h.levels.iter().enumerate() {
+        let mut d = LabelDevices::default();
+        for (what, codes) in [("received", &level.formats), ("printed", &level.printed)] {
+            for code in codes {
+                let data = match code::parse(&Template::Gs1DataMatrix, code) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        c.violate(
+                            Rule::Hierarchy,
+                            None,
+                            format!("the {} label printer {what} a code that does not parse ({e}): {code:?}", level.name),
+                        );
+                        continue;
+                    }
+                };
+                if data.gtin != level.gtin {
+                    c.violate(
+                        Rule::Hierarchy,
+                        Some(data.serial.as_str()),
+                        format!(
+                            "the {} label printer {what} a code of GTIN {}, not the level's {}",
+                            level.name,
+                            data.gtin.as_string(),
+                            level.gtin.as_string()
+                        ),
+                    );
+                }
+                let map = if what == "received" {
+                    &mut d.received
+                } else {
+                    &mut d.printed
+                };
+                *map.entry(data.serial).or_default() += 1;
+            }
+        }
+        for r in &level.scanner {
+            let Some(serial) = serial_of(&r.printed) else {
+                continue;
+            };
+            if r.verdict == Verdict::Good
+                && r.content.as_deref() == Some(r.printed.as_str())
+                && r.grade >= min_grade
+            {
+                d.read_good.insert(serial.clone());
+            }
+            if let Some(s) = r.content.as_deref().and_then(serial_of) {
+                d.read_any.insert(s);
+            }
+            d.verdicts.entry(serial).or_default().push(r.verdict);
+        }
+        let mut received: Vec<(&Serial, &usize)> = d.received.iter().collect();
+        received.sort();
+        for (serial, n) in received {
+            if *n > 1 {
+                c.violate(
+                    Rule::Hierarchy,
+                    Some(serial.as_str()),
+                    format!(
+                        "the {} label printer received this label {n} times",
+                        level.name
+                    ),
+                );
+            }
+            match rec.get(serial) {
+                Some(r) if r.state.has_left_pool() => {}
+                other => c.violate(
+                    Rule::Hierarchy,
+                    Some(serial.as_str()),
+                    format!(
+                        "on the {} label printer but the ledger has no durable Sent for it: {:?}",
+                        level.name,
+                        other.map(|r| r.state)
+                    ),
+                ),
+            }
+            if c.labels.get(serial) != Some(&li) {
+                c.violate(
+                    Rule::Hierarchy,
+                    Some(serial.as_str()),
+                    format!(
+                        "on the {} label printer but not a serial of a block sealed for GTIN {}",
+                        level.name,
+                        level.gtin.as_string()
+                    ),
+                );
+            }
+            if !input.issued.contains(serial) {
+                c.violate(
+                    Rule::Hierarchy,
+                    Some(serial.as_str()),
+                    format!(
+                        "on the {} label printer but never issued to this line",
+                        level.name
+                    ),
+                );
+            }
+        }
+        let mut printed: Vec<(&Serial, &usize)> = d.printed.iter().collect();
+        printed.sort();
+        for (serial, n) in printed {
+            if *n > 1 {
+                c.violate(
+                    Rule::Hierarchy,
+                    Some(serial.as_str()),
+                    format!(
+                        "the {} label printer printed this label {n} times",
+                        level.name
+                    ),
+                );
+            }
+            if !d.received.contains_key(serial) {
+                c.violate(
+                    Rule::Hierarchy,
+                    Some(serial.as_str()),
+                    format!(
+                        "the {} label printer printed a label it never received",
+                        level.name
+                    ),
+                );
+            }
+        }
+        figures.levels.push(LevelFigures {
+            name: level.name.clone(),
+            printed: level.printed.len() as u64,
+            ..LevelFigures::default()
+        });
+        devices.push(d);
+    }
+
+    // The parents.
+    let parents = match store.parents() {
+        Ok(p) => p,
+        Err(e) => {
+            c.violate(Rule::Harness, None, format!("reading the parents: {e}"));
+            Vec::new()
+        }
+    };
+    // Each packer read's codes, as a set, by level: a scanned parent is one.
+    let reads: Vec<HashMap<Vec<Serial>, usize>> = h
+        .levels
+        .iter()
+        .map(|l| {
+            let mut m = HashMap::new();
+            for (i, r) in l.packer.iter().flatten().enumerate() {
+                if let Some(set) = read_serials(r) {
+                    m.insert(set, i);
+                }
+            }
+            m
+        })
+        .collect();
+    let mut parent_of: HashMap<Serial, Serial> = HashMap::new();
+    let mut per_job: HashMap<(usize, u32), Vec<Sealed>> = HashMap::new();
+    // Parents (by level) whose children are exactly a packer read's.
+    let mut sealed_reads: Vec<HashSet<usize>> = vec![HashSet::new(); h.levels.len()];
+    let mut partial_sets: HashSet<Vec<Serial>> = HashSet::new();
+    for (parent, _) in &parents {
+        let p = parent.as_str();
+        let (entry, children) = match store.contents(parent) {
+            Ok(Some(x)) => x,
+            Ok(None) => continue,
+            Err(e) => {
+                c.violate(Rule::Harness, Some(p), format!("reading its contents: {e}"));
+                continue;
+            }
+        };
+        let Some(&li) = c.labels.get(parent) else {
+            c.violate(
+                Rule::Hierarchy,
+                Some(p),
+                "a parent that is not a label: its block is sealed for none of the levels' GTINs",
+            );
+            continue;
+        };
+        if children.is_empty() {
+            continue;
+        }
+        let level = &h.levels[li];
+        let d = &devices[li];
+        let figs = &mut figures.levels[li];
+        figs.sealed += 1;
+        figs.partial += u64::from(entry.partial());
+        // (a)
+        match rec.get(parent).map(|r| r.state) {
+            Some(UnitState::Committed | UnitState::Synced) => {}
+            other => c.violate(
+                Rule::Hierarchy,
+                Some(p),
+                format!(
+                    "a {} holding {} children, its label is {other:?}, not committed",
+                    level.name,
+                    children.len()
+                ),
+            ),
+        }
+        let printed = d.printed.get(parent).copied().unwrap_or(0);
+        if printed != 1 {
+            c.violate(
+                Rule::Hierarchy,
+                Some(p),
+                format!(
+                    "a sealed {}: its label printed {printed} times, expected once",
+                    level.name
+                ),
+            );
+        }
+        if !d.read_good.contains(parent) {
+            c.violate(
+                Rule::Hierarchy,
+                Some(p),
+                format!(
+                    "a sealed {}: its scanner never read its label good (verdicts {:?})",
+                    level.name,
+                    d.verdicts.get(parent)
+                ),
+            );
+        }
+        // (b)
+        if entry.expected != level.per_parent {
+            c.violate(
+                Rule::Hierarchy,
+                Some(p),
+                format!(
+                    "sealed as a {} of {}, the level holds {}",
+                    level.name, entry.expected, level.per_parent
+                ),
+            );
+        }
+        if children.len() > level.per_parent as usize {
+            c.violate(
+                Rule::Hierarchy,
+                Some(p),
+                format!(
+                    "holds {} children, a full {} {}",
+                    children.len(),
+                    level.name,
+                    level.per_parent
+                ),
+            );
+        }
+        let child_gtin = match li {
+            0 => h.unit_gtin,
+            _ => h.levels[li - 1].gtin,
+        };
+        for child in &children {
+            let s = child.as_str();
+            if let Some(other) = parent_of.insert(child.clone(), parent.clone()) {
+                c.violate(
+                    Rule::Hierarchy,
+                    Some(s),
+                    format!("in two parents: {other} and {p}"),
+                );
+            }
+            // The ledger's two trees (a parent's children, a child's
+            // parent) agree.
+            match store.parent_of(child) {
+                Ok(Some(q)) if q == *parent => {}
+                other => c.violate(
+                    Rule::Hierarchy,
+                    Some(s),
+                    format!("among {p}'s children, but the ledger's parent_of says {other:?}"),
+                ),
+            }
+            let Some(r) = rec.get(child) else {
+                c.violate(
+                    Rule::Hierarchy,
+                    Some(s),
+                    format!("in {} {p} but the ledger has no record of it", level.name),
+                );
+                continue;
+            };
+            if !matches!(r.state, UnitState::Committed | UnitState::Synced) {
+                c.violate(
+                    Rule::Hierarchy,
+                    Some(s),
+                    format!("in {} {p} but {}, not committed", level.name, r.state),
+                );
+            }
+            if r.job != entry.job {
+                c.violate(
+                    Rule::Hierarchy,
+                    Some(s),
+                    format!(
+                        "of job {}, in {} {p} of job {}",
+                        r.job, level.name, entry.job
+                    ),
+                );
+            }
+            let right_level = match li {
+                0 => !c.labels.contains_key(child),
+                _ => c.labels.get(child) == Some(&(li - 1)),
+            };
+            let gtin = store.block_gtin(r.block_id).ok();
+            if !right_level || gtin != Some(child_gtin) {
+                c.violate(
+                    Rule::Hierarchy,
+                    Some(s),
+                    format!(
+                        "in {} {p} but a serial of GTIN {:?}, not the level below's {}",
+                        level.name,
+                        gtin.map(|g| g.as_string()),
+                        child_gtin.as_string()
+                    ),
+                );
+            }
+        }
+        let mut set = children.clone();
+        set.sort();
+        if level.scans {
+            match reads[li].get(&set) {
+                Some(&i) => {
+                    sealed_reads[li].insert(i);
+                }
+                None => c.violate(
+                    Rule::Hierarchy,
+                    Some(p),
+                    format!(
+                        "a scanned {} whose {} children are no read of its packer",
+                        level.name,
+                        children.len()
+                    ),
+                ),
+            }
+        }
+        if entry.partial() {
+            partial_sets.insert(set);
+        }
+        per_job.entry((li, entry.job)).or_default().push(Sealed {
+            packed_ms: entry.packed_ms,
+            partial: entry.partial(),
+            parent: parent.clone(),
+        });
+        // (d), this way.
+        for child in &children {
+            let up = input.upstream.parent_of.get(child.as_str());
+            if up.map(String::as_str) != Some(p) {
+                c.violate(
+                    Rule::Hierarchy,
+                    Some(child.as_str()),
+                    format!("in {} {p} in the ledger, upstream says {up:?}", level.name),
+                );
+            }
+        }
+    }
+    // (d), the other way.
+    let mut up_only: Vec<(&String, &String)> = input
+        .upstream
+        .parent_of
+        .iter()
+        .filter(|(child, parent)| {
+            Serial::new(child.as_str())
+                .ok()
+                .and_then(|s| parent_of.get(&s))
+                .map(Serial::as_str)
+                != Some(parent.as_str())
+        })
+        .collect();
+    up_only.sort();
+    for (child, parent) in up_only.into_iter().take(20) {
+        c.violate(
+            Rule::Hierarchy,
+            Some(child),
+            format!("upstream has it in {parent}, the ledger does not"),
+        );
+    }
+    // (g)
+    let mut jobs: Vec<_> = per_job.into_iter().collect();
+    jobs.sort_by_key(|(k, _)| *k);
+    for ((li, job), parents) in jobs {
+        let name = &h.levels[li].name;
+        let partial: Vec<&Sealed> = parents.iter().filter(|p| p.partial).collect();
+        if partial.len() > 1 {
+            c.violate(
+                Rule::Hierarchy,
+                None,
+                format!(
+                    "job {job} has {} partial {name}s: {:?}",
+                    partial.len(),
+                    partial
+                        .iter()
+                        .map(|p| p.parent.as_str())
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
+        let last = parents.iter().map(|p| p.packed_ms).max().unwrap_or(0);
+        for p in partial {
+            let serial = &p.parent;
+            if p.packed_ms < last {
+                c.violate(
+                    Rule::Hierarchy,
+                    Some(serial.as_str()),
+                    format!("a partial {name} of job {job}, but not the job's last"),
+                );
+            }
+        }
+    }
+
+    // (f) and the labels' outcomes.
+    let mut voided_labels = 0u64;
+    let mut label_records: Vec<(Serial, usize)> =
+        c.labels.iter().map(|(s, l)| (s.clone(), *l)).collect();
+    label_records.sort();
+    for (serial, li) in &label_records {
+        let (serial, li) = (serial, *li);
+        let Some(r) = rec.get(serial) else { continue };
+        let s = serial.as_str();
+        let name = &h.levels[li].name;
+        let holds = store
+            .contents(serial)
+            .ok()
+            .flatten()
+            .map_or(0, |(_, ch)| ch.len());
+        match r.state {
+            UnitState::Committed | UnitState::Synced if holds == 0 => c.violate(
+                Rule::Hierarchy,
+                Some(s),
+                format!("a {name} label committed, but it holds nothing"),
+            ),
+            UnitState::Voided | UnitState::Rejected(_) => {
+                if holds > 0 || parent_of.contains_key(serial) {
+                    c.violate(
+                        Rule::Hierarchy,
+                        Some(s),
+                        format!(
+                            "a {name} label {}, yet it holds {holds} children or is in a parent",
+                            r.state
+                        ),
+                    );
+                }
+                if r.state == UnitState::Voided {
+                    if !r.fenced {
+                        voided_labels += 1;
+                        figures.levels[li].voided += 1;
+                    }
+                    continue;
+                }
+                figures.levels[li].rejected += 1;
+                let verdicts = devices[li]
+                    .verdicts
+                    .get(serial)
+                    .cloned()
+                    .unwrap_or_default();
+                let explained = match r.state {
+                    UnitState::Rejected(RejectReason::LowGrade) => {
+                        verdicts.contains(&Verdict::LowGrade)
+                    }
+                    // Not read: the scanner said so, or never read it good.
+                    UnitState::Rejected(RejectReason::NoRead) => {
+                        !devices[li].read_good.contains(serial)
+                    }
+                    _ => kills > 0,
+                };
+                if !explained {
+                    c.violate(
+                        Rule::Hierarchy,
+                        Some(s),
+                        format!(
+                            "a {name} label {} with no cause its scanner recorded (verdicts {verdicts:?})",
+                            r.state
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let bound = h.levels.len() as u64 * kills;
+    if voided_labels > bound {
+        c.violate(
+            Rule::Hierarchy,
+            None,
+            format!(
+                "{voided_labels} labels voided, more than one per level ({}) per kill ({kills})",
+                h.levels.len()
+            ),
+        );
+    }
+    for code in &h.killed_labels {
+        let Some(serial) = serial_of(code) else {
+            c.violate(
+                Rule::Hierarchy,
+                None,
+                format!("the label in flight at a kill does not parse: {code:?}"),
+            );
+            continue;
+        };
+        let s = serial.as_str();
+        let state = rec.get(&serial).map(|r| r.state);
+        if state != Some(UnitState::Voided) {
+            c.violate(
+                Rule::Hierarchy,
+                Some(s),
+                format!("the label in flight at a kill ended {state:?}, not voided"),
+            );
+        }
+        let printed: usize = devices.iter().filter_map(|d| d.printed.get(&serial)).sum();
+        if printed > 1 {
+            c.violate(
+                Rule::Hierarchy,
+                Some(s),
+                format!("the label in flight at a kill was printed {printed} times"),
+            );
+        }
+    }
+
+    // (e) the packers' faults changed nothing.
+    let mut excused_units: HashSet<Serial> = HashSet::new();
+    let mut unsealable = 0u64;
+    // Per level, the fault-free full reads not sealed and their children:
+    // each was refused for its label (rejected), or after a kill.
+    let mut unlabelled: Vec<(u64, HashSet<Serial>)> = vec![Default::default(); h.levels.len()];
+    for (li, level) in h.levels.iter().enumerate() {
+        let Some(log) = &level.packer else { continue };
+        for (i, r) in log.iter().enumerate() {
+            let sealed = sealed_reads[li].contains(&i);
+            for lost in &r.lost {
+                if let Some(s) = serial_of(lost) {
+                    excused_units.insert(s.clone());
+                    if let Some(p) = parent_of.get(&s) {
+                        c.violate(
+                            Rule::Hierarchy,
+                            Some(s.as_str()),
+                            format!(
+                                "{} read {}: taken out of the line ({:?}), yet in {p}",
+                                level.name, r.case, r.fault
+                            ),
+                        );
+                    }
+                }
+            }
+            let Some(fault) = r.fault else {
+                // Refused: short while the line fed, or its label rejected.
+                if !sealed {
+                    unsealable += 1;
+                    unlabelled[li].0 += 1;
+                    unlabelled[li]
+                        .1
+                        .extend(r.contents.iter().filter_map(|c| serial_of(c)));
+                }
+                continue;
+            };
+            // One short, read as the line's last: to the daemon, the job's
+            // partial case.
+            let short_last = fault == CaseFault::Missing
+                && read_serials(r).is_some_and(|set| partial_sets.contains(&set));
+            if short_last {
+                continue;
+            }
+            unsealable += 1;
+            // The intruder (a foreign unit, an earlier case's unit) is last.
+            let own = match fault {
+                CaseFault::Foreign | CaseFault::AlreadyAggregated => {
+                    &r.contents[..r.contents.len().saturating_sub(1)]
+                }
+                CaseFault::Missing | CaseFault::NoRead => &r.contents[..],
+            };
+            for code in own {
+                let Some(s) = serial_of(code) else { continue };
+                excused_units.insert(s.clone());
+                if let Some(p) = parent_of.get(&s) {
+                    c.violate(
+                        Rule::Hierarchy,
+                        Some(s.as_str()),
+                        format!(
+                            "{} read {} was faulted ({fault:?}) and must change nothing, yet this unit of it is in {p}",
+                            level.name, r.case
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // Alarms: refusals, and the scanner's stray reads.
+    let alarms = logged_alarms(&input.logs);
+    figures.refused = alarms
+        .iter()
+        .filter(|(k, _)| k == AlarmKind::AggregationRefused.as_str())
+        .count() as u64;
+    for serial in stray_label_reads(&input.logs) {
+        figures.stray_label_reads += 1;
+        let read = serial.as_deref().and_then(|s| Serial::new(s).ok());
+        let known = read.as_ref().is_some_and(|x| {
+            c.labels.contains_key(x) && devices.iter().any(|d| d.read_any.contains(x))
+        });
+        if !known {
+            c.violate(
+                Rule::Hierarchy,
+                serial.as_deref(),
+                "a label scanner's foreign-code alarm for no label a label scanner read",
+            );
+        }
+    }
+    // Each read a scanning level did not seal was refused once (a fault,
+    // short while the line fed, its label rejected); a counting level
+    // refuses a parent only for its label.
+    let counted_rejects: u64 = h
+        .levels
+        .iter()
+        .zip(&figures.levels)
+        .filter(|(l, _)| !l.scans)
+        .map(|(_, f)| f.rejected)
+        .sum();
+    if kills == 0 && figures.refused != unsealable + counted_rejects {
+        c.violate(
+            Rule::Hierarchy,
+            None,
+            format!(
+                "{} aggregation-refused alarm(s) logged; the packers made {unsealable} read(s) not sealed and the counting levels had {counted_rejects} label(s) rejected",
+                figures.refused
+            ),
+        );
+    }
+    // A clean read not sealed: its label was rejected (one per label).
+    for ((level, figs), (reads, _)) in h.levels.iter().zip(&figures.levels).zip(&unlabelled) {
+        if kills == 0 && level.scans && *reads > figs.rejected {
+            c.violate(
+                Rule::Hierarchy,
+                None,
+                format!(
+                    "{reads} fault-free {} reads not sealed, {} {} label(s) rejected",
+                    level.name, figs.rejected, level.name
+                ),
+            );
+        }
+    }
+
+    // Loose units, and the expectations.
+    let mut loose: Vec<&Serial> = records
+        .iter()
+        .filter(|(s, r)| {
+            matches!(r.state, UnitState::Committed | UnitState::Synced)
+                && !c.labels.contains_key(s)
+                && !parent_of.contains_key(s)
+        })
+        .map(|(s, _)| s)
+        .collect();
+    loose.sort();
+    figures.loose_units = loose.len() as u64;
+    let e = &input.expect;
+    if e.all_units_packed {
+        let spare = refused_for_label(h, &figures, &mut unlabelled, 0, &mut excused_units);
+        let unexcused: Vec<&&Serial> = loose
+            .iter()
+            .filter(|s| !excused_units.contains(**s))
+            .skip(spare)
+            .collect();
+        for s in unexcused.iter().take(20) {
+            c.violate(
+                Rule::Expectation,
+                Some(s.as_str()),
+                "committed but in no case, and no packer fault took it out",
+            );
+        }
+        if unexcused.len() > 20 {
+            c.violate(
+                Rule::Expectation,
+                None,
+                format!("{} committed units in all in no case", unexcused.len()),
+            );
+        }
+    }
+    if e.all_cases_palletized && h.levels.len() > 1 {
+        let mut excused = HashSet::new();
+        let spare = refused_for_label(h, &figures, &mut unlabelled, 1, &mut excused);
+        let mut bare: Vec<&Serial> = parents
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| c.labels.get(*p) == Some(&0) && !parent_of.contains_key(*p))
+            .filter(|p| !excused.contains(*p))
+            .filter(|p| {
+                store
+                    .contents(p)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|(_, ch)| !ch.is_empty())
+            })
+            .collect();
+        bare.sort();
+        for p in bare.iter().skip(spare).take(20) {
+            c.violate(
+                Rule::Expectation,
+                Some(p.as_str()),
+                "a sealed case on no pallet",
+            );
+        }
+    }
+    let level = |i: usize| figures.levels.get(i).cloned().unwrap_or_default();
+    let exact = [
+        ("sealed cases", level(0).sealed, e.sealed_cases),
+        ("partial cases", level(0).partial, e.partial_cases),
+        ("sealed pallets", level(1).sealed, e.sealed_pallets),
+        ("partial pallets", level(1).partial, e.partial_pallets),
+        (
+            "aggregation-refused alarms",
+            figures.refused,
+            e.aggregation_refused,
+        ),
+    ];
+    for (what, got, want) in exact {
+        if want.is_some_and(|w| w != got) {
+            c.violate(
+                Rule::Expectation,
+                None,
+                format!("expected {} {what}, got {got}", want.unwrap_or_default()),
+            );
+        }
+    }
+    if level(0).sealed < e.min_sealed {
+        c.violate(
+            Rule::Expectation,
+            None,
+            format!(
+                "expected at least {} sealed cases, got {}",
+                e.min_sealed,
+                level(0).sealed
+            ),
+        );
+    }
+    c.report.hierarchy = Some(figures);
+}
+
+/// Issue 14, `all_units_packed` / `all_cases_palletized`: a parent refused
+/// for its label (rejected) leaves its children loose. A scanning level
+/// names them (its fault-free reads not sealed, which the hierarchy rule
+/// holds to one per label rejected), which go into `excused`; a counting
+/// one does not (they were the next children committed), so the returned
+/// number of loose children, a parent's count per label rejected, is
+/// excused instead.
+fn refused_for_label(
+    h: &HierarchyInput,
+    figures: &HierarchyFigures,
+    unlabelled: &mut [(u64, HashSet<Serial>)],
+    li: usize,
+    excused: &mut HashSet<Serial>,
+) -> usize {
+    let (Some(level), Some(figs), Some(reads)) = (
+        h.levels.get(li),
+        figures.levels.get(li),
+        unlabelled.get_mut(li),
+    ) else {
+        return 0;
+    };
+    let (_, children) = std::mem::take(reads);
+    if !level.scans {
+        return usize::try_from(figs.rejected * u64::from(level.per_parent)).unwrap_or(usize::MAX);
+    }
+    excused.extend(children);
+    0
+}
+
+/// A parent sealed by the line, for rule (g).
+struct Sealed {
+    packed_ms: u64,
+    partial: bool,
+    parent: Serial,
+}
+
+/// A packer read's codes as sorted serials, or `None` if one was not read
+/// or is not a code.
+fn read_serials(r: &CaseRead) -> Option<Vec<Serial>> {
+    let mut set = r
+        .reported
+        .iter()
+        .map(|c| c.as_deref().and_then(serial_of))
+        .collect::<Option<Vec<Serial>>>()?;
+    set.sort();
+    Some(set)
 }

@@ -79,8 +79,15 @@ impl Outcome {
             .laser_unserved
             .map(|n| format!("; laser connections turned away {n}"))
             .unwrap_or_default();
+        // Issue 14: the ledger's counts include the labels.
+        let hierarchy = self
+            .report
+            .hierarchy
+            .as_ref()
+            .map(|h| format!("; hierarchy (ledger counts include labels): {h}"))
+            .unwrap_or_default();
         format!(
-            "scenario {} (seed {}): {:.1}s, {} run(s), {} kill(s); ledger: {} committed, {} rejected, {} voided, {} in flight; printer frames {}; alarms in logs: {} duplicate, {} foreign ({} excused near kills); mqtt alarms {}; accounting: {}{unserved}; {} violation(s)",
+            "scenario {} (seed {}): {:.1}s, {} run(s), {} kill(s); ledger: {} committed, {} rejected, {} voided, {} in flight; printer frames {}; alarms in logs: {} duplicate, {} foreign ({} excused near kills); mqtt alarms {}; accounting: {}{unserved}{hierarchy}; {} violation(s)",
             self.scenario,
             self.seed,
             self.elapsed.as_secs_f64(),
@@ -315,6 +322,8 @@ struct Ctx<'a> {
     /// The `[line.printer]` table.
     printer_section: String,
     camera_addr: String,
+    /// Issue 14: the `[[line.aggregation]]` sections (empty without).
+    aggregation_section: String,
 }
 
 impl Ctx<'_> {
@@ -340,7 +349,8 @@ impl Ctx<'_> {
                 "line.secret",
                 &job_table(s, quantity, gtin, lot),
                 &devices,
-            );
+            )
+            + &self.aggregation_section;
         write_config(&self.root, &text)
     }
 }
@@ -381,6 +391,8 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
             .map_err(|e| HilError::Sim(format!("recorder: {e}")))
     };
     let load_profile = || load_profile(&s);
+    // Issue 14: units the camera reads good go on into the case packer.
+    let (unit_pass, unit_feed) = crate::packaging::unit_feed(&s);
     let (marker, printer_section, tolerance, camera, camera_addr, replay_task) =
         if let Some(r) = &s.replay {
             let (profile_path, profile) = load_profile()?;
@@ -456,6 +468,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
             let cknobs = CameraKnobs {
                 other_line_rate: s.camera.other_line_rate,
                 other_line_codes: other_line_codes(&s, issuer)?,
+                pass_to: unit_pass,
                 ..camera_knobs(&s, s.seed.wrapping_add(1))
             };
             let (camera, camera_addr) =
@@ -472,6 +485,16 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
 
     write_secret(&root.join("line.secret"), &secret, "the line secret")?;
 
+    // Issue 14: the packaging levels' simulators, for the whole scenario.
+    let packaging = match &s.aggregation {
+        Some(a) => Some(crate::packaging::Packaging::start(&s, a, &root, unit_feed).await?),
+        None => None,
+    };
+    let label_gtins = packaging
+        .as_ref()
+        .map(|p| p.label_gtins())
+        .unwrap_or_default();
+
     let ctx = Ctx {
         s: &s,
         root: root.clone(),
@@ -479,6 +502,10 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         mqtt_port: proxy.port,
         printer_section,
         camera_addr: camera_addr.to_string(),
+        aggregation_section: packaging
+            .as_ref()
+            .map(|p| p.config_sections())
+            .unwrap_or_default(),
     };
 
     let mut violations: Vec<Violation> = Vec::new();
@@ -525,9 +552,19 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     let mut after_commit_done = !s.after_commit.any();
     // Issue 15: the kill in the middle of a return was delivered.
     let mut return_killed = false;
+    // Issue 14: the label kills still to come, and the labels they caught
+    // in flight.
+    let mut label_kills = LabelKills::new(&s);
+    let mut killed_labels: Vec<String> = Vec::new();
 
     'runs: loop {
-        let base = decided().max(ledger_base);
+        // Issue 14: labels are outcomes too (upstream, the status), not
+        // units: with packaging levels the ledger's count after the last
+        // kill is the measure.
+        let base = match packaging {
+            Some(_) => ledger_base,
+            None => decided().max(ledger_base),
+        };
         let quantity = if reconcile_run {
             0
         } else {
@@ -632,7 +669,16 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                 && !return_killed
                 && daemon.log_has("unused serials of block");
             return_killed |= return_due;
-            if point_due || return_due {
+            // Issue 14: between a label's steps, as the case label printer
+            // and scanner show them.
+            let label_due = packaging.as_ref().and_then(|p| label_kills.due(p.cases()));
+            if let Some(due) = &label_due {
+                match due {
+                    Ok(code) => killed_labels.push(code.clone()),
+                    Err(what) => violations.push(harness(what.clone())),
+                }
+            }
+            if point_due || return_due || label_due.is_some() {
                 let at = kill9(&mut daemon, &fail).await?;
                 kills += 1;
                 kill_marks.push(camera.log(MIN_GRADE).len());
@@ -640,7 +686,9 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                 // Issue 20, quantity: upstream lags the ledger, so the
                 // next run's job is what the killed run's ledger left
                 // undecided.
-                if let Some(d) = ledger_decided(ledger_path(&root, LINE), LINE, &secret).await {
+                if let Some(d) =
+                    ledger_decided(ledger_path(&root, LINE), LINE, &secret, &label_gtins).await
+                {
                     ledger_base = d;
                 }
                 continue 'runs;
@@ -677,10 +725,14 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                     let synced = fresh.as_ref().is_some_and(|st| {
                         // Every outcome, the fence's voids included (the
                         // status' `decided` leaves them out: not units).
-                        // Returns are one event per block range, not per unit.
+                        // Returns are one event per block range, not per
+                        // unit; packs (issue 14) are events beside their
+                        // label's outcome.
+                        let up = upstream.line(LINE);
                         st.decided + st.json["counts"]["fenced"].as_u64().unwrap_or(0)
-                            == upstream.line(LINE).unique() as u64
-                                - upstream.line(LINE).returns.len() as u64
+                            == up.unique() as u64
+                                - up.returns.len() as u64
+                                - aggregation_events(&up)
                             // After a restore or wipe upstream also holds the
                             // lost history's outcomes: an empty outbox is the
                             // line's "everything reported".
@@ -756,6 +808,14 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     }
     if let Some(what) = kill_point_missed(kill_points.peek(), kills) {
         violations.push(harness(what));
+    }
+    if let Some(p) = &packaging {
+        for what in label_kills.missed(p.cases()) {
+            violations.push(harness(what));
+        }
+        if let Err(e) = p.write_logs(&root) {
+            violations.push(harness(format!("writing the packaging logs: {e}")));
+        }
     }
     if s.timeline.kill9_at_return {
         // The kill must have cut the return short: the next run says so.
@@ -836,6 +896,16 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
             kill_times_ms,
             after_commit,
             ..run_events(&s, &marker, kills, mid_job, clean_stop, tolerance, &root)
+        },
+        hierarchy: match &packaging {
+            Some(p) => Some(
+                p.input(
+                    serialine_core::Gtin::parse(&s.job.gtin)
+                        .map_err(|e| fail(format!("job.gtin: {e}")))?,
+                    killed_labels,
+                ),
+            ),
+            None => None,
         },
     };
     // Issue 20, no excuse without a record: a mid-job stop (a jam) that no
@@ -1446,4 +1516,84 @@ pub(crate) fn run_events(
     }
     ev.camera_drops = u64::from(s.camera.disconnect_after.is_some());
     ev
+}
+
+/// Issue 14: upstream's aggregation events (packs, unpacks): events beside
+/// their label's outcome, not outcomes.
+fn aggregation_events(up: &serialine_sim::upstream::LineEvents) -> u64 {
+    up.events
+        .values()
+        .filter(|(_, st)| matches!(st.as_str(), "packed" | "unpacked"))
+        .count() as u64
+}
+
+/// Issue 14: the timeline's kills between a case label's steps
+/// (`kill9_at_label_sent`, `kill9_at_label_printed`), each taken once.
+struct LabelKills {
+    /// The N-th label received by the case label printer.
+    sent: Option<u64>,
+    /// The N-th label it printed.
+    printed: Option<u64>,
+}
+
+impl LabelKills {
+    fn new(s: &Scenario) -> LabelKills {
+        LabelKills {
+            sent: s.timeline.kill9_at_label_sent,
+            printed: s.timeline.kill9_at_label_printed,
+        }
+    }
+
+    /// A kill due now: `Ok(the label code in flight)`, or `Err(why the kill
+    /// came too late to be between the steps)`; the kill is taken either
+    /// way, so the scenario goes on. Checked before the SIGKILL, so what
+    /// the devices show is what they had done when the daemon died.
+    fn due(&mut self, cases: &crate::packaging::SimLevel) -> Option<Result<String, String>> {
+        let at = |n: u64| usize::try_from(n - 1).unwrap_or(usize::MAX);
+        if let Some(n) = self.sent {
+            let received = cases.formats_received();
+            if let Some(code) = received.get(at(n)) {
+                self.sent = None;
+                let printed = cases.printed().contains(code);
+                return Some(match printed {
+                    false => Ok(code.clone()),
+                    true => Err(format!(
+                        "kill9_at_label_sent = {n}: label {code:?} was printed before the kill; raise aggregation.label_print_time_ms"
+                    )),
+                });
+            }
+        }
+        if let Some(n) = self.printed {
+            let printed = cases.printed();
+            if let Some(code) = printed.get(at(n)) {
+                self.printed = None;
+                let read = cases.scanner_log().iter().any(|r| &r.printed == code);
+                return Some(match read {
+                    false => Ok(code.clone()),
+                    true => Err(format!(
+                        "kill9_at_label_printed = {n}: label {code:?} was read before the kill; raise aggregation.scanner_read_latency_ms"
+                    )),
+                });
+            }
+        }
+        None
+    }
+
+    /// The label kills never reached.
+    fn missed(&self, cases: &crate::packaging::SimLevel) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(n) = self.sent {
+            out.push(format!(
+                "kill9_at_label_sent = {n} never reached: the case label printer received {} label(s)",
+                cases.formats_received().len()
+            ));
+        }
+        if let Some(n) = self.printed {
+            out.push(format!(
+                "kill9_at_label_printed = {n} never reached: the case label printer printed {} label(s)",
+                cases.printed().len()
+            ));
+        }
+        out
+    }
 }

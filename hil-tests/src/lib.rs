@@ -4,7 +4,9 @@
 //! restart, broker outage through a cuttable proxy, device knobs), stops the
 //! daemon with SIGTERM and checks ARCHITECTURE.md's invariants over the ledger, the
 //! printer's byte recording, the camera's log, the upstream consumer's events
-//! and the daemon's logs.
+//! and the daemon's logs. A line that packs its units (issue 14,
+//! `[aggregation]`) gets label printers, label scanners and case packers too
+//! (`packaging.rs`), and the checker's hierarchy rule.
 //!
 //! Entry point: [`run_scenario`] (a file) or [`run`] (a loaded [`Scenario`]).
 
@@ -14,6 +16,7 @@ pub mod checker;
 pub mod harness;
 pub mod monitor;
 pub mod multi_line;
+mod packaging;
 pub mod printer_wire;
 pub mod replay;
 mod run_parts;

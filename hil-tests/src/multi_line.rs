@@ -413,7 +413,7 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
                         // Upstream lags the ledger: the next run's job is
                         // what this ledger left undecided.
                         let path = ledger_path(&root, &rig.id);
-                        if let Some(d) = ledger_decided(path, &rig.id, &rig.secret).await {
+                        if let Some(d) = ledger_decided(path, &rig.id, &rig.secret, &[]).await {
                             rig.ledger_base = d;
                         }
                     }
@@ -529,6 +529,8 @@ pub(crate) async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilE
                 kill_times_ms: kill_times_ms.clone(),
                 ..harness::run_events(&s, &rig.marker, kills, false, clean_stop, rig.depth, &root)
             },
+            // Several lines run without packaging levels (`Scenario::validate`).
+            hierarchy: None,
         };
         let r = tokio::task::spawn_blocking(move || checker::check(&input))
             .await

@@ -9,6 +9,7 @@ use crate::harness::{broker, io_err, Daemon, Outcome};
 use crate::monitor::Monitor;
 use crate::scenario::Scenario;
 use crate::HilError;
+use serialine_core::UnitState;
 use serialine_devices::camera::CameraProfile;
 use serialine_devices::printer::FramedProfile;
 use serialine_devices::UnitId;
@@ -306,15 +307,44 @@ pub(crate) fn ledger_path(root: &Path, line: &str) -> PathBuf {
 
 /// Units decided in the ledger at `path` (outcomes, the fence's voids left
 /// out), read while no daemon holds it: upstream lags the ledger, so after
-/// a kill the next run's job is what the ledger left undecided. `None` when
-/// it does not open.
-pub(crate) async fn ledger_decided(path: PathBuf, line: &str, secret: &[u8]) -> Option<u64> {
+/// a kill the next run's job is what the ledger left undecided. Issue 14:
+/// serials of blocks sealed for `labels` (the packaging levels' GTINs) are
+/// labels, not units. `None` when it does not open.
+pub(crate) async fn ledger_decided(
+    path: PathBuf,
+    line: &str,
+    secret: &[u8],
+    labels: &[serialine_core::Gtin],
+) -> Option<u64> {
     let opts = StoreOptions::new(path, line, secret);
-    let Ok(Ok((st, _))) = tokio::task::spawn_blocking(move || Store::open(opts)).await else {
-        return None;
-    };
-    let c = st.counts();
-    Some((c.committed + c.synced + c.rejected + c.voided).saturating_sub(c.fenced))
+    let labels = labels.to_vec();
+    let counted = tokio::task::spawn_blocking(move || {
+        let (st, _) = Store::open(opts).ok()?;
+        let c = st.counts();
+        let all = (c.committed + c.synced + c.rejected + c.voided).saturating_sub(c.fenced);
+        if labels.is_empty() {
+            return Some(all);
+        }
+        let mut gtins = std::collections::HashMap::new();
+        let mut decided_labels = 0u64;
+        for (_, r) in st.records_since(0, |_| true).ok()? {
+            let decided = matches!(
+                r.state,
+                UnitState::Committed | UnitState::Synced | UnitState::Rejected(_)
+            ) || (r.state == UnitState::Voided && !r.fenced);
+            if !decided {
+                continue;
+            }
+            let gtin = *gtins
+                .entry(r.block_id)
+                .or_insert_with(|| st.block_gtin(r.block_id).ok());
+            if gtin.is_some_and(|g| labels.contains(&g)) {
+                decided_labels += 1;
+            }
+        }
+        Some(all.saturating_sub(decided_labels))
+    });
+    counted.await.ok().flatten()
 }
 
 /// Opens the ledger at `path` for the checker, now that no daemon holds it.

@@ -64,6 +64,134 @@ pub struct Scenario {
     /// decommissioned through `serialine unit` on the running daemon.
     #[serde(default)]
     pub after_commit: AfterCommit,
+    /// Issue 14: the line packs its units into cases (and cases onto
+    /// pallets), with a case packer, label printers and label scanners
+    /// simulated (`packaging.rs`).
+    #[serde(default)]
+    pub aggregation: Option<AggregationSpec>,
+}
+
+/// `[aggregation]` (issue 14): the packaging levels the daemon's line
+/// closes (`[[line.aggregation]]` in the config the harness writes), each
+/// with its simulators: a ZPL label printer ([`serialine_sim::label`])
+/// whose printed labels go under a label scanner (a camera simulator), and,
+/// when the level scans, a case packer with its aggregation camera
+/// ([`serialine_sim::aggregation`]). The case packer is fed by the units
+/// the unit camera read good; the pallet station (a second packer, cases
+/// per pallet) by the case labels the case scanner read good. The
+/// simulators live for the whole scenario: they outlast kills, and the
+/// daemon's drivers reconnect to them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationSpec {
+    /// Units per case (the case level's `per_parent`), 1..=1000.
+    pub per_case: u32,
+    /// Cases per pallet: a pallet level above the cases; none without it.
+    #[serde(default)]
+    pub cases_per_pallet: Option<u32>,
+    /// The case level's mode: `scan` (default: the case packer's
+    /// aggregation camera reads each case) or `count` (the next `per_case`
+    /// units committed; no packer, so no packer faults).
+    #[serde(default)]
+    pub mode: AggregationMode,
+    /// The pallet level's mode: `scan` (default: a pallet station, fed by
+    /// the case labels the case scanner read good, reads each pallet) or
+    /// `count` (the next `cases_per_pallet` cases sealed).
+    #[serde(default)]
+    pub pallet_mode: AggregationMode,
+    /// The case's GTIN (its labels' blocks).
+    #[serde(default = "default_case_gtin")]
+    pub case_gtin: String,
+    /// The pallet's GTIN.
+    #[serde(default = "default_pallet_gtin")]
+    pub pallet_gtin: String,
+    /// The case packer reads an open case as it is once nothing came for
+    /// this long: the job's last, partial one; the pallet station waits
+    /// twice as long (the last case itself comes this late). Keep it well
+    /// above the line's gaps between units (a flush while the line still
+    /// feeds is a refused case) and below `close_wait_ms`.
+    #[serde(default = "default_flush_after")]
+    pub flush_after_ms: u64,
+    /// `[[line.aggregation]] close_wait_ms` of every level: once the level
+    /// below is done, how long the last read may take to come.
+    #[serde(default = "default_close_wait")]
+    pub close_wait_ms: u64,
+    /// `[[line.aggregation]] label_deadline_ms` of every level.
+    #[serde(default = "default_label_deadline")]
+    pub label_deadline_ms: u64,
+    /// Case packer faults (scan mode), at exactly these case reads (from
+    /// 1, counting every read the packer wrote): a unit fell off (the read
+    /// is one short), a foreign unit in the case, the previous case's
+    /// first unit in place of the last one, the last code not read. Each
+    /// such case must be refused and change nothing; put them in cases
+    /// that are neither adjacent nor last (an already aggregated unit of a
+    /// refused case is loose, so that case would be sealed; a unit missing
+    /// from the last case is a partial case to the daemon).
+    #[serde(default)]
+    pub missing_at: Vec<u64>,
+    #[serde(default)]
+    pub foreign_at: Vec<u64>,
+    #[serde(default)]
+    pub already_aggregated_at: Vec<u64>,
+    #[serde(default)]
+    pub no_read_at: Vec<u64>,
+    /// Every label printer's time per label (`LabelSimConfig::print_time`).
+    #[serde(default)]
+    pub label_print_time_ms: u64,
+    /// Every label scanner's time from a label's print to its read.
+    #[serde(default)]
+    pub scanner_read_latency_ms: u64,
+    /// Every label scanner's no-read and low-grade probabilities per label
+    /// (seeded): the label is rejected and its case refused.
+    #[serde(default)]
+    pub scanner_no_read_rate: f64,
+    #[serde(default)]
+    pub scanner_low_grade_rate: f64,
+}
+
+/// `aggregation.mode`, `aggregation.pallet_mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AggregationMode {
+    #[default]
+    Scan,
+    Count,
+}
+
+impl AggregationMode {
+    /// As `[[line.aggregation]] mode` says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggregationMode::Scan => "scan",
+            AggregationMode::Count => "count",
+        }
+    }
+}
+
+fn default_case_gtin() -> String {
+    "19506000134359".into()
+}
+fn default_pallet_gtin() -> String {
+    "29506000134356".into()
+}
+fn default_flush_after() -> u64 {
+    1_000
+}
+fn default_close_wait() -> u64 {
+    2_500
+}
+fn default_label_deadline() -> u64 {
+    5_000
+}
+
+impl AggregationSpec {
+    /// Any case packer fault knob set.
+    pub fn packer_faults(&self) -> bool {
+        !(self.missing_at.is_empty()
+            && self.foreign_at.is_empty()
+            && self.already_aggregated_at.is_empty()
+            && self.no_read_at.is_empty())
+    }
 }
 
 /// `[after_commit]`: the first committed serials (in serial order) are
@@ -274,6 +402,17 @@ pub struct Timeline {
     /// its return of unused serials (a job's end with `return_at_job_end`),
     /// then restart it: the return must be finished, none sent.
     pub kill9_at_return: bool,
+    /// Issue 14: SIGKILL once the case label printer has received its N-th
+    /// label (from 1, over the whole scenario) and before it printed it
+    /// (needs `aggregation.label_print_time_ms`), then restart. The label
+    /// is printed after the kill (it was in the printer's buffer); the next
+    /// start must void it, and it holds nothing.
+    pub kill9_at_label_sent: Option<u64>,
+    /// Issue 14: SIGKILL once the case label printer printed its N-th label
+    /// and before the case scanner read it (needs
+    /// `aggregation.scanner_read_latency_ms`; the read is lost with the
+    /// link), then restart: the label is voided, never printed again.
+    pub kill9_at_label_printed: Option<u64>,
 }
 
 /// A step on the daemon's durable state (see [`Timeline`]).
@@ -435,6 +574,25 @@ pub struct Expect {
     /// Issue 15: at the end no serial is left buffered (all sent or
     /// returned), and at least one was returned.
     pub all_returned: bool,
+    /// Issue 14: at least this many cases sealed (holding units) in the
+    /// final ledger.
+    pub min_sealed: u64,
+    /// Issue 14: exactly this many cases sealed (partial ones included).
+    pub sealed_cases: Option<u64>,
+    /// Issue 14: exactly this many of them partial.
+    pub partial_cases: Option<u64>,
+    /// Issue 14: exactly this many pallets sealed (partial ones included).
+    pub sealed_pallets: Option<u64>,
+    /// Issue 14: exactly this many of them partial.
+    pub partial_pallets: Option<u64>,
+    /// Issue 14: exactly this many `aggregation-refused` alarms in the
+    /// daemon's logs.
+    pub aggregation_refused: Option<u64>,
+    /// Issue 14: every committed unit is in a case, but those a packer
+    /// fault took out of the line or put in a refused case.
+    pub all_units_packed: bool,
+    /// Issue 14: every sealed case is on a pallet (with a pallet level).
+    pub all_cases_palletized: bool,
 }
 
 impl Scenario {
@@ -575,7 +733,138 @@ impl Scenario {
                 return Err("timeline.freeze.secs: expected 0 < secs <= 60".into());
             }
         }
+        self.validate_aggregation()?;
         self.validate_lines()
+    }
+
+    /// `[aggregation]` and what needs it. The packaging levels run with the
+    /// one-line harness on the framed printer, without the steps that
+    /// restart the daemon on another ledger or product (the checker reads
+    /// one hierarchy in one ledger).
+    fn validate_aggregation(&self) -> Result<(), String> {
+        let t = &self.timeline;
+        let e = &self.expect;
+        let Some(a) = &self.aggregation else {
+            let needs = [
+                ("timeline.kill9_at_label_sent", t.kill9_at_label_sent.is_some()),
+                (
+                    "timeline.kill9_at_label_printed",
+                    t.kill9_at_label_printed.is_some(),
+                ),
+                (
+                    "expect.min_sealed / sealed_* / partial_* / aggregation_refused / all_units_packed / all_cases_palletized",
+                    e.min_sealed > 0
+                        || e.sealed_cases.is_some()
+                        || e.partial_cases.is_some()
+                        || e.sealed_pallets.is_some()
+                        || e.partial_pallets.is_some()
+                        || e.aggregation_refused.is_some()
+                        || e.all_units_packed
+                        || e.all_cases_palletized,
+                ),
+            ];
+            return match needs.iter().find(|(_, on)| *on) {
+                Some((what, _)) => Err(format!("{what}: needs [aggregation]")),
+                None => Ok(()),
+            };
+        };
+        for (k, n) in [
+            ("per_case", Some(a.per_case)),
+            ("cases_per_pallet", a.cases_per_pallet),
+        ] {
+            if n.is_some_and(|n| !(1..=1000).contains(&n)) {
+                return Err(format!("aggregation.{k}: expected 1..=1000"));
+            }
+        }
+        let job =
+            serialine_core::Gtin::parse(&self.job.gtin).map_err(|e| format!("job.gtin: {e}"))?;
+        let case = serialine_core::Gtin::parse(&a.case_gtin)
+            .map_err(|e| format!("aggregation.case_gtin: {e}"))?;
+        let pallet = serialine_core::Gtin::parse(&a.pallet_gtin)
+            .map_err(|e| format!("aggregation.pallet_gtin: {e}"))?;
+        if case == job || (a.cases_per_pallet.is_some() && (pallet == job || pallet == case)) {
+            return Err(
+                "aggregation: the job's, the case's and the pallet's GTINs must differ".into(),
+            );
+        }
+        if a.mode == AggregationMode::Count && a.packer_faults() {
+            return Err(
+                "aggregation: missing_at, foreign_at, already_aggregated_at, no_read_at are case packer faults; they need mode = \"scan\""
+                    .into(),
+            );
+        }
+        for (k, r) in [
+            ("scanner_no_read_rate", a.scanner_no_read_rate),
+            ("scanner_low_grade_rate", a.scanner_low_grade_rate),
+        ] {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(format!(
+                    "aggregation.{k} = {r}: expected a probability in 0..=1"
+                ));
+            }
+        }
+        if a.flush_after_ms == 0 || a.flush_after_ms >= a.close_wait_ms {
+            return Err(
+                "aggregation.flush_after_ms: expected 0 < flush_after_ms < close_wait_ms (the last, partial case must be read before the level closes)"
+                    .into(),
+            );
+        }
+        if !(1..=600_000).contains(&a.label_deadline_ms) || a.close_wait_ms > 600_000 {
+            return Err(
+                "aggregation: label_deadline_ms in 1..=600000, close_wait_ms at most 600000".into(),
+            );
+        }
+        // The window between the harness seeing the label and the device
+        // acting on it is the harness's poll (25 ms) and the kill.
+        if t.kill9_at_label_sent.is_some() && a.label_print_time_ms < 100 {
+            return Err(
+                "timeline.kill9_at_label_sent: needs aggregation.label_print_time_ms >= 100 (the kill lands before the label is printed)"
+                    .into(),
+            );
+        }
+        if t.kill9_at_label_printed.is_some() && a.scanner_read_latency_ms < 100 {
+            return Err(
+                "timeline.kill9_at_label_printed: needs aggregation.scanner_read_latency_ms >= 100 (the kill lands before the label is read)"
+                    .into(),
+            );
+        }
+        if [t.kill9_at_label_sent, t.kill9_at_label_printed].contains(&Some(0)) {
+            return Err("timeline.kill9_at_label_*: labels count from 1".into());
+        }
+        if a.label_print_time_ms + a.scanner_read_latency_ms + 500 > a.label_deadline_ms {
+            return Err(
+                "aggregation.label_deadline_ms: leave at least 500 ms beyond label_print_time_ms + scanner_read_latency_ms"
+                    .into(),
+            );
+        }
+        if (e.sealed_pallets.is_some() || e.partial_pallets.is_some() || e.all_cases_palletized)
+            && a.cases_per_pallet.is_none()
+        {
+            return Err(
+                "expect.sealed_pallets / partial_pallets / all_cases_palletized: need aggregation.cases_per_pallet"
+                    .into(),
+            );
+        }
+        let unsupported = [
+            (
+                "line.printer = \"laser\"",
+                self.line.printer != PrinterKind::Framed,
+            ),
+            ("replay", self.replay.is_some()),
+            (
+                "stop_when = \"printer-jammed\"",
+                self.stop_when != StopWhen::JobDone,
+            ),
+            ("timeline state steps", !t.state_steps().is_empty()),
+            ("timeline.changeover", t.changeover.is_some()),
+            ("[after_commit]", self.after_commit.any()),
+        ];
+        match unsupported.iter().find(|(_, on)| *on) {
+            Some((what, _)) => Err(format!(
+                "[aggregation]: {what} is not supported with packaging levels"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// `lines`: 1..=16. The multi-line harness covers what several lines
@@ -609,6 +898,7 @@ impl Scenario {
             ("timeline.freeze", t.freeze.is_some()),
             ("timeline state steps", !t.state_steps().is_empty()),
             ("timeline.changeover", t.changeover.is_some()),
+            ("[aggregation]", self.aggregation.is_some()),
             ("camera.other_line_rate", self.camera.other_line_rate > 0.0),
             (
                 "[attack]",

@@ -114,6 +114,7 @@ async fn broken_invariants_are_reported_by_serial() {
         stop_when: StopWhen::JobDone,
         earlier: Vec::new(),
         events: Default::default(),
+        hierarchy: None,
     };
     let report = check(&input);
     let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
@@ -247,6 +248,7 @@ async fn a_cascade_after_a_double_trigger_is_reported() {
             },
             stop_when: StopWhen::JobDone,
             events: Default::default(),
+            hierarchy: None,
         };
         let report = check(&input);
         let expectation: Vec<String> = report
@@ -361,6 +363,7 @@ async fn a_lost_history_is_accepted_only_with_its_ledger_and_a_fenced_void() {
         stop_when: StopWhen::JobDone,
         earlier,
         events: Default::default(),
+        hierarchy: None,
     };
     let report = check(&input(vec![lost.clone()]));
     let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
@@ -469,6 +472,7 @@ async fn the_printer_side_is_decoded_from_the_profile_and_a_malformed_frame_is_a
                 stop_when: StopWhen::JobDone,
                 earlier: Vec::new(),
                 events: Default::default(),
+                hierarchy: None,
             })
         };
         let clean = run(&[], "clean");
@@ -612,6 +616,7 @@ fn run(
         stop_when: StopWhen::JobDone,
         earlier: Vec::new(),
         events,
+        hierarchy: None,
     })
 }
 
@@ -1207,5 +1212,199 @@ async fn unit_faults_are_accounted_per_kind() {
             && v.message.contains("not rejected (mismatch)")),
         "{:#?}",
         report.violations
+    );
+}
+
+/// Issue 14: the hierarchy rule on a hand-made ledger and hand-made device
+/// logs: a label received twice and never read back, a label printed
+/// twice, two partial cases in one job, a faulted case read whose units
+/// were packed anyway, upstream naming another parent, and a label "in
+/// flight at a kill" that ended committed are each reported; labels are
+/// never taken for units (invariant 2), and a voided label holding nothing
+/// is fine.
+#[tokio::test]
+async fn a_broken_hierarchy_is_reported_by_serial() {
+    use hil_tests::checker::{HierarchyInput, LevelLog};
+    use serialine_core::{Expiry, Job, Lot};
+    use serialine_sim::aggregation::{CaseFault, CaseRead};
+
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new(b"checker hierarchy", 40);
+    issuer.add_line(LINE, SECRET);
+    let (store, _) =
+        Store::open(StoreOptions::new(dir.path().join("ledger"), LINE, SECRET)).unwrap();
+    let unit_gtin = Gtin::parse("09506000134352").unwrap();
+    let case_gtin = Gtin::parse("19506000134359").unwrap();
+    for g in [unit_gtin, case_gtin] {
+        let block = issuer.issue_for(LINE, Some(g), None).unwrap();
+        store.add_block(&block).await.unwrap();
+    }
+    let job = Job::new(
+        unit_gtin,
+        Lot::new("L1").unwrap(),
+        Expiry::parse("271231").unwrap(),
+        Template::Gs1DataMatrix,
+        18,
+    )
+    .unwrap();
+    let job = store.begin_job(&job).await.unwrap();
+    let u = store.reserve_for(18, &unit_gtin).unwrap();
+    let l = store.reserve_for(4, &case_gtin).unwrap();
+    for (serials, to) in [
+        (&u[..], UnitState::Sent),
+        (&u[..], UnitState::Committed),
+        (&l[..], UnitState::Sent),
+        (&l[3..], UnitState::Voided),
+    ] {
+        let ts: Vec<_> = serials
+            .iter()
+            .map(|s| Transition::in_job(s.clone(), to, Some(job)))
+            .collect();
+        for r in store.apply(&ts).await {
+            r.unwrap();
+        }
+    }
+    // A full case and two partial ones (one job may have one, its last).
+    store.seal_parent(&l[0], &u[..12], 12).await.unwrap();
+    store.seal_parent(&l[1], &u[12..15], 12).await.unwrap();
+    // Sealed later (by the millisecond): the job's last.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.seal_parent(&l[2], &u[15..18], 12).await.unwrap();
+
+    let case_code = |s: &Serial| {
+        let data = CodeData {
+            gtin: case_gtin,
+            expiry: None,
+            lot: None,
+            serial: s.clone(),
+        };
+        code::render(&Template::Gs1DataMatrix, &data).unwrap()
+    };
+    let good = |s: &Serial| Reported {
+        unit: 1,
+        printed: case_code(s),
+        verdict: Verdict::Good,
+        content: Some(case_code(s)),
+        symbology: None,
+        grade: Grade::A,
+    };
+    // The case packer read the first case with its last code not read;
+    // the daemon must then have packed none of it.
+    let codes: Vec<String> = u[..12].iter().map(code_of).collect();
+    let mut reported: Vec<Option<String>> = codes.iter().cloned().map(Some).collect();
+    reported[11] = None;
+    let packer = vec![CaseRead {
+        case: 1,
+        contents: codes,
+        reported,
+        fault: Some(CaseFault::NoRead),
+        partial: false,
+        lost: Vec::new(),
+    }];
+    let level = LevelLog {
+        name: "case".into(),
+        gtin: case_gtin,
+        per_parent: 12,
+        scans: true,
+        formats: vec![
+            case_code(&l[0]),
+            case_code(&l[1]),
+            case_code(&l[1]),
+            case_code(&l[2]),
+        ],
+        printed: vec![
+            case_code(&l[0]),
+            case_code(&l[1]),
+            case_code(&l[2]),
+            case_code(&l[2]),
+        ],
+        scanner: vec![good(&l[0]), good(&l[2])],
+        packer: Some(packer),
+    };
+    // Upstream has every child where the ledger has it, but one.
+    let mut upstream = LineEvents::default();
+    for (parent, children) in [(&l[0], &u[..12]), (&l[1], &u[12..15]), (&l[2], &u[15..18])] {
+        for c in children {
+            upstream.parent_of.insert(c.to_string(), parent.to_string());
+        }
+    }
+    upstream
+        .parent_of
+        .insert(u[5].to_string(), l[2].to_string());
+
+    let report = check(&CheckInput {
+        scenario: "hierarchy".into(),
+        seed: 14,
+        line: LINE.into(),
+        store: store.clone(),
+        device: DeviceLog::Codes(u.iter().map(code_of).collect()),
+        camera_log: Vec::new(),
+        camera_kill_marks: Vec::new(),
+        alarm_tolerance: 0,
+        upstream,
+        issued: issuer.issued(LINE),
+        logs: vec![String::new()],
+        mid_job: false,
+        units: 18,
+        expect: Expect::default(),
+        stop_when: StopWhen::JobDone,
+        earlier: Vec::new(),
+        events: Default::default(),
+        hierarchy: Some(HierarchyInput {
+            unit_gtin,
+            levels: vec![level],
+            killed_labels: vec![case_code(&l[0]), case_code(&l[3])],
+        }),
+    });
+    let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    let hierarchy = |serial: Option<&Serial>, what: &str| {
+        report.violations.iter().any(|v| {
+            v.rule == Rule::Hierarchy
+                && v.serial.as_deref() == serial.map(Serial::as_str)
+                && v.message.contains(what)
+        })
+    };
+    assert!(
+        hierarchy(Some(&l[1]), "received this label 2 times"),
+        "{text:#?}"
+    );
+    assert!(
+        hierarchy(Some(&l[1]), "never read its label good"),
+        "{text:#?}"
+    );
+    assert!(
+        hierarchy(Some(&l[2]), "printed this label 2 times"),
+        "{text:#?}"
+    );
+    assert!(hierarchy(None, "has 2 partial cases"), "{text:#?}");
+    assert!(hierarchy(Some(&l[1]), "not the job's last"), "{text:#?}");
+    assert!(hierarchy(Some(&u[0]), "must change nothing"), "{text:#?}");
+    assert!(hierarchy(Some(&u[5]), "upstream says"), "{text:#?}");
+    assert!(hierarchy(Some(&l[0]), "not voided"), "{text:#?}");
+    // Nothing of the hierarchy about the voided label (upstream never heard
+    // of it: invariant 5's); no label taken for a unit.
+    assert!(
+        !report
+            .violations
+            .iter()
+            .any(|v| v.rule == Rule::Hierarchy && v.serial.as_deref() == Some(l[3].as_str())),
+        "{text:#?}"
+    );
+    assert!(
+        !report
+            .violations
+            .iter()
+            .any(|v| v.rule == Rule::Invariant(2)
+                && l.iter().any(|x| v.serial.as_deref() == Some(x.as_str()))),
+        "{text:#?}"
+    );
+    let figures = report.hierarchy.expect("hierarchy figures");
+    assert_eq!(
+        (
+            figures.levels[0].sealed,
+            figures.levels[0].partial,
+            figures.levels[0].voided
+        ),
+        (3, 2, 1)
     );
 }

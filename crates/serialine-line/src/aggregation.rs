@@ -118,9 +118,6 @@ pub(crate) struct LevelContext {
     pub store: Store,
     pub min_grade: Grade,
     pub alarms: mpsc::UnboundedSender<Alarm>,
-    /// The line's progress: once it has sent its last unit
-    /// (`feeding_done`), a short case is the job's last, closed as partial.
-    pub progress: watch::Receiver<crate::pipeline::Progress>,
 }
 
 /// Where a level's children come from.
@@ -220,7 +217,7 @@ pub(crate) async fn run_level(
     }
     tracing::info!(
         line = %level.ctx.line,
-        level = %level.plan.name,
+        packaging = %level.plan.name,
         sealed = level.report.sealed,
         partial = level.report.partial,
         refused = level.report.refused,
@@ -232,7 +229,13 @@ pub(crate) async fn run_level(
 
 impl Level {
     fn alarm(&self, kind: AlarmKind, message: String, serial: Option<Serial>) {
-        tracing::warn!(line = %self.ctx.line, level = %self.plan.name, kind = kind.as_str(), "{message}");
+        tracing::warn!(
+            line = %self.ctx.line,
+            packaging = %self.plan.name,
+            kind = kind.as_str(),
+            serial = serial.as_ref().map(|s| s.as_str()),
+            "{message}"
+        );
         let _ = self.ctx.alarms.send(Alarm {
             line: self.ctx.line.clone(),
             kind,
@@ -276,13 +279,13 @@ impl Level {
                 counted += 1;
                 let what = format!("{} {counted} (count)", self.plan.name);
                 let children = std::mem::take(&mut open);
-                self.close(what, children, false).await;
+                self.close(what, children).await;
             }
         }
         if !open.is_empty() {
             counted += 1;
             let what = format!("{} {counted} (count, the job's last)", self.plan.name);
-            self.close(what, open, false).await;
+            self.close(what, open).await;
         }
     }
 
@@ -293,10 +296,11 @@ impl Level {
             .borrow()
             .then(|| Instant::now() + self.plan.close_wait);
         let full = self.plan.per_parent.max(1) as usize;
-        // A short read once the line has sent its last unit: the job's last
-        // case, unless another read follows it. Reads queue while a label
-        // prints, so the line's progress when a read is taken says nothing
-        // of when it was made; only a read after it does.
+        // A short read is the job's last case only if no read follows it
+        // before the level ends: held until then. Neither the line's
+        // progress nor the level below's says so: reads queue while a
+        // label prints, and a station may read a short pallet before the
+        // job's last case reaches it; only a read after it does.
         let mut held: Option<(String, Vec<Serial>)> = None;
         loop {
             let wait = quiet_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -307,10 +311,10 @@ impl Level {
                         self.refuse_held(held.take());
                         let codes = split_codes(read.content.as_deref());
                         if let Some((what, children)) = self.scanned(read.unit, codes) {
-                            if children.len() < full && self.ctx.progress.borrow().feeding_done {
+                            if children.len() < full {
                                 held = Some((what, children));
                             } else {
-                                self.close(what, children, true).await;
+                                self.close(what, children).await;
                             }
                         }
                         if quiet_until.is_some() {
@@ -341,7 +345,7 @@ impl Level {
         }
         // No read came after it: the job's last case, partial.
         if let Some((what, children)) = held {
-            self.close(what, children, true).await;
+            self.close(what, children).await;
         }
     }
 
@@ -400,8 +404,8 @@ impl Level {
     }
 
     /// Closes one parent around `children`, or refuses it.
-    async fn close(&mut self, what: String, children: Vec<Serial>, scanned: bool) {
-        match self.try_close(&children, scanned).await {
+    async fn close(&mut self, what: String, children: Vec<Serial>) {
+        match self.try_close(&children).await {
             Ok((label, partial)) => {
                 self.report.sealed += 1;
                 self.report.partial += u64::from(partial);
@@ -411,7 +415,7 @@ impl Level {
                 }
                 tracing::info!(
                     line = %self.ctx.line,
-                    level = %self.plan.name,
+                    packaging = %self.plan.name,
                     parent = %label,
                     children = children.len(),
                     partial,
@@ -452,26 +456,13 @@ impl Level {
 
     /// Everything checked, then the label: returns it and whether the
     /// parent is partial.
-    async fn try_close(
-        &mut self,
-        children: &[Serial],
-        scanned: bool,
-    ) -> Result<(Serial, bool), Refusal> {
+    async fn try_close(&mut self, children: &[Serial]) -> Result<(Serial, bool), Refusal> {
         let full = self.plan.per_parent.max(1) as usize;
-        let closing = self.ctx.progress.borrow().feeding_done;
         if children.len() > full {
             return Err(Refusal::plain(format!(
                 "{} codes, a full {} holds {full}",
                 children.len(),
                 self.plan.name
-            )));
-        }
-        // Short while the line still feeds: a unit is missing. Once the
-        // line has sent its last unit, the short one is the job's last.
-        if scanned && children.len() < full && !closing {
-            return Err(Refusal::plain(format!(
-                "{} codes of {full}: a unit is missing while the line still runs",
-                children.len()
             )));
         }
         self.await_verdicts(children).await;
@@ -623,7 +614,7 @@ impl Level {
                 Ok(mut v) if !v.is_empty() => {
                     if self.starving {
                         self.starving = false;
-                        tracing::info!(line = %self.ctx.line, level = %self.plan.name, "label serials available again");
+                        tracing::info!(line = %self.ctx.line, packaging = %self.plan.name, "label serials available again");
                     }
                     return Ok(v.remove(0));
                 }
@@ -740,7 +731,7 @@ impl Level {
                     continue;
                 }
                 Some(CameraEvent::Garbage { line, reason }) => {
-                    tracing::warn!(line = %self.ctx.line, level = %self.plan.name, "label scanner line not understood ({reason}): {line:?}");
+                    tracing::warn!(line = %self.ctx.line, packaging = %self.plan.name, "label scanner line not understood ({reason}): {line:?}");
                     continue;
                 }
                 Some(CameraEvent::Ready) => continue,
@@ -804,7 +795,6 @@ mod tests {
     //! to a scanner that grades it as the test says, and an aggregation
     //! camera whose reads the test writes.
     use super::*;
-    use crate::pipeline::Progress;
     use serialine_core::{Expiry, Lot};
     use serialine_devices::{CameraRead, TriggerIds};
     use serialine_sim::issuer::Issuer;
@@ -894,7 +884,6 @@ mod tests {
         job: &Job,
         number: u32,
         alarms: mpsc::UnboundedSender<Alarm>,
-        progress: watch::Receiver<Progress>,
     ) -> LevelContext {
         LevelContext {
             line: LINE.into(),
@@ -903,7 +892,6 @@ mod tests {
             store: store.clone(),
             min_grade: Grade::C,
             alarms,
-            progress,
         }
     }
 
@@ -936,12 +924,11 @@ mod tests {
         let codes = |r: std::ops::Range<usize>| units[r].iter().map(code).collect::<Vec<_>>();
         let (cam_tx, cam_rx) = mpsc::channel(16);
         let (alarm_tx, mut alarms) = mpsc::unbounded_channel();
-        let (progress, progress_rx) = watch::channel(Progress::default());
         let (done_tx, below_done) = watch::channel(false);
         // The third label the scanner reads at grade D: rejected.
         let (label, scanner) = label_devices(vec![Grade::A, Grade::A, Grade::D]);
         let plan = plan(Duration::from_secs(1));
-        let ctx = context(&store, &job, number, alarm_tx, progress_rx);
+        let ctx = context(&store, &job, number, alarm_tx);
         let devices = LevelDevices {
             label,
             scanner,
@@ -970,7 +957,7 @@ mod tests {
         no_read.push("NOREAD".into());
         let reads = vec![
             codes(0..4), // sealed
-            codes(4..7), // short while feeding
+            codes(4..7), // short, another read follows
             foreign,     // a foreign code
             no_read,     // one code not read
             vec![
@@ -986,11 +973,8 @@ mod tests {
         for r in reads {
             cam_tx.send(read(r)).await.expect("read sent");
         }
-        // The line has sent its last unit: a short case is the job's last.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        progress.send_modify(|p| p.feeding_done = true);
         // A short read, then another: the short one was not the job's last
-        // (reads queue while labels print): a unit is missing.
+        // case: a unit is missing.
         cam_tx.send(read(codes(32..35))).await.expect("read sent");
         cam_tx.send(read(codes(28..32))).await.expect("read sent");
         // The last read, short: the job's last case, partial.
@@ -1023,7 +1007,10 @@ mod tests {
                 "refusal {i} should say {what:?}: {refusals:#?}"
             )
         };
-        said(0, "a unit is missing while the line still runs");
+        said(
+            0,
+            "3 codes of 4: a unit is missing (another case was read after it)",
+        );
         said(1, "foreign: a code of GTIN 04006381333931");
         said(2, "code 4 (not read)");
         said(3, &format!("{} (already in", units[0]));
@@ -1085,10 +1072,9 @@ mod tests {
             .await
             .expect("fault");
         let (alarm_tx, mut alarms) = mpsc::unbounded_channel();
-        let (_progress, progress_rx) = watch::channel(Progress::default());
         let (children_tx, children_rx) = mpsc::unbounded_channel();
         let (done_tx, below_done) = watch::channel(false);
-        let ctx = context(&store, &job, number, alarm_tx, progress_rx);
+        let ctx = context(&store, &job, number, alarm_tx);
         let mut plan = plan(Duration::from_millis(300));
         plan.mode = AggregationMode::Count;
         let devices = LevelDevices {

@@ -60,14 +60,7 @@ pub fn start_line(
     let job_number = spec.job_number;
     let (ended_tx, ended_rx) = watch::channel(false);
     let (units_done_tx, units_done_rx) = watch::channel(false);
-    let level_tasks = spawn_levels(
-        &mut spec,
-        &store,
-        &alarm_tx,
-        &progress_rx,
-        units_done_rx,
-        levels,
-    );
+    let level_tasks = spawn_levels(&mut spec, &store, &alarm_tx, units_done_rx, levels);
     let pipeline = pipeline::run_line(
         spec,
         store.clone(),
@@ -126,7 +119,6 @@ fn spawn_levels(
     spec: &mut LineSpec,
     store: &Store,
     alarms: &mpsc::UnboundedSender<Alarm>,
-    progress: &watch::Receiver<Progress>,
     units_done: watch::Receiver<bool>,
     levels: Vec<(LevelPlan, LevelDevices)>,
 ) -> Vec<JoinHandle<LevelReport>> {
@@ -175,7 +167,6 @@ fn spawn_levels(
             store: store.clone(),
             min_grade: spec.min_grade,
             alarms: alarms.clone(),
-            progress: progress.clone(),
         };
         let (gtin, template) = (child_gtin, child_template.clone());
         child_gtin = plan.gtin;

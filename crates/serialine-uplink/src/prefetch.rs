@@ -184,17 +184,23 @@ impl Prefetch {
             if Instant::now() < not_before {
                 continue;
             }
-            // Nothing to ask for while what is asked already reaches high;
-            // then the parent products' stock, if one runs low.
-            let (product, serials_wanted) = if filling && counted < high {
-                // Exactly the room left under high water: an issuer that
-                // honours it never makes the buffer exceed the mark.
-                (product, high - counted)
-            } else {
-                match self.parent_short(&recent, outstanding.as_ref(), p.request_timeout) {
+            // The job's product first while it is below its low mark; then
+            // a parent product (case, pallet labels) below its own, so a line
+            // topping its buffer up in small answers never starves its
+            // labels; then the rest of the product's fill. Nothing is asked
+            // while what is asked already reaches high. Exactly the room
+            // left under high water: an issuer that honours it never makes
+            // the buffer exceed the mark.
+            let main = (filling && counted < high).then(|| (product, high - counted));
+            let (product, serials_wanted) = match main {
+                Some(ask) if counted < low => ask,
+                _ => match self.parent_short(&recent, outstanding.as_ref(), p.request_timeout) {
                     Some(ask) => ask,
-                    None => continue,
-                }
+                    None => match main {
+                        Some(ask) => ask,
+                        None => continue,
+                    },
+                },
             };
             counter += 1;
             let correlation_id = format!("{}-{run_id}-{counter}", self.cfg.client_id);

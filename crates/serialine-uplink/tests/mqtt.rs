@@ -1235,6 +1235,54 @@ async fn prefetch_stays_under_high_water_and_fetches_for_the_jobs_product() {
     uplink.abort();
 }
 
+/// Issue 14: the case labels' product is kept in stock beside the job's,
+/// and asked for as soon as the job's buffer is above its low mark, not
+/// only once it is full (a line topping up in small answers would starve
+/// its labels).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_keeps_the_case_labels_in_stock_beside_the_jobs_product() {
+    use serialine_core::Gtin;
+    use serialine_uplink::ParentStock;
+    let (host, port) = broker();
+    let (site, line) = (unique("site"), unique("line"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &line);
+    let (issuer, _it) = issuer(&host, port, &site, &line, 4_000).await;
+    let product = Gtin::parse("04006381333931").unwrap();
+    let case = Gtin::parse("19506000134359").unwrap();
+    let mut cfg = config(&host, port, &site, &line);
+    cfg.prefetch.low_water_serials = 5_000;
+    cfg.prefetch.high_water_serials = 10_000;
+    cfg.product = Some(product);
+    let (uplink, _cmds) = start(cfg, store.clone()).unwrap();
+    uplink.set_parent_products(vec![ParentStock {
+        gtin: case,
+        low: 50,
+        high: 100,
+    }]);
+    eventually(WAIT, "both buffers at high water", || {
+        store.buffer_depth_for(&product).unwrap() >= 10_000
+            && store.buffer_depth_for(&case).unwrap() >= 100
+    })
+    .await;
+    let blocks: Vec<(Gtin, u32)> = issuer
+        .blocks(&line)
+        .iter()
+        .map(|b| (b.gtin, b.serials))
+        .collect();
+    // Below low: the product's; above it: the labels', then the rest.
+    assert_eq!(
+        blocks,
+        vec![
+            (product, 4_000),
+            (product, 4_000),
+            (case, 100),
+            (product, 2_000)
+        ]
+    );
+    uplink.abort();
+}
+
 /// Issue 13, section 3: a block sealed for another product than requested
 /// is kept (stored and acknowledged: its serials are issued to this line)
 /// with a `wrong-product-block` alarm, never counted in or used for the

@@ -182,6 +182,5 @@ pub(crate) async fn run(
     shared
         .feeding_done
         .store(true, std::sync::atomic::Ordering::Release);
-    shared.progress.send_modify(|p| p.feeding_done = true);
     Ok(sent)
 }

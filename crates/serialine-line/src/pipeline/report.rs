@@ -18,10 +18,6 @@ pub struct Progress {
     /// not in flight (duplicate or foreign), which decide no unit.
     pub pack_rejects: u64,
     pub paused: bool,
-    /// The line has sent its last unit (quantity reached, stopped or
-    /// starved): what is still on the line gets its verdict, nothing more
-    /// comes. The last case of the job may then be short.
-    pub feeding_done: bool,
     /// Added latency per unit so far, p50 and p99, in microseconds.
     pub latency_p50_us: u64,
     pub latency_p99_us: u64,
