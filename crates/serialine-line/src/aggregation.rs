@@ -16,9 +16,9 @@
 //!   before a label is spent on it. Otherwise the case is refused, with each
 //!   offending code and why, an `aggregation-refused` alarm, and nothing
 //!   changes: the case goes to rework, its units stay loose;
-//! - a case read short of its count is refused while the line still feeds;
-//!   once it has sent its last unit, a short read is the job's last case
-//!   (closed as partial) only if no other read follows it;
+//! - a case read short of its count is the job's last case (closed as
+//!   partial) only if no other read follows it before the level ends;
+//!   followed by one, it is refused (a unit is missing);
 //! - the parent code comes from a block sealed for the level's own product,
 //!   is durable (`Sent`) before its label is printed, and is committed only
 //!   with its children, in one batch, once its scanner read it back at the
