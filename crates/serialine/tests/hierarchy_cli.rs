@@ -144,7 +144,10 @@ fn pack_contents_rework_and_decommission_with_children() {
     let h = &r[0]["hierarchy"];
     assert_eq!(
         h["levels"],
-        serde_json::json!([{"level": 1, "parents": 1, "children": 12}, {"level": 2, "parents": 1, "children": 1}]),
+        serde_json::json!([
+            {"level": 1, "parents": 1, "children": 12, "partial": 0},
+            {"level": 2, "parents": 1, "children": 1, "partial": 0}
+        ]),
         "{r}"
     );
     // 24 units and 3 labels committed: 12 packed, 2 labels in use.
