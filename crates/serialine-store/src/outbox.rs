@@ -56,19 +56,25 @@ pub enum EventDetail {
 /// stays under the ledger's value bound (serials of up to 32 characters).
 pub const RETURN_EVENT_SERIALS: usize = 100;
 
-/// The stable id of an aggregation event: the same move of the same
-/// children into (or out of) the same parent on the same line always has
-/// the same id, so upstream deduplicates a redelivery.
+/// The id of an aggregation event: the move (line, action, parent, sorted
+/// children) and its place in the ledger's history (its outbox `seq` and
+/// the batch's time). Stored with the event, so every redelivery carries
+/// the same id and upstream deduplicates it; and the same move made again
+/// later (a unit taken out and put back into the same case) is a new event
+/// with a new id, not mistaken for a redelivery of the first. (A unit's
+/// outcome needs no such place: a serial reaches each state once.)
 pub fn aggregation_event_id(
     line_id: &str,
     action: &str,
     parent: &Serial,
     children: &[Serial],
+    seq: u64,
+    at_ms: u64,
 ) -> [u8; 32] {
     let mut sorted: Vec<&Serial> = children.iter().collect();
     sorted.sort();
     let mut h = blake3::Hasher::new();
-    h.update(b"serialine aggregation event v1\0");
+    h.update(b"serialine aggregation event v2\0");
     h.update(line_id.as_bytes());
     h.update(&[0]);
     h.update(action.as_bytes());
@@ -78,6 +84,9 @@ pub fn aggregation_event_id(
         h.update(&[0]);
         h.update(c.as_bytes());
     }
+    h.update(&[0]);
+    h.update(&seq.to_be_bytes());
+    h.update(&at_ms.to_be_bytes());
     *h.finalize().as_bytes()
 }
 

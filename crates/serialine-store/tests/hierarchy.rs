@@ -239,7 +239,14 @@ fn rework_pallets_and_an_emptied_case_is_never_used_again() {
         .unwrap();
     assert_eq!(
         pack.id,
-        serialine_store::aggregation_event_id(LINE, "pack", &c[3], &[c[1].clone(), c[0].clone()])
+        serialine_store::aggregation_event_id(
+            LINE,
+            "pack",
+            &c[3],
+            &[c[1].clone(), c[0].clone()],
+            pack.seq,
+            pack.at_ms
+        )
     );
     // Acknowledged: the parents' own records do not move.
     ack_outbox(s).unwrap();
@@ -400,4 +407,27 @@ fn a_verified_label_is_sealed_with_its_case_in_one_batch() {
         of_label,
         vec![(UnitState::Committed, false), (UnitState::Committed, true)]
     );
+}
+
+/// The same move made again (a unit taken out of a case and put back) is
+/// a new event upstream, not a redelivery of the first: each has its id.
+#[test]
+fn a_move_made_again_is_a_new_event() {
+    let l = line();
+    let (s, u, c) = (&l.store, &l.units, &l.cases);
+    s.pack_blocking(&c[0], &u[..2]).unwrap();
+    // In, out, and in again: the first and the last are the same move.
+    s.pack_blocking(&c[0], &u[2..3]).unwrap();
+    s.unpack_blocking(&c[0], Some(&u[2..3])).unwrap();
+    s.pack_blocking(&c[0], &u[2..3]).unwrap();
+    let ids: Vec<[u8; 32]> = s
+        .outbox_peek(10_000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.serial == c[0] && !matches!(e.detail, EventDetail::Unit))
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids.len(), 4);
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 4, "each move its own id");
 }

@@ -421,7 +421,14 @@ impl Tx<'_> {
             };
             let event = OutboxEvent {
                 seq: self.next_seq,
-                id: aggregation_event_id(self.line, action, parent, chunk),
+                id: aggregation_event_id(
+                    self.line,
+                    action,
+                    parent,
+                    chunk,
+                    self.next_seq,
+                    self.now_ms,
+                ),
                 serial: parent.clone(),
                 state,
                 at_ms: self.now_ms,
