@@ -126,6 +126,81 @@ pub struct RunEvents {
     pub kill_times_ms: Vec<u64>,
     /// Issue 15: the after-commit moves the daemon accepted, in order.
     pub after_commit: Vec<(Serial, UnitState)>,
+    /// Issue 14: the rework moves (`[rework]`) the daemon accepted, in
+    /// order.
+    pub rework: Vec<ReworkMove>,
+}
+
+/// Issue 14: a rework move on the packaging hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReworkKind {
+    /// `serialine pack PARENT CHILD...`
+    Pack,
+    /// `serialine unpack PARENT CHILD...`
+    Unpack,
+    /// `serialine unpack PARENT --all`: emptied for good.
+    Empty,
+}
+
+/// One rework move the daemon accepted: `children` packed into or taken
+/// out of `parent` (for [`ReworkKind::Empty`], everything it held then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReworkMove {
+    pub parent: Serial,
+    pub kind: ReworkKind,
+    pub children: Vec<Serial>,
+}
+
+impl ReworkMove {
+    /// The state its events carry upstream.
+    pub fn event_state(&self) -> &'static str {
+        match self.kind {
+            ReworkKind::Pack => "packed",
+            ReworkKind::Unpack | ReworkKind::Empty => "unpacked",
+        }
+    }
+
+    /// How many events the ledger queues for it: one per
+    /// [`PACK_EVENT_CHILDREN`] children; an emptied parent holding nothing
+    /// still tells upstream, in one event. (Their ids carry the events'
+    /// place in the ledger's history, so only the ledger knows them.)
+    pub fn event_count(&self) -> usize {
+        self.children.len().div_ceil(PACK_EVENT_CHILDREN).max(1)
+    }
+}
+
+/// What `parent` held before the rework moves on it (`now`: what it holds
+/// in the final ledger), undoing them last first, and what in the moves
+/// does not fit the ledger (a unit packed by rework no longer in it, a
+/// unit taken out still in it, with no later move to explain it).
+fn before_rework(
+    parent: &Serial,
+    now: &[Serial],
+    rework: &[ReworkMove],
+) -> (Vec<Serial>, Vec<(Serial, String)>) {
+    let mut set: Vec<Serial> = now.to_vec();
+    let mut problems = Vec::new();
+    for m in rework.iter().rev().filter(|m| m.parent == *parent) {
+        for child in &m.children {
+            let at = set.iter().position(|x| x == child);
+            match (m.kind, at) {
+                (ReworkKind::Pack, Some(i)) => {
+                    set.remove(i);
+                }
+                (ReworkKind::Pack, None) => problems.push((
+                    child.clone(),
+                    format!("packed into {parent} by rework, but not in it after (no later move took it out)"),
+                )),
+                (ReworkKind::Unpack | ReworkKind::Empty, None) => set.push(child.clone()),
+                (ReworkKind::Unpack | ReworkKind::Empty, Some(_)) => problems.push((
+                    child.clone(),
+                    format!("taken out of {parent} by rework, but in it after (no later move put it back)"),
+                )),
+            }
+        }
+    }
+    set.sort();
+    (set, problems)
 }
 
 /// The after-commit moves, by serial.
@@ -293,6 +368,10 @@ pub struct LevelFigures {
     /// Label serials voided (a kill) and rejected (not verified).
     pub voided: u64,
     pub rejected: u64,
+    /// Parents a rework move changed (`[rework]`), and of them those
+    /// emptied for good (not counted in `sealed`).
+    pub reworked: u64,
+    pub emptied: u64,
 }
 
 impl fmt::Display for HierarchyFigures {
@@ -303,6 +382,13 @@ impl fmt::Display for HierarchyFigures {
                 "{}: {} sealed ({} partial), {} labels printed, {} voided, {} rejected; ",
                 l.name, l.sealed, l.partial, l.printed, l.voided, l.rejected
             )?;
+            if l.reworked > 0 {
+                write!(
+                    f,
+                    "{} {}s reworked ({} emptied); ",
+                    l.reworked, l.name, l.emptied
+                )?;
+            }
         }
         write!(
             f,
@@ -1934,13 +2020,14 @@ impl LabelCounts {
     }
 }
 
-/// Issue 14: each parent's pack is an event upstream must hold once: its
-/// id is `aggregation_event_id(line, "pack", parent, children)` for a
-/// parent of at most [`PACK_EVENT_CHILDREN`] children (one event). A
-/// bigger one is packed in several events, split in the order the line
-/// named its children, which the ledger does not keep: the events upstream
-/// holds for it count, and must name exactly its children. Returns how
-/// many events it expects.
+/// Issue 14: each parent's seal (its pack) and each rework move on it
+/// (`[rework]`) are events upstream must hold once. Their ids carry their
+/// place in the ledger's history (outbox seq and time), which the ledger
+/// does not keep once acknowledged: so per parent, upstream must hold as
+/// many `packed` events as its seal's (one per [`PACK_EVENT_CHILDREN`]
+/// children it was sealed with) plus the rework packs', and as many
+/// `unpacked` events as the rework unpacks'; the events it holds are the
+/// ones expected. Returns how many.
 fn expect_pack_events(
     c: &mut Checker<'_>,
     expected_ids: &mut HashMap<String, (Serial, &'static str)>,
@@ -1956,11 +2043,12 @@ fn expect_pack_events(
             return 0;
         }
     };
+    let rework = &input.events.rework;
     let mut n = 0;
     for (parent, _) in parents {
         let children = match input.store.contents(&parent) {
-            Ok(Some((_, children))) if !children.is_empty() => children,
-            Ok(_) => continue,
+            Ok(Some((_, children))) => children,
+            Ok(None) => continue,
             Err(e) => {
                 c.violate(
                     Rule::Harness,
@@ -1970,39 +2058,41 @@ fn expect_pack_events(
                 continue;
             }
         };
-        if children.len() <= PACK_EVENT_CHILDREN {
-            let id = hex::encode(serialine_store::aggregation_event_id(
-                &input.line,
-                "pack",
-                &parent,
-                &children,
-            ));
-            expected_ids.insert(id, (parent, "packed"));
-            n += 1;
-            continue;
-        }
-        let held: Vec<&String> = input
-            .upstream
-            .events
-            .iter()
-            .filter(|(_, (s, st))| s == parent.as_str() && st == "packed")
-            .map(|(id, _)| id)
-            .collect();
-        let want = children.len().div_ceil(PACK_EVENT_CHILDREN);
-        if held.len() != want {
-            c.violate(
-                Rule::Hierarchy,
-                Some(parent.as_str()),
-                format!(
-                    "holds {} children: {want} pack events expected upstream, it holds {}",
-                    children.len(),
-                    held.len()
-                ),
-            );
-        }
-        for id in held {
-            expected_ids.insert(id.clone(), (parent.clone(), "packed"));
-            n += 1;
+        // Sealed with what it held before any rework.
+        let (sealed_with, _) = before_rework(&parent, &children, rework);
+        let seal = sealed_with.len().div_ceil(PACK_EVENT_CHILDREN);
+        let moves = || rework.iter().filter(|m| m.parent == parent);
+        let packs: usize = moves()
+            .filter(|m| m.kind == ReworkKind::Pack)
+            .map(ReworkMove::event_count)
+            .sum();
+        let unpacks: usize = moves()
+            .filter(|m| m.kind != ReworkKind::Pack)
+            .map(ReworkMove::event_count)
+            .sum();
+        for (state, want) in [("packed", seal + packs), ("unpacked", unpacks)] {
+            let held: Vec<&String> = input
+                .upstream
+                .events
+                .iter()
+                .filter(|(_, (s, st))| s == parent.as_str() && st == state)
+                .map(|(id, _)| id)
+                .collect();
+            if held.len() != want {
+                c.violate(
+                    Rule::Invariant(5),
+                    Some(parent.as_str()),
+                    format!(
+                        "{want} {state} event(s) expected upstream (its seal's {seal}, rework's {}), it holds {}",
+                        want - if state == "packed" { seal } else { 0 },
+                        held.len()
+                    ),
+                );
+            }
+            for id in held {
+                expected_ids.insert(id.clone(), (parent.clone(), state));
+                n += 1;
+            }
         }
     }
     n
@@ -2226,6 +2316,20 @@ fn check_hierarchy(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Ser
     // Parents (by level) whose children are exactly a packer read's.
     let mut sealed_reads: Vec<HashSet<usize>> = vec![HashSet::new(); h.levels.len()];
     let mut partial_sets: HashSet<Vec<Serial>> = HashSet::new();
+    // Issue 14, rework: where the harness's moves left each child they
+    // moved (none: loose), and the parents it emptied.
+    let rework = &input.events.rework;
+    let mut rework_home: HashMap<Serial, Option<Serial>> = HashMap::new();
+    let mut emptied_by_rework: HashSet<Serial> = HashSet::new();
+    for m in rework {
+        let home = (m.kind == ReworkKind::Pack).then(|| m.parent.clone());
+        for child in &m.children {
+            rework_home.insert(child.clone(), home.clone());
+        }
+        if m.kind == ReworkKind::Empty {
+            emptied_by_rework.insert(m.parent.clone());
+        }
+    }
     for (parent, _) in &parents {
         let p = parent.as_str();
         let (entry, children) = match store.contents(parent) {
@@ -2244,14 +2348,48 @@ fn check_hierarchy(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Ser
             );
             continue;
         };
-        if children.is_empty() {
+        // What the line sealed it with: what it holds, the rework undone.
+        let reworked = rework.iter().any(|m| m.parent == *parent);
+        let (sealed_with, problems) = before_rework(parent, &children, rework);
+        for (child, what) in problems {
+            c.violate(Rule::Hierarchy, Some(child.as_str()), what);
+        }
+        let emptied = entry.state == serialine_store::hierarchy::ParentState::Emptied;
+        if emptied != emptied_by_rework.contains(parent) {
+            c.violate(
+                Rule::Hierarchy,
+                Some(p),
+                format!(
+                    "emptied for good in the ledger: {emptied}; emptied by the harness's rework: {}",
+                    emptied_by_rework.contains(parent)
+                ),
+            );
+        }
+        if emptied && !children.is_empty() {
+            c.violate(
+                Rule::Hierarchy,
+                Some(p),
+                format!("emptied for good, yet it holds {} children", children.len()),
+            );
+        }
+        if sealed_with.is_empty() {
             continue;
         }
+        // A reworked parent is judged partial by what it was sealed with.
+        let partial = match reworked {
+            true => entry.expected > 0 && (sealed_with.len() as u32) < entry.expected,
+            false => entry.partial(),
+        };
         let level = &h.levels[li];
         let d = &devices[li];
         let figs = &mut figures.levels[li];
-        figs.sealed += 1;
-        figs.partial += u64::from(entry.partial());
+        figs.reworked += u64::from(reworked);
+        if children.is_empty() {
+            figs.emptied += 1;
+        } else {
+            figs.sealed += 1;
+            figs.partial += u64::from(partial);
+        }
         // (a)
         match rec.get(parent).map(|r| r.state) {
             Some(UnitState::Committed | UnitState::Synced) => {}
@@ -2376,8 +2514,7 @@ fn check_hierarchy(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Ser
                 );
             }
         }
-        let mut set = children.clone();
-        set.sort();
+        let set = sealed_with;
         if level.scans {
             match reads[li].get(&set) {
                 Some(&i) => {
@@ -2387,19 +2524,20 @@ fn check_hierarchy(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Ser
                     Rule::Hierarchy,
                     Some(p),
                     format!(
-                        "a scanned {} whose {} children are no read of its packer",
+                        "a scanned {} whose {} children{} are no read of its packer",
                         level.name,
-                        children.len()
+                        set.len(),
+                        if reworked { " (before rework)" } else { "" }
                     ),
                 ),
             }
         }
-        if entry.partial() {
+        if partial {
             partial_sets.insert(set);
         }
         per_job.entry((li, entry.job)).or_default().push(Sealed {
             packed_ms: entry.packed_ms,
-            partial: entry.partial(),
+            partial,
             parent: parent.clone(),
         });
         // (d), this way.
@@ -2434,6 +2572,26 @@ fn check_hierarchy(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Ser
             Some(child),
             format!("upstream has it in {parent}, the ledger does not"),
         );
+    }
+    // Rework: each unit a rework move took out (or out of an emptied
+    // parent) is loose, each it packed is in that parent, unless a later
+    // move moved it again.
+    let mut moved: Vec<(&Serial, &Option<Serial>)> = rework_home.iter().collect();
+    moved.sort();
+    for (child, home) in moved {
+        let now = parent_of.get(child);
+        if now != home.as_ref() {
+            c.violate(
+                Rule::Hierarchy,
+                Some(child.as_str()),
+                format!(
+                    "the rework left it {}, the ledger has it {}",
+                    home.as_ref()
+                        .map_or("loose".to_string(), |p| format!("in {p}")),
+                    now.map_or("loose".to_string(), |p| format!("in {p}"))
+                ),
+            );
+        }
     }
     // (g)
     let mut jobs: Vec<_> = per_job.into_iter().collect();
@@ -2478,13 +2636,21 @@ fn check_hierarchy(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Ser
         let Some(r) = rec.get(serial) else { continue };
         let s = serial.as_str();
         let name = &h.levels[li].name;
-        let holds = store
-            .contents(serial)
-            .ok()
-            .flatten()
-            .map_or(0, |(_, ch)| ch.len());
+        let (holds, emptied) =
+            store
+                .contents(serial)
+                .ok()
+                .flatten()
+                .map_or((0, false), |(e, ch)| {
+                    (
+                        ch.len(),
+                        e.state == serialine_store::hierarchy::ParentState::Emptied,
+                    )
+                });
+        // Emptied for good by the harness's rework: its code is used up.
+        let emptied = emptied && emptied_by_rework.contains(serial);
         match r.state {
-            UnitState::Committed | UnitState::Synced if holds == 0 => c.violate(
+            UnitState::Committed | UnitState::Synced if holds == 0 && !emptied => c.violate(
                 Rule::Hierarchy,
                 Some(s),
                 format!("a {name} label committed, but it holds nothing"),
@@ -2589,7 +2755,10 @@ fn check_hierarchy(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Ser
             for lost in &r.lost {
                 if let Some(s) = serial_of(lost) {
                     excused_units.insert(s.clone());
-                    if let Some(p) = parent_of.get(&s) {
+                    // Put into a case by rework: that is where it is.
+                    let by_rework =
+                        |p: &Serial| rework_home.get(&s).is_some_and(|h| h.as_ref() == Some(p));
+                    if let Some(p) = parent_of.get(&s).filter(|p| !by_rework(p)) {
                         c.violate(
                             Rule::Hierarchy,
                             Some(s.as_str()),
@@ -2630,7 +2799,9 @@ fn check_hierarchy(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Ser
             for code in own {
                 let Some(s) = serial_of(code) else { continue };
                 excused_units.insert(s.clone());
-                if let Some(p) = parent_of.get(&s) {
+                let by_rework =
+                    |p: &Serial| rework_home.get(&s).is_some_and(|h| h.as_ref() == Some(p));
+                if let Some(p) = parent_of.get(&s).filter(|p| !by_rework(p)) {
                     c.violate(
                         Rule::Hierarchy,
                         Some(s.as_str()),
@@ -2710,6 +2881,13 @@ fn check_hierarchy(c: &mut Checker<'_>, records: &[(Serial, serialine_store::Ser
         .collect();
     loose.sort();
     figures.loose_units = loose.len() as u64;
+    // Taken out by rework (or out of a parent it emptied): loose by design.
+    excused_units.extend(
+        rework_home
+            .iter()
+            .filter(|(_, home)| home.is_none())
+            .map(|(s, _)| s.clone()),
+    );
     let e = &input.expect;
     if e.all_units_packed {
         let spare = refused_for_label(h, &figures, &mut unlabelled, 0, &mut excused_units);

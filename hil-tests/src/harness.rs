@@ -550,6 +550,9 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
     // Issue 15: the after-commit moves the daemon accepted.
     let mut after_commit: Vec<(serialine_core::Serial, serialine_core::UnitState)> = Vec::new();
     let mut after_commit_done = !s.after_commit.any();
+    // Issue 14: the rework moves the daemon accepted.
+    let mut rework: Vec<checker::ReworkMove> = Vec::new();
+    let mut rework_done = !s.rework.any();
     // Issue 15: the kill in the middle of a return was delivered.
     let mut return_killed = false;
     // Issue 14: the label kills still to come, and the labels they caught
@@ -593,6 +596,14 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         let mut daemon = Daemon::start(&bin, &config, run_log(&root, runs))?;
         let mut run_seq = monitor.seq();
         let mut job_ended = quantity == 0;
+        // Issue 14: the monitor's seq when the job was seen ended. A line
+        // says `stopped` once its units are done, while its packaging
+        // levels may still seal the last case or pallet (whose label and
+        // pack then reach neither that status nor upstream before the
+        // SIGTERM): with levels, the status that says the run is synced
+        // must come after the job's end (the next one carrying counts, up
+        // to a metrics interval later).
+        let mut ended_seq = run_seq;
         loop {
             tokio::time::sleep(POLL).await;
             if let Some(what) = exited_on_its_own(&mut daemon, runs) {
@@ -721,7 +732,11 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                     if !job_ended {
                         job_ended = daemon.log_has("job ended")
                             && (!changeover_sent || daemon.text.matches("job ended").count() >= 2);
+                        if job_ended && packaging.is_some() {
+                            ended_seq = monitor.seq();
+                        }
                     }
+                    let fresh = fresh.filter(|st| st.seq > ended_seq);
                     let synced = fresh.as_ref().is_some_and(|st| {
                         // Every outcome, the fence's voids included (the
                         // status' `decided` leaves them out: not units).
@@ -781,6 +796,16 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
                                 Ok(moves) => after_commit = moves,
                                 Err(what) => violations.push(harness(what)),
                             }
+                        }
+                        // Issue 14: rework on the sealed cases, through
+                        // the running daemon, once everything is reported.
+                        if !rework_done {
+                            rework_done = true;
+                            let (moves, problems) =
+                                crate::rework::rework_step(&bin, &config, &s.rework, upstream)
+                                    .await;
+                            rework = moves;
+                            violations.extend(problems.into_iter().map(&harness));
                         }
                         break;
                     }
@@ -895,6 +920,7 @@ async fn run_async(s: Scenario, bin: PathBuf) -> Result<Outcome, HilError> {
         events: checker::RunEvents {
             kill_times_ms,
             after_commit,
+            rework,
             ..run_events(&s, &marker, kills, mid_job, clean_stop, tolerance, &root)
         },
         hierarchy: match &packaging {

@@ -19,6 +19,7 @@ pub mod multi_line;
 mod packaging;
 pub mod printer_wire;
 pub mod replay;
+mod rework;
 mod run_parts;
 pub mod scenario;
 

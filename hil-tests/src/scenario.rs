@@ -69,6 +69,52 @@ pub struct Scenario {
     /// simulated (`packaging.rs`).
     #[serde(default)]
     pub aggregation: Option<AggregationSpec>,
+    /// Issue 14: once the job is over and reported, rework on the running
+    /// daemon (`serialine pack | unpack | contents`): units swapped in and
+    /// out of sealed cases, cases emptied for good. Needs `[aggregation]`.
+    #[serde(default)]
+    pub rework: Rework,
+}
+
+/// `[rework]` (issue 14), after the job, through the running daemon's
+/// control socket, on the sealed cases in the serial order of their
+/// labels:
+/// - `swap`: in each of the first `swap` cases, one unit is taken out
+///   (`serialine unpack CASE UNIT`) and a loose committed unit put in its
+///   place (`serialine pack CASE LOOSE`); loose units come from a case the
+///   packer faulted, so `swap` needs a case packer fault;
+/// - `empty`: the next `empty` cases are emptied for good (`serialine
+///   unpack CASE --all`); then packing one of its former units into it,
+///   and emptying it again, must each be refused;
+/// - `refused_pack`: a unit still in another case is packed into the first
+///   case: it must be refused, naming that unit;
+/// - `repeat` (with `swap`): the unit swapped into the first case is taken
+///   out and put back in: a move made a second time is a new event, which
+///   upstream must hear too.
+///
+/// Not with kills (a restarted job is another job). Then the harness waits
+/// until upstream holds every rework event and the outbox is empty. The checker knows what rework changed (units out of a
+/// case loose, an emptied case holding nothing, a unit of a faulted case
+/// in a case by rework) and holds everything else to the hierarchy rules.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rework {
+    pub swap: usize,
+    pub empty: usize,
+    pub refused_pack: bool,
+    pub repeat: bool,
+}
+
+impl Rework {
+    pub fn any(&self) -> bool {
+        self.swap + self.empty > 0 || self.refused_pack || self.repeat
+    }
+
+    /// Sealed cases the rework needs: the swapped, the emptied, and one
+    /// left alone whose unit the refused pack names.
+    pub fn cases_needed(&self) -> usize {
+        self.swap + self.empty + usize::from(self.refused_pack)
+    }
 }
 
 /// `[aggregation]` (issue 14): the packaging levels the daemon's line
@@ -751,6 +797,7 @@ impl Scenario {
                     "timeline.kill9_at_label_printed",
                     t.kill9_at_label_printed.is_some(),
                 ),
+                ("[rework]", self.rework.any()),
                 (
                     "expect.min_sealed / sealed_* / partial_* / aggregation_refused / all_units_packed / all_cases_palletized",
                     e.min_sealed > 0
@@ -834,6 +881,27 @@ impl Scenario {
         if a.label_print_time_ms + a.scanner_read_latency_ms + 500 > a.label_deadline_ms {
             return Err(
                 "aggregation.label_deadline_ms: leave at least 500 ms beyond label_print_time_ms + scanner_read_latency_ms"
+                    .into(),
+            );
+        }
+        if self.rework.swap > 0 && !a.packer_faults() {
+            return Err(
+                "rework.swap: the loose units it puts into cases come from a case the packer faulted; set aggregation.missing_at (or another case packer fault)"
+                    .into(),
+            );
+        }
+        if self.rework.repeat && self.rework.swap == 0 {
+            return Err(
+                "rework.repeat: needs rework.swap >= 1 (it repeats the first swap's moves)".into(),
+            );
+        }
+        if self.rework.any()
+            && (!self.kill_points().is_empty()
+                || t.kill9_at_label_sent.is_some()
+                || t.kill9_at_label_printed.is_some())
+        {
+            return Err(
+                "[rework]: no kills in the same scenario (a restarted job is another job: its units may not go into the first job's cases)"
                     .into(),
             );
         }

@@ -1408,3 +1408,229 @@ async fn a_broken_hierarchy_is_reported_by_serial() {
         (3, 2, 1)
     );
 }
+
+/// Issue 14, `[rework]`: after the line sealed two cases and refused a
+/// third read (a code not read), a unit of the first case is swapped for a
+/// unit of the refused read and the second case is emptied for good. With
+/// the harness's moves the checker accepts it all (the swapped-in unit of
+/// a faulted read, the unit taken out and the emptied case's units loose,
+/// the emptied label holding nothing); without them, or with a move the
+/// ledger does not show, each difference is reported by serial.
+#[tokio::test]
+async fn rework_is_accepted_only_as_the_harness_made_it() {
+    use hil_tests::checker::{HierarchyInput, LevelLog, ReworkKind, ReworkMove, RunEvents};
+    use serialine_core::{Expiry, Job, Lot};
+    use serialine_sim::aggregation::{CaseFault, CaseRead};
+
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new(b"checker rework", 60);
+    issuer.add_line(LINE, SECRET);
+    let (store, _) =
+        Store::open(StoreOptions::new(dir.path().join("ledger"), LINE, SECRET)).unwrap();
+    let unit_gtin = Gtin::parse("09506000134352").unwrap();
+    let case_gtin = Gtin::parse("19506000134359").unwrap();
+    for g in [unit_gtin, case_gtin] {
+        let block = issuer.issue_for(LINE, Some(g), None).unwrap();
+        store.add_block(&block).await.unwrap();
+    }
+    let job = Job::new(
+        unit_gtin,
+        Lot::new("L1").unwrap(),
+        Expiry::parse("271231").unwrap(),
+        Template::Gs1DataMatrix,
+        36,
+    )
+    .unwrap();
+    let job = store.begin_job(&job).await.unwrap();
+    let u = store.reserve_for(36, &unit_gtin).unwrap();
+    let l = store.reserve_for(2, &case_gtin).unwrap();
+    for (serials, to) in [
+        (&u[..], UnitState::Sent),
+        (&u[..], UnitState::Committed),
+        (&l[..], UnitState::Sent),
+    ] {
+        let ts: Vec<_> = serials
+            .iter()
+            .map(|s| Transition::in_job(s.clone(), to, Some(job)))
+            .collect();
+        for r in store.apply(&ts).await {
+            r.unwrap();
+        }
+    }
+    store.seal_parent(&l[0], &u[..12], 12).await.unwrap();
+    store.seal_parent(&l[1], &u[12..24], 12).await.unwrap();
+    // Rework: u[0] out of l[0], u[24] (of the refused read) in; l[1] emptied.
+    store.unpack(&l[0], Some(&u[..1])).await.unwrap();
+    store.pack(&l[0], &u[24..25]).await.unwrap();
+    store.unpack(&l[1], None).await.unwrap();
+    let moves = vec![
+        ReworkMove {
+            parent: l[0].clone(),
+            kind: ReworkKind::Unpack,
+            children: u[..1].to_vec(),
+        },
+        ReworkMove {
+            parent: l[0].clone(),
+            kind: ReworkKind::Pack,
+            children: u[24..25].to_vec(),
+        },
+        ReworkMove {
+            parent: l[1].clone(),
+            kind: ReworkKind::Empty,
+            children: u[12..24].to_vec(),
+        },
+    ];
+
+    let case_code = |s: &Serial| {
+        let data = CodeData {
+            gtin: case_gtin,
+            expiry: None,
+            lot: None,
+            serial: s.clone(),
+        };
+        code::render(&Template::Gs1DataMatrix, &data).unwrap()
+    };
+    let good = |s: &Serial| Reported {
+        unit: 1,
+        printed: case_code(s),
+        verdict: Verdict::Good,
+        content: Some(case_code(s)),
+        symbology: None,
+        grade: Grade::A,
+    };
+    let read = |n: u64, units: &[Serial], fault: Option<CaseFault>| {
+        let codes: Vec<String> = units.iter().map(code_of).collect();
+        let mut reported: Vec<Option<String>> = codes.iter().cloned().map(Some).collect();
+        if fault == Some(CaseFault::NoRead) {
+            reported[11] = None;
+        }
+        CaseRead {
+            case: n,
+            contents: codes,
+            reported,
+            fault,
+            partial: false,
+            lost: Vec::new(),
+        }
+    };
+    let level = LevelLog {
+        name: "case".into(),
+        gtin: case_gtin,
+        per_parent: 12,
+        scans: true,
+        formats: l.iter().map(case_code).collect(),
+        printed: l.iter().map(case_code).collect(),
+        scanner: l.iter().map(good).collect(),
+        packer: Some(vec![
+            read(1, &u[..12], None),
+            read(2, &u[12..24], None),
+            read(3, &u[24..36], Some(CaseFault::NoRead)),
+        ]),
+    };
+    // Upstream rebuilt the ledger's hierarchy.
+    let mut upstream = LineEvents::default();
+    for c in u[1..12].iter().chain(&u[24..25]) {
+        upstream.parent_of.insert(c.to_string(), l[0].to_string());
+    }
+    let refused = log_line(serde_json::json!({"kind": "aggregation-refused"}));
+    let check_with = |moves: Vec<ReworkMove>| {
+        check(&CheckInput {
+            scenario: "rework".into(),
+            seed: 14,
+            line: LINE.into(),
+            store: store.clone(),
+            device: DeviceLog::Codes(u.iter().map(code_of).collect()),
+            camera_log: Vec::new(),
+            camera_kill_marks: Vec::new(),
+            alarm_tolerance: 0,
+            upstream: upstream.clone(),
+            issued: issuer.issued(LINE),
+            logs: vec![refused.clone()],
+            mid_job: false,
+            units: 36,
+            expect: Expect {
+                all_units_packed: true,
+                sealed_cases: Some(1),
+                partial_cases: Some(0),
+                ..Expect::default()
+            },
+            stop_when: StopWhen::JobDone,
+            earlier: Vec::new(),
+            events: RunEvents {
+                rework: moves,
+                ..RunEvents::default()
+            },
+            hierarchy: Some(HierarchyInput {
+                unit_gtin,
+                levels: vec![level.clone()],
+                killed_labels: Vec::new(),
+            }),
+        })
+    };
+    let hierarchy_rules = |report: &hil_tests::Report| -> Vec<String> {
+        report
+            .violations
+            .iter()
+            .filter(|v| matches!(v.rule, Rule::Hierarchy | Rule::Expectation))
+            .map(|v| v.to_string())
+            .collect()
+    };
+
+    // As the harness made it: nothing of the hierarchy to say.
+    let report = check_with(moves.clone());
+    let text = hierarchy_rules(&report);
+    assert!(text.is_empty(), "{text:#?}");
+    let figures = report.hierarchy.expect("hierarchy figures");
+    let f = &figures.levels[0];
+    assert_eq!(
+        (f.sealed, f.partial, f.reworked, f.emptied),
+        (1, 0, 2, 1),
+        "{figures}"
+    );
+    // 11 of the refused read, u[0], and the emptied case's 12.
+    assert_eq!(figures.loose_units, 24, "{figures}");
+
+    // Without the harness's moves: the faulted read's unit in a case, the
+    // case no read of the packer, the emptied case unexplained.
+    let report = check_with(Vec::new());
+    let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    let hierarchy = |serial: &Serial, what: &str| {
+        report.violations.iter().any(|v| {
+            v.rule == Rule::Hierarchy
+                && v.serial.as_deref() == Some(serial.as_str())
+                && v.message.contains(what)
+        })
+    };
+    assert!(hierarchy(&u[24], "must change nothing"), "{text:#?}");
+    assert!(hierarchy(&l[0], "no read of its packer"), "{text:#?}");
+    assert!(
+        hierarchy(&l[1], "emptied by the harness's rework: false"),
+        "{text:#?}"
+    );
+    assert!(hierarchy(&l[1], "holds nothing"), "{text:#?}");
+
+    // A move the ledger does not show: u[1] said taken out, still in l[0].
+    let mut wrong = moves.clone();
+    wrong.insert(
+        1,
+        ReworkMove {
+            parent: l[0].clone(),
+            kind: ReworkKind::Unpack,
+            children: u[1..2].to_vec(),
+        },
+    );
+    let report = check_with(wrong);
+    let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    assert!(
+        report.violations.iter().any(|v| v.rule == Rule::Hierarchy
+            && v.serial.as_deref() == Some(u[1].as_str())
+            && v.message.contains("but in it after")),
+        "{text:#?}"
+    );
+    assert!(
+        report.violations.iter().any(|v| v.rule == Rule::Hierarchy
+            && v.serial.as_deref() == Some(u[1].as_str())
+            && v.message.contains("the rework left it loose")),
+        "{text:#?}"
+    );
+}

@@ -111,6 +111,8 @@ scenarios! {
     aggregation_kill9 => "aggregation-kill9",
     aggregation_label_faults => "aggregation-label-faults",
     aggregation_backlog => "aggregation-backlog",
+    aggregation_rework => "aggregation-rework",
+    aggregation_rework_repeat => "aggregation-rework-repeat",
 }
 
 /// `HIL_SCENARIO=<file>` runs that scenario file (QA's own, a replay of a
