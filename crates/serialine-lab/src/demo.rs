@@ -177,26 +177,30 @@ pub const PALLET_GTIN: &str = "29506000134356";
 /// The demo's two packaging levels, both scanned.
 pub fn demo_levels() -> anyhow::Result<Vec<serialine_line::aggregation::LevelPlan>> {
     use serialine_line::aggregation::{AggregationMode, LevelPlan};
-    let level = |name: &str, gtin: &str, per_parent| -> anyhow::Result<LevelPlan> {
+    let level = |name: &str, gtin: &str, per_parent, close_ms| -> anyhow::Result<LevelPlan> {
         Ok(LevelPlan {
             name: name.into(),
             gtin: Gtin::parse(gtin)?,
             per_parent,
             mode: AggregationMode::Scan,
             label_deadline: Duration::from_secs(10),
-            close_wait: Duration::from_secs(3),
+            // How long the level waits for its last (partial) read once
+            // the level below is done: longer than its station waits.
+            close_wait: Duration::from_millis(close_ms),
             label_wait: Duration::from_secs(30),
         })
     };
     Ok(vec![
-        level("case", CASE_GTIN, UNITS_PER_CASE)?,
-        level("pallet", PALLET_GTIN, CASES_PER_PALLET)?,
+        level("case", CASE_GTIN, UNITS_PER_CASE, 1_500)?,
+        level("pallet", PALLET_GTIN, CASES_PER_PALLET, 4_000)?,
     ])
 }
 
 /// The simulators of [`demo_levels`]: a case packer and a pallet station
-/// that read a case as it is (a partial one once the line has been quiet
-/// for a second), and clean label scanners.
+/// that read a case as it is once their input has been quiet for a while
+/// (the job's partial case after 1 s; the pallet station waits 3 s, longer
+/// than the case packer's wait and the case level's `close_wait` together,
+/// so its last pallet holds the job's last case), and clean label scanners.
 pub fn demo_sim_levels(seed: u64) -> Vec<crate::sim_devices::SimLevel> {
     use serialine_sim::aggregation::AggregationKnobs;
     [UNITS_PER_CASE, CASES_PER_PALLET]
@@ -206,7 +210,8 @@ pub fn demo_sim_levels(seed: u64) -> Vec<crate::sim_devices::SimLevel> {
             packer: AggregationKnobs {
                 seed: seed ^ (0x10 + i as u64),
                 per_case: per as usize,
-                flush_after: Some(Duration::from_millis(1_000)),
+                flush_after: Some(Duration::from_millis(1_000 + 2_000 * i as u64)),
+                // (i = 0: the case packer, 1 s; i = 1: the pallet station, 3 s.)
                 ..AggregationKnobs::default()
             },
             scans: true,
