@@ -45,8 +45,8 @@ pub fn watermarks(p: &PrefetchConfig, units_per_minute: f64) -> (u64, u64) {
 
 /// A parent product the line labels (its cases', its pallets' GTIN),
 /// whose serials are kept in stock beside the job's product: between `low`
-/// and `high` serials, requested only while the job's own buffer is full
-/// enough. See `UplinkHandle::set_parent_products`.
+/// and `high` serials, asked for once the job's own buffer is above its
+/// low mark. See `UplinkHandle::set_parent_products`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParentStock {
     pub gtin: Gtin,
@@ -164,11 +164,7 @@ impl Prefetch {
             // abandoned after `request_timeout` no longer counts: it is
             // presumed lost and asked again; should it still be answered,
             // that block is stored too.)
-            let pending = outstanding
-                .as_ref()
-                .filter(|o| o.gtin == product)
-                .map_or(0, |o| o.serials_wanted)
-                + in_flight_elsewhere(&recent, &product, p.request_timeout);
+            let pending = asked_for(outstanding.as_ref(), &recent, &product, p.request_timeout);
             let (low, high) = watermarks(&p, *self.rate.borrow());
             let counted = depth + pending;
             if counted < low {
@@ -248,10 +244,7 @@ impl Prefetch {
                     continue;
                 }
             };
-            let pending = outstanding
-                .filter(|o| o.gtin == product)
-                .map_or(0, |o| o.serials_wanted)
-                + in_flight_elsewhere(recent, &product, timeout);
+            let pending = asked_for(outstanding, recent, &product, timeout);
             let counted = depth + pending;
             if counted < stock.low.max(1) {
                 return Some((product, stock.high.max(stock.low.max(1)) - counted));
@@ -418,6 +411,20 @@ impl Prefetch {
 /// answered after the reconnect, next to the request asked again. Until its
 /// `request_timeout` has passed it counts against the high-water mark, so
 /// both answers together never exceed it.
+/// Serials of `product` asked for and not yet answered: the request out,
+/// and those set aside on a link drop still within their timeout.
+fn asked_for(
+    outstanding: Option<&Outstanding>,
+    recent: &VecDeque<Outstanding>,
+    product: &Option<Gtin>,
+    timeout: Duration,
+) -> u64 {
+    outstanding
+        .filter(|o| o.gtin == *product)
+        .map_or(0, |o| o.serials_wanted)
+        + in_flight_elsewhere(recent, product, timeout)
+}
+
 fn in_flight_elsewhere(
     recent: &VecDeque<Outstanding>,
     product: &Option<Gtin>,
