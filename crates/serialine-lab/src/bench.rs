@@ -1179,22 +1179,7 @@ impl Results<'_> {
         realistic["cpu_percent_of_one_core"] = self.cpu_percent().into();
         let mut aggregated = pipeline(&self.aggregated);
         aggregated["wall_secs"] = self.aggregated.wall.as_secs_f64().into();
-        aggregated["levels"] = self
-            .aggregated
-            .report
-            .levels
-            .iter()
-            .map(|l| {
-                serde_json::json!({
-                    "name": l.name,
-                    "sealed": l.sealed,
-                    "partial": l.partial,
-                    "refused": l.refused,
-                    "labels_rejected": l.labels_rejected,
-                })
-            })
-            .collect::<Vec<_>>()
-            .into();
+        aggregated["levels"] = demo::levels_json(&self.aggregated.report.levels);
         let mut out = serde_json::json!({
                 "wall_secs": self.wall.as_secs_f64(),
                 "pipeline_group": pipeline(&self.group),

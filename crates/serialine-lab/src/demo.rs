@@ -822,6 +822,22 @@ fn print_table(out: &[(&DemoLine, Agreement)], wall: Duration) {
     }
 }
 
+/// What each packaging level did, as the demo's and the bench's JSON say it.
+pub fn levels_json(levels: &[serialine_line::aggregation::LevelReport]) -> serde_json::Value {
+    levels
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "name": l.name,
+                "sealed": l.sealed,
+                "partial": l.partial,
+                "refused": l.refused,
+                "labels_rejected": l.labels_rejected,
+            })
+        })
+        .collect()
+}
+
 fn print_json(out: &[(&DemoLine, Agreement)], wall: Duration) {
     let lines: Vec<serde_json::Value> = out
         .iter()
@@ -849,13 +865,7 @@ fn print_json(out: &[(&DemoLine, Agreement)], wall: Duration) {
                 // (the units) and `rejected`, inside the ledger's counts.
                 "labels_committed": r.levels.iter().map(|l| l.sealed).sum::<u64>(),
                 "labels_rejected": r.levels.iter().map(|l| l.labels_rejected).sum::<u64>(),
-                "levels": r.levels.iter().map(|l| serde_json::json!({
-                    "name": l.name,
-                    "sealed": l.sealed,
-                    "partial": l.partial,
-                    "refused": l.refused,
-                    "labels_rejected": l.labels_rejected,
-                })).collect::<Vec<_>>(),
+                "levels": levels_json(&r.levels),
                 "job": d.job.as_ref().map(|j| serde_json::json!({
                     "number": j.number,
                     "sent": j.sent,
