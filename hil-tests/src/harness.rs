@@ -1255,6 +1255,63 @@ fn check_job_reports(root: &Path, store: &Store, logs: &[String]) -> Vec<String>
     problems
 }
 
+/// The service binary on the run's config, as an operator runs it.
+pub(crate) struct Cli {
+    pub(crate) bin: PathBuf,
+    pub(crate) config: PathBuf,
+}
+
+impl Cli {
+    /// `serialine ARGS --json --config CFG`: its JSON answer.
+    pub(crate) async fn json(&self, args: Vec<String>) -> Result<serde_json::Value, String> {
+        let (bin, config) = (self.bin.clone(), self.config.clone());
+        let shown = args.join(" ");
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(&bin)
+                .args(&args)
+                .args(["--json", "--config"])
+                .arg(&config)
+                .env_remove("SERIALINE_CONFIG")
+                .output()
+        })
+        .await
+        .map_err(|e| format!("serialine {shown}: {e}"))?
+        .map_err(|e| format!("serialine {shown}: {e}"))?;
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "serialine {shown}: not a JSON answer ({e}): {:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// Waits until `serialine status` over the control socket shows an
+    /// empty outbox, at most until `deadline` (`bound` after the step
+    /// began); otherwise what it showed last.
+    pub(crate) async fn outbox_empty_by(
+        &self,
+        deadline: Instant,
+        bound: Duration,
+    ) -> Option<String> {
+        loop {
+            let outbox = match self.json(vec!["status".into()]).await {
+                Ok(v) => v[0]["outbox"].as_u64(),
+                Err(_) => None,
+            };
+            if outbox == Some(0) {
+                return None;
+            }
+            if Instant::now() >= deadline {
+                return Some(format!(
+                    "outbox at {outbox:?} after {bound:?} (status over the control socket)"
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
 /// Issue 15, `[after_commit]`: samples and decommissions committed units
 /// with `serialine unit` (the real binary, over the running daemon's
 /// control socket), asks for never-issued serials and for a decommissioned
@@ -1285,29 +1342,20 @@ async fn after_commit_step(
     let sampled = committed[..ac.sample].to_vec();
     let decommissioned = committed[ac.sample..ac.sample + ac.decommission].to_vec();
     // The service binary as an operator runs it, on the run's config.
-    let cli = |args: Vec<String>| {
-        let (bin, config) = (bin.to_path_buf(), config.to_path_buf());
-        tokio::task::spawn_blocking(move || {
-            Command::new(&bin)
-                .args(&args)
-                .args(["--json", "--config"])
-                .arg(&config)
-                .env_remove("SERIALINE_CONFIG")
-                .output()
-                .map_err(|e| format!("serialine {args:?}: {e}"))
-        })
+    let cli = Cli {
+        bin: bin.to_path_buf(),
+        config: config.to_path_buf(),
     };
     let unit = |args: Vec<String>| {
-        let run = cli([vec!["unit".to_string()], args.clone()].concat());
+        let cli = &cli;
         async move {
-            let out = run.await.map_err(|e| e.to_string())??;
-            let results: Vec<serde_json::Value> =
-                serde_json::from_slice(&out.stdout).map_err(|e| {
-                    format!(
-                        "serialine unit {args:?}: {e}; stderr: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                })?;
+            let v = cli
+                .json([vec!["unit".to_string()], args.clone()].concat())
+                .await?;
+            let results: Vec<serde_json::Value> = v
+                .as_array()
+                .cloned()
+                .ok_or_else(|| format!("serialine unit {args:?}: not a list of results: {v}"))?;
             Ok::<_, String>(results)
         }
     };
@@ -1385,23 +1433,8 @@ async fn after_commit_step(
     }
     // ... and upstream's acks reach the ledger (`serialine status` over
     // the control socket), so a clean stop leaves no outbox entry.
-    loop {
-        let outbox = match cli(vec!["status".into()]).await {
-            Ok(Ok(out)) => serde_json::from_slice::<serde_json::Value>(&out.stdout)
-                .ok()
-                .and_then(|v| v[0]["outbox"].as_u64()),
-            _ => None,
-        };
-        if outbox == Some(0) {
-            break;
-        }
-        if Instant::now() >= deadline {
-            problems.push(format!(
-                "after_commit: outbox at {outbox:?} after 30 s (status over the control socket)"
-            ));
-            break;
-        }
-        tokio::time::sleep(POLL).await;
+    if let Some(problem) = cli.outbox_empty_by(deadline, Duration::from_secs(30)).await {
+        problems.push(format!("after_commit: {problem}"));
     }
     match problems.is_empty() {
         true => Ok(moves),

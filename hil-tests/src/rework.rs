@@ -6,51 +6,20 @@
 //! accepted go to the checker ([`crate::checker::RunEvents::rework`]).
 
 use crate::checker::{ReworkKind, ReworkMove};
-use crate::harness::LINE;
+use crate::harness::{Cli, LINE};
 use crate::scenario::Rework;
 use crate::POLL;
 use serde_json::Value;
 use serialine_core::Serial;
 use serialine_sim::upstream::Upstream;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long upstream and the outbox may take to show the moves.
 const SYNC_BOUND: Duration = Duration::from_secs(30);
 
-/// The service binary on the run's config, as an operator runs it.
-struct Cli {
-    bin: PathBuf,
-    config: PathBuf,
-}
-
 impl Cli {
-    /// `serialine ARGS --json --config CFG`: its JSON answer.
-    async fn json(&self, args: Vec<String>) -> Result<Value, String> {
-        let (bin, config) = (self.bin.clone(), self.config.clone());
-        let shown = args.join(" ");
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new(&bin)
-                .args(&args)
-                .args(["--json", "--config"])
-                .arg(&config)
-                .env_remove("SERIALINE_CONFIG")
-                .output()
-        })
-        .await
-        .map_err(|e| format!("serialine {shown}: {e}"))?
-        .map_err(|e| format!("serialine {shown}: {e}"))?;
-        serde_json::from_slice(&out.stdout).map_err(|e| {
-            format!(
-                "serialine {shown}: not a JSON answer ({e}): {:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    }
-
     async fn contents(&self, serial: &str) -> Result<Value, String> {
         let v = self
             .json(vec!["contents".into(), serial.to_string()])
@@ -385,20 +354,7 @@ async fn wait_for_upstream(
         }
         tokio::time::sleep(POLL).await;
     }
-    loop {
-        let outbox = match cli.json(vec!["status".into()]).await {
-            Ok(v) => v[0]["outbox"].as_u64(),
-            Err(_) => None,
-        };
-        if outbox == Some(0) {
-            break;
-        }
-        if Instant::now() >= deadline {
-            problems.push(format!(
-                "rework: outbox at {outbox:?} after {SYNC_BOUND:?} (status over the control socket)"
-            ));
-            break;
-        }
-        tokio::time::sleep(POLL).await;
+    if let Some(problem) = cli.outbox_empty_by(deadline, SYNC_BOUND).await {
+        problems.push(format!("rework: {problem}"));
     }
 }
