@@ -48,15 +48,6 @@ pub enum AggregationMode {
     Count,
 }
 
-impl AggregationMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AggregationMode::Scan => "scan",
-            AggregationMode::Count => "count",
-        }
-    }
-}
-
 /// One level of the hierarchy a line builds (cases, then pallets).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LevelPlan {
