@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod hierarchy;
+mod outbox_log;
 mod retention;
 pub(crate) use hierarchy::unfit_reason;
 pub(crate) use retention::RoundOutcome;
@@ -40,7 +41,12 @@ pub(crate) use retention::RoundOutcome;
 /// `children`, `hierarchy.rs`) and its pack / unpack events in the outbox.
 /// Schema 5 values decode as they are; an older build must refuse what it
 /// cannot read.
-pub const SCHEMA_VERSION: u32 = 6;
+///
+/// 7: the outbox as a log of chunks (`outbox_log`, `ledger/outbox_log.rs`),
+/// up to 64 events per key. Schema 6's per-event `outbox` entries are read
+/// and acknowledged where they are; an older build would not see the
+/// chunks, and must refuse rather than report an empty outbox.
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// sled's page cache per ledger unless configured: enough for the working
 /// set of a line (its open blocks, in-flight records, outbox head).
@@ -183,7 +189,10 @@ pub(crate) struct Ledger {
     db: sled::Db,
     serials: sled::Tree,
     inflight: sled::Tree,
+    /// Schema 6's outbox, one key per event: drained, never written.
     outbox: sled::Tree,
+    /// The outbox since schema 7: chunks of events (`ledger/outbox_log.rs`).
+    outbox_log: sled::Tree,
     meta: sled::Tree,
     blocks: sled::Tree,
     /// Schema 2's per-serial index: read only to migrate it, then emptied.
@@ -279,6 +288,7 @@ impl Ledger {
             serials: tree("serials")?,
             inflight: tree("inflight")?,
             outbox: tree("outbox")?,
+            outbox_log: tree("outbox_log")?,
             meta: tree("meta")?,
             blocks: tree("blocks")?,
             issued_v2: tree("issued")?,
@@ -749,21 +759,6 @@ impl Ledger {
         Ok(out)
     }
 
-    pub fn outbox_peek(&self, max: usize) -> Result<Vec<OutboxEvent>, StoreError> {
-        self.scan(&self.outbox)
-            .take(max)
-            .map(|item| {
-                let (_, v) = item.map_err(self.io())?;
-                OutboxEvent::decode(&v).map_err(|e| self.corrupt(format!("outbox entry: {e}")))
-            })
-            .collect()
-    }
-
-    pub fn outbox_len(&self) -> usize {
-        let _batch = self.read_gate();
-        self.outbox.len()
-    }
-
     /// Blocks that still hold serials never sent, in block id order.
     pub fn blocks_with_serials(&self) -> Result<Vec<(BlockId, BlockUse)>, StoreError> {
         let mut out = Vec::new();
@@ -845,6 +840,8 @@ impl Ledger {
             serials: Overlay::new(&self.serials),
             inflight: Overlay::new(&self.inflight),
             outbox: Overlay::new(&self.outbox),
+            outbox_log: &self.outbox_log,
+            log: outbox_log::LogEdits::default(),
             blocks: Overlay::new(&self.blocks),
             issued_blocks: Overlay::new(&self.issued_blocks),
             cursors: Overlay::new(&self.cursors),
@@ -873,6 +870,15 @@ impl Ledger {
         tx.serials.drain_into(TreeId::Serials, &mut writes);
         tx.inflight.drain_into(TreeId::Inflight, &mut writes);
         tx.outbox.drain_into(TreeId::Outbox, &mut writes);
+        let log = std::mem::take(&mut tx.log)
+            .into_writes()
+            .map_err(|e| self.corrupt(format!("outbox chunk does not encode: {e}")))?;
+        // In sequence order, as the per-event outbox was.
+        writes.extend(log.into_iter().map(|(first, value)| JournalWrite {
+            tree: TreeId::OutboxLog as u8,
+            key: first.to_be_bytes().to_vec(),
+            value,
+        }));
         tx.blocks.drain_into(TreeId::Blocks, &mut writes);
         tx.issued_blocks
             .drain_into(TreeId::IssuedBlocks, &mut writes);
@@ -1007,6 +1013,7 @@ impl Ledger {
             x if x == TreeId::Serials as u8 => &self.serials,
             x if x == TreeId::Inflight as u8 => &self.inflight,
             x if x == TreeId::Outbox as u8 => &self.outbox,
+            x if x == TreeId::OutboxLog as u8 => &self.outbox_log,
             x if x == TreeId::Meta as u8 => &self.meta,
             x if x == TreeId::Blocks as u8 => &self.blocks,
             x if x == TreeId::IssuedV2 as u8 => &self.issued_v2,
@@ -1157,6 +1164,7 @@ enum TreeId {
     Parents = 12,
     ParentOf = 13,
     Children = 14,
+    OutboxLog = 15,
 }
 
 /// One key's post-image in a batch: its new value, or `None` for removed.
@@ -1283,7 +1291,11 @@ struct Tx<'a> {
     line: &'a str,
     serials: Overlay<'a>,
     inflight: Overlay<'a>,
+    /// Schema 6's per-event outbox: only acknowledged from.
     outbox: Overlay<'a>,
+    /// The committed log of chunks, and the chunks this batch touched.
+    outbox_log: &'a sled::Tree,
+    log: outbox_log::LogEdits,
     blocks: Overlay<'a>,
     issued_blocks: Overlay<'a>,
     cursors: Overlay<'a>,
@@ -1739,23 +1751,21 @@ impl Tx<'_> {
     }
 
     fn enqueue(&mut self, event: OutboxEvent) -> Result<(), StoreError> {
-        let serial = &event.serial;
-        let Ok(bytes) = postcard::to_stdvec(&event) else {
-            return Err(self.corrupt(format!("outbox event of {serial} does not encode")));
-        };
-        self.outbox.insert(self.next_seq.to_be_bytes(), bytes);
+        debug_assert_eq!(event.seq, self.next_seq);
+        match self.append_event(event) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(map_sled(self.path, e)),
+        }
         self.next_seq += 1;
         Ok(())
     }
 
     fn ack(&mut self, seq: u64) -> TxResult<Result<Applied, StoreError>> {
-        let key = seq.to_be_bytes();
-        let Some(v) = self.outbox.get(key)? else {
-            return Ok(Ok(Applied::Acked { event: None }));
-        };
-        let event = match OutboxEvent::decode(&v) {
-            Ok(e) => e,
-            Err(e) => return Ok(Err(self.corrupt(format!("outbox entry {seq}: {e}")))),
+        let event = match self.event_at(seq)? {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ok(Ok(Applied::Acked { event: None })),
+            Err(e) => return Ok(Err(e)),
         };
         // The records upstream now has the outcome of: the unit's, each
         // serial of a returned range, none for a pack or unpack (the
@@ -1806,7 +1816,7 @@ impl Tx<'_> {
             }
             self.serials.insert(skey, record.encode());
         }
-        self.outbox.remove(key);
+        self.remove_event(seq)?;
         Ok(Ok(Applied::Acked {
             event: Some((event.serial, event.state)),
         }))

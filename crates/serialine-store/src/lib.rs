@@ -38,7 +38,8 @@
 //! Trees: `blocks` (sealed), `cursors` (per-block use), `issued_blocks`
 //! (per block with serials left, its serials' keyed hashes, no clear text;
 //! see `issued.rs`), `serials` (state records),
-//! `inflight` (Sent/Printed index for reconciliation), `outbox`, `meta`
+//! `inflight` (Sent/Printed index for reconciliation), `outbox_log` (the
+//! outbox, events in chunks; schema 6's per-event `outbox` drains), `meta`
 //! (schema version, line id, key check, counters, outbox sequence, ledger id),
 //! `archived` (per archived block: when, how many serials), `jobs` (per
 //! job: product, lot, expiry, start, end; see [`Store::begin_job`]),

@@ -47,11 +47,11 @@ fn schema_1_and_2_ledgers_open_migrated_with_nothing_lost() {
 }
 
 fn opens_migrated_with_nothing_lost(fixture: &str) {
-    assert_eq!(SCHEMA_VERSION, 6);
+    assert_eq!(SCHEMA_VERSION, 7);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = fixture_copy(dir.path(), fixture);
     for round in 0..2 {
-        // The second open finds schema 6 and migrates nothing.
+        // The second open finds schema 7 and migrates nothing.
         let (store, recovery) = Store::open(options(dir.path())).expect("ledger opens");
         assert_eq!(store.path(), path);
         let c = recovery.counts;
@@ -125,4 +125,45 @@ fn repeating_block_refused(fixture: &str) {
     store
         .add_block_blocking(&sealed_block(5, LINE, SECRET, serials("E", 0..10)))
         .expect("fresh block stored");
+}
+
+#[test]
+fn schema_6_outbox_entries_drain_before_the_chunks_after_them() {
+    for fixture in FIXTURES {
+        old_entries_drain_first(fixture);
+    }
+}
+
+/// The fixtures' 20 events are per-event `outbox` entries (schema 6 and
+/// before); outcomes made after the upgrade go to `outbox_log` chunks.
+/// Upstream sees the old ones first, then the new, with their ids, and
+/// acknowledging all of them in any order empties both.
+fn old_entries_drain_first(fixture: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fixture_copy(dir.path(), fixture);
+    let (store, _) = Store::open(options(dir.path())).expect("ledger opens");
+    let before = store.outbox_peek(usize::MAX).expect("outbox readable");
+    assert_eq!(before.len(), 20, "{fixture}");
+    let fresh = serials("A", 35..40);
+    let got = store.reserve(5).expect("reserve");
+    assert_eq!(got, fresh);
+    commit_through(&store, &fresh).expect("committed");
+    let all = store.outbox_peek(usize::MAX).expect("outbox readable");
+    assert_eq!(all.len(), 25);
+    assert_eq!(all[..20], before[..], "{fixture}: the old entries first, as they were");
+    let last_old = before.last().expect("old events").seq;
+    for (i, e) in all[20..].iter().enumerate() {
+        assert_eq!(e.seq, last_old + 1 + i as u64, "{fixture}: sequence continues");
+        assert_eq!(e.serial, fresh[i]);
+        assert_eq!(e.id, serialine_store::event_id(LINE, &e.serial, e.state));
+    }
+    let seqs: Vec<u64> = all.iter().rev().map(|e| e.seq).collect();
+    assert_eq!(store.outbox_ack_blocking(&seqs).expect("acked"), 25);
+    assert_eq!(store.outbox_depth(), 0);
+    assert_eq!(store.counts().synced, 35, "{fixture}: 10 synced before, 25 now");
+    drop(store);
+    let db = sled::open(dir.path().join("ledger")).expect("closed ledger opens in sled");
+    for tree in ["outbox", "outbox_log"] {
+        assert!(db.open_tree(tree).expect("tree").is_empty(), "{fixture}: {tree}");
+    }
 }
