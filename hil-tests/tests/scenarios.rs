@@ -80,6 +80,7 @@ scenarios! {
     camera_garbage_lines => "camera-garbage",
     camera_disconnect => "camera-disconnect",
     broker_outage => "broker-outage",
+    broker_outage_kill9 => "broker-outage-kill9",
     kill9_once => "kill9-once",
     kill9_several => "kill9-several",
     power_loss_under_load => "power-loss",
