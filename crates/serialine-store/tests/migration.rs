@@ -150,20 +150,35 @@ fn old_entries_drain_first(fixture: &str) {
     commit_through(&store, &fresh).expect("committed");
     let all = store.outbox_peek(usize::MAX).expect("outbox readable");
     assert_eq!(all.len(), 25);
-    assert_eq!(all[..20], before[..], "{fixture}: the old entries first, as they were");
+    assert_eq!(
+        all[..20],
+        before[..],
+        "{fixture}: the old entries first, as they were"
+    );
     let last_old = before.last().expect("old events").seq;
     for (i, e) in all[20..].iter().enumerate() {
-        assert_eq!(e.seq, last_old + 1 + i as u64, "{fixture}: sequence continues");
+        assert_eq!(
+            e.seq,
+            last_old + 1 + i as u64,
+            "{fixture}: sequence continues"
+        );
         assert_eq!(e.serial, fresh[i]);
         assert_eq!(e.id, serialine_store::event_id(LINE, &e.serial, e.state));
     }
     let seqs: Vec<u64> = all.iter().rev().map(|e| e.seq).collect();
     assert_eq!(store.outbox_ack_blocking(&seqs).expect("acked"), 25);
     assert_eq!(store.outbox_depth(), 0);
-    assert_eq!(store.counts().synced, 35, "{fixture}: 10 synced before, 25 now");
+    assert_eq!(
+        store.counts().synced,
+        35,
+        "{fixture}: 10 synced before, 25 now"
+    );
     drop(store);
     let db = sled::open(dir.path().join("ledger")).expect("closed ledger opens in sled");
     for tree in ["outbox", "outbox_log"] {
-        assert!(db.open_tree(tree).expect("tree").is_empty(), "{fixture}: {tree}");
+        assert!(
+            db.open_tree(tree).expect("tree").is_empty(),
+            "{fixture}: {tree}"
+        );
     }
 }

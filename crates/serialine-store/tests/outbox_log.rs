@@ -60,13 +60,27 @@ fn a_burst_of_outcomes_takes_a_key_per_chunk_and_drains_in_any_order() {
     let all = seqs_and_ids(&store);
     // Acknowledged from the back, odd ones first, with repeats: each event
     // once, whatever the order.
-    let odd: Vec<u64> = all.iter().rev().map(|e| e.0).filter(|s| s % 2 == 1).collect();
+    let odd: Vec<u64> = all
+        .iter()
+        .rev()
+        .map(|e| e.0)
+        .filter(|s| s % 2 == 1)
+        .collect();
     assert_eq!(store.outbox_ack_blocking(&odd).expect("acked"), 500);
-    assert_eq!(store.outbox_ack_blocking(&odd).expect("repeat is harmless"), 0);
+    assert_eq!(
+        store.outbox_ack_blocking(&odd).expect("repeat is harmless"),
+        0
+    );
     assert_eq!(store.outbox_depth(), 500);
     let left = seqs_and_ids(&store);
     assert!(left.iter().all(|e| e.0 % 2 == 0));
-    assert_eq!(left, all.iter().filter(|e| e.0 % 2 == 0).cloned().collect::<Vec<_>>());
+    assert_eq!(
+        left,
+        all.iter()
+            .filter(|e| e.0 % 2 == 0)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
     let even: Vec<u64> = left.iter().map(|e| e.0).collect();
     assert_eq!(store.outbox_ack_blocking(&even).expect("acked"), 500);
     assert_eq!(store.outbox_depth(), 0);
@@ -79,10 +93,17 @@ fn a_burst_of_outcomes_takes_a_key_per_chunk_and_drains_in_any_order() {
     assert_eq!(store.reserve(3).expect("reserve").len(), 3);
     commit_through(&store, &more).expect("committed");
     let next = seqs_and_ids(&store);
-    assert_eq!(next.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1_000, 1_001, 1_002]);
+    assert_eq!(
+        next.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![1_000, 1_001, 1_002]
+    );
     ack_outbox(&store).expect("acked");
     drop(store);
-    assert_eq!(keys_of(dir.path(), "outbox_log"), 0, "an acknowledged chunk leaves");
+    assert_eq!(
+        keys_of(dir.path(), "outbox_log"),
+        0,
+        "an acknowledged chunk leaves"
+    );
 }
 
 #[test]

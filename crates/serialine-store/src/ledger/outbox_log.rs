@@ -183,7 +183,9 @@ impl Tx<'_> {
         let seq = event.seq;
         let stored = StoredEvent::of(event);
         let Ok(size) = postcard::to_stdvec(&Some(&stored)).map(|b| b.len()) else {
-            return Ok(Err(self.corrupt(format!("outbox event {seq} does not encode"))));
+            return Ok(Err(
+                self.corrupt(format!("outbox event {seq} does not encode"))
+            ));
         };
         if size + 8 > CHUNK_BYTES {
             return Ok(Err(self.corrupt(format!(
@@ -228,7 +230,10 @@ impl Tx<'_> {
     /// Event `seq` as the batch sees it: `None` if it is not in the outbox
     /// (acknowledged before). Schema 6's per-event entries are looked up
     /// where no chunk holds `seq`.
-    pub(super) fn event_at(&mut self, seq: u64) -> TxResult<Result<Option<OutboxEvent>, StoreError>> {
+    pub(super) fn event_at(
+        &mut self,
+        seq: u64,
+    ) -> TxResult<Result<Option<OutboxEvent>, StoreError>> {
         let first = match self.chunk_of(seq)? {
             Ok(f) => f,
             Err(e) => return Ok(Err(e)),
@@ -276,8 +281,7 @@ impl Ledger {
             }
             let (_, v) = item.map_err(self.io())?;
             out.push(
-                OutboxEvent::decode(&v)
-                    .map_err(|e| self.corrupt(format!("outbox entry: {e}")))?,
+                OutboxEvent::decode(&v).map_err(|e| self.corrupt(format!("outbox entry: {e}")))?,
             );
         }
         for item in self.scan(&self.outbox_log) {
