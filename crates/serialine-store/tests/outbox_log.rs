@@ -13,8 +13,7 @@ use std::path::Path;
 /// The keys of `tree` in a closed ledger.
 fn keys_of(dir: &Path, tree: &str) -> usize {
     let db = sled::open(dir.join("ledger")).expect("closed ledger opens in sled");
-    let n = db.open_tree(tree).expect("tree").len();
-    n
+    db.open_tree(tree).expect("tree").len()
 }
 
 fn seqs_and_ids(store: &Store) -> Vec<(u64, Serial, UnitState, [u8; 32])> {

@@ -95,6 +95,9 @@ impl OutboxChunk {
     }
 }
 
+/// A chunk's new value by its first seq; `None`: removed.
+pub(super) type ChunkWrite = (u64, Option<Vec<u8>>);
+
 /// A chunk the batch read or changed, with its encoded size so far.
 #[derive(Debug)]
 pub(super) struct ChunkEdit {
@@ -111,7 +114,7 @@ pub(super) struct LogEdits {
 
 impl LogEdits {
     /// The chunks' new values (`None`: every event acknowledged, removed).
-    pub(super) fn into_writes(self) -> Result<Vec<(u64, Option<Vec<u8>>)>, postcard::Error> {
+    pub(super) fn into_writes(self) -> Result<Vec<ChunkWrite>, postcard::Error> {
         let mut out = Vec::new();
         for (first, edit) in self.chunks {
             if !edit.dirty {
