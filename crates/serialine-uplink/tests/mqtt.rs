@@ -1270,16 +1270,21 @@ async fn prefetch_keeps_the_case_labels_in_stock_beside_the_jobs_product() {
         .iter()
         .map(|b| (b.gtin, b.serials))
         .collect();
-    // Below low: the product's; above it: the labels', then the rest.
-    assert_eq!(
-        blocks,
-        vec![
-            (product, 4_000),
-            (product, 4_000),
-            (case, 100),
-            (product, 2_000)
-        ]
+    // Below low: the product's first. The labels' once the product's
+    // serials in stock and asked for reach its low mark, which may be
+    // while its first request is still being answered (an issuer answers
+    // 10,000 asked in blocks of 4,000): before the product's high mark,
+    // never before its first block. Both filled to their high marks.
+    assert_eq!(blocks.first(), Some(&(product, 4_000)), "{blocks:?}");
+    let labels: Vec<usize> = (0..blocks.len()).filter(|&i| blocks[i].0 == case).collect();
+    assert_eq!(labels.len(), 1, "{blocks:?}");
+    assert_eq!(blocks[labels[0]].1, 100, "{blocks:?}");
+    assert!(
+        labels[0] < blocks.len() - 1,
+        "labels before the product's last block: {blocks:?}"
     );
+    let product_total: u32 = blocks.iter().filter(|b| b.0 == product).map(|b| b.1).sum();
+    assert_eq!(product_total, 10_000, "{blocks:?}");
     uplink.abort();
 }
 
