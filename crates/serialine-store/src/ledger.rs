@@ -15,8 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod hierarchy;
 mod outbox_log;
 mod retention;
+mod settle;
 pub(crate) use hierarchy::unfit_reason;
 pub(crate) use retention::RoundOutcome;
+pub(crate) use settle::SettleOutcome;
 
 /// Bumped whenever an on-disk layout changes. A ledger with a higher version
 /// is refused rather than misread.
@@ -46,7 +48,12 @@ pub(crate) use retention::RoundOutcome;
 /// up to 64 events per key. Schema 6's per-event `outbox` entries are read
 /// and acknowledged where they are; an older build would not see the
 /// chunks, and must refuse rather than report an empty outbox.
-pub const SCHEMA_VERSION: u32 = 7;
+///
+/// 8: settled blocks (`ledger/settle.rs`): a used-up block whose serials
+/// all ended and were reported keeps its records as a compact snapshot
+/// (`settled`) and its serials in an index of runs (`runs`), no longer in
+/// `serials`. An older build would call those serials never issued.
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// sled's page cache per ledger unless configured: enough for the working
 /// set of a line (its open blocks, in-flight records, outbox head).
@@ -81,6 +88,10 @@ pub(crate) enum Op {
         block_id: BlockId,
         serials: Vec<Serial>,
         serial_keys: Vec<[u8; 16]>,
+        /// The caller looked for these serials among settled blocks in the
+        /// runs with ids below this (`Ledger::settled_overlap`); the batch
+        /// looks in the runs made since.
+        runs_checked_below: u32,
     },
     Transition {
         serial: Serial,
@@ -199,6 +210,10 @@ pub(crate) struct Ledger {
     issued_v2: sled::Tree,
     /// Per block with serials left, its serials' hashes (`issued.rs`).
     issued_blocks: sled::Tree,
+    /// Settled blocks' records (`ledger/settle.rs`, `settled.rs`).
+    settled: sled::Tree,
+    /// The index of settled serials: runs of (hash, block).
+    runs: sled::Tree,
     cursors: sled::Tree,
     /// Blocks whose records left for an archive file (`ledger/retention.rs`).
     archived: sled::Tree,
@@ -293,6 +308,8 @@ impl Ledger {
             blocks: tree("blocks")?,
             issued_v2: tree("issued")?,
             issued_blocks: tree("issued_blocks")?,
+            settled: tree("settled")?,
+            runs: tree("runs")?,
             cursors: tree("cursors")?,
             archived: tree("archived")?,
             jobs: tree("jobs")?,
@@ -314,6 +331,7 @@ impl Ledger {
         ledger.finish_journal()?;
         ledger.check_or_init()?;
         ledger.load_issued()?;
+        ledger.drop_runs()?;
         Ok(ledger)
     }
 
@@ -626,6 +644,19 @@ impl Ledger {
                 c.fenced += 1;
             }
         }
+        for block in self.settled_blocks()? {
+            for r in self.snapshot_records(block)? {
+                if let Some(slot) = c.slot(r.state) {
+                    *slot += 1;
+                }
+                if Counts::counts_as_reported(&r) {
+                    c.reported += 1;
+                }
+                if r.fenced {
+                    c.fenced += 1;
+                }
+            }
+        }
         Ok(c)
     }
 
@@ -644,8 +675,13 @@ impl Ledger {
                 .ok_or_else(|| self.corrupt(format!("record of serial {serial} unreadable")))?;
             return Ok(SerialEntry::Recorded(r));
         }
-        Ok(match index.block_of(&self.serial_key(serial)) {
-            Some(block_id) => SerialEntry::Available { block_id },
+        if let Some(block_id) = index.block_of(&self.serial_key(serial)) {
+            return Ok(SerialEntry::Available { block_id });
+        }
+        // Under the same gate: a settling batch moves records from
+        // `serials` to the settled blocks whole.
+        Ok(match self.settled_record(serial)? {
+            Some((_, _, r)) => SerialEntry::Recorded(r),
             None => SerialEntry::NotIssued,
         })
     }
@@ -756,6 +792,18 @@ impl Ledger {
                 .ok_or_else(|| self.corrupt("serials tree holds an invalid serial"))?;
             out.push((serial, r));
         }
+        let before = out.len();
+        for block_id in self.settled_blocks()? {
+            let block = self.open_block(block_id)?;
+            for (serial, r) in self.block_records(block_id, &block)? {
+                if let Some(r) = r.filter(|r| r.at_ms >= since_ms && keep(r.state)) {
+                    out.push((serial, r));
+                }
+            }
+        }
+        if out.len() > before {
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         Ok(out)
     }
 
@@ -779,10 +827,20 @@ impl Ledger {
         let batch = self.read_gate();
         let bytes = self.stored_block(block_id)?;
         drop(batch);
+        self.decrypt_block(block_id, &bytes)
+    }
+
+    /// [`Ledger::open_block`] for a caller that holds the gate already.
+    fn open_block_ungated(&self, block_id: BlockId) -> Result<Block, StoreError> {
+        let bytes = self.stored_block(block_id)?;
+        self.decrypt_block(block_id, &bytes)
+    }
+
+    fn decrypt_block(&self, block_id: BlockId, bytes: &[u8]) -> Result<Block, StoreError> {
         if bytes.is_empty() {
             return Err(self.corrupt(format!("block {block_id} has a cursor but no data")));
         }
-        let sealed = SealedBlock::from_bytes(&bytes)
+        let sealed = SealedBlock::from_bytes(bytes)
             .map_err(|e| self.corrupt(format!("stored block {block_id}: {e}")))?;
         self.block_key
             .open(&sealed, &self.line_id)
@@ -812,9 +870,11 @@ impl Ledger {
 
     pub fn has_record(&self, serial: &Serial) -> Result<bool, StoreError> {
         let _batch = self.read_gate();
-        self.serials
+        let recorded = self
+            .serials
             .contains_key(serial.as_bytes())
-            .map_err(self.io())
+            .map_err(self.io())?;
+        Ok(recorded || self.settled_record(serial)?.is_some())
     }
 
     /// Applies `ops` atomically. Each op succeeds or is refused on its own;
@@ -840,6 +900,8 @@ impl Ledger {
             serials: Overlay::new(&self.serials),
             inflight: Overlay::new(&self.inflight),
             outbox: Overlay::new(&self.outbox),
+            ledger: &*self,
+            settled: Overlay::new(&self.settled),
             outbox_log: &self.outbox_log,
             log: outbox_log::LogEdits::default(),
             blocks: Overlay::new(&self.blocks),
@@ -870,6 +932,7 @@ impl Ledger {
         tx.serials.drain_into(TreeId::Serials, &mut writes);
         tx.inflight.drain_into(TreeId::Inflight, &mut writes);
         tx.outbox.drain_into(TreeId::Outbox, &mut writes);
+        tx.settled.drain_into(TreeId::Settled, &mut writes);
         let log = std::mem::take(&mut tx.log)
             .into_writes()
             .map_err(|e| self.corrupt(format!("outbox chunk does not encode: {e}")))?;
@@ -1014,6 +1077,8 @@ impl Ledger {
             x if x == TreeId::Inflight as u8 => &self.inflight,
             x if x == TreeId::Outbox as u8 => &self.outbox,
             x if x == TreeId::OutboxLog as u8 => &self.outbox_log,
+            x if x == TreeId::Settled as u8 => &self.settled,
+            x if x == TreeId::Runs as u8 => &self.runs,
             x if x == TreeId::Meta as u8 => &self.meta,
             x if x == TreeId::Blocks as u8 => &self.blocks,
             x if x == TreeId::IssuedV2 as u8 => &self.issued_v2,
@@ -1165,6 +1230,8 @@ enum TreeId {
     ParentOf = 13,
     Children = 14,
     OutboxLog = 15,
+    Settled = 16,
+    Runs = 17,
 }
 
 /// One key's post-image in a batch: its new value, or `None` for removed.
@@ -1293,6 +1360,12 @@ struct Tx<'a> {
     inflight: Overlay<'a>,
     /// Schema 6's per-event outbox: only acknowledged from.
     outbox: Overlay<'a>,
+    /// The ledger as of the last batch, for what the overlays do not
+    /// cover: settled serials' places (`ledger/settle.rs`).
+    ledger: &'a Ledger,
+    /// Settled blocks' snapshot values, rewritten when a settled serial
+    /// moves.
+    settled: Overlay<'a>,
     /// The committed log of chunks, and the chunks this batch touched.
     outbox_log: &'a sled::Tree,
     log: outbox_log::LogEdits,
@@ -1340,7 +1413,8 @@ impl Tx<'_> {
                 block_id,
                 serials,
                 serial_keys,
-            } => self.add_block(sealed, *block_id, serials, serial_keys),
+                runs_checked_below,
+            } => self.add_block(sealed, *block_id, serials, serial_keys, *runs_checked_below),
             Op::Transition {
                 serial,
                 to,
@@ -1504,6 +1578,7 @@ impl Tx<'_> {
         block_id: BlockId,
         serials: &[Serial],
         keys: &[SerialKey],
+        runs_checked_below: u32,
     ) -> TxResult<Result<Applied, StoreError>> {
         let id = block_id.to_be_bytes();
         // The cursor, not the stored data: an archived block keeps its
@@ -1522,6 +1597,13 @@ impl Tx<'_> {
             if let Some(v) = self.serials.get(serial.as_bytes())? {
                 let earlier = SerialRecord::decode(&v).map_or(u64::MAX, |r| r.block_id);
                 return Ok(Err(StoreError::OverlappingBlock { block_id, earlier }));
+            }
+            match self.ledger.locate_settled(serial, runs_checked_below) {
+                Ok(None) => {}
+                Ok(Some((earlier, _))) => {
+                    return Ok(Err(StoreError::OverlappingBlock { block_id, earlier }))
+                }
+                Err(e) => return Ok(Err(e)),
             }
         }
         let Ok(count) = u32::try_from(keys.len()) else {
@@ -1557,29 +1639,42 @@ impl Tx<'_> {
     ) -> TxResult<Result<Applied, StoreError>> {
         let key = serial.as_bytes();
         let mut job = job.unwrap_or(0);
-        let (from, block_id, fresh) = match (self.serials.get(key)?, block) {
-            (Some(v), _) => match SerialRecord::decode(&v) {
-                Some(r) => {
-                    job = r.job;
-                    (r.state, r.block_id, false)
-                }
+        let recorded = match self.serials.get(key)? {
+            Some(v) => match SerialRecord::decode(&v) {
+                Some(r) => Some((r, settle::Place::Tree)),
                 None => {
                     return Ok(Err(
                         self.corrupt(format!("record of serial {serial} unreadable"))
                     ))
                 }
             },
+            None => None,
+        };
+        let (from, block_id, fresh, place) = match (recorded, block) {
+            (Some((r, place)), _) => {
+                job = r.job;
+                (r.state, r.block_id, false, place)
+            }
             // No record: the serial is still in its block. The caller (the
             // store's pool) has checked it holds the reservation, so the
             // lifecycle move is Reserved -> Sent.
-            (None, Some(b)) => (UnitState::Reserved, b, true),
+            (None, Some(b)) => (UnitState::Reserved, b, true, settle::Place::Tree),
             (None, None) => match self.issued_block_of(&self.index_key_of(serial)) {
-                Some(b) => (UnitState::Reserved, b, true),
-                None => {
-                    return Ok(Err(StoreError::NotIssued {
-                        serial: serial.clone(),
-                    }))
-                }
+                Some(b) => (UnitState::Reserved, b, true, settle::Place::Tree),
+                // Neither recorded nor in a block with serials left: a
+                // settled serial (a unit sampled after its job), or none.
+                None => match self.settled_at(serial)? {
+                    Ok(Some((r, place))) => {
+                        job = r.job;
+                        (r.state, r.block_id, false, place)
+                    }
+                    Ok(None) => {
+                        return Ok(Err(StoreError::NotIssued {
+                            serial: serial.clone(),
+                        }))
+                    }
+                    Err(e) => return Ok(Err(e)),
+                },
             },
         };
         // Available and Reserved live in the pool, never in the ledger: a
@@ -1611,7 +1706,9 @@ impl Tx<'_> {
             at_ms: self.now_ms,
             job,
         };
-        self.serials.insert(key, record.encode());
+        if let Err(e) = self.put_record(serial, place, &record)? {
+            return Ok(Err(e));
+        }
         match (from.is_in_flight(), to.is_in_flight()) {
             (false, true) => {
                 self.inflight.insert(key, []);
@@ -1778,12 +1875,11 @@ impl Tx<'_> {
             }
         };
         for serial in &named {
-            let skey = serial.as_bytes();
-            let Some(mut record) = self
-                .serials
-                .get(skey)?
-                .and_then(|v| SerialRecord::decode(&v))
-            else {
+            let found = match self.record_at(serial)? {
+                Ok(f) => f,
+                Err(e) => return Ok(Err(e)),
+            };
+            let Some((mut record, place)) = found else {
                 return Ok(Err(self.corrupt(format!(
                     "outbox entry {seq} names {serial}, which has no readable record"
                 ))));
@@ -1814,7 +1910,9 @@ impl Tx<'_> {
                 }
                 _ => {}
             }
-            self.serials.insert(skey, record.encode());
+            if let Err(e) = self.put_record(serial, place, &record)? {
+                return Ok(Err(e));
+            }
         }
         self.remove_event(seq)?;
         Ok(Ok(Applied::Acked {

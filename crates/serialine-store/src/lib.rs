@@ -59,6 +59,7 @@ mod nonces;
 mod outbox;
 mod pool;
 mod record;
+mod settled;
 mod store;
 
 pub use committer::{CommitMode, CommitterClock, BATCH_OPS_METRIC};

@@ -310,7 +310,11 @@ impl Store {
     fn block_op(&self, sealed: &SealedBlock) -> Result<Op, StoreError> {
         self.read(|reader| {
             let block = reader.block_key().open(sealed, &reader.line_id)?;
+            // Here, not in the batch: one lookup per serial and run, which
+            // would hold up every line's commit behind a block's arrival.
+            let runs_checked_below = reader.settled_overlap(block.block_id, &block.serials)?;
             Ok(Op::AddBlock {
+                runs_checked_below,
                 sealed: sealed.to_bytes(),
                 block_id: block.block_id,
                 serial_keys: block.serials.iter().map(|s| reader.serial_key(s)).collect(),

@@ -47,11 +47,11 @@ fn schema_1_and_2_ledgers_open_migrated_with_nothing_lost() {
 }
 
 fn opens_migrated_with_nothing_lost(fixture: &str) {
-    assert_eq!(SCHEMA_VERSION, 7);
+    assert_eq!(SCHEMA_VERSION, 8);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = fixture_copy(dir.path(), fixture);
     for round in 0..2 {
-        // The second open finds schema 7 and migrates nothing.
+        // The second open finds schema 8 and migrates nothing.
         let (store, recovery) = Store::open(options(dir.path())).expect("ledger opens");
         assert_eq!(store.path(), path);
         let c = recovery.counts;

@@ -75,12 +75,7 @@ impl Tx<'_> {
     }
 
     fn record_of(&self, serial: &Serial) -> TxResult<Result<Option<SerialRecord>, StoreError>> {
-        Ok(match self.serials.get(serial.as_bytes())? {
-            None => Ok(None),
-            Some(v) => SerialRecord::decode(&v)
-                .map(Some)
-                .ok_or_else(|| self.corrupt(format!("record of serial {serial} unreadable"))),
-        })
+        Ok(self.record_at(serial)?.map(|f| f.map(|(r, _)| r)))
     }
 
     fn parent_entry(&self, parent: &Serial) -> TxResult<Result<Option<ParentEntry>, StoreError>> {

@@ -72,7 +72,7 @@ impl ArchivedEntry {
 }
 
 /// May this record leave the ledger? Ended, and upstream has the outcome.
-fn ended_and_reported(r: &SerialRecord) -> bool {
+pub(super) fn ended_and_reported(r: &SerialRecord) -> bool {
     match r.state {
         UnitState::Synced => true,
         UnitState::Rejected(_)
@@ -135,25 +135,29 @@ impl Ledger {
         };
         let mut records: Vec<(Serial, SerialRecord)> = Vec::new();
         let mut chunk_keys = Vec::new();
+        // A settled block's records are its snapshot values, not keys of
+        // `serials`.
+        let mut snapshot_keys = Vec::new();
         for &block_id in &intent.blocks {
             let block = self.open_block(block_id)?;
+            let block_records = self.block_records(block_id, &block)?;
+            if self.is_settled(block_id)? {
+                for item in self.settled.scan_prefix(block_id.to_be_bytes()).keys() {
+                    snapshot_keys.push(item.map_err(self.io())?.to_vec());
+                }
+            }
             header.blocks.push(ArchivedBlock {
                 block: block_id,
                 gtin: block.gtin.as_string(),
                 serials: u32::try_from(block.serials.len()).unwrap_or(u32::MAX),
                 issued_at: block.issued_at,
             });
-            for serial in block.serials {
-                let v = self
-                    .serials
-                    .get(serial.as_bytes())
-                    .map_err(self.io())?
-                    .ok_or_else(|| {
-                        self.corrupt(format!(
-                            "block {block_id} is being archived but serial {serial} has no record"
-                        ))
-                    })?;
-                let r = self.decode_record(serial.as_bytes(), &v)?;
+            for (serial, r) in block_records {
+                let r = r.ok_or_else(|| {
+                    self.corrupt(format!(
+                        "block {block_id} is being archived but serial {serial} has no record"
+                    ))
+                })?;
                 if !ended_and_reported(&r) {
                     return Err(self.corrupt(format!(
                         "block {block_id} is being archived but serial {serial} is {}{}",
@@ -184,6 +188,13 @@ impl Ledger {
         }
         let mut counts = self.counts;
         let mut writes = Vec::with_capacity(records.len() + chunk_keys.len() + 8);
+        for key in snapshot_keys {
+            writes.push(JournalWrite {
+                tree: TreeId::Settled as u8,
+                key,
+                value: None,
+            });
+        }
         for (serial, r) in &records {
             if let Some(c) = counts.slot(r.state) {
                 *c = c.saturating_sub(1);
@@ -255,21 +266,10 @@ impl Ledger {
                 continue;
             }
             let block = self.open_block(block_id)?;
-            let mut all = true;
-            for serial in &block.serials {
-                let _batch = self.read_gate();
-                let record = match self.serials.get(serial.as_bytes()).map_err(self.io())? {
-                    Some(v) => self.decode_record(serial.as_bytes(), &v)?,
-                    None => {
-                        all = false;
-                        break;
-                    }
-                };
-                if !ended_and_reported(&record) || record.at_ms >= before_ms {
-                    all = false;
-                    break;
-                }
-            }
+            let all = self
+                .block_records(block_id, &block)?
+                .iter()
+                .all(|(_, r)| r.is_some_and(|r| ended_and_reported(&r) && r.at_ms < before_ms));
             if all {
                 out.push(block_id);
                 total += u64::from(u.count);
