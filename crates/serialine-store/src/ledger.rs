@@ -868,13 +868,14 @@ impl Ledger {
         self.meta.get(META_RETURN_INTENT).map_err(self.io())
     }
 
+    /// Has this serial of a block with serials left a record (it left
+    /// the pool)? Such a block is never settled, so only `serials` is
+    /// looked in: the pool asks it for every serial of a block it loads.
     pub fn has_record(&self, serial: &Serial) -> Result<bool, StoreError> {
         let _batch = self.read_gate();
-        let recorded = self
-            .serials
+        self.serials
             .contains_key(serial.as_bytes())
-            .map_err(self.io())?;
-        Ok(recorded || self.settled_record(serial)?.is_some())
+            .map_err(self.io())
     }
 
     /// Applies `ops` atomically. Each op succeeds or is refused on its own;
@@ -1593,10 +1594,18 @@ impl Tx<'_> {
                 return Ok(Err(StoreError::OverlappingBlock { block_id, earlier }));
             }
         }
+        // Runs made since the caller looked (usually none).
+        let recheck = match self.ledger.run_manifest() {
+            Ok(m) => m.runs.iter().any(|r| r.id >= runs_checked_below),
+            Err(e) => return Ok(Err(e)),
+        };
         for serial in serials {
             if let Some(v) = self.serials.get(serial.as_bytes())? {
                 let earlier = SerialRecord::decode(&v).map_or(u64::MAX, |r| r.block_id);
                 return Ok(Err(StoreError::OverlappingBlock { block_id, earlier }));
+            }
+            if !recheck {
+                continue;
             }
             match self.ledger.locate_settled(serial, runs_checked_below) {
                 Ok(None) => {}
