@@ -286,6 +286,10 @@ fn settle(ledger: &mut Ledger) {
                 total.blocks += round.blocks;
                 total.serials += round.serials;
                 total.merges += round.merges;
+                // A round that settled nothing would be found again.
+                if round.serials == 0 {
+                    break;
+                }
             }
             Ok(None) => break,
             Err(e) => {

@@ -37,7 +37,9 @@
 //!
 //! Trees: `blocks` (sealed), `cursors` (per-block use), `issued_blocks`
 //! (per block with serials left, its serials' keyed hashes, no clear text;
-//! see `issued.rs`), `serials` (state records),
+//! see `issued.rs`), `serials` (state records of blocks not settled),
+//! `settled` and `runs` (settled blocks' records and the index of their
+//! serials, see `ledger/settle.rs`),
 //! `inflight` (Sent/Printed index for reconciliation), `outbox_log` (the
 //! outbox, events in chunks; schema 6's per-event `outbox` drains), `meta`
 //! (schema version, line id, key check, counters, outbox sequence, ledger id),

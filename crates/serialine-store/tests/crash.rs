@@ -22,8 +22,9 @@ const CHILD_ENV: &str = "SERIALINE_STORE_CRASH_CHILD_DIR";
 const ROUNDS: u32 = 8;
 
 /// The writer: reconciles what the last run left in flight, then sends and
-/// commits serials from 32 concurrent tasks while a 33rd checkpoints the
-/// ledger over and over, printing one line per durable acknowledgment.
+/// commits serials from 32 concurrent tasks while a 33rd acknowledges the
+/// outbox and checkpoints the ledger over and over (settling used-up
+/// blocks), printing one line per durable acknowledgment.
 /// Ignored: it is a process the test below starts (`--ignored --exact`), not
 /// a test; run on its own it fails rather than passing without doing anything.
 #[test]
@@ -65,11 +66,20 @@ fn crash_writer_child() {
             }));
         }
         // Checkpoints run alongside, so some kills land while the ledger is
-        // being closed and reopened.
+        // being closed and reopened. Upstream's acknowledgments before each
+        // let used-up blocks settle there (`ledger/settle.rs`), so some
+        // kills land in a settling round.
         let checkpointer = tokio::spawn({
             let store = store.clone();
             async move {
                 loop {
+                    let seqs: Vec<u64> = store
+                        .outbox_peek(5_000)
+                        .expect("outbox")
+                        .iter()
+                        .map(|e| e.seq)
+                        .collect();
+                    store.outbox_ack(&seqs).await.expect("ack");
                     store.checkpoint().await.expect("checkpoint");
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
@@ -174,8 +184,17 @@ fn sigkill_mid_batch_loses_no_acknowledged_transition() {
         );
     }
     assert_eq!(kills, ROUNDS, "every round's writer is killed mid-run");
+    // The kills landed among settling rounds, not beside them.
+    let settled = {
+        let db = sled::open(dir.path().join("ledger")).expect("closed ledger opens in sled");
+        db.open_tree("settled").expect("tree").len()
+    };
+    assert!(
+        settled > 0,
+        "no block settled: the test did not exercise it"
+    );
     eprintln!(
-        "{kills} SIGKILLs, {} acknowledged serials, 0 lost",
+        "{kills} SIGKILLs, {} acknowledged serials, 0 lost; {settled} settled values",
         acked.len()
     );
 }

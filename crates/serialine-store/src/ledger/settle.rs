@@ -254,6 +254,10 @@ impl Ledger {
                 continue;
             }
             let block = self.open_block(block_id)?;
+            // Nothing to settle, and no snapshot would say it was.
+            if block.serials.is_empty() {
+                continue;
+            }
             let records = self.block_records(block_id, &block)?;
             let mut kept = Vec::with_capacity(records.len());
             for (serial, r) in records {
@@ -337,13 +341,14 @@ impl Ledger {
         }
         let (a, b) = (manifest.runs[n - 2], manifest.runs[n - 1]);
         let merged_id = manifest.next_id;
-        let mut archived: std::collections::HashMap<BlockId, bool> = Default::default();
+        // An entry stays while its block is settled (not archived since).
+        let mut settled_now: std::collections::HashMap<BlockId, bool> = Default::default();
         let mut live = |ledger: &Ledger, block: BlockId| -> Result<bool, StoreError> {
-            if let Some(&l) = archived.get(&block) {
+            if let Some(&l) = settled_now.get(&block) {
                 return Ok(l);
             }
             let l = ledger.is_settled(block)?;
-            archived.insert(block, l);
+            settled_now.insert(block, l);
             Ok(l)
         };
         // Streamed: each input read value by value, the output written
