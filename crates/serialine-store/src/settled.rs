@@ -72,7 +72,7 @@ pub(crate) fn decode_snapshot(value: &[u8]) -> Option<Vec<SerialRecord>> {
         ZSTD => zstd::bulk::decompress(body, SNAPSHOT_RECORDS * RECORD_BYTES).ok()?,
         _ => return None,
     };
-    if raw.len() % RECORD_BYTES != 0 || raw.len() > SNAPSHOT_RECORDS * RECORD_BYTES {
+    if !raw.len().is_multiple_of(RECORD_BYTES) || raw.len() > SNAPSHOT_RECORDS * RECORD_BYTES {
         return None;
     }
     raw.chunks(RECORD_BYTES).map(SerialRecord::decode).collect()
@@ -117,7 +117,7 @@ pub(crate) fn encode_run(entries: &[RunEntry]) -> Vec<(u64, Vec<u8>)> {
 
 /// The entries of one run value; `None` if it is damaged.
 pub(crate) fn decode_run(value: &[u8]) -> Option<Vec<RunEntry>> {
-    if value.len() % ENTRY_BYTES != 0 {
+    if !value.len().is_multiple_of(ENTRY_BYTES) {
         return None;
     }
     value
