@@ -84,6 +84,9 @@ pub(super) fn ended_and_reported(r: &SerialRecord) -> bool {
     }
 }
 
+/// A block retention or settling may take, with its records in block order.
+pub(super) type EndedBlock = (BlockId, Vec<(Serial, SerialRecord)>);
+
 impl Ledger {
     /// One round: archives up to about `max_serials` serials of blocks
     /// whose every record ended, was reported and is older than
@@ -251,6 +254,23 @@ impl Ledger {
     /// about `max_serials` serials. A block is given up at its first serial
     /// that does not qualify, which for a young block is its first.
     fn archivable(&self, before_ms: u64, max_serials: u64) -> Result<Vec<BlockId>, StoreError> {
+        Ok(self
+            .ended_blocks(before_ms, max_serials, false)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// The blocks retention and settling may take, with their records:
+    /// used up, not archived, every serial ended, reported and last moved
+    /// before `before_ms`; settled ones too unless `skip_settled`. In block
+    /// id order, until about `max_serials` serials.
+    pub(super) fn ended_blocks(
+        &self,
+        before_ms: u64,
+        max_serials: u64,
+        skip_settled: bool,
+    ) -> Result<Vec<EndedBlock>, StoreError> {
         let mut out = Vec::new();
         let mut total = 0u64;
         for (block_id, u) in self.cursors()? {
@@ -258,6 +278,7 @@ impl Ledger {
                 break;
             }
             if !used_up(&u)
+                || (skip_settled && self.is_settled(block_id)?)
                 || self
                     .archived
                     .contains_key(block_id.to_be_bytes())
@@ -266,13 +287,21 @@ impl Ledger {
                 continue;
             }
             let block = self.open_block(block_id)?;
-            let all = self
-                .block_records(block_id, &block)?
-                .iter()
-                .all(|(_, r)| r.is_some_and(|r| ended_and_reported(&r) && r.at_ms < before_ms));
-            if all {
-                out.push(block_id);
-                total += u64::from(u.count);
+            if block.serials.is_empty() {
+                continue;
+            }
+            let mut kept = Vec::with_capacity(block.serials.len());
+            for (serial, r) in self.block_records(block_id, &block)? {
+                match r {
+                    Some(r) if ended_and_reported(&r) && r.at_ms < before_ms => {
+                        kept.push((serial, r))
+                    }
+                    _ => break,
+                }
+            }
+            if kept.len() == block.serials.len() {
+                total += kept.len() as u64;
+                out.push((block_id, kept));
             }
         }
         Ok(out)

@@ -238,39 +238,8 @@ impl Ledger {
         &mut self,
         max_serials: u64,
     ) -> Result<Option<SettleOutcome>, StoreError> {
-        let mut blocks: Vec<(BlockId, Vec<(Serial, SerialRecord)>)> = Vec::new();
-        let mut total = 0u64;
-        for (block_id, u) in self.cursors()? {
-            if total >= max_serials {
-                break;
-            }
-            if u.remaining() > 0
-                || self.is_settled(block_id)?
-                || self
-                    .archived
-                    .contains_key(block_id.to_be_bytes())
-                    .map_err(self.io())?
-            {
-                continue;
-            }
-            let block = self.open_block(block_id)?;
-            // Nothing to settle, and no snapshot would say it was.
-            if block.serials.is_empty() {
-                continue;
-            }
-            let records = self.block_records(block_id, &block)?;
-            let mut kept = Vec::with_capacity(records.len());
-            for (serial, r) in records {
-                match r {
-                    Some(r) if super::retention::ended_and_reported(&r) => kept.push((serial, r)),
-                    _ => break,
-                }
-            }
-            if kept.len() == block.serials.len() {
-                total += kept.len() as u64;
-                blocks.push((block_id, kept));
-            }
-        }
+        let blocks = self.ended_blocks(u64::MAX, max_serials, true)?;
+        let total: u64 = blocks.iter().map(|(_, rs)| rs.len() as u64).sum();
         if blocks.is_empty() {
             return Ok(None);
         }
