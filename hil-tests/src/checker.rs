@@ -677,6 +677,31 @@ fn stray_label_reads(logs: &[String]) -> Vec<Option<String>> {
     out
 }
 
+/// Where the ledger's committer logs a checkpoint's settling (issue 16).
+const SETTLE_TARGET: &str = "serialine_store::committer";
+
+/// Issue 16: the serials the ledger settled into their compact form, as
+/// its checkpoints logged them (`serials` of each "settled …" line).
+fn settled_serials(logs: &[String]) -> u64 {
+    let mut total = 0;
+    for log in logs {
+        for line in log.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if v.get("target").and_then(Value::as_str) != Some(SETTLE_TARGET) {
+                continue;
+            }
+            let fields = v.get("fields").unwrap_or(&v);
+            let message = fields.get("message").and_then(Value::as_str).unwrap_or("");
+            if message.starts_with("settled ") {
+                total += fields.get("serials").and_then(Value::as_u64).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
 /// The kind of every reject signal the pipeline logged (`reject_signal`
 /// field: one log event per pack the daemon asked to reject).
 fn logged_reject_signals(logs: &[String]) -> Vec<String> {
@@ -1272,6 +1297,11 @@ pub fn check(input: &CheckInput) -> Report {
             "serials returned upstream",
             counts.returned,
             u64::from(e.all_returned),
+        ),
+        (
+            "serials settled into their compact form",
+            settled_serials(&input.logs),
+            e.min_settled_serials,
         ),
     ];
     if e.all_returned && counts.available() > 0 {

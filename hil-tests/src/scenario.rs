@@ -595,6 +595,9 @@ pub struct Expect {
     /// At least this many serials invalidated by the issuer in a fence
     /// handshake (issue 13 §2).
     pub min_upstream_invalidated: u64,
+    /// Issue 16: at least this many serials settled into their compact
+    /// form (the ledger's log of its checkpoints between jobs).
+    pub min_settled_serials: u64,
     /// Issue 20: at most this many rejected units (derived from the
     /// injected faults).
     pub max_rejected: Option<u64>,

@@ -104,6 +104,7 @@ scenarios! {
     daemon_frozen => "daemon-frozen",
     printer_fnc1_escape => "printer-fnc1-escape",
     after_commit_samples_and_decommissioning => "after-commit",
+    after_commit_on_settled_blocks => "after-commit-settled",
     return_unused_killed_midway => "return-kill9",
     aggregation_clean => "aggregation-clean",
     aggregation_faults => "aggregation-faults",
