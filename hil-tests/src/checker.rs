@@ -609,37 +609,48 @@ fn printer_codes(c: &mut Checker<'_>) -> Vec<String> {
         .collect()
 }
 
+/// Every JSON event of the daemon's logs: its target and its fields (the
+/// event itself where it has no `fields` object). Lines that are not JSON
+/// are skipped.
+fn log_events(logs: &[String]) -> impl Iterator<Item = (Option<String>, Value)> + '_ {
+    logs.iter()
+        .flat_map(|log| log.lines())
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .map(|mut v| {
+            let target = v.get("target").and_then(Value::as_str).map(str::to_string);
+            let fields = match v.get_mut("fields") {
+                Some(f) => f.take(),
+                None => v,
+            };
+            (target, fields)
+        })
+}
+
 /// (kind, serial) of every alarm the pipeline logged.
 fn logged_alarms(logs: &[String]) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
-    for log in logs {
-        for line in log.lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            // Issue 20: the uplink's operator task echoes every alarm it
-            // publishes ("alarm: ..."); one alarm is counted once.
-            let target = v.get("target").and_then(Value::as_str);
-            if target == Some("serialine_uplink::operator") {
-                continue;
-            }
-            let fields = v.get("fields").unwrap_or(&v);
-            let Some(kind) = fields.get("kind").and_then(Value::as_str) else {
-                continue;
-            };
-            // Issue 14: a label scanner's read of a label not in flight is
-            // not a unit's foreign code ([`stray_label_reads`]).
-            if target == Some(AGGREGATION_TARGET) && kind == "foreign-code" {
-                continue;
-            }
-            // `serial = ?Option<String>`: `Some("X")` or `None`.
-            let serial = fields.get("serial").and_then(Value::as_str).and_then(|s| {
-                s.strip_prefix("Some(\"")
-                    .and_then(|s| s.strip_suffix("\")"))
-                    .map(str::to_string)
-            });
-            out.push((kind.to_string(), serial));
+    for (target, fields) in log_events(logs) {
+        // Issue 20: the uplink's operator task echoes every alarm it
+        // publishes ("alarm: ..."); one alarm is counted once.
+        let target = target.as_deref();
+        if target == Some("serialine_uplink::operator") {
+            continue;
         }
+        let Some(kind) = fields.get("kind").and_then(Value::as_str) else {
+            continue;
+        };
+        // Issue 14: a label scanner's read of a label not in flight is
+        // not a unit's foreign code ([`stray_label_reads`]).
+        if target == Some(AGGREGATION_TARGET) && kind == "foreign-code" {
+            continue;
+        }
+        // `serial = ?Option<String>`: `Some("X")` or `None`.
+        let serial = fields.get("serial").and_then(Value::as_str).and_then(|s| {
+            s.strip_prefix("Some(\"")
+                .and_then(|s| s.strip_suffix("\")"))
+                .map(str::to_string)
+        });
+        out.push((kind.to_string(), serial));
     }
     out
 }
@@ -653,28 +664,19 @@ const AGGREGATION_TARGET: &str = "serialine_line::aggregation";
 /// without a `serial` field, so it is taken from the message ("… label
 /// scanner read {serial} of GTIN …"); `None` if the message says otherwise.
 fn stray_label_reads(logs: &[String]) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    for log in logs {
-        for line in log.lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            if v.get("target").and_then(Value::as_str) != Some(AGGREGATION_TARGET) {
-                continue;
-            }
-            let fields = v.get("fields").unwrap_or(&v);
-            if fields.get("kind").and_then(Value::as_str) != Some("foreign-code") {
-                continue;
-            }
+    log_events(logs)
+        .filter(|(target, fields)| {
+            target.as_deref() == Some(AGGREGATION_TARGET)
+                && fields.get("kind").and_then(Value::as_str) == Some("foreign-code")
+        })
+        .map(|(_, fields)| {
             let message = fields.get("message").and_then(Value::as_str).unwrap_or("");
-            let serial = message
+            message
                 .split_once("label scanner read ")
                 .and_then(|(_, rest)| rest.split_once(" of GTIN "))
-                .map(|(serial, _)| serial.to_string());
-            out.push(serial);
-        }
-    }
-    out
+                .map(|(serial, _)| serial.to_string())
+        })
+        .collect()
 }
 
 /// Where the ledger's committer logs a checkpoint's settling (issue 16).
@@ -683,41 +685,29 @@ const SETTLE_TARGET: &str = "serialine_store::committer";
 /// Issue 16: the serials the ledger settled into their compact form, as
 /// its checkpoints logged them (`serials` of each "settled …" line).
 fn settled_serials(logs: &[String]) -> u64 {
-    let mut total = 0;
-    for log in logs {
-        for line in log.lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            if v.get("target").and_then(Value::as_str) != Some(SETTLE_TARGET) {
-                continue;
-            }
-            let fields = v.get("fields").unwrap_or(&v);
-            let message = fields.get("message").and_then(Value::as_str).unwrap_or("");
-            if message.starts_with("settled ") {
-                total += fields.get("serials").and_then(Value::as_u64).unwrap_or(0);
-            }
-        }
-    }
-    total
+    log_events(logs)
+        .filter(|(target, fields)| {
+            target.as_deref() == Some(SETTLE_TARGET)
+                && fields
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| m.starts_with("settled "))
+        })
+        .map(|(_, fields)| fields.get("serials").and_then(Value::as_u64).unwrap_or(0))
+        .sum()
 }
 
 /// The kind of every reject signal the pipeline logged (`reject_signal`
 /// field: one log event per pack the daemon asked to reject).
 fn logged_reject_signals(logs: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    for log in logs {
-        for line in log.lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            let fields = v.get("fields").unwrap_or(&v);
-            if let Some(kind) = fields.get("reject_signal").and_then(Value::as_str) {
-                out.push(kind.to_string());
-            }
-        }
-    }
-    out
+    log_events(logs)
+        .filter_map(|(_, fields)| {
+            fields
+                .get("reject_signal")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect()
 }
 
 /// Runs every check.
