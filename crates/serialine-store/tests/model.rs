@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use serialine_core::{RejectReason, Serial, UnitState};
+use serialine_core::{RejectReason, SamplePurpose, Serial, UnitState};
 use serialine_store::{ReturnRequest, Store, StoreError};
 use std::collections::{HashMap, HashSet};
 
@@ -25,6 +25,10 @@ enum Step {
     /// `Store::return_unused`: every serial neither recorded nor reserved
     /// goes back upstream (issue 15).
     Return,
+    /// Upstream acknowledges everything, then a checkpoint: a block whose
+    /// serials all ended settles there (issue 16, `ledger/settle.rs`), and
+    /// the steps after it read and move its serials in the settled form.
+    Settle,
 }
 
 fn any_state() -> impl Strategy<Value = UnitState> {
@@ -37,6 +41,7 @@ fn any_state() -> impl Strategy<Value = UnitState> {
         Just(UnitState::Synced),
         Just(UnitState::Voided),
         Just(UnitState::Returned),
+        Just(UnitState::Sampled(SamplePurpose::Qa)),
         proptest::sample::select(RejectReason::ALL.to_vec()).prop_map(UnitState::Rejected),
     ]
 }
@@ -52,6 +57,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Reopen),
         1 => Just(Step::Checkpoint),
         1 => Just(Step::Return),
+        1 => Just(Step::Settle),
     ]
 }
 
@@ -124,6 +130,17 @@ proptest! {
                             m.outbox.push((x.clone(), to));
                         }
                     }
+                }
+                Step::Settle => {
+                    let events = s.outbox_peek(usize::MAX).unwrap();
+                    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+                    prop_assert_eq!(s.outbox_ack_blocking(&seqs).unwrap(), m.outbox.len());
+                    for (x, st) in m.outbox.drain(..) {
+                        if st == UnitState::Committed && m.state.get(&x) == Some(&UnitState::Committed) {
+                            m.state.insert(x, UnitState::Synced);
+                        }
+                    }
+                    s.checkpoint_blocking().unwrap();
                 }
                 Step::Ack(n) => {
                     let events = s.outbox_peek(n).unwrap();
