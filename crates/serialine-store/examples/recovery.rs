@@ -3,15 +3,18 @@
 //!     cargo run --release -p serialine-store --example recovery -- 10000000 [DIR [EVERY]]
 //!
 //! A child process fills a ledger with N serials (blocks of 10,000; every
-//! serial sent, most committed and acknowledged, some left in flight), then
-//! is killed with SIGKILL mid-write. This process then opens the ledger,
+//! serial sent, most committed and acknowledged, a few left in flight and
+//! voided when the next block starts, as a job's end reconciles them, so
+//! only the last block's are in flight), then is killed with SIGKILL
+//! mid-write. This process then opens the ledger,
 //! as the daemon does at start, and prints how long that took: schema and
 //! key checks, counters, and the list of serials to reconcile. An existing
 //! DIR is reused (building 10 M serials takes minutes).
 //!
 //! With EVERY, the child checkpoints the ledger (`Store::checkpoint`) each
-//! time EVERY more serials are in it, as the daemon does at each job's end,
-//! and prints how long each took. It skips the checkpoint due at N, so the
+//! time EVERY more serials are in it, as the daemon does at each job's end
+//! (settling the blocks whose serials all ended), and prints how long each
+//! took. It skips the checkpoint due at N, so the
 //! kill comes EVERY serials after the last one: the worst case. Without it, the open after the kill
 //! replays all the log written since the ledger was last opened.
 
@@ -38,7 +41,14 @@ fn child(dir: &Path, target: u64, every: Option<u64>) {
     let key = BlockKey::derive(SECRET);
     let mut next_block = store.counts().blocks + 1;
     let mut announced = false;
+    // The last block's units left without a verdict.
+    let mut unfinished: Vec<Serial> = Vec::new();
     loop {
+        let voided: Vec<_> = unfinished
+            .drain(..)
+            .map(|s| Transition::new(s, UnitState::Voided))
+            .collect();
+        store.apply_blocking(&voided);
         let c = store.counts();
         if c.issued >= target && !announced {
             println!("FILLED {}", c.issued);
@@ -60,11 +70,13 @@ fn child(dir: &Path, target: u64, every: Option<u64>) {
                 .collect();
             store.apply_blocking(&sent);
             // All but the last few units of each block get their verdict.
-            let done: Vec<_> = chunk[..chunk.len().saturating_sub(2)]
+            let cut = chunk.len().saturating_sub(2);
+            let done: Vec<_> = chunk[..cut]
                 .iter()
                 .map(|s| Transition::new(s.clone(), UnitState::Committed))
                 .collect();
             store.apply_blocking(&done);
+            unfinished.extend_from_slice(&chunk[cut..]);
         }
         let seqs: Vec<u64> = store
             .outbox_peek(usize::MAX)
