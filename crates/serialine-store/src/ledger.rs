@@ -631,30 +631,24 @@ impl Ledger {
             })?;
             c.archived += u64::from(entry.serials);
         }
-        for item in self.scan(&self.serials) {
-            let (k, v) = item.map_err(self.io())?;
-            let r = self.decode_record(&k, &v)?;
+        let count = |c: &mut Counts, r: &SerialRecord| {
             if let Some(slot) = c.slot(r.state) {
                 *slot += 1;
             }
-            if Counts::counts_as_reported(&r) {
+            if Counts::counts_as_reported(r) {
                 c.reported += 1;
             }
             if r.fenced {
                 c.fenced += 1;
             }
+        };
+        for item in self.scan(&self.serials) {
+            let (k, v) = item.map_err(self.io())?;
+            count(&mut c, &self.decode_record(&k, &v)?);
         }
         for block in self.settled_blocks()? {
             for r in self.snapshot_records(block)? {
-                if let Some(slot) = c.slot(r.state) {
-                    *slot += 1;
-                }
-                if Counts::counts_as_reported(&r) {
-                    c.reported += 1;
-                }
-                if r.fenced {
-                    c.fenced += 1;
-                }
+                count(&mut c, &r);
             }
         }
         Ok(c)
