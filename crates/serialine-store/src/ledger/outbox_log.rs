@@ -4,8 +4,8 @@
 //! every event is acknowledged is removed.
 //!
 //! Why: sled 0.34 costs about 100 bytes of disk and a share of a page-table
-//! entry per key, however small the key and value (BENCHMARKS.md, "The
-//! outbox as a log of chunks"). One key per outcome made a broker outage
+//! entry per key, however small the key and value (BENCHMARKS.md, "Issue
+//! 16: what a key costs, …"). One key per outcome made a broker outage
 //! cost memory and disk per queued event, and every outcome cost a key's
 //! insert and, at its acknowledgment, a key's removal. A chunk is one key
 //! for up to 64 events, a unit's event no longer stores its id (it is
