@@ -1215,24 +1215,20 @@ async fn unit_faults_are_accounted_per_kind() {
     );
 }
 
-/// Issue 14: the hierarchy rule on a hand-made ledger and hand-made device
-/// logs: a label received twice and never read back, a label printed
-/// twice, two partial cases in one job, a faulted case read whose units
-/// were packed anyway, upstream naming another parent, and a label "in
-/// flight at a kill" that ended committed are each reported; labels are
-/// never taken for units (invariant 2), and a voided label holding nothing
-/// is fine.
-#[tokio::test]
-async fn a_broken_hierarchy_is_reported_by_serial() {
-    use hil_tests::checker::{HierarchyInput, LevelLog};
+/// A ledger with a unit product's and a case product's blocks (the
+/// issuer's `seed`, blocks of `block`), a job of `units` begun: its number,
+/// `units` unit serials and `labels` case-label serials reserved.
+async fn job_with_case_labels(
+    dir: &std::path::Path,
+    seed: &[u8],
+    block: u32,
+    units: u64,
+    labels: usize,
+) -> CaseLedger {
     use serialine_core::{Expiry, Job, Lot};
-    use serialine_sim::aggregation::{CaseFault, CaseRead};
-
-    let dir = tempfile::tempdir().unwrap();
-    let issuer = Issuer::new(b"checker hierarchy", 40);
+    let issuer = Issuer::new(seed, block);
     issuer.add_line(LINE, SECRET);
-    let (store, _) =
-        Store::open(StoreOptions::new(dir.path().join("ledger"), LINE, SECRET)).unwrap();
+    let (store, _) = Store::open(StoreOptions::new(dir.join("ledger"), LINE, SECRET)).unwrap();
     let unit_gtin = Gtin::parse("09506000134352").unwrap();
     let case_gtin = Gtin::parse("19506000134359").unwrap();
     for g in [unit_gtin, case_gtin] {
@@ -1244,26 +1240,80 @@ async fn a_broken_hierarchy_is_reported_by_serial() {
         Lot::new("L1").unwrap(),
         Expiry::parse("271231").unwrap(),
         Template::Gs1DataMatrix,
-        18,
+        units,
     )
     .unwrap();
     let job = store.begin_job(&job).await.unwrap();
-    let u = store.reserve_for(18, &unit_gtin).unwrap();
-    let l = store.reserve_for(4, &case_gtin).unwrap();
-    for (serials, to) in [
-        (&u[..], UnitState::Sent),
-        (&u[..], UnitState::Committed),
-        (&l[..], UnitState::Sent),
-        (&l[3..], UnitState::Voided),
-    ] {
+    let u = store.reserve_for(units as usize, &unit_gtin).unwrap();
+    let l = store.reserve_for(labels, &case_gtin).unwrap();
+    CaseLedger {
+        issuer,
+        store,
+        job,
+        u,
+        l,
+        unit_gtin,
+        case_gtin,
+    }
+}
+
+/// What [`job_with_case_labels`] made.
+struct CaseLedger {
+    issuer: Issuer,
+    store: Store,
+    job: u32,
+    u: Vec<Serial>,
+    l: Vec<Serial>,
+    unit_gtin: Gtin,
+    case_gtin: Gtin,
+}
+
+/// Moves each list of serials to its state, in job `job`, in order.
+async fn move_in_job(store: &Store, job: u32, moves: &[(&[Serial], UnitState)]) {
+    for (serials, to) in moves {
         let ts: Vec<_> = serials
             .iter()
-            .map(|s| Transition::in_job(s.clone(), to, Some(job)))
+            .map(|s| Transition::in_job(s.clone(), *to, Some(job)))
             .collect();
         for r in store.apply(&ts).await {
             r.unwrap();
         }
     }
+}
+
+/// Issue 14: the hierarchy rule on a hand-made ledger and hand-made device
+/// logs: a label received twice and never read back, a label printed
+/// twice, two partial cases in one job, a faulted case read whose units
+/// were packed anyway, upstream naming another parent, and a label "in
+/// flight at a kill" that ended committed are each reported; labels are
+/// never taken for units (invariant 2), and a voided label holding nothing
+/// is fine.
+#[tokio::test]
+async fn a_broken_hierarchy_is_reported_by_serial() {
+    use hil_tests::checker::{HierarchyInput, LevelLog};
+    use serialine_sim::aggregation::{CaseFault, CaseRead};
+
+    let dir = tempfile::tempdir().unwrap();
+    let CaseLedger {
+        issuer,
+        store,
+        job,
+        u,
+        l,
+        unit_gtin,
+        case_gtin,
+    } = job_with_case_labels(dir.path(), b"checker hierarchy", 40, 18, 4).await;
+    move_in_job(
+        &store,
+        job,
+        &[
+            (&u[..], UnitState::Sent),
+            (&u[..], UnitState::Committed),
+            (&l[..], UnitState::Sent),
+            (&l[3..], UnitState::Voided),
+        ],
+    )
+    .await;
     // A full case and two partial ones (one job may have one, its last).
     store.seal_parent(&l[0], &u[..12], 12).await.unwrap();
     store.seal_parent(&l[1], &u[12..15], 12).await.unwrap();
@@ -1419,44 +1469,28 @@ async fn a_broken_hierarchy_is_reported_by_serial() {
 #[tokio::test]
 async fn rework_is_accepted_only_as_the_harness_made_it() {
     use hil_tests::checker::{HierarchyInput, LevelLog, ReworkKind, ReworkMove, RunEvents};
-    use serialine_core::{Expiry, Job, Lot};
     use serialine_sim::aggregation::{CaseFault, CaseRead};
 
     let dir = tempfile::tempdir().unwrap();
-    let issuer = Issuer::new(b"checker rework", 60);
-    issuer.add_line(LINE, SECRET);
-    let (store, _) =
-        Store::open(StoreOptions::new(dir.path().join("ledger"), LINE, SECRET)).unwrap();
-    let unit_gtin = Gtin::parse("09506000134352").unwrap();
-    let case_gtin = Gtin::parse("19506000134359").unwrap();
-    for g in [unit_gtin, case_gtin] {
-        let block = issuer.issue_for(LINE, Some(g), None).unwrap();
-        store.add_block(&block).await.unwrap();
-    }
-    let job = Job::new(
+    let CaseLedger {
+        issuer,
+        store,
+        job,
+        u,
+        l,
         unit_gtin,
-        Lot::new("L1").unwrap(),
-        Expiry::parse("271231").unwrap(),
-        Template::Gs1DataMatrix,
-        36,
+        case_gtin,
+    } = job_with_case_labels(dir.path(), b"checker rework", 60, 36, 2).await;
+    move_in_job(
+        &store,
+        job,
+        &[
+            (&u[..], UnitState::Sent),
+            (&u[..], UnitState::Committed),
+            (&l[..], UnitState::Sent),
+        ],
     )
-    .unwrap();
-    let job = store.begin_job(&job).await.unwrap();
-    let u = store.reserve_for(36, &unit_gtin).unwrap();
-    let l = store.reserve_for(2, &case_gtin).unwrap();
-    for (serials, to) in [
-        (&u[..], UnitState::Sent),
-        (&u[..], UnitState::Committed),
-        (&l[..], UnitState::Sent),
-    ] {
-        let ts: Vec<_> = serials
-            .iter()
-            .map(|s| Transition::in_job(s.clone(), to, Some(job)))
-            .collect();
-        for r in store.apply(&ts).await {
-            r.unwrap();
-        }
-    }
+    .await;
     store.seal_parent(&l[0], &u[..12], 12).await.unwrap();
     store.seal_parent(&l[1], &u[12..24], 12).await.unwrap();
     // Rework: u[0] out of l[0], u[24] (of the refused read) in; l[1] emptied.
