@@ -60,6 +60,15 @@ fn serials(v: &[String]) -> Result<Vec<Serial>, String> {
         .collect()
 }
 
+/// The move of `children` into or out of `parent`, as the checker takes it.
+fn moved(parent: &str, kind: ReworkKind, children: &[String]) -> Result<ReworkMove, String> {
+    Ok(ReworkMove {
+        parent: Serial::new(parent).map_err(|e| format!("{parent:?}: not a serial: {e}"))?,
+        kind,
+        children: serials(children)?,
+    })
+}
+
 /// Runs `[rework]` on the running daemon. Returns the moves it accepted,
 /// in order, and what went wrong (harness violations).
 pub(crate) async fn rework_step(
@@ -181,19 +190,15 @@ async fn make_moves(
                     before.len() - 1
                 ));
             }
-            moves.push(ReworkMove {
-                parent: Serial::new(case.as_str()).map_err(|e| e.to_string())?,
-                kind: ReworkKind::Unpack,
-                children: serials(std::slice::from_ref(&out))?,
-            });
+            moves.push(moved(case, ReworkKind::Unpack, std::slice::from_ref(&out))?);
         }
         let v = cli.pack(case, std::slice::from_ref(newcomer)).await?;
         if ok(&v, &format!("pack {case} {newcomer}"), problems) {
-            moves.push(ReworkMove {
-                parent: Serial::new(case.as_str()).map_err(|e| e.to_string())?,
-                kind: ReworkKind::Pack,
-                children: serials(std::slice::from_ref(newcomer))?,
-            });
+            moves.push(moved(
+                case,
+                ReworkKind::Pack,
+                std::slice::from_ref(newcomer),
+            )?);
         }
         // The ledger's answer, read back.
         let after = cli.contents(case).await?;
@@ -218,22 +223,13 @@ async fn make_moves(
     // The first swap's unit out and in again: the same moves, new events.
     if rw.repeat {
         let (case, unit) = (&cases[0], &loose[0]);
-        let parent = Serial::new(case.as_str()).map_err(|e| e.to_string())?;
         let v = cli.unpack(case, Some(std::slice::from_ref(unit))).await?;
         if ok(&v, &format!("unpack {case} {unit} (again)"), problems) {
-            moves.push(ReworkMove {
-                parent: parent.clone(),
-                kind: ReworkKind::Unpack,
-                children: serials(std::slice::from_ref(unit))?,
-            });
+            moves.push(moved(case, ReworkKind::Unpack, std::slice::from_ref(unit))?);
         }
         let v = cli.pack(case, std::slice::from_ref(unit)).await?;
         if ok(&v, &format!("pack {case} {unit} (again)"), problems) {
-            moves.push(ReworkMove {
-                parent,
-                kind: ReworkKind::Pack,
-                children: serials(std::slice::from_ref(unit))?,
-            });
+            moves.push(moved(case, ReworkKind::Pack, std::slice::from_ref(unit))?);
         }
     }
     // Emptied for good: nothing goes in again.
@@ -250,11 +246,7 @@ async fn make_moves(
                     held.len()
                 ));
             }
-            moves.push(ReworkMove {
-                parent: Serial::new(case.as_str()).map_err(|e| e.to_string())?,
-                kind: ReworkKind::Empty,
-                children: serials(&held)?,
-            });
+            moves.push(moved(case, ReworkKind::Empty, &held)?);
         }
         let after = cli.contents(case).await?;
         if after["parent_state"] != "emptied" || !strings(&after["children"]).is_empty() {
@@ -273,11 +265,7 @@ async fn make_moves(
                 ));
             }
             if v["ok"] == true {
-                moves.push(ReworkMove {
-                    parent: Serial::new(case.as_str()).map_err(|e| e.to_string())?,
-                    kind: ReworkKind::Pack,
-                    children: serials(std::slice::from_ref(unit))?,
-                });
+                moves.push(moved(case, ReworkKind::Pack, std::slice::from_ref(unit))?);
             }
         }
         let v = cli.unpack(case, None).await?;
@@ -310,11 +298,7 @@ async fn make_moves(
             ));
         }
         if v["ok"] == true {
-            moves.push(ReworkMove {
-                parent: Serial::new(into.as_str()).map_err(|e| e.to_string())?,
-                kind: ReworkKind::Pack,
-                children: serials(std::slice::from_ref(&unit))?,
-            });
+            moves.push(moved(into, ReworkKind::Pack, std::slice::from_ref(&unit))?);
         }
         let still = cli.contents(&unit).await?;
         if strings(&still["parents"]).first() != Some(other) {
